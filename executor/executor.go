@@ -1,0 +1,61 @@
+// Package executor runs Dockerfile steps against overlay root filesystems:
+// RUN in a fresh namespaced sandbox, COPY/ADD/WORKDIR through the copier, both
+// in a re-executed child of the kiln binary so that every mount dies with the
+// child's mount namespace.
+package executor
+
+import (
+	"context"
+	"io"
+
+	"github.com/kiln-build/kiln/executor/copier"
+)
+
+// Rootfs is an overlay view. Lowers are directories in overlay format
+// (whiteouts as 0:0 char devices, opaque dirs as trusted.overlay.opaque=y),
+// top-most first. Upper and Work are fresh empty directories on the same
+// filesystem; when Upper is empty the view is mounted read-only.
+type Rootfs struct {
+	Lowers []string
+	Upper  string
+	Work   string
+}
+
+// RunSpec is one RUN step.
+type RunSpec struct {
+	Rootfs Rootfs
+	Args   []string // argv, already shell-wrapped by the planner
+	Env    []string // KEY=VALUE
+	Cwd    string   // absolute path inside the rootfs; created if missing
+	// User as written in the Dockerfile USER instruction ("", "name",
+	// "uid", "name:group", "uid:gid"); resolved inside the rootfs against
+	// /etc/passwd and /etc/group, with supplementary groups.
+	User     string
+	Hostname string
+	Network  string // "host" (default) or "none"
+	Stdout   io.Writer
+	Stderr   io.Writer
+}
+
+// ExitError reports a RUN command that exited non-zero or was killed.
+type ExitError struct {
+	Code   int    // exit status, or 128+signal
+	Signal string // set when killed by a signal
+}
+
+// CopySpec is one COPY, ADD or WORKDIR step: the copier's Op runs with the
+// destination rootfs mounted read-write and, when Source has Lowers, a
+// read-only overlay of the source stage.
+type CopySpec struct {
+	Rootfs Rootfs
+	// SourceDir is a plain host directory holding the sources (the build
+	// context, or a directory of heredoc files). Ignored when Source has
+	// lowers.
+	SourceDir string
+	// Source is a read-only view of another stage or image (COPY --from).
+	Source Rootfs
+	Op     copier.Op
+}
+
+// Stubs — implemented in executor_linux.go.
+var _ = context.Background

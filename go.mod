@@ -1,0 +1,3 @@
+module github.com/kiln-build/kiln
+
+go 1.26.8
