@@ -1,0 +1,228 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/moby/patternmatcher/ignorefile"
+	"github.com/spf13/cobra"
+
+	"github.com/kiln-build/kiln/cache"
+	"github.com/kiln-build/kiln/export"
+	"github.com/kiln-build/kiln/image"
+	"github.com/kiln-build/kiln/parser"
+	"github.com/kiln-build/kiln/planner"
+	"github.com/kiln-build/kiln/registry"
+)
+
+type buildFlags struct {
+	file, target, network, platform, iidfile, progress string
+	tags, buildArgs, labels, outputs, insecure          []string
+	noCache                                             bool
+}
+
+func newBuildCmd(root *string) *cobra.Command {
+	var f buildFlags
+	cmd := &cobra.Command{
+		Use:   "build [flags] CONTEXT",
+		Short: "Build an image from a Dockerfile",
+		Example: `  # build ./Dockerfile and write an OCI archive
+  kiln build -t app:1.0 -o type=oci,dest=app.tar .
+
+  # a docker load tarball, with build args, for one stage
+  kiln build -f build/Dockerfile --build-arg VERSION=1.4 --target runtime \
+    -t registry.example.com/team/app:1.4 -o type=docker,dest=app.tar .
+
+  # the final root filesystem as a directory
+  kiln build -o type=local,dest=rootfs .`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) != 1 {
+				return usagef("build takes exactly one CONTEXT argument (a directory), got %d", len(args))
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runBuild(cmd, *root, args[0], f)
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVarP(&f.file, "file", "f", "", "Dockerfile to build (default CONTEXT/Dockerfile; - reads stdin)")
+	fl.StringArrayVarP(&f.tags, "tag", "t", nil, "name the image (repeatable)")
+	fl.StringArrayVar(&f.buildArgs, "build-arg", nil, "set a build argument: K=V, or K to take it from the environment (repeatable)")
+	fl.StringVar(&f.target, "target", "", "build this stage (default: the last one)")
+	fl.BoolVar(&f.noCache, "no-cache", false, "do not reuse any step from the cache")
+	fl.StringArrayVar(&f.labels, "label", nil, "add a label K=V to the image (repeatable)")
+	fl.StringVar(&f.network, "network", "host", "network of RUN steps: host or none")
+	fl.StringVar(&f.platform, "platform", "", "target platform (only linux/amd64)")
+	fl.StringVar(&f.iidfile, "iidfile", "", "write the image ID (config digest) to this file")
+	fl.StringVar(&f.progress, "progress", "auto", "progress output: auto, plain or quiet")
+	fl.StringArrayVarP(&f.outputs, "output", "o", nil, "export: type=oci|docker|local|tar,dest=PATH[,tar=false] (repeatable)")
+	fl.StringArrayVar(&f.insecure, "insecure-registry", nil, "allow plain HTTP or unverified TLS for HOST[:PORT] (repeatable)")
+	return cmd
+}
+
+func runBuild(cmd *cobra.Command, root, contextDir string, f buildFlags) error {
+	ctx := cmd.Context()
+	st, err := os.Stat(contextDir)
+	if err != nil || !st.IsDir() {
+		return usagef("build context %q is not a directory", contextDir)
+	}
+	if f.platform != "" && f.platform != "linux/amd64" {
+		return usagef("--platform %s: kiln builds linux/amd64 images only", f.platform)
+	}
+	if f.network != "host" && f.network != "none" {
+		return usagef("--network %s: use host or none", f.network)
+	}
+	switch f.progress {
+	case "auto", "plain", "tty", "quiet":
+	default:
+		return usagef("--progress %s: use auto, plain or quiet", f.progress)
+	}
+	buildArgs, err := parseBuildArgs(f.buildArgs)
+	if err != nil {
+		return err
+	}
+	labels := map[string]string{}
+	for _, l := range f.labels {
+		k, v, _ := strings.Cut(l, "=")
+		if k == "" {
+			return usagef("--label %q: want KEY=VALUE", l)
+		}
+		labels[k] = v
+	}
+	outputs, err := export.ParseOutputs(f.outputs)
+	if err != nil {
+		return &usageError{err}
+	}
+
+	dfPath := f.file
+	if dfPath == "" {
+		dfPath = filepath.Join(contextDir, "Dockerfile")
+	}
+	var src []byte
+	dfName := filepath.Base(dfPath)
+	if dfPath == "-" {
+		src, err = io.ReadAll(os.Stdin)
+		dfName = "Dockerfile"
+	} else {
+		src, err = os.ReadFile(dfPath)
+	}
+	if err != nil {
+		return fmt.Errorf("reading Dockerfile: %w", err)
+	}
+	dockerfileSource = src
+	df, err := parser.Parse(dfName, src)
+	if err != nil {
+		return err
+	}
+	excludes, err := readDockerignore(contextDir, dfPath)
+	if err != nil {
+		return err
+	}
+
+	store, err := cache.Open(root)
+	if err != nil {
+		return fmt.Errorf("opening kiln's store at %s (set --root or KILN_ROOT): %w", root, err)
+	}
+	var progress io.Writer = cmd.ErrOrStderr()
+	if f.progress == "quiet" {
+		progress = io.Discard
+	}
+	res, err := planner.Build(ctx, planner.Options{
+		Dockerfile: df,
+		ContextDir: contextDir,
+		Excludes:   excludes,
+		BuildArgs:  buildArgs,
+		Target:     f.target,
+		Labels:     labels,
+		Network:    f.network,
+		Store:      store,
+		Resolver:   &registry.Resolver{Insecure: f.insecure},
+		Progress:   progress,
+	})
+	if err != nil {
+		return err
+	}
+	for _, out := range outputs {
+		img, err := image.New(store, res.RawConfig, res.Layers, out.Type != "docker")
+		if err != nil {
+			return err
+		}
+		if err := export.Write(ctx, img, out, f.tags); err != nil {
+			return fmt.Errorf("exporting %s to %s: %w", out.Type, out.Dest, err)
+		}
+	}
+	img, err := image.New(store, res.RawConfig, res.Layers, true)
+	if err != nil {
+		return err
+	}
+	id, err := img.ConfigName()
+	if err != nil {
+		return err
+	}
+	dg, err := img.Digest()
+	if err != nil {
+		return err
+	}
+	if f.iidfile != "" {
+		if err := os.WriteFile(f.iidfile, []byte(id.String()), 0o644); err != nil {
+			return fmt.Errorf("writing --iidfile: %w", err)
+		}
+	}
+	if f.progress == "quiet" {
+		fmt.Fprintln(cmd.OutOrStdout(), id)
+	} else {
+		fmt.Fprintf(cmd.ErrOrStderr(), "image %s (manifest %s, %d layers)\n", id, dg, len(res.Layers))
+	}
+	return nil
+}
+
+// parseBuildArgs reads --build-arg K=V and K (value from the environment;
+// skipped when unset, like docker).
+func parseBuildArgs(list []string) (map[string]string, error) {
+	out := map[string]string{}
+	for _, a := range list {
+		k, v, ok := strings.Cut(a, "=")
+		if k == "" {
+			return nil, usagef("--build-arg %q: want KEY=VALUE or KEY", a)
+		}
+		if !ok {
+			ev, set := os.LookupEnv(k)
+			if !set {
+				continue
+			}
+			v = ev
+		}
+		out[k] = v
+	}
+	return out, nil
+}
+
+// readDockerignore reads <Dockerfile>.dockerignore beside the Dockerfile,
+// else CONTEXT/.dockerignore, as BuildKit does.
+func readDockerignore(contextDir, dfPath string) ([]string, error) {
+	candidates := []string{filepath.Join(contextDir, ".dockerignore")}
+	if dfPath != "-" {
+		candidates = append([]string{dfPath + ".dockerignore"}, candidates...)
+	}
+	for _, p := range candidates {
+		fh, err := os.Open(p)
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("reading %s: %w", p, err)
+		}
+		defer fh.Close()
+		pats, err := ignorefile.ReadAll(fh)
+		if err != nil {
+			return nil, fmt.Errorf("reading %s: %w", p, err)
+		}
+		return pats, nil
+	}
+	return nil, nil
+}

@@ -1,0 +1,358 @@
+// Package planner walks a Dockerfile's stage graph for the requested
+// target, folds metadata instructions into the image config with BuildKit's
+// rules, expands variables with BuildKit's shell lexer, and runs the steps
+// that change files — independent stages in parallel.
+package planner
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/moby/buildkit/frontend/dockerfile/instructions"
+	"github.com/moby/buildkit/frontend/dockerfile/shell"
+	dockerspec "github.com/moby/docker-image-spec/specs-go/v1"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/kiln-build/kiln/cache"
+	"github.com/kiln-build/kiln/parser"
+)
+
+// The only platform kiln builds for; the sandbox runs the image's binaries
+// natively.
+const (
+	targetOS   = "linux"
+	targetArch = "amd64"
+	platformID = targetOS + "/" + targetArch
+)
+
+// ImageResolver fetches images named in FROM and COPY --from.
+type ImageResolver interface {
+	// Resolve returns the linux/amd64 image for ref and its canonical name
+	// (normalised, with digest) for messages and history.
+	Resolve(ctx context.Context, ref string) (v1.Image, string, error)
+}
+
+// Options describe one build.
+type Options struct {
+	Dockerfile *parser.Dockerfile
+	ContextDir string
+	Excludes   []string          // .dockerignore patterns
+	BuildArgs  map[string]string // --build-arg
+	Target     string            // --target; "" = last stage
+	Labels     map[string]string // --label
+	Network    string            // default network of RUN: "host" or "none"
+	Store      *cache.Store
+	Resolver   ImageResolver
+	Progress   io.Writer // plain progress output
+	Now        time.Time // image creation time; zero = time.Now()
+}
+
+// Result is the built image: its config and its layers, bottom first.
+type Result struct {
+	Config    dockerspec.DockerOCIImage
+	RawConfig []byte
+	Layers    []cache.LayerInfo
+}
+
+// build is the state of one Build call.
+type build struct {
+	opt        Options
+	df         *parser.Dockerfile
+	globalArgs envList
+	stages     []*stage
+	byName     map[string]*stage
+	prog       *progress
+	now        time.Time
+	imagesMu   sync.Mutex
+	images     map[string]*imageSource // COPY --from=<image> sources
+}
+
+// Build runs the build and returns the target stage's image.
+func Build(ctx context.Context, opt Options) (*Result, error) {
+	if opt.Network == "" {
+		opt.Network = "host"
+	}
+	b := &build{
+		opt:    opt,
+		df:     opt.Dockerfile,
+		byName: map[string]*stage{},
+		prog:   newProgress(opt.Progress),
+		now:    opt.Now,
+		images: map[string]*imageSource{},
+	}
+	if b.now.IsZero() {
+		b.now = time.Now().UTC()
+	}
+	if err := b.plan(); err != nil {
+		return nil, err
+	}
+	target := b.stages[len(b.stages)-1]
+	if opt.Target != "" {
+		t, ok := b.byName[strings.ToLower(opt.Target)]
+		if !ok {
+			return nil, fmt.Errorf("target stage %q could not be found%s", opt.Target, suggestStage(opt.Target, b.stageNames()))
+		}
+		target = t
+	}
+	reach := map[*stage]bool{}
+	var mark func(s *stage)
+	mark = func(s *stage) {
+		if reach[s] {
+			return
+		}
+		reach[s] = true
+		if s.base != nil {
+			mark(s.base)
+		}
+		for _, d := range s.fromDeps {
+			mark(d)
+		}
+	}
+	mark(target)
+
+	g, gctx := errgroup.WithContext(ctx)
+	for _, s := range b.stages {
+		if !reach[s] {
+			continue
+		}
+		g.Go(func() error {
+			err := b.runStage(gctx, s)
+			s.finish(err)
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	return b.finalize(target)
+}
+
+func (b *build) stageNames() []string {
+	var names []string
+	for _, s := range b.stages {
+		if s.name != "" {
+			names = append(names, s.name)
+		}
+	}
+	return names
+}
+
+// plan expands the global ARGs and FROM lines and links stages to the
+// stages they depend on, without touching any image or file.
+func (b *build) plan() error {
+	df := b.df
+	targetName := b.opt.Target
+	if targetName == "" {
+		targetName = df.Stages[len(df.Stages)-1].Name
+	}
+	if targetName == "" {
+		targetName = "default"
+	}
+	b.globalArgs = defaultArgs(b.opt.BuildArgs, targetName)
+	lex := shell.NewLex(df.Escape)
+	for _, a := range df.MetaArgs {
+		for _, kv := range a.Args {
+			if v, ok := b.opt.BuildArgs[kv.Key]; ok {
+				b.globalArgs = b.globalArgs.set(kv.Key, v)
+				continue
+			}
+			if kv.Value != nil {
+				v, _, err := lex.ProcessWord(*kv.Value, b.globalArgs)
+				if err != nil {
+					return parser.At(df.Name, a.Location(), err)
+				}
+				b.globalArgs = b.globalArgs.set(kv.Key, v)
+			}
+		}
+	}
+
+	for i, st := range df.Stages {
+		s := &stage{index: i, st: st, name: st.Name, done: make(chan struct{})}
+		base, _, err := lex.ProcessWord(st.BaseName, b.globalArgs)
+		if err != nil {
+			return parser.At(df.Name, st.Location, err)
+		}
+		if base == "" {
+			return parser.At(df.Name, st.Location, fmt.Errorf("base name (%s) should not be blank", st.BaseName))
+		}
+		s.baseName = base
+		if st.Platform != "" {
+			p, _, err := lex.ProcessWord(st.Platform, b.globalArgs)
+			if err != nil {
+				return parser.At(df.Name, st.Location, err)
+			}
+			if err := checkPlatform(p); err != nil {
+				return parser.At(df.Name, st.Location, fmt.Errorf("FROM --platform=%s: %w", st.Platform, err))
+			}
+		}
+		// Like BuildKit, FROM names only stages defined above it.
+		if bs, ok := b.byName[base]; ok {
+			s.base = bs
+		}
+		if s.name == "" {
+			s.displayName = fmt.Sprintf("stage-%d", i)
+		} else {
+			s.displayName = s.name
+			b.byName[s.name] = s
+		}
+		b.stages = append(b.stages, s)
+	}
+	if len(b.stages) == 1 {
+		b.stages[0].displayName = ""
+	}
+	for _, s := range b.stages {
+		if err := b.linkFromDeps(s, s.st.Commands); err != nil {
+			return err
+		}
+		// A stage's ONBUILD triggers run in the stages built FROM it.
+		if s.base != nil {
+			for _, c := range s.base.st.Commands {
+				if ob, ok := c.(*instructions.OnbuildCommand); ok {
+					cmd, err := parseTrigger(ob.Expression)
+					if err != nil {
+						return parser.At(b.df.Name, s.st.Location, err)
+					}
+					s.triggers = append(s.triggers, cmd)
+				}
+			}
+			if err := b.linkFromDeps(s, s.triggers); err != nil {
+				return err
+			}
+		}
+		s.total = s.countSteps()
+	}
+	return checkCycles(b)
+}
+
+func (b *build) linkFromDeps(s *stage, cmds []instructions.Command) error {
+	for _, c := range cmds {
+		cp, ok := c.(*instructions.CopyCommand)
+		if !ok || cp.From == "" {
+			continue
+		}
+		if strings.Contains(cp.From, "$") {
+			return parser.At(b.df.Name, c.Location(), errors.New("variable expansion is not supported for --from, define a new stage with FROM using ARG from global scope as a workaround"))
+		}
+		if dep := b.stageRef(cp.From); dep != nil {
+			s.fromDeps = append(s.fromDeps, dep)
+		} else if _, err := strconv.Atoi(cp.From); err == nil {
+			return parser.At(b.df.Name, c.Location(), fmt.Errorf("COPY --from=%s: invalid stage index %s; the Dockerfile has stages 0 to %d", cp.From, cp.From, len(b.stages)-1))
+		}
+	}
+	return nil
+}
+
+// stageRef finds a stage by name or index, or returns nil (an image ref).
+func (b *build) stageRef(ref string) *stage {
+	if s, ok := b.byName[strings.ToLower(ref)]; ok {
+		return s
+	}
+	if i, err := strconv.Atoi(ref); err == nil && i >= 0 && i < len(b.stages) {
+		return b.stages[i]
+	}
+	return nil
+}
+
+func checkCycles(b *build) error {
+	state := map[*stage]int{}
+	var visit func(s *stage) error
+	visit = func(s *stage) error {
+		switch state[s] {
+		case 1:
+			return parser.At(b.df.Name, s.st.Location, fmt.Errorf("circular dependency detected on stage: %s", s.displayName))
+		case 2:
+			return nil
+		}
+		state[s] = 1
+		deps := append([]*stage{}, s.fromDeps...)
+		if s.base != nil {
+			deps = append(deps, s.base)
+		}
+		for _, d := range deps {
+			if err := visit(d); err != nil {
+				return err
+			}
+		}
+		state[s] = 2
+		return nil
+	}
+	for _, s := range b.stages {
+		if err := visit(s); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func checkPlatform(p string) error {
+	switch strings.ToLower(p) {
+	case "linux/amd64", "linux/amd64/v1", "linux/x86_64", "linux/x86-64":
+		return nil
+	}
+	return fmt.Errorf("platform %q is not supported: kiln builds linux/amd64 images only", p)
+}
+
+// defaultArgs are the platform ARGs BuildKit predefines in global scope.
+func defaultArgs(overrides map[string]string, target string) envList {
+	var env envList
+	for _, kv := range [][2]string{
+		{"BUILDPLATFORM", platformID},
+		{"BUILDOS", targetOS},
+		{"BUILDOSVERSION", ""},
+		{"BUILDARCH", targetArch},
+		{"BUILDVARIANT", ""},
+		{"TARGETPLATFORM", platformID},
+		{"TARGETOS", targetOS},
+		{"TARGETOSVERSION", ""},
+		{"TARGETARCH", targetArch},
+		{"TARGETVARIANT", ""},
+		{"TARGETSTAGE", target},
+	} {
+		v := kv[1]
+		if ov, ok := overrides[kv[0]]; ok {
+			v = ov
+		}
+		env = env.set(kv[0], v)
+	}
+	return env
+}
+
+// finalize applies the build-wide settings to the target's config and
+// serialises it.
+func (b *build) finalize(target *stage) (*Result, error) {
+	img := cloneImage(target.img)
+	if len(b.opt.Labels) > 0 && img.Config.Labels == nil {
+		img.Config.Labels = map[string]string{}
+	}
+	for k, v := range b.opt.Labels {
+		img.Config.Labels[k] = v
+	}
+	img.OS, img.Architecture, img.Variant = targetOS, targetArch, ""
+	created := b.now
+	img.Created = &created
+	img.RootFS.Type = "layers"
+	img.RootFS.DiffIDs = nil
+	for _, l := range target.layers {
+		img.RootFS.DiffIDs = append(img.RootFS.DiffIDs, digestOf(l.DiffID))
+	}
+	raw, err := json.Marshal(img)
+	if err != nil {
+		return nil, fmt.Errorf("encoding image config: %w", err)
+	}
+	return &Result{Config: img, RawConfig: raw, Layers: append([]cache.LayerInfo(nil), target.layers...)}, nil
+}
+
+// fileExists reports whether p exists (used for optional files).
+func fileExists(p string) bool {
+	_, err := os.Lstat(p)
+	return err == nil
+}

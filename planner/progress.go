@@ -1,0 +1,106 @@
+package planner
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+)
+
+// progress prints BuildKit's plain progress layout: "#N NAME", the step's
+// output as "#N 0.123 line", then "#N DONE 1.2s", "#N CACHED" or "#N ERROR".
+// Lines of parallel steps interleave, but each line is written whole.
+type progress struct {
+	mu sync.Mutex
+	w  io.Writer
+	n  int
+}
+
+func newProgress(w io.Writer) *progress {
+	if w == nil {
+		w = io.Discard
+	}
+	return &progress{w: w}
+}
+
+func (p *progress) printf(format string, args ...any) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	fmt.Fprintf(p.w, format, args...)
+}
+
+// step announces a step and returns its log.
+func (p *progress) step(name string) *stepLog {
+	p.mu.Lock()
+	p.n++
+	n := p.n
+	fmt.Fprintf(p.w, "#%d %s\n", n, name)
+	p.mu.Unlock()
+	return &stepLog{p: p, n: n, start: time.Now()}
+}
+
+// stepLog is the output of one step; it is an io.Writer for the sandbox.
+type stepLog struct {
+	p     *progress
+	n     int
+	start time.Time
+	mu    sync.Mutex
+	buf   []byte   // an incomplete last line
+	tail  []string // the last lines, for error reports
+}
+
+const tailLines = 20
+
+func (s *stepLog) Write(b []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.buf = append(s.buf, b...)
+	for {
+		i := bytes.IndexByte(s.buf, '\n')
+		if i < 0 {
+			break
+		}
+		s.line(string(s.buf[:i]))
+		s.buf = s.buf[i+1:]
+	}
+	return len(b), nil
+}
+
+func (s *stepLog) line(l string) {
+	s.tail = append(s.tail, l)
+	if len(s.tail) > tailLines {
+		s.tail = s.tail[len(s.tail)-tailLines:]
+	}
+	s.p.printf("#%d %.3f %s\n", s.n, time.Since(s.start).Seconds(), l)
+}
+
+func (s *stepLog) flush() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.buf) > 0 {
+		s.line(string(s.buf))
+		s.buf = nil
+	}
+}
+
+// Tail returns the last lines the step printed.
+func (s *stepLog) Tail() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string(nil), s.tail...)
+}
+
+func (s *stepLog) done() {
+	s.flush()
+	s.p.printf("#%d DONE %.1fs\n", s.n, time.Since(s.start).Seconds())
+}
+
+func (s *stepLog) cached() {
+	s.p.printf("#%d CACHED\n", s.n)
+}
+
+func (s *stepLog) fail(err error) {
+	s.flush()
+	s.p.printf("#%d ERROR: %v\n", s.n, err)
+}

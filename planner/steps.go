@@ -1,0 +1,511 @@
+package planner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/moby/buildkit/frontend/dockerfile/instructions"
+	"github.com/moby/buildkit/util/system"
+	dockerspec "github.com/moby/docker-image-spec/specs-go/v1"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/kiln-build/kiln/cache"
+	"github.com/kiln-build/kiln/executor"
+	"github.com/kiln-build/kiln/executor/copier"
+)
+
+// imageSource is an image used by COPY --from=<image>, pulled once per build.
+type imageSource struct {
+	once   sync.Once
+	layers []cache.LayerInfo
+	err    error
+}
+
+// pullBase resolves a stage's FROM image and makes its layers available.
+func (b *build) pullBase(ctx context.Context, s *stage) (dockerspec.DockerOCIImage, []cache.LayerInfo, error) {
+	log := b.prog.step(s.stepName("FROM "+s.baseName, false))
+	img, layers, canonical, err := b.pull(ctx, s.baseName)
+	if err != nil {
+		log.fail(err)
+		return img, nil, err
+	}
+	_ = canonical
+	log.done()
+	return img, layers, nil
+}
+
+// pull fetches ref's config and unpacks its layers into the store (layers
+// already stored are not downloaded).
+func (b *build) pull(ctx context.Context, ref string) (dockerspec.DockerOCIImage, []cache.LayerInfo, string, error) {
+	var cfg dockerspec.DockerOCIImage
+	if b.opt.Resolver == nil {
+		return cfg, nil, "", errors.New("no image resolver configured")
+	}
+	img, canonical, err := b.opt.Resolver.Resolve(ctx, ref)
+	if err != nil {
+		return cfg, nil, "", err
+	}
+	raw, err := img.RawConfigFile()
+	if err != nil {
+		return cfg, nil, "", fmt.Errorf("reading config of %s: %w", canonical, err)
+	}
+	cfg, err = decodeConfig(raw)
+	if err != nil {
+		return cfg, nil, "", fmt.Errorf("image %s: %w", canonical, err)
+	}
+	cfg.Created = nil
+	ls, err := img.Layers()
+	if err != nil {
+		return cfg, nil, "", fmt.Errorf("listing layers of %s: %w", canonical, err)
+	}
+	infos := make([]cache.LayerInfo, len(ls))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(3)
+	for i, l := range ls {
+		g.Go(func() error {
+			info, err := b.opt.Store.PullLayer(gctx, l)
+			if err != nil {
+				return fmt.Errorf("pulling layer %d of %s: %w", i+1, canonical, err)
+			}
+			infos[i] = info
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return cfg, nil, "", err
+	}
+	return cfg, infos, canonical, nil
+}
+
+func (b *build) imageLayers(ctx context.Context, ref string) ([]cache.LayerInfo, error) {
+	b.imagesMu.Lock()
+	src, ok := b.images[ref]
+	if !ok {
+		src = &imageSource{}
+		b.images[ref] = src
+	}
+	b.imagesMu.Unlock()
+	src.once.Do(func() {
+		_, src.layers, _, src.err = b.pull(ctx, ref)
+	})
+	return src.layers, src.err
+}
+
+// lowers lists layer directories top-most first, as overlayfs wants them.
+func lowers(layers []cache.LayerInfo) []string {
+	out := make([]string, 0, len(layers))
+	for i := len(layers) - 1; i >= 0; i-- {
+		out = append(out, layers[i].Dir)
+	}
+	return out
+}
+
+// scratch makes a step's upper and work dirs; cleanup removes whatever of
+// them was not consumed by the store.
+func (b *build) scratch(prefix string) (dir string, rootfs func([]cache.LayerInfo) executor.Rootfs, err error) {
+	dir, err = b.opt.Store.TempDir(prefix)
+	if err != nil {
+		return "", nil, fmt.Errorf("creating step directory: %w", err)
+	}
+	for _, d := range []string{"upper", "work"} {
+		if err := os.Mkdir(filepath.Join(dir, d), 0o755); err != nil {
+			os.RemoveAll(dir)
+			return "", nil, fmt.Errorf("creating step directory: %w", err)
+		}
+	}
+	return dir, func(layers []cache.LayerInfo) executor.Rootfs {
+		return executor.Rootfs{Lowers: lowers(layers), Upper: filepath.Join(dir, "upper"), Work: filepath.Join(dir, "work")}
+	}, nil
+}
+
+// commit stores a step's upper dir as a layer (nothing when it is empty)
+// and records the history entry.
+func (b *build) commit(ctx context.Context, s *stage, upper, msg string) error {
+	info, empty, err := b.opt.Store.CommitDir(ctx, upper)
+	if err != nil {
+		return fmt.Errorf("storing layer: %w", err)
+	}
+	if !empty {
+		s.layers = append(s.layers, info)
+	}
+	s.history(msg, !empty, true)
+	return nil
+}
+
+func (b *build) dispatchRun(ctx context.Context, s *stage, c *instructions.RunCommand, onbuild bool) error {
+	args := c.CmdLine
+	var files []executor.File
+	if len(c.Files) > 0 {
+		if len(args) != 1 || !c.PrependShell {
+			return fmt.Errorf("parsing produced an invalid run command: %v", args)
+		}
+		if hd := mustHeredoc(args[0]); hd {
+			data := c.Files[0].Data
+			if c.Files[0].Chomp {
+				data = chomp(data)
+			}
+			if strings.HasPrefix(data, "#!") {
+				// A script with its own interpreter runs as a file, like BuildKit's
+				// /dev/pipes mount; it is never part of the layer.
+				name := path.Base(c.Files[0].Name)
+				files = append(files, executor.File{Path: "/dev/pipes/" + name, Data: []byte(data), Mode: 0o755})
+				args = []string{"/dev/pipes/" + name}
+			} else {
+				args = []string{data}
+			}
+		} else {
+			var sb strings.Builder
+			sb.WriteString(args[0])
+			for _, f := range c.Files {
+				sb.WriteByte('\n')
+				sb.WriteString(f.Data)
+				sb.WriteString(f.Name)
+			}
+			args = []string{sb.String()}
+		}
+	}
+	if c.PrependShell && len(files) == 0 {
+		args = withShell(s.img, args)
+	} else if c.PrependShell {
+		// the heredoc script is run directly, shell form notwithstanding
+	}
+	network := instructions.GetNetwork(c)
+	if network == instructions.NetworkDefault {
+		network = b.opt.Network
+	}
+	env := s.env.clone()
+	env = append(env, proxyEnv(b.opt.BuildArgs)...)
+
+	log := b.prog.step(s.stepName("RUN "+expandForDisplay(s, c.String()[len("RUN "):]), onbuild))
+	dir, rootfs, err := b.scratch("run")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	rf := rootfs(s.layers)
+	err = executor.Run(ctx, executor.RunSpec{
+		Rootfs:  rf,
+		Args:    args,
+		Env:     env,
+		Cwd:     s.workdir,
+		User:    s.user,
+		Network: network,
+		Files:   files,
+		Stdout:  log,
+		Stderr:  log,
+	})
+	if err != nil {
+		var ee *executor.ExitError
+		if errors.As(err, &ee) {
+			err = &RunError{Command: strings.Join(args, " "), Code: ee.Code, Signal: ee.Signal, Tail: log.Tail()}
+		}
+		log.fail(err)
+		return err
+	}
+	if err := b.commit(ctx, s, rf.Upper, "RUN "+runCommandString(args, s.buildArgs, s.env)); err != nil {
+		log.fail(err)
+		return err
+	}
+	log.done()
+	return nil
+}
+
+// RunError is a RUN step whose command failed.
+type RunError struct {
+	Command string
+	Code    int
+	Signal  string
+	Tail    []string // the last lines of its output
+}
+
+func (e *RunError) Error() string {
+	if e.Signal != "" {
+		return fmt.Sprintf("process %q did not complete successfully: killed by signal %s", e.Command, e.Signal)
+	}
+	return fmt.Sprintf("process %q did not complete successfully: exit code: %d", e.Command, e.Code)
+}
+
+func mustHeredoc(s string) bool {
+	return strings.HasPrefix(s, "<<")
+}
+
+// chomp removes leading tabs from every line (<<- heredocs).
+func chomp(s string) string {
+	lines := strings.SplitAfter(s, "\n")
+	for i, l := range lines {
+		lines[i] = strings.TrimLeft(l, "\t")
+	}
+	return strings.Join(lines, "")
+}
+
+// runCommandString is the history text of a RUN: the build args it saw,
+// prefixed with their count, then the command.
+func runCommandString(args []string, buildArgs []instructions.KeyValuePairOptional, env envList) string {
+	var kvs []string
+	idx := map[string]int{}
+	for _, a := range buildArgs {
+		v, ok := env.Get(a.Key)
+		if !ok {
+			v = a.ValueString()
+		}
+		if i, ok := idx[a.Key]; ok {
+			kvs[i] = a.Key + "=" + v
+			continue
+		}
+		idx[a.Key] = len(kvs)
+		kvs = append(kvs, a.Key+"="+v)
+	}
+	if len(kvs) > 0 {
+		kvs = append([]string{fmt.Sprintf("|%d", len(kvs))}, kvs...)
+	}
+	return strings.Join(append(kvs, args...), " ")
+}
+
+// proxyEnv passes the proxy build args to RUN steps, as BuildKit does,
+// without declaring them.
+func proxyEnv(args map[string]string) []string {
+	var out []string
+	keys := make([]string, 0, len(args))
+	for k := range args {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		switch strings.ToLower(k) {
+		case "http_proxy", "https_proxy", "ftp_proxy", "no_proxy", "all_proxy":
+			l := strings.ToLower(k)
+			out = append(out, strings.ToUpper(l)+"="+args[k], l+"="+args[k])
+		}
+	}
+	return out
+}
+
+func expandForDisplay(s *stage, text string) string {
+	w, _, err := s.lex.ProcessWord(text, s.env)
+	if err != nil {
+		return text
+	}
+	return w
+}
+
+type copyCmd struct {
+	sd           instructions.SourcesAndDest
+	from         string
+	chown, chmod string
+	add          bool
+	text         string
+	loc          any
+	onbuild      bool
+}
+
+func (b *build) dispatchCopy(ctx context.Context, s *stage, c copyCmd) error {
+	name := "COPY"
+	if c.add {
+		name = "ADD"
+	}
+	dest, err := pathRelativeToWorkingDir(s.workdir, c.sd.DestPath)
+	if err != nil {
+		return err
+	}
+	if c.chmod != "" {
+		p, err := strconv.ParseUint(c.chmod, 8, 32)
+		if err != nil || p > 0o7777 {
+			return fmt.Errorf("invalid chmod parameter: '%v'. it should be octal string and between 0 and 07777", c.chmod)
+		}
+	}
+	op := copier.Op{Kind: "copy", Dest: dest, Chown: c.chown, Chmod: c.chmod}
+	if c.add {
+		op.Kind = "add"
+	}
+	for _, src := range c.sd.SourcePaths {
+		p, err := system.NormalizePath("/", src, targetOS, false)
+		if err != nil {
+			return err
+		}
+		op.Sources = append(op.Sources, p)
+	}
+
+	log := b.prog.step(s.stepName(expandForDisplay(s, c.text), c.onbuild))
+	fail := func(err error) error { log.fail(err); return err }
+
+	var spec executor.CopySpec
+	switch {
+	case c.from != "":
+		op.FromStage = true
+		var layers []cache.LayerInfo
+		if dep := b.stageRef(c.from); dep != nil {
+			if dep.index >= s.index {
+				return fail(fmt.Errorf("cannot copy from stage %q, it needs to be defined before current stage %q", c.from, s.label()))
+			}
+			if err := dep.wait(ctx); err != nil {
+				return fail(err)
+			}
+			layers = dep.layers
+		} else {
+			layers, err = b.imageLayers(ctx, c.from)
+			if err != nil {
+				return fail(fmt.Errorf("COPY --from=%s: no stage is named %q and it is no usable image%s: %w", c.from, c.from, suggestStage(c.from, b.stageNames()), err))
+			}
+		}
+		spec.Source = executor.Rootfs{Lowers: lowers(layers)}
+	default:
+		spec.SourceDir = b.opt.ContextDir
+		op.Excludes = b.opt.Excludes
+	}
+
+	dir, rootfs, err := b.scratch("copy")
+	if err != nil {
+		return fail(err)
+	}
+	defer os.RemoveAll(dir)
+	spec.Rootfs = rootfs(s.layers)
+	if c.from != "" && len(spec.Source.Lowers) == 0 {
+		// a source stage without layers is an empty tree
+		empty := filepath.Join(dir, "empty")
+		if err := os.Mkdir(empty, 0o755); err != nil {
+			return fail(err)
+		}
+		spec.SourceDir = empty
+	}
+
+	msg := name
+	if c.chown != "" {
+		msg += " --chown=" + c.chown
+	}
+	if c.chmod != "" {
+		msg += " --chmod=" + c.chmod
+	}
+	for _, src := range c.sd.SourcePaths {
+		msg += " " + src
+	}
+	if len(op.Sources) > 0 {
+		spec.Op = op
+		if err := executor.Copy(ctx, spec); err != nil {
+			return fail(err)
+		}
+	}
+	for i, hd := range c.sd.SourceContents {
+		msg += " <<" + hd.Path
+		hdDir := filepath.Join(dir, fmt.Sprintf("heredoc-%d", i))
+		fname := path.Clean("/" + hd.Path)[1:]
+		if fname == "" {
+			fname = "heredoc"
+		}
+		if err := os.MkdirAll(filepath.Dir(filepath.Join(hdDir, fname)), 0o755); err != nil {
+			return fail(err)
+		}
+		if err := os.WriteFile(filepath.Join(hdDir, fname), []byte(hd.Data), 0o644); err != nil {
+			return fail(fmt.Errorf("writing heredoc %s: %w", hd.Path, err))
+		}
+		if err := os.Chmod(filepath.Join(hdDir, fname), 0o644); err != nil {
+			return fail(err)
+		}
+		hop := op
+		hop.Kind = "copy"
+		hop.FromStage = false
+		hop.Excludes = nil
+		hop.Sources = []string{"/" + fname}
+		if err := executor.Copy(ctx, executor.CopySpec{Rootfs: spec.Rootfs, SourceDir: hdDir, Op: hop}); err != nil {
+			return fail(err)
+		}
+	}
+	msg += " " + c.sd.DestPath
+	if err := b.commit(ctx, s, spec.Rootfs.Upper, msg); err != nil {
+		return fail(err)
+	}
+	log.done()
+	return nil
+}
+
+func (b *build) dispatchWorkdir(ctx context.Context, s *stage, c *instructions.WorkdirCommand, onbuild bool) error {
+	wd, err := system.NormalizeWorkdir(s.workdir, c.Path, targetOS)
+	if err != nil {
+		return fmt.Errorf("normalizing workdir: %w", err)
+	}
+	s.workdir = wd
+	s.img.Config.WorkingDir = wd
+	if wd == "/" {
+		s.history("WORKDIR "+wd, false, false)
+		return nil
+	}
+	log := b.prog.step(s.stepName(expandForDisplay(s, c.String()), onbuild))
+	dir, rootfs, err := b.scratch("workdir")
+	if err != nil {
+		log.fail(err)
+		return err
+	}
+	defer os.RemoveAll(dir)
+	rf := rootfs(s.layers)
+	if err := executor.Copy(ctx, executor.CopySpec{Rootfs: rf, Op: copier.Op{Kind: "mkdir", Dest: wd, User: s.img.Config.User}}); err != nil {
+		log.fail(err)
+		return err
+	}
+	info, empty, err := b.opt.Store.CommitDir(ctx, rf.Upper)
+	if err != nil {
+		log.fail(err)
+		return err
+	}
+	if !empty {
+		s.layers = append(s.layers, info)
+	}
+	s.history("WORKDIR "+wd, !empty, false)
+	log.done()
+	return nil
+}
+
+// pathRelativeToWorkingDir resolves a COPY destination against WORKDIR,
+// keeping a trailing slash (it means "into this directory").
+func pathRelativeToWorkingDir(wd, p string) (string, error) {
+	if system.IsAbs(p, targetOS) {
+		return system.NormalizePath("/", p, targetOS, true)
+	}
+	if p == "." || p == "" {
+		p = "./"
+	}
+	return system.NormalizePath(wd, p, targetOS, true)
+}
+
+// suggestStage says which stage name is closest to ref, if any is close.
+func suggestStage(ref string, names []string) string {
+	best, bestD := "", 1<<30
+	for _, n := range names {
+		if d := levenshtein(strings.ToLower(ref), n); d < bestD {
+			best, bestD = n, d
+		}
+	}
+	if best != "" && bestD <= max(2, len(ref)/3) {
+		return fmt.Sprintf(" (did you mean %q?)", best)
+	}
+	if len(names) > 0 {
+		return fmt.Sprintf(" (stages: %s)", strings.Join(names, ", "))
+	}
+	return ""
+}
+
+func levenshtein(a, b string) int {
+	prev := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur := make([]int, len(b)+1)
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev = cur
+	}
+	return prev[len(b)]
+}
