@@ -1,0 +1,58 @@
+package export
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+)
+
+// writeFileAtomic writes dest through a temporary file in the same
+// directory and renames it into place, so a failed or interrupted export
+// leaves either the previous file or nothing, never half an archive.
+func writeFileAtomic(ctx context.Context, dest string, write func(w io.Writer) error) (err error) {
+	if dest == "" || dest == "-" {
+		return fmt.Errorf("writing %q: not a file name", dest)
+	}
+	if fi, err := os.Stat(dest); err == nil && fi.IsDir() {
+		return fmt.Errorf("writing %s: is a directory", dest)
+	}
+	dir := filepath.Dir(dest)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("creating directory for %s: %w", dest, err)
+	}
+	f, err := os.CreateTemp(dir, "."+filepath.Base(dest)+".kiln-*")
+	if err != nil {
+		return fmt.Errorf("creating temporary file for %s: %w", dest, err)
+	}
+	defer func() {
+		if err != nil {
+			f.Close()
+			os.Remove(f.Name())
+		}
+	}()
+	bw := bufio.NewWriterSize(f, 1<<20)
+	if err := write(bw); err != nil {
+		return fmt.Errorf("writing %s: %w", dest, err)
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("writing %s: %w", dest, err)
+	}
+	if err := bw.Flush(); err != nil {
+		return fmt.Errorf("writing %s: %w", dest, err)
+	}
+	// CreateTemp makes the file 0600; an exported archive is an ordinary
+	// file that other users and tools should be able to read.
+	if err := f.Chmod(0o644); err != nil {
+		return fmt.Errorf("setting mode of %s: %w", dest, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("writing %s: %w", dest, err)
+	}
+	if err := os.Rename(f.Name(), dest); err != nil {
+		return fmt.Errorf("moving %s into place: %w", dest, err)
+	}
+	return nil
+}

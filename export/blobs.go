@@ -1,0 +1,132 @@
+package export
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"hash"
+	"io"
+	"path"
+	"slices"
+	"strings"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+)
+
+// blob is one content-addressed file of an image: its manifest, its config
+// or one of its layers (still compressed).
+type blob struct {
+	digest v1.Hash
+	size   int64
+	// open returns the blob's bytes; a layer is opened only when it is
+	// written, so exporting never holds a layer in memory.
+	open func() (io.ReadCloser, error)
+}
+
+// layoutPath is where a blob lives in an OCI layout: blobs/ALG/HEX.
+func (b blob) layoutPath() string {
+	return path.Join("blobs", b.digest.Algorithm, b.digest.Hex)
+}
+
+// imageBlobs lists every blob img is made of, once each, sorted by digest,
+// with the descriptor that names the image in an index.
+func imageBlobs(img v1.Image) (v1.Descriptor, []blob, error) {
+	rawManifest, err := img.RawManifest()
+	if err != nil {
+		return v1.Descriptor{}, nil, fmt.Errorf("reading manifest: %w", err)
+	}
+	manifest, err := img.Manifest()
+	if err != nil {
+		return v1.Descriptor{}, nil, fmt.Errorf("parsing manifest: %w", err)
+	}
+	mediaType, err := img.MediaType()
+	if err != nil {
+		return v1.Descriptor{}, nil, fmt.Errorf("reading manifest media type: %w", err)
+	}
+	rawConfig, err := img.RawConfigFile()
+	if err != nil {
+		return v1.Descriptor{}, nil, fmt.Errorf("reading config: %w", err)
+	}
+
+	desc := v1.Descriptor{
+		MediaType: mediaType,
+		Size:      int64(len(rawManifest)),
+		Digest:    v1.Hash{Algorithm: "sha256", Hex: fmt.Sprintf("%x", sha256.Sum256(rawManifest))},
+	}
+	blobs := []blob{
+		bytesBlob(desc.Digest, rawManifest),
+		bytesBlob(manifest.Config.Digest, rawConfig),
+	}
+	for _, l := range manifest.Layers {
+		layer, err := img.LayerByDigest(l.Digest)
+		if err != nil {
+			return v1.Descriptor{}, nil, fmt.Errorf("finding layer %s: %w", l.Digest, err)
+		}
+		blobs = append(blobs, blob{
+			digest: l.Digest,
+			size:   l.Size,
+			// Compressed, never Uncompressed: the exported layer must be
+			// the very blob the manifest names, and compressing again
+			// would cost more than the whole rest of the export.
+			open: layer.Compressed,
+		})
+	}
+	slices.SortFunc(blobs, func(a, b blob) int { return strings.Compare(a.digest.String(), b.digest.String()) })
+	// The same layer may appear twice in one image (two identical RUN
+	// results); a layout holds it once.
+	blobs = slices.CompactFunc(blobs, func(a, b blob) bool { return a.digest == b.digest })
+	return desc, blobs, nil
+}
+
+func bytesBlob(d v1.Hash, b []byte) blob {
+	return blob{digest: d, size: int64(len(b)), open: func() (io.ReadCloser, error) {
+		return io.NopCloser(bytes.NewReader(b)), nil
+	}}
+}
+
+// copyBlob writes b to w and checks on the way that the bytes are the
+// ones its digest and size promise, so a corrupt cache or a truncated
+// download never becomes a plausible-looking export.
+func copyBlob(ctx context.Context, w io.Writer, b blob) error {
+	rc, err := b.open()
+	if err != nil {
+		return fmt.Errorf("opening blob %s: %w", b.digest, err)
+	}
+	defer rc.Close()
+	h, err := newHasher(b.digest.Algorithm)
+	if err != nil {
+		return err
+	}
+	n, err := io.Copy(io.MultiWriter(w, h), ctxReader{ctx, rc})
+	if err != nil {
+		return fmt.Errorf("copying blob %s: %w", b.digest, err)
+	}
+	if n != b.size {
+		return fmt.Errorf("copying blob %s: got %d bytes, manifest says %d", b.digest, n, b.size)
+	}
+	if got := fmt.Sprintf("%x", h.Sum(nil)); got != b.digest.Hex {
+		return fmt.Errorf("copying blob %s: content has digest %s:%s", b.digest, b.digest.Algorithm, got)
+	}
+	return rc.Close()
+}
+
+func newHasher(alg string) (hash.Hash, error) {
+	if alg != "sha256" {
+		return nil, fmt.Errorf("verifying blob: unsupported digest algorithm %q", alg)
+	}
+	return sha256.New(), nil
+}
+
+// ctxReader makes a long copy stop soon after ctx is cancelled.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
+}
