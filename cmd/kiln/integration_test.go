@@ -1,0 +1,275 @@
+package main
+
+import (
+	"bytes"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	"github.com/google/go-containerregistry/pkg/v1/validate"
+
+	"github.com/kiln-build/kiln/internal/conformance"
+	"github.com/kiln-build/kiln/internal/testutil"
+)
+
+var update = flag.Bool("update", false, "rewrite expectations from kiln's own output (prefer recording them from BuildKit: go run ./internal/conformance/record)")
+
+// kilnBin is the kiln binary under test, built once by TestMain.
+var kilnBin string
+
+func TestMain(m *testing.M) {
+	flag.Parse()
+	dir, err := os.MkdirTemp("", "kiln-test-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	kilnBin = filepath.Join(dir, "kiln")
+	build := exec.Command("go", "build", "-o", kilnBin, ".")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "building kiln: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func needRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: builds run RUN steps in namespaces on overlayfs")
+	}
+}
+
+// registryWithBases starts a registry holding the test base images and
+// returns its host:port.
+func registryWithBases(t *testing.T) string {
+	t.Helper()
+	reg := testutil.Registry(t)
+	testutil.PushBusybox(t, reg)
+	return reg
+}
+
+// kiln runs the binary; it returns stdout+stderr and the exit code.
+func kiln(t *testing.T, args ...string) (string, int) {
+	t.Helper()
+	cmd := exec.Command(kilnBin, args...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatalf("running kiln: %v", err)
+	}
+	return out.String(), code
+}
+
+// rewriteHost points a case at the test registry instead of the peers'
+// registry on 127.0.0.1:5000 that its expectations were recorded with.
+func rewriteHost(s, reg string) string { return strings.ReplaceAll(s, "127.0.0.1:5000", reg) }
+
+func prepareCase(t *testing.T, caseDir, reg string) (string, conformance.Case) {
+	t.Helper()
+	meta, err := conformance.ReadCase(caseDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctxDir := filepath.Join(t.TempDir(), "ctx")
+	if err := conformance.PrepareContext(caseDir, ctxDir); err != nil {
+		t.Fatal(err)
+	}
+	df := filepath.Join(ctxDir, "Dockerfile")
+	src, err := os.ReadFile(df)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(df, []byte(rewriteHost(string(src), reg)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for i, a := range meta.BuildArgs {
+		meta.BuildArgs[i] = rewriteHost(a, reg)
+	}
+	meta.Base = rewriteHost(meta.Base, reg)
+	return ctxDir, meta
+}
+
+func buildArgs(root, ctxDir string, meta conformance.Case, extra ...string) []string {
+	args := []string{"build", "--root", root, "--progress=plain"}
+	for _, a := range meta.BuildArgs {
+		args = append(args, "--build-arg", a)
+	}
+	if meta.Target != "" {
+		args = append(args, "--target", meta.Target)
+	}
+	return append(append(args, extra...), ctxDir)
+}
+
+func caseNames(t *testing.T, dir string) []string {
+	t.Helper()
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range ents {
+		if e.IsDir() {
+			names = append(names, e.Name())
+		}
+	}
+	return names
+}
+
+// TestConformance builds every case of testdata/conformance and compares
+// the config and the filesystem changes with what BuildKit produced.
+func TestConformance(t *testing.T) {
+	needRoot(t)
+	reg := registryWithBases(t)
+	root := t.TempDir()
+	dir := filepath.Join("..", "..", "testdata", "conformance")
+	for _, name := range caseNames(t, dir) {
+		t.Run(name, func(t *testing.T) {
+			caseDir := filepath.Join(dir, name)
+			ctxDir, meta := prepareCase(t, caseDir, reg)
+			if strings.Contains(meta.Base, "debian") {
+				testutil.PushDebian(t, reg)
+			}
+			out := filepath.Join(t.TempDir(), "image.tar")
+			log, code := kiln(t, buildArgs(root, ctxDir, meta, "-t", "conform/"+name+":latest", "-o", "type=docker,dest="+out)...)
+			checkNoLeaks(t, root)
+			if code != 0 {
+				t.Fatalf("kiln build exited %d:\n%s", code, log)
+			}
+			img, err := tarball.ImageFromPath(out, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := validate.Image(img); err != nil {
+				t.Errorf("image does not validate: %v", err)
+			}
+			base := baseImage(t, meta.Base)
+			cfg, err := conformance.Config(img)
+			if err != nil {
+				t.Fatal(err)
+			}
+			delta, err := conformance.DeltaOf(base, img)
+			if err != nil {
+				t.Fatal(err)
+			}
+			compare(t, filepath.Join(caseDir, "expected", "config.txt"), cfg)
+			compare(t, filepath.Join(caseDir, "expected", "fs.txt"), strings.Join(delta, "\n")+"\n")
+		})
+	}
+}
+
+func baseImage(t *testing.T, ref string) v1.Image {
+	t.Helper()
+	if ref == "scratch" {
+		return empty.Image
+	}
+	r, err := name.ParseReference(ref, name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := remote.Image(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return img
+}
+
+func compare(t *testing.T, file, got string) {
+	t.Helper()
+	if *update {
+		if err := os.WriteFile(file, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatalf("%v (record expectations with go run ./internal/conformance/record)", err)
+	}
+	if string(want) == got {
+		return
+	}
+	wl, gl := strings.Split(string(want), "\n"), strings.Split(got, "\n")
+	wm, gm := map[string]bool{}, map[string]bool{}
+	for _, l := range wl {
+		wm[l] = true
+	}
+	for _, l := range gl {
+		gm[l] = true
+	}
+	var diff []string
+	for _, l := range wl {
+		if !gm[l] {
+			diff = append(diff, "want: "+l)
+		}
+	}
+	for _, l := range gl {
+		if !wm[l] {
+			diff = append(diff, "got:  "+l)
+		}
+	}
+	t.Errorf("%s differs from BuildKit's result:\n%s", filepath.Base(file), strings.Join(diff, "\n"))
+}
+
+// TestErrors checks that each broken Dockerfile fails with exit code 1 and
+// a message naming the line.
+func TestErrors(t *testing.T) {
+	needRoot(t)
+	reg := registryWithBases(t)
+	root := t.TempDir()
+	dir := filepath.Join("..", "..", "testdata", "errors")
+	for _, name := range caseNames(t, dir) {
+		t.Run(name, func(t *testing.T) {
+			ctxDir, meta := prepareCase(t, filepath.Join(dir, name), reg)
+			log, code := kiln(t, buildArgs(root, ctxDir, meta)...)
+			checkNoLeaks(t, root)
+			if code != 1 {
+				t.Errorf("exit code %d, want 1; output:\n%s", code, log)
+			}
+			if !strings.Contains(log, meta.ExpectError) {
+				t.Errorf("output lacks %q:\n%s", meta.ExpectError, log)
+			}
+			if strings.Contains(log, "panic") {
+				t.Errorf("kiln panicked:\n%s", log)
+			}
+		})
+	}
+}
+
+// checkNoLeaks fails when a mount under root or a process of the build
+// outlived kiln.
+func checkNoLeaks(t *testing.T, root string) {
+	t.Helper()
+	mounts, err := os.ReadFile("/proc/mounts")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(mounts), "\n") {
+		if strings.Contains(l, root) {
+			t.Errorf("mount left behind: %s", l)
+		}
+	}
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range procs {
+		b, err := os.ReadFile(p)
+		if err == nil && bytes.Contains(b, []byte(root)) {
+			t.Errorf("process left behind: %s", bytes.ReplaceAll(b, []byte{0}, []byte{' '}))
+		}
+	}
+}
