@@ -5,7 +5,7 @@
 package executor
 
 import (
-	"context"
+	"fmt"
 	"io"
 
 	"github.com/kiln-build/kiln/executor/copier"
@@ -40,7 +40,22 @@ type RunSpec struct {
 // ExitError reports a RUN command that exited non-zero or was killed.
 type ExitError struct {
 	Code   int    // exit status, or 128+signal
-	Signal string // set when killed by a signal
+	Signal string // set when killed by a signal, without "SIG": "KILL"
+	// Reason is set when the command could not be started at all, e.g.
+	// `exec: "foo": executable file not found in $PATH` (Code 127, like a
+	// shell) or a permission error (Code 126).
+	Reason string
+}
+
+func (e *ExitError) Error() string {
+	msg := fmt.Sprintf("exit code %d", e.Code)
+	if e.Signal != "" {
+		msg = "killed by signal " + e.Signal
+	}
+	if e.Reason != "" {
+		return e.Reason + ": " + msg
+	}
+	return msg
 }
 
 // CopySpec is one COPY, ADD or WORKDIR step: the copier's Op runs with the
@@ -56,6 +71,3 @@ type CopySpec struct {
 	Source Rootfs
 	Op     copier.Op
 }
-
-// Stubs — implemented in executor_linux.go.
-var _ = context.Background

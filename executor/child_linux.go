@@ -1,0 +1,99 @@
+package executor
+
+import (
+	"encoding/json"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/kiln-build/kiln/executor/copier"
+)
+
+// reporter sends childMsgs to the parent on fd 4.
+type reporter struct{ enc *json.Encoder }
+
+func (r reporter) send(m childMsg) {
+	// Nothing useful to do if the parent is gone: Pdeathsig ends us.
+	_ = r.enc.Encode(m)
+}
+
+// fail reports a setup error and returns the child's exit status.
+func (r reporter) fail(err error) int {
+	r.send(childMsg{Done: true, Error: err.Error()})
+	return 1
+}
+
+// childMain is the sandbox child: it reads its spec from fd 3, reports on
+// fd 4, and returns its exit status.
+func childMain() int {
+	// Every inherited descriptor but 0, 1 and 2 must stay out of the user
+	// command, including the two pipes to the parent (fds 3 and 4 arrive
+	// without close-on-exec). close_range needs Linux 5.11; the pipes are
+	// marked individually for older kernels.
+	if err := unix.CloseRange(3, math.MaxUint32, unix.CLOSE_RANGE_CLOEXEC); err != nil {
+		unix.CloseOnExec(3)
+		unix.CloseOnExec(4)
+	}
+	rep := reporter{enc: json.NewEncoder(os.NewFile(4, "report"))}
+	specFile := os.NewFile(3, "spec")
+	var cs childSpec
+	err := json.NewDecoder(specFile).Decode(&cs)
+	specFile.Close()
+	if err != nil {
+		return rep.fail(fmt.Errorf("reading sandbox spec: %w", err))
+	}
+	// Modes below are meant literally; the command gets the usual 022.
+	unix.Umask(0)
+	// Our mount namespace starts as a copy of the host's; with shared
+	// propagation every mount below would appear on the host too.
+	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
+		return rep.fail(fmt.Errorf("making / private: %w", err))
+	}
+	switch cs.Mode {
+	case "run":
+		return runChildRun(rep, &cs)
+	case "copy":
+		return runChildCopy(rep, &cs)
+	}
+	return rep.fail(fmt.Errorf("unknown sandbox mode %q", cs.Mode))
+}
+
+// runChildCopy mounts the destination (and source) and runs the copier.
+func runChildCopy(rep reporter, cs *childSpec) int {
+	empty := filepath.Join(cs.StepDir, "empty")
+	dst := filepath.Join(cs.StepDir, "dst")
+	for _, d := range []string{empty, dst} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			return rep.fail(fmt.Errorf("creating mount point: %w", err))
+		}
+	}
+	used, err := mountOverlay(dst, cs.Rootfs, empty, cs.Volatile)
+	if err != nil {
+		return rep.fail(err)
+	}
+	if cs.Volatile && !used {
+		rep.send(childMsg{NoVolatile: true})
+	}
+	src := cs.SourceDir
+	if len(cs.Source.Lowers) > 0 {
+		src = filepath.Join(cs.StepDir, "src")
+		if err := os.Mkdir(src, 0o755); err != nil {
+			return rep.fail(fmt.Errorf("creating mount point: %w", err))
+		}
+		view := Rootfs{Lowers: cs.Source.Lowers}
+		if _, err := mountOverlay(src, view, empty, false); err != nil {
+			return rep.fail(err)
+		}
+	}
+	if err := copier.Do(src, dst, cs.Op); err != nil {
+		m := childMsg{Done: true, Error: err.Error()}
+		notFoundInfo(err, &m)
+		rep.send(m)
+		return 0
+	}
+	rep.send(childMsg{Done: true})
+	return 0
+}

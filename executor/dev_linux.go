@@ -1,0 +1,152 @@
+package executor
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"golang.org/x/sys/unix"
+)
+
+// mount is unix.Mount with the error phrased for the build log.
+func mount(source, target, fstype string, flags uintptr, data string) error {
+	if err := unix.Mount(source, target, fstype, flags, data); err != nil {
+		return fmt.Errorf("mounting %s at %s: %w", fstype, target, err)
+	}
+	return nil
+}
+
+// bindReadOnly bind-mounts source at target read-only. A bind mount takes
+// the flags of its source; read-only needs a second, remount call.
+func bindReadOnly(source, target string) error {
+	if err := unix.Mount(source, target, "", unix.MS_BIND, ""); err != nil {
+		return fmt.Errorf("binding %s at %s: %w", source, target, err)
+	}
+	flags := uintptr(unix.MS_BIND | unix.MS_REMOUNT | unix.MS_RDONLY | unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC)
+	if err := unix.Mount("", target, "", flags, ""); err != nil {
+		return fmt.Errorf("making %s read-only: %w", target, err)
+	}
+	return nil
+}
+
+// devices are the nodes of a minimal /dev, as Docker and BuildKit provide.
+var devices = []struct {
+	name         string
+	major, minor uint32
+}{
+	{"null", 1, 3},
+	{"zero", 1, 5},
+	{"full", 1, 7},
+	{"random", 1, 8},
+	{"urandom", 1, 9},
+	{"tty", 5, 0},
+}
+
+// mountDev mounts a small tmpfs at dst with the standard devices, a private
+// devpts, shm and mqueue. The image's own /dev (often device nodes frozen
+// in a layer) is hidden: the command must not reach host devices.
+func mountDev(dst string) error {
+	if err := mount("tmpfs", dst, "tmpfs", unix.MS_NOSUID|unix.MS_STRICTATIME, "mode=755,size=65536k"); err != nil {
+		return err
+	}
+	for _, d := range devices {
+		p := filepath.Join(dst, d.name)
+		err := unix.Mknod(p, unix.S_IFCHR|0o666, int(unix.Mkdev(d.major, d.minor)))
+		if errors.Is(err, unix.EPERM) {
+			// Without CAP_MKNOD (kiln itself in a container), bind the
+			// host's node instead.
+			err = bindDevice("/dev/"+d.name, p)
+		}
+		if err != nil {
+			return fmt.Errorf("creating device %s: %w", p, err)
+		}
+	}
+	dirs := []struct {
+		name, fstype, data string
+		flags              uintptr
+		mode               uint32
+	}{
+		// newinstance: a devpts of our own, so ptys of the command are not
+		// the host's. gid 5 is "tty" by convention, as runc does.
+		{"pts", "devpts", "newinstance,ptmxmode=0666,mode=0620,gid=5", unix.MS_NOSUID | unix.MS_NOEXEC, 0o755},
+		{"shm", "tmpfs", "mode=1777,size=65536k", unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC, 0o1777},
+		{"mqueue", "mqueue", "", unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC, 0o755},
+	}
+	for _, d := range dirs {
+		p := filepath.Join(dst, d.name)
+		if err := os.Mkdir(p, os.FileMode(d.mode&0o777)); err != nil {
+			return fmt.Errorf("creating %s: %w", p, err)
+		}
+		if err := mount(d.fstype, p, d.fstype, d.flags, d.data); err != nil {
+			return err
+		}
+	}
+	links := [][2]string{
+		{"pts/ptmx", "ptmx"},
+		{"/proc/self/fd", "fd"},
+		{"/proc/self/fd/0", "stdin"},
+		{"/proc/self/fd/1", "stdout"},
+		{"/proc/self/fd/2", "stderr"},
+	}
+	for _, l := range links {
+		if err := os.Symlink(l[0], filepath.Join(dst, l[1])); err != nil {
+			return fmt.Errorf("creating /dev/%s: %w", l[1], err)
+		}
+	}
+	return nil
+}
+
+func bindDevice(source, target string) error {
+	f, err := os.OpenFile(target, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o666)
+	if err != nil {
+		return err
+	}
+	f.Close()
+	return unix.Mount(source, target, "", unix.MS_BIND, "")
+}
+
+// pivotRoot makes newRoot the root of our mount namespace. pivot_root
+// rather than chroot: chroot leaves the host tree mounted and reachable
+// (a chroot is escaped with a second chroot and "cd .."); after
+// pivot_root and detaching the old root, nothing of the host remains in
+// the namespace. pivot_root(".", ".") stacks the old root on top of the
+// new one, so no directory for it is needed in the image, where it would
+// end up in the layer.
+func pivotRoot(newRoot string) error {
+	if err := unix.Chdir(newRoot); err != nil {
+		return fmt.Errorf("entering %s: %w", newRoot, err)
+	}
+	if err := unix.PivotRoot(".", "."); err != nil {
+		return fmt.Errorf("pivoting root to %s: %w", newRoot, err)
+	}
+	if err := unix.Unmount(".", unix.MNT_DETACH); err != nil {
+		return fmt.Errorf("detaching old root: %w", err)
+	}
+	if err := unix.Chdir("/"); err != nil {
+		return fmt.Errorf("entering new root: %w", err)
+	}
+	return nil
+}
+
+// loopbackUp brings lo up in a new network namespace, where it starts
+// down; builds with --network=none still expect localhost to work.
+func loopbackUp() error {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("bringing up lo: %w", err)
+	}
+	defer unix.Close(fd)
+	ifr, err := unix.NewIfreq("lo")
+	if err != nil {
+		return fmt.Errorf("bringing up lo: %w", err)
+	}
+	if err := unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr); err != nil {
+		return fmt.Errorf("reading lo flags: %w", err)
+	}
+	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
+	if err := unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr); err != nil {
+		return fmt.Errorf("bringing up lo: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,193 @@
+package executor
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// overlayFixedOpts keep the upper dir a plain diff that the layer writer can
+// tar as it is: no redirect xattrs for renamed directories (rename of a
+// lower directory returns EXDEV and tools fall back to copying), no
+// metadata-only copy-ups, no index of hard links into the lowers.
+const overlayFixedOpts = "index=off,redirect_dir=off,metacopy=off"
+
+// mountOverlay mounts rootfs at target: read-write when it has an Upper,
+// otherwise a read-only view of its lowers. empty is an empty directory,
+// used as the only lower of a FROM scratch rootfs and as the bottom of a
+// one-lower read-only view (overlay needs two lowers without an upper; an
+// overlay rather than a bind mount so whiteouts in the lower stay hidden).
+// volatile asks overlay not to fsync copy-ups: a sandbox is disposable, and
+// the fsyncs cost more than the step on large copy-ups. It reports whether
+// volatile was used; the kernel refuses it before Linux 5.10.
+func mountOverlay(target string, rootfs Rootfs, empty string, volatile bool) (usedVolatile bool, err error) {
+	lowers := rootfs.Lowers
+	if len(lowers) == 0 || (rootfs.Upper == "" && len(lowers) == 1) {
+		lowers = append(append([]string(nil), lowers...), empty)
+	}
+	var flags uintptr
+	if rootfs.Upper == "" {
+		flags = unix.MS_RDONLY
+		volatile = false
+	}
+	data, dir, err := overlayOptions(lowers, rootfs.Upper, rootfs.Work, unix.Getpagesize()-1)
+	if err != nil {
+		return false, fmt.Errorf("mounting overlay at %s: %w", target, err)
+	}
+	if dir != "" {
+		// Relative lowerdirs are resolved against the mounter's working
+		// directory; that is how a long list of layers fits in one page.
+		if err := unix.Chdir(dir); err != nil {
+			return false, fmt.Errorf("entering layer directory %s: %w", dir, err)
+		}
+		defer unix.Chdir("/")
+	}
+	if volatile {
+		err = unix.Mount("overlay", target, "overlay", flags, data+",volatile")
+		if err == nil {
+			return true, nil
+		}
+		if !errors.Is(err, unix.EINVAL) {
+			return false, fmt.Errorf("mounting overlay at %s: %w", target, err)
+		}
+	}
+	if err := unix.Mount("overlay", target, "overlay", flags, data); err != nil {
+		return false, fmt.Errorf("mounting overlay at %s: %w", target, err)
+	}
+	return false, nil
+}
+
+// overlayOptions builds overlay's mount data. When the absolute lowerdirs do
+// not fit in limit bytes (mount data is one page), they are made relative
+// to their deepest common directory, which the caller must chdir into
+// before mounting; dir is that directory, or "" when not needed.
+func overlayOptions(lowers []string, upper, work string, limit int) (data, dir string, err error) {
+	build := func(ls []string) string {
+		esc := make([]string, len(ls))
+		for i, l := range ls {
+			esc[i] = escapeOverlayPath(l)
+		}
+		var b strings.Builder
+		b.WriteString("lowerdir=")
+		b.WriteString(strings.Join(esc, ":"))
+		if upper != "" {
+			b.WriteString(",upperdir=" + escapeOverlayPath(upper))
+			b.WriteString(",workdir=" + escapeOverlayPath(work))
+		}
+		b.WriteString("," + overlayFixedOpts)
+		return b.String()
+	}
+	// Leave room for ",volatile".
+	limit -= len(",volatile")
+	if data = build(lowers); len(data) <= limit {
+		return data, "", nil
+	}
+	dir = commonDir(lowers)
+	rel := make([]string, len(lowers))
+	for i, l := range lowers {
+		if rel[i], err = filepath.Rel(dir, l); err != nil {
+			return "", "", err
+		}
+	}
+	if data = build(rel); len(data) > limit {
+		return "", "", fmt.Errorf("options for %d lowers exceed a page (%d bytes) even with relative paths", len(lowers), len(data))
+	}
+	return data, dir, nil
+}
+
+// escapeOverlayPath escapes the characters overlay treats as separators in
+// its option string.
+func escapeOverlayPath(p string) string {
+	if !strings.ContainsAny(p, `\:,`) {
+		return p
+	}
+	r := strings.NewReplacer(`\`, `\\`, `:`, `\:`, `,`, `\,`)
+	return r.Replace(p)
+}
+
+// commonDir is the deepest directory containing all of paths (absolute and
+// clean).
+func commonDir(paths []string) string {
+	dir := filepath.Dir(filepath.Clean(paths[0]))
+	for _, p := range paths[1:] {
+		p = filepath.Clean(p)
+		for dir != "/" && !strings.HasPrefix(p, dir+"/") {
+			dir = filepath.Dir(dir)
+		}
+	}
+	return dir
+}
+
+// resolveInRoot resolves path inside root the way the sandboxed process
+// will see it after pivot_root: symlinks are followed, but absolute targets
+// and ".." are taken relative to root and can never leave it. This matters
+// for mount targets: an image whose /etc/resolv.conf is a symlink to
+// /etc/shadow or ../../../host must get a mount inside itself. It returns
+// the resolved path relative to root and whether it exists; past the first
+// missing component the rest is taken literally. root "" is an empty tree.
+func resolveInRoot(root, path string) (rel string, exists bool, err error) {
+	var done []string
+	pending := strings.Split(path, "/")
+	links := 0
+	for len(pending) > 0 {
+		c := pending[0]
+		pending = pending[1:]
+		switch c {
+		case "", ".":
+			continue
+		case "..":
+			if len(done) > 0 {
+				done = done[:len(done)-1]
+			}
+			continue
+		}
+		if root == "" {
+			return cleanRel(append(append(done, c), pending...)), false, nil
+		}
+		cur := filepath.Join(root, filepath.Join(done...), c)
+		fi, err := os.Lstat(cur)
+		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) || (err == nil && isWhiteout(fi)) {
+			return cleanRel(append(append(done, c), pending...)), false, nil
+		}
+		if err != nil {
+			return "", false, err
+		}
+		if fi.Mode()&fs.ModeSymlink == 0 {
+			done = append(done, c)
+			continue
+		}
+		if links++; links > 255 {
+			return "", false, &fs.PathError{Op: "resolve", Path: path, Err: syscall.ELOOP}
+		}
+		target, err := os.Readlink(cur)
+		if err != nil {
+			return "", false, err
+		}
+		if strings.HasPrefix(target, "/") {
+			done = done[:0]
+		}
+		pending = append(strings.Split(target, "/"), pending...)
+	}
+	return cleanRel(done), true, nil
+}
+
+// cleanRel joins components and cleans ".." lexically, clamped at the root.
+func cleanRel(parts []string) string {
+	return strings.TrimPrefix(filepath.Clean("/"+strings.Join(parts, "/")), "/")
+}
+
+// isWhiteout reports an overlay whiteout (char device 0:0), which means
+// "absent" when the tree is a raw layer rather than a mounted view.
+func isWhiteout(fi fs.FileInfo) bool {
+	if fi.Mode()&fs.ModeCharDevice == 0 {
+		return false
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	return ok && st.Rdev == 0
+}

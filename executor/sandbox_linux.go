@@ -1,0 +1,309 @@
+package executor
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync/atomic"
+	"syscall"
+
+	"github.com/kiln-build/kiln/executor/copier"
+)
+
+// sandboxArg is the hidden argv[1] that makes Init run the sandbox child.
+// An argument rather than an environment variable: the child's environment
+// is empty, and argv is what shows in /proc/1/cmdline inside the sandbox.
+const sandboxArg = "__kiln-sandbox"
+
+const defaultHostname = "buildkitsandbox"
+
+// volatileUnsupported is set once a child reports that the kernel refused
+// overlay's "volatile" option (before Linux 5.10), so that later steps do
+// not pay for the failed mount again.
+var volatileUnsupported atomic.Bool
+
+// childSpec is what the parent sends the sandbox child on fd 3.
+type childSpec struct {
+	Mode     string `json:"mode"` // "run" or "copy"
+	StepDir  string `json:"stepDir"`
+	Rootfs   Rootfs `json:"rootfs"`
+	Volatile bool   `json:"volatile,omitempty"`
+
+	Args     []string `json:"args,omitempty"`
+	Env      []string `json:"env,omitempty"`
+	Cwd      string   `json:"cwd,omitempty"`
+	User     string   `json:"user,omitempty"`
+	Hostname string   `json:"hostname,omitempty"`
+	NetNone  bool     `json:"netNone,omitempty"`
+
+	SourceDir string    `json:"sourceDir,omitempty"`
+	Source    Rootfs    `json:"source"`
+	Op        copier.Op `json:"op"`
+}
+
+// childMsg is one report from the child on fd 4. The child sends several:
+// stubs as soon as it has decided on them (so the parent can clean them up
+// even if the child is killed later), then one with Done set.
+type childMsg struct {
+	Stubs      []stub `json:"stubs,omitempty"`
+	NoVolatile bool   `json:"noVolatile,omitempty"`
+
+	Done       bool   `json:"done,omitempty"`
+	Error      string `json:"error,omitempty"`    // setup or copier error
+	NotFound   string `json:"notFound,omitempty"` // a *copier.NotFoundError's fields
+	ExcludedBy string `json:"excludedBy,omitempty"`
+	Exit       *int   `json:"exit,omitempty"` // RUN command status
+	Signal     string `json:"signal,omitempty"`
+	Reason     string `json:"reason,omitempty"`
+}
+
+// stub is a mount point the child created in the upper dir, relative to
+// it. Mode, UID and GID are what the child gave it: a directory whose
+// metadata the command changed is content, not a stub.
+type stub struct {
+	Path string      `json:"path"`
+	Dir  bool        `json:"dir,omitempty"`
+	Mode os.FileMode `json:"mode"`
+	UID  int         `json:"uid"`
+	GID  int         `json:"gid"`
+}
+
+// Init runs the sandbox child when this process is one, and never returns
+// in that case. It must be the first thing main (or TestMain) does: the
+// sandbox re-executes the current binary.
+func Init() {
+	if len(os.Args) < 2 || os.Args[1] != sandboxArg {
+		return
+	}
+	os.Exit(childMain())
+}
+
+// Run runs one RUN step in a fresh sandbox over spec.Rootfs. A command that
+// exits non-zero or is killed yields an *ExitError.
+func Run(ctx context.Context, spec RunSpec) error {
+	if len(spec.Args) == 0 {
+		return errors.New("running step: empty command")
+	}
+	flags := uintptr(syscall.CLONE_NEWNS | syscall.CLONE_NEWPID | syscall.CLONE_NEWIPC | syscall.CLONE_NEWUTS)
+	netNone := false
+	switch spec.Network {
+	case "", "host", "default":
+	case "none":
+		netNone = true
+		flags |= syscall.CLONE_NEWNET
+	default:
+		return fmt.Errorf("running step: unsupported network mode %q", spec.Network)
+	}
+	hostname := spec.Hostname
+	if hostname == "" {
+		hostname = defaultHostname
+	}
+	cwd := spec.Cwd
+	if cwd == "" {
+		cwd = "/"
+	}
+	cs := childSpec{
+		Mode:     "run",
+		Rootfs:   spec.Rootfs,
+		Args:     spec.Args,
+		Env:      spec.Env,
+		Cwd:      cwd,
+		User:     spec.User,
+		Hostname: hostname,
+		NetNone:  netNone,
+	}
+	msgs, err := runChild(ctx, cs, flags, spec.Stdout, spec.Stderr)
+	if cerr := removeStubs(spec.Rootfs.Upper, msgs); cerr != nil && err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	last := msgs[len(msgs)-1]
+	switch {
+	case last.Error != "":
+		return errors.New(last.Error)
+	case last.Exit == nil:
+		return errors.New("running step: sandbox reported no exit status")
+	case *last.Exit != 0 || last.Reason != "":
+		return &ExitError{Code: *last.Exit, Signal: last.Signal, Reason: last.Reason}
+	}
+	return nil
+}
+
+// Copy runs one COPY, ADD or WORKDIR step: copier.Do in a sandbox child that
+// has the destination overlay mounted read-write and, for COPY --from, the
+// source mounted read-only.
+func Copy(ctx context.Context, spec CopySpec) error {
+	if spec.Rootfs.Upper == "" {
+		return errors.New("copying: destination rootfs has no upper dir")
+	}
+	if len(spec.Source.Lowers) == 0 && spec.SourceDir == "" {
+		return errors.New("copying: no source directory or source rootfs")
+	}
+	cs := childSpec{
+		Mode:      "copy",
+		Rootfs:    spec.Rootfs,
+		SourceDir: spec.SourceDir,
+		Source:    spec.Source,
+		Op:        spec.Op,
+	}
+	// A Go runtime crash in the child is the only thing it writes; keep a
+	// bounded amount for the error.
+	var stderr limitedBuffer
+	msgs, err := runChild(ctx, cs, syscall.CLONE_NEWNS, nil, &stderr)
+	if err != nil {
+		if stderr.Len() > 0 {
+			return fmt.Errorf("%w: %s", err, bytes.TrimSpace(stderr.Bytes()))
+		}
+		return err
+	}
+	if last := msgs[len(msgs)-1]; last.Error != "" {
+		return copierError(last)
+	}
+	return nil
+}
+
+// runChild starts the sandbox child, sends it cs, and collects its reports.
+// On success the returned slice ends with the Done report. Whatever
+// happens, the step directory is gone when it returns: the child's mounts
+// died with its mount namespace when it exited.
+func runChild(ctx context.Context, cs childSpec, cloneflags uintptr, stdout, stderr io.Writer) (msgs []childMsg, err error) {
+	cs.Volatile = !volatileUnsupported.Load()
+	// The step directory holds the mount points and the generated hosts
+	// file. Next to Upper, because the caller owns that directory and
+	// cleans it up if we crash; a read-only view has no Upper.
+	parent := os.TempDir()
+	if cs.Rootfs.Upper != "" {
+		parent = filepath.Dir(cs.Rootfs.Upper)
+	}
+	cs.StepDir, err = os.MkdirTemp(parent, ".kiln-step-")
+	if err != nil {
+		return nil, fmt.Errorf("creating step directory: %w", err)
+	}
+	defer func() {
+		if rerr := os.RemoveAll(cs.StepDir); rerr != nil && err == nil {
+			err = fmt.Errorf("removing step directory: %w", rerr)
+		}
+	}()
+
+	specR, specW, err := os.Pipe()
+	if err != nil {
+		return nil, fmt.Errorf("creating spec pipe: %w", err)
+	}
+	defer specR.Close()
+	defer specW.Close()
+	resR, resW, err := os.Pipe()
+	if err != nil {
+		return nil, fmt.Errorf("creating report pipe: %w", err)
+	}
+	defer resR.Close()
+	defer resW.Close()
+
+	cmd := exec.CommandContext(ctx, "/proc/self/exe", sandboxArg, cs.Mode)
+	cmd.Args[0] = "kiln"
+	// Non-nil and empty: the child must not inherit kiln's environment; the
+	// command gets exactly the step's Env.
+	cmd.Env = []string{}
+	cmd.Stdout = stdout
+	cmd.Stderr = stderr
+	cmd.ExtraFiles = []*os.File{specR, resW} // fds 3 and 4
+	cmd.SysProcAttr = &syscall.SysProcAttr{
+		Cloneflags: cloneflags,
+		// If kiln dies, its sandbox must not outlive it; killing PID 1 of
+		// the namespace takes every process in it along.
+		Pdeathsig: syscall.SIGKILL,
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("starting sandbox: %w", err)
+	}
+	specR.Close()
+	resW.Close()
+
+	// The spec can exceed a pipe buffer (a long Env), so it is written while
+	// the child runs; the child reads it before doing anything else.
+	writeErr := make(chan error, 1)
+	go func() {
+		err := json.NewEncoder(specW).Encode(cs)
+		specW.Close()
+		writeErr <- err
+	}()
+	readDone := make(chan struct{})
+	go func() {
+		defer close(readDone)
+		dec := json.NewDecoder(resR)
+		for {
+			var m childMsg
+			if dec.Decode(&m) != nil {
+				return
+			}
+			if m.NoVolatile {
+				volatileUnsupported.Store(true)
+			}
+			msgs = append(msgs, m)
+		}
+	}()
+
+	waitErr := cmd.Wait()
+	<-readDone
+	werr := <-writeErr
+	if ctx.Err() != nil {
+		return msgs, ctx.Err()
+	}
+	if len(msgs) == 0 || !msgs[len(msgs)-1].Done {
+		if werr != nil {
+			return msgs, fmt.Errorf("sending spec to sandbox: %w", werr)
+		}
+		// Most likely main does not call executor.Init first, so the
+		// re-executed binary did something else with our arguments.
+		return msgs, fmt.Errorf("sandbox exited without reporting (is executor.Init called first in main?): %v", waitErr)
+	}
+	return msgs, nil
+}
+
+// removeStubs deletes the mount points the child created in upper, newest
+// first so that parents go after their children. Anything the command
+// changed is left alone: a non-empty stub file, a directory with content or
+// with another owner or mode is part of the layer.
+func removeStubs(upper string, msgs []childMsg) error {
+	var stubs []stub
+	for _, m := range msgs {
+		stubs = append(stubs, m.Stubs...)
+	}
+	var errs []error
+	for i := len(stubs) - 1; i >= 0; i-- {
+		s := stubs[i]
+		p := filepath.Join(upper, s.Path)
+		fi, err := os.Lstat(p)
+		if err != nil {
+			continue
+		}
+		st := fi.Sys().(*syscall.Stat_t)
+		if fi.IsDir() != s.Dir || fi.Mode() != s.Mode || int(st.Uid) != s.UID || int(st.Gid) != s.GID {
+			continue
+		}
+		if !s.Dir && fi.Size() != 0 {
+			continue
+		}
+		if err := os.Remove(p); err != nil && !errors.Is(err, syscall.ENOTEMPTY) && !errors.Is(err, syscall.EEXIST) {
+			errs = append(errs, fmt.Errorf("removing mount point %s: %w", p, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// limitedBuffer keeps the first 64 KiB written to it.
+type limitedBuffer struct{ bytes.Buffer }
+
+func (b *limitedBuffer) Write(p []byte) (int, error) {
+	if room := 64<<10 - b.Len(); room > 0 {
+		b.Buffer.Write(p[:min(len(p), room)])
+	}
+	return len(p), nil
+}
