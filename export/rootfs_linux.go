@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -464,7 +465,7 @@ func (a *applier) implicitDir(rel string) error {
 }
 
 func inodeOf(fi fs.FileInfo) inodeKey {
-	st := fi.Sys().(*unix.Stat_t)
+	st := fi.Sys().(*syscall.Stat_t)
 	return inodeKey{dev: st.Dev, ino: st.Ino}
 }
 
