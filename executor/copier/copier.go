@@ -1,6 +1,15 @@
 // Package copier implements the file semantics of COPY, ADD and WORKDIR
 // between two plain directory trees (source root and destination root).
+//
+// BuildKit is the reference for every behaviour: a Dockerfile COPY is one
+// FileOp copy action per source with FollowSymlinks, CopyDirContentsOnly,
+// AllowWildcard, AllowEmptyWildcard and CreateDestPath set
+// (dockerfile2llb/convert_copy.go), executed by tonistiigi/fsutil/copy; ADD
+// adds AttemptUnpack (solver/llbsolver/file/unpack.go); WORKDIR is a FileOp
+// mkdir with parents, mode 0755 and the active USER.
 package copier
+
+import "fmt"
 
 // Op is a JSON-serialisable description of one copy step; the executor
 // ships it to its sandbox child.
@@ -10,18 +19,27 @@ type Op struct {
 	// Sources as written in the Dockerfile after variable expansion,
 	// relative to the source root (leading "/" and ".." are contained in
 	// the root like BuildKit). May contain wildcards (filepath.Match syntax).
+	// Each source is copied on its own, in order, exactly like BuildKit's
+	// one-action-per-source: a wildcard that matches nothing copies nothing,
+	// and hardlinks are kept among the files of one source only.
 	Sources []string `json:"sources,omitempty"`
 	// Dest is the absolute destination inside the destination root, with
 	// the trailing slash preserved when the Dockerfile had one (the planner
-	// has already joined a relative dest to WORKDIR).
+	// has already joined a relative dest to WORKDIR). A trailing "/" or "/."
+	// makes it a directory; without one a file source is written to Dest
+	// itself unless Dest is an existing directory.
 	Dest string `json:"dest"`
 	// Chown as written ("user", "user:group", "uid:gid"); resolved against
-	// the destination root's /etc/passwd and /etc/group. Empty = 0:0.
+	// the destination root's /etc/passwd and /etc/group. Empty = 0:0 for
+	// build-context sources, the source owner for FromStage.
 	Chown string `json:"chown,omitempty"`
-	// Chmod as written (octal, e.g. "640"); empty = keep source modes.
+	// Chmod as written: octal ("640", up to 07777) or a chmod(1) symbolic
+	// mode ("u=rwX,go=rX"), both accepted by BuildKit; empty = keep source
+	// modes.
 	Chmod string `json:"chmod,omitempty"`
 	// Excludes are .dockerignore patterns; applied only when non-empty
-	// (build context sources).
+	// (build context sources). An excluded path is treated as absent from
+	// the source root, as it is absent from BuildKit's transferred context.
 	Excludes []string `json:"excludes,omitempty"`
 	// FromStage is true for COPY --from (stage or image): ownership of the
 	// source is kept unless Chown is set, like BuildKit.
@@ -29,4 +47,22 @@ type Op struct {
 	// User is the active USER, used by mkdir (WORKDIR) for ownership of the
 	// directories it creates.
 	User string `json:"user,omitempty"`
+}
+
+// NotFoundError reports a named source that does not exist in the source
+// root, or is excluded from it by .dockerignore.
+type NotFoundError struct {
+	// Path is the missing path, cleaned and relative to the source root
+	// ("src/x"; "." for the root itself).
+	Path string
+	// ExcludedBy is the .dockerignore pattern that excluded Path (or one
+	// of its parents), when that is why it is missing.
+	ExcludedBy string
+}
+
+func (e *NotFoundError) Error() string {
+	if e.ExcludedBy != "" {
+		return fmt.Sprintf("%q: not found: excluded by .dockerignore pattern %q", e.Path, e.ExcludedBy)
+	}
+	return fmt.Sprintf("%q: not found", e.Path)
 }
