@@ -1,3 +1,256 @@
 // Package cache is kiln's on-disk store under --root: compressed blobs by
 // digest, unpacked layers (overlay format) by diffID, scratch space.
+//
+// Layout:
+//
+//	ROOT/blobs/sha256/<hex>                  compressed layer blobs, immutable
+//	ROOT/layers/<first 24 hex of diffID>/fs/ unpacked layer, an overlay lowerdir
+//	ROOT/layers/<...>/info.json              {diffID, digest, size, mediaType}
+//	ROOT/tmp/                                scratch, on the same filesystem
+//
+// Layer directory names are short because every lowerdir path of a RUN step
+// must fit in one page of mount options.
+//
+// Every entry appears by rename(2) from ROOT/tmp once it is complete and
+// synced, so whatever is visible is whole, and several kiln processes can
+// share a root: when two produce the same entry, the first rename wins and
+// the other discards its copy.
 package cache
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/klauspost/compress/gzip"
+	"github.com/klauspost/compress/zstd"
+)
+
+// Store is an opened store root. It is safe for concurrent use, and other
+// processes may use the same root at the same time.
+type Store struct {
+	// Root is the absolute path of the store.
+	Root string
+
+	pulls keyedLock // one download per layer within this process
+	lock  io.Closer // shared lock on ROOT/lock: this process uses ROOT/tmp
+}
+
+// Open creates the store layout under root if needed. When no other kiln
+// process has the store open, it also empties ROOT/tmp, where a killed
+// build leaves its step directories behind. Liveness is told by a shared
+// flock on ROOT/lock held as long as the Store is reachable, not by the age
+// of entries: a RUN step can set the mtime of its upper dir (its "/") to
+// anything.
+func Open(root string) (*Store, error) {
+	abs, err := filepath.Abs(root)
+	if err != nil {
+		return nil, fmt.Errorf("opening store %s: %w", root, err)
+	}
+	s := &Store{Root: abs}
+	for _, d := range []string{filepath.Join(abs, "blobs", "sha256"), filepath.Join(abs, "layers")} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return nil, fmt.Errorf("opening store %s: %w", abs, err)
+		}
+	}
+	if err := os.MkdirAll(s.tmp(), 0o700); err != nil {
+		return nil, fmt.Errorf("opening store %s: %w", abs, err)
+	}
+	s.lock, err = lockStore(filepath.Join(abs, "lock"), s.clearTmp)
+	if err != nil {
+		return nil, fmt.Errorf("opening store %s: %w", abs, err)
+	}
+	return s, nil
+}
+
+// clearTmp is best effort: a failure to tidy up must not fail a build.
+func (s *Store) clearTmp() {
+	entries, err := os.ReadDir(s.tmp())
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		os.RemoveAll(filepath.Join(s.tmp(), e.Name()))
+	}
+}
+
+// TempDir creates a fresh directory under ROOT/tmp, on the store's
+// filesystem so that CommitDir can rename it into place. The caller removes
+// it. It is mode 0755 rather than MkdirTemp's 0700 because such a directory
+// often becomes an overlay upper dir or a layer root, whose mode is the mode
+// of / in the container.
+func (s *Store) TempDir(prefix string) (string, error) {
+	dir, err := os.MkdirTemp(s.tmp(), prefix)
+	if err != nil {
+		return "", fmt.Errorf("creating scratch directory: %w", err)
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		os.Remove(dir)
+		return "", fmt.Errorf("creating scratch directory: %w", err)
+	}
+	return dir, nil
+}
+
+// LayerInfo describes a stored layer.
+type LayerInfo struct {
+	DiffID v1.Hash // sha256 of the uncompressed tar
+	Digest v1.Hash // sha256 of the stored blob
+	// Size is the size of the stored (compressed) blob.
+	Size int64
+	// MediaType is that of the stored blob: gzip for the layers kiln
+	// writes, whatever the registry served for pulled ones.
+	MediaType types.MediaType
+	// Dir is the unpacked layer in overlay format: usable as an overlay
+	// lowerdir, never to be modified.
+	Dir string
+}
+
+// infoFile is the on-disk form of LayerInfo in info.json.
+type infoFile struct {
+	DiffID    v1.Hash         `json:"diffID"`
+	Digest    v1.Hash         `json:"digest"`
+	Size      int64           `json:"size"`
+	MediaType types.MediaType `json:"mediaType"`
+}
+
+func (s *Store) tmp() string { return filepath.Join(s.Root, "tmp") }
+
+func (s *Store) blobDir() string { return filepath.Join(s.Root, "blobs", "sha256") }
+
+func (s *Store) blobPath(digest v1.Hash) string { return filepath.Join(s.blobDir(), digest.Hex) }
+
+func (s *Store) layersDir() string { return filepath.Join(s.Root, "layers") }
+
+func (s *Store) layerDir(diffID v1.Hash) string {
+	return filepath.Join(s.layersDir(), diffID.Hex[:24])
+}
+
+func checkHash(h v1.Hash) error {
+	if h.Algorithm != "sha256" || len(h.Hex) != 64 {
+		return fmt.Errorf("unsupported digest %q: want sha256", h)
+	}
+	return nil
+}
+
+// LayerByDiffID returns the stored layer with the given diffID, if any.
+func (s *Store) LayerByDiffID(diffID v1.Hash) (LayerInfo, bool, error) {
+	if err := checkHash(diffID); err != nil {
+		return LayerInfo{}, false, fmt.Errorf("looking up layer: %w", err)
+	}
+	dir := s.layerDir(diffID)
+	data, err := os.ReadFile(filepath.Join(dir, "info.json"))
+	if errors.Is(err, fs.ErrNotExist) {
+		return LayerInfo{}, false, nil
+	}
+	if err != nil {
+		return LayerInfo{}, false, fmt.Errorf("looking up layer %s: %w", diffID, err)
+	}
+	var f infoFile
+	if err := json.Unmarshal(data, &f); err != nil {
+		return LayerInfo{}, false, fmt.Errorf("reading %s: %w", filepath.Join(dir, "info.json"), err)
+	}
+	if f.DiffID != diffID {
+		// 96 bits of prefix make this a corrupted store, not a collision.
+		return LayerInfo{}, false, fmt.Errorf("looking up layer %s: %s holds layer %s", diffID, dir, f.DiffID)
+	}
+	return LayerInfo{
+		DiffID:    f.DiffID,
+		Digest:    f.Digest,
+		Size:      f.Size,
+		MediaType: f.MediaType,
+		Dir:       filepath.Join(dir, "fs"),
+	}, true, nil
+}
+
+// Layer returns a v1.Layer backed by the stored blob of info, so that
+// exporting never recompresses. mt is the media type to report (an empty mt
+// means info.MediaType): the same gzip bytes are an OCI or a Docker layer
+// depending on the manifest they go into.
+func (s *Store) Layer(info LayerInfo, mt types.MediaType) v1.Layer {
+	if mt == "" {
+		mt = info.MediaType
+	}
+	return &storedLayer{path: s.blobPath(info.Digest), info: info, mt: mt}
+}
+
+type storedLayer struct {
+	path string
+	info LayerInfo
+	mt   types.MediaType
+}
+
+func (l *storedLayer) Digest() (v1.Hash, error)            { return l.info.Digest, nil }
+func (l *storedLayer) DiffID() (v1.Hash, error)            { return l.info.DiffID, nil }
+func (l *storedLayer) Size() (int64, error)                { return l.info.Size, nil }
+func (l *storedLayer) MediaType() (types.MediaType, error) { return l.mt, nil }
+
+func (l *storedLayer) Compressed() (io.ReadCloser, error) {
+	f, err := os.Open(l.path)
+	if err != nil {
+		return nil, fmt.Errorf("opening layer blob %s: %w", l.info.Digest, err)
+	}
+	return f, nil
+}
+
+func (l *storedLayer) Uncompressed() (io.ReadCloser, error) {
+	f, err := os.Open(l.path)
+	if err != nil {
+		return nil, fmt.Errorf("opening layer blob %s: %w", l.info.Digest, err)
+	}
+	r, closeDec, err := decompress(bufio.NewReaderSize(f, 1<<20))
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("decompressing layer blob %s: %w", l.info.Digest, err)
+	}
+	return &readCloser{Reader: r, close: func() error {
+		closeDec()
+		return f.Close()
+	}}, nil
+}
+
+type readCloser struct {
+	io.Reader
+	close func() error
+}
+
+func (r *readCloser) Close() error { return r.close() }
+
+var (
+	gzipMagic  = []byte{0x1f, 0x8b}
+	zstdMagic  = []byte{0x28, 0xb5, 0x2f, 0xfd}
+	xzMagic    = []byte{0xfd, '7', 'z', 'X', 'Z', 0x00}
+	bzip2Magic = []byte("BZh")
+)
+
+// decompress picks the decompressor by magic bytes rather than by media
+// type: registries and old tools mislabel layers, the bytes do not lie.
+// Anything neither gzip nor zstd is taken for a plain tar, which the tar
+// reader then validates.
+func decompress(br *bufio.Reader) (r io.Reader, closeFn func(), err error) {
+	magic, _ := br.Peek(6) // a short peek just means a short (plain) stream
+	switch {
+	case bytes.HasPrefix(magic, gzipMagic):
+		gz, err := gzip.NewReader(br)
+		if err != nil {
+			return nil, nil, fmt.Errorf("reading gzip header: %w", err)
+		}
+		return gz, func() { gz.Close() }, nil
+	case bytes.HasPrefix(magic, zstdMagic):
+		zr, err := zstd.NewReader(br)
+		if err != nil {
+			return nil, nil, fmt.Errorf("starting zstd decoder: %w", err)
+		}
+		return zr, zr.Close, nil
+	case bytes.HasPrefix(magic, xzMagic), bytes.HasPrefix(magic, bzip2Magic):
+		return nil, nil, errors.New("xz and bzip2 layers are not supported")
+	}
+	return br, func() {}, nil
+}

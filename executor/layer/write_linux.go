@@ -213,12 +213,15 @@ func (t *tarWriter) header(hdr *tar.Header, full string) error {
 // contents streams size bytes of the file. A file that changes size while
 // it is read would corrupt the archive, so that is an error, not a shrug.
 func (t *tarWriter) contents(ctx context.Context, full string, size int64) error {
-	f, err := os.OpenFile(full, os.O_RDONLY|unix.O_NOFOLLOW, 0)
+	// A raw descriptor rather than os.File: for thousands of small files
+	// the poller registration and extra fcntl of os.OpenFile cost more
+	// than the read itself.
+	fd, err := unix.Open(full, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return fmt.Errorf("opening %s: %w", full, err)
+		return fmt.Errorf("opening %s: %w", full, &os.PathError{Op: "open", Path: full, Err: err})
 	}
-	defer f.Close()
-	n, err := copyBuffer(ctx, t.tw, f, size, t.buf)
+	defer unix.Close(fd)
+	n, err := copyBuffer(ctx, t.tw, fdReader(fd), size, t.buf)
 	if err != nil {
 		return fmt.Errorf("archiving %s: %w", full, err)
 	}
@@ -226,6 +229,24 @@ func (t *tarWriter) contents(ctx context.Context, full string, size int64) error
 		return fmt.Errorf("archiving %s: file shrank from %d to %d bytes while being read", full, size, n)
 	}
 	return nil
+}
+
+type fdReader int
+
+func (fd fdReader) Read(p []byte) (int, error) {
+	for {
+		n, err := unix.Read(int(fd), p)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			return 0, err
+		}
+		if n == 0 && len(p) > 0 {
+			return 0, io.EOF
+		}
+		return n, nil
+	}
 }
 
 // xattrs adds the layer's extended attributes of full to hdr as PAX records

@@ -1,0 +1,291 @@
+package cache
+
+import (
+	"bufio"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"os"
+	"path/filepath"
+	"syscall"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/klauspost/compress/gzip"
+
+	"github.com/kiln-build/kiln/executor/layer"
+)
+
+// CommitDir turns dir, an overlay-format directory (a step's upper dir once
+// the sandbox has removed its mount stubs), into a stored layer.
+//
+// It makes one streaming pass over dir: the layer tar is hashed for the
+// diffID and gzip-compressed (deterministically: no name, zero mtime) into
+// a blob whose hash is the digest, so each layer is compressed exactly once.
+// dir itself then becomes the layer's fs/ directory: it must be on the
+// store's filesystem (from TempDir). If the store already has a layer with
+// the same diffID, that one is returned and the new copy discarded. If dir
+// has no entries at all, CommitDir returns empty=true and stores nothing.
+//
+// On success dir is gone: moved into the store or removed. On error it is
+// left for the caller to remove.
+func (s *Store) CommitDir(ctx context.Context, dir string) (info LayerInfo, empty bool, err error) {
+	empty, err = isEmptyDir(dir)
+	if err != nil {
+		return LayerInfo{}, false, fmt.Errorf("committing %s: %w", dir, err)
+	}
+	if empty {
+		if err := os.Remove(dir); err != nil {
+			return LayerInfo{}, false, fmt.Errorf("committing %s: %w", dir, err)
+		}
+		return LayerInfo{}, true, nil
+	}
+	// Checked up front so that a misplaced dir fails before minutes of
+	// compression rather than at the final rename.
+	if same, err := sameFilesystem(dir, s.tmp()); err != nil {
+		return LayerInfo{}, false, fmt.Errorf("committing %s: %w", dir, err)
+	} else if !same {
+		return LayerInfo{}, false, fmt.Errorf("committing %s: not on the store's filesystem (use Store.TempDir)", dir)
+	}
+
+	blob, err := s.compress(ctx, dir)
+	if err != nil {
+		return LayerInfo{}, false, fmt.Errorf("committing %s: %w", dir, err)
+	}
+	defer blob.discard()
+
+	if existing, ok, err := s.LayerByDiffID(blob.diffID); err != nil {
+		return LayerInfo{}, false, err
+	} else if ok {
+		if err := os.RemoveAll(dir); err != nil {
+			return LayerInfo{}, false, fmt.Errorf("discarding duplicate layer %s: %w", dir, err)
+		}
+		return existing, false, nil
+	}
+
+	info = LayerInfo{DiffID: blob.diffID, Digest: blob.digest, Size: blob.size, MediaType: types.OCILayer}
+	if err := s.storeBlob(blob); err != nil {
+		return LayerInfo{}, false, err
+	}
+	staging, err := os.MkdirTemp(s.tmp(), "layer-")
+	if err != nil {
+		return LayerInfo{}, false, fmt.Errorf("committing %s: %w", dir, err)
+	}
+	if err := os.Rename(dir, filepath.Join(staging, "fs")); err != nil {
+		os.Remove(staging)
+		return LayerInfo{}, false, fmt.Errorf("committing %s: %w", dir, err)
+	}
+	info, err = s.publish(staging, info)
+	if err != nil {
+		os.RemoveAll(staging)
+		return LayerInfo{}, false, err
+	}
+	return info, false, nil
+}
+
+func isEmptyDir(dir string) (bool, error) {
+	f, err := os.Open(dir)
+	if err != nil {
+		return false, err
+	}
+	defer f.Close()
+	names, err := f.Readdirnames(1)
+	if err == io.EOF {
+		return true, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return len(names) == 0, nil
+}
+
+// tempBlob is a complete, synced blob in ROOT/tmp, not yet in blobs/.
+type tempBlob struct {
+	path           string
+	diffID, digest v1.Hash
+	size           int64
+}
+
+// discard removes the temp file unless storeBlob has moved it.
+func (b *tempBlob) discard() {
+	if b.path != "" {
+		os.Remove(b.path)
+	}
+}
+
+// compress writes the tar of dir, gzipped, to a temp blob. WriteTar runs in
+// its own goroutine through a pipe so that walking and reading files (and
+// the diffID hash) overlap with compression, the slow part.
+func (s *Store) compress(ctx context.Context, dir string) (*tempBlob, error) {
+	f, err := os.CreateTemp(s.tmp(), "blob-")
+	if err != nil {
+		return nil, fmt.Errorf("creating blob: %w", err)
+	}
+	blob := &tempBlob{path: f.Name()}
+	ok := false
+	defer func() {
+		if !ok {
+			f.Close()
+			blob.discard()
+		}
+	}()
+
+	diffHash, digestHash := sha256.New(), sha256.New()
+	bw := bufio.NewWriterSize(f, 1<<20)
+	counted := &countingWriter{w: io.MultiWriter(bw, digestHash)}
+	gz, err := gzip.NewWriterLevel(counted, gzip.DefaultCompression)
+	if err != nil {
+		return nil, fmt.Errorf("starting gzip: %w", err)
+	}
+
+	pr, pw := io.Pipe()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		pw.CloseWithError(layer.WriteTar(ctx, dir, io.MultiWriter(pw, diffHash)))
+	}()
+	buf := make([]byte, 256<<10)
+	_, err = io.CopyBuffer(gz, pr, buf)
+	// Unblocks the writer if compression failed, and waits for it: dir
+	// must not be walked once it is renamed or removed.
+	pr.CloseWithError(errors.New("layer compression stopped"))
+	<-done
+	if err != nil {
+		return nil, fmt.Errorf("writing layer of %s: %w", dir, err)
+	}
+	if err := gz.Close(); err != nil {
+		return nil, fmt.Errorf("compressing layer of %s: %w", dir, err)
+	}
+	if err := bw.Flush(); err != nil {
+		return nil, fmt.Errorf("writing blob: %w", err)
+	}
+	if err := f.Sync(); err != nil {
+		return nil, fmt.Errorf("syncing blob: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return nil, fmt.Errorf("writing blob: %w", err)
+	}
+	ok = true
+	blob.diffID = sum(diffHash)
+	blob.digest = sum(digestHash)
+	blob.size = counted.n
+	return blob, nil
+}
+
+func sum(h hash.Hash) v1.Hash {
+	return v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(h.Sum(nil))}
+}
+
+type countingWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
+}
+
+// storeBlob moves a complete blob into blobs/. An existing blob of the same
+// digest is kept: the bytes are identical, and readers may have it open.
+func (s *Store) storeBlob(b *tempBlob) error {
+	final := s.blobPath(b.digest)
+	if _, err := os.Lstat(final); err == nil {
+		return nil // b.discard removes ours
+	}
+	if err := os.Rename(b.path, final); err != nil {
+		return fmt.Errorf("storing blob %s: %w", b.digest, err)
+	}
+	b.path = ""
+	if err := syncDir(s.blobDir()); err != nil {
+		return fmt.Errorf("storing blob %s: %w", b.digest, err)
+	}
+	return nil
+}
+
+// publish makes staging (holding a complete fs/) the layer directory of
+// info. info.json is written and everything synced before the rename, so a
+// layer directory that exists is complete. If another process published
+// the same layer first, staging is removed and their layer returned.
+func (s *Store) publish(staging string, info LayerInfo) (LayerInfo, error) {
+	// The root of a lowerdir is / in the container when no upper layer
+	// has it; the tar has no entry for it, so give it the usual mode.
+	if err := os.Chmod(filepath.Join(staging, "fs"), 0o755); err != nil {
+		return LayerInfo{}, fmt.Errorf("publishing layer %s: %w", info.DiffID, err)
+	}
+	data, err := json.Marshal(infoFile{DiffID: info.DiffID, Digest: info.Digest, Size: info.Size, MediaType: info.MediaType})
+	if err != nil {
+		return LayerInfo{}, fmt.Errorf("publishing layer %s: %w", info.DiffID, err)
+	}
+	if err := writeSynced(filepath.Join(staging, "info.json"), append(data, '\n')); err != nil {
+		return LayerInfo{}, fmt.Errorf("publishing layer %s: %w", info.DiffID, err)
+	}
+	// The unpacked files were written without fsync (one per file would be
+	// far slower); one syncfs makes them all durable before the rename
+	// can make them visible.
+	if err := syncFilesystem(staging); err != nil {
+		return LayerInfo{}, fmt.Errorf("publishing layer %s: %w", info.DiffID, err)
+	}
+	if err := syncDir(staging); err != nil {
+		return LayerInfo{}, fmt.Errorf("publishing layer %s: %w", info.DiffID, err)
+	}
+	final := s.layerDir(info.DiffID)
+	if err := os.Rename(staging, final); err != nil {
+		// rename(2) of a directory onto a non-empty one fails: someone
+		// else committed this layer first. Theirs is as good as ours.
+		if errors.Is(err, syscall.EEXIST) || errors.Is(err, syscall.ENOTEMPTY) {
+			if err := os.RemoveAll(staging); err != nil {
+				return LayerInfo{}, fmt.Errorf("discarding duplicate layer %s: %w", info.DiffID, err)
+			}
+			theirs, ok, err := s.LayerByDiffID(info.DiffID)
+			if err != nil {
+				return LayerInfo{}, err
+			}
+			if !ok {
+				return LayerInfo{}, fmt.Errorf("publishing layer %s: %s exists but has no info.json", info.DiffID, final)
+			}
+			return theirs, nil
+		}
+		return LayerInfo{}, fmt.Errorf("publishing layer %s: %w", info.DiffID, err)
+	}
+	if err := syncDir(s.layersDir()); err != nil {
+		return LayerInfo{}, fmt.Errorf("publishing layer %s: %w", info.DiffID, err)
+	}
+	info.Dir = filepath.Join(final, "fs")
+	return info, nil
+}
+
+func writeSynced(path string, data []byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// syncDir makes a rename into dir durable.
+func syncDir(dir string) error {
+	f, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("syncing directory %s: %w", dir, err)
+	}
+	return nil
+}
