@@ -63,14 +63,12 @@ func childMain() int {
 
 // runChildCopy mounts the destination (and source) and runs the copier.
 func runChildCopy(rep reporter, cs *childSpec) int {
+	if err := mountStepTmpfs(cs.StepDir, "empty", "dst", "src"); err != nil {
+		return rep.fail(err)
+	}
 	empty := filepath.Join(cs.StepDir, "empty")
 	dst := filepath.Join(cs.StepDir, "dst")
-	for _, d := range []string{empty, dst} {
-		if err := os.Mkdir(d, 0o755); err != nil {
-			return rep.fail(fmt.Errorf("creating mount point: %w", err))
-		}
-	}
-	used, err := mountOverlay(dst, cs.Rootfs, empty, cs.Volatile)
+	used, err := mountOverlay(dst, cs.Rootfs.Lowers, cs.Rootfs.Upper, cs.Rootfs.Work, empty, cs.Volatile)
 	if err != nil {
 		return rep.fail(err)
 	}
@@ -80,11 +78,7 @@ func runChildCopy(rep reporter, cs *childSpec) int {
 	src := cs.SourceDir
 	if len(cs.Source.Lowers) > 0 {
 		src = filepath.Join(cs.StepDir, "src")
-		if err := os.Mkdir(src, 0o755); err != nil {
-			return rep.fail(fmt.Errorf("creating mount point: %w", err))
-		}
-		view := Rootfs{Lowers: cs.Source.Lowers}
-		if _, err := mountOverlay(src, view, empty, false); err != nil {
+		if _, err := mountOverlay(src, cs.Source.Lowers, "", "", empty, false); err != nil {
 			return rep.fail(err)
 		}
 	}

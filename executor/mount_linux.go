@@ -18,25 +18,25 @@ import (
 // metadata-only copy-ups, no index of hard links into the lowers.
 const overlayFixedOpts = "index=off,redirect_dir=off,metacopy=off"
 
-// mountOverlay mounts rootfs at target: read-write when it has an Upper,
-// otherwise a read-only view of its lowers. empty is an empty directory,
-// used as the only lower of a FROM scratch rootfs and as the bottom of a
-// one-lower read-only view (overlay needs two lowers without an upper; an
-// overlay rather than a bind mount so whiteouts in the lower stay hidden).
-// volatile asks overlay not to fsync copy-ups: a sandbox is disposable, and
-// the fsyncs cost more than the step on large copy-ups. It reports whether
-// volatile was used; the kernel refuses it before Linux 5.10.
-func mountOverlay(target string, rootfs Rootfs, empty string, volatile bool) (usedVolatile bool, err error) {
-	lowers := rootfs.Lowers
-	if len(lowers) == 0 || (rootfs.Upper == "" && len(lowers) == 1) {
+// mountOverlay mounts an overlay of lowers (top-most first) at target:
+// read-write when upper is set, otherwise read-only. empty is an empty
+// directory: it is the only lower when there is none (FROM scratch), and
+// the bottom of a one-lower read-only view (overlay needs two lowers
+// without an upper; an overlay rather than a bind mount so that whiteouts
+// in the lower stay hidden). volatile asks overlay not to fsync copy-ups:
+// a sandbox is disposable, and the fsyncs cost more than the step on large
+// copy-ups. It reports whether volatile was used: the kernel refuses it
+// before Linux 5.10.
+func mountOverlay(target string, lowers []string, upper, work, empty string, volatile bool) (usedVolatile bool, err error) {
+	if len(lowers) == 0 || (upper == "" && len(lowers) == 1) {
 		lowers = append(append([]string(nil), lowers...), empty)
 	}
 	var flags uintptr
-	if rootfs.Upper == "" {
+	if upper == "" {
 		flags = unix.MS_RDONLY
 		volatile = false
 	}
-	data, dir, err := overlayOptions(lowers, rootfs.Upper, rootfs.Work, unix.Getpagesize()-1)
+	data, dir, err := overlayOptions(lowers, upper, work, unix.Getpagesize()-1)
 	if err != nil {
 		return false, fmt.Errorf("mounting overlay at %s: %w", target, err)
 	}
@@ -61,6 +61,22 @@ func mountOverlay(target string, rootfs Rootfs, empty string, volatile bool) (us
 		return false, fmt.Errorf("mounting overlay at %s: %w", target, err)
 	}
 	return false, nil
+}
+
+// mountStepTmpfs mounts a small tmpfs over the step directory, in the
+// child's own mount namespace: mount points, the stub layer and the hosts
+// file are created there at memory speed instead of as metadata writes on
+// the build disk, and vanish with the namespace.
+func mountStepTmpfs(stepDir string, dirs ...string) error {
+	if err := mount("tmpfs", stepDir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=700,size=1m"); err != nil {
+		return err
+	}
+	for _, d := range dirs {
+		if err := os.Mkdir(filepath.Join(stepDir, d), 0o755); err != nil {
+			return fmt.Errorf("creating mount point: %w", err)
+		}
+	}
+	return nil
 }
 
 // overlayOptions builds overlay's mount data. When the absolute lowerdirs do

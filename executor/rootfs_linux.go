@@ -23,17 +23,16 @@ type rootMount struct {
 // runChildRun sets up the RUN sandbox and runs the command as PID 1's
 // child. It returns the exit status for the sandbox child.
 func runChildRun(rep reporter, cs *childSpec) int {
+	if err := mountStepTmpfs(cs.StepDir, "empty", "probe", "stubs", "root"); err != nil {
+		return rep.fail(err)
+	}
 	var (
 		empty  = filepath.Join(cs.StepDir, "empty")
 		probe  = filepath.Join(cs.StepDir, "probe")
+		stubs  = filepath.Join(cs.StepDir, "stubs")
 		merged = filepath.Join(cs.StepDir, "root")
 		hosts  = filepath.Join(cs.StepDir, "hosts")
 	)
-	for _, d := range []string{empty, probe, merged} {
-		if err := os.Mkdir(d, 0o755); err != nil {
-			return rep.fail(fmt.Errorf("creating mount point: %w", err))
-		}
-	}
 	hostsData := fmt.Sprintf("127.0.0.1\tlocalhost %s\n::1\tlocalhost ip6-localhost ip6-loopback\n", cs.Hostname)
 	if err := os.WriteFile(hosts, []byte(hostsData), 0o644); err != nil {
 		return rep.fail(fmt.Errorf("writing hosts file: %w", err))
@@ -61,43 +60,38 @@ func runChildRun(rep reporter, cs *childSpec) int {
 		}})
 	}
 
-	// Decide on mount targets against a read-only view of the lowers, and
-	// create missing ones directly in the upper dir before mounting it.
-	// Creating them through the merged view instead would copy up their
-	// existing parents (/etc), which would then reach the layer even after
-	// the stubs are removed.
+	// Mount points missing from the image go into a stub layer on our
+	// tmpfs, stacked on top of the image's lowers, and never into the upper
+	// dir: they must not reach the layer, and creating them through the
+	// merged view would also copy up their parents (/etc). Which ones are
+	// missing is decided on a read-only view of the lowers.
 	view := ""
 	if len(cs.Rootfs.Lowers) > 0 {
-		if _, err := mountOverlay(probe, Rootfs{Lowers: cs.Rootfs.Lowers}, empty, false); err != nil {
+		if _, err := mountOverlay(probe, cs.Rootfs.Lowers, "", "", empty, false); err != nil {
 			return rep.fail(err)
 		}
 		view = probe
 	}
-	targets := make([]string, 0, len(mounts))
-	var stubs []stub
-	for _, m := range mounts {
+	targets := make([]string, len(mounts))
+	needStubs := false
+	for i, m := range mounts {
 		rel, exists, err := resolveInRoot(view, m.target)
 		if err != nil {
 			return rep.fail(fmt.Errorf("resolving mount point %s: %w", m.target, err))
 		}
 		if !exists {
-			if cs.Rootfs.Upper == "" {
-				// A read-only rootfs cannot grow mount points.
-				targets = append(targets, "")
-				continue
-			}
-			if stubs, err = createStub(view, cs.Rootfs.Upper, rel, m.dir, stubs); err != nil {
-				rep.send(childMsg{Stubs: stubs})
+			if err := createStub(view, stubs, rel, m.dir); err != nil {
 				return rep.fail(fmt.Errorf("creating mount point %s: %w", m.target, err))
 			}
+			needStubs = true
 		}
-		targets = append(targets, rel)
+		targets[i] = rel
 	}
-	if len(stubs) > 0 {
-		rep.send(childMsg{Stubs: stubs})
+	lowers := cs.Rootfs.Lowers
+	if needStubs {
+		lowers = append([]string{stubs}, lowers...)
 	}
-
-	used, err := mountOverlay(merged, cs.Rootfs, empty, cs.Volatile)
+	used, err := mountOverlay(merged, lowers, cs.Rootfs.Upper, cs.Rootfs.Work, empty, cs.Volatile)
 	if err != nil {
 		return rep.fail(err)
 	}
@@ -105,9 +99,6 @@ func runChildRun(rep reporter, cs *childSpec) int {
 		rep.send(childMsg{NoVolatile: true})
 	}
 	for i, m := range mounts {
-		if targets[i] == "" {
-			continue
-		}
 		if err := m.mount(filepath.Join(merged, targets[i])); err != nil {
 			return rep.fail(err)
 		}
@@ -138,24 +129,20 @@ func runChildRun(rep reporter, cs *childSpec) int {
 	return runInit(rep, cs, id)
 }
 
-// createStub creates the missing mount point rel (and its missing parents)
-// in upper, appending what it created to stubs. Parents that exist in the
-// lower view get its mode, owner and times, so that the merged view shows
-// them unchanged.
-func createStub(view, upper, rel string, dir bool, stubs []stub) ([]stub, error) {
-	type restore struct {
-		path string
-		fi   fs.FileInfo
-	}
-	var times []restore
+// createStub creates the mount point rel, and its missing parents, in the
+// stub layer. Parents that exist in the image's view get their mode, owner
+// and times from it: the stub layer is the top-most lower, so the merged
+// view shows its copy of them, and a copy-up (the command writes to /etc)
+// copies that.
+func createStub(view, layer, rel string, dir bool) error {
+	var existing []string
 	cur := ""
 	parts := strings.Split(rel, "/")
 	for i, c := range parts {
 		cur = filepath.Join(cur, c)
-		last := i == len(parts)-1
-		p := filepath.Join(upper, cur)
+		p := filepath.Join(layer, cur)
 		if _, err := os.Lstat(p); err == nil {
-			continue // created for an earlier target
+			continue // created for an earlier mount point
 		}
 		var lower fs.FileInfo
 		if view != "" {
@@ -163,40 +150,36 @@ func createStub(view, upper, rel string, dir bool, stubs []stub) ([]stub, error)
 		}
 		var err error
 		switch {
-		case last && !dir:
-			var f *os.File
-			if f, err = os.OpenFile(p, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644); err == nil {
-				err = f.Close()
-			}
+		case i == len(parts)-1 && !dir:
+			err = os.WriteFile(p, nil, 0o644)
 		case lower != nil && lower.IsDir():
 			st := lower.Sys().(*syscall.Stat_t)
-			if err = os.Mkdir(p, lower.Mode().Perm()); err == nil {
+			if err = os.Mkdir(p, 0o755); err == nil {
 				err = os.Lchown(p, int(st.Uid), int(st.Gid))
 			}
 			if err == nil {
-				err = os.Chmod(p, lower.Mode()&(fs.ModePerm|fs.ModeSetuid|fs.ModeSetgid|fs.ModeSticky))
+				// After chown, which clears setuid and setgid bits.
+				err = unix.Chmod(p, st.Mode&0o7777)
 			}
-			times = append(times, restore{p, lower})
+			existing = append(existing, cur)
 		default:
 			err = os.Mkdir(p, 0o755)
 		}
 		if err != nil {
-			return stubs, err
-		}
-		fi, err := os.Lstat(p)
-		if err != nil {
-			return stubs, err
-		}
-		st := fi.Sys().(*syscall.Stat_t)
-		stubs = append(stubs, stub{Path: cur, Dir: fi.IsDir(), Mode: fi.Mode(), UID: int(st.Uid), GID: int(st.Gid)})
-	}
-	// Creating children changed the parents' mtimes.
-	for i := len(times) - 1; i >= 0; i-- {
-		st := times[i].fi.Sys().(*syscall.Stat_t)
-		ts := []unix.Timespec{unix.NsecToTimespec(syscall.TimespecToNsec(st.Atim)), unix.NsecToTimespec(syscall.TimespecToNsec(st.Mtim))}
-		if err := unix.UtimesNanoAt(unix.AT_FDCWD, times[i].path, ts, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-			return stubs, err
+			return err
 		}
 	}
-	return stubs, nil
+	// Creating children changed the parents' mtimes; deepest first, as
+	// setting a child's times does not touch its parent.
+	for i := len(existing) - 1; i >= 0; i-- {
+		var st unix.Stat_t
+		if err := unix.Lstat(filepath.Join(view, existing[i]), &st); err != nil {
+			return err
+		}
+		ts := []unix.Timespec{st.Atim, st.Mtim}
+		if err := unix.UtimesNanoAt(unix.AT_FDCWD, filepath.Join(layer, existing[i]), ts, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			return err
+		}
+	}
+	return nil
 }

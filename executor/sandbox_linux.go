@@ -47,12 +47,10 @@ type childSpec struct {
 	Op        copier.Op `json:"op"`
 }
 
-// childMsg is one report from the child on fd 4. The child sends several:
-// stubs as soon as it has decided on them (so the parent can clean them up
-// even if the child is killed later), then one with Done set.
+// childMsg is one report from the child on fd 4; the last one has Done
+// set.
 type childMsg struct {
-	Stubs      []stub `json:"stubs,omitempty"`
-	NoVolatile bool   `json:"noVolatile,omitempty"`
+	NoVolatile bool `json:"noVolatile,omitempty"`
 
 	Done       bool   `json:"done,omitempty"`
 	Error      string `json:"error,omitempty"`    // setup or copier error
@@ -61,17 +59,6 @@ type childMsg struct {
 	Exit       *int   `json:"exit,omitempty"` // RUN command status
 	Signal     string `json:"signal,omitempty"`
 	Reason     string `json:"reason,omitempty"`
-}
-
-// stub is a mount point the child created in the upper dir, relative to
-// it. Mode, UID and GID are what the child gave it: a directory whose
-// metadata the command changed is content, not a stub.
-type stub struct {
-	Path string      `json:"path"`
-	Dir  bool        `json:"dir,omitempty"`
-	Mode os.FileMode `json:"mode"`
-	UID  int         `json:"uid"`
-	GID  int         `json:"gid"`
 }
 
 // Init runs the sandbox child when this process is one, and never returns
@@ -119,9 +106,6 @@ func Run(ctx context.Context, spec RunSpec) error {
 		NetNone:  netNone,
 	}
 	msgs, err := runChild(ctx, cs, flags, spec.Stdout, spec.Stderr)
-	if cerr := removeStubs(spec.Rootfs.Upper, msgs); cerr != nil && err == nil {
-		err = cerr
-	}
 	if err != nil {
 		return err
 	}
@@ -176,9 +160,10 @@ func Copy(ctx context.Context, spec CopySpec) error {
 // died with its mount namespace when it exited.
 func runChild(ctx context.Context, cs childSpec, cloneflags uintptr, stdout, stderr io.Writer) (msgs []childMsg, err error) {
 	cs.Volatile = !volatileUnsupported.Load()
-	// The step directory holds the mount points and the generated hosts
-	// file. Next to Upper, because the caller owns that directory and
-	// cleans it up if we crash; a read-only view has no Upper.
+	// The step directory is where the child mounts its tmpfs of mount
+	// points; on the host it stays empty. Next to Upper, because the caller
+	// owns that directory and cleans it up if we crash; a read-only view
+	// has no Upper.
 	parent := os.TempDir()
 	if cs.Rootfs.Upper != "" {
 		parent = filepath.Dir(cs.Rootfs.Upper)
@@ -188,7 +173,13 @@ func runChild(ctx context.Context, cs childSpec, cloneflags uintptr, stdout, std
 		return nil, fmt.Errorf("creating step directory: %w", err)
 	}
 	defer func() {
-		if rerr := os.RemoveAll(cs.StepDir); rerr != nil && err == nil {
+		// By now the child's mount namespace, and the tmpfs with it, is
+		// gone: an rmdir is enough.
+		rerr := os.Remove(cs.StepDir)
+		if rerr != nil {
+			rerr = os.RemoveAll(cs.StepDir)
+		}
+		if rerr != nil && err == nil {
 			err = fmt.Errorf("removing step directory: %w", rerr)
 		}
 	}()
@@ -265,37 +256,6 @@ func runChild(ctx context.Context, cs childSpec, cloneflags uintptr, stdout, std
 		return msgs, fmt.Errorf("sandbox exited without reporting (is executor.Init called first in main?): %v", waitErr)
 	}
 	return msgs, nil
-}
-
-// removeStubs deletes the mount points the child created in upper, newest
-// first so that parents go after their children. Anything the command
-// changed is left alone: a non-empty stub file, a directory with content or
-// with another owner or mode is part of the layer.
-func removeStubs(upper string, msgs []childMsg) error {
-	var stubs []stub
-	for _, m := range msgs {
-		stubs = append(stubs, m.Stubs...)
-	}
-	var errs []error
-	for i := len(stubs) - 1; i >= 0; i-- {
-		s := stubs[i]
-		p := filepath.Join(upper, s.Path)
-		fi, err := os.Lstat(p)
-		if err != nil {
-			continue
-		}
-		st := fi.Sys().(*syscall.Stat_t)
-		if fi.IsDir() != s.Dir || fi.Mode() != s.Mode || int(st.Uid) != s.UID || int(st.Gid) != s.GID {
-			continue
-		}
-		if !s.Dir && fi.Size() != 0 {
-			continue
-		}
-		if err := os.Remove(p); err != nil && !errors.Is(err, syscall.ENOTEMPTY) && !errors.Is(err, syscall.EEXIST) {
-			errs = append(errs, fmt.Errorf("removing mount point %s: %w", p, err))
-		}
-	}
-	return errors.Join(errs...)
 }
 
 // limitedBuffer keeps the first 64 KiB written to it.
