@@ -172,14 +172,23 @@ func extractTar(tr *tar.Reader, hdr *tar.Header, root string, chown *owner) erro
 
 // extractEntry writes one archive entry and returns its host path.
 func extractEntry(t dirTree, tr *tar.Reader, hdr *tar.Header, name string, chown *owner, buf []byte) (string, error) {
-	parent, err := resolveIn(t, path.Dir(name), true)
+	// Parents the archive does not list are created 0755 root:root. Like
+	// go-archive, look at the parent itself without following it: a
+	// symlink there (even dangling) counts as present and is followed by
+	// the create below.
+	dir := path.Dir(name)
+	literal, err := resolveIn(t, dir, false)
 	if err != nil {
 		return "", err
 	}
-	if _, err := os.Lstat(t.host(parent)); isNotExist(err) {
-		if err := mkdirAll(t, parent, 0o755, &owner{}); err != nil {
+	if _, err := os.Lstat(t.host(literal)); isNotExist(err) {
+		if err := mkdirAll(t, literal, 0o755, &owner{}); err != nil {
 			return "", err
 		}
+	}
+	parent, err := resolveIn(t, dir, true)
+	if err != nil {
+		return "", err
 	}
 	host := t.host(path.Join(parent, path.Base(name)))
 

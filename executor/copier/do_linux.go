@@ -288,36 +288,32 @@ func cleanKeepSlash(p string) string {
 	return c
 }
 
-// inRootPaths rewrites the host paths in err's *fs.PathError and
-// *os.LinkError values into paths inside their root, so that messages name
-// "/app/x" rather than the sandbox's mount points.
+// inRootPaths makes err speak of paths inside the roots ("/app/x") rather
+// than the sandbox's mount points: the *fs.PathError and *os.LinkError
+// values in its chain are rewritten for callers that inspect them, and the
+// message, already formatted by the wrapping along the way, is rewritten
+// the same way.
 func inRootPaths(err error, roots ...string) error {
 	if err == nil {
 		return nil
 	}
 	sort.Slice(roots, func(i, j int) bool { return len(roots[i]) > len(roots[j]) })
-	trim := func(p string) string {
-		for _, r := range roots {
-			if r == "" || r == "/" {
-				continue
-			}
-			if p == r {
-				return "/"
-			}
-			if strings.HasPrefix(p, r+"/") {
-				return p[len(r):]
-			}
+	var pairs []string
+	for _, r := range roots {
+		if r != "" && r != "/" {
+			pairs = append(pairs, r+"/", "/", r, "/")
 		}
-		return p
 	}
+	rep := strings.NewReplacer(pairs...)
+	msg := rep.Replace(err.Error())
 	var walk func(e error)
 	walk = func(e error) {
 		for e != nil {
 			switch v := e.(type) {
 			case *fs.PathError:
-				v.Path = trim(v.Path)
+				v.Path = rep.Replace(v.Path)
 			case *os.LinkError:
-				v.Old, v.New = trim(v.Old), trim(v.New)
+				v.Old, v.New = rep.Replace(v.Old), rep.Replace(v.New)
 			case interface{ Unwrap() []error }:
 				for _, x := range v.Unwrap() {
 					walk(x)
@@ -328,5 +324,15 @@ func inRootPaths(err error, roots ...string) error {
 		}
 	}
 	walk(err)
-	return err
+	return &inRootError{msg: msg, err: err}
 }
+
+// inRootError carries the rewritten message of an error chain.
+type inRootError struct {
+	msg string
+	err error
+}
+
+func (e *inRootError) Error() string { return e.msg }
+
+func (e *inRootError) Unwrap() error { return e.err }
