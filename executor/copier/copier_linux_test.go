@@ -683,7 +683,7 @@ func copyCases() []copyCase {
 				b.raw("a.tar", testArchive([]tar.Header{{Name: "/", Typeflag: tar.TypeDir, Mode: 0o777}}), 0o644)
 			},
 			dst: func(b builder) { b.dir("app", 0o700); b.chown("app", 7, 8) },
-			op:   Op{Kind: "add", Sources: []string{"a.tar"}, Dest: "/app"},
+			op:  Op{Kind: "add", Sources: []string{"a.tar"}, Dest: "/app"},
 		},
 		{
 			name: "add_tar_chown",
