@@ -53,11 +53,20 @@ func (s *Store) CommitDir(ctx context.Context, dir string) (info LayerInfo, empt
 		return LayerInfo{}, false, fmt.Errorf("committing %s: not on the store's filesystem (use Store.TempDir)", dir)
 	}
 
+	// The step has finished writing dir, so its data can be made durable
+	// while it is compressed rather than after: syncfs is mostly waiting
+	// for the disk, compression is all CPU.
+	synced := make(chan error, 1)
+	go func() { synced <- syncFilesystem(dir) }()
 	blob, err := s.compress(ctx, dir)
+	syncErr := <-synced
 	if err != nil {
 		return LayerInfo{}, false, fmt.Errorf("committing %s: %w", dir, err)
 	}
 	defer blob.discard()
+	if syncErr != nil {
+		return LayerInfo{}, false, fmt.Errorf("committing %s: %w", dir, syncErr)
+	}
 
 	if existing, ok, err := s.LayerByDiffID(blob.diffID); err != nil {
 		return LayerInfo{}, false, err
@@ -209,9 +218,9 @@ func (s *Store) storeBlob(b *tempBlob) error {
 	return nil
 }
 
-// publish makes staging (holding a complete fs/) the layer directory of
-// info. info.json is written and everything synced before the rename, so a
-// layer directory that exists is complete. If another process published
+// publish makes staging (holding a complete fs/, whose contents the caller
+// has made durable) the layer directory of info. info.json is written and
+// synced before the rename, so a layer directory that exists is complete. If another process published
 // the same layer first, staging is removed and their layer returned.
 func (s *Store) publish(staging string, info LayerInfo) (LayerInfo, error) {
 	// The root of a lowerdir is / in the container when no upper layer
@@ -224,12 +233,6 @@ func (s *Store) publish(staging string, info LayerInfo) (LayerInfo, error) {
 		return LayerInfo{}, fmt.Errorf("publishing layer %s: %w", info.DiffID, err)
 	}
 	if err := writeSynced(filepath.Join(staging, "info.json"), append(data, '\n')); err != nil {
-		return LayerInfo{}, fmt.Errorf("publishing layer %s: %w", info.DiffID, err)
-	}
-	// The unpacked files were written without fsync (one per file would be
-	// far slower); one syncfs makes them all durable before the rename
-	// can make them visible.
-	if err := syncFilesystem(staging); err != nil {
 		return LayerInfo{}, fmt.Errorf("publishing layer %s: %w", info.DiffID, err)
 	}
 	if err := syncDir(staging); err != nil {

@@ -84,6 +84,12 @@ func (s *Store) pull(ctx context.Context, l v1.Layer, diffID v1.Hash) (LayerInfo
 		return LayerInfo{}, fmt.Errorf("reading layer media type: %w", err)
 	}
 
+	// The unpacked files were written without fsync (one per file would be
+	// far slower); one syncfs makes them all durable before publish can
+	// make them visible.
+	if err := syncFilesystem(fsDir); err != nil {
+		return LayerInfo{}, err
+	}
 	info := LayerInfo{DiffID: diffID, Digest: blob.digest, Size: blob.size, MediaType: mt}
 	if err := s.storeBlob(blob); err != nil {
 		return LayerInfo{}, err
