@@ -337,6 +337,13 @@ func copyCases() []copyCase {
 			op:   Op{Kind: "copy", Sources: []string{"a.txt", "b.txt", "dir"}, Dest: "/app/"},
 		},
 		{
+			// BuildKit copies each source on its own and does not insist on
+			// a trailing slash: the last file wins (moby/buildkit#1853).
+			name: "several_files_no_slash",
+			src:  basicSrc,
+			op:   Op{Kind: "copy", Sources: []string{"a.txt", "b.txt"}, Dest: "/dest"},
+		},
+		{
 			name: "wildcards",
 			src: func(b builder) {
 				b.file("foo.go", "foo\n", 0o644)
@@ -537,6 +544,14 @@ func copyCases() []copyCase {
 				b.hardlink("x2", "x1")
 			},
 			op: Op{Kind: "copy", Sources: []string{"d", "x*"}, Dest: "/app/"},
+		},
+		{
+			name: "hardlinks_across_sources",
+			src: func(b builder) {
+				b.file("a", "shared\n", 0o644)
+				b.hardlink("b", "a")
+			},
+			op: Op{Kind: "copy", Sources: []string{"a", "b"}, Dest: "/app/"},
 		},
 		{
 			name: "special_bits",
