@@ -196,7 +196,8 @@ func (a *applier) entry(ctx context.Context, hdr *tar.Header, r io.Reader) error
 		return nil
 
 	case tar.TypeChar, tar.TypeBlock, tar.TypeFifo:
-		if err := a.mknod(host, hdr); err != nil {
+		made, err := a.mknod(host, hdr)
+		if err != nil || !made {
 			return err
 		}
 
@@ -225,9 +226,12 @@ func (a *applier) record(p string, hdr *tar.Header) {
 }
 
 // mknod makes a device node or fifo. Without root a device cannot be made:
-// Local leaves it out, and the tar writer gets an empty placeholder whose
-// recorded header still says what it is.
-func (a *applier) mknod(host string, hdr *tar.Header) error {
+// Local leaves it out (made is false), and the tar writer gets an empty
+// placeholder whose recorded header still says what it is.
+func (a *applier) mknod(host string, hdr *tar.Header) (made bool, err error) {
+	if !a.meta {
+		return true, os.WriteFile(host, nil, 0o600)
+	}
 	mode := uint32(hdr.Mode & 0o7777)
 	switch hdr.Typeflag {
 	case tar.TypeChar:
@@ -237,17 +241,14 @@ func (a *applier) mknod(host string, hdr *tar.Header) error {
 	case tar.TypeFifo:
 		mode |= unix.S_IFIFO
 	}
-	if !a.meta {
-		return os.WriteFile(host, nil, 0o600)
-	}
-	err := unix.Mknod(host, mode, int(unix.Mkdev(uint32(hdr.Devmajor), uint32(hdr.Devminor))))
+	err = unix.Mknod(host, mode, int(unix.Mkdev(uint32(hdr.Devmajor), uint32(hdr.Devminor))))
 	if err != nil && !a.isRoot && hdr.Typeflag != tar.TypeFifo && errors.Is(err, unix.EPERM) {
-		return nil
+		return false, nil
 	}
 	if err != nil {
-		return &os.PathError{Op: "mknod", Path: host, Err: err}
+		return false, &os.PathError{Op: "mknod", Path: host, Err: err}
 	}
-	return nil
+	return true, nil
 }
 
 // setMeta gives a non-directory its owner, mode, xattrs and times, in that

@@ -47,8 +47,16 @@ func layeredImage(t testing.TB) v1.Image {
 	return imageOf(t, l1, l2)
 }
 
+// writableOnCleanup makes the image's read-only directory writable again
+// before t.TempDir's cleanup (cleanups run last-registered first), which
+// otherwise cannot delete its contents without root.
+func writableOnCleanup(t *testing.T, root string) {
+	t.Cleanup(func() { os.Chmod(filepath.Join(root, "ro"), 0o755) })
+}
+
 func TestLocal(t *testing.T) {
 	dest := filepath.Join(t.TempDir(), "rootfs")
+	writableOnCleanup(t, dest)
 	if err := Local(context.Background(), layeredImage(t), dest); err != nil {
 		t.Fatal(err)
 	}
@@ -204,6 +212,7 @@ func TestLocalEscapes(t *testing.T) {
 // gets the image's files over its own, like BuildKit's local exporter.
 func TestLocalExisting(t *testing.T) {
 	dest := t.TempDir()
+	writableOnCleanup(t, dest)
 	for rel, body := range map[string]string{"keep.txt": "mine", "etc/passwd": "old", "bin": "a file where the image has a directory"} {
 		os.MkdirAll(filepath.Join(dest, filepath.Dir(rel)), 0o755)
 		if err := os.WriteFile(filepath.Join(dest, rel), []byte(body), 0o644); err != nil {

@@ -140,7 +140,9 @@ func TestBusyboxMatchesPeers(t *testing.T) {
 			}
 		}
 	}
-	got, err := exec.Command("tar", "--numeric-owner", "--mtime=@0", "--sort=name", "-C", r, "-cf", "-", ".").Output()
+	// peers.sh runs as root; --owner/--group give a non-root run the
+	// same 0:0 and change nothing for root.
+	got, err := exec.Command("tar", "--numeric-owner", "--owner=0", "--group=0", "--mtime=@0", "--sort=name", "-C", r, "-cf", "-", ".").Output()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -91,6 +91,9 @@ func NewDebianImage(ctx context.Context, cacheDir string) (v1.Image, error) {
 		return nil, &SkipError{fmt.Sprintf("creating fixture cache %s: %v (set KILN_TEST_CACHE)", cacheDir, err)}
 	}
 	unlock, err := lockPath(filepath.Join(cacheDir, "debian-bookworm.lock"))
+	if errors.Is(err, os.ErrPermission) || errors.Is(err, os.ErrNotExist) {
+		return nil, &SkipError{fmt.Sprintf("locking fixture cache %s: %v (set KILN_TEST_CACHE)", cacheDir, err)}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("locking fixture cache %s: %w", cacheDir, err)
 	}
@@ -235,6 +238,11 @@ func writeAtomic(dest string, open func() (io.ReadCloser, error)) error {
 // The lock file stays: it lives in the cache, not in anything exported.
 func lockPath(path string) (func(), error) {
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	if errors.Is(err, os.ErrPermission) {
+		// Another user's cache can still be read: flock works on a
+		// read-only descriptor.
+		f, err = os.Open(path)
+	}
 	if err != nil {
 		return nil, err
 	}
