@@ -68,7 +68,10 @@ func runChildCopy(rep reporter, cs *childSpec) int {
 	}
 	empty := filepath.Join(cs.StepDir, "empty")
 	dst := filepath.Join(cs.StepDir, "dst")
-	used, err := mountOverlay(dst, cs.Rootfs.Lowers, cs.Rootfs.Upper, cs.Rootfs.Work, empty, cs.Volatile)
+	used, err := mountOverlay(dst, overlay{
+		lowers: cs.Rootfs.Lowers, empty: empty,
+		upper: cs.Rootfs.Upper, work: cs.Rootfs.Work, volatile: cs.Volatile,
+	})
 	if err != nil {
 		return rep.fail(err)
 	}
@@ -78,7 +81,7 @@ func runChildCopy(rep reporter, cs *childSpec) int {
 	src := cs.SourceDir
 	if len(cs.Source.Lowers) > 0 {
 		src = filepath.Join(cs.StepDir, "src")
-		if _, err := mountOverlay(src, cs.Source.Lowers, "", "", empty, false); err != nil {
+		if _, err := mountOverlay(src, overlay{lowers: cs.Source.Lowers, empty: empty}); err != nil {
 			return rep.fail(err)
 		}
 	}

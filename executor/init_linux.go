@@ -32,9 +32,10 @@ func runInit(rep reporter, cs *childSpec, id identity) int {
 	if err != nil {
 		return reportExit(rep, 127, "", err.Error())
 	}
-	env := cs.Env
-	if env == nil {
-		env = []string{} // nil would mean our own environment
+	env := append([]string{}, cs.Env...) // never nil: nil means our own environment
+	if !hasEnv(env, "HOME") {
+		// As runc does, and so BuildKit: images and scripts count on it.
+		env = append(env, "HOME="+id.Home)
 	}
 	cmd := &exec.Cmd{
 		Path:   path,
@@ -96,6 +97,15 @@ func runInit(rep reporter, cs *childSpec, id identity) int {
 func reportExit(rep reporter, code int, signal, reason string) int {
 	rep.send(childMsg{Done: true, Exit: &code, Signal: signal, Reason: reason})
 	return code
+}
+
+func hasEnv(env []string, key string) bool {
+	for _, kv := range env {
+		if strings.HasPrefix(kv, key+"=") {
+			return true
+		}
+	}
+	return false
 }
 
 // lookPath finds argv[0] with the step's PATH, in the new root.

@@ -18,25 +18,52 @@ import (
 // metadata-only copy-ups, no index of hard links into the lowers.
 const overlayFixedOpts = "index=off,redirect_dir=off,metacopy=off"
 
-// mountOverlay mounts an overlay of lowers (top-most first) at target:
-// read-write when upper is set, otherwise read-only. empty is an empty
-// directory: it is the only lower when there is none (FROM scratch), and
-// the bottom of a one-lower read-only view (overlay needs two lowers
-// without an upper; an overlay rather than a bind mount so that whiteouts
-// in the lower stay hidden). volatile asks overlay not to fsync copy-ups:
-// a sandbox is disposable, and the fsyncs cost more than the step on large
-// copy-ups. It reports whether volatile was used: the kernel refuses it
-// before Linux 5.10.
-func mountOverlay(target string, lowers []string, upper, work, empty string, volatile bool) (usedVolatile bool, err error) {
-	if len(lowers) == 0 || (upper == "" && len(lowers) == 1) {
-		lowers = append(append([]string(nil), lowers...), empty)
+// overlay describes one overlay mount.
+type overlay struct {
+	// stubs is our layer of missing mount points, stacked on top of
+	// lowers; "" for none.
+	stubs string
+	// lowers are the caller's layers, top-most first.
+	lowers []string
+	// empty is an empty directory: the only lower when there is none
+	// (FROM scratch), and the bottom of a one-lower read-only view, since
+	// overlay needs two lowers without an upper (an overlay rather than a
+	// bind mount, so that whiteouts in the lower stay hidden).
+	empty string
+	// upper and work are "" for a read-only view.
+	upper, work string
+	// volatile asks overlay not to fsync copy-ups: a sandbox is
+	// disposable, and the fsyncs cost more than the step on large
+	// copy-ups.
+	volatile bool
+}
+
+// lowerdirs lists every lowerdir, top-most first, and which of them are
+// the caller's layers (and so may be made relative to their common
+// directory).
+func (o overlay) lowerdirs() (dirs []string, callers []bool) {
+	if o.stubs != "" {
+		dirs, callers = append(dirs, o.stubs), append(callers, false)
 	}
+	for _, l := range o.lowers {
+		dirs, callers = append(dirs, l), append(callers, true)
+	}
+	if len(dirs) == 0 || (o.upper == "" && len(dirs) == 1) {
+		dirs, callers = append(dirs, o.empty), append(callers, false)
+	}
+	return dirs, callers
+}
+
+// mountOverlay mounts o at target, read-only when it has no upper dir. It
+// reports whether volatile was used: the kernel refuses it before Linux
+// 5.10.
+func mountOverlay(target string, o overlay) (usedVolatile bool, err error) {
 	var flags uintptr
-	if upper == "" {
+	if o.upper == "" {
 		flags = unix.MS_RDONLY
-		volatile = false
+		o.volatile = false
 	}
-	data, dir, err := overlayOptions(lowers, upper, work, unix.Getpagesize()-1)
+	data, dir, err := overlayOptions(o, unix.Getpagesize()-1)
 	if err != nil {
 		return false, fmt.Errorf("mounting overlay at %s: %w", target, err)
 	}
@@ -48,7 +75,7 @@ func mountOverlay(target string, lowers []string, upper, work, empty string, vol
 		}
 		defer unix.Chdir("/")
 	}
-	if volatile {
+	if o.volatile {
 		err = unix.Mount("overlay", target, "overlay", flags, data+",volatile")
 		if err == nil {
 			return true, nil
@@ -80,39 +107,44 @@ func mountStepTmpfs(stepDir string, dirs ...string) error {
 }
 
 // overlayOptions builds overlay's mount data. When the absolute lowerdirs do
-// not fit in limit bytes (mount data is one page), they are made relative
-// to their deepest common directory, which the caller must chdir into
-// before mounting; dir is that directory, or "" when not needed.
-func overlayOptions(lowers []string, upper, work string, limit int) (data, dir string, err error) {
-	build := func(ls []string) string {
-		esc := make([]string, len(ls))
-		for i, l := range ls {
+// not fit in limit bytes (mount data is one page), the caller's layers are
+// made relative to their deepest common directory, which the caller must
+// chdir into before mounting; dir is that directory, or "" when not needed.
+// Our own lowerdirs stay absolute: they live elsewhere, and overlay
+// resolves each lowerdir on its own.
+func overlayOptions(o overlay, limit int) (data, dir string, err error) {
+	dirs, callers := o.lowerdirs()
+	build := func(base string) (string, error) {
+		esc := make([]string, len(dirs))
+		for i, l := range dirs {
+			if base != "" && callers[i] {
+				if l, err = filepath.Rel(base, l); err != nil {
+					return "", err
+				}
+			}
 			esc[i] = escapeOverlayPath(l)
 		}
 		var b strings.Builder
 		b.WriteString("lowerdir=")
 		b.WriteString(strings.Join(esc, ":"))
-		if upper != "" {
-			b.WriteString(",upperdir=" + escapeOverlayPath(upper))
-			b.WriteString(",workdir=" + escapeOverlayPath(work))
+		if o.upper != "" {
+			b.WriteString(",upperdir=" + escapeOverlayPath(o.upper))
+			b.WriteString(",workdir=" + escapeOverlayPath(o.work))
 		}
 		b.WriteString("," + overlayFixedOpts)
-		return b.String()
+		return b.String(), nil
 	}
 	// Leave room for ",volatile".
 	limit -= len(",volatile")
-	if data = build(lowers); len(data) <= limit {
-		return data, "", nil
+	if data, err = build(""); err != nil || len(data) <= limit {
+		return data, "", err
 	}
-	dir = commonDir(lowers)
-	rel := make([]string, len(lowers))
-	for i, l := range lowers {
-		if rel[i], err = filepath.Rel(dir, l); err != nil {
-			return "", "", err
-		}
+	dir = commonDir(o.lowers)
+	if data, err = build(dir); err != nil {
+		return "", "", err
 	}
-	if data = build(rel); len(data) > limit {
-		return "", "", fmt.Errorf("options for %d lowers exceed a page (%d bytes) even with relative paths", len(lowers), len(data))
+	if len(data) > limit {
+		return "", "", fmt.Errorf("options for %d lowers exceed a page (%d bytes) even with relative paths", len(dirs), len(data))
 	}
 	return data, dir, nil
 }

@@ -67,7 +67,7 @@ func runChildRun(rep reporter, cs *childSpec) int {
 	// missing is decided on a read-only view of the lowers.
 	view := ""
 	if len(cs.Rootfs.Lowers) > 0 {
-		if _, err := mountOverlay(probe, cs.Rootfs.Lowers, "", "", empty, false); err != nil {
+		if _, err := mountOverlay(probe, overlay{lowers: cs.Rootfs.Lowers, empty: empty}); err != nil {
 			return rep.fail(err)
 		}
 		view = probe
@@ -87,11 +87,14 @@ func runChildRun(rep reporter, cs *childSpec) int {
 		}
 		targets[i] = rel
 	}
-	lowers := cs.Rootfs.Lowers
-	if needStubs {
-		lowers = append([]string{stubs}, lowers...)
+	o := overlay{
+		lowers: cs.Rootfs.Lowers, empty: empty,
+		upper: cs.Rootfs.Upper, work: cs.Rootfs.Work, volatile: cs.Volatile,
 	}
-	used, err := mountOverlay(merged, lowers, cs.Rootfs.Upper, cs.Rootfs.Work, empty, cs.Volatile)
+	if needStubs {
+		o.stubs = stubs
+	}
+	used, err := mountOverlay(merged, o)
 	if err != nil {
 		return rep.fail(err)
 	}

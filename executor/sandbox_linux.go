@@ -10,6 +10,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
+	"strconv"
 	"sync/atomic"
 	"syscall"
 
@@ -199,9 +201,10 @@ func runChild(ctx context.Context, cs childSpec, cloneflags uintptr, stdout, std
 
 	cmd := exec.CommandContext(ctx, "/proc/self/exe", sandboxArg, cs.Mode)
 	cmd.Args[0] = "kiln"
-	// Non-nil and empty: the child must not inherit kiln's environment; the
-	// command gets exactly the step's Env.
-	cmd.Env = []string{}
+	// The child must not inherit kiln's environment (the command gets
+	// exactly the step's Env). GOMAXPROCS spares the child's Go runtime its
+	// cgroup probing at startup, a few hundred microseconds per step.
+	cmd.Env = []string{"GOMAXPROCS=" + strconv.Itoa(runtime.GOMAXPROCS(0))}
 	cmd.Stdout = stdout
 	cmd.Stderr = stderr
 	cmd.ExtraFiles = []*os.File{specR, resW} // fds 3 and 4

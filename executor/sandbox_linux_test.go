@@ -177,6 +177,22 @@ func TestRun(t *testing.T) {
 			},
 		},
 		{
+			name: "overlay is volatile when the kernel allows",
+			spec: RunSpec{Args: sh("grep ' / / ' /proc/self/mountinfo")},
+			check: func(t *testing.T, r runResult) {
+				must(t, r.err)
+				if !strings.Contains(r.out, " - overlay ") {
+					t.Fatalf("root is not an overlay: %q", r.out)
+				}
+				if volatileUnsupported.Load() {
+					t.Log("kernel refuses volatile")
+				} else if !strings.Contains(r.out, "volatile") {
+					// Shown as "volatile", or "fsync=volatile" since 6.x.
+					t.Errorf("root overlay not volatile: %q", r.out)
+				}
+			},
+		},
+		{
 			name: "removed lower file is a whiteout",
 			spec: RunSpec{Args: sh("rm /data/file")},
 			check: func(t *testing.T, r runResult) {
@@ -401,12 +417,32 @@ func TestRun(t *testing.T) {
 			},
 		},
 		{
-			name: "env is exactly the step's",
+			name: "env is the step's, plus HOME from passwd like runc",
 			spec: RunSpec{Args: []string{"/bin/env"}, Env: []string{"PATH=/bin", "FOO=bar baz"}},
 			check: func(t *testing.T, r runResult) {
 				must(t, r.err)
-				if r.out != "PATH=/bin\nFOO=bar baz\n" {
+				if r.out != "PATH=/bin\nFOO=bar baz\nHOME=/root\n" {
 					t.Errorf("env %q", r.out)
+				}
+			},
+		},
+		{
+			name: "HOME of the step wins",
+			spec: RunSpec{User: "nobody", Args: []string{"/bin/env"}, Env: []string{"HOME=/h", testPath}},
+			check: func(t *testing.T, r runResult) {
+				must(t, r.err)
+				if r.out != "HOME=/h\n"+testPath+"\n" {
+					t.Errorf("env %q", r.out)
+				}
+			},
+		},
+		{
+			name: "HOME of a uid without passwd entry is /",
+			spec: RunSpec{User: "1234:1234", Args: sh("echo $HOME")},
+			check: func(t *testing.T, r runResult) {
+				must(t, r.err)
+				if r.out != "/\n" {
+					t.Errorf("HOME %q", r.out)
 				}
 			},
 		},
@@ -516,6 +552,54 @@ func assertStepGone(t *testing.T, upper string) {
 	must(t, err)
 	if bytes.Contains(mounts, []byte(parent)) {
 		t.Errorf("/proc/mounts refers to %s", parent)
+	}
+}
+
+func TestRunReadOnlyRootfs(t *testing.T) {
+	needRoot(t)
+	base := busyboxRootfs(t)
+	var out, errOut bytes.Buffer
+	err := Run(context.Background(), RunSpec{
+		Rootfs: Rootfs{Lowers: []string{base}},
+		Env:    []string{testPath},
+		Stdout: &out,
+		Stderr: &errOut,
+		Args:   []string{"/bin/sh", "-c", "cat /etc/hosts >/dev/null && head -1 /etc/passwd; touch /x 2>/dev/null || echo read-only"},
+	})
+	must(t, err)
+	if out.String() != "root:x:0:0:root:/root:/bin/sh\nread-only\n" {
+		t.Errorf("output %q, stderr %q", out.String(), errOut.String())
+	}
+	left, _ := filepath.Glob(filepath.Join(os.TempDir(), "kiln-step-*"))
+	if len(left) > 0 {
+		t.Errorf("step directories left: %v", left)
+	}
+}
+
+func TestRunManyLowers(t *testing.T) {
+	needRoot(t)
+	base := busyboxRootfs(t)
+	// 80 layers whose absolute paths do not fit in a page of mount options.
+	layers := filepath.Join(t.TempDir(), strings.Repeat("long-layer-directory-", 4))
+	var lowers []string
+	for i := range 80 {
+		l := filepath.Join(layers, fmt.Sprintf("%02d-%s", i, strings.Repeat("x", 30)))
+		must(t, os.MkdirAll(l, 0o755))
+		must(t, os.WriteFile(filepath.Join(l, fmt.Sprintf("f%02d", i)), nil, 0o644))
+		lowers = append([]string{l}, lowers...)
+	}
+	// The base joins the others, as layers of one store do.
+	must(t, os.Symlink(base, filepath.Join(layers, "base")))
+	lowers = append(lowers, filepath.Join(layers, "base"))
+	if n := len(strings.Join(lowers, ":")); n < 4096 {
+		t.Fatalf("lowerdir only %d bytes: test would not cover relative paths", n)
+	}
+	rootfs := newRootfs(t, lowers...)
+	var out bytes.Buffer
+	err := Run(context.Background(), RunSpec{Rootfs: rootfs, Env: []string{testPath}, Stdout: &out, Args: []string{"/bin/sh", "-c", "ls / | grep -c '^f'"}})
+	must(t, err)
+	if out.String() != "80\n" {
+		t.Errorf("sandbox sees %q layer files, want 80", out.String())
 	}
 }
 

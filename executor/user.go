@@ -14,6 +14,10 @@ type identity struct {
 	UID    uint32
 	GID    uint32
 	Groups []uint32 // supplementary groups, primary GID first
+	// Home is the passwd entry's home directory, "/" without one. runc
+	// sets HOME from it when the step's environment has none, and RUN
+	// steps rely on that (~/.cache, ~/.npmrc).
+	Home string
 }
 
 // maxUserFile bounds what we read of /etc/passwd and /etc/group: they come
@@ -37,6 +41,35 @@ var (
 //
 // passwd and group may be nil when the files do not exist.
 func resolveUser(spec string, passwd, group io.Reader) (identity, error) {
+	var users [][]string
+	if passwd != nil {
+		var err error
+		if users, err = parseColonFile(passwd, 7); err != nil {
+			if spec != "" {
+				return identity{}, fmt.Errorf("reading /etc/passwd: %w", err)
+			}
+			users = nil
+		}
+	}
+	id, err := resolveIDs(spec, users, group)
+	if err != nil {
+		return identity{}, err
+	}
+	if id.Home == "" {
+		// runc looks the home up by uid even when BuildKit resolved
+		// "uid:gid" without the files.
+		id.Home = "/"
+		for _, u := range users {
+			if uid, err := strconv.ParseUint(u[2], 10, 32); err == nil && uint32(uid) == id.UID {
+				id.Home = u[5]
+				break
+			}
+		}
+	}
+	return id, nil
+}
+
+func resolveIDs(spec string, users [][]string, group io.Reader) (identity, error) {
 	isDefault := spec == ""
 	if isDefault {
 		spec = "0"
@@ -57,18 +90,11 @@ func resolveUser(spec string, passwd, group io.Reader) (identity, error) {
 
 	var id identity
 	var matchedName string
-	users, err := parseColonFile(passwd, 7)
-	if err != nil {
-		if isDefault {
-			return identity{Groups: []uint32{0}}, nil
-		}
-		return identity{}, fmt.Errorf("reading /etc/passwd: %w", err)
-	}
 	for _, u := range users {
 		uid, _ := strconv.ParseUint(u[2], 10, 32)
 		if (userArg == "" && uid == 0) || (isUID && uint32(uid) == uidArg) || (!isUID && u[0] == userArg) {
 			gid, _ := strconv.ParseUint(u[3], 10, 32)
-			matchedName, id.UID, id.GID = u[0], uint32(uid), uint32(gid)
+			matchedName, id.UID, id.GID, id.Home = u[0], uint32(uid), uint32(gid), u[5]
 			break
 		}
 	}
