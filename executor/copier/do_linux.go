@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"path"
+	"path/filepath"
 	"sort"
 	"strings"
 )
@@ -16,6 +17,10 @@ import (
 // calling goroutine only, so a caller that locked its thread into a private
 // mount namespace sees every file operation happen there.
 func Do(srcRoot, dstRoot string, op Op) error {
+	if srcRoot != "" {
+		srcRoot = filepath.Clean(srcRoot)
+	}
+	dstRoot = filepath.Clean(dstRoot)
 	dst := dirTree(dstRoot)
 	var err error
 	switch op.Kind {
@@ -255,37 +260,6 @@ func (c *copier) expand(src string) ([]string, error) {
 		return nil, err
 	}
 	return out, nil
-}
-
-// hasWildcard is fsutil's containsWildcards: "*", "?" or "[" not escaped
-// by a backslash.
-func hasWildcard(s string) bool {
-	for i := 0; i < len(s); i++ {
-		switch s[i] {
-		case '\\':
-			i++
-		case '*', '?', '[':
-			return true
-		}
-	}
-	return false
-}
-
-// cleanKeepSlash is BuildKit's cleanPath for a destination: rooted and
-// clean, but a trailing "/" or "/." survives because it makes the
-// destination a directory.
-func cleanKeepSlash(p string) string {
-	c := cleanRooted(p)
-	switch {
-	case strings.HasSuffix(p, "/."):
-		if c != "/" {
-			c += "/"
-		}
-		c += "."
-	case strings.HasSuffix(p, "/") && c != "/":
-		c += "/"
-	}
-	return c
 }
 
 // inRootPaths makes err speak of paths inside the roots ("/app/x") rather

@@ -40,6 +40,9 @@ func hostPath(root, rel string) string {
 	if rel == "/" || rel == "" {
 		return root
 	}
+	if root == "/" {
+		return path.Clean("/" + rel)
+	}
 	return root + path.Clean("/"+rel)
 }
 
@@ -114,4 +117,35 @@ func splitRooted(p string) []string {
 // path: a missing component, or a regular file used as a directory.
 func isNotExist(err error) bool {
 	return errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR)
+}
+
+// hasWildcard is fsutil's containsWildcards: "*", "?" or "[" not escaped
+// by a backslash.
+func hasWildcard(s string) bool {
+	for i := 0; i < len(s); i++ {
+		switch s[i] {
+		case '\\':
+			i++
+		case '*', '?', '[':
+			return true
+		}
+	}
+	return false
+}
+
+// cleanKeepSlash is BuildKit's cleanPath for a destination: rooted and
+// clean, but a trailing "/" or "/." survives because it makes the
+// destination a directory.
+func cleanKeepSlash(p string) string {
+	c := cleanRooted(p)
+	switch {
+	case strings.HasSuffix(p, "/."):
+		if c != "/" {
+			c += "/"
+		}
+		c += "."
+	case strings.HasSuffix(p, "/") && c != "/":
+		c += "/"
+	}
+	return c
 }
