@@ -6,6 +6,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"runtime"
 
 	"golang.org/x/sys/unix"
 
@@ -29,6 +30,10 @@ func (r reporter) fail(err error) int {
 // childMain is the sandbox child: it reads its spec from fd 3, reports on
 // fd 4, and returns its exit status.
 func childMain() int {
+	// The capability bounding set is per thread, and the command is forked
+	// from the thread that starts it: all of the child's work stays on
+	// this one thread.
+	runtime.LockOSThread()
 	// Every inherited descriptor but 0, 1 and 2 must stay out of the user
 	// command, including the two pipes to the parent (fds 3 and 4 arrive
 	// without close-on-exec). close_range needs Linux 5.11; the pipes are

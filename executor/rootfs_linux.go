@@ -128,6 +128,9 @@ func runChildRun(rep reporter, cs *childSpec) int {
 	if err := unix.Chdir(cs.Cwd); err != nil {
 		return rep.fail(fmt.Errorf("entering working directory %s: %w", cs.Cwd, err))
 	}
+	if err := dropBoundingCaps(); err != nil {
+		return rep.fail(err)
+	}
 	unix.Umask(0o022)
 	return runInit(rep, cs, id)
 }

@@ -79,6 +79,9 @@ func Run(ctx context.Context, spec RunSpec) error {
 	if len(spec.Args) == 0 {
 		return errors.New("running step: empty command")
 	}
+	if spec.Rootfs.Upper != "" && spec.Rootfs.Work == "" {
+		return errors.New("running step: rootfs has an upper dir but no work dir")
+	}
 	flags := uintptr(syscall.CLONE_NEWNS | syscall.CLONE_NEWPID | syscall.CLONE_NEWIPC | syscall.CLONE_NEWUTS)
 	netNone := false
 	switch spec.Network {
@@ -127,8 +130,8 @@ func Run(ctx context.Context, spec RunSpec) error {
 // has the destination overlay mounted read-write and, for COPY --from, the
 // source mounted read-only.
 func Copy(ctx context.Context, spec CopySpec) error {
-	if spec.Rootfs.Upper == "" {
-		return errors.New("copying: destination rootfs has no upper dir")
+	if spec.Rootfs.Upper == "" || spec.Rootfs.Work == "" {
+		return errors.New("copying: destination rootfs needs an upper and a work dir")
 	}
 	if len(spec.Source.Lowers) == 0 && spec.SourceDir == "" {
 		return errors.New("copying: no source directory or source rootfs")

@@ -407,6 +407,26 @@ func TestRun(t *testing.T) {
 			},
 		},
 		{
+			name: "root has Docker's default capabilities",
+			spec: RunSpec{Args: sh(`grep -E '^Cap(Bnd|Eff)' /proc/self/status; mount -t tmpfs t /tmp 2>/dev/null || echo no mount`)},
+			check: func(t *testing.T, r runResult) {
+				must(t, r.err)
+				if want := "CapEff:\t00000000a80425fb\nCapBnd:\t00000000a80425fb\nno mount\n"; r.out != want {
+					t.Errorf("output %q, want %q", r.out, want)
+				}
+			},
+		},
+		{
+			name: "orphans are reaped",
+			spec: RunSpec{Args: sh(`(true &); sleep 0.2; cat /proc/[0-9]*/stat | awk '$3 == "Z"' | grep . || echo none`)},
+			check: func(t *testing.T, r runResult) {
+				must(t, r.err)
+				if r.out != "none\n" {
+					t.Errorf("zombies: %q", r.out)
+				}
+			},
+		},
+		{
 			name: "sys is read-only",
 			spec: RunSpec{Args: sh(`touch /sys/x 2>/dev/null || echo ro`)},
 			check: func(t *testing.T, r runResult) {
@@ -693,6 +713,9 @@ func TestCopy(t *testing.T) {
 	must(t, os.WriteFile(filepath.Join(ctxDir, "hello.txt"), []byte("from context\n"), 0o644))
 	stage := t.TempDir()
 	must(t, os.WriteFile(filepath.Join(stage, "built"), []byte("from stage\n"), 0o644))
+	// A whiteout in a lone source layer must read as absent, as it would
+	// in an overlay with the layers below.
+	must(t, unix.Mknod(filepath.Join(stage, "gone"), unix.S_IFCHR, 0))
 
 	tests := []struct {
 		name   string
@@ -755,6 +778,26 @@ func TestCopy(t *testing.T) {
 				}
 				if !strings.Contains(err.Error(), `"nope": not found`) {
 					t.Errorf("message %q", err)
+				}
+			},
+		},
+		{
+			name: "excluded source keeps its pattern",
+			spec: CopySpec{SourceDir: ctxDir, Op: copier.Op{Kind: "copy", Sources: []string{"hello.txt"}, Dest: "/x", Excludes: []string{"*.txt"}}},
+			check: func(t *testing.T, upper string, err error) {
+				var nf *copier.NotFoundError
+				if !errors.As(err, &nf) || nf.Path != "hello.txt" || nf.ExcludedBy != "*.txt" {
+					t.Fatalf("err = %#v, want *copier.NotFoundError excluded by *.txt", err)
+				}
+			},
+		},
+		{
+			name: "whiteout in a one-layer source is absent",
+			spec: CopySpec{Source: Rootfs{Lowers: []string{stage}}, Op: copier.Op{Kind: "copy", Sources: []string{"gone"}, Dest: "/gone", FromStage: true}},
+			check: func(t *testing.T, upper string, err error) {
+				var nf *copier.NotFoundError
+				if !errors.As(err, &nf) {
+					t.Fatalf("err = %v, want *copier.NotFoundError", err)
 				}
 			},
 		},
