@@ -121,8 +121,13 @@ func isZstd(b []byte) bool {
 //   - entry names and hardlink targets are resolved inside root ("../x" and
 //     "/x" land at root/x, symlinks already extracted are followed inside
 //     root), so nothing escapes it;
-//   - the archive's own root entry ("./", "/") is skipped: the existing
-//     destination keeps its mode and owner (DESIGN item 4);
+//   - the archive's own root entry "./" (or ".") is skipped: the existing
+//     destination keeps its mode and owner (DESIGN item 4). go-archive
+//     skips only a name that cleans to "."; an entry "/" (tar -P) is
+//     merged onto the destination like any directory, and kiln does the
+//     same because the image must be BuildKit's (checked against
+//     buildkitd v0.34.2: "./" keeps a 0700 7:8 destination, "/" makes it
+//     0777 0:0);
 //   - an existing entry is replaced, but an existing directory meets a
 //     directory entry by taking its metadata;
 //   - entries keep their uid/gid unless --chown is set; parents missing
@@ -150,10 +155,10 @@ func extractTar(tr *tar.Reader, hdr *tar.Header, root string, chown *owner) erro
 		if hdr.Typeflag == tar.TypeXGlobalHeader {
 			continue
 		}
-		name := cleanRooted(hdr.Name)
-		if name == "/" {
+		if path.Clean(hdr.Name) == "." {
 			continue
 		}
+		name := cleanRooted(hdr.Name)
 		host, err := extractEntry(t, tr, hdr, name, chown, *bp)
 		if err != nil {
 			return fmt.Errorf("%s: %w", hdr.Name, err)
@@ -172,6 +177,15 @@ func extractTar(tr *tar.Reader, hdr *tar.Header, root string, chown *owner) erro
 
 // extractEntry writes one archive entry and returns its host path.
 func extractEntry(t dirTree, tr *tar.Reader, hdr *tar.Header, name string, chown *owner, buf []byte) (string, error) {
+	if name == "/" {
+		// "/" or "..": the destination itself, which exists as a
+		// directory. Replacing it, as go-archive would for a
+		// non-directory, would delete the destination: refuse.
+		if hdr.Typeflag != tar.TypeDir {
+			return "", fmt.Errorf("refusing to replace the destination directory with a non-directory")
+		}
+		return t.host("/"), applyHeader(t.host("/"), hdr, chown, "")
+	}
 	// Parents the archive does not list are created 0755 root:root. Like
 	// go-archive, look at the parent itself without following it: a
 	// symlink there (even dangling) counts as present and is followed by
@@ -252,12 +266,18 @@ func extractEntry(t dirTree, tr *tar.Reader, hdr *tar.Header, name string, chown
 		return "", fmt.Errorf("unhandled tar header type %d", hdr.Typeflag)
 	}
 
+	return host, applyHeader(host, hdr, chown, linkHost)
+}
+
+// applyHeader gives an extracted entry the owner, xattrs, mode and times
+// of its header; linkHost is the target of a hardlink entry.
+func applyHeader(host string, hdr *tar.Header, chown *owner, linkHost string) error {
 	uid, gid := hdr.Uid, hdr.Gid
 	if chown != nil {
 		uid, gid = chown.uid, chown.gid
 	}
 	if err := os.Lchown(host, uid, gid); err != nil {
-		return "", err
+		return err
 	}
 	for k, v := range hdr.PAXRecords {
 		key, ok := strings.CutPrefix(k, "SCHILY.xattr.")
@@ -268,7 +288,7 @@ func extractEntry(t dirTree, tr *tar.Reader, hdr *tar.Header, name string, chown
 			if errors.Is(err, unix.ENOTSUP) || errors.Is(err, unix.EPERM) {
 				continue
 			}
-			return "", &fs.PathError{Op: "setxattr " + key, Path: host, Err: err}
+			return &fs.PathError{Op: "setxattr " + key, Path: host, Err: err}
 		}
 	}
 
@@ -280,15 +300,15 @@ func extractEntry(t dirTree, tr *tar.Reader, hdr *tar.Header, name string, chown
 	}
 	if hdr.Typeflag != tar.TypeSymlink && !linkToSymlink {
 		if err := unix.Chmod(host, uint32(hdr.Mode)&0o7777); err != nil {
-			return "", &fs.PathError{Op: "chmod", Path: host, Err: err}
+			return &fs.PathError{Op: "chmod", Path: host, Err: err}
 		}
 	}
 	if !linkToSymlink {
 		if err := setHeaderTimes(host, hdr, hdr.Typeflag == tar.TypeSymlink); err != nil {
-			return "", err
+			return err
 		}
 	}
-	return host, nil
+	return nil
 }
 
 // setHeaderTimes applies an entry's times like go-archive: the access time

@@ -21,7 +21,8 @@ type Op struct {
 	// the root like BuildKit). May contain wildcards (filepath.Match syntax).
 	// Each source is copied on its own, in order, exactly like BuildKit's
 	// one-action-per-source: a wildcard that matches nothing copies nothing,
-	// and hardlinks are kept among the files of one source only.
+	// and hardlinks are kept among the files of one copied directory, not
+	// between sources or wildcard matches.
 	Sources []string `json:"sources,omitempty"`
 	// Dest is the absolute destination inside the destination root, with
 	// the trailing slash preserved when the Dockerfile had one (the planner

@@ -532,8 +532,9 @@ func copyCases() []copyCase {
 			op: Op{Kind: "copy", Sources: []string{"dir"}, Dest: "/app/", FromStage: true, Chown: "3:4"},
 		},
 		{
-			// Hardlinks are kept among the files of one source; BuildKit
-			// copies each source with its own copier, so not across them.
+			// Hardlinks are kept within a copied directory; BuildKit copies
+			// each source and each wildcard match with its own fsutil
+			// copier, so not between them.
 			name: "hardlinks",
 			src: func(b builder) {
 				b.file("d/a", "shared\n", 0o644)
@@ -694,8 +695,16 @@ func copyCases() []copyCase {
 		},
 		{
 			name: "add_tar_root_entry_keeps_dest",
+			src:  func(b builder) { b.raw("a.tar", testArchive(nil), 0o644) },
+			dst:  func(b builder) { b.dir("app", 0o700); b.chown("app", 7, 8) },
+			op:   Op{Kind: "add", Sources: []string{"a.tar"}, Dest: "/app"},
+		},
+		{
+			// go-archive skips only "./"; an absolute "/" entry (tar -P)
+			// is merged onto the destination, as buildkitd does.
+			name: "add_tar_slash_entry_merges",
 			src: func(b builder) {
-				b.raw("a.tar", testArchive([]tar.Header{{Name: "/", Typeflag: tar.TypeDir, Mode: 0o777}}), 0o644)
+				b.raw("a.tar", testArchive([]tar.Header{{Name: "/", Typeflag: tar.TypeDir, Mode: 0o775, Uid: 3, Gid: 3}}), 0o644)
 			},
 			dst: func(b builder) { b.dir("app", 0o700); b.chown("app", 7, 8) },
 			op:  Op{Kind: "add", Sources: []string{"a.tar"}, Dest: "/app"},

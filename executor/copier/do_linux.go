@@ -77,7 +77,6 @@ func doCopy(srcRoot string, dst dirTree, op Op) error {
 			mode:      mode,
 			fromStage: op.FromStage,
 			unpack:    op.Kind == "add",
-			links:     map[fileID]string{},
 		}
 		if err := c.copySource(s, op.Dest); err != nil {
 			return fmt.Errorf("%s %q to %q: %w", verb, s, op.Dest, err)
@@ -94,6 +93,10 @@ func (c *copier) copySource(src, dest string) error {
 		return err
 	}
 	for _, m := range matches {
+		// BuildKit's docopy runs one fsutil copy per wildcard match, so
+		// hardlinks are kept within a match (a copied directory), never
+		// between matches or sources (checked against buildkitd v0.34.2).
+		c.links = map[fileID]string{}
 		if c.unpack {
 			ok, err := c.tryUnpack(m, dest)
 			if err != nil {

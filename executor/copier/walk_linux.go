@@ -14,9 +14,7 @@ import (
 // fileID identifies an inode, to keep hardlinks among copied files.
 type fileID struct{ dev, ino uint64 }
 
-// copier copies the matches of one source argument. BuildKit creates one
-// fsutil copier per copy action, so hardlinks are kept among the files of
-// one source (all its wildcard matches), not across sources.
+// copier copies the matches of one source argument.
 type copier struct {
 	src       *srcTree
 	dst       dirTree
@@ -25,7 +23,7 @@ type copier struct {
 	fromStage bool
 	unpack    bool // ADD: extract local archives
 	// links maps a multiply-linked source inode to the destination path of
-	// its first copy.
+	// its first copy, for the current match.
 	links map[fileID]string
 	// pending are excluded directories entered because an exception may
 	// keep something inside; they are created when that happens.
