@@ -15,6 +15,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -610,10 +611,11 @@ func TestConcurrent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	remote := src.Layer(srcInfo, types.DockerLayer)
+	remote := &countingLayer{Layer: src.Layer(srcInfo, types.DockerLayer)}
 
 	for _, shared := range []bool{false, true} {
 		t.Run(fmt.Sprintf("shared=%v", shared), func(t *testing.T) {
+			remote.calls.Store(0)
 			root := filepath.Join(t.TempDir(), "root")
 			first, err := Open(root)
 			if err != nil {
@@ -662,8 +664,22 @@ func TestConcurrent(t *testing.T) {
 				t.Errorf("blobs/ = %v, want one copy", got)
 			}
 			checkStored(t, first, infos[0])
+			// Pullers sharing a Store wait for one download.
+			if calls := remote.calls.Load(); shared && calls > 1 {
+				t.Errorf("layer downloaded %d times through one Store, want at most once", calls)
+			}
 		})
 	}
+}
+
+type countingLayer struct {
+	v1.Layer
+	calls atomic.Int32
+}
+
+func (l *countingLayer) Compressed() (io.ReadCloser, error) {
+	l.calls.Add(1)
+	return l.Layer.Compressed()
 }
 
 func TestOpenClearsTmp(t *testing.T) {
@@ -721,65 +737,71 @@ func TestLayerByDiffIDMissing(t *testing.T) {
 	}
 }
 
-// BenchmarkCommitDir shows where a RUN step's commit time goes: many small
-// files (walk and per-file cost) and one big file (compression throughput).
+// benchTrees are the fixtures of the benchmarks: many small files (walk
+// and per-file cost) and one big file (compression throughput).
+var benchTrees = []struct {
+	name  string
+	build func(testing.TB, string)
+	size  int64 // bytes of file content, roughly
+}{
+	{"10k-small", func(t testing.TB, dir string) {
+		for i := range 10000 {
+			d := filepath.Join(dir, fmt.Sprintf("d%03d", i/100))
+			if i%100 == 0 {
+				os.Mkdir(d, 0o755)
+			}
+			data := strings.Repeat(fmt.Sprintf("line %d of a small file\n", i), 40)
+			if err := os.WriteFile(filepath.Join(d, fmt.Sprintf("f%05d", i)), []byte(data), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}, 10000 * 1000},
+	{"256MiB-text", bigFile(textish), 256 << 20},
+	{"256MiB-random", bigFile(randomBytes), 256 << 20},
+}
+
+// textish writes word soup from a small vocabulary, which compresses about
+// like the binaries and text of real layers do (~3x).
+func textish(w io.Writer, n int64) {
+	words := strings.Fields("the of and to in is for on that by this with from layer image file build run copy kiln overlay tar gzip zstd cache step 0 1 2 42 1024 0x7f ELF lib usr bin share")
+	rng := rand.New(rand.NewPCG(1, 2))
+	buf := make([]byte, 0, 1<<20)
+	for n > 0 {
+		buf = buf[:0]
+		for len(buf) < cap(buf)-16 {
+			buf = append(buf, words[rng.IntN(len(words))]...)
+			buf = append(buf, " \n\t"[rng.IntN(3)])
+		}
+		if int64(len(buf)) > n {
+			buf = buf[:n]
+		}
+		w.Write(buf)
+		n -= int64(len(buf))
+	}
+}
+
+func randomBytes(w io.Writer, n int64) {
+	io.CopyN(w, rand.NewChaCha8([32]byte{}), n)
+}
+
+func bigFile(fill func(io.Writer, int64)) func(testing.TB, string) {
+	return func(t testing.TB, dir string) {
+		f, err := os.Create(filepath.Join(dir, "big"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		fill(f, 256<<20)
+		if err := f.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkCommitDir measures a RUN step's commit: tar, gzip, hashes,
+// blob write and making the dirty upper dir durable.
 func BenchmarkCommitDir(b *testing.B) {
 	requireRoot(b)
-	textish := func(w io.Writer, n int64) {
-		// Word soup from a small vocabulary compresses about like
-		// binaries and text do in real layers (~3x).
-		words := strings.Fields("the of and to in is for on that by this with from layer image file build run copy kiln overlay tar gzip zstd cache step 0 1 2 42 1024 0x7f ELF lib usr bin share")
-		rng := rand.New(rand.NewPCG(1, 2))
-		bw := make([]byte, 0, 1<<20)
-		for n > 0 {
-			bw = bw[:0]
-			for len(bw) < cap(bw)-16 {
-				bw = append(bw, words[rng.IntN(len(words))]...)
-				bw = append(bw, " \n\t"[rng.IntN(3)])
-			}
-			if int64(len(bw)) > n {
-				bw = bw[:n]
-			}
-			w.Write(bw)
-			n -= int64(len(bw))
-		}
-	}
-	randomBytes := func(w io.Writer, n int64) {
-		io.CopyN(w, rand.NewChaCha8([32]byte{}), n)
-	}
-	big := func(fill func(io.Writer, int64)) func(testing.TB, string) {
-		return func(t testing.TB, dir string) {
-			f, err := os.Create(filepath.Join(dir, "big"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			fill(f, 256<<20)
-			if err := f.Close(); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	cases := []struct {
-		name  string
-		build func(testing.TB, string)
-		size  int64
-	}{
-		{"10k-small", func(t testing.TB, dir string) {
-			for i := range 10000 {
-				d := filepath.Join(dir, fmt.Sprintf("d%03d", i/100))
-				if i%100 == 0 {
-					os.Mkdir(d, 0o755)
-				}
-				data := strings.Repeat(fmt.Sprintf("line %d of a small file\n", i), 40)
-				if err := os.WriteFile(filepath.Join(d, fmt.Sprintf("f%05d", i)), []byte(data), 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
-		}, 10000 * 1000},
-		{"256MiB-text", big(textish), 256 << 20},
-		{"256MiB-random", big(randomBytes), 256 << 20},
-	}
-	for _, bc := range cases {
+	for _, bc := range benchTrees {
 		b.Run(bc.name, func(b *testing.B) {
 			b.SetBytes(bc.size)
 			for b.Loop() {
@@ -795,6 +817,43 @@ func BenchmarkCommitDir(b *testing.B) {
 				// dirty, and making it durable is part of committing.
 				b.StartTimer()
 				if _, _, err := s.CommitDir(context.Background(), dir); err != nil {
+					b.Fatal(err)
+				}
+				b.StopTimer()
+				os.RemoveAll(root)
+				b.StartTimer()
+			}
+		})
+	}
+}
+
+// BenchmarkPullLayer measures pulling a gzip layer that is already local
+// (as if the network were free): gunzip, unpack, hashes, blob write, sync.
+func BenchmarkPullLayer(b *testing.B) {
+	requireRoot(b)
+	for _, bc := range benchTrees {
+		b.Run(bc.name, func(b *testing.B) {
+			src, err := Open(b.TempDir())
+			if err != nil {
+				b.Fatal(err)
+			}
+			dir, _ := src.TempDir("upper-")
+			bc.build(b, dir)
+			info, _, err := src.CommitDir(context.Background(), dir)
+			if err != nil {
+				b.Fatal(err)
+			}
+			l := src.Layer(info, "")
+			b.SetBytes(bc.size)
+			for b.Loop() {
+				b.StopTimer()
+				root := b.TempDir()
+				s, err := Open(root)
+				if err != nil {
+					b.Fatal(err)
+				}
+				b.StartTimer()
+				if _, err := s.PullLayer(context.Background(), l); err != nil {
 					b.Fatal(err)
 				}
 				b.StopTimer()
