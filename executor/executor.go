@@ -25,16 +25,22 @@ type Rootfs struct {
 type RunSpec struct {
 	Rootfs Rootfs
 	Args   []string // argv, already shell-wrapped by the planner
-	Env    []string // KEY=VALUE
-	Cwd    string   // absolute path inside the rootfs; created if missing
+	// Env is the command's environment, KEY=VALUE. argv[0] is looked up in
+	// its PATH. Like runc (and so BuildKit), HOME is added from the user's
+	// passwd entry ("/" without one) when Env has none.
+	Env []string
+	Cwd string // absolute path inside the rootfs; created (root-owned) if missing; "" is "/"
 	// User as written in the Dockerfile USER instruction ("", "name",
 	// "uid", "name:group", "uid:gid"); resolved inside the rootfs against
 	// /etc/passwd and /etc/group, with supplementary groups.
 	User     string
-	Hostname string
-	Network  string // "host" (default) or "none"
-	Stdout   io.Writer
-	Stderr   io.Writer
+	Hostname string // "" is "buildkitsandbox"
+	Network  string // "host" (default, also "") or "none"
+	// Stdout and Stderr receive the command's output; nil discards it. An
+	// *os.File is handed to the command as is, anything else through a
+	// pipe.
+	Stdout io.Writer
+	Stderr io.Writer
 }
 
 // ExitError reports a RUN command that exited non-zero or was killed.

@@ -665,6 +665,53 @@ func TestRunCancel(t *testing.T) {
 	assertStepGone(t, rootfs.Upper)
 }
 
+func TestRunForwardsSignals(t *testing.T) {
+	needRoot(t)
+	base := busyboxRootfs(t)
+	marker := fmt.Sprint(200000 + time.Now().UnixNano()%100000)
+	var out bytes.Buffer
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(context.Background(), RunSpec{
+			Rootfs: newRootfs(t, base),
+			Env:    []string{testPath},
+			Stdout: &out,
+			Args:   []string{"/bin/sh", "-c", `trap "echo got TERM; exit 7" TERM; sleep ` + marker + ` & wait`},
+		})
+	}()
+	// The sandbox init is the parent of the shell.
+	var initPid int
+	deadline := time.Now().Add(5 * time.Second)
+	for initPid == 0 && time.Now().Before(deadline) {
+		for _, pid := range findProcesses(t, marker) {
+			b, err := os.ReadFile(filepath.Join("/proc", pid, "stat"))
+			if err != nil {
+				continue
+			}
+			var ppid int
+			fields := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+			fmt.Sscan(fields[1], &ppid)
+			if cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", ppid)); bytes.Contains(cmdline, []byte(sandboxArg)) {
+				initPid = ppid
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if initPid == 0 {
+		t.Fatal("sandbox init not found")
+	}
+	must(t, unix.Kill(initPid, unix.SIGTERM))
+	select {
+	case err := <-done:
+		var ee *ExitError
+		if !errors.As(err, &ee) || ee.Code != 7 || out.String() != "got TERM\n" {
+			t.Errorf("err = %v, output %q; want exit code 7 after the trap", err, out.String())
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run did not return after SIGTERM")
+	}
+}
+
 // findProcesses returns the pids whose command line contains s.
 func findProcesses(t *testing.T, s string) []string {
 	t.Helper()
