@@ -17,13 +17,14 @@ func mount(source, target, fstype string, flags uintptr, data string) error {
 	return nil
 }
 
-// bindReadOnly bind-mounts source at target read-only. A bind mount takes
-// the flags of its source; read-only needs a second, remount call.
-func bindReadOnly(source, target string) error {
+// bindReadOnly bind-mounts source at target read-only, with extra mount
+// flags. A bind mount takes the flags of its source; read-only needs a
+// second, remount call.
+func bindReadOnly(source, target string, extra uintptr) error {
 	if err := unix.Mount(source, target, "", unix.MS_BIND, ""); err != nil {
 		return fmt.Errorf("binding %s at %s: %w", source, target, err)
 	}
-	flags := uintptr(unix.MS_BIND | unix.MS_REMOUNT | unix.MS_RDONLY | unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC)
+	flags := unix.MS_BIND | unix.MS_REMOUNT | unix.MS_RDONLY | unix.MS_NOSUID | unix.MS_NODEV | extra
 	if err := unix.Mount("", target, "", flags, ""); err != nil {
 		return fmt.Errorf("making %s read-only: %w", target, err)
 	}

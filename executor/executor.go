@@ -7,6 +7,7 @@ package executor
 import (
 	"fmt"
 	"io"
+	"os"
 
 	"github.com/kiln-build/kiln/executor/copier"
 )
@@ -33,7 +34,12 @@ type RunSpec struct {
 	// User as written in the Dockerfile USER instruction ("", "name",
 	// "uid", "name:group", "uid:gid"); resolved inside the rootfs against
 	// /etc/passwd and /etc/group, with supplementary groups.
-	User     string
+	User string
+	// Files are provided to the command and never reach the layer: under
+	// /dev they are written to the sandbox's /dev tmpfs (BuildKit runs a
+	// heredoc script with a shebang from /dev/pipes), elsewhere they are
+	// bind-mounted read-only.
+	Files    []File
 	Hostname string // "" is "buildkitsandbox"
 	Network  string // "host" (default, also "") or "none"
 	// Stdout and Stderr receive the command's output; nil discards it. An
@@ -41,6 +47,13 @@ type RunSpec struct {
 	// pipe.
 	Stdout io.Writer
 	Stderr io.Writer
+}
+
+// File is a file the sandbox provides to a RUN command, owned by root.
+type File struct {
+	Path string // absolute, inside the sandbox
+	Data []byte
+	Mode os.FileMode // permission bits; 0 is 0644
 }
 
 // ExitError reports a RUN command that exited non-zero or was killed.
@@ -71,7 +84,7 @@ type CopySpec struct {
 	Rootfs Rootfs
 	// SourceDir is a plain host directory holding the sources (the build
 	// context, or a directory of heredoc files). Ignored when Source has
-	// lowers.
+	// lowers; may be empty for an op without sources (mkdir).
 	SourceDir string
 	// Source is a read-only view of another stage or image (COPY --from).
 	Source Rootfs

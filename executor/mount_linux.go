@@ -95,7 +95,7 @@ func mountOverlay(target string, o overlay) (usedVolatile bool, err error) {
 // file are created there at memory speed instead of as metadata writes on
 // the build disk, and vanish with the namespace.
 func mountStepTmpfs(stepDir string, dirs ...string) error {
-	if err := mount("tmpfs", stepDir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=700,size=1m"); err != nil {
+	if err := mount("tmpfs", stepDir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=700,size=64m"); err != nil {
 		return err
 	}
 	for _, d := range dirs {

@@ -50,14 +50,31 @@ func runChildRun(rep reporter, cs *childSpec) int {
 			// namespace: only lo with --network=none.
 			return mount("sysfs", dst, "sysfs", unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "")
 		}},
-		{target: "/etc/hosts", mount: func(dst string) error { return bindReadOnly(hosts, dst) }},
+		{target: "/etc/hosts", mount: func(dst string) error { return bindReadOnly(hosts, dst, unix.MS_NOEXEC) }},
 	}
 	// Without a resolv.conf on the host there is nothing to bind, and the
 	// image's own (if any) stays visible, as with BuildKit.
 	if _, err := os.Stat("/etc/resolv.conf"); err == nil {
 		mounts = append(mounts, rootMount{target: "/etc/resolv.conf", mount: func(dst string) error {
-			return bindReadOnly("/etc/resolv.conf", dst)
+			return bindReadOnly("/etc/resolv.conf", dst, unix.MS_NOEXEC)
 		}})
+	}
+
+	// Files outside /dev are bound read-only from our tmpfs; those in /dev
+	// are written to the sandbox's /dev after pivot_root.
+	var devFiles []File
+	for i, f := range cs.Files {
+		p := filepath.Clean(f.Path)
+		if strings.HasPrefix(p, "/dev/") {
+			devFiles = append(devFiles, f)
+			continue
+		}
+		src := filepath.Join(cs.StepDir, fmt.Sprintf("file-%d", i))
+		if err := writeFile(src, f); err != nil {
+			return rep.fail(err)
+		}
+		// Executable: a file may be a script, as in /dev/pipes.
+		mounts = append(mounts, rootMount{target: p, mount: func(dst string) error { return bindReadOnly(src, dst, 0) }})
 	}
 
 	// Mount points missing from the image go into a stub layer on our
@@ -110,6 +127,14 @@ func runChildRun(rep reporter, cs *childSpec) int {
 	if err := pivotRoot(merged); err != nil {
 		return rep.fail(err)
 	}
+	for _, f := range devFiles {
+		if err := os.MkdirAll(filepath.Dir(f.Path), 0o755); err != nil {
+			return rep.fail(fmt.Errorf("creating %s: %w", filepath.Dir(f.Path), err))
+		}
+		if err := writeFile(f.Path, f); err != nil {
+			return rep.fail(err)
+		}
+	}
 	if err := unix.Sethostname([]byte(cs.Hostname)); err != nil {
 		return rep.fail(fmt.Errorf("setting hostname: %w", err))
 	}
@@ -133,6 +158,22 @@ func runChildRun(rep reporter, cs *childSpec) int {
 	}
 	unix.Umask(0o022)
 	return runInit(rep, cs, id)
+}
+
+// writeFile creates one of the step's Files at p.
+func writeFile(p string, f File) error {
+	mode := f.Mode.Perm() | f.Mode&(fs.ModeSetuid|fs.ModeSetgid|fs.ModeSticky)
+	if mode == 0 {
+		mode = 0o644
+	}
+	if err := os.WriteFile(p, f.Data, mode); err != nil {
+		return fmt.Errorf("writing %s: %w", f.Path, err)
+	}
+	// WriteFile's mode misses the special bits.
+	if err := os.Chmod(p, mode); err != nil {
+		return fmt.Errorf("writing %s: %w", f.Path, err)
+	}
+	return nil
 }
 
 // createStub creates the mount point rel, and its missing parents, in the

@@ -43,6 +43,7 @@ type childSpec struct {
 	User     string   `json:"user,omitempty"`
 	Hostname string   `json:"hostname,omitempty"`
 	NetNone  bool     `json:"netNone,omitempty"`
+	Files    []File   `json:"files,omitempty"`
 
 	SourceDir string    `json:"sourceDir,omitempty"`
 	Source    Rootfs    `json:"source"`
@@ -82,6 +83,11 @@ func Run(ctx context.Context, spec RunSpec) error {
 	if spec.Rootfs.Upper != "" && spec.Rootfs.Work == "" {
 		return errors.New("running step: rootfs has an upper dir but no work dir")
 	}
+	for _, f := range spec.Files {
+		if !filepath.IsAbs(f.Path) || filepath.Clean(f.Path) == "/dev" || filepath.Clean(f.Path) == "/" {
+			return fmt.Errorf("running step: file path %q must be absolute, below / and /dev", f.Path)
+		}
+	}
 	flags := uintptr(syscall.CLONE_NEWNS | syscall.CLONE_NEWPID | syscall.CLONE_NEWIPC | syscall.CLONE_NEWUTS)
 	netNone := false
 	switch spec.Network {
@@ -109,6 +115,7 @@ func Run(ctx context.Context, spec RunSpec) error {
 		User:     spec.User,
 		Hostname: hostname,
 		NetNone:  netNone,
+		Files:    spec.Files,
 	}
 	msgs, err := runChild(ctx, cs, flags, spec.Stdout, spec.Stderr)
 	if err != nil {
@@ -132,9 +139,6 @@ func Run(ctx context.Context, spec RunSpec) error {
 func Copy(ctx context.Context, spec CopySpec) error {
 	if spec.Rootfs.Upper == "" || spec.Rootfs.Work == "" {
 		return errors.New("copying: destination rootfs needs an upper and a work dir")
-	}
-	if len(spec.Source.Lowers) == 0 && spec.SourceDir == "" {
-		return errors.New("copying: no source directory or source rootfs")
 	}
 	cs := childSpec{
 		Mode:      "copy",
