@@ -169,6 +169,14 @@ func Copy(ctx context.Context, spec CopySpec) error {
 // died with its mount namespace when it exited.
 func runChild(ctx context.Context, cs childSpec, cloneflags uintptr, stdout, stderr io.Writer) (msgs []childMsg, err error) {
 	cs.Volatile = !volatileUnsupported.Load()
+	if cs.Rootfs.Work != "" {
+		// A step may mount the same upper dir more than once (a COPY with
+		// several heredocs); overlayfs refuses a work dir left "incompat"
+		// by an earlier volatile mount, and nothing in it outlives a mount.
+		if err := resetDir(cs.Rootfs.Work); err != nil {
+			return nil, fmt.Errorf("resetting overlay work dir: %w", err)
+		}
+	}
 	// The step directory is where the child mounts its tmpfs of mount
 	// points; on the host it stays empty. Next to Upper, because the caller
 	// owns that directory and cleans it up if we crash; a read-only view
@@ -276,4 +284,18 @@ func (b *limitedBuffer) Write(p []byte) (int, error) {
 		b.Buffer.Write(p[:min(len(p), room)])
 	}
 	return len(p), nil
+}
+
+// resetDir empties dir, keeping dir itself.
+func resetDir(dir string) error {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
+			return err
+		}
+	}
+	return nil
 }

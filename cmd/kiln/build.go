@@ -21,8 +21,8 @@ import (
 
 type buildFlags struct {
 	file, target, network, platform, iidfile, progress string
-	tags, buildArgs, labels, outputs, insecure          []string
-	noCache                                             bool
+	tags, buildArgs, labels, outputs, insecure         []string
+	noCache                                            bool
 }
 
 func newBuildCmd(root *string) *cobra.Command {

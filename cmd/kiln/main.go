@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/kiln-build/kiln/executor"
@@ -22,17 +23,28 @@ const (
 func main() {
 	executor.Init() // a sandbox child never returns from here
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	// remember which signal it was, for the exit code
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	go func() { interrupted.Store(<-sigs) }()
 	err := newRootCmd().ExecuteContext(ctx)
+	code := exitCode(ctx, err)
 	stop()
-	os.Exit(exitCode(ctx, err))
+	os.Exit(code)
 }
+
+// interrupted records which signal ended the build.
+var interrupted atomic.Value
 
 func exitCode(ctx context.Context, err error) int {
 	if err == nil {
 		return 0
 	}
 	if ctx.Err() != nil {
-		fmt.Fprintln(os.Stderr, "kiln: interrupted")
+		fmt.Fprintln(os.Stderr, "kiln: interrupted; the build was stopped and its steps cleaned up")
+		if s, ok := interrupted.Load().(os.Signal); ok && s == syscall.SIGTERM {
+			return 143
+		}
 		return 130
 	}
 	var ue *usageError
