@@ -9,7 +9,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"strconv"
 	"strings"
@@ -24,6 +23,7 @@ import (
 
 	"github.com/kiln-build/kiln/cache"
 	"github.com/kiln-build/kiln/parser"
+	"github.com/kiln-build/kiln/progress"
 )
 
 // The only platform kiln builds for; the sandbox runs the image's binaries
@@ -52,8 +52,8 @@ type Options struct {
 	Network    string            // default network of RUN: "host" or "none"
 	Store      *cache.Store
 	Resolver   ImageResolver
-	Progress   io.Writer // plain progress output
-	Now        time.Time // image creation time; zero = time.Now()
+	Progress   progress.Printer // nil shows nothing
+	Now        time.Time        // image creation time; zero = time.Now()
 }
 
 // Result is the built image: its config and its layers, bottom first.
@@ -70,7 +70,7 @@ type build struct {
 	globalArgs envList
 	stages     []*stage
 	byName     map[string]*stage
-	prog       *progress
+	prog       progress.Printer
 	now        time.Time
 	imagesMu   sync.Mutex
 	images     map[string]*imageSource // COPY --from=<image> sources
@@ -85,9 +85,12 @@ func Build(ctx context.Context, opt Options) (*Result, error) {
 		opt:    opt,
 		df:     opt.Dockerfile,
 		byName: map[string]*stage{},
-		prog:   newProgress(opt.Progress),
+		prog:   opt.Progress,
 		now:    opt.Now,
 		images: map[string]*imageSource{},
+	}
+	if b.prog == nil {
+		b.prog = progress.Discard
 	}
 	if b.now.IsZero() {
 		b.now = time.Now().UTC()

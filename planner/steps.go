@@ -31,14 +31,14 @@ type imageSource struct {
 
 // pullBase resolves a stage's FROM image and makes its layers available.
 func (b *build) pullBase(ctx context.Context, s *stage) (dockerspec.DockerOCIImage, []cache.LayerInfo, error) {
-	log := b.prog.step(s.stepName("FROM "+s.baseName, false))
+	log := b.prog.Step(s.stepName("FROM "+s.baseName, false))
 	img, layers, canonical, err := b.pull(ctx, s.baseName)
 	if err != nil {
-		log.fail(err)
+		log.Fail(err)
 		return img, nil, err
 	}
 	_ = canonical
-	log.done()
+	log.Done()
 	return img, layers, nil
 }
 
@@ -184,7 +184,7 @@ func (b *build) dispatchRun(ctx context.Context, s *stage, c *instructions.RunCo
 	env := s.env.clone()
 	env = append(env, proxyEnv(b.opt.BuildArgs)...)
 
-	log := b.prog.step(s.stepName("RUN "+expandForDisplay(s, c.String()[len("RUN "):]), onbuild))
+	log := b.prog.Step(s.stepName("RUN "+expandForDisplay(s, c.String()[len("RUN "):]), onbuild))
 	dir, rootfs, err := b.scratch("run")
 	if err != nil {
 		return err
@@ -207,14 +207,14 @@ func (b *build) dispatchRun(ctx context.Context, s *stage, c *instructions.RunCo
 		if errors.As(err, &ee) {
 			err = &RunError{Command: strings.Join(args, " "), Code: ee.Code, Signal: ee.Signal, Tail: log.Tail()}
 		}
-		log.fail(err)
+		log.Fail(err)
 		return err
 	}
 	if err := b.commit(ctx, s, rf.Upper, "RUN "+runCommandString(args, s.buildArgs, s.env)); err != nil {
-		log.fail(err)
+		log.Fail(err)
 		return err
 	}
-	log.done()
+	log.Done()
 	return nil
 }
 
@@ -333,8 +333,8 @@ func (b *build) dispatchCopy(ctx context.Context, s *stage, c copyCmd) error {
 		op.Sources = append(op.Sources, p)
 	}
 
-	log := b.prog.step(s.stepName(expandForDisplay(s, c.text), c.onbuild))
-	fail := func(err error) error { log.fail(err); return err }
+	log := b.prog.Step(s.stepName(expandForDisplay(s, c.text), c.onbuild))
+	fail := func(err error) error { log.Fail(err); return err }
 
 	var spec executor.CopySpec
 	switch {
@@ -421,7 +421,7 @@ func (b *build) dispatchCopy(ctx context.Context, s *stage, c copyCmd) error {
 	if err := b.commit(ctx, s, spec.Rootfs.Upper, msg); err != nil {
 		return fail(err)
 	}
-	log.done()
+	log.Done()
 	return nil
 }
 
@@ -436,28 +436,28 @@ func (b *build) dispatchWorkdir(ctx context.Context, s *stage, c *instructions.W
 		s.history("WORKDIR "+wd, false, false)
 		return nil
 	}
-	log := b.prog.step(s.stepName(expandForDisplay(s, c.String()), onbuild))
+	log := b.prog.Step(s.stepName(expandForDisplay(s, c.String()), onbuild))
 	dir, rootfs, err := b.scratch("workdir")
 	if err != nil {
-		log.fail(err)
+		log.Fail(err)
 		return err
 	}
 	defer os.RemoveAll(dir)
 	rf := rootfs(s.layers)
 	if err := executor.Copy(ctx, executor.CopySpec{Rootfs: rf, Op: copier.Op{Kind: "mkdir", Dest: wd, User: s.img.Config.User}}); err != nil {
-		log.fail(err)
+		log.Fail(err)
 		return err
 	}
 	info, empty, err := b.opt.Store.CommitDir(ctx, rf.Upper)
 	if err != nil {
-		log.fail(err)
+		log.Fail(err)
 		return err
 	}
 	if !empty {
 		s.layers = append(s.layers, info)
 	}
 	s.history("WORKDIR "+wd, !empty, false)
-	log.done()
+	log.Done()
 	return nil
 }
 

@@ -128,9 +128,9 @@ func runBuild(cmd *cobra.Command, root, contextDir string, f buildFlags) error {
 	if err != nil {
 		return fmt.Errorf("opening kiln's store at %s (set --root or KILN_ROOT): %w", root, err)
 	}
-	var progress io.Writer = cmd.ErrOrStderr()
-	if f.progress == "quiet" {
-		progress = io.Discard
+	printer, err := newPrinter(f.progress, cmd.ErrOrStderr())
+	if err != nil {
+		return err
 	}
 	res, err := planner.Build(ctx, planner.Options{
 		Dockerfile: df,
@@ -142,7 +142,7 @@ func runBuild(cmd *cobra.Command, root, contextDir string, f buildFlags) error {
 		Network:    f.network,
 		Store:      store,
 		Resolver:   &registry.Resolver{Insecure: f.insecure},
-		Progress:   progress,
+		Progress:   printer,
 	})
 	if err != nil {
 		return err

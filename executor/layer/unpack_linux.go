@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path"
 	"path/filepath"
@@ -216,30 +217,16 @@ func (u *unpacker) entry(ctx context.Context, hdr *tar.Header, tr io.Reader) err
 		return u.hardlink(hdr, rel, full)
 	}
 
-	var st unix.Stat_t
-	exists := unix.Lstat(full, &st) == nil
-	if exists && !(hdr.Typeflag == tar.TypeDir && st.Mode&unix.S_IFMT == unix.S_IFDIR) {
-		if err := u.remove(rel, full); err != nil {
-			return err
-		}
-		exists = false
-	}
-
-	mode := uint32(hdr.Mode & 0o7777)
+	isLink := hdr.Typeflag == tar.TypeSymlink
 	switch hdr.Typeflag {
 	case tar.TypeDir:
-		if !exists {
-			if err := os.Mkdir(full, 0o700); err != nil {
-				return fmt.Errorf("creating directory %s: %w", full, err)
-			}
-		}
-		u.dirs[rel] = struct{}{}
-	case tar.TypeReg:
-		if err := u.writeFile(ctx, full, tr); err != nil {
+		if err := u.mkdir(rel, full); err != nil {
 			return err
 		}
+	case tar.TypeReg:
+		return u.writeFile(ctx, rel, full, hdr, tr)
 	case tar.TypeSymlink:
-		if err := os.Symlink(hdr.Linkname, full); err != nil {
+		if err := u.create(rel, full, func() error { return os.Symlink(hdr.Linkname, full) }); err != nil {
 			return fmt.Errorf("creating symlink %s: %w", full, err)
 		}
 	case tar.TypeChar, tar.TypeBlock, tar.TypeFifo:
@@ -250,37 +237,73 @@ func (u *unpacker) entry(ctx context.Context, hdr *tar.Header, tr io.Reader) err
 		case tar.TypeBlock:
 			typ = unix.S_IFBLK
 		}
-		dev := unix.Mkdev(uint32(hdr.Devmajor), uint32(hdr.Devminor))
-		if err := unix.Mknod(full, typ|0o600, int(dev)); err != nil {
-			return fmt.Errorf("creating device %s: %w", full, err)
+		dev := int(unix.Mkdev(uint32(hdr.Devmajor), uint32(hdr.Devminor)))
+		if err := u.create(rel, full, func() error { return unix.Mknod(full, typ|0o600, dev) }); err != nil {
+			return fmt.Errorf("creating device %s: %w", full, &os.PathError{Op: "mknod", Path: full, Err: err})
 		}
 	default:
 		return fmt.Errorf("unpacking %s: unsupported tar entry type %q", hdr.Name, hdr.Typeflag)
 	}
 
-	isLink := hdr.Typeflag == tar.TypeSymlink
 	// chown first: it clears setuid/setgid and file capabilities, so the
 	// mode and the xattrs must come after it.
 	if err := os.Lchown(full, hdr.Uid, hdr.Gid); err != nil {
 		return fmt.Errorf("setting owner of %s: %w", full, err)
 	}
 	if !isLink {
-		if err := unix.Fchmodat(unix.AT_FDCWD, full, mode, 0); err != nil {
+		if err := unix.Fchmodat(unix.AT_FDCWD, full, uint32(hdr.Mode&0o7777), 0); err != nil {
 			return fmt.Errorf("setting mode of %s: %w", full, &os.PathError{Op: "chmod", Path: full, Err: err})
 		}
 	}
-	if err := setXattrs(full, hdr, isLink); err != nil {
+	err = setXattrs(full, hdr, isLink, func(name string, v []byte) error { return unix.Lsetxattr(full, name, v, 0) })
+	if err != nil {
 		return err
 	}
 	if hdr.Typeflag == tar.TypeDir {
 		u.dirTimes[rel] = hdr.ModTime
 		return nil
 	}
-	atime := hdr.AccessTime
-	if atime.IsZero() {
-		atime = hdr.ModTime
+	return setTimes(full, accessTime(hdr), hdr.ModTime)
+}
+
+func accessTime(hdr *tar.Header) time.Time {
+	if hdr.AccessTime.IsZero() {
+		return hdr.ModTime
 	}
-	return setTimes(full, atime, hdr.ModTime)
+	return hdr.AccessTime
+}
+
+// create runs mk, which makes a non-directory at full; if something is in
+// the way (a later tar entry replaces an earlier one), that is removed and
+// mk runs again. Trying first saves an lstat per entry in the usual case.
+func (u *unpacker) create(rel, full string, mk func() error) error {
+	err := mk()
+	if errors.Is(err, unix.EEXIST) {
+		if err := u.remove(rel, full); err != nil {
+			return err
+		}
+		err = mk()
+	}
+	return err
+}
+
+// mkdir creates the directory rel, keeping one that already exists (its
+// attributes are then overwritten) and replacing anything else.
+func (u *unpacker) mkdir(rel, full string) error {
+	err := os.Mkdir(full, 0o700)
+	if errors.Is(err, fs.ErrExist) {
+		var st unix.Stat_t
+		if unix.Lstat(full, &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFDIR {
+			err = nil
+		} else if err = u.remove(rel, full); err == nil {
+			err = os.Mkdir(full, 0o700)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("creating directory %s: %w", full, err)
+	}
+	u.dirs[rel] = struct{}{}
+	return nil
 }
 
 // hardlink links rel to the entry's Linkname, which resolves under the root
@@ -311,28 +334,62 @@ func (u *unpacker) hardlink(hdr *tar.Header, rel, full string) error {
 	return nil
 }
 
-func (u *unpacker) writeFile(ctx context.Context, full string, r io.Reader) error {
-	f, err := os.OpenFile(full, os.O_WRONLY|os.O_CREATE|os.O_EXCL|unix.O_NOFOLLOW, 0o600)
+// writeFile creates a regular file and sets its attributes through the
+// open descriptor, which for thousands of small files is cheaper than
+// three more walks of the path.
+func (u *unpacker) writeFile(ctx context.Context, rel, full string, hdr *tar.Header, r io.Reader) error {
+	var fd int
+	err := u.create(rel, full, func() (err error) {
+		fd, err = unix.Open(full, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+		return err
+	})
 	if err != nil {
-		return fmt.Errorf("creating %s: %w", full, err)
+		return fmt.Errorf("creating %s: %w", full, &os.PathError{Op: "open", Path: full, Err: err})
 	}
-	if _, err := copyBuffer(ctx, f, r, -1, u.buf); err != nil {
-		f.Close()
-		return fmt.Errorf("writing %s: %w", full, err)
+	err = func() error {
+		defer unix.Close(fd)
+		if _, err := copyBuffer(ctx, fdWriter(fd), r, -1, u.buf); err != nil {
+			return fmt.Errorf("writing %s: %w", full, err)
+		}
+		// chown first: it clears setuid/setgid and file capabilities.
+		if err := unix.Fchown(fd, hdr.Uid, hdr.Gid); err != nil {
+			return fmt.Errorf("setting owner of %s: %w", full, err)
+		}
+		if err := unix.Fchmod(fd, uint32(hdr.Mode&0o7777)); err != nil {
+			return fmt.Errorf("setting mode of %s: %w", full, err)
+		}
+		return setXattrs(full, hdr, false, func(name string, v []byte) error { return unix.Fsetxattr(fd, name, v, 0) })
+	}()
+	if err != nil {
+		return err
 	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("writing %s: %w", full, err)
-	}
-	return nil
+	return setTimes(full, accessTime(hdr), hdr.ModTime)
 }
 
-func setXattrs(full string, hdr *tar.Header, isLink bool) error {
+type fdWriter int
+
+func (fd fdWriter) Write(p []byte) (int, error) {
+	written := 0
+	for written < len(p) {
+		n, err := unix.Write(int(fd), p[written:])
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			return written, err
+		}
+		written += n
+	}
+	return written, nil
+}
+
+func setXattrs(full string, hdr *tar.Header, isLink bool, set func(name string, v []byte) error) error {
 	for k, v := range hdr.PAXRecords {
 		name, ok := strings.CutPrefix(k, paxXattr)
 		if !ok || !keepXattr(name) {
 			continue
 		}
-		err := unix.Lsetxattr(full, name, []byte(v), 0)
+		err := set(name, []byte(v))
 		if err != nil && isLink && errors.Is(err, unix.EPERM) {
 			continue // the kernel allows no user.* xattrs on symlinks
 		}

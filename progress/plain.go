@@ -1,4 +1,6 @@
-package planner
+// Package progress shows what a build is doing: the steps as they start,
+// their output, and how each ended.
+package progress
 
 import (
 	"bytes"
@@ -7,6 +9,29 @@ import (
 	"sync"
 	"time"
 )
+
+// Printer receives a build's progress. Implementations are safe for
+// concurrent use: parallel stages report at the same time.
+type Printer interface {
+	// Step announces a step; name is its "[stage i/n] INSTRUCTION" title.
+	Step(name string) Step
+}
+
+// Step is one step's progress; writes are the step's output.
+type Step interface {
+	io.Writer
+	Cached()
+	Done()
+	Fail(err error)
+	// Tail returns the last lines of output, for error reports.
+	Tail() []string
+}
+
+// NewPlain returns BuildKit's plain layout on w.
+func NewPlain(w io.Writer) Printer { return newProgress(w) }
+
+// Discard shows nothing.
+var Discard Printer = newProgress(io.Discard)
 
 // progress prints BuildKit's plain progress layout: "#N NAME", the step's
 // output as "#N 0.123 line", then "#N DONE 1.2s", "#N CACHED" or "#N ERROR".
@@ -31,7 +56,7 @@ func (p *progress) printf(format string, args ...any) {
 }
 
 // step announces a step and returns its log.
-func (p *progress) step(name string) *stepLog {
+func (p *progress) Step(name string) Step {
 	p.mu.Lock()
 	p.n++
 	n := p.n
@@ -91,16 +116,16 @@ func (s *stepLog) Tail() []string {
 	return append([]string(nil), s.tail...)
 }
 
-func (s *stepLog) done() {
+func (s *stepLog) Done() {
 	s.flush()
 	s.p.printf("#%d DONE %.1fs\n", s.n, time.Since(s.start).Seconds())
 }
 
-func (s *stepLog) cached() {
+func (s *stepLog) Cached() {
 	s.p.printf("#%d CACHED\n", s.n)
 }
 
-func (s *stepLog) fail(err error) {
+func (s *stepLog) Fail(err error) {
 	s.flush()
 	s.p.printf("#%d ERROR: %v\n", s.n, err)
 }
