@@ -47,6 +47,26 @@ type RunSpec struct {
 	// pipe.
 	Stdout io.Writer
 	Stderr io.Writer
+
+	// Sandbox carries the build-wide sandbox settings (limits, hardening);
+	// the planner passes it through unchanged.
+	Sandbox Sandbox
+	// Security is RUN --security: "" or "sandbox" (default), "insecure".
+	Security string
+	// Mounts are RUN --mount mounts, applied after the rootfs is mounted.
+	Mounts []Mount
+}
+
+// Sandbox holds the build-wide settings of every RUN sandbox.
+type Sandbox struct{}
+
+// Mount is one RUN --mount: Source (a host directory or file) bind-mounted
+// at Target, or a tmpfs when Type is "tmpfs".
+type Mount struct {
+	Type     string `json:"type"` // "bind" or "tmpfs"
+	Source   string `json:"source,omitempty"`
+	Target   string `json:"target"`
+	Readonly bool   `json:"readonly,omitempty"`
 }
 
 // File is a file the sandbox provides to a RUN command, owned by root.

@@ -22,6 +22,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/kiln-build/kiln/cache"
+	"github.com/kiln-build/kiln/executor"
 	"github.com/kiln-build/kiln/parser"
 	"github.com/kiln-build/kiln/progress"
 )
@@ -54,6 +55,7 @@ type Options struct {
 	Resolver   ImageResolver
 	Progress   progress.Printer // nil shows nothing
 	Now        time.Time        // image creation time; zero = time.Now()
+	Sandbox    executor.Sandbox // settings of every RUN sandbox
 }
 
 // Result is the built image: its config and its layers, bottom first.

@@ -199,6 +199,7 @@ func (b *build) dispatchRun(ctx context.Context, s *stage, c *instructions.RunCo
 		User:    s.user,
 		Network: network,
 		Files:   files,
+		Sandbox: b.opt.Sandbox,
 		Stdout:  log,
 		Stderr:  log,
 	})

@@ -12,17 +12,19 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/kiln-build/kiln/cache"
+	"github.com/kiln-build/kiln/executor"
 	"github.com/kiln-build/kiln/export"
 	"github.com/kiln-build/kiln/image"
 	"github.com/kiln-build/kiln/parser"
 	"github.com/kiln-build/kiln/planner"
-	"github.com/kiln-build/kiln/registry"
 )
 
 type buildFlags struct {
 	file, target, network, platform, iidfile, progress string
-	tags, buildArgs, labels, outputs, insecure         []string
+	tags, buildArgs, labels, outputs                   []string
 	noCache                                            bool
+	sandbox                                            func() (executor.Sandbox, error)
+	registry                                           *registryOptions
 }
 
 func newBuildCmd(root *string) *cobra.Command {
@@ -61,7 +63,8 @@ func newBuildCmd(root *string) *cobra.Command {
 	fl.StringVar(&f.iidfile, "iidfile", "", "write the image ID (config digest) to this file")
 	fl.StringVar(&f.progress, "progress", "auto", "progress output: auto, plain or quiet")
 	fl.StringArrayVarP(&f.outputs, "output", "o", nil, "export: type=oci|docker|local|tar,dest=PATH[,tar=false] (repeatable)")
-	fl.StringArrayVar(&f.insecure, "insecure-registry", nil, "allow plain HTTP or unverified TLS for HOST[:PORT] (repeatable)")
+	f.sandbox = addSandboxFlags(fl)
+	f.registry = addRegistryFlags(fl)
 	return cmd
 }
 
@@ -124,6 +127,14 @@ func runBuild(cmd *cobra.Command, root, contextDir string, f buildFlags) error {
 		return err
 	}
 
+	sandbox, err := f.sandbox()
+	if err != nil {
+		return err
+	}
+	resolver, err := f.registry.resolver()
+	if err != nil {
+		return err
+	}
 	store, err := cache.Open(root)
 	if err != nil {
 		return fmt.Errorf("opening kiln's store at %s (set --root or KILN_ROOT): %w", root, err)
@@ -141,7 +152,8 @@ func runBuild(cmd *cobra.Command, root, contextDir string, f buildFlags) error {
 		Labels:     labels,
 		Network:    f.network,
 		Store:      store,
-		Resolver:   &registry.Resolver{Insecure: f.insecure},
+		Resolver:   resolver,
+		Sandbox:    sandbox,
 		Progress:   printer,
 	})
 	if err != nil {
@@ -158,6 +170,9 @@ func runBuild(cmd *cobra.Command, root, contextDir string, f buildFlags) error {
 	}
 	img, err := image.New(store, res.RawConfig, res.Layers, true)
 	if err != nil {
+		return err
+	}
+	if err := f.registry.push(ctx, img, f.tags, cmd.ErrOrStderr()); err != nil {
 		return err
 	}
 	id, err := img.ConfigName()
