@@ -1,0 +1,104 @@
+package cache
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+)
+
+// StepRecord is what a step with a given cache key produced.
+//
+//	ROOT/steps/<key>.json
+type StepRecord struct {
+	// Empty: the step changed no file, so it has no layer.
+	Empty  bool    `json:"empty,omitempty"`
+	DiffID v1.Hash `json:"diffID,omitempty"`
+}
+
+func (s *Store) stepPath(key string) string {
+	return filepath.Join(s.Root, "steps", key+".json")
+}
+
+// Step looks up the record of a step key. A record whose layer is gone
+// (pruned, or lost) is a miss, never an error: the step simply runs again.
+// A hit refreshes the record's mtime, which is what prune calls "used".
+func (s *Store) Step(key string) (StepRecord, bool, error) {
+	var rec StepRecord
+	if !validKey(key) {
+		return rec, false, fmt.Errorf("looking up step: malformed key %q", key)
+	}
+	p := s.stepPath(key)
+	data, err := os.ReadFile(p)
+	if errors.Is(err, os.ErrNotExist) {
+		return rec, false, nil
+	}
+	if err != nil {
+		return rec, false, fmt.Errorf("looking up step %s: %w", key, err)
+	}
+	if err := json.Unmarshal(data, &rec); err != nil {
+		// a record that does not decode is treated as absent and replaced
+		return rec, false, nil
+	}
+	if !rec.Empty {
+		if _, ok, err := s.LayerByDiffID(rec.DiffID); err != nil || !ok {
+			return rec, false, nil
+		}
+	}
+	now := time.Now()
+	_ = os.Chtimes(p, now, now)
+	return rec, true, nil
+}
+
+// PutStep records what a step key produced, atomically.
+func (s *Store) PutStep(key string, rec StepRecord) error {
+	if !validKey(key) {
+		return fmt.Errorf("recording step: malformed key %q", key)
+	}
+	data, err := json.Marshal(rec)
+	if err != nil {
+		return fmt.Errorf("recording step %s: %w", key, err)
+	}
+	dir := filepath.Join(s.Root, "steps")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("recording step %s: %w", key, err)
+	}
+	f, err := os.CreateTemp(s.tmp(), "step-")
+	if err != nil {
+		return fmt.Errorf("recording step %s: %w", key, err)
+	}
+	tmp := f.Name()
+	_, werr := f.Write(data)
+	if werr == nil {
+		werr = f.Sync()
+	}
+	if cerr := f.Close(); werr == nil {
+		werr = cerr
+	}
+	if werr == nil {
+		werr = os.Rename(tmp, s.stepPath(key))
+	}
+	if werr != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("recording step %s: %w", key, werr)
+	}
+	return syncDir(dir)
+}
+
+// validKey accepts the hex keys the planner computes, so that a key can
+// never name a path outside ROOT/steps.
+func validKey(k string) bool {
+	if len(k) < 16 || len(k) > 128 {
+		return false
+	}
+	for _, c := range k {
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
