@@ -55,10 +55,10 @@ demo: deps build mkbase
 	base="$$(cat "$$addr_file")/library/busybox:latest"
 	echo "demo: busybox base served at $$base"
 	rm -f $(DEMO_OUT)
-	# >>> LEAD: final kiln invocation (base reference mechanism to be decided).
-	$(BIN)/kiln build -f examples/hello/Dockerfile --build-arg BASE="$$base" \
-		-o type=oci,dest=$(DEMO_OUT) examples/hello
-	# <<< LEAD
+	$(BIN)/kiln build --root $${KILN_ROOT:-/tmp/kiln-demo-root} --progress=plain \
+		-f examples/hello/Dockerfile --build-arg BASE="$$base" \
+		-t kiln-demo/hello:latest -o type=oci,dest=$(DEMO_OUT) examples/hello
+	$(BIN)/kiln inspect $(DEMO_OUT)
 	[ -s $(DEMO_OUT) ] || { echo "demo: kiln wrote no $(DEMO_OUT)" >&2; exit 1; }
 	echo "demo: wrote $(DEMO_OUT)"
 

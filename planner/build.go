@@ -344,6 +344,11 @@ func (b *build) finalize(target *stage) (*Result, error) {
 	img.OS, img.Architecture, img.Variant = targetOS, targetArch, ""
 	created := b.now
 	img.Created = &created
+	for i := range img.History {
+		if img.History[i].Created == nil {
+			img.History[i].Created = &created
+		}
+	}
 	img.RootFS.Type = "layers"
 	img.RootFS.DiffIDs = nil
 	for _, l := range target.layers {
