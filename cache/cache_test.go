@@ -270,6 +270,24 @@ func TestCommitDirTwice(t *testing.T) {
 	checkStored(t, s, infos[0])
 }
 
+func TestCommitDirCancelled(t *testing.T) {
+	requireRoot(t)
+	s := openStore(t)
+	dir, _ := s.TempDir("upper-")
+	buildTree(t, dir)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, _, err := s.CommitDir(ctx, dir); !errors.Is(err, context.Canceled) {
+		t.Fatalf("CommitDir with a cancelled context: %v, want context.Canceled", err)
+	}
+	if _, err := os.Stat(dir); err != nil {
+		t.Errorf("dir should be left to the caller after an error: %v", err)
+	}
+	if got := names(t, s.tmp()); len(got) != 1 {
+		t.Errorf("ROOT/tmp = %v, want only the caller's dir", got)
+	}
+}
+
 func TestCommitDirOtherFilesystem(t *testing.T) {
 	s := openStore(t)
 	other, err := os.MkdirTemp("/dev/shm", "kiln-test-")

@@ -165,10 +165,10 @@ func (s *Store) compress(ctx context.Context, dir string) (*tempBlob, error) {
 	pr.CloseWithError(errors.New("layer compression stopped"))
 	<-done
 	if err != nil {
-		return nil, fmt.Errorf("writing layer of %s: %w", dir, err)
+		return nil, fmt.Errorf("writing layer tar: %w", err)
 	}
 	if err := gz.Close(); err != nil {
-		return nil, fmt.Errorf("compressing layer of %s: %w", dir, err)
+		return nil, fmt.Errorf("compressing layer: %w", err)
 	}
 	if err := bw.Flush(); err != nil {
 		return nil, fmt.Errorf("writing blob: %w", err)

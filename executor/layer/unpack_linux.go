@@ -186,13 +186,9 @@ func (u *unpacker) entry(ctx context.Context, hdr *tar.Header, tr io.Reader) err
 	parent, base := path.Split(rel)
 
 	if base == OpaqueMarker {
-		dirRel := path.Clean(parent)
-		dirFull := filepath.Join(u.root, dirRel)
-		if dirRel != "." {
-			if err := u.checkDir(hdr.Name, dirRel, true); err != nil {
-				return err
-			}
-		}
+		// resolve has checked (or created) the directory: it is the
+		// marker's parent.
+		dirFull := filepath.Join(u.root, parent)
 		if err := unix.Lsetxattr(dirFull, OpaqueXattr, []byte("y"), 0); err != nil {
 			return fmt.Errorf("marking %s opaque: %w", dirFull, err)
 		}
