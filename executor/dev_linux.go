@@ -31,6 +31,21 @@ func bindReadOnly(source, target string, extra uintptr) error {
 	return nil
 }
 
+// bindMount binds source (recursively: a cache directory may hold mounts
+// of its own) at target, read-only if asked.
+func bindMount(source, target string, readonly bool) error {
+	if err := unix.Mount(source, target, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+		return fmt.Errorf("binding %s at %s: %w", source, target, err)
+	}
+	if !readonly {
+		return nil
+	}
+	if err := unix.Mount("", target, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY, ""); err != nil {
+		return fmt.Errorf("making %s read-only: %w", target, err)
+	}
+	return nil
+}
+
 // devices are the nodes of a minimal /dev, as Docker and BuildKit provide.
 var devices = []struct {
 	name         string

@@ -60,6 +60,16 @@ func runChildRun(rep reporter, cs *childSpec) int {
 		}})
 	}
 
+	// RUN --mount mounts come after ours, so that a mount below /dev or
+	// /etc/hosts lands on top of them; their targets are stubs like ours.
+	for _, m := range cs.Mounts {
+		rm, err := userMount(m)
+		if err != nil {
+			return rep.fail(err)
+		}
+		mounts = append(mounts, rm)
+	}
+
 	// Files outside /dev are bound read-only from our tmpfs; those in /dev
 	// are written to the sandbox's /dev after pivot_root.
 	var devFiles []File
@@ -89,9 +99,8 @@ func runChildRun(rep reporter, cs *childSpec) int {
 		}
 		view = probe
 	}
-	targets := make([]string, len(mounts))
 	needStubs := false
-	for i, m := range mounts {
+	for _, m := range mounts {
 		rel, exists, err := resolveInRoot(view, m.target)
 		if err != nil {
 			return rep.fail(fmt.Errorf("resolving mount point %s: %w", m.target, err))
@@ -102,7 +111,6 @@ func runChildRun(rep reporter, cs *childSpec) int {
 			}
 			needStubs = true
 		}
-		targets[i] = rel
 	}
 	o := overlay{
 		lowers: cs.Rootfs.Lowers, empty: empty,
@@ -118,8 +126,12 @@ func runChildRun(rep reporter, cs *childSpec) int {
 	if cs.Volatile && !used {
 		rep.send(childMsg{NoVolatile: true})
 	}
-	for i, m := range mounts {
-		if err := m.mount(filepath.Join(merged, targets[i])); err != nil {
+	for _, m := range mounts {
+		dst, err := mountPoint(merged, m)
+		if err != nil {
+			return rep.fail(err)
+		}
+		if err := m.mount(dst); err != nil {
 			return rep.fail(err)
 		}
 	}
@@ -229,4 +241,58 @@ func createStub(view, layer, rel string, dir bool) error {
 		}
 	}
 	return nil
+}
+
+// mountPoint resolves m's target in the merged root, as the command will
+// see it: symlinks planted by the image stay inside the root. The stub
+// layer already holds every mount point missing from the image; one can
+// still be missing when an earlier mount covers it (a RUN --mount below
+// /dev, or below another RUN --mount), and is then created in that mount,
+// never in the upper dir.
+func mountPoint(merged string, m rootMount) (string, error) {
+	rel, exists, err := resolveInRoot(merged, m.target)
+	if err != nil {
+		return "", fmt.Errorf("resolving mount point %s: %w", m.target, err)
+	}
+	dst := filepath.Join(merged, rel)
+	if exists || rel == "" {
+		return dst, nil
+	}
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		return "", fmt.Errorf("creating mount point %s: %w", m.target, err)
+	}
+	if m.dir {
+		err = os.Mkdir(dst, 0o755)
+	} else {
+		err = os.WriteFile(dst, nil, 0o644)
+	}
+	if err != nil {
+		return "", fmt.Errorf("creating mount point %s: %w", m.target, err)
+	}
+	return dst, nil
+}
+
+// userMount turns a RUN --mount into a mount on the image's tree. A bind
+// source is a host path that the caller chose and resolved; only the
+// target is the image's to interpret.
+func userMount(m Mount) (rootMount, error) {
+	switch m.Type {
+	case "tmpfs":
+		var flags uintptr = unix.MS_NOSUID | unix.MS_NODEV
+		if m.Readonly {
+			flags |= unix.MS_RDONLY
+		}
+		return rootMount{target: m.Target, dir: true, mount: func(dst string) error {
+			return mount("tmpfs", dst, "tmpfs", flags, "")
+		}}, nil
+	case "bind":
+		fi, err := os.Stat(m.Source)
+		if err != nil {
+			return rootMount{}, fmt.Errorf("mounting %s: %w", m.Target, err)
+		}
+		return rootMount{target: m.Target, dir: fi.IsDir(), mount: func(dst string) error {
+			return bindMount(m.Source, dst, m.Readonly)
+		}}, nil
+	}
+	return rootMount{}, fmt.Errorf("mounting %s: unknown mount type %q", m.Target, m.Type)
 }

@@ -44,6 +44,7 @@ type childSpec struct {
 	Hostname string   `json:"hostname,omitempty"`
 	NetNone  bool     `json:"netNone,omitempty"`
 	Files    []File   `json:"files,omitempty"`
+	Mounts   []Mount  `json:"mounts,omitempty"`
 
 	SourceDir string    `json:"sourceDir,omitempty"`
 	Source    Rootfs    `json:"source"`
@@ -88,6 +89,11 @@ func Run(ctx context.Context, spec RunSpec) error {
 			return fmt.Errorf("running step: file path %q must be absolute, below / and /dev", f.Path)
 		}
 	}
+	for _, m := range spec.Mounts {
+		if err := checkMount(m); err != nil {
+			return fmt.Errorf("running step: %w", err)
+		}
+	}
 	flags := uintptr(syscall.CLONE_NEWNS | syscall.CLONE_NEWPID | syscall.CLONE_NEWIPC | syscall.CLONE_NEWUTS)
 	netNone := false
 	switch spec.Network {
@@ -116,6 +122,7 @@ func Run(ctx context.Context, spec RunSpec) error {
 		Hostname: hostname,
 		NetNone:  netNone,
 		Files:    spec.Files,
+		Mounts:   spec.Mounts,
 	}
 	msgs, err := runChild(ctx, cs, flags, spec.Stdout, spec.Stderr)
 	if err != nil {
@@ -274,6 +281,23 @@ func runChild(ctx context.Context, cs childSpec, cloneflags uintptr, stdout, std
 		return msgs, fmt.Errorf("sandbox exited without reporting (is executor.Init called first in main?): %v", waitErr)
 	}
 	return msgs, nil
+}
+
+// checkMount refuses a RUN --mount that cannot be set up.
+func checkMount(m Mount) error {
+	if !filepath.IsAbs(m.Target) || filepath.Clean(m.Target) == "/" {
+		return fmt.Errorf("mount target %q must be absolute and below /", m.Target)
+	}
+	switch m.Type {
+	case "bind":
+		if !filepath.IsAbs(m.Source) {
+			return fmt.Errorf("bind mount at %s: source %q must be an absolute host path", m.Target, m.Source)
+		}
+	case "tmpfs":
+	default:
+		return fmt.Errorf("mount at %s: unknown type %q (want bind or tmpfs)", m.Target, m.Type)
+	}
+	return nil
 }
 
 // limitedBuffer keeps the first 64 KiB written to it.
