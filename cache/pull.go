@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -126,14 +127,28 @@ func (s *Store) download(ctx context.Context, l v1.Layer, fsDir string) (*tempBl
 	if err != nil {
 		return blob, err
 	}
-	err = layer.Unpack(ctx, io.TeeReader(r, diffHash), fsDir)
-	closeDec()
+	defer closeDec()
+
+	// Decompression (with the blob write and digest) runs in its own
+	// goroutine, Unpack (with the diffID) in this one: on two cores that
+	// overlaps the slow half with the file writes.
+	pr, pw := io.Pipe()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_, err := io.Copy(pw, r)
+		if err == nil {
+			// Bytes past the end of the compressed stream belong to
+			// the blob too.
+			_, err = io.Copy(io.Discard, compressed)
+		}
+		pw.CloseWithError(err)
+	}()
+	err = layer.Unpack(ctx, io.TeeReader(pr, diffHash), fsDir)
+	pr.CloseWithError(errors.New("unpacking stopped")) // unblocks the decompressor on error
+	<-done
 	if err != nil {
 		return blob, err
-	}
-	// Bytes past the end of the compressed stream belong to the blob too.
-	if _, err := io.Copy(io.Discard, compressed); err != nil {
-		return blob, fmt.Errorf("reading layer: %w", err)
 	}
 	if err := bw.Flush(); err != nil {
 		return blob, fmt.Errorf("writing blob: %w", err)
