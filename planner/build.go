@@ -10,6 +10,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -22,6 +24,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/kiln-build/kiln/cache"
+	"github.com/kiln-build/kiln/contexthash"
 	"github.com/kiln-build/kiln/executor"
 	"github.com/kiln-build/kiln/parser"
 	"github.com/kiln-build/kiln/progress"
@@ -56,6 +59,19 @@ type Options struct {
 	Progress   progress.Printer // nil shows nothing
 	Now        time.Time        // image creation time; zero = time.Now()
 	Sandbox    executor.Sandbox // settings of every RUN sandbox
+
+	// Cache control: NoCache runs every step; NoCacheFilter runs every step
+	// of the named stages. Results are recorded either way.
+	NoCache       bool
+	NoCacheFilter []string
+	// ExplainDir, when set, is where the inputs of each step are kept so a
+	// miss can say what changed (--explain-cache).
+	ExplainDir string
+	// DockerfileID tells builds of different Dockerfiles apart for
+	// --explain-cache (the Dockerfile's absolute path).
+	DockerfileID string
+	// Jobs bounds the steps that run at once; 0 is the number of CPUs.
+	Jobs int
 }
 
 // Result is the built image: its config and its layers, bottom first.
@@ -76,6 +92,8 @@ type build struct {
 	now        time.Time
 	imagesMu   sync.Mutex
 	images     map[string]*imageSource // COPY --from=<image> sources
+	ctxHash    *contexthash.Hasher
+	jobs       chan struct{} // one token per running step
 }
 
 // Build runs the build and returns the target stage's image.
@@ -99,6 +117,19 @@ func Build(ctx context.Context, opt Options) (*Result, error) {
 	}
 	if err := b.plan(); err != nil {
 		return nil, err
+	}
+	jobs := opt.Jobs
+	if jobs <= 0 {
+		jobs = runtime.NumCPU()
+	}
+	b.jobs = make(chan struct{}, jobs)
+	if opt.ContextDir != "" && opt.Store != nil {
+		h, err := contexthash.Open(filepath.Join(opt.Store.Root, "contexthash"), opt.ContextDir)
+		if err != nil {
+			return nil, err
+		}
+		b.ctxHash = h
+		defer h.Save()
 	}
 	target := b.stages[len(b.stages)-1]
 	if opt.Target != "" {

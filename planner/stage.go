@@ -50,6 +50,9 @@ type stage struct {
 	buildArgs []instructions.KeyValuePairOptional
 	cmdSet    bool // CMD given in this stage (ENTRYPOINT then keeps it)
 	lex       *shell.Lex
+	key       string // cache key of the stage's state so far
+	lastEmpty bool   // the last step changed no file
+	pos       string // position of the instruction being dispatched, for --explain-cache
 }
 
 func (s *stage) finish(err error) {
@@ -144,14 +147,19 @@ func (b *build) runStage(ctx context.Context, s *stage) error {
 		s.layers = slices.Clone(bs.layers)
 		s.env = bs.env.clone()
 		s.buildArgs = slices.Clone(bs.buildArgs)
+		s.key = bs.key
 	case s.baseName == "scratch":
 		s.img = emptyImage()
+		s.key = newStepKey("scratch", "").sum()
 	default:
-		img, layers, err := b.pullBase(ctx, s)
+		img, layers, canonical, err := b.pullBase(ctx, s)
 		if err != nil {
 			return at(err)
 		}
 		s.img, s.layers = img, layers
+		k := newStepKey("from", "")
+		k.add("image", canonical)
+		s.key = k.sum()
 		for _, expr := range img.Config.OnBuild {
 			cmd, err := parseTrigger(expr)
 			if err != nil {
@@ -181,12 +189,14 @@ func (b *build) runStage(ctx context.Context, s *stage) error {
 	}
 	s.user = s.img.Config.User
 
-	for _, c := range triggers {
+	for i, c := range triggers {
+		s.pos = fmt.Sprintf("%s\x00stage %d\x00onbuild %d", b.opt.DockerfileID, s.index, i)
 		if err := b.dispatch(ctx, s, c, true); err != nil {
 			return parser.At(b.df.Name, s.st.Location, err)
 		}
 	}
-	for _, c := range s.st.Commands {
+	for i, c := range s.st.Commands {
+		s.pos = fmt.Sprintf("%s\x00stage %d\x00command %d", b.opt.DockerfileID, s.index, i)
 		if err := b.dispatch(ctx, s, c, false); err != nil {
 			return parser.At(b.df.Name, c.Location(), err)
 		}

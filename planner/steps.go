@@ -20,26 +20,27 @@ import (
 	"github.com/kiln-build/kiln/cache"
 	"github.com/kiln-build/kiln/executor"
 	"github.com/kiln-build/kiln/executor/copier"
+	"github.com/kiln-build/kiln/progress"
 )
 
 // imageSource is an image used by COPY --from=<image>, pulled once per build.
 type imageSource struct {
-	once   sync.Once
-	layers []cache.LayerInfo
-	err    error
+	once      sync.Once
+	layers    []cache.LayerInfo
+	canonical string
+	err       error
 }
 
 // pullBase resolves a stage's FROM image and makes its layers available.
-func (b *build) pullBase(ctx context.Context, s *stage) (dockerspec.DockerOCIImage, []cache.LayerInfo, error) {
+func (b *build) pullBase(ctx context.Context, s *stage) (dockerspec.DockerOCIImage, []cache.LayerInfo, string, error) {
 	log := b.prog.Step(s.stepName("FROM "+s.baseName, false))
 	img, layers, canonical, err := b.pull(ctx, s.baseName)
 	if err != nil {
 		log.Fail(err)
-		return img, nil, err
+		return img, nil, "", err
 	}
-	_ = canonical
 	log.Done()
-	return img, layers, nil
+	return img, layers, canonical, nil
 }
 
 // pull fetches ref's config and unpacks its layers into the store (layers
@@ -85,7 +86,7 @@ func (b *build) pull(ctx context.Context, ref string) (dockerspec.DockerOCIImage
 	return cfg, infos, canonical, nil
 }
 
-func (b *build) imageLayers(ctx context.Context, ref string) ([]cache.LayerInfo, error) {
+func (b *build) imageLayers(ctx context.Context, ref string) ([]cache.LayerInfo, string, error) {
 	b.imagesMu.Lock()
 	src, ok := b.images[ref]
 	if !ok {
@@ -94,9 +95,9 @@ func (b *build) imageLayers(ctx context.Context, ref string) ([]cache.LayerInfo,
 	}
 	b.imagesMu.Unlock()
 	src.once.Do(func() {
-		_, src.layers, _, src.err = b.pull(ctx, ref)
+		_, src.layers, src.canonical, src.err = b.pull(ctx, ref)
 	})
-	return src.layers, src.err
+	return src.layers, src.canonical, src.err
 }
 
 // lowers lists layer directories top-most first, as overlayfs wants them.
@@ -126,17 +127,86 @@ func (b *build) scratch(prefix string) (dir string, rootfs func([]cache.LayerInf
 	}, nil
 }
 
-// commit stores a step's upper dir as a layer (nothing when it is empty)
-// and records the history entry.
-func (b *build) commit(ctx context.Context, s *stage, upper, msg string) error {
+// commit stores a step's upper dir as a layer (nothing when it is empty),
+// records it under the step's key and advances the stage.
+func (b *build) commit(ctx context.Context, s *stage, key, upper string) error {
 	info, empty, err := b.opt.Store.CommitDir(ctx, upper)
 	if err != nil {
 		return fmt.Errorf("storing layer: %w", err)
 	}
+	rec := cache.StepRecord{Empty: empty}
 	if !empty {
 		s.layers = append(s.layers, info)
+		rec.DiffID = info.DiffID
 	}
-	s.history(msg, !empty, true)
+	if err := b.opt.Store.PutStep(key, rec); err != nil {
+		return err
+	}
+	s.key = key
+	s.lastEmpty = empty
+	return nil
+}
+
+// lookup applies the cached result of key to the stage, if there is one.
+func (b *build) lookup(s *stage, key string) (bool, error) {
+	if b.opt.NoCache || slices.Contains(b.opt.NoCacheFilter, s.name) || slices.Contains(b.opt.NoCacheFilter, s.displayName) {
+		return false, nil
+	}
+	rec, ok, err := b.opt.Store.Step(key)
+	if err != nil || !ok {
+		return false, err
+	}
+	if !rec.Empty {
+		info, ok, err := b.opt.Store.LayerByDiffID(rec.DiffID)
+		if err != nil || !ok {
+			return false, err
+		}
+		s.layers = append(s.layers, info)
+	}
+	s.key = key
+	s.lastEmpty = rec.Empty
+	return true, nil
+}
+
+// runStep is the common shape of a step that changes files: announce it,
+// reuse its cached result or run it and commit its upper dir.
+func (b *build) runStep(ctx context.Context, s *stage, name string, k *stepKey, run func(log progress.Step, rootfs executor.Rootfs) error) error {
+	key := k.sum()
+	log := b.prog.Step(name)
+	hit, err := b.lookup(s, key)
+	if err != nil {
+		log.Fail(err)
+		return err
+	}
+	if hit {
+		log.Cached()
+		return nil
+	}
+	if msg := b.explain(s.pos, k); msg != "" {
+		fmt.Fprintln(log, msg)
+	}
+	select {
+	case b.jobs <- struct{}{}:
+		defer func() { <-b.jobs }()
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	dir, rootfs, err := b.scratch("step")
+	if err != nil {
+		log.Fail(err)
+		return err
+	}
+	defer os.RemoveAll(dir)
+	rf := rootfs(s.layers)
+	if err := run(log, rf); err != nil {
+		log.Fail(err)
+		return err
+	}
+	if err := b.commit(ctx, s, key, rf.Upper); err != nil {
+		log.Fail(err)
+		return err
+	}
+	log.Done()
 	return nil
 }
 
@@ -184,38 +254,39 @@ func (b *build) dispatchRun(ctx context.Context, s *stage, c *instructions.RunCo
 	env := s.env.clone()
 	env = append(env, proxyEnv(b.opt.BuildArgs)...)
 
-	log := b.prog.Step(s.stepName("RUN "+expandForDisplay(s, c.String()[len("RUN "):]), onbuild))
-	dir, rootfs, err := b.scratch("run")
-	if err != nil {
-		return err
+	k := newStepKey("run", s.key)
+	k.addList("args", args)
+	k.addEnv(s.env)
+	k.add("workdir", s.workdir)
+	k.add("user", s.user)
+	k.add("network", network)
+	for _, f := range files {
+		k.add("file "+f.Path, string(f.Data))
 	}
-	defer os.RemoveAll(dir)
-	rf := rootfs(s.layers)
-	err = executor.Run(ctx, executor.RunSpec{
-		Rootfs:  rf,
-		Args:    args,
-		Env:     env,
-		Cwd:     s.workdir,
-		User:    s.user,
-		Network: network,
-		Files:   files,
-		Sandbox: b.opt.Sandbox,
-		Stdout:  log,
-		Stderr:  log,
-	})
-	if err != nil {
+	name := s.stepName("RUN "+expandForDisplay(s, c.String()[len("RUN "):]), onbuild)
+	err := b.runStep(ctx, s, name, k, func(log progress.Step, rf executor.Rootfs) error {
+		err := executor.Run(ctx, executor.RunSpec{
+			Rootfs:  rf,
+			Args:    args,
+			Env:     env,
+			Cwd:     s.workdir,
+			User:    s.user,
+			Network: network,
+			Files:   files,
+			Sandbox: b.opt.Sandbox,
+			Stdout:  log,
+			Stderr:  log,
+		})
 		var ee *executor.ExitError
 		if errors.As(err, &ee) {
-			err = &RunError{Command: strings.Join(args, " "), Code: ee.Code, Signal: ee.Signal, Tail: log.Tail()}
+			err = &RunError{Command: strings.Join(args, " "), Code: ee.Code, Signal: ee.Signal, Reason: ee.Reason, Tail: log.Tail()}
 		}
-		log.Fail(err)
+		return err
+	})
+	if err != nil {
 		return err
 	}
-	if err := b.commit(ctx, s, rf.Upper, "RUN "+runCommandString(args, s.buildArgs, s.env)); err != nil {
-		log.Fail(err)
-		return err
-	}
-	log.Done()
+	s.history("RUN "+runCommandString(args, s.buildArgs, s.env), !s.lastEmpty, true)
 	return nil
 }
 
@@ -224,10 +295,14 @@ type RunError struct {
 	Command string
 	Code    int
 	Signal  string
+	Reason  string   // why it never ran, or why it was killed
 	Tail    []string // the last lines of its output
 }
 
 func (e *RunError) Error() string {
+	if e.Reason != "" {
+		return fmt.Sprintf("process %q did not complete successfully: %s: exit code: %d", e.Command, e.Reason, e.Code)
+	}
 	if e.Signal != "" {
 		return fmt.Sprintf("process %q did not complete successfully: killed by signal %s", e.Command, e.Signal)
 	}
@@ -317,8 +392,9 @@ func (b *build) dispatchCopy(ctx context.Context, s *stage, c copyCmd) error {
 		return err
 	}
 	if c.chmod != "" {
+		// octal, or a symbolic mode (u+x,go-w) that the copier applies
 		p, err := strconv.ParseUint(c.chmod, 8, 32)
-		if err != nil || p > 0o7777 {
+		if (err == nil && p > 0o7777) || (err != nil && strings.Trim(c.chmod, "0123456789") == "") {
 			return fmt.Errorf("invalid chmod parameter: '%v'. it should be octal string and between 0 and 07777", c.chmod)
 		}
 	}
@@ -334,8 +410,12 @@ func (b *build) dispatchCopy(ctx context.Context, s *stage, c copyCmd) error {
 		op.Sources = append(op.Sources, p)
 	}
 
-	log := b.prog.Step(s.stepName(expandForDisplay(s, c.text), c.onbuild))
-	fail := func(err error) error { log.Fail(err); return err }
+	k := newStepKey(op.Kind, s.key)
+	k.add("dest", dest)
+	k.add("chown", c.chown)
+	k.add("chmod", c.chmod)
+	k.addList("sources", op.Sources)
+	verb := strings.ToLower(name)
 
 	var spec executor.CopySpec
 	switch {
@@ -344,37 +424,39 @@ func (b *build) dispatchCopy(ctx context.Context, s *stage, c copyCmd) error {
 		var layers []cache.LayerInfo
 		if dep := b.stageRef(c.from); dep != nil {
 			if dep.index >= s.index {
-				return fail(fmt.Errorf("cannot copy from stage %q, it needs to be defined before current stage %q", c.from, s.label()))
+				return fmt.Errorf("cannot copy from stage %q, it needs to be defined before current stage %q", c.from, s.label())
 			}
 			if err := dep.wait(ctx); err != nil {
-				return fail(err)
+				return err
 			}
 			layers = dep.layers
+			k.add("from", dep.key)
 		} else {
-			layers, err = b.imageLayers(ctx, c.from)
+			var canonical string
+			layers, canonical, err = b.imageLayers(ctx, c.from)
 			if err != nil {
-				return fail(fmt.Errorf("COPY --from=%s: no stage is named %q and it is no usable image%s: %w", c.from, c.from, suggestStage(c.from, b.stageNames()), err))
+				return fmt.Errorf("COPY --from=%s: no stage is named %q and it is no usable image%s: %w", c.from, c.from, suggestStage(c.from, b.stageNames()), err)
 			}
+			k.add("from", canonical)
 		}
 		spec.Source = executor.Rootfs{Lowers: lowers(layers)}
-	default:
+	case len(op.Sources) > 0:
 		spec.SourceDir = b.opt.ContextDir
 		op.Excludes = b.opt.Excludes
-	}
-
-	dir, rootfs, err := b.scratch("copy")
-	if err != nil {
-		return fail(err)
-	}
-	defer os.RemoveAll(dir)
-	spec.Rootfs = rootfs(s.layers)
-	if c.from != "" && len(spec.Source.Lowers) == 0 {
-		// a source stage without layers is an empty tree
-		empty := filepath.Join(dir, "empty")
-		if err := os.Mkdir(empty, 0o755); err != nil {
-			return fail(err)
+		if b.ctxHash == nil {
+			return errors.New("no build context to copy from")
 		}
-		spec.SourceDir = empty
+		sum, entries, err := b.ctxHash.Checksum(op.Sources, op.Excludes)
+		if err != nil {
+			return fmt.Errorf("%s from the build context: %w", verb, err)
+		}
+		k.add("context", sum)
+		for _, e := range entries {
+			k.note("file "+strings.TrimPrefix(e.Path, "/"), e.Sum)
+		}
+	}
+	for _, hd := range c.sd.SourceContents {
+		k.add("heredoc "+hd.Path, hd.Data)
 	}
 
 	msg := name
@@ -387,42 +469,59 @@ func (b *build) dispatchCopy(ctx context.Context, s *stage, c copyCmd) error {
 	for _, src := range c.sd.SourcePaths {
 		msg += " " + src
 	}
-	if len(op.Sources) > 0 {
-		spec.Op = op
-		if err := executor.Copy(ctx, spec); err != nil {
-			return fail(err)
-		}
-	}
-	for i, hd := range c.sd.SourceContents {
+	for _, hd := range c.sd.SourceContents {
 		msg += " <<" + hd.Path
-		hdDir := filepath.Join(dir, fmt.Sprintf("heredoc-%d", i))
-		fname := path.Clean("/" + hd.Path)[1:]
-		if fname == "" {
-			fname = "heredoc"
-		}
-		if err := os.MkdirAll(filepath.Dir(filepath.Join(hdDir, fname)), 0o755); err != nil {
-			return fail(err)
-		}
-		if err := os.WriteFile(filepath.Join(hdDir, fname), []byte(hd.Data), 0o644); err != nil {
-			return fail(fmt.Errorf("writing heredoc %s: %w", hd.Path, err))
-		}
-		if err := os.Chmod(filepath.Join(hdDir, fname), 0o644); err != nil {
-			return fail(err)
-		}
-		hop := op
-		hop.Kind = "copy"
-		hop.FromStage = false
-		hop.Excludes = nil
-		hop.Sources = []string{"/" + fname}
-		if err := executor.Copy(ctx, executor.CopySpec{Rootfs: spec.Rootfs, SourceDir: hdDir, Op: hop}); err != nil {
-			return fail(err)
-		}
 	}
 	msg += " " + c.sd.DestPath
-	if err := b.commit(ctx, s, spec.Rootfs.Upper, msg); err != nil {
-		return fail(err)
+
+	err = b.runStep(ctx, s, s.stepName(expandForDisplay(s, c.text), c.onbuild), k, func(log progress.Step, rf executor.Rootfs) error {
+		spec.Rootfs = rf
+		dir := filepath.Dir(rf.Upper)
+		if c.from != "" && len(spec.Source.Lowers) == 0 {
+			// a source stage without layers is an empty tree
+			empty := filepath.Join(dir, "empty")
+			if err := os.Mkdir(empty, 0o755); err != nil {
+				return err
+			}
+			spec.SourceDir = empty
+		}
+		if len(op.Sources) > 0 {
+			spec.Op = op
+			if err := executor.Copy(ctx, spec); err != nil {
+				return err
+			}
+		}
+		for i, hd := range c.sd.SourceContents {
+			hdDir := filepath.Join(dir, fmt.Sprintf("heredoc-%d", i))
+			fname := path.Clean("/" + hd.Path)[1:]
+			if fname == "" {
+				fname = "heredoc"
+			}
+			f := filepath.Join(hdDir, fname)
+			if err := os.MkdirAll(filepath.Dir(f), 0o755); err != nil {
+				return err
+			}
+			if err := os.WriteFile(f, []byte(hd.Data), 0o644); err != nil {
+				return fmt.Errorf("writing heredoc %s: %w", hd.Path, err)
+			}
+			if err := os.Chmod(f, 0o644); err != nil {
+				return err
+			}
+			hop := op
+			hop.Kind = "copy"
+			hop.FromStage = false
+			hop.Excludes = nil
+			hop.Sources = []string{"/" + fname}
+			if err := executor.Copy(ctx, executor.CopySpec{Rootfs: rf, SourceDir: hdDir, Op: hop}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
 	}
-	log.Done()
+	s.history(msg, !s.lastEmpty, true)
 	return nil
 }
 
@@ -437,28 +536,16 @@ func (b *build) dispatchWorkdir(ctx context.Context, s *stage, c *instructions.W
 		s.history("WORKDIR "+wd, false, false)
 		return nil
 	}
-	log := b.prog.Step(s.stepName(expandForDisplay(s, c.String()), onbuild))
-	dir, rootfs, err := b.scratch("workdir")
+	k := newStepKey("workdir", s.key)
+	k.add("path", wd)
+	k.add("user", s.img.Config.User)
+	err = b.runStep(ctx, s, s.stepName(expandForDisplay(s, c.String()), onbuild), k, func(log progress.Step, rf executor.Rootfs) error {
+		return executor.Copy(ctx, executor.CopySpec{Rootfs: rf, Op: copier.Op{Kind: "mkdir", Dest: wd, User: s.img.Config.User}})
+	})
 	if err != nil {
-		log.Fail(err)
 		return err
 	}
-	defer os.RemoveAll(dir)
-	rf := rootfs(s.layers)
-	if err := executor.Copy(ctx, executor.CopySpec{Rootfs: rf, Op: copier.Op{Kind: "mkdir", Dest: wd, User: s.img.Config.User}}); err != nil {
-		log.Fail(err)
-		return err
-	}
-	info, empty, err := b.opt.Store.CommitDir(ctx, rf.Upper)
-	if err != nil {
-		log.Fail(err)
-		return err
-	}
-	if !empty {
-		s.layers = append(s.layers, info)
-	}
-	s.history("WORKDIR "+wd, !empty, false)
-	log.Done()
+	s.history("WORKDIR "+wd, !s.lastEmpty, false)
 	return nil
 }
 

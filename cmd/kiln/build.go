@@ -22,7 +22,9 @@ import (
 type buildFlags struct {
 	file, target, network, platform, iidfile, progress string
 	tags, buildArgs, labels, outputs                   []string
-	noCache                                            bool
+	noCache, explainCache                              bool
+	noCacheFilter                                      []string
+	jobs                                               int
 	sandbox                                            func() (executor.Sandbox, error)
 	registry                                           *registryOptions
 }
@@ -57,6 +59,9 @@ func newBuildCmd(root *string) *cobra.Command {
 	fl.StringArrayVar(&f.buildArgs, "build-arg", nil, "set a build argument: K=V, or K to take it from the environment (repeatable)")
 	fl.StringVar(&f.target, "target", "", "build this stage (default: the last one)")
 	fl.BoolVar(&f.noCache, "no-cache", false, "do not reuse any step from the cache")
+	fl.StringArrayVar(&f.noCacheFilter, "no-cache-filter", nil, "do not reuse the steps of this stage (repeatable)")
+	fl.BoolVar(&f.explainCache, "explain-cache", false, "for each step that runs, say which of its inputs changed since the last build")
+	fl.IntVar(&f.jobs, "jobs", 0, "steps of independent stages run at once (default: number of CPUs)")
 	fl.StringArrayVar(&f.labels, "label", nil, "add a label K=V to the image (repeatable)")
 	fl.StringVar(&f.network, "network", "host", "network of RUN steps: host or none")
 	fl.StringVar(&f.platform, "platform", "", "target platform (only linux/amd64)")
@@ -139,6 +144,19 @@ func runBuild(cmd *cobra.Command, root, contextDir string, f buildFlags) error {
 	if err != nil {
 		return fmt.Errorf("opening kiln's store at %s (set --root or KILN_ROOT): %w", root, err)
 	}
+	explainDir := ""
+	if f.explainCache {
+		explainDir = filepath.Join(store.Root, "explain")
+	}
+	dfID := "stdin"
+	if dfPath != "-" {
+		if abs, err := filepath.Abs(dfPath); err == nil {
+			dfID = abs
+		}
+	}
+	if f.jobs < 0 {
+		return usagef("--jobs %d: want a positive number", f.jobs)
+	}
 	printer, err := newPrinter(f.progress, cmd.ErrOrStderr())
 	if err != nil {
 		return err
@@ -155,6 +173,12 @@ func runBuild(cmd *cobra.Command, root, contextDir string, f buildFlags) error {
 		Resolver:   resolver,
 		Sandbox:    sandbox,
 		Progress:   printer,
+
+		NoCache:       f.noCache,
+		NoCacheFilter: f.noCacheFilter,
+		ExplainDir:    explainDir,
+		DockerfileID:  dfID,
+		Jobs:          f.jobs,
 	})
 	if err != nil {
 		return err

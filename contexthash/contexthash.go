@@ -1,0 +1,212 @@
+// Package contexthash computes the content checksum of what a COPY selects
+// from the build context: relative path, type, mode, owner, link target and
+// file bytes — never mtimes. File digests are remembered across builds by
+// (path, size, mtime, ctime, inode), so an unchanged context is only
+// lstat'ed, never read again.
+package contexthash
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"hash"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+
+	"github.com/kiln-build/kiln/executor/copier"
+)
+
+// Hasher hashes selections of one context directory.
+type Hasher struct {
+	dir      string // the context, absolute
+	memoPath string
+
+	mu    sync.Mutex
+	memo  map[string]memoEntry
+	dirty bool
+}
+
+// memoEntry is a remembered file digest and the stat it is valid for.
+type memoEntry struct {
+	Size  int64  `json:"s"`
+	Mtime int64  `json:"m"`
+	Ctime int64  `json:"c"`
+	Ino   uint64 `json:"i"`
+	Sum   string `json:"d"`
+}
+
+// Entry is one hashed path, for explaining cache misses.
+type Entry struct {
+	Path string
+	Sum  string // digest of the entry's framed record
+}
+
+// Open returns a hasher for contextDir whose memo lives in memoDir (under
+// kiln's store). A missing or unreadable memo just means files are read.
+func Open(memoDir, contextDir string) (*Hasher, error) {
+	abs, err := filepath.Abs(contextDir)
+	if err != nil {
+		return nil, fmt.Errorf("hashing context %s: %w", contextDir, err)
+	}
+	id := sha256.Sum256([]byte(abs))
+	h := &Hasher{dir: abs, memoPath: filepath.Join(memoDir, hex.EncodeToString(id[:16])+".json"), memo: map[string]memoEntry{}}
+	if data, err := os.ReadFile(h.memoPath); err == nil {
+		_ = json.Unmarshal(data, &h.memo) // a damaged memo is ignored
+	}
+	return h, nil
+}
+
+// Checksum hashes what a COPY of sources (as written, after .dockerignore
+// excludes) reads from the context.
+func (h *Hasher) Checksum(sources, excludes []string) (string, []Entry, error) {
+	total := sha256.New()
+	var entries []Entry
+	idx := -1
+	last := ""
+	err := copier.Select(h.dir, sources, excludes, func(source, rel string, fi fs.FileInfo) error {
+		if source != last || idx < 0 {
+			idx++
+			last = source
+			frame(total, "source", source)
+		}
+		rec, err := h.record(rel, fi)
+		if err != nil {
+			return err
+		}
+		sum := sha256.Sum256(rec)
+		frame(total, "entry", string(rec))
+		entries = append(entries, Entry{Path: rel, Sum: hex.EncodeToString(sum[:])})
+		return nil
+	})
+	if err != nil {
+		return "", nil, err
+	}
+	return hex.EncodeToString(total.Sum(nil)), entries, nil
+}
+
+// record is the framed description of one entry.
+func (h *Hasher) record(rel string, fi fs.FileInfo) ([]byte, error) {
+	st, _ := fi.Sys().(*syscall.Stat_t)
+	var uid, gid uint32
+	if st != nil {
+		uid, gid = st.Uid, st.Gid
+	}
+	rec := sha256.New()
+	frame(rec, "path", rel)
+	frame(rec, "type", fi.Mode().Type().String())
+	frame(rec, "mode", fmt.Sprintf("%o", uint32(fi.Mode().Perm())|specialBits(fi.Mode())))
+	frame(rec, "owner", fmt.Sprintf("%d:%d", uid, gid))
+	switch {
+	case fi.Mode().IsRegular():
+		sum, err := h.fileSum(rel, fi, st)
+		if err != nil {
+			return nil, err
+		}
+		frame(rec, "content", sum)
+	case fi.Mode()&fs.ModeSymlink != 0:
+		target, err := os.Readlink(filepath.Join(h.dir, rel))
+		if err != nil {
+			return nil, fmt.Errorf("hashing context: %w", err)
+		}
+		frame(rec, "link", target)
+	case st != nil && fi.Mode()&(fs.ModeDevice|fs.ModeCharDevice) != 0:
+		frame(rec, "rdev", fmt.Sprint(st.Rdev))
+	}
+	return rec.Sum(nil), nil
+}
+
+func specialBits(m fs.FileMode) uint32 {
+	var b uint32
+	if m&fs.ModeSetuid != 0 {
+		b |= 0o4000
+	}
+	if m&fs.ModeSetgid != 0 {
+		b |= 0o2000
+	}
+	if m&fs.ModeSticky != 0 {
+		b |= 0o1000
+	}
+	return b
+}
+
+// fileSum returns the file's content digest, from the memo when its stat is
+// unchanged.
+func (h *Hasher) fileSum(rel string, fi fs.FileInfo, st *syscall.Stat_t) (string, error) {
+	var key memoEntry
+	if st != nil {
+		key = memoEntry{Size: fi.Size(), Mtime: st.Mtim.Nano(), Ctime: st.Ctim.Nano(), Ino: st.Ino}
+	}
+	h.mu.Lock()
+	m, ok := h.memo[rel]
+	h.mu.Unlock()
+	if ok && st != nil && m.Size == key.Size && m.Mtime == key.Mtime && m.Ctime == key.Ctime && m.Ino == key.Ino {
+		return m.Sum, nil
+	}
+	f, err := os.Open(filepath.Join(h.dir, rel))
+	if err != nil {
+		return "", fmt.Errorf("hashing context file %s: %w", rel, err)
+	}
+	defer f.Close()
+	d := sha256.New()
+	if _, err := io.Copy(d, f); err != nil {
+		return "", fmt.Errorf("hashing context file %s: %w", rel, err)
+	}
+	key.Sum = hex.EncodeToString(d.Sum(nil))
+	if st != nil {
+		h.mu.Lock()
+		h.memo[rel] = key
+		h.dirty = true
+		h.mu.Unlock()
+	}
+	return key.Sum, nil
+}
+
+// Save writes the memo back, atomically; failing to save only costs time
+// on the next build.
+func (h *Hasher) Save() error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if !h.dirty {
+		return nil
+	}
+	data, err := json.Marshal(h.memo)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(h.memoPath), 0o755); err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(h.memoPath), ".memo-")
+	if err != nil {
+		return err
+	}
+	_, err = tmp.Write(data)
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), h.memoPath)
+	}
+	if err != nil {
+		os.Remove(tmp.Name())
+		return err
+	}
+	h.dirty = false
+	return nil
+}
+
+// frame writes a length-prefixed name and value, so that no two different
+// sequences of fields hash alike.
+func frame(h hash.Hash, name, value string) {
+	var n [binary.MaxVarintLen64]byte
+	h.Write(n[:binary.PutUvarint(n[:], uint64(len(name)))])
+	io.WriteString(h, name)
+	h.Write(n[:binary.PutUvarint(n[:], uint64(len(value)))])
+	io.WriteString(h, value)
+}

@@ -1,0 +1,98 @@
+package copier
+
+import (
+	"io/fs"
+	"os"
+	"path"
+	"sort"
+)
+
+// Select calls fn for every entry that a COPY of sources would read from
+// srcRoot, in a fixed order: each source as written (after its wildcards are
+// expanded and a symlink naming it is followed) and, below a directory,
+// everything .dockerignore keeps. rel is the in-root path of the entry and
+// fi its lstat (the followed target's for a named source). It is what the
+// build cache hashes, so that a change the copy cannot see invalidates
+// nothing. A missing source yields the *NotFoundError the copy would.
+func Select(srcRoot string, sources, excludes []string, fn func(source, rel string, fi fs.FileInfo) error) error {
+	src, err := newSrcTree(srcRoot, excludes)
+	if err != nil {
+		return err
+	}
+	c := &copier{src: src}
+	for _, s := range sources {
+		matches, err := c.expand(s)
+		if err != nil {
+			return err
+		}
+		for _, m := range matches {
+			srcRel, err := resolveIn(c.src, m, true)
+			if err != nil {
+				return c.notFound(m, err)
+			}
+			fi, err := c.src.lstat(srcRel)
+			if err != nil {
+				return c.notFound(m, err)
+			}
+			st, err := c.topState(srcRel, fi)
+			if err != nil {
+				return err
+			}
+			if err := fn(s, srcRel, fi); err != nil {
+				return err
+			}
+			if fi.IsDir() {
+				if err := c.selectDir(s, srcRel, st, fn); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return nil
+}
+
+func (c *copier) selectDir(source, rel string, st matchState, fn func(source, rel string, fi fs.FileInfo) error) error {
+	entries, err := os.ReadDir(c.src.host(rel))
+	if err != nil {
+		return err
+	}
+	names := make([]string, 0, len(entries))
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		if isWhiteoutName(name) {
+			continue
+		}
+		crel := path.Join(rel, name)
+		cfi, err := os.Lstat(c.src.host(crel))
+		if err != nil {
+			if isNotExist(err) {
+				continue
+			}
+			return err
+		}
+		if isWhiteoutDevice(cfi) {
+			continue
+		}
+		var cst matchState
+		if c.src.pm != nil {
+			if cst, err = c.src.child(st, crel, cfi.IsDir()); err != nil {
+				return err
+			}
+			if cst.excluded && (!cfi.IsDir() || cst.pruned) {
+				continue
+			}
+		}
+		if err := fn(source, crel, cfi); err != nil {
+			return err
+		}
+		if cfi.IsDir() {
+			if err := c.selectDir(source, crel, cst, fn); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
