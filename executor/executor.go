@@ -5,9 +5,12 @@
 package executor
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"os"
+	"slices"
+	"time"
 
 	"github.com/kiln-build/kiln/executor/copier"
 )
@@ -57,16 +60,139 @@ type RunSpec struct {
 	Mounts []Mount
 }
 
-// Sandbox holds the build-wide settings of every RUN sandbox.
-type Sandbox struct{}
+// Sandbox holds the build-wide settings of every RUN sandbox. The zero
+// value is the default: no memory or CPU limits, DefaultPidsLimit
+// processes, Docker's default hardening, no timeout.
+type Sandbox struct {
+	// Memory limits the step's memory in bytes; 0 is unlimited.
+	Memory int64
+	// MemorySwap limits memory plus swap, as docker's --memory-swap: 0 is
+	// twice Memory, -1 unlimited swap. Only with Memory.
+	MemorySwap int64
+	// CPUShares is the step's relative CPU weight (1024 is the default
+	// weight); 0 leaves the default.
+	CPUShares uint64
+	// CPUs caps the step's CPU time: 1.5 is one and a half cores; 0 is
+	// unlimited.
+	CPUs float64
+	// PidsLimit caps the step's processes and threads: 0 is
+	// DefaultPidsLimit, -1 unlimited.
+	PidsLimit int64
+	// BlkioWeight is the step's relative block I/O weight, 10 to 1000; 0
+	// leaves the default.
+	BlkioWeight uint16
+	// StepTimeout kills a step that runs longer; 0 is no limit.
+	StepTimeout time.Duration
+	// UserNS is the user namespace mode: "" or "host" (the only one
+	// supported so far).
+	UserNS string
+	// Allow lists the entitlements the build grants, as BuildKit's
+	// --allow: EntitlementInsecure lets RUN --security=insecure lift the
+	// hardening.
+	Allow []string
+}
+
+// DefaultPidsLimit caps the processes of a step when Sandbox.PidsLimit is
+// 0: far more than a build needs, few enough that a fork bomb cannot take
+// the host down.
+const DefaultPidsLimit = 4096
+
+// EntitlementInsecure is the entitlement that RUN --security=insecure
+// needs.
+const EntitlementInsecure = "security.insecure"
+
+// Allows reports whether the build grants entitlement.
+func (s Sandbox) Allows(entitlement string) bool {
+	return slices.Contains(s.Allow, entitlement)
+}
+
+// Check refuses settings out of range. It does not look at the host: Run
+// reports limits that the host cannot enforce.
+func (s Sandbox) Check() error {
+	switch {
+	case s.Memory < 0:
+		return fmt.Errorf("memory limit %d must not be negative", s.Memory)
+	case s.Memory > 0 && s.Memory < 6<<20:
+		// As docker: below that even the sandbox init cannot start.
+		return fmt.Errorf("memory limit %s is below the minimum of 6 MiB", FormatBytes(s.Memory))
+	case s.MemorySwap != 0 && s.Memory == 0:
+		return errors.New("a memory+swap limit needs a memory limit")
+	case s.MemorySwap > 0 && s.MemorySwap < s.Memory:
+		return fmt.Errorf("memory+swap limit %s is below the memory limit %s", FormatBytes(s.MemorySwap), FormatBytes(s.Memory))
+	case s.MemorySwap < -1:
+		return fmt.Errorf("memory+swap limit %d: use -1 for unlimited", s.MemorySwap)
+	case s.CPUs < 0:
+		return fmt.Errorf("CPU limit %g must not be negative", s.CPUs)
+	case s.CPUs > 0 && s.CPUs < 0.01:
+		return fmt.Errorf("CPU limit %g is below the minimum of 0.01", s.CPUs)
+	case s.CPUShares == 1:
+		return errors.New("CPU shares must be at least 2")
+	case s.PidsLimit < -1:
+		return fmt.Errorf("pids limit %d: use -1 for unlimited", s.PidsLimit)
+	case s.BlkioWeight != 0 && (s.BlkioWeight < 10 || s.BlkioWeight > 1000):
+		return fmt.Errorf("block I/O weight %d must be between 10 and 1000", s.BlkioWeight)
+	case s.StepTimeout < 0:
+		return fmt.Errorf("step timeout %v must not be negative", s.StepTimeout)
+	}
+	switch s.UserNS {
+	case "", "host":
+	default:
+		return fmt.Errorf("user namespace mode %q is not supported (only host)", s.UserNS)
+	}
+	for _, e := range s.Allow {
+		if e != EntitlementInsecure {
+			return fmt.Errorf("unknown entitlement %q (known: %s)", e, EntitlementInsecure)
+		}
+	}
+	return nil
+}
+
+// limited reports whether s asks for a limit that only cgroups enforce:
+// the default pids limit is applied when cgroups are available, these
+// must be or the step fails.
+func (s Sandbox) limited() bool {
+	return s.Memory != 0 || s.MemorySwap != 0 || s.CPUShares != 0 || s.CPUs != 0 || s.PidsLimit > 0 || s.BlkioWeight != 0
+}
+
+// pidsLimit is the effective limit, -1 for none.
+func (s Sandbox) pidsLimit() int64 {
+	if s.PidsLimit == 0 {
+		return DefaultPidsLimit
+	}
+	return s.PidsLimit
+}
+
+// FormatBytes writes a size the way the OOM message gives the limit:
+// "64 MiB", "2 GiB", "1536 KiB", "1000 bytes".
+func FormatBytes(n int64) string {
+	for _, u := range []struct {
+		size int64
+		name string
+	}{{1 << 40, "TiB"}, {1 << 30, "GiB"}, {1 << 20, "MiB"}, {1 << 10, "KiB"}} {
+		if n >= u.size && n%u.size == 0 {
+			return fmt.Sprintf("%d %s", n/u.size, u.name)
+		}
+	}
+	return fmt.Sprintf("%d bytes", n)
+}
 
 // Mount is one RUN --mount: Source (a host directory or file) bind-mounted
 // at Target, or a tmpfs when Type is "tmpfs".
 type Mount struct {
-	Type     string `json:"type"` // "bind" or "tmpfs"
+	Type     string `json:"type"` // "bind", "tmpfs" or "layers"
 	Source   string `json:"source,omitempty"`
 	Target   string `json:"target"`
 	Readonly bool   `json:"readonly,omitempty"`
+
+	// For "layers" (RUN --mount=type=bind,from=STAGE): an overlay of
+	// Lowers (top-most first) with Upper and Work taking throwaway writes is
+	// mounted at Stage, an empty directory the caller owns, and its SubPath
+	// is bound at Target.
+	Lowers  []string `json:"lowers,omitempty"`
+	Upper   string   `json:"upper,omitempty"`
+	Work    string   `json:"work,omitempty"`
+	Stage   string   `json:"stage,omitempty"`
+	SubPath string   `json:"subPath,omitempty"`
 }
 
 // File is a file the sandbox provides to a RUN command, owned by root.
@@ -84,12 +210,26 @@ type ExitError struct {
 	// `exec: "foo": executable file not found in $PATH` (Code 127, like a
 	// shell) or a permission error (Code 126).
 	Reason string
+	// Killed is set when the sandbox killed the step for a limit, and
+	// says which: "out of memory (limit 64 MiB)" or "timed out after 10s
+	// (--step-timeout)". The planner reports it as "RUN at line N was
+	// killed: " + Killed.
+	Killed string
+	// PidsLimit is set when the step failed after the kernel refused it a
+	// process for the pids limit (a fork bomb): the limit it hit.
+	PidsLimit int64
 }
 
 func (e *ExitError) Error() string {
+	if e.Killed != "" {
+		return "killed: " + e.Killed
+	}
 	msg := fmt.Sprintf("exit code %d", e.Code)
 	if e.Signal != "" {
 		msg = "killed by signal " + e.Signal
+	}
+	if e.PidsLimit > 0 {
+		msg += fmt.Sprintf(" (the step reached its limit of %d processes, --pids-limit)", e.PidsLimit)
 	}
 	if e.Reason != "" {
 		return e.Reason + ": " + msg

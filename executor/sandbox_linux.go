@@ -77,7 +77,10 @@ func Init() {
 
 // Run runs one RUN step in a fresh sandbox over spec.Rootfs. A command that
 // exits non-zero or is killed yields an *ExitError.
-func Run(ctx context.Context, spec RunSpec) error {
+func Run(ctx context.Context, spec RunSpec) (err error) {
+	if err := spec.Sandbox.Check(); err != nil {
+		return fmt.Errorf("running step: %w", err)
+	}
 	if len(spec.Args) == 0 {
 		return errors.New("running step: empty command")
 	}
@@ -124,21 +127,65 @@ func Run(ctx context.Context, spec RunSpec) error {
 		Files:    spec.Files,
 		Mounts:   spec.Mounts,
 	}
-	msgs, err := runChild(ctx, cs, flags, spec.Stdout, spec.Stderr)
+	cg, err := newStepCgroup(spec.Sandbox)
+	if err != nil {
+		return fmt.Errorf("running step: %w", err)
+	}
+	runCtx := ctx
+	if d := spec.Sandbox.StepTimeout; d > 0 {
+		var cancel context.CancelFunc
+		runCtx, cancel = context.WithTimeoutCause(ctx, d, errStepTimeout)
+		defer cancel()
+	}
+	msgs, err := runChild(runCtx, cs, flags, spec.Stdout, spec.Stderr, cg)
+	if cg != nil {
+		// After runChild: the sandbox and all its processes are gone.
+		defer func() {
+			if rerr := cg.remove(); rerr != nil && err == nil {
+				err = fmt.Errorf("running step: %w", rerr)
+			}
+		}()
+	}
+	switch {
+	case ctx.Err() != nil:
+		return ctx.Err()
+	case context.Cause(runCtx) == errStepTimeout:
+		return &ExitError{Code: 137, Signal: "KILL", Killed: fmt.Sprintf("timed out after %v (--step-timeout)", spec.Sandbox.StepTimeout)}
+	}
+	var last childMsg
+	if len(msgs) > 0 {
+		last = msgs[len(msgs)-1]
+	}
+	failed := err != nil || last.Exit == nil || *last.Exit != 0
+	if failed && cg != nil && cg.oomKilled() {
+		// Whoever the OOM killer chose (the command, one of its children,
+		// or the init itself), the step ran out of memory.
+		limit := "no limit"
+		if cg.memory > 0 {
+			limit = "limit " + FormatBytes(cg.memory)
+		}
+		return &ExitError{Code: 137, Signal: "KILL", Killed: "out of memory (" + limit + ")"}
+	}
 	if err != nil {
 		return err
 	}
-	last := msgs[len(msgs)-1]
 	switch {
 	case last.Error != "":
 		return errors.New(last.Error)
 	case last.Exit == nil:
 		return errors.New("running step: sandbox reported no exit status")
 	case *last.Exit != 0 || last.Reason != "":
-		return &ExitError{Code: *last.Exit, Signal: last.Signal, Reason: last.Reason}
+		ee := &ExitError{Code: *last.Exit, Signal: last.Signal, Reason: last.Reason}
+		if *last.Exit != 0 && cg != nil && cg.pidsLimitHit() {
+			ee.PidsLimit = cg.pids
+		}
+		return ee
 	}
 	return nil
 }
+
+// errStepTimeout is the cause of a step's context ending at its timeout.
+var errStepTimeout = errors.New("step timeout")
 
 // Copy runs one COPY, ADD or WORKDIR step: copier.Do in a sandbox child that
 // has the destination overlay mounted read-write and, for COPY --from, the
@@ -157,7 +204,7 @@ func Copy(ctx context.Context, spec CopySpec) error {
 	// A Go runtime crash in the child is the only thing it writes; keep a
 	// bounded amount for the error.
 	var stderr limitedBuffer
-	msgs, err := runChild(ctx, cs, syscall.CLONE_NEWNS, nil, &stderr)
+	msgs, err := runChild(ctx, cs, syscall.CLONE_NEWNS, nil, &stderr, nil)
 	if err != nil {
 		if stderr.Len() > 0 {
 			return fmt.Errorf("%w: %s", err, bytes.TrimSpace(stderr.Bytes()))
@@ -174,7 +221,10 @@ func Copy(ctx context.Context, spec CopySpec) error {
 // On success the returned slice ends with the Done report. Whatever
 // happens, the step directory is gone when it returns: the child's mounts
 // died with its mount namespace when it exited.
-func runChild(ctx context.Context, cs childSpec, cloneflags uintptr, stdout, stderr io.Writer) (msgs []childMsg, err error) {
+//
+// With a cgroup, the child is placed in it before it reads its spec, and
+// so before it starts anything; on cancel every process in it is killed.
+func runChild(ctx context.Context, cs childSpec, cloneflags uintptr, stdout, stderr io.Writer, cg *stepCgroup) (msgs []childMsg, err error) {
 	cs.Volatile = !volatileUnsupported.Load()
 	if cs.Rootfs.Work != "" {
 		// A step may mount the same upper dir more than once (a COPY with
@@ -236,11 +286,25 @@ func runChild(ctx context.Context, cs childSpec, cloneflags uintptr, stdout, std
 		// the namespace takes every process in it along.
 		Pdeathsig: syscall.SIGKILL,
 	}
+	if cg != nil {
+		cmd.Cancel = func() error {
+			err := cmd.Process.Kill()
+			cg.kill()
+			return err
+		}
+	}
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("starting sandbox: %w", err)
 	}
 	specR.Close()
 	resW.Close()
+	if cg != nil {
+		if err := cg.add(cmd.Process.Pid); err != nil {
+			cmd.Process.Kill()
+			cmd.Wait()
+			return nil, err
+		}
+	}
 
 	// The spec can exceed a pipe buffer (a long Env), so it is written while
 	// the child runs; the child reads it before doing anything else.
@@ -294,8 +358,17 @@ func checkMount(m Mount) error {
 			return fmt.Errorf("bind mount at %s: source %q must be an absolute host path", m.Target, m.Source)
 		}
 	case "tmpfs":
+	case "layers":
+		for _, p := range []string{m.Upper, m.Work, m.Stage} {
+			if !filepath.IsAbs(p) {
+				return fmt.Errorf("layers mount at %s: upper, work and stage must be absolute host paths", m.Target)
+			}
+		}
+		if len(m.Lowers) == 0 {
+			return fmt.Errorf("layers mount at %s: no layers", m.Target)
+		}
 	default:
-		return fmt.Errorf("mount at %s: unknown type %q (want bind or tmpfs)", m.Target, m.Type)
+		return fmt.Errorf("mount at %s: unknown type %q (want bind, tmpfs or layers)", m.Target, m.Type)
 	}
 	return nil
 }

@@ -1,0 +1,206 @@
+package executor
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// needCgroups skips when this host gives kiln no cgroups.
+func needCgroups(t *testing.T) *hierarchy {
+	t.Helper()
+	needRoot(t)
+	h, err := hostCgroups()
+	if err != nil {
+		t.Skipf("needs cgroups: %v", err)
+	}
+	return h
+}
+
+// assertNoStepCgroups fails when a step's cgroup outlived it.
+func assertNoStepCgroups(t *testing.T, h *hierarchy) {
+	t.Helper()
+	for c, dir := range h.dirs {
+		left, _ := filepath.Glob(filepath.Join(dir, "kiln-step-*"))
+		if len(left) > 0 {
+			t.Errorf("cgroups left in %s hierarchy: %v", c, left)
+		}
+	}
+}
+
+func TestRunLimits(t *testing.T) {
+	h := needCgroups(t)
+	base := busyboxRootfs(t)
+	sh := func(script string) []string { return []string{"/bin/sh", "-c", script} }
+	// The command reads its own cgroup's files through a read-only view of
+	// the host's cgroup mounts.
+	cgFile := func(controller, file string) string {
+		if h.v2 {
+			return `cat /cg$(sed -n 's/^0:://p' /proc/self/cgroup)/` + file
+		}
+		return `cat /cg/` + controller + `$(sed -n 's/^[0-9]*:[a-z,]*\b` + controller + `\b[a-z,]*://p' /proc/self/cgroup)/` + file
+	}
+	cgMount := []Mount{{Type: "bind", Source: "/sys/fs/cgroup", Target: "/cg", Readonly: true}}
+	if h.v2 {
+		cgMount[0].Source = filepath.Dir(h.dirs[""])
+		for filepath.Dir(cgMount[0].Source) != "/" && exists(filepath.Join(filepath.Dir(cgMount[0].Source), "cgroup.controllers")) {
+			cgMount[0].Source = filepath.Dir(cgMount[0].Source)
+		}
+	}
+
+	tests := []struct {
+		name    string
+		sandbox Sandbox
+		mounts  []Mount
+		script  string
+		check   func(t *testing.T, out string, err error)
+	}{
+		{
+			name:    "out of memory",
+			sandbox: Sandbox{Memory: 64 << 20},
+			script:  "tail /dev/zero",
+			check: func(t *testing.T, out string, err error) {
+				var ee *ExitError
+				if !errors.As(err, &ee) || ee.Killed != "out of memory (limit 64 MiB)" {
+					t.Fatalf("err = %#v, want Killed: out of memory (limit 64 MiB)", err)
+				}
+				if err.Error() != "killed: out of memory (limit 64 MiB)" {
+					t.Errorf("message %q", err)
+				}
+			},
+		},
+		{
+			name:    "pids limit",
+			sandbox: Sandbox{PidsLimit: 20},
+			script:  "i=0; while [ $i -lt 50 ]; do sleep 60 & i=$((i+1)); done; wait",
+			check: func(t *testing.T, out string, err error) {
+				var ee *ExitError
+				if !errors.As(err, &ee) || ee.PidsLimit != 20 {
+					t.Fatalf("err = %#v, want PidsLimit 20", err)
+				}
+				if !strings.Contains(err.Error(), "limit of 20 processes") {
+					t.Errorf("message %q", err)
+				}
+			},
+		},
+		{
+			name:    "fork bomb is contained",
+			sandbox: Sandbox{PidsLimit: 64},
+			script:  "b() { b | b & }; b; sleep 1; echo survived",
+			check: func(t *testing.T, out string, err error) {
+				if err != nil || out != "survived\n" {
+					t.Errorf("err %v, output %q", err, out)
+				}
+			},
+		},
+		{
+			name:    "step timeout",
+			sandbox: Sandbox{StepTimeout: 300 * time.Millisecond},
+			script:  "sleep 30",
+			check: func(t *testing.T, out string, err error) {
+				var ee *ExitError
+				if !errors.As(err, &ee) || ee.Killed != "timed out after 300ms (--step-timeout)" {
+					t.Fatalf("err = %#v, want a timeout", err)
+				}
+			},
+		},
+		{
+			name:   "block devices refused",
+			script: "mknod /tmp/blk b 7 0 && head -c 1 /tmp/blk 2>&1; mknod /tmp/mem c 1 1 && head -c 1 /tmp/mem 2>&1; head -c 1 /dev/zero | wc -c",
+			check: func(t *testing.T, out string, err error) {
+				if err != nil {
+					t.Fatal(err)
+				}
+				if strings.Count(out, "Operation not permitted") != 2 || !strings.HasSuffix(out, "1\n") {
+					t.Errorf("output %q: want both devices refused, /dev/zero usable", out)
+				}
+			},
+		},
+		{
+			name:    "limits are set before the command starts",
+			sandbox: Sandbox{Memory: 100 << 20, CPUs: 0.5, CPUShares: 512},
+			mounts:  cgMount,
+			script:  "",
+			check: func(t *testing.T, out string, err error) {
+				if err != nil {
+					t.Fatal(err)
+				}
+				want := "104857600\n50000\n512\n4096\n"
+				if h.v2 {
+					want = "104857600\n50000 100000\n" + "20\n4096\n"
+				}
+				if out != want {
+					t.Errorf("cgroup files %q, want %q", out, want)
+				}
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			script := tt.script
+			if script == "" {
+				if h.v2 {
+					script = cgFile("", "memory.max") + ";" + cgFile("", "cpu.max") + ";" + cgFile("", "cpu.weight") + ";" + cgFile("", "pids.max")
+				} else {
+					script = cgFile("memory", "memory.limit_in_bytes") + ";" + cgFile("cpu", "cpu.cfs_quota_us") + ";" + cgFile("cpu", "cpu.shares") + ";" + cgFile("pids", "pids.max")
+				}
+			}
+			rootfs := newRootfs(t, base)
+			var out, errOut bytes.Buffer
+			start := time.Now()
+			err := Run(context.Background(), RunSpec{
+				Rootfs: rootfs, Env: []string{testPath}, Args: sh(script),
+				Sandbox: tt.sandbox, Mounts: tt.mounts, Stdout: &out, Stderr: &errOut,
+			})
+			if d := time.Since(start); d > 20*time.Second {
+				t.Errorf("took %v", d)
+			}
+			if err != nil {
+				t.Logf("stderr: %.500s", errOut.String())
+			}
+			tt.check(t, out.String(), err)
+			assertStepGone(t, rootfs.Upper)
+			assertNoStepCgroups(t, h)
+		})
+	}
+}
+
+func TestSandboxCheck(t *testing.T) {
+	tests := []struct {
+		name string
+		s    Sandbox
+		want string // "" for valid
+	}{
+		{"zero", Sandbox{}, ""},
+		{"all set", Sandbox{Memory: 64 << 20, MemorySwap: -1, CPUShares: 512, CPUs: 1.5, PidsLimit: 100, BlkioWeight: 500, StepTimeout: time.Minute, Allow: []string{EntitlementInsecure}}, ""},
+		{"tiny memory", Sandbox{Memory: 1 << 20}, "below the minimum of 6 MiB"},
+		{"swap without memory", Sandbox{MemorySwap: 1 << 30}, "needs a memory limit"},
+		{"swap below memory", Sandbox{Memory: 1 << 30, MemorySwap: 64 << 20}, "below the memory limit 1 GiB"},
+		{"negative cpus", Sandbox{CPUs: -1}, "must not be negative"},
+		{"blkio weight", Sandbox{BlkioWeight: 5}, "between 10 and 1000"},
+		{"pids", Sandbox{PidsLimit: -2}, "use -1 for unlimited"},
+		{"userns", Sandbox{UserNS: "auto"}, "not supported"},
+		{"entitlement", Sandbox{Allow: []string{"network.host"}}, "unknown entitlement"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := tt.s.Check()
+			if tt.want == "" && err != nil || tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)) {
+				t.Errorf("Check() = %v, want %q", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestFormatBytes(t *testing.T) {
+	for n, want := range map[int64]string{64 << 20: "64 MiB", 2 << 30: "2 GiB", 1536 << 10: "1536 KiB", 1000: "1000 bytes", 1 << 40: "1 TiB"} {
+		if got := FormatBytes(n); got != want {
+			t.Errorf("FormatBytes(%d) = %q, want %q", n, got, want)
+		}
+	}
+}
+
