@@ -1,13 +1,19 @@
-// Package registry resolves image references against registries: short
-// names as Docker does, manifest lists to linux/amd64, credentials from the
-// Docker config, plain HTTP for loopback and --insecure-registry hosts.
+// Package registry talks to image registries: it resolves references as
+// Docker does (short names, manifest lists to linux/amd64), pulls through
+// configured mirrors before the origin, pushes with retries, and applies
+// per-registry TLS settings (Docker's certs.d, kiln.toml in buildkitd.toml's
+// shape, --insecure-registry) and the credentials of the Docker config.
 package registry
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"net/http"
-	"slices"
+	"strings"
+	"sync"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -15,21 +21,76 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 )
 
-// Resolver fetches images. Its zero value is usable.
+// Resolver fetches and pushes images. Its zero value is usable: no mirrors,
+// system TLS roots plus Docker's certs.d, credentials from the Docker
+// config. Use it through a pointer; it builds its transport once.
 type Resolver struct {
 	// Insecure lists registries (HOST or HOST:PORT) reached over plain HTTP
 	// or unverified TLS.
 	Insecure []string
-	// Transport, when set, replaces the default HTTP transport (tests).
+	// Config holds per-registry settings (kiln.toml, --registry-mirror).
+	Config Config
+	// CertsDir replaces Docker's /etc/docker/certs.d ($KILN_CERTS_DIR when
+	// empty and set).
+	CertsDir string
+	// Keychain finds credentials; nil means the Docker config
+	// (authn.DefaultKeychain).
+	Keychain authn.Keychain
+	// Transport, when set, replaces the per-host TLS transport (tests).
 	Transport http.RoundTripper
+	// Backoff paces retries of failed requests and uploads; the zero value
+	// means DefaultBackoff.
+	Backoff remote.Backoff
+	// Log, when set, is told about mirrors that could not serve an image.
+	Log io.Writer
+
+	once sync.Once
+	rt   http.RoundTripper
+}
+
+// DefaultBackoff retries a failed request or upload five times over about
+// fifteen seconds: enough to ride out a registry restart or a burst of
+// 503s from a load balancer, short enough that a CI job fails while its
+// log is still being watched.
+var DefaultBackoff = remote.Backoff{
+	Duration: 500 * time.Millisecond,
+	Factor:   2,
+	Jitter:   0.2,
+	Steps:    6,
+}
+
+// settings returns the configuration of a registry or mirror host.
+func (r *Resolver) settings(host string) HostConfig {
+	return r.Config.Registry[hostKey(host)]
+}
+
+// insecure reports whether TLS verification is off for host.
+func (r *Resolver) insecure(host string) bool {
+	k := hostKey(host)
+	for _, h := range r.Insecure {
+		if hostKey(h) == k {
+			return true
+		}
+	}
+	return r.settings(host).Insecure
+}
+
+// nameOptions are the options for parsing a reference to host: plain HTTP
+// is allowed for insecure and http = true hosts (go-containerregistry then
+// tries HTTPS first and falls back).
+func (r *Resolver) nameOptions(host string) []name.Option {
+	if r.insecure(host) || r.settings(host).HTTP {
+		return []name.Option{name.Insecure}
+	}
+	return nil
 }
 
 // Parse normalises ref like Docker ("busybox" is
 // docker.io/library/busybox:latest).
 func (r *Resolver) Parse(ref string) (name.Reference, error) {
 	var opts []name.Option
-	if p, err := name.ParseReference(ref); err == nil && slices.Contains(r.Insecure, p.Context().RegistryStr()) {
-		opts = append(opts, name.Insecure)
+	if p, err := name.ParseReference(ref); err == nil {
+		opts = r.nameOptions(p.Context().RegistryStr())
 	}
 	n, err := name.ParseReference(ref, opts...)
 	if err != nil {
@@ -38,33 +99,115 @@ func (r *Resolver) Parse(ref string) (name.Reference, error) {
 	return n, nil
 }
 
-// Options are the remote options for talking to ref's registry.
+func (r *Resolver) transport() http.RoundTripper {
+	r.once.Do(func() {
+		base := r.Transport
+		if base == nil {
+			dir := r.CertsDir
+			if dir == "" {
+				dir = certsDir()
+			}
+			base = newHostTransport(dir, r.settings, r.insecure)
+		}
+		r.rt = &retryAfter{inner: base, tries: 3, max: time.Minute, now: time.Now}
+	})
+	return r.rt
+}
+
+func (r *Resolver) keychain() authn.Keychain {
+	if r.Keychain != nil {
+		return r.Keychain
+	}
+	return authn.DefaultKeychain
+}
+
+// Options are the remote options for talking to registries: they apply to
+// any reference, since TLS settings are chosen per host by the transport.
 func (r *Resolver) Options(ctx context.Context) []remote.Option {
-	opts := []remote.Option{
+	b := r.Backoff
+	if b.Steps == 0 {
+		b = DefaultBackoff
+	}
+	return []remote.Option{
 		remote.WithContext(ctx),
-		remote.WithAuthFromKeychain(authn.DefaultKeychain),
+		remote.WithAuthFromKeychain(r.keychain()),
 		remote.WithPlatform(v1.Platform{OS: "linux", Architecture: "amd64"}),
+		remote.WithTransport(r.transport()),
+		remote.WithRetryBackoff(b),
 	}
-	if r.Transport != nil {
-		opts = append(opts, remote.WithTransport(r.Transport))
-	}
-	return opts
 }
 
 // Resolve returns the linux/amd64 image ref names and its canonical
-// name@digest. Layers are fetched lazily by the caller.
+// name@digest. Mirrors of ref's registry are tried first, in order, then
+// the registry itself; the canonical name is always the origin's, so a
+// mirror changes where bytes come from, never what the build records.
+// Layers are fetched lazily by the caller, from wherever the manifest came.
 func (r *Resolver) Resolve(ctx context.Context, ref string) (v1.Image, string, error) {
 	n, err := r.Parse(ref)
 	if err != nil {
 		return nil, "", err
 	}
-	img, err := remote.Image(n, r.Options(ctx)...)
+	var mirrorErrs []error
+	for _, m := range r.settings(n.Context().RegistryStr()).Mirrors {
+		mref, err := r.mirrorRef(n, m)
+		if err == nil {
+			var img v1.Image
+			if img, err = r.image(ctx, mref); err == nil {
+				return r.resolved(n, img)
+			}
+		}
+		if r.Log != nil {
+			fmt.Fprintf(r.Log, "mirror %s could not serve %s, trying the next source: %v\n", m, n, err)
+		}
+		mirrorErrs = append(mirrorErrs, fmt.Errorf("mirror %s: %w", m, err))
+	}
+	img, err := r.image(ctx, n)
 	if err != nil {
+		if len(mirrorErrs) > 0 {
+			err = fmt.Errorf("%w (and through its mirrors: %w)", err, errors.Join(mirrorErrs...))
+		}
 		return nil, "", fmt.Errorf("resolving %s: %w", n.Name(), err)
 	}
+	return r.resolved(n, img)
+}
+
+func (r *Resolver) resolved(n name.Reference, img v1.Image) (v1.Image, string, error) {
 	d, err := img.Digest()
 	if err != nil {
 		return nil, "", fmt.Errorf("resolving %s: %w", n.Name(), err)
 	}
 	return img, n.Context().Name() + "@" + d.String(), nil
+}
+
+// image fetches the manifest of ref, explaining authentication, TLS and
+// schema 1 failures.
+func (r *Resolver) image(ctx context.Context, ref name.Reference) (v1.Image, error) {
+	img, err := remote.Image(ref, r.Options(ctx)...)
+	if err != nil {
+		return nil, r.explain(ctx, ref.Context().Registry, err)
+	}
+	return img, nil
+}
+
+// mirrorRef is ref as served by mirror (HOST[:PORT][/PATH]): the same
+// repository path and tag or digest, under the mirror's host and path.
+// Pulling by digest through a mirror stays safe: go-containerregistry
+// checks that the manifest it gets has that digest.
+func (r *Resolver) mirrorRef(ref name.Reference, mirror string) (name.Reference, error) {
+	host, _, _ := strings.Cut(mirror, "/")
+	repo := strings.TrimSuffix(mirror, "/") + "/" + ref.Context().RepositoryStr()
+	opts := r.nameOptions(host)
+	var (
+		m   name.Reference
+		err error
+	)
+	if d, ok := ref.(name.Digest); ok {
+		m, err = name.NewDigest(repo+"@"+d.DigestStr(), opts...)
+	} else {
+		m, err = name.NewTag(repo+":"+ref.Identifier(), opts...)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("naming %s on mirror %s: %w", ref, mirror, err)
+	}
+	return m, nil
 }

@@ -1,0 +1,85 @@
+package registry
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+)
+
+// Pushed is one reference written by Push.
+type Pushed struct {
+	// Ref is the reference as normalised (docker.io/library/… for short
+	// names).
+	Ref name.Reference
+	// Digest is the manifest digest the reference now points to.
+	Digest v1.Hash
+}
+
+// Push writes img to every reference in refs (tags or digests). For each
+// registry, go-containerregistry uploads the blobs in parallel, skips those
+// the registry has (HEAD) and mounts those it holds in another repository,
+// and writes the manifest only once every blob is there: a failed push never
+// leaves a tag naming missing blobs. Failed requests and uploads are retried
+// (connection resets, 408, 429, 5xx) with r's backoff. Mirrors are for pulls
+// only: a push always goes to the named registry.
+func (r *Resolver) Push(ctx context.Context, img remote.Taggable, refs []string) ([]Pushed, error) {
+	byRegistry := map[string]map[name.Reference]remote.Taggable{}
+	var order []string
+	var parsed []name.Reference
+	for _, s := range refs {
+		n, err := r.Parse(s)
+		if err != nil {
+			return nil, err
+		}
+		reg := n.Context().RegistryStr()
+		if byRegistry[reg] == nil {
+			byRegistry[reg] = map[name.Reference]remote.Taggable{}
+			order = append(order, reg)
+		}
+		byRegistry[reg][n] = img
+		parsed = append(parsed, n)
+	}
+	d, err := digestOf(img)
+	if err != nil {
+		return nil, fmt.Errorf("pushing: computing the manifest digest: %w", err)
+	}
+	// One registry at a time: an authentication failure then names the
+	// registry that refused, and a second registry is not half-written
+	// when the first one fails.
+	for _, reg := range order {
+		todo := byRegistry[reg]
+		if err := remote.MultiWrite(todo, r.Options(ctx)...); err != nil {
+			var first name.Reference
+			for n := range todo {
+				first = n
+				break
+			}
+			what := first.String()
+			if len(todo) > 1 {
+				what = fmt.Sprintf("%d references to %s", len(todo), reg)
+			}
+			return nil, fmt.Errorf("pushing %s: %w", what, r.explain(ctx, first.Context().Registry, err))
+		}
+	}
+	out := make([]Pushed, 0, len(parsed))
+	for _, n := range parsed {
+		out = append(out, Pushed{Ref: n, Digest: d})
+	}
+	return out, nil
+}
+
+func digestOf(t remote.Taggable) (v1.Hash, error) {
+	if d, ok := t.(interface{ Digest() (v1.Hash, error) }); ok {
+		return d.Digest()
+	}
+	raw, err := t.RawManifest()
+	if err != nil {
+		return v1.Hash{}, err
+	}
+	h, _, err := v1.SHA256(bytes.NewReader(raw))
+	return h, err
+}
