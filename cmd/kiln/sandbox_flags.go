@@ -1,13 +1,104 @@
 package main
 
 import (
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+	"time"
+
 	"github.com/spf13/pflag"
 
 	"github.com/kiln-build/kiln/executor"
 )
 
+// sandboxFlags are the raw values of the sandbox flags; sizes stay strings
+// until parsed, so that "64m" and "1g" work as with docker.
+type sandboxFlags struct {
+	memory, memorySwap, cpus, userns string
+	cpuShares                        uint64
+	pidsLimit                        int64
+	blkioWeight                      uint16
+	stepTimeout                      time.Duration
+	allow                            []string
+}
+
 // addSandboxFlags registers the flags that shape every RUN sandbox and
 // returns the function that reads them once parsed.
 func addSandboxFlags(fs *pflag.FlagSet) func() (executor.Sandbox, error) {
-	return func() (executor.Sandbox, error) { return executor.Sandbox{}, nil }
+	f := &sandboxFlags{}
+	fs.StringVarP(&f.memory, "memory", "m", "", "memory limit of each RUN step, e.g. 512m or 2g (default unlimited)")
+	fs.StringVar(&f.memorySwap, "memory-swap", "", "memory plus swap limit of each RUN step; -1 for unlimited swap (default twice --memory)")
+	fs.Uint64Var(&f.cpuShares, "cpu-shares", 0, "relative CPU weight of RUN steps (1024 is the normal weight)")
+	fs.StringVar(&f.cpus, "cpus", "", "CPU limit of each RUN step in cores, e.g. 1.5 (default unlimited)")
+	fs.Int64Var(&f.pidsLimit, "pids-limit", executor.DefaultPidsLimit, "maximum processes and threads of each RUN step; -1 for unlimited")
+	fs.Uint16Var(&f.blkioWeight, "blkio-weight", 0, "relative block I/O weight of RUN steps, 10 to 1000")
+	fs.DurationVar(&f.stepTimeout, "step-timeout", 0, "kill a RUN step that runs longer than this, e.g. 10m (default no limit)")
+	fs.StringVar(&f.userns, "userns", "host", "user namespace of RUN steps: host")
+	fs.StringArrayVar(&f.allow, "allow", nil, "grant an entitlement: security.insecure lets RUN --security=insecure lift the sandbox's hardening (repeatable)")
+	return f.sandbox
+}
+
+func (f *sandboxFlags) sandbox() (executor.Sandbox, error) {
+	s := executor.Sandbox{
+		CPUShares:   f.cpuShares,
+		PidsLimit:   f.pidsLimit,
+		BlkioWeight: f.blkioWeight,
+		StepTimeout: f.stepTimeout,
+		Allow:       f.allow,
+	}
+	if f.pidsLimit == 0 {
+		return s, usagef("--pids-limit 0: give a positive limit, or -1 for unlimited")
+	}
+	if f.userns != "host" {
+		s.UserNS = f.userns
+	}
+	var err error
+	if f.memory != "" {
+		if s.Memory, err = parseSize(f.memory); err != nil {
+			return s, usagef("--memory %s: %v", f.memory, err)
+		}
+	}
+	switch f.memorySwap {
+	case "":
+	case "-1":
+		s.MemorySwap = -1
+	default:
+		if s.MemorySwap, err = parseSize(f.memorySwap); err != nil {
+			return s, usagef("--memory-swap %s: %v", f.memorySwap, err)
+		}
+	}
+	if f.cpus != "" {
+		s.CPUs, err = strconv.ParseFloat(f.cpus, 64)
+		if err != nil || math.IsNaN(s.CPUs) || math.IsInf(s.CPUs, 0) {
+			return s, usagef("--cpus %s: want a number of cores, e.g. 1.5", f.cpus)
+		}
+	}
+	if err := s.Check(); err != nil {
+		return s, usagef("sandbox settings: %v", err)
+	}
+	return s, nil
+}
+
+// parseSize reads a size as docker does: a number with an optional binary
+// unit, b, k, m, g, t or p, in either case and optionally followed by b or
+// ib ("64m", "1.5GiB", "512MB"); a bare number is bytes.
+func parseSize(s string) (int64, error) {
+	num := strings.TrimRightFunc(s, func(r rune) bool { return r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' })
+	unit := strings.ToLower(s[len(num):])
+	unit = strings.TrimSuffix(strings.TrimSuffix(unit, "b"), "i")
+	shift := map[string]uint{"": 0, "k": 10, "m": 20, "g": 30, "t": 40, "p": 50}
+	sh, ok := shift[unit]
+	if !ok || num == "" {
+		return 0, fmt.Errorf("want a size such as 64m or 1g")
+	}
+	n, err := strconv.ParseFloat(num, 64)
+	if err != nil || n < 0 || math.IsNaN(n) || math.IsInf(n, 0) {
+		return 0, fmt.Errorf("want a size such as 64m or 1g")
+	}
+	n *= float64(uint64(1) << sh)
+	if n >= math.MaxInt64 {
+		return 0, fmt.Errorf("size too large")
+	}
+	return int64(n), nil
 }
