@@ -1,131 +1,80 @@
-// Package progress shows what a build is doing: the steps as they start,
-// their output, and how each ended.
 package progress
 
 import (
-	"bytes"
 	"fmt"
 	"io"
-	"sync"
 	"time"
 )
 
-// Printer receives a build's progress. Implementations are safe for
-// concurrent use: parallel stages report at the same time.
-type Printer interface {
-	// Step announces a step; name is its "[stage i/n] INSTRUCTION" title.
-	Step(name string) Step
-}
-
-// Step is one step's progress; writes are the step's output.
-type Step interface {
-	io.Writer
-	Cached()
-	Done()
-	Fail(err error)
-	// Tail returns the last lines of output, for error reports.
-	Tail() []string
-}
-
-// NewPlain returns BuildKit's plain layout on w.
-func NewPlain(w io.Writer) Printer { return newProgress(w) }
+// NewPlain returns BuildKit's plain layout on w: "#N NAME", the step's
+// output as "#N 0.123 line", then "#N DONE 1.2s", "#N CACHED" or
+// "#N ERROR: …". Lines of parallel steps interleave, but each line is
+// written whole, so the log greps well by "#N ".
+func NewPlain(w io.Writer) Printer { return newPrinter(nil, newPlainView(w)) }
 
 // Discard shows nothing.
-var Discard Printer = newProgress(io.Discard)
+var Discard Printer = newPrinter(nil)
 
-// progress prints BuildKit's plain progress layout: "#N NAME", the step's
-// output as "#N 0.123 line", then "#N DONE 1.2s", "#N CACHED" or "#N ERROR".
-// Lines of parallel steps interleave, but each line is written whole.
-type progress struct {
-	mu sync.Mutex
-	w  io.Writer
-	n  int
+type plainView struct {
+	w io.Writer
+	// lastShown throttles byte counts to one line a second per transfer:
+	// a CI log of a 1 GB pull should not have a million lines.
+	lastShown map[*transfer]time.Time
+	complete  map[*transfer]bool
 }
 
-func newProgress(w io.Writer) *progress {
+func newPlainView(w io.Writer) *plainView {
 	if w == nil {
 		w = io.Discard
 	}
-	return &progress{w: w}
+	return &plainView{w: w, lastShown: map[*transfer]time.Time{}, complete: map[*transfer]bool{}}
 }
 
-func (p *progress) printf(format string, args ...any) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	fmt.Fprintf(p.w, format, args...)
+func (v *plainView) start(s *step) { fmt.Fprintf(v.w, "#%d %s\n", s.n, s.name) }
+
+func (v *plainView) write(*step, []byte) {}
+
+func (v *plainView) line(s *step, l string) {
+	fmt.Fprintf(v.w, "#%d %.3f %s\n", s.n, s.p.now().Sub(s.start).Seconds(), l)
 }
 
-// step announces a step and returns its log.
-func (p *progress) Step(name string) Step {
-	p.mu.Lock()
-	p.n++
-	n := p.n
-	fmt.Fprintf(p.w, "#%d %s\n", n, name)
-	p.mu.Unlock()
-	return &stepLog{p: p, n: n, start: time.Now()}
-}
-
-// stepLog is the output of one step; it is an io.Writer for the sandbox.
-type stepLog struct {
-	p     *progress
-	n     int
-	start time.Time
-	mu    sync.Mutex
-	buf   []byte   // an incomplete last line
-	tail  []string // the last lines, for error reports
-}
-
-const tailLines = 20
-
-func (s *stepLog) Write(b []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.buf = append(s.buf, b...)
-	for {
-		i := bytes.IndexByte(s.buf, '\n')
-		if i < 0 {
-			break
-		}
-		s.line(string(s.buf[:i]))
-		s.buf = s.buf[i+1:]
+func (v *plainView) transfer(s *step, t *transfer) {
+	now := s.p.now()
+	complete := t.total > 0 && t.current >= t.total
+	if v.complete[t] {
+		return
 	}
-	return len(b), nil
-}
-
-func (s *stepLog) line(l string) {
-	s.tail = append(s.tail, l)
-	if len(s.tail) > tailLines {
-		s.tail = s.tail[len(s.tail)-tailLines:]
+	if last, ok := v.lastShown[t]; ok && !complete && now.Sub(last) < time.Second {
+		return
 	}
-	s.p.printf("#%d %.3f %s\n", s.n, time.Since(s.start).Seconds(), l)
-}
-
-func (s *stepLog) flush() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if len(s.buf) > 0 {
-		s.line(string(s.buf))
-		s.buf = nil
+	v.lastShown[t] = now
+	fmt.Fprintf(v.w, "#%d %s %s %.1fs\n", s.n, t.id, transferText(t), now.Sub(s.start).Seconds())
+	if complete {
+		v.complete[t] = true
+		fmt.Fprintf(v.w, "#%d %s done\n", s.n, t.id)
 	}
 }
 
-// Tail returns the last lines the step printed.
-func (s *stepLog) Tail() []string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return append([]string(nil), s.tail...)
+func (v *plainView) end(s *step) {
+	for _, t := range s.transfers {
+		delete(v.lastShown, t)
+		delete(v.complete, t)
+	}
+	switch s.state {
+	case cached:
+		fmt.Fprintf(v.w, "#%d CACHED\n", s.n)
+	case done:
+		fmt.Fprintf(v.w, "#%d DONE %.1fs\n", s.n, s.elapsed().Seconds())
+	case failed:
+		fmt.Fprintf(v.w, "#%d ERROR: %v\n", s.n, s.err)
+	}
 }
 
-func (s *stepLog) Done() {
-	s.flush()
-	s.p.printf("#%d DONE %.1fs\n", s.n, time.Since(s.start).Seconds())
+func (v *plainView) summary(st Stats, sum Summary) {
+	fmt.Fprintln(v.w)
+	for _, l := range summaryLines(st, sum) {
+		fmt.Fprintln(v.w, l)
+	}
 }
 
-func (s *stepLog) Cached() {
-	s.p.printf("#%d CACHED\n", s.n)
-}
-
-func (s *stepLog) Fail(err error) {
-	s.flush()
-	s.p.printf("#%d ERROR: %v\n", s.n, err)
-}
+func (v *plainView) close() error { return nil }
