@@ -236,7 +236,9 @@ type stepCgroup struct {
 // newStepCgroup creates a step's cgroup with the limits of s applied.
 // Without cgroups it returns nil: the caller runs the step unlimited,
 // unless s asks for a limit, which is then an error.
-func newStepCgroup(s Sandbox) (*stepCgroup, error) {
+//
+// An insecure step may use every device, as a privileged container.
+func newStepCgroup(s Sandbox, insecure bool) (*stepCgroup, error) {
 	h, err := hostCgroups()
 	if err != nil {
 		if s.limited() {
@@ -283,7 +285,7 @@ func newStepCgroup(s Sandbox) (*stepCgroup, error) {
 		}
 		cg.dirs[c] = dir
 	}
-	if err := cg.limitV1(s); err != nil {
+	if err := cg.limitV1(s, insecure); err != nil {
 		return nil, err
 	}
 	ok = true
@@ -299,7 +301,7 @@ func (cg *stepCgroup) write(c, file, value string) error {
 	return nil
 }
 
-func (cg *stepCgroup) limitV1(s Sandbox) error {
+func (cg *stepCgroup) limitV1(s Sandbox, insecure bool) error {
 	if s.Memory > 0 {
 		if err := cg.write("memory", "memory.limit_in_bytes", strconv.FormatInt(s.Memory, 10)); err != nil {
 			return err
@@ -325,12 +327,14 @@ func (cg *stepCgroup) limitV1(s Sandbox) error {
 	if err := cg.write("pids", "pids.max", pids); err != nil {
 		return err
 	}
-	if err := cg.write("devices", "devices.deny", "a"); err != nil {
-		return err
-	}
-	for _, d := range v1Devices {
-		if err := cg.write("devices", "devices.allow", d); err != nil {
+	if !insecure {
+		if err := cg.write("devices", "devices.deny", "a"); err != nil {
 			return err
+		}
+		for _, d := range v1Devices {
+			if err := cg.write("devices", "devices.allow", d); err != nil {
+				return err
+			}
 		}
 	}
 	if s.CPUShares != 0 {

@@ -203,4 +203,3 @@ func TestFormatBytes(t *testing.T) {
 		}
 	}
 }
-

@@ -166,3 +166,72 @@ func loopbackUp() error {
 	}
 	return nil
 }
+
+// maskedPaths are hidden from a RUN step as in Docker and BuildKit: kernel
+// memory, key and timer information, firmware and power controls.
+var maskedPaths = []string{
+	"/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+	"/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi",
+	"/sys/firmware", "/sys/devices/virtual/powercap",
+}
+
+// readonlyPaths are kernel knobs a RUN step may read but not turn.
+var readonlyPaths = []string{"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"}
+
+// maskPaths hides maskedPaths (/dev/null over a file, an empty read-only
+// tmpfs over a directory) and makes readonlyPaths read-only in the new
+// root, before pivot_root. Every path is resolved inside root, so an image
+// that plants /proc or /dev as a symlink only moves where our own proc
+// and /dev are mounted, never onto the host. Paths the kernel lacks are
+// skipped.
+func maskPaths(root string) error {
+	null, err := inRoot(root, "/dev/null")
+	if err != nil {
+		return err
+	}
+	var st unix.Stat_t
+	if err := unix.Lstat(null, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFCHR || st.Rdev != unix.Mkdev(1, 3) {
+		return fmt.Errorf("masking paths: %s is not the null device", null)
+	}
+	for _, p := range maskedPaths {
+		dst, err := inRoot(root, p)
+		if err != nil {
+			return err
+		}
+		if err := unix.Lstat(dst, &st); errors.Is(err, unix.ENOENT) {
+			continue
+		} else if err != nil {
+			return fmt.Errorf("masking %s: %w", p, err)
+		}
+		if st.Mode&unix.S_IFMT == unix.S_IFDIR {
+			err = mount("tmpfs", dst, "tmpfs", unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "size=0")
+		} else if err = unix.Mount(null, dst, "", unix.MS_BIND, ""); err != nil {
+			err = fmt.Errorf("masking %s: %w", p, err)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	for _, p := range readonlyPaths {
+		dst, err := inRoot(root, p)
+		if err != nil {
+			return err
+		}
+		if err := unix.Lstat(dst, &st); errors.Is(err, unix.ENOENT) {
+			continue
+		}
+		if err := bindReadOnly(dst, dst, unix.MS_NOEXEC); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// inRoot resolves p inside root, as the command will see it.
+func inRoot(root, p string) (string, error) {
+	rel, _, err := resolveInRoot(root, p)
+	if err != nil {
+		return "", fmt.Errorf("resolving %s: %w", p, err)
+	}
+	return filepath.Join(root, rel), nil
+}

@@ -48,7 +48,13 @@ func runChildRun(rep reporter, cs *childSpec) int {
 		{target: "/sys", dir: true, mount: func(dst string) error {
 			// sysfs shows the network devices of the mounter's network
 			// namespace: only lo with --network=none.
-			return mount("sysfs", dst, "sysfs", unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "")
+			// Read-write only for an insecure step, as in a privileged
+			// container.
+			flags := uintptr(unix.MS_RDONLY | unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC)
+			if cs.Insecure {
+				flags &^= unix.MS_RDONLY
+			}
+			return mount("sysfs", dst, "sysfs", flags, "")
 		}},
 		{target: "/etc/hosts", mount: func(dst string) error { return bindReadOnly(hosts, dst, unix.MS_NOEXEC) }},
 	}
@@ -136,6 +142,11 @@ func runChildRun(rep reporter, cs *childSpec) int {
 		}
 	}
 
+	if !cs.Insecure {
+		if err := maskPaths(merged); err != nil {
+			return rep.fail(err)
+		}
+	}
 	if err := pivotRoot(merged); err != nil {
 		return rep.fail(err)
 	}
@@ -165,8 +176,10 @@ func runChildRun(rep reporter, cs *childSpec) int {
 	if err := unix.Chdir(cs.Cwd); err != nil {
 		return rep.fail(fmt.Errorf("entering working directory %s: %w", cs.Cwd, err))
 	}
-	if err := dropBoundingCaps(); err != nil {
-		return rep.fail(err)
+	if !cs.Insecure {
+		if err := dropBoundingCaps(); err != nil {
+			return rep.fail(err)
+		}
 	}
 	unix.Umask(0o022)
 	return runInit(rep, cs, id)
@@ -254,8 +267,12 @@ func mountPoint(merged string, m rootMount) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("resolving mount point %s: %w", m.target, err)
 	}
+	if rel == "" {
+		// /proc planted as a symlink to "/": proc over the whole root.
+		return "", fmt.Errorf("mount point %s resolves to the root of the image", m.target)
+	}
 	dst := filepath.Join(merged, rel)
-	if exists || rel == "" {
+	if exists {
 		return dst, nil
 	}
 	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
@@ -292,6 +309,17 @@ func userMount(m Mount) (rootMount, error) {
 		}
 		return rootMount{target: m.Target, dir: fi.IsDir(), mount: func(dst string) error {
 			return bindMount(m.Source, dst, m.Readonly)
+		}}, nil
+	case "layers":
+		return rootMount{target: m.Target, dir: true, mount: func(dst string) error {
+			if _, err := mountOverlay(m.Stage, overlay{lowers: m.Lowers, upper: m.Upper, work: m.Work}); err != nil {
+				return err
+			}
+			rel, _, err := resolveInRoot(m.Stage, m.SubPath)
+			if err != nil {
+				return fmt.Errorf("mounting %s: resolving %s: %w", m.Target, m.SubPath, err)
+			}
+			return bindMount(filepath.Join(m.Stage, rel), dst, m.Readonly)
 		}}, nil
 	}
 	return rootMount{}, fmt.Errorf("mounting %s: unknown mount type %q", m.Target, m.Type)

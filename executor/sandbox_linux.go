@@ -45,6 +45,7 @@ type childSpec struct {
 	NetNone  bool     `json:"netNone,omitempty"`
 	Files    []File   `json:"files,omitempty"`
 	Mounts   []Mount  `json:"mounts,omitempty"`
+	Insecure bool     `json:"insecure,omitempty"`
 
 	SourceDir string    `json:"sourceDir,omitempty"`
 	Source    Rootfs    `json:"source"`
@@ -97,6 +98,17 @@ func Run(ctx context.Context, spec RunSpec) (err error) {
 			return fmt.Errorf("running step: %w", err)
 		}
 	}
+	insecure := false
+	switch spec.Security {
+	case "", "sandbox":
+	case "insecure":
+		if !spec.Sandbox.Allows(EntitlementInsecure) {
+			return errors.New("RUN --security=insecure needs --allow " + EntitlementInsecure)
+		}
+		insecure = true
+	default:
+		return fmt.Errorf("running step: unknown security mode %q (want sandbox or insecure)", spec.Security)
+	}
 	flags := uintptr(syscall.CLONE_NEWNS | syscall.CLONE_NEWPID | syscall.CLONE_NEWIPC | syscall.CLONE_NEWUTS)
 	netNone := false
 	switch spec.Network {
@@ -126,8 +138,9 @@ func Run(ctx context.Context, spec RunSpec) (err error) {
 		NetNone:  netNone,
 		Files:    spec.Files,
 		Mounts:   spec.Mounts,
+		Insecure: insecure,
 	}
-	cg, err := newStepCgroup(spec.Sandbox)
+	cg, err := newStepCgroup(spec.Sandbox, insecure)
 	if err != nil {
 		return fmt.Errorf("running step: %w", err)
 	}
