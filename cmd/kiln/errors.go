@@ -7,6 +7,7 @@ import (
 	"io"
 	"strings"
 
+	"github.com/kiln-build/kiln/executor/copier"
 	"github.com/kiln-build/kiln/parser"
 	"github.com/kiln-build/kiln/planner"
 )
@@ -14,34 +15,71 @@ import (
 // dockerfileSource lets error reports quote the Dockerfile.
 var dockerfileSource []byte
 
-// printError reports a build failure like BuildKit: the Dockerfile excerpt
-// with the failing line marked, the step's last output lines, the error.
+// printError reports a build failure like BuildKit: a failing RUN's last
+// output lines under its step's name, the Dockerfile excerpt with the
+// failing line marked, the error, a hint when kiln knows the usual cause,
+// and where the complete output of the build is kept.
 func printError(w io.Writer, err error) {
-	var pe *parser.Error
-	if errors.As(err, &pe) && pe.Start > 0 && dockerfileSource != nil {
-		lines := strings.Split(string(bytes.TrimRight(dockerfileSource, "\n")), "\n")
-		end := pe.End
-		if end < pe.Start {
-			end = pe.Start
-		}
-		fmt.Fprintf(w, "%s:%d\n--------------------\n", pe.File, pe.Start)
-		from := max(1, pe.Start-2)
-		to := min(len(lines), end+2)
-		for i := from; i <= to; i++ {
-			mark := "    "
-			if i >= pe.Start && i <= end {
-				mark = ">>> "
-			}
-			fmt.Fprintf(w, " %3d | %s%s\n", i, mark, lines[i-1])
-		}
-		fmt.Fprintln(w, "--------------------")
-	}
+	var b strings.Builder
 	var re *planner.RunError
 	if errors.As(err, &re) && len(re.Tail) > 0 {
-		fmt.Fprintln(w, "last output lines:")
+		b.WriteString("------\n")
+		if name := activeDisplay.StepName(err); name != "" {
+			fmt.Fprintf(&b, " > %s:\n", name)
+		}
 		for _, l := range re.Tail {
-			fmt.Fprintf(w, "  %s\n", l)
+			b.WriteString(l + "\n")
+		}
+		b.WriteString("------\n")
+	}
+	excerpt(&b, err)
+	fmt.Fprintf(&b, "ERROR: %v\n", err)
+	for _, h := range hints(err) {
+		fmt.Fprintf(&b, "hint: %s\n", h)
+	}
+	if p := activeDisplay.StepLog(err); p != "" {
+		fmt.Fprintf(&b, "the step's complete output: %s\n", p)
+	} else if activeDisplay != nil && activeDisplay.LogDir != "" {
+		fmt.Fprintf(&b, "the build's logs: %s\n", activeDisplay.LogDir)
+	}
+	// one write: with parallel stages, nothing else can cut the report
+	io.WriteString(w, b.String())
+}
+
+// excerpt writes BuildKit's "Dockerfile:7" block: the failing lines
+// marked with >>>, two lines of context either side.
+func excerpt(w io.Writer, err error) {
+	var pe *parser.Error
+	if !errors.As(err, &pe) || pe.Start <= 0 || dockerfileSource == nil {
+		return
+	}
+	lines := strings.Split(string(bytes.TrimRight(dockerfileSource, "\n")), "\n")
+	if pe.Start > len(lines) {
+		return
+	}
+	end := min(max(pe.End, pe.Start), len(lines))
+	fmt.Fprintf(w, "%s:%d\n--------------------\n", pe.File, pe.Start)
+	for i := max(1, pe.Start-2); i <= min(len(lines), end+2); i++ {
+		mark := "    "
+		if i >= pe.Start && i <= end {
+			mark = ">>> "
+		}
+		fmt.Fprintf(w, " %3d | %s%s\n", i, mark, lines[i-1])
+	}
+	fmt.Fprintln(w, "--------------------")
+}
+
+// hints says what usually causes err, when kiln can tell.
+func hints(err error) []string {
+	var out []string
+	var nf *copier.NotFoundError
+	if errors.As(err, &nf) {
+		if nf.ExcludedBy != "" {
+			out = append(out, fmt.Sprintf("%q is in the build context, but the .dockerignore rule %q excludes it: remove the rule, or add %q after it",
+				nf.Path, nf.ExcludedBy, "!"+nf.Path))
+		} else {
+			out = append(out, fmt.Sprintf("COPY and ADD sources are relative to the build context (or to the root of the --from stage); %q is not there", nf.Path))
 		}
 	}
-	fmt.Fprintf(w, "ERROR: %v\n", err)
+	return out
 }

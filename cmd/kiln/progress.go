@@ -2,17 +2,61 @@ package main
 
 import (
 	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
 
 	"github.com/kiln-build/kiln/progress"
 )
 
-// newPrinter makes the progress display --progress asks for.
-func newPrinter(mode string, stderr io.Writer) (progress.Printer, error) {
-	switch mode {
-	case "quiet":
-		return progress.Discard, nil
-	case "auto", "plain", "tty":
-		return progress.NewPlain(stderr), nil
+// activeDisplay is the running build's display, so that an error report
+// can name the failing step's log file. A kiln process runs one build.
+var activeDisplay *progress.Display
+
+// openProgress makes the display --progress asks for, keeping every
+// step's complete output under root/logs (nothing is kept when root is
+// ""). The caller ends it with progress.Summarize on success and
+// progress.Close in every case.
+func openProgress(mode string, stderr io.Writer, root string) (*progress.Display, error) {
+	if mode == "auto" {
+		mode = autoMode(stderr)
 	}
-	return nil, usagef("--progress %s: use auto, plain or quiet", mode)
+	if !slices.Contains(progress.Modes, mode) {
+		return nil, usagef("--progress %s: use auto, %s", mode, strings.Join(progress.Modes, ", "))
+	}
+	cfg := progress.Config{Mode: mode, Out: stderr}
+	if f, ok := stderr.(*os.File); ok {
+		cfg.TTY.Size = func() (int, int) { return progress.TerminalSize(f) }
+	}
+	// https://no-color.org
+	cfg.TTY.Color = os.Getenv("NO_COLOR") == "" && os.Getenv("TERM") != "dumb"
+	if root != "" {
+		cfg.LogsDir = filepath.Join(root, "logs")
+	}
+	d, err := progress.New(cfg)
+	if err != nil {
+		return nil, err
+	}
+	activeDisplay = d
+	return d, nil
+}
+
+// newPrinter is openProgress without logs, for build.go until it calls
+// openProgress with the store's root.
+func newPrinter(mode string, stderr io.Writer) (progress.Printer, error) {
+	return openProgress(mode, stderr, "")
+}
+
+// autoMode is tty on a terminal that can move its cursor, plain elsewhere
+// (CI logs, pipes, files). KILN_PROGRESS overrides it, as
+// BUILDKIT_PROGRESS does for buildx.
+func autoMode(stderr io.Writer) string {
+	if m := os.Getenv("KILN_PROGRESS"); m != "" && m != "auto" {
+		return m
+	}
+	if f, ok := stderr.(*os.File); ok && progress.IsTerminal(f) && os.Getenv("TERM") != "dumb" {
+		return "tty"
+	}
+	return "plain"
 }
