@@ -1,0 +1,292 @@
+package cache
+
+import (
+	"encoding/json"
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+)
+
+// Usage is one kind of entry in the store.
+type Usage struct {
+	Count int
+	// Size is bytes on disk (allocated blocks; a file hardlinked within
+	// the store counts once).
+	Size int64
+	// Reclaimable is what `prune --all` would free: everything no named
+	// image needs.
+	Reclaimable int64
+}
+
+// DiskUsage is what the store holds.
+type DiskUsage struct {
+	Layers Usage // unpacked layers, ROOT/layers
+	Blobs  Usage // compressed layers, manifests and configs, ROOT/blobs
+	Steps  Usage // step records, ROOT/steps
+	Images Usage // names, ROOT/images (their size is that of the records)
+	Tmp    Usage // scratch of running builds, or left by killed ones
+	Total  Usage
+}
+
+// DiskUsage measures the store. It takes no lock: while builds run, the
+// numbers are a snapshot that may already be out of date.
+func (s *Store) DiskUsage() (DiskUsage, error) {
+	inv, err := s.inventory()
+	if err != nil {
+		return DiskUsage{}, err
+	}
+	p := inv.plan(PruneOptions{All: true}, time.Now())
+	var du DiskUsage
+	du.Layers.Count = len(inv.layers)
+	for _, l := range inv.layers {
+		du.Layers.Size += l.size
+		if p.layers[l] {
+			du.Layers.Reclaimable += l.size
+		}
+	}
+	du.Blobs.Count = len(inv.blobs)
+	for hex, size := range inv.blobs {
+		du.Blobs.Size += size
+		if p.blobs[hex] {
+			du.Blobs.Reclaimable += size
+		}
+	}
+	du.Steps.Count = len(inv.steps)
+	for _, st := range inv.steps {
+		du.Steps.Size += st.size
+		if p.steps[st] {
+			du.Steps.Reclaimable += st.size
+		}
+	}
+	du.Images.Count = len(inv.images)
+	du.Images.Size = inv.imagesSize
+	du.Tmp = Usage{Count: inv.tmpCount, Size: inv.tmpSize}
+	if p.tmp {
+		du.Tmp.Reclaimable = inv.tmpSize
+	}
+	for _, u := range []Usage{du.Layers, du.Blobs, du.Steps, du.Images, du.Tmp} {
+		du.Total.Count += u.Count
+		du.Total.Size += u.Size
+		du.Total.Reclaimable += u.Reclaimable
+	}
+	return du, nil
+}
+
+// inventory is everything in the store, with what uses what.
+type inventory struct {
+	steps  []*stepEntry
+	layers map[string]*layerEntry // by diffID hex
+	// badLayers are layer directories without a readable info.json:
+	// never produced by publish, so debris.
+	badLayers []string
+	blobs     map[string]int64 // hex → size
+	images    []imageRecord
+	// pinned: what named images use, never pruned.
+	pinnedBlobs  map[string]bool
+	pinnedLayers map[string]bool // diffID hex
+	imagesSize   int64
+	tmpCount     int
+	tmpSize      int64
+}
+
+type stepEntry struct {
+	path    string
+	used    time.Time // mtime, refreshed on every hit
+	size    int64
+	valid   bool // decodes
+	rec     StepRecord
+	layer   *layerEntry // nil for an empty step or a missing layer
+	missing bool        // names a layer that is not stored: a miss anyway
+}
+
+type layerEntry struct {
+	dir    string
+	info   infoFile
+	stored time.Time // mtime of the directory: when it was published
+	size   int64     // the directory; the blob is counted with blobs
+	refs   []*stepEntry
+}
+
+// lastUsed is when the layer was last stored or hit through a step record.
+func (l *layerEntry) lastUsed() time.Time {
+	t := l.stored
+	for _, r := range l.refs {
+		if r.used.After(t) {
+			t = r.used
+		}
+	}
+	return t
+}
+
+func (s *Store) inventory() (*inventory, error) {
+	inv := &inventory{
+		layers:       map[string]*layerEntry{},
+		blobs:        map[string]int64{},
+		pinnedBlobs:  map[string]bool{},
+		pinnedLayers: map[string]bool{},
+	}
+	seen := map[fileID]bool{}
+
+	ents, err := readDirIfExists(s.blobDir())
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range ents {
+		if fi, err := e.Info(); err == nil {
+			inv.blobs[e.Name()] = diskSize(fi, seen)
+		}
+	}
+
+	ents, err = readDirIfExists(s.layersDir())
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range ents {
+		dir := filepath.Join(s.layersDir(), e.Name())
+		fi, err := e.Info()
+		if err != nil {
+			continue
+		}
+		data, err := os.ReadFile(filepath.Join(dir, "info.json"))
+		var info infoFile
+		if err == nil {
+			err = json.Unmarshal(data, &info)
+		}
+		if err == nil {
+			err = checkHash(info.DiffID)
+		}
+		if err != nil || info.DiffID.Hex[:24] != e.Name() {
+			inv.badLayers = append(inv.badLayers, dir)
+			continue
+		}
+		inv.layers[info.DiffID.Hex] = &layerEntry{dir: dir, info: info, stored: fi.ModTime(), size: treeSize(dir, seen)}
+	}
+
+	stepsDir := filepath.Join(s.Root, "steps")
+	ents, err = readDirIfExists(stepsDir)
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range ents {
+		if !strings.HasSuffix(e.Name(), ".json") {
+			continue
+		}
+		fi, err := e.Info()
+		if err != nil {
+			continue
+		}
+		st := &stepEntry{path: filepath.Join(stepsDir, e.Name()), used: fi.ModTime(), size: diskSize(fi, seen)}
+		st.rec, st.valid = readStepRecord(st.path)
+		if st.valid && !st.rec.Empty {
+			if l := inv.layers[st.rec.DiffID.Hex]; l != nil && l.info.DiffID == st.rec.DiffID {
+				st.layer = l
+				l.refs = append(l.refs, st)
+			} else {
+				st.missing = true
+			}
+		}
+		inv.steps = append(inv.steps, st)
+	}
+
+	recs, err := s.imageRecords()
+	if err != nil {
+		return nil, err
+	}
+	inv.images = recs
+	if ents, err := readDirIfExists(s.imagesDir()); err == nil {
+		for _, e := range ents {
+			if fi, err := e.Info(); err == nil {
+				inv.imagesSize += diskSize(fi, seen)
+			}
+		}
+	}
+	for _, r := range recs {
+		// A broken image pins what can still be read of it rather than
+		// failing du and prune: the user removes it with rmi.
+		inv.pinnedBlobs[r.Digest.Hex] = true
+		m, _, err := s.readManifest(r.Digest)
+		if err != nil {
+			continue
+		}
+		inv.pinnedBlobs[m.Config.Digest.Hex] = true
+		for _, l := range m.Layers {
+			inv.pinnedBlobs[l.Digest.Hex] = true
+		}
+		raw, err := s.readBlob(m.Config.Digest)
+		if err != nil {
+			continue
+		}
+		cfg, err := v1.ParseConfigFile(strings.NewReader(string(raw)))
+		if err != nil {
+			continue
+		}
+		for _, d := range cfg.RootFS.DiffIDs {
+			inv.pinnedLayers[d.Hex] = true
+			// the layer's own blob too, when the image names a different
+			// compression of it
+			if l := inv.layers[d.Hex]; l != nil {
+				inv.pinnedBlobs[l.info.Digest.Hex] = true
+			}
+		}
+	}
+
+	ents, err = readDirIfExists(s.tmp())
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range ents {
+		inv.tmpCount++
+		inv.tmpSize += treeSize(filepath.Join(s.tmp(), e.Name()), seen)
+	}
+	return inv, nil
+}
+
+func readDirIfExists(dir string) ([]fs.DirEntry, error) {
+	ents, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	return ents, err
+}
+
+// treeSize is the disk usage of a tree. Entries that vanish while it walks
+// (a build finishing) are skipped: du is a snapshot.
+func treeSize(root string, seen map[fileID]bool) int64 {
+	var n int64
+	filepath.WalkDir(root, func(_ string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return nil
+		}
+		if fi, err := d.Info(); err == nil {
+			n += diskSize(fi, seen)
+		}
+		return nil
+	})
+	return n
+}
+
+// readStepRecord decodes a step record leniently: an empty step's record
+// may carry a zero diffID spelled ":", which v1.Hash does not parse.
+func readStepRecord(path string) (StepRecord, bool) {
+	var raw struct {
+		Empty  bool   `json:"empty"`
+		DiffID string `json:"diffID"`
+	}
+	data, err := os.ReadFile(path)
+	if err != nil || json.Unmarshal(data, &raw) != nil {
+		return StepRecord{}, false
+	}
+	if raw.Empty {
+		return StepRecord{Empty: true}, true
+	}
+	h, err := v1.NewHash(raw.DiffID)
+	if err != nil {
+		return StepRecord{}, false
+	}
+	return StepRecord{DiffID: h}, true
+}
