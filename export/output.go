@@ -14,7 +14,8 @@ import (
 
 // Output is one parsed -o/--output flag.
 type Output struct {
-	// Type is "oci", "docker", "local" or "tar".
+	// Type is "oci", "docker", "local", "tar" or "registry" (also for
+	// buildx's type=image,push=true).
 	Type string
 	// Dest is the file (oci, docker, tar) or directory (local, oci with
 	// tar=false) written.
@@ -26,6 +27,8 @@ type Output struct {
 	// (comma-separated image names) replaces the build's -t names for this
 	// output, as in buildx.
 	Attrs map[string]string
+	// Pusher pushes a registry output; nil means DefaultPusher.
+	Pusher Pusher
 }
 
 // keysByType lists the keys each output type accepts beyond type and dest;
@@ -37,6 +40,9 @@ var keysByType = map[string][]string{
 	"docker": {"name"},
 	"local":  nil,
 	"tar":    nil,
+	// push is accepted for buildx compatibility; type=registry always
+	// pushes, type=image needs push=true (see parseOutput).
+	"registry": {"name", "push", "oci-mediatypes"},
 }
 
 // ParseOutputs parses repeated -o/--output flags in buildx syntax:
@@ -46,6 +52,9 @@ var keysByType = map[string][]string{
 //	type=docker,dest=x.tar          `docker load` tarball
 //	type=local,dest=dir             the root filesystem as a directory
 //	type=tar,dest=x.tar             the root filesystem as a tar file
+//	type=registry[,name=N]          push to the -t names (or name=)
+//	type=image,push=true            the same, in buildx's other spelling
+//	…,oci-mediatypes=false          (registry) Docker schema 2 media types
 //	DIR                             shorthand for type=local,dest=DIR
 func ParseOutputs(specs []string) ([]Output, error) {
 	outs := make([]Output, 0, len(specs))
@@ -106,16 +115,26 @@ func parseOutput(spec string) (Output, error) {
 
 	switch out.Type {
 	case "":
-		return Output{}, errors.New("missing type= (want oci, docker, local or tar)")
+		return Output{}, errors.New("missing type= (want oci, docker, local, tar or registry)")
 	case "oci", "docker", "local", "tar":
-	case "image", "registry":
-		return Output{}, fmt.Errorf("type %q is not an -o output in kiln; use --push with -t", out.Type)
+	case "registry":
+	case "image":
+		// buildx's image exporter names an image in the daemon's store and
+		// pushes it only with push=true; kiln records -t names in its own
+		// store whatever the outputs, so only the push is left to do.
+		if p, _ := strconv.ParseBool(out.Attrs["push"]); !p {
+			return Output{}, errors.New("type=image only pushes here (kiln's store records -t names by itself); add push=true, or use type=registry")
+		}
+		out.Type = "registry"
 	default:
-		return Output{}, fmt.Errorf("unknown output type %q (want oci, docker, local or tar)", out.Type)
+		return Output{}, fmt.Errorf("unknown output type %q (want oci, docker, local, tar or registry)", out.Type)
 	}
 	allowed := keysByType[out.Type]
 	if tarValue != "" && !slices.Contains(allowed, "tar") {
 		return Output{}, fmt.Errorf("unknown key \"tar\" for type=%s (only type=oci has tar=false)", out.Type)
+	}
+	if out.Type == "registry" {
+		return checkRegistryOutput(out)
 	}
 	for k := range out.Attrs {
 		if !slices.Contains(allowed, k) {
@@ -164,7 +183,41 @@ func Write(ctx context.Context, img v1.Image, out Output, names []string) error 
 		return Local(ctx, img, out.Dest)
 	case "tar":
 		return RootfsTar(ctx, img, out.Dest)
+	case "registry":
+		p := out.Pusher
+		if p == nil {
+			p = DefaultPusher
+		}
+		oci := true
+		if v, ok := out.Attrs["oci-mediatypes"]; ok {
+			oci, _ = strconv.ParseBool(v) // checked by ParseOutputs
+		}
+		return Registry(ctx, p, img, names, oci)
 	default:
 		return fmt.Errorf("writing output: unknown type %q", out.Type)
 	}
+}
+
+// checkRegistryOutput checks the keys of a registry output, which has no
+// dest and no tar.
+func checkRegistryOutput(out Output) (Output, error) {
+	if out.Dest != "" {
+		return Output{}, errors.New("type=registry takes no dest=; it pushes to the -t names or name=")
+	}
+	for k, v := range out.Attrs {
+		if !slices.Contains(keysByType["registry"], k) {
+			return Output{}, fmt.Errorf("unknown key %q for type=registry", k)
+		}
+		switch k {
+		case "push", "oci-mediatypes":
+			b, err := strconv.ParseBool(v)
+			if err != nil {
+				return Output{}, fmt.Errorf("%s=%q is not a boolean", k, v)
+			}
+			if k == "push" && !b {
+				return Output{}, errors.New("type=registry with push=false would do nothing")
+			}
+		}
+	}
+	return out, nil
 }
