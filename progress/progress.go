@@ -326,22 +326,17 @@ func summaryLines(st Stats, s Summary) []string {
 	if st.Steps > 0 {
 		fmt.Fprintf(&b, " (%d cached, %d run)", st.Cached, st.Run)
 	}
-	out := []string{b.String()}
 	if s.ImageID == "" {
-		return out
+		return []string{b.String()}
 	}
-	b.Reset()
-	fmt.Fprintf(&b, "image %s", s.ImageID)
-	var facts []string
-	if s.Digest != "" {
-		facts = append(facts, "manifest "+s.Digest)
-	}
-	facts = append(facts, fmt.Sprintf("%d %s", s.Layers, plural(s.Layers, "layer", "layers")))
+	fmt.Fprintf(&b, ", %d %s", s.Layers, plural(s.Layers, "layer", "layers"))
 	if s.Size > 0 {
-		facts = append(facts, HumanBytes(s.Size))
+		fmt.Fprintf(&b, ", %s", HumanBytes(s.Size))
 	}
-	fmt.Fprintf(&b, " (%s)", strings.Join(facts, ", "))
-	out = append(out, b.String())
+	out := []string{b.String(), "image " + s.ImageID}
+	if s.Digest != "" {
+		out = append(out, "manifest "+s.Digest)
+	}
 	if len(s.Names) > 0 {
 		out = append(out, "named "+strings.Join(s.Names, ", "))
 	}

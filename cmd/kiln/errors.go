@@ -37,7 +37,9 @@ func printError(w io.Writer, err error) {
 	for _, h := range hints(err) {
 		fmt.Fprintf(&b, "hint: %s\n", h)
 	}
-	if p := activeDisplay.StepLog(err); p != "" {
+	// a RUN's output is worth reading whole; for other failures the
+	// build's transcript is what there is to see
+	if p := activeDisplay.StepLog(err); re != nil && p != "" {
 		fmt.Fprintf(&b, "the step's complete output: %s\n", p)
 	} else if activeDisplay != nil && activeDisplay.LogDir != "" {
 		fmt.Fprintf(&b, "the build's logs: %s\n", activeDisplay.LogDir)
@@ -78,7 +80,7 @@ func hints(err error) []string {
 			out = append(out, fmt.Sprintf("%q is in the build context, but the .dockerignore rule %q excludes it: remove the rule, or add %q after it",
 				nf.Path, nf.ExcludedBy, "!"+nf.Path))
 		} else {
-			out = append(out, fmt.Sprintf("COPY and ADD sources are relative to the build context (or to the root of the --from stage); %q is not there", nf.Path))
+			out = append(out, fmt.Sprintf("sources are looked up in the build context, or from the root of the --from stage or image: nothing is at %q there", nf.Path))
 		}
 	}
 	return out

@@ -22,8 +22,8 @@ func openProgress(mode string, stderr io.Writer, root string) (*progress.Display
 	if mode == "auto" {
 		mode = autoMode(stderr)
 	}
-	if !slices.Contains(progress.Modes, mode) {
-		return nil, usagef("--progress %s: use auto, %s", mode, strings.Join(progress.Modes, ", "))
+	if err := checkProgress(mode); err != nil {
+		return nil, err
 	}
 	cfg := progress.Config{Mode: mode, Out: stderr}
 	if f, ok := stderr.(*os.File); ok {
@@ -59,4 +59,12 @@ func autoMode(stderr io.Writer) string {
 		return "tty"
 	}
 	return "plain"
+}
+
+// checkProgress refuses a --progress value early, before any work.
+func checkProgress(mode string) error {
+	if mode == "auto" || slices.Contains(progress.Modes, mode) {
+		return nil
+	}
+	return usagef("--progress %s: use auto, %s", mode, strings.Join(progress.Modes, ", "))
 }
