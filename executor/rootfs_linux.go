@@ -182,6 +182,12 @@ func runChildRun(rep reporter, cs *childSpec) int {
 		}
 	}
 	unix.Umask(0o022)
+	if !cs.Insecure {
+		// Last: from here on this thread can no longer mount or unshare.
+		if err := loadSeccomp(); err != nil {
+			return rep.fail(err)
+		}
+	}
 	return runInit(rep, cs, id)
 }
 
