@@ -32,6 +32,7 @@ filesystem directory.`,
 	cmd.PersistentFlags().StringVar(&root, "root", root, "directory for kiln's store and scratch space (env KILN_ROOT)")
 	cmd.AddCommand(newInspectCmd())
 	cmd.AddCommand(registryCommands(&root)...)
+	cmd.AddCommand(storeCommands(&root)...)
 	cmd.AddCommand(newBuildCmd(&root), &cobra.Command{
 		Use:   "version",
 		Short: "Print kiln's version",

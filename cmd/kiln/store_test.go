@@ -1,0 +1,205 @@
+package main
+
+import (
+	"context"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/layout"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	"github.com/google/go-containerregistry/pkg/v1/validate"
+
+	"github.com/kiln-build/kiln/export"
+	"github.com/kiln-build/kiln/internal/testutil"
+)
+
+func storeKiln(t *testing.T, args ...string) string {
+	t.Helper()
+	out, code := kiln(t, args...)
+	if code != 0 {
+		t.Fatalf("kiln %s exited %d:\n%s", strings.Join(args, " "), code, out)
+	}
+	return out
+}
+
+func storeDigest(t *testing.T, img v1.Image) v1.Hash {
+	t.Helper()
+	d, err := img.Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+// TestSaveLoad: an image loaded into one store, saved in both formats and
+// loaded into another keeps its manifest digest, and lists and removes
+// under every spelling of its name.
+func TestSaveLoad(t *testing.T) {
+	needRoot(t)
+	ctx := context.Background()
+	dir := t.TempDir()
+	base := testutil.BusyboxImage(t)
+	want := storeDigest(t, base)
+	src := filepath.Join(dir, "src.tar")
+	if err := export.OCIArchive(ctx, base, src, []string{"test/busybox:1", "registry.example.com:5000/bb:2"}); err != nil {
+		t.Fatal(err)
+	}
+	root := filepath.Join(dir, "root")
+	out := storeKiln(t, "--root", root, "load", "-i", src)
+	for _, n := range []string{"Loaded image: test/busybox:1", "Loaded image: registry.example.com:5000/bb:2"} {
+		if !strings.Contains(out, n) {
+			t.Errorf("load output lacks %q:\n%s", n, out)
+		}
+	}
+	out = storeKiln(t, "--root", root, "images")
+	id, _ := base.ConfigName()
+	for _, row := range [][]string{
+		{"REPOSITORY", "TAG", "IMAGE", "ID", "CREATED", "SIZE"},
+		{"registry.example.com:5000/bb", "2", id.Hex[:12]},
+		{"test/busybox", "1", id.Hex[:12]},
+	} {
+		if !storeHasRow(out, row) {
+			t.Errorf("images output lacks a row %v:\n%s", row, out)
+		}
+	}
+	if out := storeKiln(t, "--root", root, "images", "-q"); strings.TrimSpace(out) != id.Hex[:12] {
+		t.Errorf("images -q = %q, want %s", out, id.Hex[:12])
+	}
+
+	for _, tc := range []struct {
+		format string
+		read   func(path string) (v1.Image, error)
+	}{
+		{"docker", func(p string) (v1.Image, error) { return tarball.ImageFromPath(p, nil) }},
+		{"oci", storeReadOCIArchive(t)},
+	} {
+		t.Run(tc.format, func(t *testing.T) {
+			saved := filepath.Join(t.TempDir(), "saved.tar")
+			storeKiln(t, "--root", root, "save", "docker.io/test/busybox:1", "-o", saved, "--format", tc.format)
+			img, err := tc.read(saved)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := validate.Image(img); err != nil {
+				t.Errorf("saved image does not validate: %v", err)
+			}
+			if got := storeDigest(t, img); got != want {
+				t.Errorf("saved digest %s, want %s", got, want)
+			}
+			root2 := filepath.Join(t.TempDir(), "root")
+			out := storeKiln(t, "--root", root2, "load", "-i", saved)
+			if !strings.Contains(out, "Loaded image: test/busybox:1") {
+				t.Errorf("load output:\n%s", out)
+			}
+			resaved := filepath.Join(t.TempDir(), "resaved.tar")
+			storeKiln(t, "--root", root2, "save", "test/busybox:1", "-o", resaved, "--format", tc.format)
+			img, err = tc.read(resaved)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := storeDigest(t, img); got != want {
+				t.Errorf("digest after save → load → save: %s, want %s", got, want)
+			}
+		})
+	}
+
+	// du and prune leave the named images whole
+	out = storeKiln(t, "--root", root, "du")
+	for _, w := range []string{"layers (unpacked)", "blobs", "images", "total"} {
+		if !strings.Contains(out, w) {
+			t.Errorf("du output lacks %q:\n%s", w, out)
+		}
+	}
+	out = storeKiln(t, "--root", root, "prune", "--all")
+	if !strings.Contains(out, "Total reclaimed space") {
+		t.Errorf("prune output:\n%s", out)
+	}
+	storeKiln(t, "--root", root, "save", "test/busybox:1", "-o", filepath.Join(dir, "after-prune.tar"))
+
+	out = storeKiln(t, "--root", root, "rmi", "test/busybox:1", "registry.example.com:5000/bb:2")
+	if !strings.Contains(out, "Untagged: test/busybox:1") || !strings.Contains(out, "Untagged: registry.example.com:5000/bb:2") {
+		t.Errorf("rmi output:\n%s", out)
+	}
+	if out := storeKiln(t, "--root", root, "images"); strings.Count(strings.TrimSpace(out), "\n") != 0 {
+		t.Errorf("images after rmi:\n%s", out)
+	}
+	if out, code := kiln(t, "--root", root, "rmi", "test/busybox:1"); code != 1 || !strings.Contains(out, "no such image") {
+		t.Errorf("rmi of a missing image: exit %d\n%s", code, out)
+	}
+	if out, code := kiln(t, "--root", root, "save", "test/busybox:1", "-o", filepath.Join(dir, "x.tar")); code != 1 || !strings.Contains(out, "no such image") {
+		t.Errorf("save of a missing image: exit %d\n%s", code, out)
+	}
+	// the layers went with prune once no name used them
+	out = storeKiln(t, "--root", root, "prune", "--all")
+	if strings.Contains(out, "0 layers") {
+		t.Errorf("prune after rmi removed no layer:\n%s", out)
+	}
+}
+
+func storeHasRow(out string, fields []string) bool {
+	for _, l := range strings.Split(out, "\n") {
+		if strings.Join(strings.Fields(l), " ") == strings.Join(fields, " ") ||
+			strings.HasPrefix(strings.Join(strings.Fields(l), " "), strings.Join(fields, " ")+" ") {
+			return true
+		}
+	}
+	return false
+}
+
+// storeReadOCIArchive reads an OCI archive independently of kiln's loader:
+// go-containerregistry reads layouts from directories only, so tar unpacks.
+func storeReadOCIArchive(t *testing.T) func(string) (v1.Image, error) {
+	return func(p string) (v1.Image, error) {
+		dir := t.TempDir()
+		if out, err := storeUntar(p, dir); err != nil {
+			t.Fatalf("tar: %v\n%s", err, out)
+		}
+		lp, err := layout.FromPath(dir)
+		if err != nil {
+			return nil, err
+		}
+		idx, err := lp.ImageIndex()
+		if err != nil {
+			return nil, err
+		}
+		m, err := idx.IndexManifest()
+		if err != nil {
+			return nil, err
+		}
+		return idx.Image(m.Manifests[0].Digest)
+	}
+}
+
+// TestStoreUsage: command-line mistakes exit 2 with a message.
+func TestStoreUsage(t *testing.T) {
+	root := t.TempDir()
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"save", "app"}, "-o FILE"},
+		{[]string{"save", "-o", "x.tar"}, "exactly one image NAME"},
+		{[]string{"save", "app", "-o", "x.tar", "--format", "zip"}, "--format zip"},
+		{[]string{"load"}, "-i FILE"},
+		{[]string{"load", "-i", "x", "y"}, "no arguments"},
+		{[]string{"rmi"}, "at least one image NAME"},
+		{[]string{"rmi", "Bad Name"}, "image name"},
+		{[]string{"images", "x"}, "no arguments"},
+		{[]string{"prune", "--filter", "label=x"}, "until=DURATION"},
+		{[]string{"prune", "--filter", "until=soon"}, "duration"},
+		{[]string{"prune", "--keep-storage", "lots"}, "--keep-storage"},
+		{[]string{"du", "x"}, "no arguments"},
+	} {
+		out, code := kiln(t, append([]string{"--root", root}, tc.args...)...)
+		if code != 2 || !strings.Contains(out, tc.want) {
+			t.Errorf("kiln %s: exit %d, want 2 and %q:\n%s", strings.Join(tc.args, " "), code, tc.want, out)
+		}
+	}
+}
+
+func storeUntar(archive, dir string) ([]byte, error) {
+	return exec.Command("tar", "-xf", archive, "-C", dir).CombinedOutput()
+}
