@@ -1,10 +1,7 @@
 package main
 
 import (
-	"fmt"
 	"os"
-	"runtime"
-	"runtime/debug"
 
 	"github.com/spf13/cobra"
 )
@@ -33,16 +30,6 @@ filesystem directory.`,
 	cmd.AddCommand(newInspectCmd())
 	cmd.AddCommand(registryCommands(&root)...)
 	cmd.AddCommand(storeCommands(&root)...)
-	cmd.AddCommand(newBuildCmd(&root), &cobra.Command{
-		Use:   "version",
-		Short: "Print kiln's version",
-		Run: func(cmd *cobra.Command, args []string) {
-			v := "(devel)"
-			if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
-				v = bi.Main.Version
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "kiln %s %s %s/%s\n", v, runtime.Version(), runtime.GOOS, runtime.GOARCH)
-		},
-	})
+	cmd.AddCommand(append(infoCommands(&root), newBuildCmd(&root))...)
 	return cmd
 }
