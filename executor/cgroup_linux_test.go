@@ -65,7 +65,7 @@ func TestRunLimits(t *testing.T) {
 			script:  "tail /dev/zero",
 			check: func(t *testing.T, out string, err error) {
 				var ee *ExitError
-				if !errors.As(err, &ee) || ee.Killed != "out of memory (limit 64 MiB)" {
+				if !errors.As(err, &ee) || !ee.Killed || ee.Reason != "out of memory (limit 64 MiB)" {
 					t.Fatalf("err = %#v, want Killed: out of memory (limit 64 MiB)", err)
 				}
 				if err.Error() != "killed: out of memory (limit 64 MiB)" {
@@ -103,7 +103,7 @@ func TestRunLimits(t *testing.T) {
 			script:  "sleep 30",
 			check: func(t *testing.T, out string, err error) {
 				var ee *ExitError
-				if !errors.As(err, &ee) || ee.Killed != "timed out after 300ms (--step-timeout)" {
+				if !errors.As(err, &ee) || !ee.Killed || ee.Reason != "timed out after 300ms (--step-timeout)" {
 					t.Fatalf("err = %#v, want a timeout", err)
 				}
 			},

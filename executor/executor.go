@@ -208,21 +208,21 @@ type ExitError struct {
 	Signal string // set when killed by a signal, without "SIG": "KILL"
 	// Reason is set when the command could not be started at all, e.g.
 	// `exec: "foo": executable file not found in $PATH` (Code 127, like a
-	// shell) or a permission error (Code 126).
+	// shell) or a permission error (Code 126); or, with Killed, why the
+	// sandbox killed it: "out of memory (limit 64 MiB)", "timed out after
+	// 10s (--step-timeout)".
 	Reason string
-	// Killed is set when the sandbox killed the step for a limit, and
-	// says which: "out of memory (limit 64 MiB)" or "timed out after 10s
-	// (--step-timeout)". The planner reports it as "RUN at line N was
-	// killed: " + Killed.
-	Killed string
+	// Killed is set when the sandbox killed the step for a limit. The
+	// planner reports it as "RUN at line N was killed: " + Reason.
+	Killed bool
 	// PidsLimit is set when the step failed after the kernel refused it a
 	// process for the pids limit (a fork bomb): the limit it hit.
 	PidsLimit int64
 }
 
 func (e *ExitError) Error() string {
-	if e.Killed != "" {
-		return "killed: " + e.Killed
+	if e.Killed {
+		return "killed: " + e.Reason
 	}
 	msg := fmt.Sprintf("exit code %d", e.Code)
 	if e.Signal != "" {

@@ -163,7 +163,7 @@ func Run(ctx context.Context, spec RunSpec) (err error) {
 	case ctx.Err() != nil:
 		return ctx.Err()
 	case context.Cause(runCtx) == errStepTimeout:
-		return &ExitError{Code: 137, Signal: "KILL", Killed: fmt.Sprintf("timed out after %v (--step-timeout)", spec.Sandbox.StepTimeout)}
+		return &ExitError{Code: 137, Signal: "KILL", Killed: true, Reason: fmt.Sprintf("timed out after %v (--step-timeout)", spec.Sandbox.StepTimeout)}
 	}
 	var last childMsg
 	if len(msgs) > 0 {
@@ -177,7 +177,7 @@ func Run(ctx context.Context, spec RunSpec) (err error) {
 		if cg.memory > 0 {
 			limit = "limit " + FormatBytes(cg.memory)
 		}
-		return &ExitError{Code: 137, Signal: "KILL", Killed: "out of memory (" + limit + ")"}
+		return &ExitError{Code: 137, Signal: "KILL", Killed: true, Reason: "out of memory (" + limit + ")"}
 	}
 	if err != nil {
 		return err
