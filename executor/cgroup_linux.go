@@ -246,9 +246,11 @@ func newStepCgroup(s Sandbox, insecure bool) (*stepCgroup, error) {
 		}
 		return nil, nil
 	}
-	var rnd [6]byte
+	// kiln's pid in the name tells whose a step cgroup is, and that it
+	// leaked if that process is gone.
+	var rnd [4]byte
 	rand.Read(rnd[:])
-	name := "kiln-step-" + hex.EncodeToString(rnd[:])
+	name := fmt.Sprintf("kiln-step-%d-%s", os.Getpid(), hex.EncodeToString(rnd[:]))
 	cg := &stepCgroup{v2: h.v2, dirs: map[string]string{}, memory: s.Memory, pids: s.pidsLimit()}
 	ok := false
 	defer func() {

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -25,7 +27,7 @@ func needCgroups(t *testing.T) *hierarchy {
 func assertNoStepCgroups(t *testing.T, h *hierarchy) {
 	t.Helper()
 	for c, dir := range h.dirs {
-		left, _ := filepath.Glob(filepath.Join(dir, "kiln-step-*"))
+		left, _ := filepath.Glob(filepath.Join(dir, fmt.Sprintf("kiln-step-%d-*", os.Getpid())))
 		if len(left) > 0 {
 			t.Errorf("cgroups left in %s hierarchy: %v", c, left)
 		}
