@@ -1,0 +1,77 @@
+package progress
+
+import (
+	"io"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+)
+
+// WatchLayer returns l reporting the download of its compressed bytes
+// as a transfer of step s, named by its short digest. Layers stay lazy:
+// nothing is read until the store asks for l.Compressed(), and a layer
+// the store already has shows nothing.
+func WatchLayer(s Step, l v1.Layer) v1.Layer {
+	if _, ok := s.(Transferrer); !ok {
+		return l
+	}
+	return &watchedLayer{Layer: l, s: s}
+}
+
+type watchedLayer struct {
+	v1.Layer
+	s Step
+}
+
+func (l *watchedLayer) Compressed() (io.ReadCloser, error) {
+	rc, err := l.Layer.Compressed()
+	if err != nil {
+		return nil, err
+	}
+	id := "layer"
+	if d, err := l.Layer.Digest(); err == nil {
+		id = ShortDigest(d)
+	}
+	size, _ := l.Layer.Size() // 0, "unknown", when the registry did not say
+	return &readCloser{Reader: NewReader(l.s, id, rc, size), Closer: rc}, nil
+}
+
+type readCloser struct {
+	io.Reader
+	io.Closer
+}
+
+// ShortDigest is "sha256:" and 12 hex digits, as BuildKit shows layers.
+func ShortDigest(h v1.Hash) string {
+	hex := h.Hex
+	if len(hex) > 12 {
+		hex = hex[:12]
+	}
+	return h.Algorithm + ":" + hex
+}
+
+// NewWriter reports the bytes written to w as transfer id of step s,
+// whose size is total (0 when unknown): for pushes and exports.
+func NewWriter(s Step, id string, w io.Writer, total int64) io.Writer {
+	t, ok := s.(Transferrer)
+	if !ok {
+		return w
+	}
+	t.Transfer(id, 0, total)
+	return &countingWriter{w: w, t: t, id: id, total: total}
+}
+
+type countingWriter struct {
+	w        io.Writer
+	t        Transferrer
+	id       string
+	n, total int64
+}
+
+func (c *countingWriter) Write(b []byte) (int, error) {
+	n, err := c.w.Write(b)
+	c.n += int64(n)
+	if n > 0 {
+		c.t.Transfer(c.id, c.n, c.total)
+	}
+	return n, err
+}

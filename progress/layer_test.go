@@ -1,0 +1,44 @@
+package progress
+
+import (
+	"bytes"
+	"io"
+	"strings"
+	"testing"
+
+	"github.com/google/go-containerregistry/pkg/v1/random"
+)
+
+// TestWatchLayer reads a layer through WatchLayer and NewWriter and checks
+// the plain view counted every byte.
+func TestWatchLayer(t *testing.T) {
+	l, err := random.Layer(4096, "application/vnd.oci.image.layer.v1.tar+gzip")
+	if err != nil {
+		t.Fatal(err)
+	}
+	size, _ := l.Size()
+	d, _ := l.Digest()
+	c := newClock()
+	var out bytes.Buffer
+	p := newPrinter(c.now, newPlainView(&out))
+	s := p.Step("[1/1] FROM example")
+	rc, err := WatchLayer(s, l).Compressed()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sink bytes.Buffer
+	if _, err := io.Copy(NewWriter(s, "export", &sink, size), rc); err != nil {
+		t.Fatal(err)
+	}
+	rc.Close()
+	s.Done()
+	got := out.String()
+	for _, want := range []string{ShortDigest(d) + " done", "export done", "#1 DONE"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("output lacks %q:\n%s", want, got)
+		}
+	}
+	if int64(sink.Len()) != size {
+		t.Errorf("copied %d bytes, want %d", sink.Len(), size)
+	}
+}
