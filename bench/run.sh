@@ -1,0 +1,222 @@
+#!/usr/bin/env bash
+# bench/run.sh — the build workloads of issue 3, timed with kiln and, when
+# BuildKit answers on $BUILDKIT_ADDR, with BuildKit in the same run:
+#
+#   1. 10k-files: a context of 10,000 text files (~120 MB) copied with one
+#      COPY, then two RUN steps: cold, no-op rebuild, one file changed;
+#   2. 30 trivial RUN steps, cold (and one RUN step, cold, to derive the
+#      per-RUN overhead);
+#   3. one RUN writing a 500 MB file, exported to an OCI archive.
+#
+# Every build exports an OCI archive (kiln -o type=oci, buildctl --output
+# type=oci). Wall time and peak RSS come from /usr/bin/time; BuildKit's RSS
+# is buildkitd's and is not reported (buildctl's own is meaningless).
+# The base image is served by bin/mkbase from a registry this script starts.
+#
+# Environment:
+#   KILN, MKBASE      binaries (default bin/kiln, bin/mkbase)
+#   BENCH_DIR         work directory (default /var/tmp/kiln-bench; contexts
+#                     are kept between runs, stores are not)
+#   RUNS              repetitions of warm measurements, median (default 3)
+#   BUILDCTL, BUILDKIT_ADDR   BuildKit client and daemon
+#                     (default /tmp/peers/bin/buildctl, unix:///tmp/peers/buildkitd.sock)
+#   BENCH_BUILDKIT=0  skip BuildKit even if it answers
+set -eu -o pipefail
+
+repo=$(cd "$(dirname "$0")/.." && pwd)
+KILN=${KILN:-$repo/bin/kiln}
+MKBASE=${MKBASE:-$repo/bin/mkbase}
+BENCH_DIR=${BENCH_DIR:-/var/tmp/kiln-bench}
+RUNS=${RUNS:-3}
+BUILDCTL=${BUILDCTL:-/tmp/peers/bin/buildctl}
+BUILDKIT_ADDR=${BUILDKIT_ADDR:-unix:///tmp/peers/buildkitd.sock}
+
+for b in "$KILN" "$MKBASE"; do
+	[ -x "$b" ] || { echo "bench: $b is missing (make build mkbase)" >&2; exit 1; }
+done
+[ -x /usr/bin/time ] || { echo "bench: /usr/bin/time is missing (apt-get install time)" >&2; exit 1; }
+
+bk=0
+if [ "${BENCH_BUILDKIT:-1}" != 0 ] && [ -x "$BUILDCTL" ] &&
+	timeout 10 "$BUILDCTL" --addr "$BUILDKIT_ADDR" debug workers >/dev/null 2>&1; then
+	bk=1
+fi
+
+mkdir -p "$BENCH_DIR"
+work=$BENCH_DIR
+logs=$work/logs
+rm -rf "$logs" "$work/out" "$work/root" "$work/df"
+mkdir -p "$logs" "$work/out" "$work/df"
+
+# --- the base image, from a registry of our own -----------------------------
+addr_file=$work/registry.addr
+rm -f "$addr_file"
+"$MKBASE" -busybox -serve 127.0.0.1:0 -addr-file "$addr_file" >"$logs/mkbase.log" 2>&1 &
+mkbase_pid=$!
+cleanup() {
+	kill "$mkbase_pid" 2>/dev/null || true
+	wait "$mkbase_pid" 2>/dev/null || true
+}
+trap cleanup EXIT
+for _ in $(seq 600); do
+	[ -s "$addr_file" ] && break
+	kill -0 "$mkbase_pid" 2>/dev/null || { echo "bench: mkbase exited:" >&2; cat "$logs/mkbase.log" >&2; exit 1; }
+	sleep 0.1
+done
+[ -s "$addr_file" ] || { echo "bench: mkbase did not start serving" >&2; exit 1; }
+base="$(cat "$addr_file")/library/busybox:latest"
+
+# --- workloads ---------------------------------------------------------------
+ctx10k=$work/ctx10k
+if [ ! -e "$ctx10k/.complete" ]; then
+	echo "bench: generating the 10,000-file context in $ctx10k"
+	rm -rf "$ctx10k"
+	(cd "$repo" && go run ./bench/gencontext -dir "$ctx10k")
+	touch "$ctx10k/.complete"
+fi
+# A context left modified by the one-file runs of a previous bench goes back
+# to its generated state (a changed file is rewritten whole).
+onefile=$ctx10k/d00/f00000.txt
+[ -e "$work/onefile.orig" ] || cp "$onefile" "$work/onefile.orig"
+cp "$work/onefile.orig" "$onefile"
+printf '.complete\n' >"$ctx10k/.dockerignore"
+
+empty=$work/empty-ctx
+mkdir -p "$empty"
+
+dockerfile() { mkdir -p "$work/df/$1"; cat >"$work/df/$1/Dockerfile"; }
+dockerfile 10k <<'EOF'
+ARG BASE
+FROM $BASE
+COPY . /data/
+RUN find /data -type f | wc -l > /count
+RUN du -s /data > /size
+EOF
+{
+	printf 'ARG BASE\nFROM $BASE\n'
+	for i in $(seq 30); do printf 'RUN echo %d > /step%d\n' "$i" "$i"; done
+} | dockerfile run30
+printf 'ARG BASE\nFROM $BASE\nRUN echo 1 > /step1\n' | dockerfile run1
+dockerfile big <<'EOF'
+ARG BASE
+FROM $BASE
+RUN head -c 500000000 /dev/urandom > /big
+EOF
+
+# --- measuring ---------------------------------------------------------------
+# timed LOG CMD...: runs CMD, sets T (seconds) and M (peak RSS, MB).
+timed() {
+	local log=$1
+	shift
+	if ! /usr/bin/time -f '%e %M' -o "$log.time" "$@" >"$log" 2>&1; then
+		echo "bench: FAILED: $*" >&2
+		tail -n 30 "$log" >&2
+		exit 1
+	fi
+	read -r T kb <"$log.time"
+	M=$((kb / 1024))
+}
+
+median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+# kiln_build DF CONTEXT / bk_build DF CONTEXT [FLAG...]: set CMD, the build
+# command (an array, so that /usr/bin/time runs the binary itself).
+kiln_build() {
+	CMD=("$KILN" build --root "$work/root" --progress=plain -f "$work/df/$1/Dockerfile"
+		--build-arg BASE="$base" -o type=oci,dest="$work/out/kiln-$1.tar" "$2")
+}
+
+bk_build() {
+	local dfname=$1 ctx=$2
+	shift 2
+	CMD=("$BUILDCTL" --addr "$BUILDKIT_ADDR" build --progress=plain --frontend dockerfile.v0
+		--local context="$ctx" --local dockerfile="$work/df/$dfname"
+		--opt build-arg:BASE="$base" --output type=oci,dest="$work/out/bk-$dfname.tar" "$@")
+}
+
+bk_prune() { "$BUILDCTL" --addr "$BUILDKIT_ADDR" prune --all >/dev/null; }
+
+declare -A KT KM BT
+order=()
+record() { order+=("$1"); }
+
+# cold LABEL DF CONTEXT
+cold() {
+	local label=$1 dfname=$2 ctx=$3
+	record "$label"
+	sync
+	rm -rf "$work/root"
+	kiln_build "$dfname" "$ctx"
+	timed "$logs/kiln-$label" "${CMD[@]}"
+	KT[$label]=$T KM[$label]=$M
+	if [ $bk = 1 ]; then
+		bk_prune
+		sync
+		bk_build "$dfname" "$ctx" --no-cache
+		timed "$logs/bk-$label" "${CMD[@]}"
+		BT[$label]=$T
+	fi
+}
+
+# warm LABEL DF CONTEXT [PREPARE]: RUNS builds, each after PREPARE, median
+warm() {
+	local label=$1 dfname=$2 ctx=$3 prepare=${4:-true}
+	record "$label"
+	local ts=() ms=() bts=()
+	for i in $(seq "$RUNS"); do
+		$prepare "kiln$i"
+		kiln_build "$dfname" "$ctx"
+		timed "$logs/kiln-$label-$i" "${CMD[@]}"
+		ts+=("$T") ms+=("$M")
+		if [ $bk = 1 ]; then
+			$prepare "bk$i"
+			bk_build "$dfname" "$ctx"
+			timed "$logs/bk-$label-$i" "${CMD[@]}"
+			bts+=("$T")
+		fi
+	done
+	KT[$label]=$(printf '%s\n' "${ts[@]}" | median)
+	KM[$label]=$(printf '%s\n' "${ms[@]}" | sort -n | tail -1)
+	[ $bk = 0 ] || BT[$label]=$(printf '%s\n' "${bts[@]}" | median)
+}
+
+change_one() { printf 'changed by run %s\n' "$1" >>"$onefile"; }
+
+echo "bench: kiln at $(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo "?"), BuildKit: $([ $bk = 1 ] && echo yes || echo no), base $base"
+
+# The cold 10k build leaves kiln's store and BuildKit's cache warm for the
+# rebuilds that follow; the other cold builds start from empty stores again.
+cold "10k-files cold" 10k "$ctx10k"
+warm "10k-files no-op rebuild" 10k "$ctx10k"
+warm "10k-files one file changed" 10k "$ctx10k" change_one
+cp "$work/onefile.orig" "$onefile"
+cold "30 RUN steps cold" run30 "$empty"
+cold "1 RUN step cold" run1 "$empty"
+cold "500 MB RUN, OCI export" big "$empty"
+rm -rf "$work/root" "$work/out"
+[ $bk = 0 ] || bk_prune
+
+# --- report ------------------------------------------------------------------
+cpu=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
+{
+	echo
+	echo "machine: $(nproc) CPUs ($cpu), $(awk '/MemTotal/ {printf "%.0f GB", $2/1048576}' /proc/meminfo), kernel $(uname -r), $(findmnt -no FSTYPE -T "$work") at $work"
+	if [ $bk = 1 ]; then
+		printf '%-30s %10s %12s %12s %8s\n' workload "kiln (s)" "kiln RSS MB" "BuildKit (s)" ratio
+	else
+		printf '%-30s %10s %12s\n' workload "kiln (s)" "kiln RSS MB"
+	fi
+	for l in "${order[@]}"; do
+		if [ $bk = 1 ]; then
+			printf '%-30s %10s %12s %12s %8s\n' "$l" "${KT[$l]}" "${KM[$l]}" "${BT[$l]}" \
+				"$(awk -v k="${KT[$l]}" -v b="${BT[$l]}" 'BEGIN {if (b > 0) printf "%.2fx", k/b; else print "-"}')"
+		else
+			printf '%-30s %10s %12s\n' "$l" "${KT[$l]}" "${KM[$l]}"
+		fi
+	done
+	per_run() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.1f ms", (a-b)/29*1000}'; }
+	printf 'per-RUN overhead (30 RUN − 1 RUN)/29: kiln %s' "$(per_run "${KT[30 RUN steps cold]}" "${KT[1 RUN step cold]}")"
+	[ $bk = 0 ] || printf ', BuildKit %s' "$(per_run "${BT[30 RUN steps cold]}" "${BT[1 RUN step cold]}")"
+	echo
+	echo "(warm rows: median of $RUNS runs; logs in $logs)"
+} | tee "$work/results.txt"
