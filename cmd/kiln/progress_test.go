@@ -137,7 +137,7 @@ func TestProgressOutput(t *testing.T) {
 		wantCode int
 		json     bool
 	}{
-		{"first.plain", ok, []string{"--progress=plain", "-t", "progress:test"}, 0, false},
+		{"first.plain", ok, []string{"--progress=plain", "-t", "progress:test", "-o", "type=oci,dest=" + filepath.Join(root, "image.tar")}, 0, false},
 		{"cached.plain", ok, []string{"--progress=plain"}, 0, false},
 		{"no-cache.rawjson", ok, []string{"--progress=rawjson", "--no-cache", "-t", "progress:test"}, 0, true},
 		{"failing.plain", bad, []string{"--progress=plain"}, 1, false},
