@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/docker/cli/cli/config"
@@ -47,7 +49,7 @@ func (r *Resolver) CheckLogin(ctx context.Context, registry, user, password stri
 	auth := authn.FromConfig(authn.AuthConfig{Username: user, Password: password})
 	tr, err := transport.NewWithContext(ctx, reg, auth, r.transport(), nil)
 	if err != nil {
-		return fmt.Errorf("logging in to %s: %w", reg, r.explainLogin(reg, err))
+		return fmt.Errorf("logging in to %s: %w", reg, r.explainLogin(ctx, reg, err))
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, reg.Scheme()+"://"+reg.RegistryStr()+"/v2/", nil)
 	if err != nil {
@@ -55,20 +57,20 @@ func (r *Resolver) CheckLogin(ctx context.Context, registry, user, password stri
 	}
 	resp, err := (&http.Client{Transport: tr}).Do(req)
 	if err != nil {
-		return fmt.Errorf("logging in to %s: %w", reg, r.explainLogin(reg, err))
+		return fmt.Errorf("logging in to %s: %w", reg, r.explainLogin(ctx, reg, err))
 	}
 	defer resp.Body.Close()
 	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	if err := transport.CheckError(resp, http.StatusOK); err != nil {
-		return fmt.Errorf("logging in to %s: %w", reg, r.explainLogin(reg, err))
+		return fmt.Errorf("logging in to %s: %w", reg, r.explainLogin(ctx, reg, err))
 	}
 	return nil
 }
 
 // explainLogin is explain for a login: the credentials tried are the
 // ones given, never those of the keychain.
-func (r *Resolver) explainLogin(reg name.Registry, err error) error {
-	e := r.explain(context.Background(), reg, err)
+func (r *Resolver) explainLogin(ctx context.Context, reg name.Registry, err error) error {
+	e := r.explain(ctx, reg, err)
 	var ae *AuthError
 	if errors.As(e, &ae) {
 		ae.Anonymous = false
@@ -76,11 +78,25 @@ func (r *Resolver) explainLogin(reg name.Registry, err error) error {
 	return e
 }
 
+// dockerConfigDir is $DOCKER_CONFIG, else ~/.docker. Docker's own
+// config.Dir reads the environment once per process, which tests that
+// switch DOCKER_CONFIG cannot live with.
+func dockerConfigDir() string {
+	if d := os.Getenv("DOCKER_CONFIG"); d != "" {
+		return d
+	}
+	home, err := os.UserHomeDir()
+	if err != nil || home == "" {
+		return config.Dir()
+	}
+	return filepath.Join(home, ".docker")
+}
+
 // loadDockerConfig reads the Docker config ($DOCKER_CONFIG/config.json,
 // else ~/.docker/config.json) with Docker's own code, so that the file
 // kiln writes is the file docker would have written.
 func loadDockerConfig() (*configfile.ConfigFile, error) {
-	cf, err := config.Load(config.Dir())
+	cf, err := config.Load(dockerConfigDir())
 	if err != nil {
 		// Saving over a config that could not be parsed would lose it.
 		return nil, fmt.Errorf("reading the Docker config: %w", err)

@@ -52,6 +52,9 @@ func (r *Resolver) Push(ctx context.Context, img remote.Taggable, refs []string)
 	// when the first one fails.
 	for _, reg := range order {
 		todo := byRegistry[reg]
+		for n, t := range todo {
+			todo[n] = r.mountable(t, n.Context().Registry)
+		}
 		if err := remote.MultiWrite(todo, r.Options(ctx)...); err != nil {
 			var first name.Reference
 			for n := range todo {
@@ -82,4 +85,64 @@ func digestOf(t remote.Taggable) (v1.Hash, error) {
 	}
 	h, _, err := v1.SHA256(bytes.NewReader(raw))
 	return h, err
+}
+
+// mountable returns t with the layers of images resolved earlier on reg
+// marked as mountable from there: go-containerregistry then asks reg to
+// link the blob from that repository (a cross-repository mount) instead of
+// uploading it, which is what makes pushing a small image FROM a large base
+// of the same registry fast.
+func (r *Resolver) mountable(t remote.Taggable, reg name.Registry) remote.Taggable {
+	img, ok := t.(v1.Image)
+	if !ok {
+		return t
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	from := map[v1.Hash]name.Digest{}
+	for h, src := range r.sources {
+		if src.Context().RegistryStr() == reg.RegistryStr() {
+			from[h] = src
+		}
+	}
+	if len(from) == 0 {
+		return t
+	}
+	return &mountableImage{Image: img, from: from}
+}
+
+type mountableImage struct {
+	v1.Image
+	from map[v1.Hash]name.Digest
+}
+
+func (m *mountableImage) wrap(l v1.Layer) v1.Layer {
+	d, err := l.Digest()
+	if err != nil {
+		return l
+	}
+	if src, ok := m.from[d]; ok {
+		return &remote.MountableLayer{Layer: l, Reference: src}
+	}
+	return l
+}
+
+func (m *mountableImage) Layers() ([]v1.Layer, error) {
+	ls, err := m.Image.Layers()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]v1.Layer, len(ls))
+	for i, l := range ls {
+		out[i] = m.wrap(l)
+	}
+	return out, nil
+}
+
+func (m *mountableImage) LayerByDigest(h v1.Hash) (v1.Layer, error) {
+	l, err := m.Image.LayerByDigest(h)
+	if err != nil {
+		return nil, err
+	}
+	return m.wrap(l), nil
 }

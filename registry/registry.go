@@ -46,6 +46,12 @@ type Resolver struct {
 
 	once sync.Once
 	rt   http.RoundTripper
+
+	mu sync.Mutex
+	// sources maps the layers of images resolved so far to where they
+	// came from, so that a push to the same registry mounts them rather
+	// than uploading them again.
+	sources map[v1.Hash]name.Digest
 }
 
 // DefaultBackoff retries a failed request or upload five times over about
@@ -109,9 +115,16 @@ func (r *Resolver) transport() http.RoundTripper {
 			}
 			base = newHostTransport(dir, r.settings, r.insecure)
 		}
-		r.rt = &retryAfter{inner: base, tries: 3, max: time.Minute, now: time.Now}
+		r.rt = &retrying{inner: base, tries: 3, base: r.backoff().Duration / 5, max: time.Minute, now: time.Now}
 	})
 	return r.rt
+}
+
+func (r *Resolver) backoff() remote.Backoff {
+	if r.Backoff.Steps == 0 {
+		return DefaultBackoff
+	}
+	return r.Backoff
 }
 
 func (r *Resolver) keychain() authn.Keychain {
@@ -124,10 +137,7 @@ func (r *Resolver) keychain() authn.Keychain {
 // Options are the remote options for talking to registries: they apply to
 // any reference, since TLS settings are chosen per host by the transport.
 func (r *Resolver) Options(ctx context.Context) []remote.Option {
-	b := r.Backoff
-	if b.Steps == 0 {
-		b = DefaultBackoff
-	}
+	b := r.backoff()
 	return []remote.Option{
 		remote.WithContext(ctx),
 		remote.WithAuthFromKeychain(r.keychain()),
@@ -153,7 +163,7 @@ func (r *Resolver) Resolve(ctx context.Context, ref string) (v1.Image, string, e
 		if err == nil {
 			var img v1.Image
 			if img, err = r.image(ctx, mref); err == nil {
-				return r.resolved(n, img)
+				return r.resolved(n, mref, img)
 			}
 		}
 		if r.Log != nil {
@@ -168,13 +178,27 @@ func (r *Resolver) Resolve(ctx context.Context, ref string) (v1.Image, string, e
 		}
 		return nil, "", fmt.Errorf("resolving %s: %w", n.Name(), err)
 	}
-	return r.resolved(n, img)
+	return r.resolved(n, n, img)
 }
 
-func (r *Resolver) resolved(n name.Reference, img v1.Image) (v1.Image, string, error) {
+// resolved names img, resolved for n and fetched from src, and remembers
+// where its layers live.
+func (r *Resolver) resolved(n, src name.Reference, img v1.Image) (v1.Image, string, error) {
 	d, err := img.Digest()
 	if err != nil {
 		return nil, "", fmt.Errorf("resolving %s: %w", n.Name(), err)
+	}
+	// The manifest is already here: remote.Image fetched it.
+	if m, err := img.Manifest(); err == nil {
+		at := src.Context().Digest(d.String())
+		r.mu.Lock()
+		if r.sources == nil {
+			r.sources = map[v1.Hash]name.Digest{}
+		}
+		for _, l := range m.Layers {
+			r.sources[l.Digest] = at
+		}
+		r.mu.Unlock()
 	}
 	return img, n.Context().Name() + "@" + d.String(), nil
 }

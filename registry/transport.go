@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -177,47 +178,93 @@ func readCertsDir(dir string) (cas []string, pairs []KeyPair, err error) {
 	return cas, pairs, nil
 }
 
-// retryAfter waits out a 429's Retry-After and sends the request again,
-// up to tries times and never waiting longer than max at once. It sits
-// under go-containerregistry's retrying transport, whose fixed backoff
-// knows nothing of Retry-After; a request whose body cannot be replayed
-// (a streamed blob) goes back up unchanged, and the whole upload is
-// retried there.
-type retryAfter struct {
+// retrying sends a request again when the connection broke or the
+// registry answered 408, 429 or 502–504, waiting out a 429's Retry-After
+// (up to max) or else backing off from base, at most tries more times.
+//
+// It sits under go-containerregistry's own retries, which stop at the
+// transport for the requests of a blob upload (retry.Never) and restart the
+// whole upload instead: with a flaky load balancer in front, a four-request
+// upload then fails far more often than any one request. Here only the
+// failed request is repeated, and only when that is safe: its body can be
+// replayed (GetBody), and repeating it cannot do harm in the registry
+// protocol (a second upload session is abandoned and purged; a repeated
+// commit of a finished upload fails and the upload is retried above, where
+// the HEAD finds the blob). A streamed blob body cannot be replayed and
+// goes back up unchanged.
+type retrying struct {
 	inner http.RoundTripper
 	tries int
+	base  time.Duration
 	max   time.Duration
 	now   func() time.Time
 }
 
-func (t *retryAfter) RoundTrip(req *http.Request) (*http.Response, error) {
+func (t *retrying) RoundTrip(req *http.Request) (*http.Response, error) {
 	for i := 0; ; i++ {
 		resp, err := t.inner.RoundTrip(req)
-		if err != nil || resp.StatusCode != http.StatusTooManyRequests || i >= t.tries {
+		if i >= t.tries || !replayable(req) {
 			return resp, err
 		}
-		wait, ok := parseRetryAfter(resp.Header.Get("Retry-After"), t.now())
-		if !ok || wait > t.max {
+		wait := t.base << (2 * i) // ×4 each time
+		switch {
+		case err != nil:
+			if !transient(err) {
+				return resp, err
+			}
+		case resp.StatusCode == http.StatusTooManyRequests:
+			if d, ok := parseRetryAfter(resp.Header.Get("Retry-After"), t.now()); ok {
+				if d > t.max {
+					return resp, nil
+				}
+				wait = d
+			}
+		case resp.StatusCode == http.StatusRequestTimeout, resp.StatusCode == http.StatusBadGateway,
+			resp.StatusCode == http.StatusServiceUnavailable, resp.StatusCode == http.StatusGatewayTimeout:
+		default:
 			return resp, nil
 		}
-		if req.Body != nil && req.Body != http.NoBody {
-			if req.GetBody == nil {
-				return resp, nil
-			}
-			body, err := req.GetBody()
-			if err != nil {
-				return resp, nil
-			}
-			req = req.Clone(req.Context())
-			req.Body = body
+		if resp != nil {
+			// Drain a little so the connection can be reused.
+			io.CopyN(io.Discard, resp.Body, 64<<10)
+			resp.Body.Close()
 		}
-		// Drain a little so the connection can be reused.
-		io.CopyN(io.Discard, resp.Body, 64<<10)
-		resp.Body.Close()
 		if err := sleep(req.Context(), wait); err != nil {
 			return nil, err
 		}
+		if req, err = rewind(req); err != nil {
+			return nil, err
+		}
 	}
+}
+
+func replayable(req *http.Request) bool {
+	return req.Body == nil || req.Body == http.NoBody || req.GetBody != nil
+}
+
+// rewind returns req with a fresh copy of its body.
+func rewind(req *http.Request) (*http.Request, error) {
+	if req.Body == nil || req.Body == http.NoBody {
+		return req, nil
+	}
+	body, err := req.GetBody()
+	if err != nil {
+		return nil, err
+	}
+	r := req.Clone(req.Context())
+	r.Body = body
+	return r, nil
+}
+
+// transient reports a connection that broke under the request. A refused
+// connection is not: nothing listens there, and a dead mirror must be
+// skipped at once.
+func transient(err error) bool {
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return false
+	}
+	return errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) ||
+		errors.Is(err, syscall.ECONNABORTED) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
 }
 
 // parseRetryAfter reads delay-seconds or an HTTP date.
