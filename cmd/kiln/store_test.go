@@ -1,7 +1,9 @@
 package main
 
 import (
+	"bufio"
 	"context"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -11,6 +13,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/validate"
+	"golang.org/x/sys/unix"
 
 	"github.com/kiln-build/kiln/export"
 	"github.com/kiln-build/kiln/internal/testutil"
@@ -202,4 +205,60 @@ func TestStoreUsage(t *testing.T) {
 
 func storeUntar(archive, dir string) ([]byte, error) {
 	return exec.Command("tar", "-xf", archive, "-C", dir).CombinedOutput()
+}
+
+// TestPruneWaitsForBuilds: while another kiln process has the store open
+// (here the test holds the shared lock every open store holds), kiln prune
+// says that it waits, removes nothing, and goes ahead once the store is
+// free.
+func TestPruneWaitsForBuilds(t *testing.T) {
+	needRoot(t)
+	ctx := context.Background()
+	dir := t.TempDir()
+	root := filepath.Join(dir, "root")
+	src := filepath.Join(dir, "src.tar")
+	if err := export.OCIArchive(ctx, testutil.BusyboxImage(t), src, []string{"bb"}); err != nil {
+		t.Fatal(err)
+	}
+	storeKiln(t, "--root", root, "load", "-i", src)
+	storeKiln(t, "--root", root, "rmi", "bb") // its layer is now prunable
+
+	lock, err := os.OpenFile(filepath.Join(root, "lock"), os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Close()
+	if err := unix.Flock(int(lock.Fd()), unix.LOCK_SH); err != nil {
+		t.Fatal(err)
+	}
+
+	cmd := exec.Command(kilnBin, "--root", root, "prune")
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stdout strings.Builder
+	cmd.Stdout = &stdout
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	line, err := bufio.NewReader(stderr).ReadString('\n')
+	if err != nil || !strings.Contains(line, "waiting for them to finish") {
+		cmd.Process.Kill()
+		cmd.Wait()
+		t.Fatalf("prune while the store is in use said %q (%v), want that it waits", line, err)
+	}
+	if layers, _ := os.ReadDir(filepath.Join(root, "layers")); len(layers) != 1 {
+		t.Errorf("prune removed layers while the store was in use: %d left", len(layers))
+	}
+	lock.Close() // the "build" ends
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("prune: %v\n%s", err, stdout.String())
+	}
+	if !strings.Contains(stdout.String(), "1 layer,") {
+		t.Errorf("prune output:\n%s", stdout.String())
+	}
+	if layers, _ := os.ReadDir(filepath.Join(root, "layers")); len(layers) != 0 {
+		t.Errorf("%d layers left after prune", len(layers))
+	}
 }
