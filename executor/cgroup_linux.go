@@ -39,6 +39,15 @@ type hierarchy struct {
 	dirs map[string]string // controller ("" for v2) → kiln's own cgroup directory
 }
 
+// CgroupsAvailable reports why RUN steps cannot get cgroups of their own
+// (rootless without delegation, no controllers mounted), or nil. Without
+// them Run refuses a Sandbox that is Limited and runs others without the
+// default pids limit.
+func CgroupsAvailable() error {
+	_, err := hostCgroups()
+	return err
+}
+
 // hostCgroups finds kiln's cgroups once; the error says why limits are
 // unavailable.
 var hostCgroups = sync.OnceValues(findCgroups)
@@ -241,7 +250,7 @@ type stepCgroup struct {
 func newStepCgroup(s Sandbox, insecure bool) (*stepCgroup, error) {
 	h, err := hostCgroups()
 	if err != nil {
-		if s.limited() {
+		if s.Limited() {
 			return nil, fmt.Errorf("resource limits are unavailable: %w", err)
 		}
 		return nil, nil

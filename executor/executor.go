@@ -147,10 +147,10 @@ func (s Sandbox) Check() error {
 	return nil
 }
 
-// limited reports whether s asks for a limit that only cgroups enforce:
+// Limited reports whether s asks for a limit that only cgroups enforce:
 // the default pids limit is applied when cgroups are available, these
 // must be or the step fails.
-func (s Sandbox) limited() bool {
+func (s Sandbox) Limited() bool {
 	return s.Memory != 0 || s.MemorySwap != 0 || s.CPUShares != 0 || s.CPUs != 0 || s.PidsLimit > 0 || s.BlkioWeight != 0
 }
 

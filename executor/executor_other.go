@@ -20,3 +20,6 @@ func Run(ctx context.Context, spec RunSpec) error {
 func Copy(ctx context.Context, spec CopySpec) error {
 	return fmt.Errorf("copying: %w", errors.ErrUnsupported)
 }
+
+// CgroupsAvailable: cgroups are Linux's.
+func CgroupsAvailable() error { return errors.ErrUnsupported }

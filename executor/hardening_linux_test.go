@@ -5,6 +5,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -125,5 +126,25 @@ func TestRunInsecure(t *testing.T) {
 	}
 	if !strings.Contains(out.String(), "Seccomp:\t0\n") || strings.Contains(out.String(), "a80425fb") || !strings.Contains(out.String(), "mounted") {
 		t.Errorf("insecure step still hardened:\n%s\nstderr %q", out.String(), errOut.String())
+	}
+}
+
+// TestRunWorkdirInProcFd checks that no fd of the sandbox init leads out
+// of the root: WORKDIR /proc/self/fd/N fails or stays inside.
+func TestRunWorkdirInProcFd(t *testing.T) {
+	needRoot(t)
+	base := busyboxRootfs(t)
+	for n := 3; n < 12; n++ {
+		cwd := "/proc/self/fd/" + strconv.Itoa(n)
+		var out, errOut bytes.Buffer
+		err := Run(context.Background(), RunSpec{
+			Rootfs: newRootfs(t, base), Env: []string{testPath}, Cwd: cwd,
+			Args: []string{"/bin/sh", "-c", "pwd -P; ls"}, Stdout: &out, Stderr: &errOut,
+		})
+		if err == nil {
+			t.Errorf("WORKDIR %s: ran in %q", cwd, out.String())
+		} else if !strings.Contains(err.Error(), "working directory") {
+			t.Errorf("WORKDIR %s: %v", cwd, err)
+		}
 	}
 }

@@ -176,6 +176,13 @@ func runChildRun(rep reporter, cs *childSpec) int {
 	if err := unix.Chdir(cs.Cwd); err != nil {
 		return rep.fail(fmt.Errorf("entering working directory %s: %w", cs.Cwd, err))
 	}
+	// WORKDIR /proc/self/fd/N would reach whatever directory the init
+	// holds open as fd N (runc's CVE-2024-21626 was a leaked host cgroup
+	// directory). The init holds none, and getcwd makes sure: a directory
+	// outside the new root has no path from it.
+	if _, err := unix.Getwd(); err != nil {
+		return rep.fail(fmt.Errorf("entering working directory %s: it is outside the container's root", cs.Cwd))
+	}
 	if !cs.Insecure {
 		if err := dropBoundingCaps(); err != nil {
 			return rep.fail(err)

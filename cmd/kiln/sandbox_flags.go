@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"math"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -21,12 +22,13 @@ type sandboxFlags struct {
 	blkioWeight                      uint16
 	stepTimeout                      time.Duration
 	allow                            []string
+	fs                               *pflag.FlagSet
 }
 
 // addSandboxFlags registers the flags that shape every RUN sandbox and
 // returns the function that reads them once parsed.
 func addSandboxFlags(fs *pflag.FlagSet) func() (executor.Sandbox, error) {
-	f := &sandboxFlags{}
+	f := &sandboxFlags{fs: fs}
 	fs.StringVarP(&f.memory, "memory", "m", "", "memory limit of each RUN step, e.g. 512m or 2g (default unlimited)")
 	fs.StringVar(&f.memorySwap, "memory-swap", "", "memory plus swap limit of each RUN step; -1 for unlimited swap (default twice --memory)")
 	fs.Uint64Var(&f.cpuShares, "cpu-shares", 0, "relative CPU weight of RUN steps (1024 is the normal weight)")
@@ -49,6 +51,10 @@ func (f *sandboxFlags) sandbox() (executor.Sandbox, error) {
 	}
 	if f.pidsLimit == 0 {
 		return s, usagef("--pids-limit 0: give a positive limit, or -1 for unlimited")
+	}
+	if !f.fs.Changed("pids-limit") {
+		// The default limit, which applies only where cgroups do.
+		s.PidsLimit = 0
 	}
 	if f.userns != "host" {
 		s.UserNS = f.userns
@@ -76,6 +82,13 @@ func (f *sandboxFlags) sandbox() (executor.Sandbox, error) {
 	}
 	if err := s.Check(); err != nil {
 		return s, usagef("sandbox settings: %v", err)
+	}
+	if err := executor.CgroupsAvailable(); err != nil {
+		// Say so rather than silently build without limits.
+		if s.Limited() {
+			return s, fmt.Errorf("resource limits (--memory, --cpus, --pids-limit ...) are unavailable: %w", err)
+		}
+		fmt.Fprintf(os.Stderr, "kiln: warning: RUN steps run without a cgroup, so without the default pids limit: %v\n", err)
 	}
 	return s, nil
 }

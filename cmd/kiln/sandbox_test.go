@@ -271,6 +271,7 @@ func TestSandbox(t *testing.T) {
 			dockerfile: "FROM %[1]s\nWORKDIR /proc/self/fd/5\nRUN pwd > /result; ls > /listing\n",
 			wantCode:   -1, // refused, or confined: either way not the host
 			check: func(t *testing.T, r string) {
+				t.Logf("result %q", r)
 				if r != "" && r != "/proc/self/fd/5\n" {
 					t.Errorf("working directory %q", r)
 				}
@@ -419,6 +420,9 @@ func TestSandbox(t *testing.T) {
 						t.Fatalf("reading the result: %v\n%s", err, log)
 					}
 				}
+				if testing.Verbose() {
+					t.Logf("exit code %d:\n%s", code, log)
+				}
 				tt.check(t, string(result))
 			}
 		})
@@ -565,7 +569,7 @@ func TestSandboxFlags(t *testing.T) {
 		wantErr string
 	}{
 		{args: nil, check: func(t *testing.T, s executor.Sandbox) {
-			if s.PidsLimit != 4096 || s.Memory != 0 || s.StepTimeout != 0 {
+			if s.PidsLimit != 0 || s.Limited() || s.StepTimeout != 0 {
 				t.Errorf("defaults %+v", s)
 			}
 		}},
