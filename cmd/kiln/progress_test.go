@@ -30,13 +30,16 @@ func needProgressWiring(t *testing.T) {
 }
 
 // progressContext writes a build context whose Dockerfile is df, with
-// REGISTRY replaced by reg.
-func progressContext(t *testing.T, reg, df string) string {
+// REGISTRY replaced by reg, and a greeting.txt, and more files.
+func progressContext(t *testing.T, reg, df string, more ...string) string {
 	t.Helper()
 	dir := t.TempDir()
 	files := map[string]string{
 		"Dockerfile":   strings.ReplaceAll(df, "REGISTRY", reg),
 		"greeting.txt": "hello from the context\n",
+	}
+	for i := 0; i+1 < len(more); i += 2 {
+		files[more[i]] = more[i+1]
 	}
 	for name, data := range files {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(data), 0o644); err != nil {
@@ -69,6 +72,8 @@ var (
 	layerBytes    = regexp.MustCompile(`(layers?), \d+(\.\d)?[kMGT]?B`)
 	digest        = regexp.MustCompile(`sha256:[0-9a-f]{64}`)
 	buildID       = regexp.MustCompile(`\d{8}-\d{6}-[0-9a-f]{6}`)
+	// what a failed lookup on the network says depends on the network
+	resolving = regexp.MustCompile(`(resolving \S+): .*`)
 )
 
 func (n normalizer) text(s string) string {
@@ -80,6 +85,7 @@ func (n normalizer) text(s string) string {
 	s = builtIn.ReplaceAllString(s, "Built in Ts")
 	s = layerBytes.ReplaceAllString(s, "$1, SIZE")
 	s = digest.ReplaceAllString(s, "sha256:DIGEST")
+	s = resolving.ReplaceAllString(s, "$1: NETWORK ERROR")
 	return buildID.ReplaceAllString(s, "BUILD_ID")
 }
 
@@ -124,6 +130,7 @@ func TestProgressOutput(t *testing.T) {
 	root := t.TempDir()
 	ok := progressContext(t, reg, progressDockerfile)
 	bad := progressContext(t, reg, failingDockerfile)
+	ignored := progressContext(t, reg, progressDockerfile, ".dockerignore", "# no text files\n*.txt\n")
 	n := normalizer{reg: reg, root: root}
 	build := func(ctx string, args ...string) (string, int) {
 		args = append([]string{"build", "--root", root}, args...)
@@ -142,6 +149,7 @@ func TestProgressOutput(t *testing.T) {
 		{"no-cache.rawjson", ok, []string{"--progress=rawjson", "--no-cache", "-t", "progress:test"}, 0, true},
 		{"failing.plain", bad, []string{"--progress=plain"}, 1, false},
 		{"failing.rawjson", bad, []string{"--progress=rawjson"}, 1, true},
+		{"dockerignored.plain", ignored, []string{"--progress=plain"}, 1, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -293,5 +301,27 @@ COPY --from=a /etc/passwd /passwd
 	}
 	if strings.Contains(final, "=> => #") {
 		t.Errorf("the last frame still shows step output:\n%s", final)
+	}
+}
+
+// TestErrorReports keeps the whole report of each broken build of
+// testdata/errors as testdata/progress/errors/CASE.golden: what a person
+// sees when that build fails.
+func TestErrorReports(t *testing.T) {
+	needRoot(t)
+	needProgressWiring(t)
+	reg := registryWithBases(t)
+	root := t.TempDir()
+	dir := filepath.Join("..", "..", "testdata", "errors")
+	for _, name := range caseNames(t, dir) {
+		t.Run(name, func(t *testing.T) {
+			ctxDir, meta := prepareCase(t, filepath.Join(dir, name), reg)
+			out, code := kiln(t, buildArgs(root, ctxDir, meta)...)
+			if code != exitFailed {
+				t.Errorf("exit code %d, want %d", code, exitFailed)
+			}
+			n := normalizer{reg: reg, root: root, ctx: ctxDir}
+			compareGolden(t, filepath.Join("testdata", "progress", "errors", name+".golden"), n.text(out))
+		})
 	}
 }
