@@ -124,6 +124,11 @@ func (s *Store) PutImage(ctx context.Context, names []string, img v1.Image) erro
 	}
 	now := time.Now().UTC()
 	for _, n := range normalised {
+		// A rebuild that changed nothing names the same image again: two
+		// fsyncs saved on every no-op build with -t.
+		if rec, err := s.readImageRecord(s.imagePath(n)); err == nil && rec.Digest == digest && rec.Name == n {
+			continue
+		}
 		data, err := json.Marshal(imageRecord{Name: n, Digest: digest, Created: now})
 		if err != nil {
 			return fmt.Errorf("naming image %s: %w", n, err)

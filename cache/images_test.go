@@ -277,3 +277,68 @@ func TestLoad(t *testing.T) {
 		t.Error("loading a Dockerfile succeeded")
 	}
 }
+
+// builtImage is what a build hands PutImage: an image of stored layers.
+func builtImage(b *testing.B, s *Store, layers int) v1.Image {
+	b.Helper()
+	img := empty.Image
+	for i := range layers {
+		dir, _ := s.TempDir("upper-")
+		if err := os.WriteFile(filepath.Join(dir, "f"), []byte{byte(i)}, 0o644); err != nil {
+			b.Fatal(err)
+		}
+		info, _, err := s.CommitDir(context.Background(), dir)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if img, err = mutate.AppendLayers(img, s.Layer(info, "")); err != nil {
+			b.Fatal(err)
+		}
+	}
+	// mutate recomputes the config on every call: the build's images
+	// (package image) and the store's are plain manifests and configs.
+	if err := s.PutImage(context.Background(), []string{"bench/tmp"}, img); err != nil {
+		b.Fatal(err)
+	}
+	stored, _, err := s.Image("bench/tmp")
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := s.RemoveImage("bench/tmp"); err != nil {
+		b.Fatal(err)
+	}
+	return stored
+}
+
+// BenchmarkPutImage measures `-t NAME` at the end of a no-op rebuild: the
+// layers and blobs are stored already and the name holds the same image, so
+// it costs reads and stats, no write.
+func BenchmarkPutImage(b *testing.B) {
+	requireRoot(b)
+	s := openStore(b)
+	img := builtImage(b, s, 20)
+	for b.Loop() {
+		if err := s.PutImage(context.Background(), []string{"bench/app:1"}, img); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkImage measures resolving a FROM name in the store, which every
+// build does before asking a registry.
+func BenchmarkImage(b *testing.B) {
+	requireRoot(b)
+	s := openStore(b)
+	if err := s.PutImage(context.Background(), []string{"bench/app:1"}, builtImage(b, s, 20)); err != nil {
+		b.Fatal(err)
+	}
+	for b.Loop() {
+		img, ok, err := s.Image("bench/app:1")
+		if err != nil || !ok {
+			b.Fatal(ok, err)
+		}
+		if _, err := img.Layers(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
