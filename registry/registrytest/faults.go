@@ -31,6 +31,7 @@ type FaultProxy struct {
 	resets  int
 	refused int
 	passed  int
+	seen    []Request
 }
 
 // NewFaultProxy proxies to target (a URL such as http://127.0.0.1:5000),
@@ -43,8 +44,11 @@ func NewFaultProxy(t testing.TB, target string, rate float64, maxRun int, seed u
 	}
 	p := &FaultProxy{rng: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)), rate: rate, maxRun: maxRun, run: map[string]int{}}
 	rp := httputil.NewSingleHostReverseProxy(u)
-	rp.ErrorLog = nil
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	rp.ErrorLog = quiet
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p.mu.Lock()
+		p.seen = append(p.seen, Request{Method: r.Method, Path: r.URL.Path, Query: r.URL.RawQuery, Authorization: r.Header.Get("Authorization")})
+		p.mu.Unlock()
 		switch p.decide(r.Method + " " + r.URL.Path) {
 		case "reset":
 			// Read nothing more, and close with SO_LINGER 0 so the client
@@ -69,6 +73,8 @@ func NewFaultProxy(t testing.TB, target string, rate float64, maxRun int, seed u
 			rp.ServeHTTP(w, r)
 		}
 	}))
+	srv.Config.ErrorLog = quiet
+	srv.Start()
 	t.Cleanup(srv.Close)
 	p.Host = strings.TrimPrefix(srv.URL, "http://")
 	return p
@@ -96,4 +102,11 @@ func (p *FaultProxy) Counts() (resets, unavailable, passed int) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.resets, p.refused, p.passed
+}
+
+// Requests returns every request the proxy received, failed or passed.
+func (p *FaultProxy) Requests() []Request {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]Request(nil), p.seen...)
 }
