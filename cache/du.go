@@ -30,7 +30,11 @@ type DiskUsage struct {
 	Steps  Usage // step records, ROOT/steps
 	Images Usage // names, ROOT/images (their size is that of the records)
 	Tmp    Usage // scratch of running builds, or left by killed ones
-	Total  Usage
+	// Other is what other parts of kiln keep under the root (build logs,
+	// context hashes…), which prune leaves alone; Count is top-level
+	// entries.
+	Other Usage
+	Total Usage
 }
 
 // DiskUsage measures the store. It takes no lock: while builds run, the
@@ -69,7 +73,8 @@ func (s *Store) DiskUsage() (DiskUsage, error) {
 	if p.tmp {
 		du.Tmp.Reclaimable = inv.tmpSize
 	}
-	for _, u := range []Usage{du.Layers, du.Blobs, du.Steps, du.Images, du.Tmp} {
+	du.Other = Usage{Count: inv.otherCount, Size: inv.otherSize}
+	for _, u := range []Usage{du.Layers, du.Blobs, du.Steps, du.Images, du.Tmp, du.Other} {
 		du.Total.Count += u.Count
 		du.Total.Size += u.Size
 		du.Total.Reclaimable += u.Reclaimable
@@ -92,6 +97,8 @@ type inventory struct {
 	imagesSize   int64
 	tmpCount     int
 	tmpSize      int64
+	otherCount   int
+	otherSize    int64
 }
 
 type stepEntry struct {
@@ -242,6 +249,19 @@ func (s *Store) inventory() (*inventory, error) {
 	for _, e := range ents {
 		inv.tmpCount++
 		inv.tmpSize += treeSize(filepath.Join(s.tmp(), e.Name()), seen)
+	}
+
+	ents, err = readDirIfExists(s.Root)
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range ents {
+		switch e.Name() {
+		case "blobs", "layers", "steps", "images", "tmp", "lock":
+			continue
+		}
+		inv.otherCount++
+		inv.otherSize += treeSize(filepath.Join(s.Root, e.Name()), seen)
 	}
 	return inv, nil
 }

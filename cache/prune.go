@@ -194,7 +194,7 @@ func (p *prunePlan) debrisSize(inv *inventory) int64 {
 }
 
 func (inv *inventory) totalSize() int64 {
-	n := inv.tmpSize + inv.imagesSize
+	n := inv.tmpSize + inv.imagesSize + inv.otherSize
 	for _, size := range inv.blobs {
 		n += size
 	}

@@ -200,6 +200,9 @@ func TestPrune(t *testing.T) {
 func TestDiskUsage(t *testing.T) {
 	requireRoot(t)
 	f := newPruneFixture(t)
+	// what other parts of kiln keep under the root
+	os.MkdirAll(filepath.Join(f.s.Root, "logs"), 0o755)
+	os.WriteFile(filepath.Join(f.s.Root, "logs", "build.log"), []byte("log"), 0o644)
 	du, err := f.s.DiskUsage()
 	if err != nil {
 		t.Fatal(err)
@@ -216,12 +219,13 @@ func TestDiskUsage(t *testing.T) {
 		{"steps", du.Steps, 4, true},
 		{"images", du.Images, 1, false},
 		{"tmp", du.Tmp, 1, true},
+		{"other", du.Other, 1, false},
 	} {
 		if c.u.Count != c.count || c.u.Size <= 0 || (c.u.Reclaimable > 0) != c.reclaimable || c.u.Reclaimable > c.u.Size {
 			t.Errorf("%s: %+v, want count %d", c.what, c.u, c.count)
 		}
 	}
-	if du.Total.Size != du.Layers.Size+du.Blobs.Size+du.Steps.Size+du.Images.Size+du.Tmp.Size {
+	if du.Total.Size != du.Layers.Size+du.Blobs.Size+du.Steps.Size+du.Images.Size+du.Tmp.Size+du.Other.Size {
 		t.Errorf("total %+v is not the sum", du.Total)
 	}
 	// reclaimable is exactly what prune --all frees

@@ -376,6 +376,7 @@ func storePrintUsage(w io.Writer, root string, du cache.DiskUsage) {
 		{"step records", du.Steps},
 		{"images", du.Images},
 		{"scratch", du.Tmp},
+		{"other (logs, context hashes)", du.Other},
 		{"total", du.Total},
 	} {
 		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\n", r.what, r.u.Count, storeHumanSize(r.u.Size), storeHumanSize(r.u.Reclaimable))
