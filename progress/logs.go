@@ -83,6 +83,7 @@ func (v *logView) end(s *step) {
 }
 
 func (v *logView) summary(st Stats, sum Summary) { v.plain.summary(st, sum) }
+func (v *logView) message(l string)              { v.plain.message(l) }
 
 func (v *logView) close() error {
 	for s, f := range v.files {

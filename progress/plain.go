@@ -77,4 +77,6 @@ func (v *plainView) summary(st Stats, sum Summary) {
 	}
 }
 
+func (v *plainView) message(l string) { fmt.Fprintln(v.w, l) }
+
 func (v *plainView) close() error { return nil }

@@ -117,6 +117,7 @@ type view interface {
 	transfer(s *step, t *transfer)
 	end(s *step) // s.state says how
 	summary(st Stats, s Summary)
+	message(l string) // a line that belongs to no step
 	close() error
 }
 
@@ -179,6 +180,37 @@ func (p *printer) Summary(sum Summary) {
 	st.Duration = p.now().Sub(p.start)
 	for _, v := range p.views {
 		v.summary(st, sum)
+	}
+}
+
+// Messages returns a writer for what the build has to say outside any
+// step (a push's "pushed NAME@DIGEST", a warning): each line shows above
+// the live view, in the plain log unprefixed, as a rawjson "message".
+// Writing to stderr directly while the live view runs would be drawn over.
+func (p *printer) Messages() io.Writer { return &messages{p: p} }
+
+type messages struct {
+	p       *printer
+	mu      sync.Mutex
+	partial []byte
+}
+
+func (m *messages) Write(b []byte) (int, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.partial = append(m.partial, b...)
+	for {
+		i := bytes.IndexByte(m.partial, '\n')
+		if i < 0 {
+			return len(b), nil
+		}
+		l := strings.TrimSuffix(string(m.partial[:i]), "\r")
+		m.partial = m.partial[i+1:]
+		m.p.mu.Lock()
+		for _, v := range m.p.views {
+			v.message(l)
+		}
+		m.p.mu.Unlock()
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"sort"
@@ -81,6 +82,7 @@ var scripts = []struct {
 		}
 		b.Done()
 		tick()
+		fmt.Fprintln(p.(interface{ Messages() io.Writer }).Messages(), "a note from outside the steps")
 		c.advance(time.Second)
 		a.Done()
 		Summarize(p, Summary{ImageID: "sha256:3333", Layers: 2})

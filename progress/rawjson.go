@@ -13,7 +13,7 @@ const EventVersion = 1
 // Event is one line of --progress=rawjson. Which fields are set depends
 // on Type; docs/progress.md lists them.
 type Event struct {
-	Type string    `json:"type"` // start, step, log, bytes, cached, done, error, summary
+	Type string    `json:"type"` // start, step, log, bytes, cached, done, error, message, summary
 	Time time.Time `json:"time"`
 
 	Version int    `json:"version,omitempty"` // start
@@ -22,7 +22,7 @@ type Event struct {
 
 	Step int     `json:"step,omitempty"` // every step event: the step's number, from 1
 	Name string  `json:"name,omitempty"` // step
-	Line *string `json:"line,omitempty"` // log: one line of output, without its newline
+	Line *string `json:"line,omitempty"` // log, message: one line, without its newline
 
 	ID      string `json:"id,omitempty"`      // bytes: which transfer of the step
 	Current *int64 `json:"current,omitempty"` // bytes
@@ -110,5 +110,7 @@ func (v *jsonView) summary(st Stats, sum Summary) {
 	}
 	v.emit(e)
 }
+
+func (v *jsonView) message(l string) { v.emit(Event{Type: "message", Line: &l}) }
 
 func (v *jsonView) close() error { return nil }

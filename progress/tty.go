@@ -93,6 +93,21 @@ func (v *ttyView) end(*step)                   { v.dirty = true }
 func (v *ttyView) summary(st Stats, s Summary) { v.finish(summaryLines(st, s)) }
 func (v *ttyView) close() error                { v.finish(nil); return nil }
 
+// message prints l where the live view was and draws the view again
+// below it: messages scroll up with the terminal, the view stays last.
+func (v *ttyView) message(l string) {
+	var b strings.Builder
+	if v.lines > 0 {
+		fmt.Fprintf(&b, "\x1b[%dA\r\x1b[J", v.lines)
+	}
+	b.WriteString(printable(l) + "\n")
+	io.WriteString(v.w, b.String())
+	v.lines = 0
+	if !v.stopped {
+		v.draw(false)
+	}
+}
+
 // finish draws the last frame, all steps and no output, and leaves it on
 // the screen with the summary below. Called with the printer's lock held;
 // the ticker goroutine sees stopped and draws no more.
