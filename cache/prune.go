@@ -55,6 +55,8 @@ type PruneReport struct {
 // exclusively for its whole run, so no build is using any entry while it
 // decides and removes: it waits for running builds (or refuses, see
 // PruneOptions.Wait), and builds that start meanwhile wait for it in Open.
+// The lock excludes other processes only: this process must not build with
+// the same root while it prunes (prune empties ROOT/tmp).
 func (s *Store) Prune(ctx context.Context, opts PruneOptions) (PruneReport, error) {
 	unlock, err := s.lockExclusive(ctx, opts.Wait)
 	if err != nil {
