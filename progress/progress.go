@@ -264,8 +264,17 @@ func (s *step) Write(b []byte) (int, error) {
 		s.line(string(s.partial[:i]))
 		s.partial = s.partial[i+1:]
 	}
+	// output without newlines (a progress bar redrawn with \r, a binary
+	// dump) must not grow without bound: it is shown in pieces
+	for len(s.partial) >= maxLine {
+		s.line(string(s.partial[:maxLine]))
+		s.partial = s.partial[maxLine:]
+	}
 	return len(b), nil
 }
+
+// maxLine is the longest line shown whole; the log file has it all.
+const maxLine = 16 << 10
 
 func (s *step) line(l string) {
 	l = strings.TrimSuffix(l, "\r")

@@ -331,6 +331,30 @@ func TestStepLog(t *testing.T) {
 	}
 }
 
+// TestLongLine cuts output without newlines into pieces, and keeps it
+// whole in the log file.
+func TestLongLine(t *testing.T) {
+	var buf bytes.Buffer
+	d, err := New(Config{Mode: "plain", Out: &buf, LogsDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := d.Step("[1/1] RUN dump")
+	big := strings.Repeat("x", 2*maxLine+10)
+	for i := 0; i < len(big); i += 1000 {
+		fmt.Fprint(s, big[i:min(i+1000, len(big))])
+	}
+	s.Done()
+	d.Close()
+	if got := len(s.Tail()); got != 3 {
+		t.Errorf("%d lines, want 3: two cut at %d bytes and the rest", got, maxLine)
+	}
+	data, err := os.ReadFile(StepLogPath(d.LogDir, 1))
+	if err != nil || string(data) != big {
+		t.Errorf("log file has %d bytes, want %d (%v)", len(data), len(big), err)
+	}
+}
+
 // TestConcurrent writes from many steps at once (run with -race): every
 // line arrives whole.
 func TestConcurrent(t *testing.T) {
