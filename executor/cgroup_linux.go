@@ -21,17 +21,6 @@ import (
 // three are required, the others only when a limit asks for them.
 var v1Controllers = []string{"memory", "pids", "devices", "cpu", "blkio"}
 
-// v1Devices is Docker's default device allow-list: the nodes of our /dev
-// and any pty, mknod of anything (an image may ship device nodes), but no
-// read or write of other devices, block devices above all. Without it a
-// root step keeping CAP_MKNOD could create the host's disk and read it.
-var v1Devices = []string{
-	"c *:* m", "b *:* m",
-	"c 1:3 rwm", "c 1:5 rwm", "c 1:7 rwm", "c 1:8 rwm", "c 1:9 rwm", // null zero full random urandom
-	"c 5:0 rwm", "c 5:1 rwm", "c 5:2 rwm", // tty console ptmx
-	"c 136:* rwm", // pts
-}
-
 // hierarchy is where kiln's own cgroups are: for v2 the one directory,
 // for v1 one per controller.
 type hierarchy struct {
@@ -275,6 +264,11 @@ func newStepCgroup(s Sandbox, insecure bool) (*stepCgroup, error) {
 		if err := cg.limitV2(s); err != nil {
 			return nil, err
 		}
+		if !insecure {
+			if err := attachDeviceFilter(cg.dirs[""], allowedDevices); err != nil {
+				return nil, err
+			}
+		}
 		ok = true
 		return cg, nil
 	}
@@ -342,8 +336,8 @@ func (cg *stepCgroup) limitV1(s Sandbox, insecure bool) error {
 		if err := cg.write("devices", "devices.deny", "a"); err != nil {
 			return err
 		}
-		for _, d := range v1Devices {
-			if err := cg.write("devices", "devices.allow", d); err != nil {
+		for _, d := range allowedDevices {
+			if err := cg.write("devices", "devices.allow", d.v1()); err != nil {
 				return err
 			}
 		}

@@ -1,0 +1,104 @@
+package executor
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestDeviceRuleV1(t *testing.T) {
+	tests := []struct {
+		rule deviceRule
+		want string
+	}{
+		{deviceRule{'c', -1, -1, "m"}, "c *:* m"},
+		{deviceRule{'b', -1, -1, "m"}, "b *:* m"},
+		{deviceRule{'c', 1, 3, "rwm"}, "c 1:3 rwm"},
+		{deviceRule{'c', 136, -1, "rwm"}, "c 136:* rwm"},
+	}
+	for _, tt := range tests {
+		if got := tt.rule.v1(); got != tt.want {
+			t.Errorf("%+v: %q, want %q", tt.rule, got, tt.want)
+		}
+	}
+}
+
+// TestDeviceFilter attaches the cgroup v2 device filter to a cgroup of the
+// unified hierarchy (present on v2 and hybrid hosts alike) and checks what
+// a root shell in it may open.
+func TestDeviceFilter(t *testing.T) {
+	needRoot(t)
+	bb, err := exec.LookPath("busybox")
+	if err != nil {
+		t.Skip("needs busybox")
+	}
+	mounts, err := cgroupMounts()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, ok := mounts[""]
+	if !ok {
+		t.Skip("no cgroup v2 hierarchy mounted")
+	}
+	own, err := os.ReadFile("/proc/self/cgroup")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var path string
+	for _, l := range strings.Split(string(own), "\n") {
+		if p, ok := strings.CutPrefix(l, "0::"); ok {
+			path = p
+		}
+	}
+	dir := filepath.Join(m.join(path), fmt.Sprintf("kiln-step-%d-devtest", os.Getpid()))
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Skipf("cannot create a cgroup v2: %v", err)
+	}
+	defer os.Remove(dir)
+	if err := attachDeviceFilter(dir, allowedDevices); err != nil {
+		t.Fatal(err)
+	}
+	tmp := t.TempDir()
+	// A device outside the allow-list that root can read here without
+	// the filter: a block device if the host allows, else /dev/kmsg.
+	var candidates []string
+	devs, _ := os.ReadDir("/sys/dev/block")
+	for _, d := range devs {
+		candidates = append(candidates, "b "+strings.Replace(d.Name(), ":", " ", 1))
+	}
+	candidates = append(candidates, "c 1 11")
+	dev := ""
+	for _, c := range candidates {
+		probe := filepath.Join(tmp, "probe")
+		os.Remove(probe)
+		out, err := exec.Command(bb, "sh", "-c", fmt.Sprintf("%s mknod %s %s && %[1]s head -c 1 %[2]s | %[1]s wc -c", bb, probe, c)).Output()
+		if err == nil && string(out) == "1\n" {
+			dev = c
+			break
+		}
+	}
+	if dev == "" {
+		t.Skip("no device outside the allow-list is readable here to test with")
+	}
+	t.Logf("testing with %s", dev)
+	script := fmt.Sprintf(`echo $$ > %s/cgroup.procs || exit 9
+bb=%s
+$bb head -c 1 /dev/zero | $bb wc -c
+echo x > /dev/null && echo null ok
+$bb mknod %[3]s/dev %[4]s && echo mknod ok
+$bb head -c 1 %[3]s/dev 2>&1; true
+`, dir, bb, tmp, dev)
+	out, err := exec.Command(bb, "sh", "-c", script).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	got := string(out)
+	for _, want := range []string{"1\n", "null ok\n", "mknod ok\n", "dev: Operation not permitted\n"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("output lacks %q:\n%s", want, got)
+		}
+	}
+}
