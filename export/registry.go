@@ -74,7 +74,7 @@ func DockerMediaTypes(img v1.Image) (v1.Image, error) {
 	if err != nil {
 		return nil, fmt.Errorf("encoding the manifest: %w", err)
 	}
-	return partial.CompressedToImage(&dockerImage{img: img, manifest: raw, layerTypes: layerTypes})
+	return partial.CompressedToImage(&remanifested{img: img, manifest: raw, mt: types.DockerManifestSchema2, layerTypes: layerTypes})
 }
 
 func dockerLayerType(mt types.MediaType) (types.MediaType, error) {
@@ -92,21 +92,20 @@ func dockerLayerType(mt types.MediaType) (types.MediaType, error) {
 	}
 }
 
-// dockerImage is an image with a rewritten manifest over the original's
+// remanifested is an image with a rewritten manifest over the original's
 // config and layer blobs.
-type dockerImage struct {
+type remanifested struct {
 	img        v1.Image
 	manifest   []byte
+	mt         types.MediaType
 	layerTypes map[v1.Hash]types.MediaType
 }
 
-func (d *dockerImage) RawConfigFile() ([]byte, error) { return d.img.RawConfigFile() }
-func (d *dockerImage) RawManifest() ([]byte, error)   { return d.manifest, nil }
-func (d *dockerImage) MediaType() (types.MediaType, error) {
-	return types.DockerManifestSchema2, nil
-}
+func (d *remanifested) RawConfigFile() ([]byte, error)      { return d.img.RawConfigFile() }
+func (d *remanifested) RawManifest() ([]byte, error)        { return d.manifest, nil }
+func (d *remanifested) MediaType() (types.MediaType, error) { return d.mt, nil }
 
-func (d *dockerImage) LayerByDigest(h v1.Hash) (partial.CompressedLayer, error) {
+func (d *remanifested) LayerByDigest(h v1.Hash) (partial.CompressedLayer, error) {
 	l, err := d.img.LayerByDigest(h)
 	if err != nil {
 		return nil, err
