@@ -193,4 +193,3 @@ func TestDistributionFaults(t *testing.T) {
 		t.Errorf("pulled through faults: %v", err)
 	}
 }
-

@@ -234,4 +234,3 @@ func TestTLSPerHost(t *testing.T) {
 		t.Errorf("error %q does not say to install the CA as %s", err, want)
 	}
 }
-
