@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -221,7 +223,9 @@ func newSaveCmd(root *string) *cobra.Command {
 func newLoadCmd(root *string) *cobra.Command {
 	var src string
 	cmd := &cobra.Command{
-		Use:   "load -i FILE",
+		Use: "load -i FILE",
+		Example: `  kiln load -i app.tar
+  docker save app:1.0 | kiln load -i -`,
 		Short: "Load images from a docker or OCI archive into the store",
 		Long: `Load the named images of a docker archive (docker save, kiln save), an OCI
 archive or an OCI image layout directory into the store, where FROM and
@@ -240,15 +244,41 @@ COPY --from find them.`,
 			if err != nil {
 				return err
 			}
-			entries, err := s.Load(cmd.Context(), src)
+			path := src
+			if src == "-" {
+				// The readers need to seek in the archive: spool it in
+				// the store's scratch space, on the same disk as the blobs.
+				dir, err := s.TempDir("stdin-")
+				if err != nil {
+					return err
+				}
+				defer os.RemoveAll(dir)
+				path = filepath.Join(dir, "archive.tar")
+				if err := spool(cmd.InOrStdin(), path); err != nil {
+					return fmt.Errorf("reading the archive from stdin: %w", err)
+				}
+			}
+			entries, err := s.Load(cmd.Context(), path)
 			for _, e := range entries {
 				fmt.Fprintf(cmd.OutOrStdout(), "Loaded image: %s\n", cache.FamiliarImageName(e.Name))
 			}
 			return err
 		},
 	}
-	cmd.Flags().StringVarP(&src, "input", "i", "", "archive (tar) or OCI layout directory to read")
+	cmd.Flags().StringVarP(&src, "input", "i", "", "archive (tar) or OCI layout directory to read; - for stdin")
 	return cmd
+}
+
+func spool(r io.Reader, path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, r); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 func newPruneCmd(root *string) *cobra.Command {

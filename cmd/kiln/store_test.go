@@ -94,6 +94,19 @@ func TestSaveLoad(t *testing.T) {
 			}
 			root2 := filepath.Join(t.TempDir(), "root")
 			out := storeKiln(t, "--root", root2, "load", "-i", saved)
+			if tc.format == "docker" {
+				// and from stdin, as after docker save |
+				cmd := exec.Command(kilnBin, "--root", filepath.Join(t.TempDir(), "root"), "load", "-i", "-")
+				in, err := os.Open(saved)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer in.Close()
+				cmd.Stdin = in
+				if b, err := cmd.CombinedOutput(); err != nil || !strings.Contains(string(b), "Loaded image: test/busybox:1") {
+					t.Errorf("load -i - < archive: %v\n%s", err, b)
+				}
+			}
 			if !strings.Contains(out, "Loaded image: test/busybox:1") {
 				t.Errorf("load output:\n%s", out)
 			}
