@@ -67,6 +67,8 @@ func (v *plainView) end(s *step) {
 		fmt.Fprintf(v.w, "#%d DONE %.1fs\n", s.n, s.elapsed().Seconds())
 	case failed:
 		fmt.Fprintf(v.w, "#%d ERROR: %v\n", s.n, s.err)
+	case canceled:
+		fmt.Fprintf(v.w, "#%d CANCELED\n", s.n)
 	}
 }
 

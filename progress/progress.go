@@ -9,6 +9,8 @@ package progress
 
 import (
 	"bytes"
+	"context"
+	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -126,6 +128,7 @@ type Stats struct {
 	Duration          time.Duration
 	Steps, Cached     int
 	Done, Failed, Run int // Run is Done+Failed: the steps that executed
+	Canceled          int
 }
 
 type state int
@@ -135,6 +138,7 @@ const (
 	cached
 	done
 	failed
+	canceled // stopped because the build was: interrupted, or another step failed
 )
 
 // printer numbers the steps, splits their output into lines and hands
@@ -322,6 +326,10 @@ func (s *step) Fail(err error) {
 	if err == nil {
 		err = fmt.Errorf("step failed without an error")
 	}
+	if errors.Is(err, context.Canceled) {
+		s.finish(canceled, err)
+		return
+	}
 	s.finish(failed, err)
 }
 
@@ -346,6 +354,8 @@ func (s *step) finish(st state, err error) {
 	case failed:
 		s.p.stats.Failed++
 		s.p.stats.Run++
+	case canceled:
+		s.p.stats.Canceled++
 	}
 	for _, v := range s.p.views {
 		v.end(s)

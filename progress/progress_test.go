@@ -2,6 +2,7 @@ package progress
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -93,11 +94,14 @@ var scripts = []struct {
 		c.advance(20 * time.Millisecond)
 		ok.Done()
 		bad := p.Step("[2/3] RUN echo some output && exit 3")
+		other := p.Step("[other 1/1] RUN sleep 10")
 		fmt.Fprintln(bad, "some output")
 		tick()
 		c.advance(700 * time.Millisecond)
 		bad.Fail(errors.New(`process "/bin/sh -c echo some output && exit 3" did not complete successfully: exit code: 3`))
 		bad.Done() // ignored: the step already ended
+		// the failure cancels the steps of the other stages
+		other.Fail(fmt.Errorf("running: %w", context.Canceled))
 		Close(p)
 	}},
 	{"transfer", func(p Printer, c *clock, tick func()) {

@@ -13,7 +13,7 @@ const EventVersion = 1
 // Event is one line of --progress=rawjson. Which fields are set depends
 // on Type; docs/progress.md lists them.
 type Event struct {
-	Type string    `json:"type"` // start, step, log, bytes, cached, done, error, message, summary
+	Type string    `json:"type"` // start, step, log, bytes, cached, done, error, canceled, message, summary
 	Time time.Time `json:"time"`
 
 	Version int    `json:"version,omitempty"` // start
@@ -28,7 +28,7 @@ type Event struct {
 	Current *int64 `json:"current,omitempty"` // bytes
 	Total   *int64 `json:"total,omitempty"`   // bytes: 0 when unknown
 
-	Duration *float64 `json:"duration,omitempty"` // done, error, summary: seconds
+	Duration *float64 `json:"duration,omitempty"` // done, error, canceled, summary: seconds
 	Error    string   `json:"error,omitempty"`    // error
 
 	Stats *EventStats `json:"stats,omitempty"` // summary
@@ -96,6 +96,8 @@ func (v *jsonView) end(s *step) {
 		v.emit(Event{Type: "done", Step: s.n, Duration: seconds(s.elapsed())})
 	case failed:
 		v.emit(Event{Type: "error", Step: s.n, Duration: seconds(s.elapsed()), Error: s.err.Error()})
+	case canceled:
+		v.emit(Event{Type: "canceled", Step: s.n, Duration: seconds(s.elapsed())})
 	}
 }
 

@@ -136,10 +136,11 @@ func (v *ttyView) size() (int, int) {
 }
 
 const (
-	colorDone  = "\x1b[34m"
-	colorError = "\x1b[31m"
-	colorFaint = "\x1b[2m"
-	colorReset = "\x1b[0m"
+	colorDone   = "\x1b[34m"
+	colorError  = "\x1b[31m"
+	colorCancel = "\x1b[33m"
+	colorFaint  = "\x1b[2m"
+	colorReset  = "\x1b[0m"
 )
 
 // block is a step's lines in a frame.
@@ -204,6 +205,8 @@ func (v *ttyView) draw(final bool) {
 			color = colorDone
 		case failed:
 			color = colorError
+		case canceled:
+			color = colorCancel
 		}
 		put(b.head, color)
 		for _, l := range b.tail {
@@ -270,6 +273,8 @@ func (v *ttyView) stepLine(s *step, width int, final bool) string {
 		name = "CACHED " + name
 	case s.state == failed:
 		name = "ERROR " + name
+	case s.state == canceled:
+		name = "CANCELED " + name
 	case s.state == running && final:
 		name = "CANCELED " + name
 	}
