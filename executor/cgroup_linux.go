@@ -76,7 +76,9 @@ func findCgroups() (*hierarchy, error) {
 			if err := enableV2(dir, have); err != nil {
 				return nil, err
 			}
-			return &hierarchy{v2: true, dirs: map[string]string{"": dir}}, nil
+			h := &hierarchy{v2: true, dirs: map[string]string{"": dir}}
+			removeStale(h)
+			return h, nil
 		}
 	}
 	h := &hierarchy{dirs: map[string]string{}}
@@ -93,6 +95,7 @@ func findCgroups() (*hierarchy, error) {
 			return nil, fmt.Errorf("no usable cgroup hierarchy: neither cgroup v2 with the memory and pids controllers nor a v1 %s controller is mounted", c)
 		}
 	}
+	removeStale(h)
 	// Writable? A probe costs one mkdir and rmdir, once.
 	probe := filepath.Join(h.dirs["pids"], "kiln-probe-"+strconv.Itoa(os.Getpid()))
 	if err := os.Mkdir(probe, 0o755); err != nil {
@@ -100,6 +103,25 @@ func findCgroups() (*hierarchy, error) {
 	}
 	os.Remove(probe)
 	return h, nil
+}
+
+// removeStale removes the step cgroups of kiln processes that died
+// without cleaning up (SIGKILL): their processes died with them, as the
+// sandbox init has Pdeathsig, so the cgroups are empty. A cgroup with
+// processes refuses rmdir, so a live build elsewhere is never disturbed.
+func removeStale(h *hierarchy) {
+	for _, dir := range h.dirs {
+		stale, _ := filepath.Glob(filepath.Join(dir, "kiln-step-*"))
+		for _, cg := range stale {
+			var pid int
+			if _, err := fmt.Sscanf(filepath.Base(cg), "kiln-step-%d-", &pid); err != nil || pid == os.Getpid() {
+				continue
+			}
+			if unix.Kill(pid, 0) == unix.ESRCH {
+				unix.Rmdir(cg)
+			}
+		}
+	}
 }
 
 // enableV2 makes the controllers available to the step cgroups below dir.

@@ -205,3 +205,23 @@ func TestFormatBytes(t *testing.T) {
 		}
 	}
 }
+
+func TestRemoveStaleCgroups(t *testing.T) {
+	h := needCgroups(t)
+	// A pid above pid_max is never alive.
+	stale := map[string]string{}
+	for c, dir := range h.dirs {
+		p := filepath.Join(dir, "kiln-step-99999999-0badc0de")
+		if err := os.Mkdir(p, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		stale[c] = p
+	}
+	removeStale(h)
+	for c, p := range stale {
+		if _, err := os.Stat(p); err == nil {
+			os.Remove(p)
+			t.Errorf("stale %s cgroup %s not removed", c, p)
+		}
+	}
+}
