@@ -286,6 +286,7 @@ func newPruneCmd(root *string) *cobra.Command {
 		opts        cache.PruneOptions
 		keepStorage string
 		filters     []string
+		noWait      bool
 	)
 	cmd := &cobra.Command{
 		Use:   "prune",
@@ -300,7 +301,8 @@ Without flags, prune removes layers that no step record uses and debris
   --keep-storage 10GB    least recently used first, until the store fits
 
 A build uses the store while it runs: prune waits for running builds to
-finish, and builds started meanwhile wait for prune.`,
+finish (or fails at once with --no-wait), and builds started meanwhile wait
+for prune.`,
 		Example: `  kiln prune --filter until=168h
   kiln prune --keep-storage 20GB
   kiln prune --all`,
@@ -328,10 +330,15 @@ finish, and builds started meanwhile wait for prune.`,
 			if err != nil {
 				return err
 			}
-			opts.Wait = func() {
-				fmt.Fprintf(cmd.ErrOrStderr(), "kiln: other kiln processes are using %s; waiting for them to finish (Ctrl-C to give up)\n", s.Root)
+			if !noWait {
+				opts.Wait = func() {
+					fmt.Fprintf(cmd.ErrOrStderr(), "kiln: other kiln processes are using %s; waiting for them to finish (Ctrl-C to give up)\n", s.Root)
+				}
 			}
 			rep, err := s.Prune(cmd.Context(), opts)
+			if errors.Is(err, cache.ErrStoreBusy) {
+				return fmt.Errorf("%w (builds are running with --root %s): nothing was removed; run prune again when they end, or without --no-wait to wait for them", err, s.Root)
+			}
 			if err != nil {
 				return err
 			}
@@ -353,6 +360,7 @@ finish, and builds started meanwhile wait for prune.`,
 	fl.StringVar(&keepStorage, "keep-storage", "", "keep this much (e.g. 10GB), least recently used removed first")
 	fl.StringArrayVar(&filters, "filter", nil, "until=DURATION: only what was not used for DURATION (24h, 7d)")
 	fl.BoolVar(&opts.DryRun, "dry-run", false, "only report what would be removed")
+	fl.BoolVar(&noWait, "no-wait", false, "fail at once, instead of waiting, when builds are using the store")
 	return cmd
 }
 

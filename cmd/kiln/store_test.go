@@ -245,6 +245,10 @@ func TestPruneWaitsForBuilds(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	if out, code := kiln(t, "--root", root, "prune", "--no-wait"); code != 1 || !strings.Contains(out, "in use by another kiln process") {
+		t.Errorf("prune --no-wait while the store is in use: exit %d\n%s", code, out)
+	}
+
 	cmd := exec.Command(kilnBin, "--root", root, "prune")
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
