@@ -337,7 +337,7 @@ for prune.`,
 			}
 			rep, err := s.Prune(cmd.Context(), opts)
 			if errors.Is(err, cache.ErrStoreBusy) {
-				return fmt.Errorf("%w (builds are running with --root %s): nothing was removed; run prune again when they end, or without --no-wait to wait for them", err, s.Root)
+				return fmt.Errorf("%w: nothing was removed; run prune again when the builds using it end, or without --no-wait to wait for them", err)
 			}
 			if err != nil {
 				return err
