@@ -325,3 +325,50 @@ func TestErrorReports(t *testing.T) {
 		})
 	}
 }
+
+// TestAutoMode picks the display without a terminal.
+func TestAutoMode(t *testing.T) {
+	tests := []struct {
+		name, env, mode, want string
+		usage                 bool
+	}{
+		{"pipe", "", "auto", "plain", false},
+		{"env overrides auto", "rawjson", "auto", "rawjson", false},
+		{"env auto", "auto", "auto", "plain", false},
+		{"flag wins over env", "rawjson", "quiet", "quiet", false},
+		{"unknown", "", "fancy", "", true},
+		{"unknown from env", "fancy", "auto", "", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Setenv("KILN_PROGRESS", tt.env)
+			var buf bytes.Buffer
+			d, err := openProgress(tt.mode, &buf, "")
+			if tt.usage {
+				var ue *usageError
+				if !errors.As(err, &ue) {
+					t.Fatalf("error %v, want a usage error", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer d.Close()
+			d.Step("[1/1] FROM scratch").Done()
+			progress.Summarize(d, progress.Summary{ImageID: "sha256:1", Layers: 1})
+			got := "quiet"
+			switch {
+			case strings.HasPrefix(buf.String(), `{"type":"start"`):
+				got = "rawjson"
+			case strings.HasPrefix(buf.String(), "#1 [1/1] FROM scratch\n"):
+				got = "plain"
+			case buf.Len() > 0:
+				got = "unknown: " + buf.String()
+			}
+			if got != tt.want {
+				t.Errorf("mode %s, want %s", got, tt.want)
+			}
+		})
+	}
+}
