@@ -181,11 +181,6 @@ standard output.`,
 	return cmd
 }
 
-// imageStore is the part of kiln's store push reads named images from.
-type imageStore interface {
-	Image(ref string) (v1.Image, bool, error)
-}
-
 // pushSource finds the image to push and the name it goes by: a path
 // (layout, OCI or docker archive) when src exists on disk, else a name in
 // the store under root. cleanup removes what reading it unpacked, once the
@@ -211,11 +206,7 @@ func storeSource(root, src string) (v1.Image, string, error) {
 	if err != nil {
 		return nil, "", fmt.Errorf("opening kiln's store at %s (set --root or KILN_ROOT): %w", root, err)
 	}
-	store, ok := any(st).(imageStore)
-	if !ok {
-		return nil, "", fmt.Errorf("push: this kiln's store keeps no image names; push an OCI layout or archive path instead of %s", src)
-	}
-	img, found, err := store.Image(src)
+	img, found, err := st.Image(src)
 	if err != nil {
 		return nil, "", fmt.Errorf("reading %s from kiln's store: %w", src, err)
 	}
