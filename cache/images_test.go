@@ -11,6 +11,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
@@ -263,6 +264,31 @@ func TestLoad(t *testing.T) {
 			}
 		})
 	}
+
+	// a multi-platform index under a name: the linux/amd64 image is loaded
+	t.Run("multi-platform layout", func(t *testing.T) {
+		other := randomImage(t)
+		idx := mutate.AppendManifests(empty.Index,
+			mutate.IndexAddendum{Add: other, Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: "linux", Architecture: "arm64"}}},
+			mutate.IndexAddendum{Add: img, Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: "linux", Architecture: "amd64"}}},
+		)
+		dir := filepath.Join(tmp, "multi")
+		lp, err := layout.Write(dir, empty.Index)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := lp.AppendIndex(idx, layout.WithAnnotations(map[string]string{annotationImageName: "docker.io/multi/app:1"})); err != nil {
+			t.Fatal(err)
+		}
+		s := openStore(t)
+		if _, err := s.Load(ctx, dir); err != nil {
+			t.Fatal(err)
+		}
+		got, ok, err := s.Image("multi/app:1")
+		if err != nil || !ok || digestOf(t, got) != digestOf(t, img) {
+			t.Fatalf("multi/app:1: %v %v", ok, err)
+		}
+	})
 
 	unnamed := filepath.Join(tmp, "unnamed.tar")
 	if err := export.OCIArchive(ctx, img, unnamed, nil); err != nil {
