@@ -321,8 +321,9 @@ func gatherInfo(root string) (infoReport, error) {
 		return r, fmt.Errorf("finding the store: %w", err)
 	}
 	r.Store.Path = abs
-	// info only looks: it must not create a store where there is none
-	if _, err := os.Stat(abs); err == nil {
+	// info only looks: it must not create a store where there is none,
+	// as cache.Open would (in /tmp, say, after a wrong --root)
+	if _, err := os.Stat(filepath.Join(abs, "blobs")); err == nil {
 		r.Store.Exists = true
 		st, err := cache.Open(abs)
 		if err != nil {

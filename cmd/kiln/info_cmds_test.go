@@ -68,12 +68,13 @@ ca = ["/etc/kiln/ca.pem"]
 		t.Fatal(err)
 	}
 	t.Setenv("KILN_CONFIG", cfg)
-	r, err := gatherInfo(filepath.Join(dir, "no-store-yet"))
+	// a directory that exists but holds no store is left alone
+	r, err := gatherInfo(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := os.Stat(filepath.Join(dir, "no-store-yet")); err == nil {
-		t.Error("kiln info created the store")
+	if _, err := os.Stat(filepath.Join(dir, "blobs")); err == nil {
+		t.Error("kiln info created a store")
 	}
 	var b bytes.Buffer
 	printInfo(&b, r)
