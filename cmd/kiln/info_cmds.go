@@ -390,7 +390,7 @@ func printInfo(w io.Writer, r infoReport) {
 			[2]string{"Blobs", fmt.Sprintf("%d, %s", u.Blobs.Count, hb(u.Blobs.Size))},
 			[2]string{"Step records", fmt.Sprintf("%d", u.Steps.Count)},
 			[2]string{"Named images", fmt.Sprintf("%d", u.Images.Count)},
-			[2]string{"Build logs", fmt.Sprintf("%d builds, %s (the newest %d are kept)", r.Store.Logs, hb(r.Store.LogSize), progress.KeepLogs)},
+			[2]string{"Build logs", fmt.Sprintf("%d %s, %s (the newest %d are kept)", r.Store.Logs, plural(r.Store.Logs, "build", "builds"), hb(r.Store.LogSize), progress.KeepLogs)},
 		)
 		if u.Tmp.Size > 0 {
 			rows = append(rows, [2]string{"Scratch", hb(u.Tmp.Size)})
