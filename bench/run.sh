@@ -21,6 +21,9 @@
 #   BUILDCTL, BUILDKIT_ADDR   BuildKit client and daemon
 #                     (default /tmp/peers/bin/buildctl, unix:///tmp/peers/buildkitd.sock)
 #   BENCH_BUILDKIT=0  skip BuildKit even if it answers
+#   BENCH_GO=1        also run the Go micro-benchmarks of the hot paths
+#                     (context hashing, layer tar, commit = tar+gzip+sync,
+#                     pull, RUN, store lookups), to locate a regression
 set -eu -o pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -220,3 +223,14 @@ cpu=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
 	echo
 	echo "(warm rows: median of $RUNS runs; logs in $logs)"
 } | tee "$work/results.txt"
+
+if [ "${BENCH_GO:-0}" = 1 ]; then
+	echo
+	echo "Go micro-benchmarks:"
+	pkgs=()
+	for p in ./contexthash ./executor/layer ./cache ./executor; do
+		[ -d "$repo/$p" ] && pkgs+=("$p")
+	done
+	(cd "$repo" && go test -run '^$' -bench . -benchtime "${BENCH_GO_TIME:-3x}" "${pkgs[@]}") |
+		grep -E '^(Benchmark|ok|FAIL|---)' | tee -a "$work/results.txt"
+fi
