@@ -75,49 +75,66 @@ func (a *bpfAsm) assemble() ([]unix.SockFilter, error) {
 	return a.prog, nil
 }
 
+// seccompABI is the system call table of one ABI of the architecture.
+type seccompABI struct {
+	arch   uint32 // AUDIT_ARCH_*
+	x32Bit uint32 // numbers with this bit belong to an ABI we refuse; 0 for none
+	// The system calls with argument rules.
+	socket, personality, clone, clone3 uint32
+	// allowed are the numbers allowed whatever their arguments.
+	allowed []uint32
+}
+
 // seccompFilter builds Docker's default seccomp profile for a process
 // without CAP_SYS_ADMIN as a BPF program. Refused system calls fail with
 // EPERM, clone3 with ENOSYS (so that libc falls back to clone, whose flags
-// can be inspected). A system call of another ABI (i386 through int 0x80,
-// x32) kills the process: the table is for the native ABI only, and
-// letting the others through unfiltered would bypass it.
+// can be inspected). A system call of an ABI without a table (x32, or a
+// foreign architecture) kills the process: letting it through unfiltered
+// would bypass the filter, and failing every call, exit included, would
+// leave it spinning.
 func seccompFilter() ([]unix.SockFilter, error) {
 	a := &bpfAsm{labels: map[string]int{}, fixups: map[int]string{}}
 	ld := func(off uint32) { a.stmt(unix.BPF_LD|unix.BPF_W|unix.BPF_ABS, off) }
 
 	ld(seccompArchOff)
-	a.jumpIfNot(unix.BPF_JEQ, seccompArch, "kill")
-	ld(seccompNrOff)
-	if seccompX32Bit != 0 {
-		a.jumpIf(unix.BPF_JGE, seccompX32Bit, "kill")
+	for i, abi := range seccompABIs {
+		a.jumpIf(unix.BPF_JEQ, abi.arch, fmt.Sprintf("abi%d", i))
 	}
-	a.jumpIf(unix.BPF_JEQ, sysSocket, "socket")
-	a.jumpIf(unix.BPF_JEQ, sysPersonality, "personality")
-	a.jumpIf(unix.BPF_JEQ, sysClone, "clone")
-	a.jumpIf(unix.BPF_JEQ, sysClone3, "enosys")
-	// The allowed numbers as ranges: a few dozen comparisons instead of
-	// three hundred.
-	nrs := slices.Clone(seccompAllowed)
-	slices.Sort(nrs)
-	nrs = slices.Compact(nrs)
-	for i := 0; i < len(nrs); {
-		j := i
-		for j+1 < len(nrs) && nrs[j+1] == nrs[j]+1 {
-			j++
+	a.jump("kill")
+	for i, abi := range seccompABIs {
+		a.label(fmt.Sprintf("abi%d", i))
+		ld(seccompNrOff)
+		if abi.x32Bit != 0 {
+			a.jumpIf(unix.BPF_JGE, abi.x32Bit, "kill")
 		}
-		lo, hi := nrs[i], nrs[j]
-		if lo == hi {
-			a.jumpIf(unix.BPF_JEQ, lo, "allow")
-		} else {
-			// nr < lo: skip the next two; nr > hi: skip one; else allow.
-			a.prog = append(a.prog,
-				unix.SockFilter{Code: unix.BPF_JMP | unix.BPF_JGE | unix.BPF_K, Jt: 0, Jf: 2, K: lo},
-				unix.SockFilter{Code: unix.BPF_JMP | unix.BPF_JGT | unix.BPF_K, Jt: 1, Jf: 0, K: hi})
-			a.jump("allow")
+		a.jumpIf(unix.BPF_JEQ, abi.socket, "socket")
+		a.jumpIf(unix.BPF_JEQ, abi.personality, "personality")
+		a.jumpIf(unix.BPF_JEQ, abi.clone, "clone")
+		a.jumpIf(unix.BPF_JEQ, abi.clone3, "enosys")
+		// The allowed numbers as ranges: a few dozen comparisons instead
+		// of three hundred.
+		nrs := slices.Clone(abi.allowed)
+		slices.Sort(nrs)
+		nrs = slices.Compact(nrs)
+		for i := 0; i < len(nrs); {
+			j := i
+			for j+1 < len(nrs) && nrs[j+1] == nrs[j]+1 {
+				j++
+			}
+			lo, hi := nrs[i], nrs[j]
+			if lo == hi {
+				a.jumpIf(unix.BPF_JEQ, lo, "allow")
+			} else {
+				// nr < lo: skip the next two; nr > hi: skip one; else allow.
+				a.prog = append(a.prog,
+					unix.SockFilter{Code: unix.BPF_JMP | unix.BPF_JGE | unix.BPF_K, Jt: 0, Jf: 2, K: lo},
+					unix.SockFilter{Code: unix.BPF_JMP | unix.BPF_JGT | unix.BPF_K, Jt: 1, Jf: 0, K: hi})
+				a.jump("allow")
+			}
+			i = j + 1
 		}
-		i = j + 1
+		a.jump("deny")
 	}
-	a.jump("deny")
 
 	// The kernel reads these int arguments from the low 32 bits, and so
 	// do we: high bits cannot smuggle a refused value past the filter.

@@ -2,26 +2,43 @@ package executor
 
 import "golang.org/x/sys/unix"
 
-// This table follows Docker's default seccomp profile
-// (github.com/moby/profiles, seccomp/default.json) for amd64 and the
-// capabilities a RUN step keeps: the unconditional allow list, the
-// ptrace group (kernels >= 4.8), arch_prctl and modify_ldt, and chroot
-// (CAP_SYS_CHROOT). socket, personality, clone and clone3 have argument
-// rules and are handled in seccompFilter. Profile names that do not exist
-// on amd64 (the 32-bit *64 and *32 variants, socketcall ...) are left
-// out; a new system call the profile does not list is refused, as Docker
-// does.
+// These tables follow Docker's default seccomp profile
+// (github.com/moby/profiles, seccomp/default.json) for amd64 and its i386
+// compat ABI, for the capabilities a RUN step keeps: the unconditional
+// allow list, the ptrace group (kernels >= 4.8), arch_prctl (amd64) and
+// modify_ldt, and chroot (CAP_SYS_CHROOT). socket, personality, clone and
+// clone3 have argument rules and are handled in seccompFilter. Profile
+// names that an ABI lacks are left out; a system call the profile does
+// not list is refused, as Docker does. The x32 ABI, which Docker allows,
+// is refused: kernels rarely enable it.
+//
+// Generated from the profile and golang.org/x/sys/unix's zsysnum files;
+// the i386 numbers are literals, as unix has no i386 names on amd64.
 
-// seccompSupported: kiln has a system call table for this architecture.
+// seccompSupported: kiln has system call tables for this architecture.
 const seccompSupported = true
 
-const seccompArch = unix.AUDIT_ARCH_X86_64
+var seccompABIs = []seccompABI{
+	{
+		arch:        unix.AUDIT_ARCH_X86_64,
+		x32Bit:      0x40000000, // x32 shares the architecture; its numbers have this bit
+		socket:      unix.SYS_SOCKET,
+		personality: unix.SYS_PERSONALITY,
+		clone:       unix.SYS_CLONE,
+		clone3:      unix.SYS_CLONE3,
+		allowed:     seccompAllowedAMD64,
+	},
+	{
+		arch:        unix.AUDIT_ARCH_I386,
+		socket:      359,
+		personality: 136,
+		clone:       120,
+		clone3:      435,
+		allowed:     seccompAllowed386,
+	},
+}
 
-// x32 system calls share the architecture with amd64 and are told apart
-// by this bit in the number.
-const seccompX32Bit = 0x40000000
-
-var seccompAllowed = []uint32{
+var seccompAllowedAMD64 = []uint32{
 	unix.SYS_READ,
 	unix.SYS_WRITE,
 	unix.SYS_OPEN,
@@ -330,10 +347,361 @@ var seccompAllowed = []uint32{
 	unix.SYS_REMOVEXATTRAT,
 }
 
-// The system calls with argument rules.
-const (
-	sysSocket      = unix.SYS_SOCKET
-	sysPersonality = unix.SYS_PERSONALITY
-	sysClone       = unix.SYS_CLONE
-	sysClone3      = unix.SYS_CLONE3
-)
+var seccompAllowed386 = []uint32{
+	0,   // restart_syscall
+	1,   // exit
+	2,   // fork
+	3,   // read
+	4,   // write
+	5,   // open
+	6,   // close
+	7,   // waitpid
+	8,   // creat
+	9,   // link
+	10,  // unlink
+	11,  // execve
+	12,  // chdir
+	13,  // time
+	14,  // mknod
+	15,  // chmod
+	16,  // lchown
+	19,  // lseek
+	20,  // getpid
+	23,  // setuid
+	24,  // getuid
+	26,  // ptrace
+	27,  // alarm
+	29,  // pause
+	30,  // utime
+	33,  // access
+	36,  // sync
+	37,  // kill
+	38,  // rename
+	39,  // mkdir
+	40,  // rmdir
+	41,  // dup
+	42,  // pipe
+	43,  // times
+	45,  // brk
+	46,  // setgid
+	47,  // getgid
+	49,  // geteuid
+	50,  // getegid
+	54,  // ioctl
+	55,  // fcntl
+	57,  // setpgid
+	60,  // umask
+	61,  // chroot
+	63,  // dup2
+	64,  // getppid
+	65,  // getpgrp
+	66,  // setsid
+	70,  // setreuid
+	71,  // setregid
+	75,  // setrlimit
+	76,  // getrlimit
+	77,  // getrusage
+	78,  // gettimeofday
+	80,  // getgroups
+	81,  // setgroups
+	82,  // select
+	83,  // symlink
+	85,  // readlink
+	90,  // mmap
+	91,  // munmap
+	92,  // truncate
+	93,  // ftruncate
+	94,  // fchmod
+	95,  // fchown
+	96,  // getpriority
+	97,  // setpriority
+	99,  // statfs
+	100, // fstatfs
+	102, // socketcall
+	104, // setitimer
+	105, // getitimer
+	106, // stat
+	107, // lstat
+	108, // fstat
+	114, // wait4
+	116, // sysinfo
+	117, // ipc
+	118, // fsync
+	119, // sigreturn
+	122, // uname
+	123, // modify_ldt
+	124, // adjtimex
+	125, // mprotect
+	126, // sigprocmask
+	132, // getpgid
+	133, // fchdir
+	138, // setfsuid
+	139, // setfsgid
+	140, // _llseek
+	141, // getdents
+	142, // _newselect
+	143, // flock
+	144, // msync
+	145, // readv
+	146, // writev
+	147, // getsid
+	148, // fdatasync
+	150, // mlock
+	151, // munlock
+	152, // mlockall
+	153, // munlockall
+	154, // sched_setparam
+	155, // sched_getparam
+	156, // sched_setscheduler
+	157, // sched_getscheduler
+	158, // sched_yield
+	159, // sched_get_priority_max
+	160, // sched_get_priority_min
+	161, // sched_rr_get_interval
+	162, // nanosleep
+	163, // mremap
+	164, // setresuid
+	165, // getresuid
+	168, // poll
+	170, // setresgid
+	171, // getresgid
+	172, // prctl
+	173, // rt_sigreturn
+	174, // rt_sigaction
+	175, // rt_sigprocmask
+	176, // rt_sigpending
+	177, // rt_sigtimedwait
+	178, // rt_sigqueueinfo
+	179, // rt_sigsuspend
+	180, // pread64
+	181, // pwrite64
+	182, // chown
+	183, // getcwd
+	184, // capget
+	185, // capset
+	186, // sigaltstack
+	187, // sendfile
+	190, // vfork
+	191, // ugetrlimit
+	192, // mmap2
+	193, // truncate64
+	194, // ftruncate64
+	195, // stat64
+	196, // lstat64
+	197, // fstat64
+	198, // lchown32
+	199, // getuid32
+	200, // getgid32
+	201, // geteuid32
+	202, // getegid32
+	203, // setreuid32
+	204, // setregid32
+	205, // getgroups32
+	206, // setgroups32
+	207, // fchown32
+	208, // setresuid32
+	209, // getresuid32
+	210, // setresgid32
+	211, // getresgid32
+	212, // chown32
+	213, // setuid32
+	214, // setgid32
+	215, // setfsuid32
+	216, // setfsgid32
+	218, // mincore
+	219, // madvise
+	220, // getdents64
+	221, // fcntl64
+	224, // gettid
+	225, // readahead
+	226, // setxattr
+	227, // lsetxattr
+	228, // fsetxattr
+	229, // getxattr
+	230, // lgetxattr
+	231, // fgetxattr
+	232, // listxattr
+	233, // llistxattr
+	234, // flistxattr
+	235, // removexattr
+	236, // lremovexattr
+	237, // fremovexattr
+	238, // tkill
+	239, // sendfile64
+	240, // futex
+	241, // sched_setaffinity
+	242, // sched_getaffinity
+	243, // set_thread_area
+	244, // get_thread_area
+	245, // io_setup
+	246, // io_destroy
+	247, // io_getevents
+	248, // io_submit
+	249, // io_cancel
+	250, // fadvise64
+	252, // exit_group
+	254, // epoll_create
+	255, // epoll_ctl
+	256, // epoll_wait
+	257, // remap_file_pages
+	258, // set_tid_address
+	259, // timer_create
+	260, // timer_settime
+	261, // timer_gettime
+	262, // timer_getoverrun
+	263, // timer_delete
+	265, // clock_gettime
+	266, // clock_getres
+	267, // clock_nanosleep
+	268, // statfs64
+	269, // fstatfs64
+	270, // tgkill
+	271, // utimes
+	272, // fadvise64_64
+	277, // mq_open
+	278, // mq_unlink
+	279, // mq_timedsend
+	280, // mq_timedreceive
+	281, // mq_notify
+	282, // mq_getsetattr
+	284, // waitid
+	289, // ioprio_set
+	290, // ioprio_get
+	291, // inotify_init
+	292, // inotify_add_watch
+	293, // inotify_rm_watch
+	295, // openat
+	296, // mkdirat
+	297, // mknodat
+	298, // fchownat
+	299, // futimesat
+	300, // fstatat64
+	301, // unlinkat
+	302, // renameat
+	303, // linkat
+	304, // symlinkat
+	305, // readlinkat
+	306, // fchmodat
+	307, // faccessat
+	308, // pselect6
+	309, // ppoll
+	311, // set_robust_list
+	312, // get_robust_list
+	313, // splice
+	314, // sync_file_range
+	315, // tee
+	316, // vmsplice
+	318, // getcpu
+	319, // epoll_pwait
+	320, // utimensat
+	321, // signalfd
+	322, // timerfd_create
+	323, // eventfd
+	324, // fallocate
+	325, // timerfd_settime
+	326, // timerfd_gettime
+	327, // signalfd4
+	328, // eventfd2
+	329, // epoll_create1
+	330, // dup3
+	331, // pipe2
+	332, // inotify_init1
+	333, // preadv
+	334, // pwritev
+	335, // rt_tgsigqueueinfo
+	337, // recvmmsg
+	339, // fanotify_mark
+	340, // prlimit64
+	341, // name_to_handle_at
+	343, // clock_adjtime
+	344, // syncfs
+	345, // sendmmsg
+	347, // process_vm_readv
+	348, // process_vm_writev
+	351, // sched_setattr
+	352, // sched_getattr
+	353, // renameat2
+	354, // seccomp
+	355, // getrandom
+	356, // memfd_create
+	358, // execveat
+	360, // socketpair
+	361, // bind
+	362, // connect
+	363, // listen
+	364, // accept4
+	365, // getsockopt
+	366, // setsockopt
+	367, // getsockname
+	368, // getpeername
+	369, // sendto
+	370, // sendmsg
+	371, // recvfrom
+	372, // recvmsg
+	373, // shutdown
+	375, // membarrier
+	376, // mlock2
+	377, // copy_file_range
+	378, // preadv2
+	379, // pwritev2
+	380, // pkey_mprotect
+	381, // pkey_alloc
+	382, // pkey_free
+	383, // statx
+	385, // io_pgetevents
+	386, // rseq
+	393, // semget
+	394, // semctl
+	395, // shmget
+	396, // shmctl
+	397, // shmat
+	398, // shmdt
+	399, // msgget
+	400, // msgsnd
+	401, // msgrcv
+	402, // msgctl
+	403, // clock_gettime64
+	405, // clock_adjtime64
+	406, // clock_getres_time64
+	407, // clock_nanosleep_time64
+	408, // timer_gettime64
+	409, // timer_settime64
+	410, // timerfd_gettime64
+	411, // timerfd_settime64
+	412, // utimensat_time64
+	413, // pselect6_time64
+	414, // ppoll_time64
+	416, // io_pgetevents_time64
+	417, // recvmmsg_time64
+	418, // mq_timedsend_time64
+	419, // mq_timedreceive_time64
+	420, // semtimedop_time64
+	421, // rt_sigtimedwait_time64
+	422, // futex_time64
+	423, // sched_rr_get_interval_time64
+	424, // pidfd_send_signal
+	434, // pidfd_open
+	436, // close_range
+	437, // openat2
+	439, // faccessat2
+	441, // epoll_pwait2
+	444, // landlock_create_ruleset
+	445, // landlock_add_rule
+	446, // landlock_restrict_self
+	447, // memfd_secret
+	448, // process_mrelease
+	449, // futex_waitv
+	451, // cachestat
+	452, // fchmodat2
+	453, // map_shadow_stack
+	454, // futex_wake
+	455, // futex_wait
+	456, // futex_requeue
+	457, // statmount
+	458, // listmount
+	462, // mseal
+	463, // setxattrat
+	464, // getxattrat
+	465, // listxattrat
+	466, // removexattrat
+}
