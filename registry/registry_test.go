@@ -19,6 +19,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/validate"
@@ -603,5 +605,37 @@ func TestCredentialHelpers(t *testing.T) {
 				t.Error("logout left the credentials in the helper")
 			}
 		})
+	}
+}
+
+// TestResolveIndex checks that a multi-platform index resolves to its
+// linux/amd64 image, and that an index without one says so.
+func TestResolveIndex(t *testing.T) {
+	srv := registrytest.Serve(t, registrytest.ServerOptions{})
+	amd, arm := randomImage(t), randomImage(t)
+	idx := mutate.AppendManifests(empty.Index,
+		mutate.IndexAddendum{Add: arm, Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: "linux", Architecture: "arm64"}}},
+		mutate.IndexAddendum{Add: amd, Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: "linux", Architecture: "amd64"}}},
+	)
+	armOnly := mutate.AppendManifests(empty.Index,
+		mutate.IndexAddendum{Add: arm, Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: "linux", Architecture: "arm64"}}},
+	)
+	r := &Resolver{}
+	if _, err := r.Push(context.Background(), idx, []string{srv.Host + "/multi/app:1"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Push(context.Background(), armOnly, []string{srv.Host + "/multi/arm:1"}); err != nil {
+		t.Fatal(err)
+	}
+	img, canonical, err := r.Resolve(context.Background(), srv.Host+"/multi/app:1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, _ := amd.Digest()
+	if d, _ := img.Digest(); d != want || canonical != srv.Host+"/multi/app@"+want.String() {
+		t.Errorf("resolved %s (%s), want the amd64 image %s", d, canonical, want)
+	}
+	if _, _, err := r.Resolve(context.Background(), srv.Host+"/multi/arm:1"); err == nil || !strings.Contains(err.Error(), "linux/amd64") {
+		t.Errorf("an index without linux/amd64: %v", err)
 	}
 }
