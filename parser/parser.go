@@ -126,8 +126,15 @@ func Check(c instructions.Command) error {
 	}
 	switch c := c.(type) {
 	case *instructions.RunCommand:
-		if len(instructions.GetMounts(c)) > 0 {
-			return unsupported("RUN --mount")
+		for _, m := range instructions.GetMounts(c) {
+			switch m.Type {
+			case instructions.MountTypeSSH:
+				return unsupported("RUN --mount=type=ssh")
+			case instructions.MountTypeCache:
+				if m.From != "" {
+					return unsupported("RUN --mount=type=cache,from=")
+				}
+			}
 		}
 		if instructions.GetSecurity(c) != instructions.SecuritySandbox {
 			return unsupported("RUN --security=" + instructions.GetSecurity(c))

@@ -21,7 +21,6 @@ import (
 	"github.com/moby/buildkit/frontend/dockerfile/instructions"
 	"github.com/moby/buildkit/frontend/dockerfile/shell"
 	dockerspec "github.com/moby/docker-image-spec/specs-go/v1"
-	"golang.org/x/sync/errgroup"
 
 	"github.com/kiln-build/kiln/cache"
 	"github.com/kiln-build/kiln/contexthash"
@@ -72,6 +71,8 @@ type Options struct {
 	DockerfileID string
 	// Jobs bounds the steps that run at once; 0 is the number of CPUs.
 	Jobs int
+	// Secrets are the --secret values by id, for RUN --mount=type=secret.
+	Secrets map[string][]byte
 }
 
 // Result is the built image: its config and its layers, bottom first.
@@ -93,6 +94,10 @@ type build struct {
 	imagesMu   sync.Mutex
 	images     map[string]*imageSource // COPY --from=<image> sources
 	ctxHash    *contexthash.Hasher
+	wg         sync.WaitGroup
+	errMu      sync.Mutex
+	firstErr   error
+	cancel     context.CancelFunc
 	jobs       chan struct{} // one token per running step
 }
 
@@ -155,21 +160,49 @@ func Build(ctx context.Context, opt Options) (*Result, error) {
 	}
 	mark(target)
 
-	g, gctx := errgroup.WithContext(ctx)
-	for _, s := range b.stages {
-		if !reach[s] {
-			continue
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	b.cancel = cancel
+	for _, st := range b.stages {
+		if reach[st] {
+			b.start(ctx, st)
 		}
-		g.Go(func() error {
-			err := b.runStage(gctx, s)
-			s.finish(err)
-			return err
-		})
 	}
-	if err := g.Wait(); err != nil {
+	b.wg.Wait()
+	if b.firstErr != nil {
+		return nil, b.firstErr
+	}
+	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
 	return b.finalize(target)
+}
+
+// start runs s in the background unless it already runs; a stage that
+// only a trigger or a mount turned out to need starts when first waited for.
+func (b *build) start(ctx context.Context, s *stage) {
+	s.startOnce.Do(func() {
+		b.wg.Add(1)
+		go func() {
+			defer b.wg.Done()
+			err := b.runStage(ctx, s)
+			if err != nil {
+				b.errMu.Lock()
+				if b.firstErr == nil {
+					b.firstErr = err
+				}
+				b.errMu.Unlock()
+				b.cancel()
+			}
+			s.finish(err)
+		}()
+	})
+}
+
+// waitFor starts dep if needed and waits until it has run.
+func (b *build) waitFor(ctx context.Context, dep *stage) error {
+	b.start(ctx, dep)
+	return dep.wait(ctx)
 }
 
 func (b *build) stageNames() []string {
@@ -271,6 +304,17 @@ func (b *build) plan() error {
 
 func (b *build) linkFromDeps(s *stage, cmds []instructions.Command) error {
 	for _, c := range cmds {
+		if run, ok := c.(*instructions.RunCommand); ok {
+			// RUN --mount=...,from=STAGE needs that stage built first
+			for _, m := range instructions.GetMounts(run) {
+				if m.From != "" {
+					if dep := b.stageRef(m.From); dep != nil {
+						s.fromDeps = append(s.fromDeps, dep)
+					}
+				}
+			}
+			continue
+		}
 		cp, ok := c.(*instructions.CopyCommand)
 		if !ok || cp.From == "" {
 			continue

@@ -37,9 +37,10 @@ type stage struct {
 	total       int                    // steps shown as [i/total]
 	cmdIndex    int
 
-	done    chan struct{}
-	errOnce sync.Once
-	err     error
+	done      chan struct{}
+	errOnce   sync.Once
+	startOnce sync.Once
+	err       error
 
 	// state after the stage ran (read only after done is closed)
 	img       dockerspec.DockerOCIImage
@@ -138,7 +139,7 @@ func (b *build) runStage(ctx context.Context, s *stage) error {
 	triggers := s.triggers
 	switch {
 	case s.base != nil:
-		if err := s.base.wait(ctx); err != nil {
+		if err := b.waitFor(ctx, s.base); err != nil {
 			return err
 		}
 		bs := s.base

@@ -260,22 +260,36 @@ func (b *build) dispatchRun(ctx context.Context, s *stage, c *instructions.RunCo
 	k.add("workdir", s.workdir)
 	k.add("user", s.user)
 	k.add("network", network)
+	k.add("security", instructions.GetSecurity(c))
 	for _, f := range files {
 		k.add("file "+f.Path, string(f.Data))
 	}
+	rm, err := b.resolveMounts(ctx, s, c, k)
+	if err != nil {
+		return err
+	}
+	files = append(files, rm.files...)
+	env = append(env, rm.env...)
 	name := s.stepName("RUN "+expandForDisplay(s, c.String()[len("RUN "):]), onbuild)
-	err := b.runStep(ctx, s, name, k, func(log progress.Step, rf executor.Rootfs) error {
-		err := executor.Run(ctx, executor.RunSpec{
-			Rootfs:  rf,
-			Args:    args,
-			Env:     env,
-			Cwd:     s.workdir,
-			User:    s.user,
-			Network: network,
-			Files:   files,
-			Sandbox: b.opt.Sandbox,
-			Stdout:  log,
-			Stderr:  log,
+	err = b.runStep(ctx, s, name, k, func(log progress.Step, rf executor.Rootfs) error {
+		release, err := rm.prepare(filepath.Dir(rf.Upper))
+		defer release()
+		if err != nil {
+			return fmt.Errorf("preparing RUN mounts: %w", err)
+		}
+		err = executor.Run(ctx, executor.RunSpec{
+			Rootfs:   rf,
+			Args:     args,
+			Env:      env,
+			Cwd:      s.workdir,
+			User:     s.user,
+			Network:  network,
+			Files:    files,
+			Mounts:   rm.mounts,
+			Security: instructions.GetSecurity(c),
+			Sandbox:  b.opt.Sandbox,
+			Stdout:   log,
+			Stderr:   log,
 		})
 		var ee *executor.ExitError
 		if errors.As(err, &ee) {
@@ -426,7 +440,7 @@ func (b *build) dispatchCopy(ctx context.Context, s *stage, c copyCmd) error {
 			if dep.index >= s.index {
 				return fmt.Errorf("cannot copy from stage %q, it needs to be defined before current stage %q", c.from, s.label())
 			}
-			if err := dep.wait(ctx); err != nil {
+			if err := b.waitFor(ctx, dep); err != nil {
 				return err
 			}
 			layers = dep.layers

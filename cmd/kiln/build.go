@@ -23,7 +23,7 @@ type buildFlags struct {
 	file, target, network, platform, iidfile, progress string
 	tags, buildArgs, labels, outputs                   []string
 	noCache, explainCache                              bool
-	noCacheFilter                                      []string
+	noCacheFilter, secrets                             []string
 	jobs                                               int
 	sandbox                                            func() (executor.Sandbox, error)
 	registry                                           *registryOptions
@@ -61,6 +61,7 @@ func newBuildCmd(root *string) *cobra.Command {
 	fl.BoolVar(&f.noCache, "no-cache", false, "do not reuse any step from the cache")
 	fl.StringArrayVar(&f.noCacheFilter, "no-cache-filter", nil, "do not reuse the steps of this stage (repeatable)")
 	fl.BoolVar(&f.explainCache, "explain-cache", false, "for each step that runs, say which of its inputs changed since the last build")
+	fl.StringArrayVar(&f.secrets, "secret", nil, "expose a secret to RUN --mount=type=secret: id=ID,src=FILE or id=ID,env=VAR (repeatable)")
 	fl.IntVar(&f.jobs, "jobs", 0, "steps of independent stages run at once (default: number of CPUs)")
 	fl.StringArrayVar(&f.labels, "label", nil, "add a label K=V to the image (repeatable)")
 	fl.StringVar(&f.network, "network", "host", "network of RUN steps: host or none")
@@ -91,6 +92,10 @@ func runBuild(cmd *cobra.Command, root, contextDir string, f buildFlags) error {
 		return usagef("--progress %s: use auto, plain or quiet", f.progress)
 	}
 	buildArgs, err := parseBuildArgs(f.buildArgs)
+	if err != nil {
+		return err
+	}
+	secrets, err := parseSecrets(f.secrets)
 	if err != nil {
 		return err
 	}
@@ -179,6 +184,7 @@ func runBuild(cmd *cobra.Command, root, contextDir string, f buildFlags) error {
 		ExplainDir:    explainDir,
 		DockerfileID:  dfID,
 		Jobs:          f.jobs,
+		Secrets:       secrets,
 	})
 	if err != nil {
 		return err
@@ -264,4 +270,60 @@ func readDockerignore(contextDir, dfPath string) ([]string, error) {
 		return pats, nil
 	}
 	return nil, nil
+}
+
+// parseSecrets reads --secret in buildx's syntax: id=ID,src=FILE (also
+// source=), id=ID,env=VAR, or type=file|env; without src or env the id
+// names an environment variable, else a file of that name.
+func parseSecrets(list []string) (map[string][]byte, error) {
+	out := map[string][]byte{}
+	for _, spec := range list {
+		var id, src, env, typ string
+		for _, field := range strings.Split(spec, ",") {
+			k, v, ok := strings.Cut(field, "=")
+			if !ok {
+				return nil, usagef("--secret %q: want id=ID,src=FILE or id=ID,env=VAR", spec)
+			}
+			switch strings.ToLower(k) {
+			case "id":
+				id = v
+			case "src", "source":
+				src = v
+			case "env":
+				env = v
+			case "type":
+				typ = v
+			default:
+				return nil, usagef("--secret %q: unknown key %q", spec, k)
+			}
+		}
+		if id == "" {
+			return nil, usagef("--secret %q: id= is required", spec)
+		}
+		if src == "" && env == "" {
+			if typ == "env" {
+				env = id
+			} else if typ == "file" {
+				src = id
+			} else if _, ok := os.LookupEnv(id); ok {
+				env = id
+			} else {
+				src = id
+			}
+		}
+		if env != "" && src == "" {
+			v, ok := os.LookupEnv(env)
+			if !ok {
+				return nil, usagef("--secret %q: environment variable %s is not set", spec, env)
+			}
+			out[id] = []byte(v)
+			continue
+		}
+		data, err := os.ReadFile(src)
+		if err != nil {
+			return nil, usagef("--secret %q: %v", spec, err)
+		}
+		out[id] = data
+	}
+	return out, nil
 }

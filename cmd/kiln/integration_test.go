@@ -114,6 +114,9 @@ func buildArgs(root, ctxDir string, meta conformance.Case, extra ...string) []st
 	if meta.Target != "" {
 		args = append(args, "--target", meta.Target)
 	}
+	for _, s := range meta.Secrets {
+		args = append(args, "--secret", s)
+	}
 	return append(append(args, extra...), ctxDir)
 }
 

@@ -18,6 +18,7 @@ import (
 // error (the case must fail; the file holds a substring of kiln's error).
 type Case struct {
 	BuildArgs   []string
+	Secrets     []string // buildx --secret values, $CASE replaced by the case folder
 	Target      string
 	Base        string
 	ExpectError string
@@ -51,6 +52,16 @@ func ReadCase(dir string) (Case, error) {
 	if c.BuildArgs, err = lines("build-args"); err != nil {
 		return c, err
 	}
+	if c.Secrets, err = lines("secrets"); err != nil {
+		return c, err
+	}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return c, err
+	}
+	for i, s := range c.Secrets {
+		c.Secrets[i] = strings.ReplaceAll(s, "$CASE", abs)
+	}
 	for name, dst := range map[string]*string{"target": &c.Target, "base": &c.Base, "error": &c.ExpectError} {
 		l, err := lines(name)
 		if err != nil {
@@ -64,7 +75,7 @@ func ReadCase(dir string) (Case, error) {
 }
 
 // metaFiles are a case's own files, not part of its build context.
-var metaFiles = []string{"build-args", "target", "base", "error", "prepare.sh", "expected"}
+var metaFiles = []string{"build-args", "target", "secrets", "base", "error", "prepare.sh", "expected"}
 
 // PrepareContext copies a case into dst (which must not exist) without its
 // metadata, and runs its prepare.sh there.

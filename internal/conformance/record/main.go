@@ -77,6 +77,9 @@ func record(caseDir string) error {
 	if meta.Target != "" {
 		args = append(args, "--opt", "target="+meta.Target)
 	}
+	for _, s := range meta.Secrets {
+		args = append(args, "--secret", s)
+	}
 	cmd := exec.Command("/tmp/peers/bin/buildctl", args...)
 	logb, err := cmd.CombinedOutput()
 	if meta.ExpectError != "" {

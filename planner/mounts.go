@@ -1,0 +1,244 @@
+package planner
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"github.com/moby/buildkit/frontend/dockerfile/instructions"
+
+	"github.com/kiln-build/kiln/cache"
+	"github.com/kiln-build/kiln/executor"
+)
+
+// runMounts is what the RUN --mount flags of one step need: mounts and
+// files for the sandbox, environment variables for secrets, and the locks
+// of locked cache mounts.
+type runMounts struct {
+	mounts []executor.Mount
+	files  []executor.File
+	env    []string
+	// layered are mounts of stages or of the context that need throwaway
+	// overlay dirs in the step directory, made by prepare.
+	layered []int
+	locks   []string
+}
+
+// resolveMounts turns a RUN's --mount flags into sandbox mounts and adds
+// what identifies them to the step key: a cache mount by its id (its
+// contents are a cache, not an input), a bind by the content of what it
+// shows, a secret by its id only (secrets never reach keys or layers).
+func (b *build) resolveMounts(ctx context.Context, s *stage, c *instructions.RunCommand, k *stepKey) (*runMounts, error) {
+	rm := &runMounts{}
+	for i, m := range instructions.GetMounts(c) {
+		target := m.Target
+		if target != "" && !path.IsAbs(target) {
+			target = path.Join(s.workdir, target)
+		}
+		name := fmt.Sprintf("mount %d", i)
+		switch m.Type {
+		case instructions.MountTypeCache:
+			id := m.CacheID
+			if id == "" {
+				id = target
+			}
+			dir, err := b.cacheMountDir(id, m)
+			if err != nil {
+				return nil, err
+			}
+			rm.mounts = append(rm.mounts, executor.Mount{Type: "bind", Source: dir, Target: target, Readonly: m.ReadOnly})
+			if m.CacheSharing == instructions.MountSharingLocked {
+				rm.locks = append(rm.locks, dir+".lock")
+			}
+			k.add(name, fmt.Sprintf("cache id=%s target=%s ro=%v", id, target, m.ReadOnly))
+		case instructions.MountTypeTmpfs:
+			rm.mounts = append(rm.mounts, executor.Mount{Type: "tmpfs", Target: target})
+			k.add(name, "tmpfs target="+target)
+		case instructions.MountTypeBind:
+			src := path.Clean("/" + m.Source)
+			mt := executor.Mount{Type: "layers", Target: target, Readonly: m.ReadOnly, SubPath: src}
+			if m.From == "" {
+				if b.opt.ContextDir == "" || b.ctxHash == nil {
+					return nil, fmt.Errorf("RUN --mount=type=bind: no build context")
+				}
+				abs, err := filepath.Abs(b.opt.ContextDir)
+				if err != nil {
+					return nil, err
+				}
+				// the context is a lower dir: writes to a rw bind go to a
+				// throwaway upper, never to the user's files
+				mt.Lowers = []string{abs}
+				sum, _, err := b.ctxHash.Checksum([]string{src}, b.opt.Excludes)
+				if err != nil {
+					return nil, fmt.Errorf("RUN --mount=type=bind,source=%s: %w", m.Source, err)
+				}
+				k.add(name, fmt.Sprintf("bind context %s target=%s ro=%v %s", src, target, m.ReadOnly, sum))
+			} else {
+				layers, key, err := b.mountSource(ctx, s, m.From)
+				if err != nil {
+					return nil, err
+				}
+				mt.Lowers = lowers(layers)
+				k.add(name, fmt.Sprintf("bind from %s %s target=%s ro=%v", key, src, target, m.ReadOnly))
+			}
+			rm.layered = append(rm.layered, len(rm.mounts))
+			rm.mounts = append(rm.mounts, mt)
+		case instructions.MountTypeSecret:
+			id := m.CacheID
+			if id == "" {
+				id = path.Base(target)
+			}
+			data, ok := b.opt.Secrets[id]
+			if !ok {
+				if m.Required {
+					return nil, fmt.Errorf("RUN --mount=type=secret,id=%s: the secret is required; pass it with --secret id=%s,src=FILE", id, id)
+				}
+				continue
+			}
+			if m.Env != nil {
+				env := *m.Env
+				if env == "" {
+					env = id
+				}
+				rm.env = append(rm.env, env+"="+string(data))
+				if target == "" {
+					k.add(name, "secret env "+env)
+					continue
+				}
+			}
+			if target == "" {
+				target = "/run/secrets/" + id
+			}
+			mode := os.FileMode(0o400)
+			if m.Mode != nil {
+				mode = os.FileMode(*m.Mode)
+			}
+			rm.files = append(rm.files, executor.File{Path: target, Data: data, Mode: mode})
+			k.add(name, "secret "+id+" target="+target)
+		default:
+			return nil, fmt.Errorf("RUN --mount=type=%s is not supported by kiln yet", m.Type)
+		}
+	}
+	return rm, nil
+}
+
+// mountSource finds the layers of a stage or image named in from=.
+func (b *build) mountSource(ctx context.Context, s *stage, from string) ([]cache.LayerInfo, string, error) {
+	if dep := b.stageRef(from); dep != nil {
+		if dep.index >= s.index {
+			return nil, "", fmt.Errorf("RUN --mount from=%s: stage %q must be defined before stage %q", from, from, s.label())
+		}
+		if err := b.waitFor(ctx, dep); err != nil {
+			return nil, "", err
+		}
+		return dep.layers, dep.key, nil
+	}
+	layers, canonical, err := b.imageLayers(ctx, from)
+	if err != nil {
+		return nil, "", fmt.Errorf("RUN --mount from=%s: no stage is named %q and it is no usable image%s: %w", from, from, suggestStage(from, b.stageNames()), err)
+	}
+	return layers, canonical, nil
+}
+
+// cacheMountDir is the persistent directory of a cache mount, created with
+// the mode and owner the flag asks for the first time it is used.
+func (b *build) cacheMountDir(id string, m *instructions.Mount) (string, error) {
+	sum := sha256.Sum256([]byte(id))
+	dir := filepath.Join(b.opt.Store.Root, "cachemounts", hex.EncodeToString(sum[:16]))
+	if _, err := os.Stat(dir); err == nil {
+		return dir, nil
+	}
+	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
+		return "", fmt.Errorf("creating cache mount %s: %w", id, err)
+	}
+	tmp, err := os.MkdirTemp(filepath.Dir(dir), ".new-")
+	if err != nil {
+		return "", fmt.Errorf("creating cache mount %s: %w", id, err)
+	}
+	mode := os.FileMode(0o755)
+	if m.Mode != nil {
+		mode = os.FileMode(*m.Mode)
+	}
+	uid, gid := 0, 0
+	if m.UID != nil {
+		uid = int(*m.UID)
+	}
+	if m.GID != nil {
+		gid = int(*m.GID)
+	}
+	if err := os.Chmod(tmp, mode); err != nil {
+		return "", err
+	}
+	if err := os.Chown(tmp, uid, gid); err != nil {
+		return "", err
+	}
+	if err := os.Rename(tmp, dir); err != nil {
+		os.Remove(tmp)
+		if _, serr := os.Stat(dir); serr == nil {
+			return dir, nil // another build made it first
+		}
+		return "", fmt.Errorf("creating cache mount %s: %w", id, err)
+	}
+	return dir, nil
+}
+
+// prepare makes the throwaway overlay dirs of layered mounts inside the
+// step directory and takes the locks of locked cache mounts; the returned
+// function releases the locks.
+func (rm *runMounts) prepare(stepDir string) (func(), error) {
+	for n, i := range rm.layered {
+		base := filepath.Join(stepDir, fmt.Sprintf("mount-%d", n))
+		for _, d := range []string{"upper", "work", "stage"} {
+			if err := os.MkdirAll(filepath.Join(base, d), 0o755); err != nil {
+				return func() {}, err
+			}
+		}
+		m := &rm.mounts[i]
+		m.Upper, m.Work, m.Stage = filepath.Join(base, "upper"), filepath.Join(base, "work"), filepath.Join(base, "stage")
+		if len(m.Lowers) == 0 {
+			// a stage without layers: an empty tree
+			empty := filepath.Join(base, "empty")
+			if err := os.Mkdir(empty, 0o755); err != nil {
+				return func() {}, err
+			}
+			m.Lowers = []string{empty}
+		}
+	}
+	var held []*os.File
+	release := func() {
+		for _, f := range held {
+			f.Close()
+		}
+	}
+	for _, l := range rm.locks {
+		f, err := os.OpenFile(l, os.O_CREATE|os.O_RDWR, 0o644)
+		if err != nil {
+			release()
+			return func() {}, err
+		}
+		if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+			f.Close()
+			release()
+			return func() {}, err
+		}
+		held = append(held, f)
+	}
+	return release, nil
+}
+
+// secretEnvNames lists the variables that carry secrets, which must not
+// reach history or keys.
+func (rm *runMounts) secretEnvNames() []string {
+	var out []string
+	for _, kv := range rm.env {
+		k, _, _ := strings.Cut(kv, "=")
+		out = append(out, k)
+	}
+	return out
+}
