@@ -75,3 +75,46 @@ func (c *countingWriter) Write(b []byte) (int, error) {
 	}
 	return n, err
 }
+
+// WatchImage returns img whose layers report the reading of their
+// compressed bytes as transfers of step s: an export or a push of img
+// then shows bytes done / total without knowing about progress.
+func WatchImage(s Step, img v1.Image) v1.Image {
+	if _, ok := s.(Transferrer); !ok {
+		return img
+	}
+	return &watchedImage{Image: img, s: s}
+}
+
+type watchedImage struct {
+	v1.Image
+	s Step
+}
+
+func (w *watchedImage) Layers() ([]v1.Layer, error) {
+	ls, err := w.Image.Layers()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]v1.Layer, len(ls))
+	for i, l := range ls {
+		out[i] = WatchLayer(w.s, l)
+	}
+	return out, nil
+}
+
+func (w *watchedImage) LayerByDigest(h v1.Hash) (v1.Layer, error) {
+	l, err := w.Image.LayerByDigest(h)
+	if err != nil {
+		return nil, err
+	}
+	return WatchLayer(w.s, l), nil
+}
+
+func (w *watchedImage) LayerByDiffID(h v1.Hash) (v1.Layer, error) {
+	l, err := w.Image.LayerByDiffID(h)
+	if err != nil {
+		return nil, err
+	}
+	return WatchLayer(w.s, l), nil
+}

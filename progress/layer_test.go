@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	"github.com/google/go-containerregistry/pkg/v1/validate"
 )
 
 // TestWatchLayer reads a layer through WatchLayer and NewWriter and checks
@@ -40,5 +42,38 @@ func TestWatchLayer(t *testing.T) {
 	}
 	if int64(sink.Len()) != size {
 		t.Errorf("copied %d bytes, want %d", sink.Len(), size)
+	}
+}
+
+// TestWatchImage exports an image through WatchImage: the export is the
+// same, and every layer is counted.
+func TestWatchImage(t *testing.T) {
+	img, err := random.Image(2048, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	p := newPrinter(newClock().now, newPlainView(&out))
+	if err := validate.Image(WatchImage(p.Step("validating"), img)); err != nil {
+		t.Fatalf("the watched image does not validate: %v", err)
+	}
+	out.Reset()
+	s := p.Step("exporting to docker image.tar")
+	watched := WatchImage(s, img)
+	var tar bytes.Buffer
+	if err := tarball.Write(nil, watched, &tar); err != nil {
+		t.Fatal(err)
+	}
+	s.Done()
+	ls, _ := img.Layers()
+	for _, l := range ls {
+		d, _ := l.Digest()
+		if !strings.Contains(out.String(), ShortDigest(d)+" done") {
+			t.Errorf("layer %s not counted:\n%s", d, out.String())
+		}
+	}
+	want, _ := img.Digest()
+	if got, _ := watched.Digest(); got != want {
+		t.Errorf("digest %s, want %s", got, want)
 	}
 }
