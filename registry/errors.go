@@ -45,6 +45,9 @@ func (e *AuthError) Unwrap() error { return e.Err }
 // headers are not part of its messages.
 func (r *Resolver) explain(ctx context.Context, reg name.Registry, err error) error {
 	host := reg.String()
+	if hostKey(host) == "docker.io" {
+		host = "docker.io" // as users write it, and as kiln login takes it
+	}
 	var te *transport.Error
 	if errors.As(err, &te) {
 		unauthorized := te.StatusCode == http.StatusUnauthorized

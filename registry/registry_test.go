@@ -7,7 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -18,6 +20,7 @@ import (
 	"github.com/docker/docker-credential-helpers/credentials"
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
+	ggcrregistry "github.com/google/go-containerregistry/pkg/registry"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
@@ -637,5 +640,32 @@ func TestResolveIndex(t *testing.T) {
 	}
 	if _, _, err := r.Resolve(context.Background(), srv.Host+"/multi/arm:1"); err == nil || !strings.Contains(err.Error(), "linux/amd64") {
 		t.Errorf("an index without linux/amd64: %v", err)
+	}
+}
+
+// TestFailedPushLeavesNoTag breaks every blob upload: the push must fail,
+// and the tag must not exist, since the manifest goes last.
+func TestFailedPushLeavesNoTag(t *testing.T) {
+	inner := ggcrregistry.New(ggcrregistry.Logger(log.New(io.Discard, "", 0)))
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPatch || (r.Method == http.MethodPut && strings.Contains(r.URL.Path, "/blobs/uploads/")) {
+			http.Error(w, "disk full", http.StatusInternalServerError)
+			return
+		}
+		inner.ServeHTTP(w, r)
+	}))
+	defer srv.Close()
+	host := strings.TrimPrefix(srv.URL, "http://")
+	_, err := (&Resolver{Backoff: fastBackoff}).Push(context.Background(), randomImage(t), []string{host + "/broken/app:1"})
+	if err == nil || !strings.Contains(err.Error(), "pushing "+host+"/broken/app:1") {
+		t.Fatalf("push to a registry failing every upload: %v", err)
+	}
+	resp, err := http.Get(srv.URL + "/v2/broken/app/manifests/1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound {
+		t.Errorf("the tag exists after a failed push: %s", resp.Status)
 	}
 }
