@@ -3,6 +3,7 @@ package progress
 import (
 	"bytes"
 	"io"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -35,7 +36,7 @@ func TestWatchLayer(t *testing.T) {
 	rc.Close()
 	s.Done()
 	got := out.String()
-	for _, want := range []string{ShortDigest(d) + " done", "export done", "#1 DONE"} {
+	for _, want := range []string{ShortDigest(d) + " 4.3kB / 4.3kB 0.0s done", "export 4.3kB / 4.3kB 0.0s done", "#1 DONE"} {
 		if !strings.Contains(got, want) {
 			t.Errorf("output lacks %q:\n%s", want, got)
 		}
@@ -68,7 +69,7 @@ func TestWatchImage(t *testing.T) {
 	ls, _ := img.Layers()
 	for _, l := range ls {
 		d, _ := l.Digest()
-		if !strings.Contains(out.String(), ShortDigest(d)+" done") {
+		if !regexp.MustCompile(ShortDigest(d) + ` \S+ / \S+ 0.0s done`).MatchString(out.String()) {
 			t.Errorf("layer %s not counted:\n%s", d, out.String())
 		}
 	}

@@ -44,19 +44,32 @@ func (v *plainView) transfer(s *step, t *transfer) {
 	if v.complete[t] {
 		return
 	}
-	if last, ok := v.lastShown[t]; ok && !complete && now.Sub(last) < time.Second {
+	last, seen := v.lastShown[t]
+	if !seen {
+		// a transfer that completes within a second takes one line
+		v.lastShown[t] = now
+		if !complete {
+			return
+		}
+	}
+	if seen && !complete && now.Sub(last) < time.Second {
 		return
 	}
 	v.lastShown[t] = now
-	fmt.Fprintf(v.w, "#%d %s %s %.1fs\n", s.n, t.id, transferText(t), now.Sub(s.start).Seconds())
+	done := ""
 	if complete {
 		v.complete[t] = true
-		fmt.Fprintf(v.w, "#%d %s done\n", s.n, t.id)
+		done = " done"
 	}
+	fmt.Fprintf(v.w, "#%d %s %s %.1fs%s\n", s.n, t.id, transferText(t), now.Sub(s.start).Seconds(), done)
 }
 
 func (v *plainView) end(s *step) {
 	for _, t := range s.transfers {
+		// one of unknown size is over when its step is
+		if s.state == done && !v.complete[t] {
+			fmt.Fprintf(v.w, "#%d %s %s %.1fs done\n", s.n, t.id, transferText(t), s.elapsed().Seconds())
+		}
 		delete(v.lastShown, t)
 		delete(v.complete, t)
 	}
