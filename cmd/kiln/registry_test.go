@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,7 +13,10 @@ import (
 	"testing"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/google/go-containerregistry/pkg/v1/validate"
 
@@ -20,9 +24,9 @@ import (
 	"github.com/kiln-build/kiln/registry/registrytest"
 )
 
-// kilnStdin runs the binary with stdin; it returns stdout+stderr and the
+// kilnWithStdin runs the binary with stdin; it returns stdout+stderr and the
 // exit code.
-func kilnStdin(t *testing.T, stdin string, args ...string) (string, int) {
+func kilnWithStdin(t *testing.T, stdin string, args ...string) (string, int) {
 	t.Helper()
 	cmd := exec.Command(kilnBin, args...)
 	var out bytes.Buffer
@@ -54,8 +58,8 @@ func registryEnv(t *testing.T) string {
 	return filepath.Join(dir, "certs.d")
 }
 
-// contextDir writes a build context whose Dockerfile is df.
-func contextDir(t *testing.T, df string) string {
+// registryContext writes a build context whose Dockerfile is df.
+func registryContext(t *testing.T, df string) string {
 	t.Helper()
 	dir := t.TempDir()
 	files := map[string]string{"Dockerfile": df, "greeting": "hello from kiln\n"}
@@ -69,9 +73,9 @@ func contextDir(t *testing.T, df string) string {
 
 var pushedRE = regexp.MustCompile(`pushed (\S+)@(sha256:[0-9a-f]{64})`)
 
-// remoteImage fetches ref as a pull would, with the test's certs.d and
+// fetchRemote fetches ref as a pull would, with the test's certs.d and
 // Docker config.
-func remoteImage(t *testing.T, ref string) v1.Image {
+func fetchRemote(t *testing.T, ref string) v1.Image {
 	t.Helper()
 	r := &registry.Resolver{}
 	n, err := r.Parse(ref)
@@ -96,20 +100,20 @@ func TestPushRoundTrip(t *testing.T) {
 	reg.CA.InstallCertsDir(t, certs, reg.Host)
 	base := registryWithBases(t)
 
-	out, code := kilnStdin(t, "nope\n", "login", reg.Host, "-u", "ci", "--password-stdin")
+	out, code := kilnWithStdin(t, "nope\n", "login", reg.Host, "-u", "ci", "--password-stdin")
 	if code != 1 || !strings.Contains(out, "authentication to registry "+reg.Host+" failed") {
 		t.Fatalf("login with a wrong password exited %d:\n%s", code, out)
 	}
 	if strings.Contains(out, "nope") {
 		t.Errorf("the password was printed:\n%s", out)
 	}
-	out, code = kilnStdin(t, "s3cret\n", "login", reg.Host, "-u", "ci", "--password-stdin")
+	out, code = kilnWithStdin(t, "s3cret\n", "login", reg.Host, "-u", "ci", "--password-stdin")
 	if code != 0 || !strings.Contains(out, "Login Succeeded") {
 		t.Fatalf("login exited %d:\n%s", code, out)
 	}
 
 	app := reg.Host + "/team/app"
-	ctxDir := contextDir(t, "FROM "+base+"/library/busybox:latest\nRUN echo built > /built\nCOPY greeting /greeting\n")
+	ctxDir := registryContext(t, "FROM "+base+"/library/busybox:latest\nRUN echo built > /built\nCOPY greeting /greeting\n")
 	md := filepath.Join(t.TempDir(), "metadata.json")
 	out, code = kiln(t, "build", "--root", t.TempDir(), "--progress=plain", "-t", app+":1", "-t", app+":latest",
 		"--push", "--metadata-file", md, ctxDir)
@@ -134,7 +138,7 @@ func TestPushRoundTrip(t *testing.T) {
 		t.Errorf("metadata file:\n%s", b)
 	}
 
-	img := remoteImage(t, app+"@"+digest)
+	img := fetchRemote(t, app+"@"+digest)
 	if err := validate.Image(img); err != nil {
 		t.Fatalf("the pushed image does not validate: %v", err)
 	}
@@ -147,7 +151,7 @@ func TestPushRoundTrip(t *testing.T) {
 
 	for _, from := range []string{app + ":1", app + "@" + digest} {
 		t.Run("FROM "+from, func(t *testing.T) {
-			ctxDir := contextDir(t, "FROM "+from+"\nRUN cat /built /greeting > /both\n")
+			ctxDir := registryContext(t, "FROM "+from+"\nRUN cat /built /greeting > /both\n")
 			oci := filepath.Join(t.TempDir(), "out.tar")
 			out, code := kiln(t, "build", "--root", t.TempDir(), "--progress=plain", "-o", "type=oci,dest="+oci, ctxDir)
 			if code != 0 {
@@ -160,7 +164,7 @@ func TestPushRoundTrip(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "Removing login credentials for "+reg.Host) {
 		t.Fatalf("logout exited %d:\n%s", code, out)
 	}
-	out, code = kiln(t, "build", "--root", t.TempDir(), "--progress=plain", contextDir(t, "FROM "+app+":1\n"))
+	out, code = kiln(t, "build", "--root", t.TempDir(), "--progress=plain", registryContext(t, "FROM "+app+":1\n"))
 	if code != 1 || !strings.Contains(out, "authentication to registry "+reg.Host+" failed") || !strings.Contains(out, "kiln login "+reg.Host) {
 		t.Errorf("build FROM a private image after logout exited %d:\n%s", code, out)
 	}
@@ -172,7 +176,7 @@ func TestMirror(t *testing.T) {
 	needRoot(t)
 	registryEnv(t)
 	mirror := registryWithBases(t)
-	ctxDir := contextDir(t, "FROM busybox\nRUN echo mirrored > /m\n")
+	ctxDir := registryContext(t, "FROM busybox\nRUN echo mirrored > /m\n")
 
 	if err := os.WriteFile(os.Getenv("KILN_CONFIG"), []byte("[registry.\"docker.io\"]\n  mirrors = [\""+mirror+"\"]\n"), 0o644); err != nil {
 		t.Fatal(err)
@@ -197,7 +201,7 @@ func TestPushThroughFaults(t *testing.T) {
 	reg := registrytest.StartDistribution(t, registrytest.DistributionOptions{})
 	proxy := registrytest.NewFaultProxy(t, "http://"+reg.Host, 0.3, 2, 4)
 	base := registryWithBases(t)
-	ctxDir := contextDir(t, "FROM "+base+"/library/busybox:latest\nRUN head -c 300000 /dev/urandom > /noise\nCOPY greeting /greeting\n")
+	ctxDir := registryContext(t, "FROM "+base+"/library/busybox:latest\nRUN head -c 300000 /dev/urandom > /noise\nCOPY greeting /greeting\n")
 	out, code := kiln(t, "build", "--root", t.TempDir(), "--progress=plain", "-t", proxy.Host+"/flaky/app:1", "--push", ctxDir)
 	if code != 0 {
 		t.Fatalf("build --push through faults exited %d:\n%s", code, out)
@@ -206,7 +210,7 @@ func TestPushThroughFaults(t *testing.T) {
 	if resets+unavailable == 0 {
 		t.Fatal("no fault was injected")
 	}
-	if err := validate.Image(remoteImage(t, reg.Host+"/flaky/app:1")); err != nil {
+	if err := validate.Image(fetchRemote(t, reg.Host+"/flaky/app:1")); err != nil {
 		t.Fatalf("the pushed image does not validate: %v", err)
 	}
 }
@@ -219,7 +223,7 @@ func TestInsecureRegistry(t *testing.T) {
 	reg := registrytest.StartDistribution(t, registrytest.DistributionOptions{TLS: true})
 	base := registryWithBases(t)
 	root := t.TempDir()
-	ctxDir := contextDir(t, "FROM "+base+"/library/busybox:latest\nCOPY greeting /greeting\n")
+	ctxDir := registryContext(t, "FROM "+base+"/library/busybox:latest\nCOPY greeting /greeting\n")
 	out, code := kiln(t, "build", "--root", root, "--progress=plain", "-t", reg.Host+"/app:1", "--push", ctxDir)
 	if code != 1 || !strings.Contains(out, "unknown authority") || !strings.Contains(out, "--insecure-registry "+reg.Host) {
 		t.Fatalf("push to an unknown CA exited %d:\n%s", code, out)
@@ -238,7 +242,7 @@ func TestRegistryOutputs(t *testing.T) {
 	base := registryWithBases(t)
 	reg := registryWithBases(t)
 	root := t.TempDir()
-	ctxDir := contextDir(t, "FROM "+base+"/library/busybox:latest\nCOPY greeting /greeting\n")
+	ctxDir := registryContext(t, "FROM "+base+"/library/busybox:latest\nCOPY greeting /greeting\n")
 	layout := filepath.Join(t.TempDir(), "layout")
 	archive := filepath.Join(t.TempDir(), "app.tar")
 	out, code := kiln(t, "build", "--root", root, "--progress=plain", "-t", reg+"/out/a:1",
@@ -258,7 +262,7 @@ func TestRegistryOutputs(t *testing.T) {
 		{reg + "/out/b:1", types.OCIManifestSchema1},
 	}
 	for _, tt := range tests {
-		img := remoteImage(t, tt.ref)
+		img := fetchRemote(t, tt.ref)
 		if mt, _ := img.MediaType(); mt != tt.wantMT {
 			t.Errorf("%s has media type %s, want %s", tt.ref, mt, tt.wantMT)
 		}
@@ -278,7 +282,7 @@ func TestRegistryOutputs(t *testing.T) {
 			if m == nil || m[1] != dest {
 				t.Fatalf("no pushed line for %s:\n%s", dest, out)
 			}
-			img := remoteImage(t, dest)
+			img := fetchRemote(t, dest)
 			if d, _ := img.Digest(); d.String() != m[2] {
 				t.Errorf("registry has %s, kiln printed %s", d, m[2])
 			}
@@ -293,7 +297,7 @@ func TestRegistryOutputs(t *testing.T) {
 		if out, code := kiln(t, "load", "--root", root, "-i", archive); code != 0 {
 			t.Fatalf("kiln load exited %d:\n%s", code, out)
 		}
-		want, err := remoteImage(t, reg+"/out/b:1").Digest()
+		want, err := fetchRemote(t, reg+"/out/b:1").Digest()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -306,7 +310,7 @@ func TestRegistryOutputs(t *testing.T) {
 				t.Fatalf("kiln push %v exited %d:\n%s", args, code, out)
 			}
 			dest := args[len(args)-1]
-			img := remoteImage(t, dest)
+			img := fetchRemote(t, dest)
 			if d, _ := img.Digest(); d != want {
 				t.Errorf("%s is %s, want the stored image %s", dest, d, want)
 			}
@@ -324,7 +328,7 @@ func TestRegistryOutputs(t *testing.T) {
 // TestPushUsage checks the mistakes that must fail before any build work.
 func TestPushUsage(t *testing.T) {
 	registryEnv(t)
-	ctxDir := contextDir(t, "FROM scratch\n")
+	ctxDir := registryContext(t, "FROM scratch\n")
 	tests := []struct {
 		args []string
 		want string
@@ -350,5 +354,105 @@ func TestPushUsage(t *testing.T) {
 	out, code := kiln(t, "build", "--root", t.TempDir(), ctxDir)
 	if code == 0 || !strings.Contains(out, "kiln config") {
 		t.Errorf("a broken kiln.toml: exit %d:\n%s", code, out)
+	}
+}
+
+// uncompressedLayer is an uncompressed layer: its blob is the tar itself.
+type uncompressedLayer struct {
+	tar []byte
+	mt  types.MediaType
+}
+
+func (l uncompressedLayer) Digest() (v1.Hash, error) {
+	h, _, err := v1.SHA256(bytes.NewReader(l.tar))
+	return h, err
+}
+func (l uncompressedLayer) DiffID() (v1.Hash, error) { return l.Digest() }
+func (l uncompressedLayer) Compressed() (io.ReadCloser, error) {
+	return io.NopCloser(bytes.NewReader(l.tar)), nil
+}
+func (l uncompressedLayer) Uncompressed() (io.ReadCloser, error) { return l.Compressed() }
+func (l uncompressedLayer) Size() (int64, error)                 { return int64(len(l.tar)), nil }
+func (l uncompressedLayer) MediaType() (types.MediaType, error)  { return l.mt, nil }
+
+// TestPullLayerFormats builds FROM the busybox base re-published with
+// zstd, uncompressed and gzip layers, in OCI and Docker media types.
+func TestPullLayerFormats(t *testing.T) {
+	needRoot(t)
+	registryEnv(t)
+	reg := registryWithBases(t)
+	busybox := fetchRemote(t, reg+"/library/busybox:latest")
+	layers, err := busybox.Layers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tars [][]byte
+	for _, l := range layers {
+		rc, err := l.Uncompressed()
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := io.ReadAll(rc)
+		rc.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		tars = append(tars, b)
+	}
+	cfg, err := busybox.ConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg = cfg.DeepCopy()
+	cfg.RootFS.DiffIDs = nil
+	cfg.History = nil
+
+	tests := []struct {
+		name     string
+		manifest types.MediaType
+		layer    func(tar []byte) v1.Layer
+	}{
+		{"oci-zstd", types.OCIManifestSchema1, func(b []byte) v1.Layer {
+			l, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil },
+				tarball.WithCompression("zstd"), tarball.WithMediaType(types.OCILayerZStd))
+			if err != nil {
+				t.Fatal(err)
+			}
+			return l
+		}},
+		{"oci-uncompressed", types.OCIManifestSchema1, func(b []byte) v1.Layer { return uncompressedLayer{b, types.OCIUncompressedLayer} }},
+		{"docker-uncompressed", types.DockerManifestSchema2, func(b []byte) v1.Layer { return uncompressedLayer{b, types.DockerUncompressedLayer} }},
+		{"docker-gzip", types.DockerManifestSchema2, func(b []byte) v1.Layer {
+			l, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil })
+			if err != nil {
+				t.Fatal(err)
+			}
+			return l
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			img, err := mutate.ConfigFile(empty.Image, cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			img = mutate.MediaType(img, tt.manifest)
+			if tt.manifest == types.OCIManifestSchema1 {
+				img = mutate.ConfigMediaType(img, types.OCIConfigJSON)
+			}
+			for _, b := range tars {
+				if img, err = mutate.AppendLayers(img, tt.layer(b)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			ref := reg + "/formats/" + tt.name + ":1"
+			if _, err := (&registry.Resolver{}).Push(context.Background(), img, []string{ref}); err != nil {
+				t.Fatal(err)
+			}
+			ctxDir := registryContext(t, "FROM "+ref+"\nRUN test -x /bin/sh && echo ok > /ok\n")
+			if out, code := kiln(t, "build", "--root", t.TempDir(), "--progress=plain", ctxDir); code != 0 {
+				t.Fatalf("build FROM %s exited %d:\n%s", tt.name, code, out)
+			}
+		})
 	}
 }
