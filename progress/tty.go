@@ -286,9 +286,14 @@ func (v *ttyView) stepLine(s *step, width int, final bool) string {
 	status := ""
 	if s.state == running && len(s.transfers) > 0 {
 		var cur, total int64
+		unknown := false
 		for _, t := range s.transfers {
 			cur += t.current
 			total += t.total
+			unknown = unknown || t.total <= 0
+		}
+		if unknown {
+			total = 0 // one size unknown: so is the sum
 		}
 		status = " " + transferText(&transfer{current: cur, total: total})
 	}
