@@ -183,6 +183,9 @@ type Mount struct {
 	Source   string `json:"source,omitempty"`
 	Target   string `json:"target"`
 	Readonly bool   `json:"readonly,omitempty"`
+	// Size caps a tmpfs, in bytes (RUN --mount=type=tmpfs,size=); 0 is
+	// the kernel's default, half of RAM.
+	Size int64 `json:"size,omitempty"`
 
 	// For "layers" (RUN --mount=type=bind,from=STAGE): an overlay of
 	// Lowers (top-most first) with Upper and Work taking throwaway writes is

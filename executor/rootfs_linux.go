@@ -5,6 +5,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 
@@ -312,8 +313,12 @@ func userMount(m Mount) (rootMount, error) {
 		if m.Readonly {
 			flags |= unix.MS_RDONLY
 		}
+		data := ""
+		if m.Size > 0 {
+			data = "size=" + strconv.FormatInt(m.Size, 10)
+		}
 		return rootMount{target: m.Target, dir: true, mount: func(dst string) error {
-			return mount("tmpfs", dst, "tmpfs", flags, "")
+			return mount("tmpfs", dst, "tmpfs", flags, data)
 		}}, nil
 	case "bind":
 		fi, err := os.Stat(m.Source)

@@ -83,6 +83,15 @@ func TestRunMounts(t *testing.T) {
 			},
 		},
 		{
+			name: "tmpfs with a size",
+			mounts: func(t *testing.T, host string) []Mount {
+				return []Mount{{Type: "tmpfs", Target: "/small", Size: 1 << 20}}
+			},
+			script: "head -c 2000000 /dev/zero > /small/f 2>/dev/null || echo full; df -k /small | tail -1 | awk '{print $2}'",
+			want:   "full\n1024\n",
+			check:  func(t *testing.T, host string, upper []string) {},
+		},
+		{
 			name: "nested mounts and one below /dev",
 			mounts: func(t *testing.T, host string) []Mount {
 				return []Mount{
