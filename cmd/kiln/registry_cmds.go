@@ -315,43 +315,40 @@ func archiveSource(file, pick string) (v1.Image, string, func(), error) {
 		}
 		return img, n, cleanup, nil
 	}
+	if !members["manifest.json"] {
+		return nil, "", nop, fmt.Errorf("reading %s: neither an OCI archive (index.json, oci-layout) nor a docker archive (manifest.json)", file)
+	}
 	img, n, err := dockerArchiveSource(file, pick)
 	return img, n, nop, err
 }
 
+// dockerArchiveSource reads a docker archive in place.
 func dockerArchiveSource(file, pick string) (v1.Image, string, error) {
-	members, err := tarMembers(file)
+	var tag *name.Tag
+	if pick != "" {
+		t, err := name.NewTag(pick)
+		if err != nil {
+			return nil, "", usagef("--name %q: %v", pick, err)
+		}
+		tag = &t
+	}
+	opener := func() (io.ReadCloser, error) { return os.Open(file) }
+	m, err := tarball.LoadManifest(opener)
 	if err != nil {
-		return nil, "", err
+		return nil, "", fmt.Errorf("reading %s: %w", file, err)
 	}
-	if members["manifest.json"] {
-		var tag *name.Tag
-		if pick != "" {
-			t, err := name.NewTag(pick)
-			if err != nil {
-				return nil, "", usagef("--name %q: %v", pick, err)
-			}
-			tag = &t
-		}
-		opener := func() (io.ReadCloser, error) { return os.Open(file) }
-		m, err := tarball.LoadManifest(opener)
-		if err != nil {
-			return nil, "", fmt.Errorf("reading %s: %w", file, err)
-		}
-		if len(m) != 1 && tag == nil {
-			return nil, "", usagef("push: %s holds %d images; choose one with --name", file, len(m))
-		}
-		img, err := tarball.Image(opener, tag)
-		if err != nil {
-			return nil, "", fmt.Errorf("reading %s: %w", file, err)
-		}
-		n := pick
-		if n == "" && len(m[0].RepoTags) > 0 {
-			n = m[0].RepoTags[0]
-		}
-		return img, n, nil
+	if len(m) != 1 && tag == nil {
+		return nil, "", usagef("push: %s holds %d images; choose one with --name", file, len(m))
 	}
-	return nil, "", fmt.Errorf("reading %s: neither an OCI archive (index.json, oci-layout) nor a docker archive (manifest.json)", file)
+	img, err := tarball.Image(opener, tag)
+	if err != nil {
+		return nil, "", fmt.Errorf("reading %s: %w", file, err)
+	}
+	n := pick
+	if n == "" && len(m[0].RepoTags) > 0 {
+		n = m[0].RepoTags[0]
+	}
+	return img, n, nil
 }
 
 func tarMembers(file string) (map[string]bool, error) {

@@ -12,9 +12,11 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
@@ -245,11 +247,13 @@ func TestRegistryOutputs(t *testing.T) {
 	ctxDir := registryContext(t, "FROM "+base+"/library/busybox:latest\nCOPY greeting /greeting\n")
 	layout := filepath.Join(t.TempDir(), "layout")
 	archive := filepath.Join(t.TempDir(), "app.tar")
+	dockerArchive := filepath.Join(t.TempDir(), "docker.tar")
 	out, code := kiln(t, "build", "--root", root, "--progress=plain", "-t", reg+"/out/a:1",
 		"-o", "type=registry,oci-mediatypes=false",
 		"-o", "type=image,push=true,name="+reg+"/out/b:1",
 		"-o", "type=oci,dest="+archive,
 		"-o", "type=oci,tar=false,dest="+layout,
+		"-o", "type=docker,dest="+dockerArchive,
 		ctxDir)
 	if code != 0 {
 		t.Fatalf("build exited %d:\n%s", code, out)
@@ -271,7 +275,7 @@ func TestRegistryOutputs(t *testing.T) {
 		}
 	}
 
-	for _, src := range []struct{ name, path string }{{"archive", archive}, {"layout", layout}} {
+	for _, src := range []struct{ name, path string }{{"archive", archive}, {"layout", layout}, {"docker", dockerArchive}} {
 		t.Run("kiln push "+src.name, func(t *testing.T) {
 			dest := reg + "/pushed/" + src.name + ":1"
 			out, code := kiln(t, "push", "--root", root, src.path, dest)
@@ -452,6 +456,64 @@ func TestPullLayerFormats(t *testing.T) {
 			ctxDir := registryContext(t, "FROM "+ref+"\nRUN test -x /bin/sh && echo ok > /ok\n")
 			if out, code := kiln(t, "build", "--root", t.TempDir(), "--progress=plain", ctxDir); code != 0 {
 				t.Fatalf("build FROM %s exited %d:\n%s", tt.name, code, out)
+			}
+		})
+	}
+}
+
+// TestPushArchives pushes archives other tools wrote: a docker save
+// tarball (manifest.json only) with its recorded name, and by --name from
+// one holding two images.
+func TestPushArchives(t *testing.T) {
+	registryEnv(t)
+	reg := registryWithBases(t)
+	a, err := random.Image(1024, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := random.Image(1024, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	one := filepath.Join(t.TempDir(), "one.tar")
+	tagA, _ := name.NewTag(reg + "/saved/a:1")
+	if err := tarball.WriteToFile(one, tagA, a); err != nil {
+		t.Fatal(err)
+	}
+	two := filepath.Join(t.TempDir(), "two.tar")
+	tagB, _ := name.NewTag(reg + "/saved/b:1")
+	if err := tarball.MultiRefWriteToFile(two, map[name.Reference]v1.Image{tagA: a, tagB: b}); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		args     []string
+		wantCode int
+		wantRef  string
+		want     v1.Image
+		wantOut  string
+	}{
+		{args: []string{one}, wantRef: reg + "/saved/a:1", want: a},
+		{args: []string{one, reg + "/copied/a:2"}, wantRef: reg + "/copied/a:2", want: a},
+		{args: []string{"--name", reg + "/saved/b:1", two, reg + "/copied/b:1"}, wantRef: reg + "/copied/b:1", want: b},
+		{args: []string{two, reg + "/copied/x:1"}, wantCode: 2, wantOut: "choose one with --name"},
+		{args: []string{filepath.Join(t.TempDir(), "absent.tar")}, wantCode: 2, wantOut: "neither a file nor an image name"},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			out, code := kiln(t, append([]string{"push", "--root", t.TempDir()}, tt.args...)...)
+			if code != tt.wantCode || !strings.Contains(out, tt.wantOut) {
+				t.Fatalf("exit %d, want %d with %q:\n%s", code, tt.wantCode, tt.wantOut, out)
+			}
+			if tt.wantCode != 0 {
+				return
+			}
+			got, _ := fetchRemote(t, tt.wantRef).Digest()
+			want, _ := tt.want.Digest()
+			if got != want {
+				t.Errorf("%s holds %s, want %s", tt.wantRef, got, want)
+			}
+			if !strings.Contains(out, want.String()) {
+				t.Errorf("the digest was not printed:\n%s", out)
 			}
 		})
 	}
