@@ -518,3 +518,36 @@ func TestPushArchives(t *testing.T) {
 		})
 	}
 }
+
+// TestPushMountsBase builds FROM a base in the registry it pushes to: the
+// base layers must be mounted from the base's repository, not uploaded.
+func TestPushMountsBase(t *testing.T) {
+	needRoot(t)
+	registryEnv(t)
+	reg := registrytest.StartDistribution(t, registrytest.DistributionOptions{})
+	// A proxy that injects nothing records what kiln asks.
+	proxy := registrytest.NewFaultProxy(t, "http://"+reg.Host, 0, 0, 1)
+	busybox := fetchRemote(t, registryWithBases(t)+"/library/busybox:latest")
+	if _, err := (&registry.Resolver{}).Push(context.Background(), busybox, []string{proxy.Host + "/library/busybox:latest"}); err != nil {
+		t.Fatal(err)
+	}
+	baseLayers, _ := busybox.Layers()
+	before := len(proxy.Requests())
+	ctxDir := registryContext(t, "FROM "+proxy.Host+"/library/busybox:latest\nCOPY greeting /greeting\n")
+	out, code := kiln(t, "build", "--root", t.TempDir(), "--progress=plain", "-t", proxy.Host+"/team/app:1", "--push", ctxDir)
+	if code != 0 {
+		t.Fatalf("build --push exited %d:\n%s", code, out)
+	}
+	mounts := 0
+	for _, r := range proxy.Requests()[before:] {
+		if r.Method == "POST" && strings.Contains(r.Query, "mount=") && strings.Contains(r.Query, "from=library%2Fbusybox") {
+			mounts++
+		}
+	}
+	if mounts != len(baseLayers) {
+		t.Errorf("%d cross-repository mounts, want one per base layer (%d)", mounts, len(baseLayers))
+	}
+	if err := validate.Image(fetchRemote(t, reg.Host+"/team/app:1")); err != nil {
+		t.Error(err)
+	}
+}
