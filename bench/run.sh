@@ -185,6 +185,7 @@ warm() {
 
 change_one() { printf 'changed by run %s\n' "$1" >>"$onefile"; }
 
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 echo "bench: kiln at $(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo "?"), BuildKit: $([ $bk = 1 ] && echo yes || echo no), base $base"
 
 # The cold 10k build leaves kiln's store and BuildKit's cache warm for the
@@ -221,7 +222,8 @@ cpu=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
 	printf 'per-RUN overhead (30 RUN − 1 RUN)/29: kiln %s' "$(per_run "${KT[30 RUN steps cold]}" "${KT[1 RUN step cold]}")"
 	[ $bk = 0 ] || printf ', BuildKit %s' "$(per_run "${BT[30 RUN steps cold]}" "${BT[1 RUN step cold]}")"
 	echo
-	echo "(warm rows: median of $RUNS runs; logs in $logs)"
+	echo "(warm rows: median of $RUNS runs; load average $load_before before, $(cut -d' ' -f1-3 /proc/loadavg) after:"
+	echo " other work on the machine skews both builders; compare ratios from one run; logs in $logs)"
 } | tee "$work/results.txt"
 
 if [ "${BENCH_GO:-0}" = 1 ]; then
