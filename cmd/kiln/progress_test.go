@@ -72,7 +72,9 @@ var (
 	layerBytes    = regexp.MustCompile(`(layers?), \d+(\.\d)?[kMGT]?B`)
 	digest        = regexp.MustCompile(`sha256:[0-9a-f]{64}`)
 	buildID       = regexp.MustCompile(`\d{8}-\d{6}-[0-9a-f]{6}`)
-	transferLine  = regexp.MustCompile(`(?m)^(#\d+) sha256:[0-9a-f]{12} .*$`)
+	// byte counts depend on which layers the store has already: they are
+	// left to the progress package's own tests
+	transferLine = regexp.MustCompile(`(?m)^#\d+ sha256:[0-9a-f]{12} .*\n`)
 	// what a failed lookup on the network says depends on the network
 	resolving = regexp.MustCompile(`(resolving \S+): .*`)
 )
@@ -82,7 +84,7 @@ func (n normalizer) text(s string) string {
 	s = strings.ReplaceAll(s, n.root, "ROOT")
 	s = strings.ReplaceAll(s, n.ctx, "CONTEXT")
 	s = plainLineTime.ReplaceAllString(s, "$1 T ")
-	s = transferLine.ReplaceAllString(s, "$1 sha256:LAYER BYTES")
+	s = transferLine.ReplaceAllString(s, "")
 	s = doneTime.ReplaceAllString(s, "DONE Ts")
 	s = builtIn.ReplaceAllString(s, "Built in Ts")
 	s = layerBytes.ReplaceAllString(s, "$1, SIZE")
