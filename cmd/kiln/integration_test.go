@@ -172,7 +172,18 @@ func TestConformance(t *testing.T) {
 				t.Fatal(err)
 			}
 			compare(t, filepath.Join(caseDir, "expected", "config.txt"), cfg)
-			compare(t, filepath.Join(caseDir, "expected", "fs.txt"), strings.Join(delta, "\n")+"\n")
+			got := strings.Join(delta, "\n") + "\n"
+			if meta.Loose && !*update {
+				want, err := os.ReadFile(filepath.Join(caseDir, "expected", "fs.txt"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if conformance.StripContent(string(want)) != conformance.StripContent(got) {
+					t.Errorf("fs.txt differs from BuildKit's result (sizes and digests aside):\n%s", conformance.StripContent(got))
+				}
+			} else {
+				compare(t, filepath.Join(caseDir, "expected", "fs.txt"), got)
+			}
 		})
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -22,6 +23,9 @@ type Case struct {
 	Target      string
 	Base        string
 	ExpectError string
+	// Loose: file sizes and digests are not compared (a case whose content
+	// comes from a moving package archive).
+	Loose bool
 }
 
 // DefaultBase is the image most cases build on.
@@ -71,11 +75,21 @@ func ReadCase(dir string) (Case, error) {
 			*dst = l[0]
 		}
 	}
+	if _, err := os.Stat(filepath.Join(dir, "loose")); err == nil {
+		c.Loose = true
+	}
 	return c, nil
 }
 
+// StripContent removes sizes and digests from Delta lines, for loose cases.
+func StripContent(lines string) string {
+	return sizeSum.ReplaceAllString(lines, "")
+}
+
+var sizeSum = regexp.MustCompile(` size=\d+ sum=[0-9a-f]*`)
+
 // metaFiles are a case's own files, not part of its build context.
-var metaFiles = []string{"build-args", "target", "secrets", "base", "error", "prepare.sh", "expected"}
+var metaFiles = []string{"build-args", "target", "secrets", "base", "error", "loose", "prepare.sh", "expected"}
 
 // PrepareContext copies a case into dst (which must not exist) without its
 // metadata, and runs its prepare.sh there.

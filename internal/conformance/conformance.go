@@ -43,7 +43,7 @@ func (e Entry) String() string {
 // Dockerfile's semantics (mount points, caches, logs) — the same list
 // ../shared/conformance/conform.sh gives ocidiff.
 var (
-	ignore = regexp.MustCompile(`^/(proc|sys|dev|run/secrets|run)$|^/var/cache/ldconfig/aux-cache$|^/var/log/|^/var/cache/debconf/|^/var/lib/dpkg/.*-old$|^/etc/(hostname|hosts|resolv\.conf)$|^/var/lib/apt/lists|^/tmp$|^/var/cache/apt`)
+	ignore        = regexp.MustCompile(`^/(proc|sys|dev|run/secrets|run)$|^/var/cache/ldconfig/aux-cache$|^/var/log/|^/var/cache/debconf/|^/var/lib/dpkg/.*-old$|^/etc/(hostname|hosts|resolv\.conf)$|^/var/lib/apt/lists|^/tmp$|^/var/cache/apt`)
 	contentIgnore = regexp.MustCompile(`^/etc/(shadow|gshadow|shadow-|gshadow-)$|^/var/lib/dpkg/(status|status-old)$`)
 )
 

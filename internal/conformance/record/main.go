@@ -67,6 +67,20 @@ func record(caseDir string) error {
 	if err := conformance.PrepareContext(caseDir, ctxDir); err != nil {
 		return err
 	}
+	// BuildKit would fetch the frontend image a "# syntax=" line names;
+	// conform.sh drops the line for BuildKit too (kiln is that frontend).
+	df := filepath.Join(ctxDir, "Dockerfile")
+	if src, err := os.ReadFile(df); err == nil {
+		var keep []string
+		for _, l := range strings.Split(string(src), "\n") {
+			if !strings.HasPrefix(l, "# syntax=") {
+				keep = append(keep, l)
+			}
+		}
+		if err := os.WriteFile(df, []byte(strings.Join(keep, "\n")), 0o644); err != nil {
+			return err
+		}
+	}
 	out := filepath.Join(work, "image.tar")
 	args := []string{"--addr", "unix:///tmp/peers/buildkitd.sock", "build", "--progress=plain",
 		"--frontend", "dockerfile.v0", "--local", "context=" + ctxDir, "--local", "dockerfile=" + ctxDir,
