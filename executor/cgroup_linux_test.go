@@ -38,22 +38,6 @@ func TestRunLimits(t *testing.T) {
 	h := needCgroups(t)
 	base := busyboxRootfs(t)
 	sh := func(script string) []string { return []string{"/bin/sh", "-c", script} }
-	// The command reads its own cgroup's files through a read-only view of
-	// the host's cgroup mounts.
-	cgFile := func(controller, file string) string {
-		if h.v2 {
-			return `cat /cg$(sed -n 's/^0:://p' /proc/self/cgroup)/` + file
-		}
-		return `cat /cg/` + controller + `$(sed -n 's/^[0-9]*:[a-z,]*\b` + controller + `\b[a-z,]*://p' /proc/self/cgroup)/` + file
-	}
-	cgMount := []Mount{{Type: "bind", Source: "/sys/fs/cgroup", Target: "/cg", Readonly: true}}
-	if h.v2 {
-		cgMount[0].Source = filepath.Dir(h.dirs[""])
-		for filepath.Dir(cgMount[0].Source) != "/" && exists(filepath.Join(filepath.Dir(cgMount[0].Source), "cgroup.controllers")) {
-			cgMount[0].Source = filepath.Dir(cgMount[0].Source)
-		}
-	}
-
 	tests := []struct {
 		name    string
 		sandbox Sandbox
@@ -122,35 +106,10 @@ func TestRunLimits(t *testing.T) {
 				}
 			},
 		},
-		{
-			name:    "limits are set before the command starts",
-			sandbox: Sandbox{Memory: 100 << 20, CPUs: 0.5, CPUShares: 512},
-			mounts:  cgMount,
-			script:  "",
-			check: func(t *testing.T, out string, err error) {
-				if err != nil {
-					t.Fatal(err)
-				}
-				want := "104857600\n50000\n512\n4096\n"
-				if h.v2 {
-					want = "104857600\n50000 100000\n" + "20\n4096\n"
-				}
-				if out != want {
-					t.Errorf("cgroup files %q, want %q", out, want)
-				}
-			},
-		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			script := tt.script
-			if script == "" {
-				if h.v2 {
-					script = cgFile("", "memory.max") + ";" + cgFile("", "cpu.max") + ";" + cgFile("", "cpu.weight") + ";" + cgFile("", "pids.max")
-				} else {
-					script = cgFile("memory", "memory.limit_in_bytes") + ";" + cgFile("cpu", "cpu.cfs_quota_us") + ";" + cgFile("cpu", "cpu.shares") + ";" + cgFile("pids", "pids.max")
-				}
-			}
 			rootfs := newRootfs(t, base)
 			var out, errOut bytes.Buffer
 			start := time.Now()
@@ -224,4 +183,69 @@ func TestRemoveStaleCgroups(t *testing.T) {
 			t.Errorf("stale %s cgroup %s not removed", c, p)
 		}
 	}
+}
+
+// TestRunCgroup checks the step's cgroup from the host while the command
+// runs: the limits are set, the command is in it, and it sees the cgroup
+// as the root of its own cgroup namespace.
+func TestRunCgroup(t *testing.T) {
+	h := needCgroups(t)
+	base := busyboxRootfs(t)
+	var out bytes.Buffer
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(context.Background(), RunSpec{
+			Rootfs: newRootfs(t, base), Env: []string{testPath},
+			Args:    []string{"/bin/sh", "-c", "cat /proc/self/cgroup; sleep 2"},
+			Sandbox: Sandbox{Memory: 100 << 20, CPUs: 0.5, CPUShares: 512},
+			Stdout:  &out,
+		})
+	}()
+	files := map[string]string{"memory": "memory.limit_in_bytes", "pids": "pids.max", "cpu": "cpu.cfs_quota_us"}
+	want := map[string]string{"memory": "104857600", "pids": "4096", "cpu": "50000"}
+	if h.v2 {
+		files = map[string]string{"": "memory.max", "pids": "pids.max", "cpu": "cpu.max"}
+		want = map[string]string{"": "104857600", "pids": "4096", "cpu": "50000 100000"}
+	}
+	var dir string
+	deadline := time.Now().Add(5 * time.Second)
+	for dir == "" && time.Now().Before(deadline) {
+		procsDir := h.dirs["pids"]
+		if h.v2 {
+			procsDir = h.dirs[""]
+		}
+		m, _ := filepath.Glob(filepath.Join(procsDir, fmt.Sprintf("kiln-step-%d-*", os.Getpid())))
+		for _, d := range m {
+			if b, _ := os.ReadFile(filepath.Join(d, "cgroup.procs")); len(bytes.Fields(b)) >= 2 {
+				dir = filepath.Base(d)
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if dir == "" {
+		t.Fatal("no step cgroup holding the init and the command")
+	}
+	for c, file := range files {
+		parent := h.dirs[c]
+		if h.v2 {
+			parent = h.dirs[""]
+		}
+		b, err := os.ReadFile(filepath.Join(parent, dir, file))
+		if err != nil {
+			t.Errorf("reading %s: %v", file, err)
+			continue
+		}
+		if got := strings.TrimSpace(string(b)); got != want[c] {
+			t.Errorf("%s = %q, want %q", file, got, want[c])
+		}
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(strings.TrimSpace(out.String()), "\n") {
+		if !strings.HasSuffix(line, ":/") {
+			t.Errorf("the command sees cgroup %q, want / in its own cgroup namespace", line)
+		}
+	}
+	assertNoStepCgroups(t, h)
 }

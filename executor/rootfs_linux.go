@@ -1,6 +1,7 @@
 package executor
 
 import (
+	"errors"
 	"fmt"
 	"io/fs"
 	"os"
@@ -24,6 +25,13 @@ type rootMount struct {
 // runChildRun sets up the RUN sandbox and runs the command as PID 1's
 // child. It returns the exit status for the sandbox child.
 func runChildRun(rep reporter, cs *childSpec) int {
+	// A cgroup namespace rooted at the step's cgroup, which the parent
+	// placed us in before sending the spec: the command sees its cgroup as
+	// "/", not the host's layout. Only this thread, and so the command
+	// forked from it, enters it.
+	if err := unix.Unshare(unix.CLONE_NEWCGROUP); err != nil && !errors.Is(err, unix.EINVAL) {
+		return rep.fail(fmt.Errorf("creating a cgroup namespace: %w", err))
+	}
 	if err := mountStepTmpfs(cs.StepDir, "empty", "probe", "stubs", "root"); err != nil {
 		return rep.fail(err)
 	}

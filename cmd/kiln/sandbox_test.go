@@ -133,7 +133,7 @@ func stepCgroupsLeft(t *testing.T) []string {
 func nsLinks(t *testing.T) map[string]string {
 	t.Helper()
 	out := map[string]string{}
-	for _, ns := range []string{"mnt", "pid", "uts", "ipc", "net"} {
+	for _, ns := range []string{"mnt", "pid", "uts", "ipc", "net", "cgroup"} {
 		l, err := os.Readlink("/proc/self/ns/" + ns)
 		if err != nil {
 			t.Fatal(err)
@@ -291,7 +291,7 @@ func TestSandbox(t *testing.T) {
 		},
 		{
 			name:       "namespaces and hostname",
-			dockerfile: "FROM %[1]s\nRUN (for ns in mnt pid uts ipc net; do echo $ns $(readlink /proc/self/ns/$ns); done; hostname) > /result\n",
+			dockerfile: "FROM %[1]s\nRUN (for ns in mnt pid uts ipc net cgroup; do echo $ns $(readlink /proc/self/ns/$ns); done; hostname) > /result\n",
 			check: func(t *testing.T, r string) {
 				for _, line := range strings.Split(strings.TrimSpace(r), "\n") {
 					ns, link, ok := strings.Cut(line, " ")
