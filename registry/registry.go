@@ -144,6 +144,9 @@ func (r *Resolver) Options(ctx context.Context) []remote.Option {
 		remote.WithPlatform(v1.Platform{OS: "linux", Architecture: "amd64"}),
 		remote.WithTransport(r.transport()),
 		remote.WithRetryBackoff(b),
+		// Registry operators see who is pulling; go-containerregistry adds
+		// its own name after.
+		remote.WithUserAgent("kiln"),
 	}
 }
 
