@@ -307,6 +307,11 @@ func runChild(ctx context.Context, cs childSpec, cloneflags uintptr, stdout, std
 		}
 	}
 	if err := cmd.Start(); err != nil {
+		if errors.Is(err, syscall.EPERM) && os.Geteuid() != 0 {
+			// Namespaces and overlay mounts need root; --userns=auto is
+			// not implemented yet.
+			return nil, fmt.Errorf("starting sandbox: %w (kiln must run as root: rootless builds are not supported yet)", err)
+		}
 		return nil, fmt.Errorf("starting sandbox: %w", err)
 	}
 	specR.Close()
