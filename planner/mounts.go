@@ -44,6 +44,9 @@ func (b *build) resolveMounts(ctx context.Context, s *stage, c *instructions.Run
 		name := fmt.Sprintf("mount %d", i)
 		switch m.Type {
 		case instructions.MountTypeCache:
+			if m.From != "" {
+				return nil, fmt.Errorf("RUN --mount=type=cache,from= is not supported by kiln yet; remove from=")
+			}
 			id := m.CacheID
 			if id == "" {
 				id = target
@@ -122,7 +125,7 @@ func (b *build) resolveMounts(ctx context.Context, s *stage, c *instructions.Run
 			rm.files = append(rm.files, executor.File{Path: target, Data: data, Mode: mode})
 			k.add(name, "secret "+id+" target="+target)
 		default:
-			return nil, fmt.Errorf("RUN --mount=type=%s is not supported by kiln yet", m.Type)
+			return nil, fmt.Errorf("RUN --mount=type=%s is not supported by kiln yet; remove the mount or build this Dockerfile with BuildKit", m.Type)
 		}
 	}
 	return rm, nil

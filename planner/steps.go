@@ -34,7 +34,7 @@ type imageSource struct {
 // pullBase resolves a stage's FROM image and makes its layers available.
 func (b *build) pullBase(ctx context.Context, s *stage) (dockerspec.DockerOCIImage, []cache.LayerInfo, string, error) {
 	log := b.prog.Step(s.stepName("FROM "+s.baseName, false))
-	img, layers, canonical, err := b.pull(ctx, s.baseName)
+	img, layers, canonical, err := b.pull(ctx, s.baseName, log)
 	if err != nil {
 		log.Fail(err)
 		return img, nil, "", err
@@ -45,7 +45,7 @@ func (b *build) pullBase(ctx context.Context, s *stage) (dockerspec.DockerOCIIma
 
 // pull fetches ref's config and unpacks its layers into the store (layers
 // already stored are not downloaded).
-func (b *build) pull(ctx context.Context, ref string) (dockerspec.DockerOCIImage, []cache.LayerInfo, string, error) {
+func (b *build) pull(ctx context.Context, ref string, log progress.Step) (dockerspec.DockerOCIImage, []cache.LayerInfo, string, error) {
 	var cfg dockerspec.DockerOCIImage
 	if b.opt.Resolver == nil {
 		return cfg, nil, "", errors.New("no image resolver configured")
@@ -72,7 +72,7 @@ func (b *build) pull(ctx context.Context, ref string) (dockerspec.DockerOCIImage
 	g.SetLimit(3)
 	for i, l := range ls {
 		g.Go(func() error {
-			info, err := b.opt.Store.PullLayer(gctx, l)
+			info, err := b.opt.Store.PullLayer(gctx, progress.WatchLayer(log, l))
 			if err != nil {
 				return fmt.Errorf("pulling layer %d of %s: %w", i+1, canonical, err)
 			}
@@ -95,7 +95,7 @@ func (b *build) imageLayers(ctx context.Context, ref string) ([]cache.LayerInfo,
 	}
 	b.imagesMu.Unlock()
 	src.once.Do(func() {
-		_, src.layers, src.canonical, src.err = b.pull(ctx, ref)
+		_, src.layers, src.canonical, src.err = b.pull(ctx, ref, nil)
 	})
 	return src.layers, src.canonical, src.err
 }

@@ -17,12 +17,13 @@ import (
 	"github.com/kiln-build/kiln/image"
 	"github.com/kiln-build/kiln/parser"
 	"github.com/kiln-build/kiln/planner"
+	"github.com/kiln-build/kiln/progress"
 )
 
 type buildFlags struct {
 	file, target, network, platform, iidfile, progress string
 	tags, buildArgs, labels, outputs                   []string
-	noCache, explainCache                              bool
+	noCache, explainCache, quiet                       bool
 	noCacheFilter, secrets                             []string
 	jobs                                               int
 	sandbox                                            func() (executor.Sandbox, error)
@@ -67,7 +68,8 @@ func newBuildCmd(root *string) *cobra.Command {
 	fl.StringVar(&f.network, "network", "host", "network of RUN steps: host or none")
 	fl.StringVar(&f.platform, "platform", "", "target platform (only linux/amd64)")
 	fl.StringVar(&f.iidfile, "iidfile", "", "write the image ID (config digest) to this file")
-	fl.StringVar(&f.progress, "progress", "auto", "progress output: auto, plain or quiet")
+	fl.StringVar(&f.progress, "progress", "auto", "progress output: auto (tty on a terminal, else plain), plain, tty, rawjson or quiet")
+	fl.BoolVarP(&f.quiet, "quiet", "q", false, "print only the image ID (--progress=quiet)")
 	fl.StringArrayVarP(&f.outputs, "output", "o", nil, "export: type=oci|docker|local|tar,dest=PATH[,tar=false] (repeatable)")
 	f.sandbox = addSandboxFlags(fl)
 	f.registry = addRegistryFlags(fl)
@@ -86,10 +88,11 @@ func runBuild(cmd *cobra.Command, root, contextDir string, f buildFlags) error {
 	if f.network != "host" && f.network != "none" {
 		return usagef("--network %s: use host or none", f.network)
 	}
-	switch f.progress {
-	case "auto", "plain", "tty", "quiet":
-	default:
-		return usagef("--progress %s: use auto, plain or quiet", f.progress)
+	if f.quiet {
+		f.progress = "quiet"
+	}
+	if err := checkProgress(f.progress); err != nil {
+		return err
 	}
 	buildArgs, err := parseBuildArgs(f.buildArgs)
 	if err != nil {
@@ -162,10 +165,11 @@ func runBuild(cmd *cobra.Command, root, contextDir string, f buildFlags) error {
 	if f.jobs < 0 {
 		return usagef("--jobs %d: want a positive number", f.jobs)
 	}
-	printer, err := newPrinter(f.progress, cmd.ErrOrStderr())
+	printer, err := openProgress(f.progress, cmd.ErrOrStderr(), store.Root)
 	if err != nil {
 		return err
 	}
+	defer progress.Close(printer)
 	res, err := planner.Build(ctx, planner.Options{
 		Dockerfile: df,
 		ContextDir: contextDir,
@@ -194,15 +198,19 @@ func runBuild(cmd *cobra.Command, root, contextDir string, f buildFlags) error {
 		if err != nil {
 			return err
 		}
-		if err := export.Write(ctx, img, out, f.tags); err != nil {
-			return fmt.Errorf("exporting %s to %s: %w", out.Type, out.Dest, err)
+		step := printer.Step(fmt.Sprintf("exporting to %s %s", out.Type, out.Dest))
+		if err := export.Write(ctx, progress.WatchImage(step, img), out, f.tags); err != nil {
+			err = fmt.Errorf("exporting %s to %s: %w", out.Type, out.Dest, err)
+			step.Fail(err)
+			return err
 		}
+		step.Done()
 	}
 	img, err := image.New(store, res.RawConfig, res.Layers, true)
 	if err != nil {
 		return err
 	}
-	if err := f.registry.push(ctx, img, f.tags, cmd.ErrOrStderr()); err != nil {
+	if err := f.registry.push(ctx, img, f.tags, printer.Messages()); err != nil {
 		return err
 	}
 	id, err := img.ConfigName()
@@ -220,9 +228,12 @@ func runBuild(cmd *cobra.Command, root, contextDir string, f buildFlags) error {
 	}
 	if f.progress == "quiet" {
 		fmt.Fprintln(cmd.OutOrStdout(), id)
-	} else {
-		fmt.Fprintf(cmd.ErrOrStderr(), "image %s (manifest %s, %d layers)\n", id, dg, len(res.Layers))
 	}
+	var size int64
+	for _, l := range res.Layers {
+		size += l.Size
+	}
+	progress.Summarize(printer, progress.Summary{ImageID: id.String(), Digest: dg.String(), Size: size, Layers: len(res.Layers), Names: f.tags})
 	return nil
 }
 

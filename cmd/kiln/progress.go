@@ -42,12 +42,6 @@ func openProgress(mode string, stderr io.Writer, root string) (*progress.Display
 	return d, nil
 }
 
-// newPrinter is openProgress without logs, for build.go until it calls
-// openProgress with the store's root.
-func newPrinter(mode string, stderr io.Writer) (progress.Printer, error) {
-	return openProgress(mode, stderr, "")
-}
-
 // autoMode is tty on a terminal that can move its cursor, plain elsewhere
 // (CI logs, pipes, files). KILN_PROGRESS overrides it, as
 // BUILDKIT_PROGRESS does for buildx.
