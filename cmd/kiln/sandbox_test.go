@@ -504,10 +504,20 @@ func TestSandboxInterrupt(t *testing.T) {
 			if left := stepCgroupsLeft(t); len(left) > 0 {
 				t.Errorf("cgroups left: %v", left)
 			}
-			steps, _ := filepath.Glob(filepath.Join(root, "*", ".kiln-step-*"))
-			more, _ := filepath.Glob(filepath.Join(root, "*", "*", ".kiln-step-*"))
-			if left := append(steps, more...); len(left) > 0 {
-				t.Errorf("step directories left: %v", left)
+			// The store's scratch space holds the steps' upper, work and
+			// mount point directories.
+			if left, _ := os.ReadDir(filepath.Join(root, "tmp")); len(left) > 0 {
+				var names []string
+				for _, e := range left {
+					names = append(names, e.Name())
+				}
+				t.Errorf("temporary directories left in the store: %v", names)
+			}
+			// The store stays usable.
+			again := t.TempDir()
+			writeContext(t, again, fmt.Sprintf("FROM %s/library/busybox:latest\nRUN echo ok > /ok\n", reg), nil)
+			if log, code := kiln(t, "build", "--root", root, "--progress=plain", again); code != 0 {
+				t.Errorf("building with the store after the interrupt: exit code %d\n%s", code, log)
 			}
 		})
 	}
