@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -72,7 +73,7 @@ func findCgroups() (*hierarchy, error) {
 		dir := m.join(paths[""])
 		ctrl, _ := os.ReadFile(filepath.Join(dir, "cgroup.controllers"))
 		have := strings.Fields(string(ctrl))
-		if contains(have, "memory") && contains(have, "pids") {
+		if slices.Contains(have, "memory") && slices.Contains(have, "pids") {
 			if err := enableV2(dir, have); err != nil {
 				return nil, err
 			}
@@ -132,7 +133,7 @@ func removeStale(h *hierarchy) {
 func enableV2(dir string, have []string) error {
 	var want []string
 	for _, c := range []string{"memory", "pids", "cpu", "io"} {
-		if contains(have, c) {
+		if slices.Contains(have, c) {
 			want = append(want, "+"+c)
 		}
 	}
@@ -162,15 +163,6 @@ func enableV2(dir string, have []string) error {
 		return fmt.Errorf("enabling cgroup controllers in %s: %w", dir, err)
 	}
 	return nil
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // cgroupMount is a mounted cgroup hierarchy.
@@ -217,7 +209,7 @@ func cgroupMounts() (map[string]cgroupMount, error) {
 			}
 		case "cgroup":
 			for _, opt := range strings.Split(tail[2], ",") {
-				if _, seen := out[opt]; !seen && contains(v1Controllers, opt) {
+				if _, seen := out[opt]; !seen && slices.Contains(v1Controllers, opt) {
 					out[opt] = m
 				}
 			}
