@@ -22,7 +22,10 @@ type AuthError struct {
 	// Denied is true when the credentials were accepted but lack the
 	// permission (403), rather than rejected (401).
 	Denied bool
-	Err    error
+	// Login is true when the credentials were given to kiln login, not
+	// read from the Docker config.
+	Login bool
+	Err   error
 }
 
 func (e *AuthError) Error() string {
@@ -30,6 +33,8 @@ func (e *AuthError) Error() string {
 	switch {
 	case e.Denied:
 		return fmt.Sprintf("registry %s denied access: the credentials kiln used do not allow this (check the repository name and your permissions): %v", host, e.Err)
+	case e.Login:
+		return fmt.Sprintf("authentication to registry %s failed: the registry rejected the username or password: %v", host, e.Err)
 	case e.Anonymous:
 		return fmt.Sprintf("authentication to registry %s failed: it requires credentials and none are configured for it (run `kiln login %s`): %v", host, host, e.Err)
 	default:
@@ -52,16 +57,22 @@ func (r *Resolver) explain(ctx context.Context, reg name.Registry, err error) er
 	if errors.As(err, &te) {
 		unauthorized := te.StatusCode == http.StatusUnauthorized
 		denied := te.StatusCode == http.StatusForbidden
+		unknown := false
 		for _, d := range te.Errors {
 			switch d.Code {
 			case transport.UnauthorizedErrorCode:
 				unauthorized = true
 			case transport.DeniedErrorCode:
 				denied = true
+			case transport.ManifestUnknownErrorCode, transport.NameUnknownErrorCode:
+				unknown = true
 			}
 		}
 		if unauthorized || denied {
 			return &AuthError{Registry: host, Anonymous: r.anonymous(ctx, reg), Denied: denied && !unauthorized, Err: err}
+		}
+		if unknown {
+			return fmt.Errorf("registry %s has no such image (check the name and the tag): %w", host, err)
 		}
 	}
 	if errors.Is(err, remote.ErrSchema1) {

@@ -73,7 +73,7 @@ func (r *Resolver) explainLogin(ctx context.Context, reg name.Registry, err erro
 	e := r.explain(ctx, reg, err)
 	var ae *AuthError
 	if errors.As(e, &ae) {
-		ae.Anonymous = false
+		ae.Anonymous, ae.Login = false, true
 	}
 	return e
 }

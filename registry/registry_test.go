@@ -195,6 +195,7 @@ func TestMirrors(t *testing.T) {
 		{name: "mirror with a path", ref: origin.Host + "/team/app:1", mirrors: []string{pathed.Host + "/hub"}, wantFrom: pathed},
 		{name: "digest not on the mirror", ref: origin.Host + "/team/app@" + d.String(), mirrors: []string{stale.Host}, wantFrom: origin},
 		{name: "nowhere", ref: origin.Host + "/team/absent:1", mirrors: []string{empty.Host}, wantErr: "through its mirrors"},
+		{name: "absent", ref: origin.Host + "/team/absent:1", wantErr: "registry " + origin.Host + " has no such image"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
