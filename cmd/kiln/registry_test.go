@@ -248,7 +248,8 @@ func TestRegistryOutputs(t *testing.T) {
 	layout := filepath.Join(t.TempDir(), "layout")
 	archive := filepath.Join(t.TempDir(), "app.tar")
 	dockerArchive := filepath.Join(t.TempDir(), "docker.tar")
-	out, code := kiln(t, "build", "--root", root, "--progress=plain", "-t", reg+"/out/a:1",
+	md := filepath.Join(t.TempDir(), "md.json")
+	out, code := kiln(t, "build", "--root", root, "--progress=plain", "-t", reg+"/out/a:1", "--metadata-file", md,
 		"-o", "type=registry,oci-mediatypes=false",
 		"-o", "type=image,push=true,name="+reg+"/out/b:1",
 		"-o", "type=oci,dest="+archive,
@@ -273,6 +274,15 @@ func TestRegistryOutputs(t *testing.T) {
 		if err := validate.Image(img); err != nil {
 			t.Errorf("%s does not validate: %v", tt.ref, err)
 		}
+	}
+	var meta map[string]any
+	if b, err := os.ReadFile(md); err != nil {
+		t.Fatal(err)
+	} else if err := json.Unmarshal(b, &meta); err != nil {
+		t.Fatal(err)
+	}
+	if meta["image.name"] != reg+"/out/a:1,"+reg+"/out/b:1" {
+		t.Errorf("metadata names %v, want both pushes", meta["image.name"])
 	}
 
 	for _, src := range []struct{ name, path string }{{"archive", archive}, {"layout", layout}, {"docker", dockerArchive}} {
