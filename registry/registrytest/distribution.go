@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -29,8 +30,29 @@ type Distribution struct {
 	CA *CA
 	// User and Password are the htpasswd account (empty without auth).
 	User, Password string
-	// Log is the registry's output so far, for failure messages.
-	Log *bytes.Buffer
+	log *syncBuffer
+}
+
+// Log is the registry's output so far, for failure messages.
+func (d *Distribution) Log() string { return d.log.String() }
+
+// syncBuffer is a buffer the registry's output goroutine writes while the
+// test reads it.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 // DistributionOptions choose the shape of the registry.
@@ -80,7 +102,7 @@ func StartDistribution(t testing.TB, o DistributionOptions) *Distribution {
 		d.Host = fmt.Sprintf("127.0.0.1:%d", port)
 		cfg := fmt.Sprintf(`version: 0.1
 log:
-  level: warn
+  level: info
   accesslog:
     disabled: true
 storage:
@@ -93,6 +115,7 @@ storage:
       enabled: false
 http:
   addr: %s
+  secret: kiln-test
 %s%s`, filepath.Join(dir, "data"), d.Host, extra.String(), auth)
 		cfgPath := filepath.Join(dir, "config.yml")
 		WriteFile(t, cfgPath, []byte(cfg))
@@ -116,8 +139,8 @@ func freePort() (int, error) {
 func (d *Distribution) start(t testing.TB, cfgPath string) error {
 	ctx, cancel := context.WithCancel(context.Background())
 	cmd := exec.CommandContext(ctx, DistributionBinary, "serve", cfgPath)
-	d.Log = &bytes.Buffer{}
-	cmd.Stdout, cmd.Stderr = d.Log, d.Log
+	d.log = &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = d.log, d.log
 	if err := cmd.Start(); err != nil {
 		cancel()
 		return err
@@ -140,8 +163,14 @@ func (d *Distribution) start(t testing.TB, cfgPath string) error {
 		select {
 		case err := <-exited:
 			cancel()
-			return fmt.Errorf("docker-registry exited (%v):\n%s", err, d.Log)
+			return fmt.Errorf("docker-registry exited (%v):\n%s", err, d.log)
 		default:
+		}
+		// Until it says so, whatever answers on the port may be another
+		// process that took it first.
+		if !strings.Contains(d.log.String(), "listening on "+d.Host) {
+			time.Sleep(20 * time.Millisecond)
+			continue
 		}
 		resp, err := client.Get(scheme + "://" + d.Host + "/v2/")
 		if err == nil {
@@ -154,5 +183,5 @@ func (d *Distribution) start(t testing.TB, cfgPath string) error {
 		time.Sleep(50 * time.Millisecond)
 	}
 	stop()
-	return fmt.Errorf("docker-registry did not answer on %s within 20s:\n%s", d.Host, d.Log)
+	return fmt.Errorf("docker-registry did not answer on %s within 20s:\n%s", d.Host, d.log)
 }
