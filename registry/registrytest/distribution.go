@@ -30,7 +30,7 @@ type Distribution struct {
 	CA *CA
 	// User and Password are the htpasswd account (empty without auth).
 	User, Password string
-	log *syncBuffer
+	log            *syncBuffer
 }
 
 // Log is the registry's output so far, for failure messages.
