@@ -70,7 +70,7 @@ func newBuildCmd(root *string) *cobra.Command {
 	fl.StringVar(&f.iidfile, "iidfile", "", "write the image ID (config digest) to this file")
 	fl.StringVar(&f.progress, "progress", "auto", "progress output: auto (tty on a terminal, else plain), plain, tty, rawjson or quiet")
 	fl.BoolVarP(&f.quiet, "quiet", "q", false, "print only the image ID (--progress=quiet)")
-	fl.StringArrayVarP(&f.outputs, "output", "o", nil, "export: type=oci|docker|local|tar,dest=PATH[,tar=false] (repeatable)")
+	fl.StringArrayVarP(&f.outputs, "output", "o", nil, "export (repeatable): type=oci,dest=FILE | type=oci,dest=DIR,tar=false | type=docker,dest=FILE | type=local,dest=DIR | type=tar,dest=FILE | type=registry[,name=REF][,oci-mediatypes=false] | type=image,push=true")
 	f.sandbox = addSandboxFlags(fl)
 	f.registry = addRegistryFlags(fl)
 	return cmd
@@ -194,6 +194,7 @@ func runBuild(cmd *cobra.Command, root, contextDir string, f buildFlags) error {
 		return err
 	}
 	for _, out := range outputs {
+		out.Pusher = f.registry
 		img, err := image.New(store, res.RawConfig, res.Layers, out.Type != "docker")
 		if err != nil {
 			return err

@@ -13,7 +13,6 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/spf13/pflag"
 
-	"github.com/kiln-build/kiln/export"
 	"github.com/kiln-build/kiln/planner"
 	"github.com/kiln-build/kiln/registry"
 )
@@ -91,8 +90,6 @@ func (o *registryOptions) resolver() (planner.ImageResolver, error) {
 		return nil, err
 	}
 	o.res = res
-	// -o type=registry reaches the registry through these same settings.
-	export.DefaultPusher = o
 	if o.pushFlag {
 		names := o.tags()
 		if len(names) == 0 {
