@@ -179,7 +179,7 @@ func runBuild(cmd *cobra.Command, root, contextDir string, f buildFlags) error {
 		Labels:     labels,
 		Network:    f.network,
 		Store:      store,
-		Resolver:   resolver,
+		Resolver:   storeFirst{store: store, next: resolver},
 		Sandbox:    sandbox,
 		Progress:   printer,
 
@@ -210,6 +210,12 @@ func runBuild(cmd *cobra.Command, root, contextDir string, f buildFlags) error {
 	img, err := image.New(store, res.RawConfig, res.Layers, true)
 	if err != nil {
 		return err
+	}
+	if len(f.tags) > 0 {
+		// -t names the image in the store too: FROM NAME finds it there
+		if err := store.PutImage(ctx, f.tags, img); err != nil {
+			return fmt.Errorf("recording %s in the local store: %w", strings.Join(f.tags, ", "), err)
+		}
 	}
 	if err := f.registry.push(ctx, img, f.tags, printer.Messages()); err != nil {
 		return err

@@ -287,3 +287,30 @@ func checkNoLeaks(t *testing.T, root string) {
 		}
 	}
 }
+
+// An image built with -t is a base for the next build, with no registry.
+func TestLocalImageAsBase(t *testing.T) {
+	needRoot(t)
+	reg := registryWithBases(t)
+	root := t.TempDir()
+	dir := t.TempDir()
+	df := filepath.Join(dir, "Dockerfile")
+	write := func(s string) {
+		if err := os.WriteFile(df, []byte(s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("FROM " + reg + "/library/busybox:latest\nRUN echo base > /base\n")
+	if log, code := kiln(t, "build", "--root", root, "--progress=plain", "-t", "local/base:1", dir); code != 0 {
+		t.Fatalf("building the base: exit %d\n%s", code, log)
+	}
+	write("FROM local/base:1\nRUN cat /base > /derived\n")
+	out := filepath.Join(t.TempDir(), "rootfs")
+	if log, code := kiln(t, "build", "--root", root, "--progress=plain", "-o", "type=local,dest="+out, dir); code != 0 {
+		t.Fatalf("building FROM the local image: exit %d\n%s", code, log)
+	}
+	got, err := os.ReadFile(filepath.Join(out, "derived"))
+	if err != nil || string(got) != "base\n" {
+		t.Fatalf("/derived = %q, %v; want \"base\\n\"", got, err)
+	}
+}
