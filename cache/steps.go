@@ -18,6 +18,9 @@ type StepRecord struct {
 	// Empty: the step changed no file, so it has no layer.
 	Empty  bool    `json:"empty,omitempty"`
 	DiffID v1.Hash `json:"diffID,omitempty"`
+	// Created is when the step first ran: a cached rebuild reuses it, so
+	// an unchanged build gives the very same image.
+	Created time.Time `json:"created,omitempty"`
 }
 
 func (s *Store) stepPath(key string) string {

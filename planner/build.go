@@ -417,7 +417,17 @@ func (b *build) finalize(target *stage) (*Result, error) {
 		img.Config.Labels[k] = v
 	}
 	img.OS, img.Architecture, img.Variant = targetOS, targetArch, ""
-	created := b.now
+	// The image is as old as its newest step, so that a rebuild that runs
+	// nothing gives the same image ID; without any history, it is now.
+	var created time.Time
+	for _, h := range img.History {
+		if h.Created != nil && h.Created.After(created) {
+			created = *h.Created
+		}
+	}
+	if created.IsZero() {
+		created = b.now
+	}
 	img.Created = &created
 	for i := range img.History {
 		if img.History[i].Created == nil {

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/moby/buildkit/frontend/dockerfile/instructions"
 	bkparser "github.com/moby/buildkit/frontend/dockerfile/parser"
@@ -51,9 +52,10 @@ type stage struct {
 	buildArgs []instructions.KeyValuePairOptional
 	cmdSet    bool // CMD given in this stage (ENTRYPOINT then keeps it)
 	lex       *shell.Lex
-	key       string // cache key of the stage's state so far
-	lastEmpty bool   // the last step changed no file
-	pos       string // position of the instruction being dispatched, for --explain-cache
+	key       string     // cache key of the stage's state so far
+	lastEmpty bool       // the last step changed no file
+	lastTime  *time.Time // when the latest step (or the base's last) was made
+	pos       string     // position of the instruction being dispatched, for --explain-cache
 }
 
 func (s *stage) finish(err error) {
@@ -189,6 +191,12 @@ func (b *build) runStage(ctx context.Context, s *stage) error {
 		s.workdir = nwd
 	}
 	s.user = s.img.Config.User
+	for _, h := range s.img.History {
+		if h.Created != nil && (s.lastTime == nil || h.Created.After(*s.lastTime)) {
+			t := *h.Created
+			s.lastTime = &t
+		}
+	}
 
 	for i, c := range triggers {
 		s.pos = fmt.Sprintf("%s\x00stage %d\x00onbuild %d", b.opt.DockerfileID, s.index, i)
@@ -384,11 +392,16 @@ func (s *stage) history(msg string, layer, buildkit bool) {
 	if buildkit {
 		msg += " # buildkit"
 	}
-	s.img.History = append(s.img.History, ocispec.History{
+	h := ocispec.History{
 		CreatedBy:  msg,
 		Comment:    "buildkit.dockerfile.v0",
 		EmptyLayer: !layer,
-	})
+	}
+	if s.lastTime != nil {
+		t := *s.lastTime
+		h.Created = &t
+	}
+	s.img.History = append(s.img.History, h)
 }
 
 func withShell(img dockerspec.DockerOCIImage, args []string) []string {

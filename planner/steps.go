@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/moby/buildkit/frontend/dockerfile/instructions"
 	"github.com/moby/buildkit/util/system"
@@ -134,7 +135,11 @@ func (b *build) commit(ctx context.Context, s *stage, key, upper string) error {
 	if err != nil {
 		return fmt.Errorf("storing layer: %w", err)
 	}
-	rec := cache.StepRecord{Empty: empty}
+	now := time.Now().UTC().Truncate(time.Second)
+	if !b.opt.Now.IsZero() {
+		now = b.opt.Now
+	}
+	rec := cache.StepRecord{Empty: empty, Created: now}
 	if !empty {
 		s.layers = append(s.layers, info)
 		rec.DiffID = info.DiffID
@@ -144,6 +149,7 @@ func (b *build) commit(ctx context.Context, s *stage, key, upper string) error {
 	}
 	s.key = key
 	s.lastEmpty = empty
+	s.lastTime = &now
 	return nil
 }
 
@@ -165,6 +171,10 @@ func (b *build) lookup(s *stage, key string) (bool, error) {
 	}
 	s.key = key
 	s.lastEmpty = rec.Empty
+	if !rec.Created.IsZero() {
+		t := rec.Created
+		s.lastTime = &t
+	}
 	return true, nil
 }
 
