@@ -279,3 +279,62 @@ func TestPruneWaitsForBuilds(t *testing.T) {
 		t.Errorf("%d layers left after prune", len(layers))
 	}
 }
+
+// TestBuiltImages: images built with -t are listed, survive prune --all,
+// travel through save and load into another store, and are bases there
+// with no registry; once untagged, prune --all empties the store.
+func TestBuiltImages(t *testing.T) {
+	needRoot(t)
+	reg := registryWithBases(t)
+	dir := t.TempDir()
+	root, root2 := filepath.Join(dir, "root"), filepath.Join(dir, "root2")
+	ctxDir := filepath.Join(dir, "ctx")
+	os.MkdirAll(ctxDir, 0o755)
+	df := filepath.Join(ctxDir, "Dockerfile")
+	write := func(s string) {
+		t.Helper()
+		if err := os.WriteFile(df, []byte(s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("FROM " + reg + "/library/busybox:latest\nRUN echo hi > /hi\n")
+	iid := filepath.Join(dir, "iid")
+	storeKiln(t, "build", "--root", root, "--progress=plain", "-t", "app:1", "-t", "app:2", "--iidfile", iid, ctxDir)
+	id, err := os.ReadFile(iid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	short := strings.TrimPrefix(string(id), "sha256:")[:12]
+	out := storeKiln(t, "--root", root, "images")
+	for _, row := range [][]string{{"app", "1", short}, {"app", "2", short}} {
+		if !storeHasRow(out, row) {
+			t.Errorf("images lacks %v:\n%s", row, out)
+		}
+	}
+
+	// prune --all keeps what the names use: a build FROM app:1 still works
+	storeKiln(t, "--root", root, "prune", "--all")
+	derived := func(root string) {
+		t.Helper()
+		write("FROM app:1\nRUN cat /hi > /derived\n")
+		rootfs := filepath.Join(t.TempDir(), "rootfs")
+		storeKiln(t, "build", "--root", root, "--progress=plain", "-o", "type=local,dest="+rootfs, ctxDir)
+		if got, err := os.ReadFile(filepath.Join(rootfs, "derived")); err != nil || string(got) != "hi\n" {
+			t.Errorf("/derived = %q, %v", got, err)
+		}
+	}
+	derived(root)
+
+	archive := filepath.Join(dir, "app.tar")
+	storeKiln(t, "--root", root, "save", "app:1", "-o", archive)
+	storeKiln(t, "--root", root2, "load", "-i", archive)
+	derived(root2)
+
+	storeKiln(t, "--root", root, "rmi", "app:1", "app:2")
+	storeKiln(t, "--root", root, "prune", "--all")
+	for _, d := range []string{"layers", "blobs/sha256", "steps"} {
+		if ents, _ := os.ReadDir(filepath.Join(root, d)); len(ents) != 0 {
+			t.Errorf("%s: %d entries left after rmi and prune --all", d, len(ents))
+		}
+	}
+}
