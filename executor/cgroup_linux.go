@@ -448,6 +448,20 @@ func (cg *stepCgroup) procsDir() string {
 	return cg.dirs["pids"]
 }
 
+// cloneFD opens the step's cgroup for CLONE_INTO_CGROUP: possible on v2
+// only, where one directory holds every controller. It returns -1 when
+// the child has to be moved in after it starts instead.
+func (cg *stepCgroup) cloneFD() int {
+	if cg == nil || !cg.v2 {
+		return -1
+	}
+	fd, err := unix.Open(cg.dirs[""], unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1
+	}
+	return fd
+}
+
 // add moves pid, and so everything it will start, into the step's cgroup.
 func (cg *stepCgroup) add(pid int) error {
 	for c := range cg.dirs {

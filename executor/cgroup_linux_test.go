@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // needCgroups skips when this host gives kiln no cgroups.
@@ -248,4 +250,56 @@ func TestRunCgroup(t *testing.T) {
 		}
 	}
 	assertNoStepCgroups(t, h)
+}
+
+// TestRunBornInCgroup starts a sandbox straight into a cgroup v2 directory
+// (CLONE_INTO_CGROUP), using the unified hierarchy that v2 and hybrid
+// hosts both have; the v2 controllers are not needed for that.
+func TestRunBornInCgroup(t *testing.T) {
+	needRoot(t)
+	mounts, err := cgroupMounts()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, ok := mounts[""]
+	if !ok {
+		t.Skip("no cgroup v2 hierarchy mounted")
+	}
+	own, err := os.ReadFile("/proc/self/cgroup")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var path string
+	for _, l := range strings.Split(string(own), "\n") {
+		if p, ok := strings.CutPrefix(l, "0::"); ok {
+			path = p
+		}
+	}
+	dir := filepath.Join(m.join(path), fmt.Sprintf("kiln-step-%d-borntest", os.Getpid()))
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Skipf("cannot create a cgroup v2: %v", err)
+	}
+	defer os.Remove(dir)
+	cg := &stepCgroup{v2: true, dirs: map[string]string{"": dir}}
+	base := busyboxRootfs(t)
+	rootfs := newRootfs(t, base)
+	cs := childSpec{Mode: "run", Rootfs: rootfs, Args: []string{"/bin/sleep", "1"}, Env: []string{testPath}, Cwd: "/", Hostname: defaultHostname}
+	done := make(chan error, 1)
+	go func() {
+		_, err := runChild(context.Background(), cs, unix.CLONE_NEWNS|unix.CLONE_NEWPID, nil, nil, cg)
+		done <- err
+	}()
+	deadline := time.Now().Add(5 * time.Second)
+	n := 0
+	for n < 2 && time.Now().Before(deadline) {
+		b, _ := os.ReadFile(filepath.Join(dir, "cgroup.procs"))
+		n = len(bytes.Fields(b))
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n < 2 {
+		t.Errorf("%d processes in the cgroup, want the init and the command", n)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
 }

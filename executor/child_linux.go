@@ -44,11 +44,21 @@ func childMain() int {
 	}
 	rep := reporter{enc: json.NewEncoder(os.NewFile(4, "report"))}
 	specFile := os.NewFile(3, "spec")
+	dec := json.NewDecoder(specFile)
 	var cs childSpec
-	err := json.NewDecoder(specFile).Decode(&cs)
-	specFile.Close()
-	if err != nil {
+	if err := dec.Decode(&cs); err != nil {
+		specFile.Close()
 		return rep.fail(fmt.Errorf("reading sandbox spec: %w", err))
+	}
+	// A RUN child learns on the same pipe when the parent has placed it in
+	// the step's cgroup; see runChild.
+	waitPlaced := func() error {
+		defer specFile.Close()
+		var p placement
+		if err := dec.Decode(&p); err != nil || !p.Placed {
+			return fmt.Errorf("waiting to be placed in the step's cgroup: %v", err)
+		}
+		return nil
 	}
 	// Modes below are meant literally; the command gets the usual 022.
 	unix.Umask(0)
@@ -59,8 +69,9 @@ func childMain() int {
 	}
 	switch cs.Mode {
 	case "run":
-		return runChildRun(rep, &cs)
+		return runChildRun(rep, &cs, waitPlaced)
 	case "copy":
+		specFile.Close()
 		return runChildCopy(rep, &cs)
 	}
 	return rep.fail(fmt.Errorf("unknown sandbox mode %q", cs.Mode))

@@ -24,14 +24,10 @@ type rootMount struct {
 
 // runChildRun sets up the RUN sandbox and runs the command as PID 1's
 // child. It returns the exit status for the sandbox child.
-func runChildRun(rep reporter, cs *childSpec) int {
-	// A cgroup namespace rooted at the step's cgroup, which the parent
-	// placed us in before sending the spec: the command sees its cgroup as
-	// "/", not the host's layout. Only this thread, and so the command
-	// forked from it, enters it.
-	if err := unix.Unshare(unix.CLONE_NEWCGROUP); err != nil && !errors.Is(err, unix.EINVAL) {
-		return rep.fail(fmt.Errorf("creating a cgroup namespace: %w", err))
-	}
+//
+// waitPlaced returns once the parent has placed us in the step's cgroup;
+// the root is set up in the meantime.
+func runChildRun(rep reporter, cs *childSpec, waitPlaced func() error) int {
 	if err := mountStepTmpfs(cs.StepDir, "empty", "probe", "stubs", "root"); err != nil {
 		return rep.fail(err)
 	}
@@ -191,6 +187,16 @@ func runChildRun(rep reporter, cs *childSpec) int {
 	// outside the new root has no path from it.
 	if _, err := unix.Getwd(); err != nil {
 		return rep.fail(fmt.Errorf("entering working directory %s: it is outside the container's root", cs.Cwd))
+	}
+	// Nothing of the command may run outside the step's cgroup.
+	if err := waitPlaced(); err != nil {
+		return rep.fail(err)
+	}
+	// A cgroup namespace rooted at the step's cgroup: the command sees its
+	// cgroup as "/", not the host's layout. Only this thread, and so the
+	// command forked from it, enters it.
+	if err := unix.Unshare(unix.CLONE_NEWCGROUP); err != nil && !errors.Is(err, unix.EINVAL) {
+		return rep.fail(fmt.Errorf("creating a cgroup namespace: %w", err))
 	}
 	if !cs.Insecure {
 		if err := dropBoundingCaps(); err != nil {

@@ -15,6 +15,8 @@ import (
 	"sync/atomic"
 	"syscall"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/kiln-build/kiln/executor/copier"
 )
 
@@ -50,6 +52,12 @@ type childSpec struct {
 	SourceDir string    `json:"sourceDir,omitempty"`
 	Source    Rootfs    `json:"source"`
 	Op        copier.Op `json:"op"`
+}
+
+// placement is the parent's second message to a RUN child: it is in the
+// step's cgroup now.
+type placement struct {
+	Placed bool `json:"placed"`
 }
 
 // childMsg is one report from the child on fd 4; the last one has Done
@@ -284,54 +292,95 @@ func runChild(ctx context.Context, cs childSpec, cloneflags uintptr, stdout, std
 	defer resR.Close()
 	defer resW.Close()
 
-	cmd := exec.CommandContext(ctx, "/proc/self/exe", sandboxArg, cs.Mode)
-	cmd.Args[0] = "kiln"
-	// The child must not inherit kiln's environment (the command gets
-	// exactly the step's Env). GOMAXPROCS spares the child's Go runtime its
-	// cgroup probing at startup, a few hundred microseconds per step.
-	cmd.Env = []string{"GOMAXPROCS=" + strconv.Itoa(runtime.GOMAXPROCS(0))}
-	cmd.Stdout = stdout
-	cmd.Stderr = stderr
-	cmd.ExtraFiles = []*os.File{specR, resW} // fds 3 and 4
-	cmd.SysProcAttr = &syscall.SysProcAttr{
-		Cloneflags: cloneflags,
-		// If kiln dies, its sandbox must not outlive it; killing PID 1 of
-		// the namespace takes every process in it along.
-		Pdeathsig: syscall.SIGKILL,
+	newCmd := func(cgroupFD int) *exec.Cmd {
+		cmd := exec.CommandContext(ctx, "/proc/self/exe", sandboxArg, cs.Mode)
+		cmd.Args[0] = "kiln"
+		// The child must not inherit kiln's environment (the command gets
+		// exactly the step's Env). GOMAXPROCS spares the child's Go runtime
+		// its cgroup probing at startup, a few hundred microseconds per
+		// step.
+		cmd.Env = []string{"GOMAXPROCS=" + strconv.Itoa(runtime.GOMAXPROCS(0))}
+		cmd.Stdout = stdout
+		cmd.Stderr = stderr
+		cmd.ExtraFiles = []*os.File{specR, resW} // fds 3 and 4
+		cmd.SysProcAttr = &syscall.SysProcAttr{
+			Cloneflags: cloneflags,
+			// If kiln dies, its sandbox must not outlive it; killing PID 1
+			// of the namespace takes every process in it along.
+			Pdeathsig: syscall.SIGKILL,
+		}
+		if cgroupFD >= 0 {
+			cmd.SysProcAttr.UseCgroupFD = true
+			cmd.SysProcAttr.CgroupFD = cgroupFD
+		}
+		if cg != nil {
+			cmd.Cancel = func() error {
+				err := cmd.Process.Kill()
+				cg.kill()
+				return err
+			}
+		}
+		return cmd
 	}
-	if cg != nil {
-		cmd.Cancel = func() error {
-			err := cmd.Process.Kill()
-			cg.kill()
-			return err
+	// On cgroup v2 the child is born in the step's cgroup (clone3 with
+	// CLONE_INTO_CGROUP, Linux 5.7): no migration to wait for.
+	var cmd *exec.Cmd
+	bornInCgroup := false
+	if fd := cg.cloneFD(); fd >= 0 {
+		defer unix.Close(fd)
+		cmd = newCmd(fd)
+		switch err := cmd.Start(); {
+		case err == nil:
+			bornInCgroup = true
+		case errors.Is(err, syscall.ENOSYS), errors.Is(err, syscall.EINVAL), errors.Is(err, syscall.E2BIG):
+			cmd = nil // an older kernel: migrate the child instead
+		default:
+			return nil, fmt.Errorf("starting sandbox: %w", err)
 		}
 	}
-	if err := cmd.Start(); err != nil {
-		if errors.Is(err, syscall.EPERM) && os.Geteuid() != 0 {
-			// Namespaces and overlay mounts need root; --userns=auto is
-			// not implemented yet.
-			return nil, fmt.Errorf("starting sandbox: %w (kiln must run as root: rootless builds are not supported yet)", err)
+	if cmd == nil {
+		cmd = newCmd(-1)
+		if err := cmd.Start(); err != nil {
+			if errors.Is(err, syscall.EPERM) && os.Geteuid() != 0 {
+				// Namespaces and overlay mounts need root; --userns=auto
+				// is not implemented yet.
+				return nil, fmt.Errorf("starting sandbox: %w (kiln must run as root: rootless builds are not supported yet)", err)
+			}
+			return nil, fmt.Errorf("starting sandbox: %w", err)
 		}
-		return nil, fmt.Errorf("starting sandbox: %w", err)
 	}
 	specR.Close()
 	resW.Close()
-	if cg != nil {
-		if err := cg.add(cmd.Process.Pid); err != nil {
-			cmd.Process.Kill()
-			cmd.Wait()
-			return nil, err
-		}
-	}
 
 	// The spec can exceed a pipe buffer (a long Env), so it is written while
-	// the child runs; the child reads it before doing anything else.
+	// the child runs; the child reads it before doing anything else. A RUN
+	// child then sets up its root while we move it into the step's cgroup,
+	// and waits for the placement message before it starts the command:
+	// the first cgroup migration after a quiet spell waits for an RCU
+	// grace period (milliseconds), which this overlaps with the setup.
+	placed := make(chan bool, 1)
 	writeErr := make(chan error, 1)
 	go func() {
-		err := json.NewEncoder(specW).Encode(cs)
+		enc := json.NewEncoder(specW)
+		err := enc.Encode(cs)
+		if err == nil && cs.Mode == "run" && <-placed {
+			// The child may be gone already (a setup error): not ours
+			// to report.
+			_ = enc.Encode(placement{Placed: true})
+		}
 		specW.Close()
 		writeErr <- err
 	}()
+	if cg != nil && !bornInCgroup {
+		if err := cg.add(cmd.Process.Pid); err != nil {
+			placed <- false
+			cmd.Process.Kill()
+			cmd.Wait()
+			<-writeErr
+			return nil, err
+		}
+	}
+	placed <- true
 	readDone := make(chan struct{})
 	go func() {
 		defer close(readDone)
