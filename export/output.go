@@ -36,13 +36,13 @@ type Output struct {
 // misspelt key (tar=flase, dset=…) would otherwise write somewhere
 // unexpected.
 var keysByType = map[string][]string{
-	"oci":    {"tar", "name"},
-	"docker": {"name"},
+	"oci":    {"tar", "name", "compression", "compression-level", "force-compression"},
+	"docker": {"name", "compression", "compression-level", "force-compression"},
 	"local":  nil,
 	"tar":    nil,
 	// push is accepted for buildx compatibility; type=registry always
 	// pushes, type=image needs push=true (see parseOutput).
-	"registry": {"name", "push", "oci-mediatypes"},
+	"registry": {"name", "push", "oci-mediatypes", "compression", "compression-level", "force-compression"},
 }
 
 // ParseOutputs parses repeated -o/--output flags in buildx syntax:
@@ -142,6 +142,9 @@ func parseOutput(spec string) (Output, error) {
 		}
 	}
 
+	if err := checkCompression(out); err != nil {
+		return Output{}, err
+	}
 	switch out.Dest {
 	case "":
 		return Output{}, fmt.Errorf("type=%s needs dest=", out.Type)
@@ -204,6 +207,9 @@ func checkRegistryOutput(out Output) (Output, error) {
 	if out.Dest != "" {
 		return Output{}, errors.New("type=registry takes no dest=; it pushes to the -t names or name=")
 	}
+	if err := checkCompression(out); err != nil {
+		return Output{}, err
+	}
 	for k, v := range out.Attrs {
 		if !slices.Contains(keysByType["registry"], k) {
 			return Output{}, fmt.Errorf("unknown key %q for type=registry", k)
@@ -220,4 +226,50 @@ func checkRegistryOutput(out Output) (Output, error) {
 		}
 	}
 	return out, nil
+}
+
+// checkCompression validates compression= (gzip, zstd, uncompressed) and
+// compression-level= (gzip 1-9, zstd 1-22).
+func checkCompression(out Output) error {
+	c, err := CompressionOf(out)
+	if err != nil {
+		return err
+	}
+	if v, ok := out.Attrs["force-compression"]; ok {
+		if _, err := strconv.ParseBool(v); err != nil {
+			return fmt.Errorf("force-compression=%q is not a boolean", v)
+		}
+	}
+	max := map[string]int{"gzip": 9, "zstd": 22, "uncompressed": 0}[c.Kind]
+	if c.Level < 0 || c.Level > max {
+		return fmt.Errorf("compression-level=%d is out of range for %s (1 to %d)", c.Level, c.Kind, max)
+	}
+	return nil
+}
+
+// Compression is the layer encoding an output asks for.
+type Compression struct {
+	Kind  string // gzip (default), zstd or uncompressed
+	Level int    // 0: the codec's default
+}
+
+// CompressionOf reads an output's compression= and compression-level=.
+func CompressionOf(out Output) (Compression, error) {
+	c := Compression{Kind: "gzip"}
+	if v, ok := out.Attrs["compression"]; ok {
+		switch v {
+		case "gzip", "zstd", "uncompressed":
+			c.Kind = v
+		default:
+			return c, fmt.Errorf("compression=%q: want gzip, zstd or uncompressed", v)
+		}
+	}
+	if v, ok := out.Attrs["compression-level"]; ok {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			return c, fmt.Errorf("compression-level=%q is not a number", v)
+		}
+		c.Level = n
+	}
+	return c, nil
 }

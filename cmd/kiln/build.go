@@ -195,7 +195,13 @@ func runBuild(cmd *cobra.Command, root, contextDir string, f buildFlags) error {
 	}
 	for _, out := range outputs {
 		out.Pusher = f.registry
-		img, err := image.New(store, res.RawConfig, res.Layers, out.Type != "docker")
+		layers := res.Layers
+		if comp, err := export.CompressionOf(out); err == nil && (comp.Kind != "gzip" || comp.Level != 0) {
+			if layers, err = store.Recompressed(ctx, layers, cache.Compression{Kind: comp.Kind, Level: comp.Level}); err != nil {
+				return err
+			}
+		}
+		img, err := image.New(store, res.RawConfig, layers, out.Type != "docker")
 		if err != nil {
 			return err
 		}

@@ -17,6 +17,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	"github.com/google/go-containerregistry/pkg/v1/validate"
 
 	"github.com/kiln-build/kiln/internal/conformance"
 	"github.com/kiln-build/kiln/internal/testutil"
@@ -285,4 +286,37 @@ func must(t *testing.T, err error) {
 
 func mutateEnv(kv string) v1.Config {
 	return v1.Config{Env: []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", kv}, Cmd: []string{"sh"}}
+}
+
+// compression= re-encodes the layers of an output; the image stays valid
+// and a second export reuses the stored variant.
+func TestCompressionOutputs(t *testing.T) {
+	needRoot(t)
+	reg := registryWithBases(t)
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "Dockerfile"), "FROM "+reg+"/library/busybox:latest\nRUN echo hi > /hi\n")
+	root := t.TempDir()
+	for _, tc := range []struct{ spec, mt string }{
+		{"compression=zstd", "application/vnd.oci.image.layer.v1.tar+zstd"},
+		{"compression=zstd,compression-level=19", "application/vnd.oci.image.layer.v1.tar+zstd"},
+		{"compression=uncompressed", "application/vnd.oci.image.layer.v1.tar"},
+		{"compression=gzip,compression-level=9", "application/vnd.oci.image.layer.v1.tar+gzip"},
+	} {
+		out := filepath.Join(t.TempDir(), "layout")
+		if log, code := kiln(t, "build", "--root", root, "--progress=plain", "-o", "type=oci,tar=false,dest="+out+","+tc.spec, dir); code != 0 {
+			t.Fatalf("%s: exit %d\n%s", tc.spec, code, log)
+		}
+		img, err := firstImage(out)
+		must(t, err)
+		if err := validate.Image(img); err != nil {
+			t.Errorf("%s: %v", tc.spec, err)
+		}
+		m, err := img.Manifest()
+		must(t, err)
+		for _, l := range m.Layers {
+			if string(l.MediaType) != tc.mt {
+				t.Errorf("%s: layer media type %s, want %s", tc.spec, l.MediaType, tc.mt)
+			}
+		}
+	}
 }

@@ -1,0 +1,174 @@
+package cache
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"runtime"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/klauspost/compress/zstd"
+	"github.com/klauspost/pgzip"
+)
+
+// Compression names a layer encoding an export can ask for.
+type Compression struct {
+	Kind  string // "gzip", "zstd" or "uncompressed"
+	Level int    // 0 = the codec's default
+}
+
+// Recompressed returns the layers encoded as c: a layer already in that
+// encoding (and, for the default level, any gzip layer asked as gzip) is
+// returned as is; other encodings are made once from the stored blob and
+// remembered under ROOT/variants/, so a second export costs nothing.
+func (s *Store) Recompressed(ctx context.Context, layers []LayerInfo, c Compression) ([]LayerInfo, error) {
+	out := make([]LayerInfo, len(layers))
+	for i, l := range layers {
+		v, err := s.variant(ctx, l, c)
+		if err != nil {
+			return nil, err
+		}
+		out[i] = v
+	}
+	return out, nil
+}
+
+func kindOf(mt types.MediaType) string {
+	switch mt {
+	case types.OCILayerZStd:
+		return "zstd"
+	case types.OCIUncompressedLayer, types.DockerUncompressedLayer:
+		return "uncompressed"
+	}
+	return "gzip"
+}
+
+func (s *Store) variant(ctx context.Context, l LayerInfo, c Compression) (LayerInfo, error) {
+	if kindOf(l.MediaType) == c.Kind && c.Level == 0 {
+		return l, nil
+	}
+	dir := filepath.Join(s.Root, "variants")
+	rec := filepath.Join(dir, fmt.Sprintf("%s-%s-%d.json", l.DiffID.Hex, c.Kind, c.Level))
+	if data, err := os.ReadFile(rec); err == nil {
+		var v LayerInfo
+		if json.Unmarshal(data, &v) == nil {
+			if _, err := os.Stat(s.blobPath(v.Digest)); err == nil {
+				v.Dir = l.Dir
+				return v, nil
+			}
+		}
+	}
+	b, mt, err := s.encode(ctx, l, c)
+	if err != nil {
+		return LayerInfo{}, fmt.Errorf("recompressing layer %s as %s: %w", l.DiffID, c.Kind, err)
+	}
+	defer b.discard()
+	if err := s.storeBlob(b); err != nil {
+		return LayerInfo{}, err
+	}
+	v := LayerInfo{DiffID: l.DiffID, Digest: b.digest, Size: b.size, MediaType: mt, Dir: l.Dir}
+	data, err := json.Marshal(LayerInfo{DiffID: v.DiffID, Digest: v.Digest, Size: v.Size, MediaType: v.MediaType})
+	if err != nil {
+		return LayerInfo{}, err
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return LayerInfo{}, err
+	}
+	tmp, err := os.CreateTemp(s.tmp(), "variant-")
+	if err != nil {
+		return LayerInfo{}, err
+	}
+	_, werr := tmp.Write(data)
+	if cerr := tmp.Close(); werr == nil {
+		werr = cerr
+	}
+	if werr == nil {
+		werr = os.Rename(tmp.Name(), rec)
+	}
+	if werr != nil {
+		os.Remove(tmp.Name())
+		return LayerInfo{}, werr
+	}
+	return v, nil
+}
+
+// encode writes the uncompressed layer in encoding c to a temp blob,
+// checking on the way that it still hashes to its diffID.
+func (s *Store) encode(ctx context.Context, l LayerInfo, c Compression) (*tempBlob, types.MediaType, error) {
+	src, err := s.Layer(l, "").Uncompressed()
+	if err != nil {
+		return nil, "", err
+	}
+	defer src.Close()
+	f, err := os.CreateTemp(s.tmp(), "blob-")
+	if err != nil {
+		return nil, "", err
+	}
+	blob := &tempBlob{path: f.Name()}
+	ok := false
+	defer func() {
+		if !ok {
+			f.Close()
+			blob.discard()
+		}
+	}()
+	digestHash, diffHash := sha256.New(), sha256.New()
+	counted := &countingWriter{w: io.MultiWriter(f, digestHash)}
+	var enc io.WriteCloser
+	var mt types.MediaType
+	switch c.Kind {
+	case "zstd":
+		level := zstd.SpeedDefault
+		if c.Level > 0 {
+			level = zstd.EncoderLevelFromZstd(c.Level)
+		}
+		zw, err := zstd.NewWriter(counted, zstd.WithEncoderLevel(level), zstd.WithEncoderConcurrency(runtime.GOMAXPROCS(0)))
+		if err != nil {
+			return nil, "", err
+		}
+		enc, mt = zw, types.OCILayerZStd
+	case "gzip":
+		level := pgzip.DefaultCompression
+		if c.Level > 0 {
+			level = c.Level
+		}
+		gz, err := pgzip.NewWriterLevel(counted, level)
+		if err != nil {
+			return nil, "", err
+		}
+		gz.ModTime = time.Unix(0, 0)
+		enc, mt = gz, types.OCILayer
+	case "uncompressed":
+		enc, mt = nopWriteCloser{counted}, types.OCIUncompressedLayer
+	default:
+		return nil, "", fmt.Errorf("unknown compression %q (want gzip, zstd or uncompressed)", c.Kind)
+	}
+	if _, err := io.Copy(io.MultiWriter(enc, diffHash), ctxReader{ctx: ctx, r: src}); err != nil {
+		return nil, "", err
+	}
+	if err := enc.Close(); err != nil {
+		return nil, "", err
+	}
+	if err := f.Sync(); err != nil {
+		return nil, "", err
+	}
+	if err := f.Close(); err != nil {
+		return nil, "", err
+	}
+	if got := sum(diffHash); got != l.DiffID {
+		return nil, "", errors.New("stored layer does not match its diffID " + l.DiffID.String() + " (got " + got.String() + ")")
+	}
+	ok = true
+	blob.diffID, blob.digest, blob.size = l.DiffID, sum(digestHash), counted.n
+	return blob, mt, nil
+}
+
+type nopWriteCloser struct{ io.Writer }
+
+func (nopWriteCloser) Close() error { return nil }
