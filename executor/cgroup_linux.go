@@ -75,7 +75,14 @@ func findCgroups() (*hierarchy, error) {
 		have := strings.Fields(string(ctrl))
 		if slices.Contains(have, "memory") && slices.Contains(have, "pids") {
 			if err := enableV2(dir, have); err != nil {
-				return nil, err
+				// kiln shares its cgroup (a login session, a CI job): use
+				// a cgroup of its own at the top of the hierarchy, as
+				// container engines do.
+				top, terr := topV2(m.point, have)
+				if terr != nil {
+					return nil, fmt.Errorf("%w; %w", err, terr)
+				}
+				dir = top
 			}
 			h := &hierarchy{v2: true, dirs: map[string]string{"": dir}}
 			removeStale(h)
@@ -163,6 +170,30 @@ func enableV2(dir string, have []string) error {
 		return fmt.Errorf("enabling cgroup controllers in %s: %w", dir, err)
 	}
 	return nil
+}
+
+// topV2 makes "kiln" below the root of the v2 hierarchy mounted at point,
+// with the controllers delegated to its children, and returns it. It
+// holds no process, so that cgroup v2 lets it delegate.
+func topV2(point string, have []string) (string, error) {
+	var want []string
+	for _, c := range []string{"memory", "pids", "cpu", "io"} {
+		if slices.Contains(have, c) {
+			want = append(want, "+"+c)
+		}
+	}
+	ctl := strings.Join(want, " ")
+	if err := os.WriteFile(filepath.Join(point, "cgroup.subtree_control"), []byte(ctl), 0); err != nil {
+		return "", fmt.Errorf("enabling cgroup controllers in %s: %w", point, err)
+	}
+	dir := filepath.Join(point, "kiln")
+	if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
+		return "", fmt.Errorf("creating cgroup %s: %w", dir, err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "cgroup.subtree_control"), []byte(ctl), 0); err != nil {
+		return "", fmt.Errorf("enabling cgroup controllers in %s: %w", dir, err)
+	}
+	return dir, nil
 }
 
 // cgroupMount is a mounted cgroup hierarchy.
