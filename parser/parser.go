@@ -128,9 +128,6 @@ func Check(c instructions.Command) error {
 	case *instructions.RunCommand:
 		// --mount values are only decoded when the instruction's words are
 		// expanded; the planner refuses the mount types kiln lacks then.
-		if instructions.GetSecurity(c) != instructions.SecuritySandbox {
-			return unsupported("RUN --security=" + instructions.GetSecurity(c))
-		}
 		if len(instructions.GetDevices(c)) > 0 {
 			return unsupported("RUN --device")
 		}
