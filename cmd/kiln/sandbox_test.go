@@ -189,7 +189,6 @@ func TestSandbox(t *testing.T) {
 		maskWant += p + " 0\n"
 	}
 	hostNS := nsLinks(t)
-	hostname, _ := os.Hostname()
 
 	tests := []struct {
 		name       string
@@ -307,7 +306,9 @@ func TestSandbox(t *testing.T) {
 				for _, line := range strings.Split(strings.TrimSpace(r), "\n") {
 					ns, link, ok := strings.Cut(line, " ")
 					if !ok {
-						if line != "buildkitsandbox" || line == hostname {
+						// The UTS namespace is checked to be the step's own
+						// above; the host may be a BuildKit sandbox itself.
+						if line != "buildkitsandbox" {
 							t.Errorf("hostname %q, want buildkitsandbox", line)
 						}
 						continue
