@@ -43,6 +43,9 @@ type RunSpec struct {
 	// heredoc script with a shebang from /dev/pipes), elsewhere they are
 	// bind-mounted read-only.
 	Files    []File
+	// Stdin, when set, is the command's standard input (kiln debug's
+	// interactive shell); a build step reads /dev/null.
+	Stdin *os.File
 	Hostname string // "" is "buildkitsandbox"
 	Network  string // "host" (default, also "") or "none"
 	// Stdout and Stderr receive the command's output; nil discards it. An

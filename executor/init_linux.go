@@ -52,6 +52,9 @@ func runInit(rep reporter, cs *childSpec, id identity) int {
 			},
 		},
 	}
+	if cs.Interactive {
+		cmd.Stdin = os.Stdin
+	}
 	// Before Start, so that a signal arriving in between is not lost.
 	sigs := make(chan os.Signal, 8)
 	signal.Notify(sigs, forwarded...)

@@ -46,8 +46,11 @@ type childSpec struct {
 	Hostname string   `json:"hostname,omitempty"`
 	NetNone  bool     `json:"netNone,omitempty"`
 	Files    []File   `json:"files,omitempty"`
-	Mounts   []Mount  `json:"mounts,omitempty"`
-	Insecure bool     `json:"insecure,omitempty"`
+	// Interactive: the command reads the child's stdin (RunSpec.Stdin).
+	Interactive bool     `json:"interactive,omitempty"`
+	stdin       *os.File // RunSpec.Stdin, handed to the child as its fd 0
+	Mounts      []Mount  `json:"mounts,omitempty"`
+	Insecure    bool     `json:"insecure,omitempty"`
 
 	SourceDir string    `json:"sourceDir,omitempty"`
 	Source    Rootfs    `json:"source"`
@@ -117,7 +120,7 @@ func Run(ctx context.Context, spec RunSpec) (err error) {
 	default:
 		return fmt.Errorf("running step: unknown security mode %q (want sandbox or insecure)", spec.Security)
 	}
-	flags := uintptr(syscall.CLONE_NEWNS | syscall.CLONE_NEWPID | syscall.CLONE_NEWIPC | syscall.CLONE_NEWUTS)
+	flags := uintptr(runCloneflags)
 	netNone := false
 	switch spec.Network {
 	case "", "host", "default":
@@ -157,6 +160,9 @@ func Run(ctx context.Context, spec RunSpec) (err error) {
 		var cancel context.CancelFunc
 		runCtx, cancel = context.WithTimeoutCause(ctx, d, errStepTimeout)
 		defer cancel()
+	}
+	if spec.Stdin != nil {
+		cs.Interactive, cs.stdin = true, spec.Stdin
 	}
 	msgs, err := runChild(runCtx, cs, flags, spec.Stdout, spec.Stderr, cg)
 	if cg != nil {
@@ -238,6 +244,9 @@ func Copy(ctx context.Context, spec CopySpec) error {
 	return nil
 }
 
+// runCloneflags are the namespaces of every RUN sandbox.
+const runCloneflags = syscall.CLONE_NEWNS | syscall.CLONE_NEWPID | syscall.CLONE_NEWIPC | syscall.CLONE_NEWUTS
+
 // runChild starts the sandbox child, sends it cs, and collects its reports.
 // On success the returned slice ends with the Done report. Whatever
 // happens, the step directory is gone when it returns: the child's mounts
@@ -246,6 +255,11 @@ func Copy(ctx context.Context, spec CopySpec) error {
 // With a cgroup, the child is placed in it before it reads its spec, and
 // so before it starts anything; on cancel every process in it is killed.
 func runChild(ctx context.Context, cs childSpec, cloneflags uintptr, stdout, stderr io.Writer, cg *stepCgroup) (msgs []childMsg, err error) {
+	if cs.Mode == "run" && cloneflags&runCloneflags != runCloneflags {
+		// The RUN child sets the hostname and mounts: in the host's
+		// namespaces that would change the host.
+		return nil, errors.New("running step: the sandbox needs its own mount, PID, IPC and UTS namespaces")
+	}
 	cs.Volatile = !volatileUnsupported.Load()
 	if cs.Rootfs.Work != "" {
 		// A step may mount the same upper dir more than once (a COPY with
@@ -301,6 +315,9 @@ func runChild(ctx context.Context, cs childSpec, cloneflags uintptr, stdout, std
 		// step.
 		cmd.Env = []string{"GOMAXPROCS=" + strconv.Itoa(runtime.GOMAXPROCS(0))}
 		cmd.Stdout = stdout
+		if cs.stdin != nil {
+			cmd.Stdin = cs.stdin
+		}
 		cmd.Stderr = stderr
 		cmd.ExtraFiles = []*os.File{specR, resW} // fds 3 and 4
 		cmd.SysProcAttr = &syscall.SysProcAttr{

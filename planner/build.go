@@ -73,6 +73,9 @@ type Options struct {
 	Jobs int
 	// Secrets are the --secret values by id, for RUN --mount=type=secret.
 	Secrets map[string][]byte
+	// KeepFailedDir, when set, is where a failing RUN's filesystem and
+	// process settings are kept for kiln debug (--on-error=keep).
+	KeepFailedDir string
 }
 
 // Result is the built image: its config and its layers, bottom first.

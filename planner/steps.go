@@ -303,7 +303,14 @@ func (b *build) dispatchRun(ctx context.Context, s *stage, c *instructions.RunCo
 		})
 		var ee *executor.ExitError
 		if errors.As(err, &ee) {
-			err = &RunError{Command: strings.Join(args, " "), Code: ee.Code, Signal: ee.Signal, Reason: ee.Reason, Tail: log.Tail()}
+			re := &RunError{Command: strings.Join(args, " "), Code: ee.Code, Signal: ee.Signal, Reason: ee.Reason, Tail: log.Tail()}
+			if b.opt.KeepFailedDir != "" {
+				re.Kept, re.KeepErr = keepFailed(b.opt.KeepFailedDir, DebugState{
+					Step: name, Lowers: rf.Lowers, Args: args, Env: env, Cwd: s.workdir,
+					User: s.user, Network: network,
+				}, rf.Upper)
+			}
+			err = re
 		}
 		return err
 	})
@@ -321,6 +328,8 @@ type RunError struct {
 	Signal  string
 	Reason  string   // why it never ran, or why it was killed
 	Tail    []string // the last lines of its output
+	Kept    string   // --on-error=keep: where the failed state was kept
+	KeepErr error    // why it could not be kept
 }
 
 func (e *RunError) Error() string {

@@ -25,6 +25,7 @@ type buildFlags struct {
 	tags, buildArgs, labels, outputs                   []string
 	noCache, explainCache, quiet                       bool
 	noCacheFilter, secrets                             []string
+	onError                                            string
 	jobs                                               int
 	sandbox                                            func() (executor.Sandbox, error)
 	registry                                           *registryOptions
@@ -63,6 +64,7 @@ func newBuildCmd(root *string) *cobra.Command {
 	fl.StringArrayVar(&f.noCacheFilter, "no-cache-filter", nil, "do not reuse the steps of this stage (repeatable)")
 	fl.BoolVar(&f.explainCache, "explain-cache", false, "for each step that runs, say which of its inputs changed since the last build")
 	fl.StringArrayVar(&f.secrets, "secret", nil, "expose a secret to RUN --mount=type=secret: id=ID,src=FILE or id=ID,env=VAR (repeatable)")
+	fl.StringVar(&f.onError, "on-error", "fail", "what a failing RUN leaves: fail (nothing), or keep (its filesystem, for kiln debug)")
 	fl.IntVar(&f.jobs, "jobs", 0, "steps of independent stages run at once (default: number of CPUs)")
 	fl.StringArrayVar(&f.labels, "label", nil, "add a label K=V to the image (repeatable)")
 	fl.StringVar(&f.network, "network", "host", "network of RUN steps: host or none")
@@ -162,6 +164,9 @@ func runBuild(cmd *cobra.Command, root, contextDir string, f buildFlags) error {
 			dfID = abs
 		}
 	}
+	if f.onError != "fail" && f.onError != "keep" {
+		return usagef("--on-error %s: use fail or keep", f.onError)
+	}
 	if f.jobs < 0 {
 		return usagef("--jobs %d: want a positive number", f.jobs)
 	}
@@ -189,6 +194,7 @@ func runBuild(cmd *cobra.Command, root, contextDir string, f buildFlags) error {
 		DockerfileID:  dfID,
 		Jobs:          f.jobs,
 		Secrets:       secrets,
+		KeepFailedDir: keepDir(f.onError, store.Root, printer.ID),
 	})
 	if err != nil {
 		return err
@@ -350,4 +356,12 @@ func parseSecrets(list []string) (map[string][]byte, error) {
 		out[id] = data
 	}
 	return out, nil
+}
+
+// keepDir is where --on-error=keep keeps a failing RUN's state.
+func keepDir(onError, root, buildID string) string {
+	if onError != "keep" {
+		return ""
+	}
+	return debugDir(root, buildID)
 }

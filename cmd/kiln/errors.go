@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"path/filepath"
 	"strings"
 
 	"github.com/kiln-build/kiln/executor/copier"
@@ -43,6 +44,12 @@ func printError(w io.Writer, err error) {
 		fmt.Fprintf(&b, "the step's complete output: %s\n", p)
 	} else if activeDisplay != nil && activeDisplay.LogDir != "" {
 		fmt.Fprintf(&b, "the build's logs: %s\n", activeDisplay.LogDir)
+	}
+	if re != nil && re.Kept != "" {
+		id := filepath.Base(filepath.Dir(re.Kept))
+		fmt.Fprintf(&b, "the failed step's filesystem is kept: open a shell in it with\n    kiln debug %s\n(kiln debug --rm %s discards it)\n", id, id)
+	} else if re != nil && re.KeepErr != nil {
+		fmt.Fprintf(&b, "the failed step could not be kept: %v\n", re.KeepErr)
 	}
 	// one write: with parallel stages, nothing else can cut the report
 	io.WriteString(w, b.String())

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -313,4 +314,39 @@ func TestLocalImageAsBase(t *testing.T) {
 	if err != nil || string(got) != "base\n" {
 		t.Fatalf("/derived = %q, %v; want \"base\\n\"", got, err)
 	}
+}
+
+// --on-error=keep keeps a failed RUN's filesystem; kiln debug runs in it
+// with the step's settings, and --rm discards it.
+func TestDebugFailedStep(t *testing.T) {
+	needRoot(t)
+	reg := registryWithBases(t)
+	root, dir := t.TempDir(), t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte("FROM "+reg+"/library/busybox:latest\nWORKDIR /app\nENV FOO=bar\nRUN echo partial > /app/partial && false\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	log, code := kiln(t, "build", "--root", root, "--progress=plain", "--on-error=keep", dir)
+	if code != 1 {
+		t.Fatalf("exit %d, want 1\n%s", code, log)
+	}
+	m := regexp.MustCompile(`kiln debug (\S+)`).FindStringSubmatch(log)
+	if m == nil {
+		t.Fatalf("no kiln debug hint in:\n%s", log)
+	}
+	cmd := exec.Command(kilnBin, "--root", root, "debug", m[1])
+	cmd.Stdin = strings.NewReader("cat /app/partial; echo \"FOO=$FOO in $(pwd)\"; exit 7\n")
+	out, err := cmd.Output()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 7 {
+		t.Errorf("debug shell: %v, want exit status 7", err)
+	}
+	if want := "partial\nFOO=bar in /app\n"; string(out) != want {
+		t.Errorf("debug shell printed %q, want %q", out, want)
+	}
+	if log, code := kiln(t, "--root", root, "debug", "--rm", m[1]); code != 0 {
+		t.Errorf("debug --rm: exit %d\n%s", code, log)
+	}
+	if _, code := kiln(t, "--root", root, "debug", m[1]); code != 2 {
+		t.Errorf("debug after --rm: exit %d, want 2", code)
+	}
+	checkNoLeaks(t, root)
 }

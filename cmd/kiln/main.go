@@ -47,6 +47,10 @@ func exitCode(ctx context.Context, err error) int {
 		}
 		return 130
 	}
+	var es *exitStatus
+	if errors.As(err, &es) {
+		return es.code
+	}
 	var ue *usageError
 	if errors.As(err, &ue) {
 		fmt.Fprintf(os.Stderr, "kiln: %v\n", err)
