@@ -10,8 +10,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // needCgroups skips when this host gives kiln no cgroups.
@@ -286,7 +284,7 @@ func TestRunBornInCgroup(t *testing.T) {
 	cs := childSpec{Mode: "run", Rootfs: rootfs, Args: []string{"/bin/sleep", "1"}, Env: []string{testPath}, Cwd: "/", Hostname: defaultHostname}
 	done := make(chan error, 1)
 	go func() {
-		_, err := runChild(context.Background(), cs, unix.CLONE_NEWNS|unix.CLONE_NEWPID, nil, nil, cg)
+		_, err := runChild(context.Background(), cs, runCloneflags, nil, nil, cg)
 		done <- err
 	}()
 	deadline := time.Now().Add(5 * time.Second)
