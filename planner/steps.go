@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/moby/buildkit/frontend/dockerfile/instructions"
+	bkparser "github.com/moby/buildkit/frontend/dockerfile/parser"
 	"github.com/moby/buildkit/util/system"
 	dockerspec "github.com/moby/docker-image-spec/specs-go/v1"
 	"golang.org/x/sync/errgroup"
@@ -303,7 +304,8 @@ func (b *build) dispatchRun(ctx context.Context, s *stage, c *instructions.RunCo
 		})
 		var ee *executor.ExitError
 		if errors.As(err, &ee) {
-			re := &RunError{Command: strings.Join(args, " "), Code: ee.Code, Signal: ee.Signal, Reason: ee.Reason, Tail: log.Tail()}
+			re := &RunError{Command: strings.Join(args, " "), Code: ee.Code, Signal: ee.Signal, Reason: ee.Reason, Tail: log.Tail(),
+				Killed: ee.Killed, PidsLimit: ee.PidsLimit, Line: firstLine(c.Location())}
 			if b.opt.KeepFailedDir != "" {
 				re.Kept, re.KeepErr = keepFailed(b.opt.KeepFailedDir, DebugState{
 					Step: name, Lowers: rf.Lowers, Args: args, Env: env, Cwd: s.workdir,
@@ -323,16 +325,25 @@ func (b *build) dispatchRun(ctx context.Context, s *stage, c *instructions.RunCo
 
 // RunError is a RUN step whose command failed.
 type RunError struct {
-	Command string
-	Code    int
-	Signal  string
-	Reason  string   // why it never ran, or why it was killed
-	Tail    []string // the last lines of its output
-	Kept    string   // --on-error=keep: where the failed state was kept
-	KeepErr error    // why it could not be kept
+	Command   string
+	Code      int
+	Signal    string
+	Reason    string   // why it never ran, or why it was killed
+	Tail      []string // the last lines of its output
+	Killed    bool     // killed by kiln: out of memory, or --step-timeout (Reason says which)
+	PidsLimit int64    // the step reached its process limit
+	Line      int      // the RUN's line in the Dockerfile
+	Kept      string   // --on-error=keep: where the failed state was kept
+	KeepErr   error    // why it could not be kept
 }
 
 func (e *RunError) Error() string {
+	if e.Killed {
+		return fmt.Sprintf("RUN at line %d was killed: %s", e.Line, e.Reason)
+	}
+	if e.PidsLimit > 0 {
+		return fmt.Sprintf("process %q did not complete successfully: exit code: %d (it reached its limit of %d processes; raise --pids-limit)", e.Command, e.Code, e.PidsLimit)
+	}
 	if e.Reason != "" {
 		return fmt.Sprintf("process %q did not complete successfully: %s: exit code: %d", e.Command, e.Reason, e.Code)
 	}
@@ -629,4 +640,12 @@ func levenshtein(a, b string) int {
 		prev = cur
 	}
 	return prev[len(b)]
+}
+
+// firstLine is the first Dockerfile line of a location.
+func firstLine(loc []bkparser.Range) int {
+	if len(loc) == 0 {
+		return 0
+	}
+	return loc[0].Start.Line
 }
