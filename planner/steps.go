@@ -228,10 +228,10 @@ func (b *build) dispatchRun(ctx context.Context, s *stage, c *instructions.RunCo
 		if len(args) != 1 || !c.PrependShell {
 			return fmt.Errorf("parsing produced an invalid run command: %v", args)
 		}
-		if hd := mustHeredoc(args[0]); hd {
+		if bkparser.MustParseHeredoc(args[0]) != nil {
 			data := c.Files[0].Data
 			if c.Files[0].Chomp {
-				data = chomp(data)
+				data = bkparser.ChompHeredocContent(data)
 			}
 			if strings.HasPrefix(data, "#!") {
 				// A script with its own interpreter runs as a file, like BuildKit's
@@ -253,10 +253,8 @@ func (b *build) dispatchRun(ctx context.Context, s *stage, c *instructions.RunCo
 			args = []string{sb.String()}
 		}
 	}
-	if c.PrependShell && len(files) == 0 {
+	if c.PrependShell {
 		args = withShell(s.img, args)
-	} else if c.PrependShell {
-		// the heredoc script is run directly, shell form notwithstanding
 	}
 	network := instructions.GetNetwork(c)
 	if network == instructions.NetworkDefault {
@@ -351,19 +349,6 @@ func (e *RunError) Error() string {
 		return fmt.Sprintf("process %q did not complete successfully: killed by signal %s", e.Command, e.Signal)
 	}
 	return fmt.Sprintf("process %q did not complete successfully: exit code: %d", e.Command, e.Code)
-}
-
-func mustHeredoc(s string) bool {
-	return strings.HasPrefix(s, "<<")
-}
-
-// chomp removes leading tabs from every line (<<- heredocs).
-func chomp(s string) string {
-	lines := strings.SplitAfter(s, "\n")
-	for i, l := range lines {
-		lines[i] = strings.TrimLeft(l, "\t")
-	}
-	return strings.Join(lines, "")
 }
 
 // runCommandString is the history text of a RUN: the build args it saw,
