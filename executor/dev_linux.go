@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"golang.org/x/sys/unix"
 )
@@ -111,6 +112,79 @@ func mountDev(dst string) error {
 		}
 	}
 	return nil
+}
+
+// bindSys binds the host's /sys, with the mounts below it, at dst, all
+// read-only if asked. Recursive, because a user namespace may not bind a
+// mount without the mounts locked on top of it (cgroup hierarchies,
+// securityfs); a fresh sysfs, as root mounts it, has none of them, so they
+// become read-only as well.
+func bindSys(dst string, readonly bool) error {
+	if err := unix.Mount("/sys", dst, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+		return fmt.Errorf("binding /sys at %s: %w", dst, err)
+	}
+	if !readonly {
+		return nil
+	}
+	points, err := mountsBelow(dst)
+	if err != nil {
+		return err
+	}
+	for _, p := range points {
+		if err := remountReadOnly(p); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// remountReadOnly makes the bind mount at p read-only, nosuid, nodev and
+// noexec. Its atime mode is locked in a user namespace and must be kept:
+// the kernel refuses a remount that would change it (or drop any of the
+// other three).
+func remountReadOnly(p string) error {
+	var st unix.Statfs_t
+	if err := unix.Statfs(p, &st); err != nil {
+		return fmt.Errorf("reading the mount flags of %s: %w", p, err)
+	}
+	// nosuid, nodev and noexec as root's sysfs has them; adding flags is
+	// allowed.
+	flags := uintptr(unix.MS_BIND | unix.MS_REMOUNT | unix.MS_RDONLY | unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC)
+	for _, f := range []struct{ st, ms uintptr }{
+		{unix.ST_NOATIME, unix.MS_NOATIME},
+		{unix.ST_NODIRATIME, unix.MS_NODIRATIME},
+		{unix.ST_RELATIME, unix.MS_RELATIME},
+	} {
+		if uintptr(st.Flags)&f.st != 0 {
+			flags |= f.ms
+		}
+	}
+	if err := unix.Mount("", p, "", flags, ""); err != nil {
+		return fmt.Errorf("making %s read-only: %w", p, err)
+	}
+	return nil
+}
+
+// mountsBelow lists the mount points at and below dir, parents first, from
+// /proc/self/mountinfo.
+func mountsBelow(dir string) ([]string, error) {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return nil, fmt.Errorf("listing mounts below %s: %w", dir, err)
+	}
+	var points []string
+	for _, line := range strings.Split(string(b), "\n") {
+		// ID parent-ID major:minor root mount-point options ...
+		f := strings.Fields(line)
+		if len(f) < 5 {
+			continue
+		}
+		p := unescapeMountinfo(f[4])
+		if p == dir || strings.HasPrefix(p, dir+"/") {
+			points = append(points, p)
+		}
+	}
+	return points, nil
 }
 
 func bindDevice(source, target string) error {

@@ -42,10 +42,10 @@ type RunSpec struct {
 	// /dev they are written to the sandbox's /dev tmpfs (BuildKit runs a
 	// heredoc script with a shebang from /dev/pipes), elsewhere they are
 	// bind-mounted read-only.
-	Files    []File
+	Files []File
 	// Stdin, when set, is the command's standard input (kiln debug's
 	// interactive shell); a build step reads /dev/null.
-	Stdin *os.File
+	Stdin    *os.File
 	Hostname string // "" is "buildkitsandbox"
 	Network  string // "host" (default, also "") or "none"
 	// Stdout and Stderr receive the command's output; nil discards it. An
@@ -86,8 +86,9 @@ type Sandbox struct {
 	BlkioWeight uint16
 	// StepTimeout kills a step that runs longer; 0 is no limit.
 	StepTimeout time.Duration
-	// UserNS is the user namespace mode: "" or "host" (the only one
-	// supported so far).
+	// UserNS is the user namespace mode: "" or "host", or "auto" where
+	// kiln runs as a normal user (Rootless): container root is then the
+	// user, and other IDs come from the user's /etc/subuid range.
 	UserNS string
 	// Allow lists the entitlements the build grants, as BuildKit's
 	// --allow: EntitlementInsecure lets RUN --security=insecure lift the
@@ -139,8 +140,14 @@ func (s Sandbox) Check() error {
 	}
 	switch s.UserNS {
 	case "", "host":
+	case "auto":
+		if !Rootless() {
+			// Root's store is owned by real root, which a mapped range
+			// could not write.
+			return errors.New("user namespace mode auto is not supported for kiln run as root yet: run kiln as a normal user for a rootless build")
+		}
 	default:
-		return fmt.Errorf("user namespace mode %q is not supported (only host)", s.UserNS)
+		return fmt.Errorf("user namespace mode %q is not supported (host, or auto for a rootless build)", s.UserNS)
 	}
 	for _, e := range s.Allow {
 		if e != EntitlementInsecure {

@@ -23,3 +23,12 @@ func Copy(ctx context.Context, spec CopySpec) error {
 
 // CgroupsAvailable: cgroups are Linux's.
 func CgroupsAvailable() error { return errors.ErrUnsupported }
+
+// EnterUserNS does nothing outside Linux: kiln runs as it was started.
+func EnterUserNS() (code int, done bool) { return 0, false }
+
+// Rootless: user namespaces are Linux's.
+func Rootless() bool { return false }
+
+// RootlessError: nothing was attempted outside Linux.
+func RootlessError() error { return nil }

@@ -10,6 +10,8 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/kiln-build/kiln/internal/userns"
 )
 
 // overlayFixedOpts keep the upper dir a plain diff that the layer writer can
@@ -17,6 +19,22 @@ import (
 // lower directory returns EXDEV and tools fall back to copying), no
 // metadata-only copy-ups, no index of hard links into the lowers.
 const overlayFixedOpts = "index=off,redirect_dir=off,metacopy=off"
+
+// overlayUserxattrOpts replace overlayFixedOpts in a user namespace
+// (rootless kiln), where overlay may not use trusted.* xattrs: userxattr
+// keeps its bookkeeping, opaque directories among it, in user.overlay.*
+// instead (Linux 5.11). With userxattr the kernel refuses
+// redirect_dir=off where that means "follow" (redirect_always_follow);
+// nofollow creates no redirects either.
+const overlayUserxattrOpts = "index=off,redirect_dir=nofollow,metacopy=off,userxattr"
+
+// fixedOpts are the options of every overlay mount of this process.
+func fixedOpts() string {
+	if userns.Running() {
+		return overlayUserxattrOpts
+	}
+	return overlayFixedOpts
+}
 
 // overlay describes one overlay mount.
 type overlay struct {
@@ -85,6 +103,9 @@ func mountOverlay(target string, o overlay) (usedVolatile bool, err error) {
 		}
 	}
 	if err := unix.Mount("overlay", target, "overlay", flags, data); err != nil {
+		if userns.Running() && errors.Is(err, unix.EINVAL) && !kernelAtLeast(5, 11) {
+			return false, fmt.Errorf("mounting overlay at %s: %w (overlayfs in a user namespace, for a rootless build, needs Linux 5.11 or later)", target, err)
+		}
 		return false, fmt.Errorf("mounting overlay at %s: %w", target, err)
 	}
 	return false, nil
@@ -131,7 +152,7 @@ func overlayOptions(o overlay, limit int) (data, dir string, err error) {
 			b.WriteString(",upperdir=" + escapeOverlayPath(o.upper))
 			b.WriteString(",workdir=" + escapeOverlayPath(o.work))
 		}
-		b.WriteString("," + overlayFixedOpts)
+		b.WriteString("," + fixedOpts())
 		return b.String(), nil
 	}
 	// Leave room for ",volatile".
@@ -238,4 +259,18 @@ func isWhiteout(fi fs.FileInfo) bool {
 	}
 	st, ok := fi.Sys().(*syscall.Stat_t)
 	return ok && st.Rdev == 0
+}
+
+// kernelAtLeast reports whether the running kernel is major.minor or
+// later; true when the release cannot be read.
+func kernelAtLeast(major, minor int) bool {
+	var u unix.Utsname
+	if err := unix.Uname(&u); err != nil {
+		return true
+	}
+	var ma, mi int
+	if _, err := fmt.Sscanf(unix.ByteSliceToString(u.Release[:]), "%d.%d", &ma, &mi); err != nil {
+		return true
+	}
+	return ma > major || ma == major && mi >= minor
 }

@@ -11,6 +11,8 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/kiln-build/kiln/internal/userns"
 )
 
 // rootMount is a mount on a path of the image's own tree (as opposed to
@@ -51,6 +53,13 @@ func runChildRun(rep reporter, cs *childSpec, waitPlaced func() error) int {
 		}},
 		{target: "/dev", dir: true, mount: mountDev},
 		{target: "/sys", dir: true, mount: func(dst string) error {
+			if userns.Running() && !cs.NetNone {
+				// The kernel lets a user namespace mount sysfs only for a
+				// network namespace it owns; with the host's network the
+				// host's /sys, read-only but for an insecure step, is
+				// what a rootless step sees.
+				return bindSys(dst, !cs.Insecure)
+			}
 			// sysfs shows the network devices of the mounter's network
 			// namespace: only lo with --network=none.
 			// Read-write only for an insecure step, as in a privileged

@@ -359,9 +359,12 @@ func runChild(ctx context.Context, cs childSpec, cloneflags uintptr, stdout, std
 		cmd = newCmd(-1)
 		if err := cmd.Start(); err != nil {
 			if errors.Is(err, syscall.EPERM) && os.Geteuid() != 0 {
-				// Namespaces and overlay mounts need root; --userns=auto
-				// is not implemented yet.
-				return nil, fmt.Errorf("starting sandbox: %w (kiln must run as root: rootless builds are not supported yet)", err)
+				// Namespaces and overlay mounts need root, or root of a
+				// user namespace, which EnterUserNS could not set up.
+				if rerr := RootlessError(); rerr != nil {
+					return nil, fmt.Errorf("starting sandbox: %w", rerr)
+				}
+				return nil, fmt.Errorf("starting sandbox: %w (kiln needs root, or a user namespace of its own for a rootless build)", err)
 			}
 			return nil, fmt.Errorf("starting sandbox: %w", err)
 		}

@@ -22,6 +22,11 @@ const (
 
 func main() {
 	executor.Init() // a sandbox child never returns from here
+	// A normal user's kiln runs again as root of a user namespace; this
+	// process only waits for it.
+	if code, done := executor.EnterUserNS(); done {
+		os.Exit(code)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	// remember which signal it was, for the exit code
 	sigs := make(chan os.Signal, 1)

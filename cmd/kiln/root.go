@@ -2,14 +2,17 @@ package main
 
 import (
 	"os"
+	"path/filepath"
 
 	"github.com/spf13/cobra"
+
+	"github.com/kiln-build/kiln/executor"
 )
 
 func newRootCmd() *cobra.Command {
 	root := os.Getenv("KILN_ROOT")
 	if root == "" {
-		root = "/var/lib/kiln"
+		root = defaultRoot()
 	}
 	cmd := &cobra.Command{
 		Use:   "kiln",
@@ -32,4 +35,21 @@ filesystem directory.`,
 	cmd.AddCommand(storeCommands(&root)...)
 	cmd.AddCommand(append(infoCommands(&root), newBuildCmd(&root))...)
 	return cmd
+}
+
+// defaultRoot is /var/lib/kiln for root; a normal user's store, which
+// root of kiln's user namespace writes, lives in the user's data
+// directory, as XDG and podman have it.
+func defaultRoot() string {
+	if os.Geteuid() == 0 && !executor.Rootless() {
+		return "/var/lib/kiln"
+	}
+	if d := os.Getenv("XDG_DATA_HOME"); filepath.IsAbs(d) {
+		return filepath.Join(d, "kiln")
+	}
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return "/var/lib/kiln"
+	}
+	return filepath.Join(home, ".local", "share", "kiln")
 }

@@ -36,7 +36,7 @@ func addSandboxFlags(fs *pflag.FlagSet) func() (executor.Sandbox, error) {
 	fs.Int64Var(&f.pidsLimit, "pids-limit", executor.DefaultPidsLimit, "maximum processes and threads of each RUN step; -1 for unlimited")
 	fs.Uint16Var(&f.blkioWeight, "blkio-weight", 0, "relative block I/O weight of RUN steps, 10 to 1000")
 	fs.DurationVar(&f.stepTimeout, "step-timeout", 0, "kill a RUN step that runs longer than this, e.g. 10m (default no limit)")
-	fs.StringVar(&f.userns, "userns", "host", "user namespace of RUN steps: host")
+	fs.StringVar(&f.userns, "userns", "host", "user namespace of RUN steps: host, or auto (a normal user's kiln maps container root to the user and other IDs to its /etc/subuid range)")
 	fs.StringArrayVar(&f.allow, "allow", nil, "grant an entitlement: security.insecure lets RUN --security=insecure lift the sandbox's hardening (repeatable)")
 	return f.sandbox
 }
@@ -56,7 +56,17 @@ func (f *sandboxFlags) sandbox() (executor.Sandbox, error) {
 		// The default limit, which applies only where cgroups do.
 		s.PidsLimit = 0
 	}
-	if f.userns != "host" {
+	if err := executor.RootlessError(); err != nil {
+		// kiln runs as a normal user outside a user namespace: nothing
+		// of a build would work.
+		return s, err
+	}
+	switch {
+	case executor.Rootless() && !f.fs.Changed("userns"):
+		s.UserNS = "auto"
+	case executor.Rootless() && f.userns == "host":
+		return s, usagef("--userns host: a normal user's kiln runs in a user namespace of its own; use auto, or run kiln as root")
+	case f.userns != "host":
 		s.UserNS = f.userns
 	}
 	var err error

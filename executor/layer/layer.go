@@ -9,6 +9,9 @@
 // In a tar stream the same facts use the OCI/Docker spelling: an empty
 // regular file .wh.NAME for a whiteout and DIR/.wh..wh..opq for an opaque
 // directory. WriteTar converts overlay format to tar, Unpack converts back.
+//
+// In a user namespace (a rootless build) overlay keeps opaque directories
+// in user.overlay.opaque instead, and both directions use that.
 package layer
 
 import (
@@ -27,6 +30,10 @@ const (
 	OpaqueMarker = WhiteoutPrefix + WhiteoutPrefix + ".opq"
 	// OpaqueXattr is set to "y" on an opaque directory in overlay format.
 	OpaqueXattr = "trusted.overlay.opaque"
+	// UserOpaqueXattr replaces OpaqueXattr when kiln runs in a user
+	// namespace (a rootless build): overlay is mounted with userxattr
+	// there, as trusted.* xattrs need real root.
+	UserOpaqueXattr = "user.overlay.opaque"
 
 	paxXattr = "SCHILY.xattr."
 )

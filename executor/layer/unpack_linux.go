@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/kiln-build/kiln/internal/userns"
 )
 
 // Unpack reads an uncompressed layer tar from r and applies it to dir in
@@ -189,7 +191,7 @@ func (u *unpacker) entry(ctx context.Context, hdr *tar.Header, tr io.Reader) err
 		// resolve has checked (or created) the directory: it is the
 		// marker's parent.
 		dirFull := filepath.Join(u.root, parent)
-		if err := unix.Lsetxattr(dirFull, OpaqueXattr, []byte("y"), 0); err != nil {
+		if err := unix.Lsetxattr(dirFull, opaqueXattr(), []byte("y"), 0); err != nil {
 			return fmt.Errorf("marking %s opaque: %w", dirFull, err)
 		}
 		return nil
@@ -233,6 +235,16 @@ func (u *unpacker) entry(ctx context.Context, hdr *tar.Header, tr io.Reader) err
 		case tar.TypeBlock:
 			typ = unix.S_IFBLK
 		}
+		if typ != unix.S_IFIFO && userns.Running() {
+			// A user namespace may not create device nodes. As
+			// containers/storage does, a rootless store goes without the
+			// ones a base image carries (/dev of a sandbox is its own
+			// anyway); the image keeps them, from the base's blob.
+			if err := u.remove(rel, full); err != nil {
+				return err
+			}
+			return nil
+		}
 		dev := int(unix.Mkdev(uint32(hdr.Devmajor), uint32(hdr.Devminor)))
 		if err := u.create(rel, full, func() error { return unix.Mknod(full, typ|0o600, dev) }); err != nil {
 			return fmt.Errorf("creating device %s: %w", full, &os.PathError{Op: "mknod", Path: full, Err: err})
@@ -244,6 +256,10 @@ func (u *unpacker) entry(ctx context.Context, hdr *tar.Header, tr io.Reader) err
 	// chown first: it clears setuid/setgid and file capabilities, so the
 	// mode and the xattrs must come after it.
 	if err := os.Lchown(full, hdr.Uid, hdr.Gid); err != nil {
+		if errors.Is(err, unix.EINVAL) && userns.Running() {
+			// The ID has no mapping in kiln's user namespace.
+			return fmt.Errorf("setting owner of %s to %d:%d: %w (a rootless build maps only as many IDs as the user's ranges in /etc/subuid and /etc/subgid hold)", full, hdr.Uid, hdr.Gid, err)
+		}
 		return fmt.Errorf("setting owner of %s: %w", full, err)
 	}
 	if !isLink {
@@ -407,4 +423,14 @@ func setTimes(full string, atime, mtime time.Time) error {
 		return fmt.Errorf("setting times of %s: %w", full, &os.PathError{Op: "utimensat", Path: full, Err: err})
 	}
 	return nil
+}
+
+// opaqueXattr is the xattr that marks an opaque directory for the
+// overlay mounts of this process: user.overlay.opaque in a user
+// namespace, where overlay is mounted with userxattr.
+func opaqueXattr() string {
+	if userns.Running() {
+		return UserOpaqueXattr
+	}
+	return OpaqueXattr
 }

@@ -258,7 +258,7 @@ func (t *tarWriter) xattrs(full string, hdr *tar.Header) (opaque bool, err error
 	}
 	for _, name := range names {
 		switch name {
-		case OpaqueXattr:
+		case opaqueXattr():
 			v, err := getXattr(full, name)
 			if err != nil {
 				return false, err
