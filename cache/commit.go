@@ -1,9 +1,6 @@
 package cache
 
 import (
-	"runtime"
-	"time"
-
 	"bufio"
 	"context"
 	"crypto/sha256"
@@ -11,15 +8,17 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/klauspost/pgzip"
 	"hash"
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"syscall"
+	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/klauspost/pgzip"
 
 	"github.com/kiln-build/kiln/executor/layer"
 )

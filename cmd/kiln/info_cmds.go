@@ -19,6 +19,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/kiln-build/kiln/cache"
+	"github.com/kiln-build/kiln/internal/userns"
 	"github.com/kiln-build/kiln/progress"
 	"github.com/kiln-build/kiln/registry"
 )
@@ -149,7 +150,8 @@ func noArgs(cmd *cobra.Command, args []string) error {
 // the point is to explain why a build fails on this host.
 type hostInfo struct {
 	Kernel            string   `json:"kernel,omitempty"`
-	Root              bool     `json:"root"` // kiln needs root for namespaces and overlay mounts
+	Root              bool     `json:"root"`     // kiln needs root for namespaces and overlay mounts
+	Rootless          bool     `json:"rootless"` // root only of a user namespace: the user's subuid range
 	Overlayfs         bool     `json:"overlayfs"`
 	Cgroup            string   `json:"cgroup"` // v2, v1, hybrid (v1 with a v2 hierarchy) or none
 	CgroupControllers []string `json:"cgroupControllers,omitempty"`
@@ -169,6 +171,7 @@ func detectHost(fsys fs.FS) hostInfo {
 	var h hostInfo
 	h.Kernel = readLine(fsys, "proc/sys/kernel/osrelease")
 	h.Root = os.Geteuid() == 0
+	h.Rootless = userns.Running()
 	if data, err := fs.ReadFile(fsys, "proc/filesystems"); err == nil {
 		for _, l := range strings.Split(string(data), "\n") {
 			if f := strings.Fields(l); len(f) > 0 && f[len(f)-1] == "overlay" {
@@ -257,7 +260,7 @@ func (h hostInfo) rows() [][2]string {
 	}
 	return [][2]string{
 		{"Kernel", kernel},
-		{"Running as root", yes(h.Root, "no: RUN steps need root (namespaces, overlay mounts)")},
+		{"Running as root", rootLine(h)},
 		{"Overlayfs", yes(h.Overlayfs, "no: load it with modprobe overlay")},
 		{"Cgroups", cg},
 		{"User namespaces", userns},
@@ -484,4 +487,14 @@ func newCompletionCmd() *cobra.Command {
 			}
 		},
 	}
+}
+
+func rootLine(h hostInfo) string {
+	switch {
+	case h.Rootless:
+		return "rootless: root of a user namespace mapped to the user's subuid/subgid ranges"
+	case h.Root:
+		return "yes"
+	}
+	return "no: builds re-run kiln in a user namespace (rootless)"
 }
