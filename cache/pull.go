@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
@@ -30,6 +31,11 @@ func (s *Store) PullLayer(ctx context.Context, l v1.Layer) (LayerInfo, error) {
 		return LayerInfo{}, fmt.Errorf("reading layer diffID: %w", err)
 	}
 	if info, ok, err := s.LayerByDiffID(diffID); err != nil || ok {
+		if ok {
+			// prune tells used from unused layers by this time
+			now := time.Now()
+			_ = os.Chtimes(s.layerDir(diffID), now, now)
+		}
 		return info, err
 	}
 	unlock, err := s.pulls.lock(ctx, diffID.Hex)

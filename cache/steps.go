@@ -16,10 +16,18 @@ import (
 //	ROOT/steps/<key>.json
 type StepRecord struct {
 	// Empty: the step changed no file, so it has no layer.
-	Empty  bool    `json:"empty,omitempty"`
-	DiffID v1.Hash `json:"diffID,omitempty"`
+	Empty  bool
+	DiffID v1.Hash
 	// Created is when the step first ran: a cached rebuild reuses it, so
 	// an unchanged build gives the very same image.
+	Created time.Time
+}
+
+// stepFile is a StepRecord on disk; the diffID is a plain string because
+// v1.Hash cannot encode its zero value (an empty step's).
+type stepFile struct {
+	Empty   bool      `json:"empty,omitempty"`
+	DiffID  string    `json:"diffID,omitempty"`
 	Created time.Time `json:"created,omitempty"`
 }
 
@@ -43,9 +51,16 @@ func (s *Store) Step(key string) (StepRecord, bool, error) {
 	if err != nil {
 		return rec, false, fmt.Errorf("looking up step %s: %w", key, err)
 	}
-	if err := json.Unmarshal(data, &rec); err != nil {
+	var sf stepFile
+	if err := json.Unmarshal(data, &sf); err != nil {
 		// a record that does not decode is treated as absent and replaced
 		return rec, false, nil
+	}
+	rec = StepRecord{Empty: sf.Empty, Created: sf.Created}
+	if !rec.Empty {
+		if rec.DiffID, err = v1.NewHash(sf.DiffID); err != nil {
+			return rec, false, nil
+		}
 	}
 	if !rec.Empty {
 		if _, ok, err := s.LayerByDiffID(rec.DiffID); err != nil || !ok {
@@ -62,7 +77,11 @@ func (s *Store) PutStep(key string, rec StepRecord) error {
 	if !validKey(key) {
 		return fmt.Errorf("recording step: malformed key %q", key)
 	}
-	data, err := json.Marshal(rec)
+	sf := stepFile{Empty: rec.Empty, Created: rec.Created}
+	if !rec.Empty {
+		sf.DiffID = rec.DiffID.String()
+	}
+	data, err := json.Marshal(sf)
 	if err != nil {
 		return fmt.Errorf("recording step %s: %w", key, err)
 	}

@@ -29,6 +29,8 @@ COPY src/ /src/
 RUN echo one > /one
 ENV E=1
 RUN echo two > /two
+RUN true
+WORKDIR /tmp
 FROM {{BASE}} AS final
 COPY --from=0 /src /copied
 RUN echo three > /three
