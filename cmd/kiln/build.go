@@ -212,11 +212,17 @@ func runBuild(cmd *cobra.Command, root, contextDir string, f buildFlags) error {
 			return err
 		}
 		step := printer.Step(fmt.Sprintf("exporting to %s %s", out.Type, out.Dest))
+		memo := exportMemo(store.Root, img, out, f.tags)
+		if memo.upToDate() {
+			step.Cached()
+			continue
+		}
 		if err := export.Write(ctx, progress.WatchImage(step, img), out, f.tags); err != nil {
 			err = fmt.Errorf("exporting %s to %s: %w", out.Type, out.Dest, err)
 			step.Fail(err)
 			return err
 		}
+		memo.record()
 		step.Done()
 	}
 	img, err := image.New(store, res.RawConfig, res.Layers, true)

@@ -342,3 +342,43 @@ func TestCompressionOutputs(t *testing.T) {
 		}
 	}
 }
+
+// An archive output that already holds the image is not written again;
+// one that was touched since is.
+func TestUnchangedOutputNotRewritten(t *testing.T) {
+	needRoot(t)
+	reg := registryWithBases(t)
+	dir, root := t.TempDir(), t.TempDir()
+	writeFile(t, filepath.Join(dir, "Dockerfile"), "FROM "+reg+"/library/busybox:latest\nRUN echo hi > /hi\n")
+	out := filepath.Join(t.TempDir(), "img.tar")
+	build := func() string {
+		log, code := kiln(t, "build", "--root", root, "--progress=plain", "-o", "type=oci,dest="+out, dir)
+		if code != 0 {
+			t.Fatalf("exit %d\n%s", code, log)
+		}
+		return log
+	}
+	exported := regexp.MustCompile(`(?m)^#(\d+) exporting to oci`)
+	cachedExport := func(log string) bool {
+		m := exported.FindStringSubmatch(log)
+		return m != nil && strings.Contains(log, "#"+m[1]+" CACHED")
+	}
+	if log := build(); cachedExport(log) {
+		t.Fatalf("first export was cached:\n%s", log)
+	}
+	before, err := os.Stat(out)
+	must(t, err)
+	if log := build(); !cachedExport(log) {
+		t.Errorf("unchanged export was written again:\n%s", log)
+	}
+	after, err := os.Stat(out)
+	must(t, err)
+	if !after.ModTime().Equal(before.ModTime()) {
+		t.Error("the archive was rewritten")
+	}
+	future := time.Now().Add(time.Minute)
+	must(t, os.Chtimes(out, future, future))
+	if log := build(); cachedExport(log) {
+		t.Errorf("a touched archive was not written again:\n%s", log)
+	}
+}
