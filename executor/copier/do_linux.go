@@ -226,15 +226,10 @@ func (c *copier) expand(src string) ([]string, error) {
 	}
 	var walk func(dir string, pattern []string) error
 	walk = func(dir string, pattern []string) error {
-		entries, err := os.ReadDir(c.src.host(dir))
+		names, err := sortedNames(c.src.host(dir))
 		if err != nil {
 			return err
 		}
-		names := make([]string, 0, len(entries))
-		for _, e := range entries {
-			names = append(names, e.Name())
-		}
-		sort.Strings(names)
 		for _, name := range names {
 			if ok, _ := path.Match(pattern[0], name); !ok {
 				continue

@@ -52,15 +52,10 @@ func Select(srcRoot string, sources, excludes []string, fn func(source, rel stri
 }
 
 func (c *copier) selectDir(source, rel string, st matchState, fn func(source, rel string, fi fs.FileInfo) error) error {
-	entries, err := os.ReadDir(c.src.host(rel))
+	names, err := sortedNames(c.src.host(rel))
 	if err != nil {
 		return err
 	}
-	names := make([]string, 0, len(entries))
-	for _, e := range entries {
-		names = append(names, e.Name())
-	}
-	sort.Strings(names)
 	for _, name := range names {
 		if isWhiteoutName(name) {
 			continue
@@ -95,4 +90,20 @@ func (c *copier) selectDir(source, rel string, st matchState, fn func(source, re
 		}
 	}
 	return nil
+}
+
+// sortedNames lists a directory's entries in byte order, the order BuildKit
+// walks them in.
+func sortedNames(dir string) ([]string, error) {
+	f, err := os.Open(dir)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	names, err := f.Readdirnames(-1)
+	if err != nil {
+		return nil, err
+	}
+	sort.Strings(names)
+	return names, nil
 }
