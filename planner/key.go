@@ -16,7 +16,7 @@ import (
 
 // keyVersion changes whenever the encoding of keys, or what a step
 // produces for the same inputs, changes: old records then simply miss.
-const keyVersion = "kiln-step-v1"
+const keyVersion = "kiln-step-v2"
 
 // stepKey builds a step's cache key: a hash over its parent's key and its
 // inputs, each framed with its length so that no two different input

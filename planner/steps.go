@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/moby/buildkit/frontend/dockerfile/instructions"
@@ -300,6 +301,9 @@ func (b *build) dispatchRun(ctx context.Context, s *stage, c *instructions.RunCo
 			Stdout:   log,
 			Stderr:   log,
 		})
+		if err == nil {
+			err = addMountPointDirs(rf)
+		}
 		var ee *executor.ExitError
 		if errors.As(err, &ee) {
 			re := &RunError{Command: strings.Join(args, " "), Code: ee.Code, Signal: ee.Signal, Reason: ee.Reason, Tail: log.Tail(),
@@ -633,4 +637,43 @@ func firstLine(loc []bkparser.Range) int {
 		return 0
 	}
 	return loc[0].Start.Line
+}
+
+// addMountPointDirs leaves /dev, /proc and /sys in a RUN's layer when the
+// image had none of them: BuildKit's runtime creates them as mount points
+// on the image and they stay in its layer, so an image built on a bare
+// rootfs has them there too.
+func addMountPointDirs(rf executor.Rootfs) error {
+	for _, name := range []string{"dev", "proc", "sys"} {
+		if _, err := os.Lstat(filepath.Join(rf.Upper, name)); err == nil {
+			continue
+		}
+		if inLowers(rf.Lowers, name) {
+			continue
+		}
+		if err := os.Mkdir(filepath.Join(rf.Upper, name), 0o755); err != nil {
+			return fmt.Errorf("adding /%s to the layer: %w", name, err)
+		}
+		if err := os.Chmod(filepath.Join(rf.Upper, name), 0o755); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// inLowers reports whether a top-level name exists in the merged view of
+// overlay-format lowers (top-most first): the first lower that has it
+// decides, and a whiteout (char device 0:0) there means it was deleted.
+func inLowers(lowers []string, name string) bool {
+	for _, l := range lowers {
+		fi, err := os.Lstat(filepath.Join(l, name))
+		if err != nil {
+			continue
+		}
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok && fi.Mode()&os.ModeCharDevice != 0 && st.Rdev == 0 {
+			return false
+		}
+		return true
+	}
+	return false
 }
