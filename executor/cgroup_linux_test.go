@@ -255,29 +255,7 @@ func TestRunCgroup(t *testing.T) {
 // hosts both have; the v2 controllers are not needed for that.
 func TestRunBornInCgroup(t *testing.T) {
 	needRoot(t)
-	mounts, err := cgroupMounts()
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, ok := mounts[""]
-	if !ok {
-		t.Skip("no cgroup v2 hierarchy mounted")
-	}
-	own, err := os.ReadFile("/proc/self/cgroup")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var path string
-	for _, l := range strings.Split(string(own), "\n") {
-		if p, ok := strings.CutPrefix(l, "0::"); ok {
-			path = p
-		}
-	}
-	dir := filepath.Join(m.join(path), fmt.Sprintf("kiln-step-%d-borntest", os.Getpid()))
-	if err := os.Mkdir(dir, 0o755); err != nil {
-		t.Skipf("cannot create a cgroup v2: %v", err)
-	}
-	defer os.Remove(dir)
+	dir := testV2Cgroup(t, "borntest")
 	cg := &stepCgroup{v2: true, dirs: map[string]string{"": dir}}
 	base := busyboxRootfs(t)
 	rootfs := newRootfs(t, base)
@@ -300,4 +278,34 @@ func TestRunBornInCgroup(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
+}
+
+// testV2Cgroup makes a cgroup v2 below kiln's own for a test, removed at
+// its end; it skips the test where there is no usable v2 hierarchy.
+func testV2Cgroup(t *testing.T, name string) string {
+	t.Helper()
+	mounts, err := cgroupMounts()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, ok := mounts[""]
+	if !ok {
+		t.Skip("no cgroup v2 hierarchy mounted")
+	}
+	own, err := os.ReadFile("/proc/self/cgroup")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var path string
+	for _, l := range strings.Split(string(own), "\n") {
+		if p, ok := strings.CutPrefix(l, "0::"); ok {
+			path = p
+		}
+	}
+	dir := filepath.Join(m.join(path), fmt.Sprintf("kiln-step-%d-%s", os.Getpid(), name))
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Skipf("cannot create a cgroup v2: %v", err)
+	}
+	t.Cleanup(func() { os.Remove(dir) })
+	return dir
 }

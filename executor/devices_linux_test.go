@@ -35,29 +35,7 @@ func TestDeviceFilter(t *testing.T) {
 	if err != nil {
 		t.Skip("needs busybox")
 	}
-	mounts, err := cgroupMounts()
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, ok := mounts[""]
-	if !ok {
-		t.Skip("no cgroup v2 hierarchy mounted")
-	}
-	own, err := os.ReadFile("/proc/self/cgroup")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var path string
-	for _, l := range strings.Split(string(own), "\n") {
-		if p, ok := strings.CutPrefix(l, "0::"); ok {
-			path = p
-		}
-	}
-	dir := filepath.Join(m.join(path), fmt.Sprintf("kiln-step-%d-devtest", os.Getpid()))
-	if err := os.Mkdir(dir, 0o755); err != nil {
-		t.Skipf("cannot create a cgroup v2: %v", err)
-	}
-	defer os.Remove(dir)
+	dir := testV2Cgroup(t, "devtest")
 	if err := attachDeviceFilter(dir, allowedDevices); err != nil {
 		t.Fatal(err)
 	}
