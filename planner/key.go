@@ -131,10 +131,14 @@ func (b *build) explain(identity string, k *stepKey) string {
 		msg = "cache miss: no earlier build of this step"
 	}
 	if data, err := json.Marshal(k.inputs); err == nil {
+		// a unique temp file: concurrent builds may explain the same step
 		_ = os.MkdirAll(b.opt.ExplainDir, 0o755)
-		tmp := p + ".tmp"
-		if os.WriteFile(tmp, data, 0o644) == nil {
-			_ = os.Rename(tmp, p)
+		if tmp, err := os.CreateTemp(b.opt.ExplainDir, ".inputs-"); err == nil {
+			_, werr := tmp.Write(data)
+			if cerr := tmp.Close(); werr == nil && cerr == nil && os.Rename(tmp.Name(), p) == nil {
+				return msg
+			}
+			os.Remove(tmp.Name())
 		}
 	}
 	return msg
