@@ -8,7 +8,7 @@
 
 GO       ?= go
 BIN      := bin
-PACKAGES := busybox-static debootstrap ca-certificates docker-registry uidmap
+PACKAGES := busybox-static debootstrap ca-certificates docker-registry uidmap passt
 DEMO_OUT ?= /tmp/kiln-demo.tar
 
 # One shell per recipe, stopping at the first failing command: the demo
