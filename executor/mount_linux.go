@@ -59,11 +59,25 @@ type overlay struct {
 // lowerdirs lists every lowerdir, top-most first, and which of them are
 // the caller's layers (and so may be made relative to their common
 // directory).
+//
+// A chain can hold the same layer twice (repeated empty layers in
+// published images, two steps making the same change), and overlayfs
+// refuses one directory at two positions (ELOOP). Only the top-most
+// occurrence is kept, which gives the same view: every path the layer
+// holds — whiteouts and opaque directories included — is answered by
+// that occurrence before lookup can reach a lower copy, and a path the
+// layer lacks gets nothing from the copy either.
 func (o overlay) lowerdirs() (dirs []string, callers []bool) {
 	if o.stubs != "" {
 		dirs, callers = append(dirs, o.stubs), append(callers, false)
 	}
+	seen := make(map[string]bool, len(o.lowers))
 	for _, l := range o.lowers {
+		key := filepath.Clean(l)
+		if seen[key] {
+			continue
+		}
+		seen[key] = true
 		dirs, callers = append(dirs, l), append(callers, true)
 	}
 	if len(dirs) == 0 || (o.upper == "" && len(dirs) == 1) {
