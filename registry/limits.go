@@ -177,4 +177,3 @@ func (b *limitedBody) Read(p []byte) (int, error) {
 	b.left -= int64(n)
 	return n, err
 }
-
