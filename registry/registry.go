@@ -270,7 +270,10 @@ func (r *Resolver) boundedImage(ctx context.Context, ref name.Reference) (v1.Ima
 	}
 	// A negative size means "unknown" to go-containerregistry, which then
 	// reads a blob to its end, however far that is.
-	if m.Config.Size < 0 || m.Config.Size > int64(lim.ConfigSize) {
+	if m.Config.Size < 0 {
+		return nil, fmt.Errorf("image %s: its manifest declares a negative config size (%d): the manifest is invalid", ref, m.Config.Size)
+	}
+	if m.Config.Size > int64(lim.ConfigSize) {
 		return nil, &TooLargeError{What: "config", Where: ref.String(), Size: m.Config.Size, Limit: int64(lim.ConfigSize),
 			Setting: "config-size under [limits] in " + ConfigPath()}
 	}
