@@ -3,6 +3,11 @@
 // configured mirrors before the origin, pushes with retries, and applies
 // per-registry TLS settings (Docker's certs.d, kiln.toml in buildkitd.toml's
 // shape, --insecure-registry) and the credentials of the Docker config.
+//
+// Registry answers are untrusted. Every request passes one guard (guard.go)
+// that refuses plain HTTP except to loopback and to hosts the user allowed,
+// and bounds manifest sizes; Resolve bounds index nesting and checks the
+// config's declared size before fetching it (limits.go).
 package registry
 
 import (
