@@ -39,6 +39,9 @@ import (
 type Store struct {
 	// Root is the absolute path of the store.
 	Root string
+	// MaxLayerSize bounds the unpacked size of one pulled or loaded
+	// layer; zero means DefaultMaxLayerSize.
+	MaxLayerSize int64
 
 	pulls keyedLock // one download per layer within this process
 	lock  io.Closer // shared lock on ROOT/lock: this process uses ROOT/tmp

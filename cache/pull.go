@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"os"
 	"path/filepath"
@@ -109,9 +110,134 @@ func (s *Store) pull(ctx context.Context, l v1.Layer, diffID v1.Hash) (LayerInfo
 	return info, nil
 }
 
-// download reads l's compressed stream once: into a temp blob and its
-// digest, and through the decompressor into the diffID hash and Unpack.
+// DefaultMaxLayerSize bounds the unpacked size of one pulled layer when
+// Store.MaxLayerSize is unset. It is above the largest layers published
+// (a few GiB to ~20 GiB for CUDA and ML frameworks) and stops a
+// decompression bomb long before it can fill a typical disk.
+const DefaultMaxLayerSize = 64 << 30
+
+func (s *Store) maxLayerSize() int64 {
+	if s.MaxLayerSize > 0 {
+		return s.MaxLayerSize
+	}
+	return DefaultMaxLayerSize
+}
+
+// LayerTooLargeError is a layer that unpacks to more than the store's
+// limit: a decompression bomb, or a genuinely huge layer.
+type LayerTooLargeError struct {
+	Digest v1.Hash
+	Limit  int64
+}
+
+func (e *LayerTooLargeError) Error() string {
+	return fmt.Sprintf("layer %s unpacks to more than %s, kiln's limit for one layer: unpacking stopped and nothing was stored (if the image is genuine, raise the limit with --max-layer-size or layer-size under [limits] in kiln.toml)",
+		e.Digest, humanSize(e.Limit))
+}
+
+// LayerDigestError is a layer whose bytes are not those its digest (or
+// declared size) names: corrupt or tampered with in transit or at the
+// source. Nothing of it is stored.
+type LayerDigestError struct {
+	Want v1.Hash
+	// Got is the digest of what arrived (zero when the size alone ruled).
+	Got v1.Hash
+	// Size is the size the manifest declares, N the bytes that came.
+	Size, N int64
+}
+
+func (e *LayerDigestError) Error() string {
+	switch {
+	case e.Size >= 0 && e.N > e.Size:
+		return fmt.Sprintf("verifying size of layer %s: more than the %d bytes the manifest declares came: the layer is refused and nothing was stored", e.Want, e.Size)
+	case e.Size >= 0 && e.N != e.Size:
+		return fmt.Sprintf("verifying size of layer %s: %d bytes came, the manifest declares %d: the layer is refused and nothing was stored", e.Want, e.N, e.Size)
+	}
+	return fmt.Sprintf("verifying digest of layer %s: the bytes that came have digest %s: the layer is corrupt or was tampered with, and nothing was stored", e.Want, e.Got)
+}
+
+// verifyingReader hashes a compressed layer as it streams and fails the
+// stream itself, rather than ending it, when the bytes go past the
+// declared size or end with the wrong digest: whatever reads the layer
+// never sees a clean end of bytes that are not the layer.
+type verifyingReader struct {
+	r    io.Reader
+	h    hash.Hash
+	want v1.Hash
+	size int64 // declared; -1 when unknown
+	n    int64
+}
+
+func (v *verifyingReader) Read(p []byte) (int, error) {
+	n, err := v.r.Read(p)
+	v.h.Write(p[:n])
+	v.n += int64(n)
+	if v.size >= 0 && v.n > v.size {
+		return 0, &LayerDigestError{Want: v.want, Size: v.size, N: v.n}
+	}
+	if err == io.EOF {
+		if v.size >= 0 && v.n != v.size {
+			return n, &LayerDigestError{Want: v.want, Size: v.size, N: v.n}
+		}
+		if got := sum(v.h); got != v.want {
+			return n, &LayerDigestError{Want: v.want, Got: got, Size: -1}
+		}
+	}
+	return n, err
+}
+
+// boundedReader fails with a LayerTooLargeError once more than limit bytes
+// have come out of a decompressor.
+type boundedReader struct {
+	r      io.Reader
+	left   int64
+	digest v1.Hash
+	limit  int64
+}
+
+func (b *boundedReader) Read(p []byte) (int, error) {
+	if b.left < 0 {
+		return 0, &LayerTooLargeError{Digest: b.digest, Limit: b.limit}
+	}
+	// One byte past the limit tells a layer of exactly the limit from a
+	// larger one.
+	if b.left < int64(len(p)) {
+		p = p[:b.left+1]
+	}
+	n, err := b.r.Read(p)
+	b.left -= int64(n)
+	if b.left < 0 {
+		return 0, &LayerTooLargeError{Digest: b.digest, Limit: b.limit}
+	}
+	return n, err
+}
+
+func humanSize(n int64) string {
+	for _, u := range []struct {
+		unit  string
+		shift uint
+	}{{"GiB", 30}, {"MiB", 20}, {"KiB", 10}} {
+		if n >= 1<<u.shift && n%(1<<u.shift) == 0 {
+			return fmt.Sprintf("%d %s", n>>u.shift, u.unit)
+		}
+	}
+	return fmt.Sprintf("%d bytes", n)
+}
+
+// download reads l's compressed stream once: verified against its digest
+// and declared size as it streams, into a temp blob, and through the
+// decompressor (its output bounded by the store's layer size limit) into
+// the diffID hash and Unpack. The bounds sit in this reader chain, not in
+// the unpacker, so that they hold whatever unpacks.
 func (s *Store) download(ctx context.Context, l v1.Layer, fsDir string) (*tempBlob, error) {
+	want, err := l.Digest()
+	if err != nil {
+		return nil, fmt.Errorf("reading layer digest: %w", err)
+	}
+	size, err := l.Size()
+	if err != nil {
+		size = -1 // unknown: the digest still rules
+	}
 	f, err := os.CreateTemp(s.tmp(), "blob-")
 	if err != nil {
 		return nil, fmt.Errorf("creating blob: %w", err)
@@ -125,21 +251,26 @@ func (s *Store) download(ctx context.Context, l v1.Layer, fsDir string) (*tempBl
 	}
 	defer rc.Close()
 
-	digestHash, diffHash := sha256.New(), sha256.New()
+	diffHash := sha256.New()
+	verified := &verifyingReader{r: rc, h: sha256.New(), want: want, size: size}
 	bw := bufio.NewWriterSize(f, 1<<20)
-	counted := &countingWriter{w: io.MultiWriter(bw, digestHash)}
-	compressed := bufio.NewReaderSize(io.TeeReader(rc, counted), 1<<20)
-	r, closeDec, err := decompress(compressed)
+	compressed := bufio.NewReaderSize(io.TeeReader(verified, bw), 1<<20)
+	dec, closeDec, err := decompress(compressed)
 	if err != nil {
 		return blob, err
 	}
 	defer closeDec()
+	limit := s.maxLayerSize()
+	r := &boundedReader{r: dec, left: limit, digest: want, limit: limit}
 
 	// Decompression (with the blob write and digest) runs in its own
 	// goroutine, Unpack (with the diffID) in this one: on two cores that
-	// overlaps the slow half with the file writes.
+	// overlaps the slow half with the file writes. The pipe is closed only
+	// once the compressed stream has been read to its verified end, so
+	// Unpack never sees the end of a layer that fails its digest.
 	pr, pw := io.Pipe()
 	done := make(chan struct{})
+	var streamErr error
 	go func() {
 		defer close(done)
 		_, err := io.Copy(pw, r)
@@ -148,11 +279,18 @@ func (s *Store) download(ctx context.Context, l v1.Layer, fsDir string) (*tempBl
 			// the blob too.
 			_, err = io.Copy(io.Discard, compressed)
 		}
+		streamErr = err
 		pw.CloseWithError(err)
 	}()
 	err = layer.Unpack(ctx, io.TeeReader(pr, diffHash), fsDir)
 	pr.CloseWithError(errors.New("unpacking stopped")) // unblocks the decompressor on error
 	<-done
+	// A refused stream is the cause, whatever the unpacker made of it.
+	var tooLarge *LayerTooLargeError
+	var bad *LayerDigestError
+	if errors.As(streamErr, &tooLarge) || errors.As(streamErr, &bad) {
+		return blob, streamErr
+	}
 	if err != nil {
 		return blob, err
 	}
@@ -163,7 +301,7 @@ func (s *Store) download(ctx context.Context, l v1.Layer, fsDir string) (*tempBl
 		return blob, fmt.Errorf("syncing blob: %w", err)
 	}
 	blob.diffID = sum(diffHash)
-	blob.digest = sum(digestHash)
-	blob.size = counted.n
+	blob.digest = sum(verified.h)
+	blob.size = verified.n
 	return blob, nil
 }

@@ -21,6 +21,8 @@ type Config struct {
 	// Registry maps a registry host (HOST or HOST:PORT; "docker.io" for
 	// Docker Hub) to its settings.
 	Registry map[string]HostConfig `toml:"registry"`
+	// Limits bound the size of what registries send ([limits]).
+	Limits Limits `toml:"limits"`
 }
 
 // HostConfig configures one registry host, as in buildkitd.toml.
@@ -56,8 +58,8 @@ func ConfigPath() string {
 
 // LoadConfig reads the registry settings of the kiln config file at path.
 // A missing file is an error only when it was asked for explicitly, that is
-// when path is not DefaultConfigPath. Tables other than [registry] belong
-// to other parts of kiln and are ignored here.
+// when path is not DefaultConfigPath. Tables other than [registry] and
+// [limits] belong to other parts of kiln and are ignored here.
 func LoadConfig(path string) (Config, error) {
 	var c Config
 	b, err := os.ReadFile(path)
@@ -69,6 +71,9 @@ func LoadConfig(path string) (Config, error) {
 	}
 	if err := toml.Unmarshal(b, &c); err != nil {
 		return c, fmt.Errorf("parsing kiln config %s: %w", path, err)
+	}
+	if err := c.Limits.check(); err != nil {
+		return c, fmt.Errorf("parsing kiln config %s: [limits] %w", path, err)
 	}
 	hosts := make(map[string]HostConfig, len(c.Registry))
 	for h, hc := range c.Registry {

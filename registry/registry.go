@@ -3,6 +3,11 @@
 // configured mirrors before the origin, pushes with retries, and applies
 // per-registry TLS settings (Docker's certs.d, kiln.toml in buildkitd.toml's
 // shape, --insecure-registry) and the credentials of the Docker config.
+//
+// Registry answers are untrusted. Every request passes one guard (guard.go)
+// that refuses plain HTTP except to loopback and to hosts the user allowed,
+// and bounds manifest sizes; Resolve bounds index nesting and checks the
+// config's declared size before fetching it (limits.go).
 package registry
 
 import (
@@ -81,6 +86,17 @@ func (r *Resolver) insecure(host string) bool {
 	return r.settings(host).Insecure
 }
 
+// allowHTTP reports whether plain HTTP may be used to reach host: a
+// loopback registry, or one the user marked http or insecure.
+func (r *Resolver) allowHTTP(host string) bool {
+	return isLoopback(host) || r.insecure(host) || r.settings(host).HTTP
+}
+
+// limits are r's limits with defaults for what is unset.
+func (r *Resolver) limits() Limits {
+	return r.Config.Limits.WithDefaults()
+}
+
 // nameOptions are the options for parsing a reference to host: plain HTTP
 // is allowed for insecure and http = true hosts (go-containerregistry then
 // tries HTTPS first and falls back).
@@ -115,7 +131,8 @@ func (r *Resolver) transport() http.RoundTripper {
 			}
 			base = newHostTransport(dir, r.settings, r.insecure)
 		}
-		r.rt = &retrying{inner: base, tries: 3, base: r.backoff().Duration / 5, max: time.Minute, now: time.Now}
+		g := &guard{inner: base, allowHTTP: r.allowHTTP, limits: r.limits()}
+		r.rt = &retrying{inner: g, tries: 3, base: r.backoff().Duration / 5, max: time.Minute, now: time.Now}
 	})
 	return r.rt
 }
@@ -141,7 +158,7 @@ func (r *Resolver) Options(ctx context.Context) []remote.Option {
 	return []remote.Option{
 		remote.WithContext(ctx),
 		remote.WithAuthFromKeychain(r.keychain()),
-		remote.WithPlatform(v1.Platform{OS: "linux", Architecture: "amd64"}),
+		remote.WithPlatform(pullPlatform),
 		remote.WithTransport(r.transport()),
 		remote.WithRetryBackoff(b),
 		// Registry operators see who is pulling; go-containerregistry adds
@@ -209,11 +226,87 @@ func (r *Resolver) resolved(n, src name.Reference, img v1.Image) (v1.Image, stri
 // image fetches the manifest of ref, explaining authentication, TLS and
 // schema 1 failures.
 func (r *Resolver) image(ctx context.Context, ref name.Reference) (v1.Image, error) {
-	img, err := remote.Image(ref, r.Options(ctx)...)
+	img, err := r.boundedImage(ctx, ref)
 	if err != nil {
 		return nil, r.explain(ctx, ref.Context().Registry, err)
 	}
 	return img, nil
+}
+
+// boundedImage is remote.Image within r's limits. go-containerregistry
+// follows nested indexes to any depth and reads a config of whatever size
+// the manifest declares, so the walk from index to image is done here, a
+// level at a time, and the image's declared sizes are checked before any
+// of its blobs is fetched.
+func (r *Resolver) boundedImage(ctx context.Context, ref name.Reference) (v1.Image, error) {
+	lim := r.limits()
+	opts := r.Options(ctx)
+	desc, err := remote.Get(ref, opts...)
+	if err != nil {
+		return nil, err
+	}
+	for depth := 1; desc.MediaType.IsIndex(); depth++ {
+		if depth > lim.IndexDepth {
+			return nil, fmt.Errorf("image %s: its image indexes are nested more than %d deep, over kiln's limit (published images use one level; if this image is genuine, raise index-depth under [limits] in %s)", ref, lim.IndexDepth, ConfigPath())
+		}
+		idx, err := desc.ImageIndex()
+		if err != nil {
+			return nil, err
+		}
+		im, err := idx.IndexManifest()
+		if err != nil {
+			return nil, fmt.Errorf("reading image index %s: %w", desc.Digest, err)
+		}
+		child, ok := pickPlatform(im.Manifests, pullPlatform)
+		if !ok {
+			return nil, fmt.Errorf("image index %s has no %s image", ref, pullPlatform)
+		}
+		if desc, err = remote.Get(ref.Context().Digest(child.Digest.String()), opts...); err != nil {
+			return nil, err
+		}
+	}
+	img, err := desc.Image()
+	if err != nil {
+		return nil, err
+	}
+	m, err := img.Manifest()
+	if err != nil {
+		return nil, fmt.Errorf("reading manifest of %s: %w", ref, err)
+	}
+	// A negative size means "unknown" to go-containerregistry, which then
+	// reads a blob to its end, however far that is.
+	if m.Config.Size < 0 {
+		return nil, fmt.Errorf("image %s: its manifest declares a negative config size (%d): the manifest is invalid", ref, m.Config.Size)
+	}
+	if m.Config.Size > int64(lim.ConfigSize) {
+		return nil, &TooLargeError{What: "config", Where: ref.String(), Size: m.Config.Size, Limit: int64(lim.ConfigSize),
+			Setting: "config-size under [limits] in " + ConfigPath()}
+	}
+	for i, l := range m.Layers {
+		if l.Size < 0 {
+			return nil, fmt.Errorf("image %s: layer %d declares a negative size (%d): the manifest is invalid", ref, i+1, l.Size)
+		}
+	}
+	return img, nil
+}
+
+// pullPlatform is the platform kiln builds for.
+var pullPlatform = v1.Platform{OS: "linux", Architecture: "amd64"}
+
+// pickPlatform returns the first entry of an index for platform want; an
+// entry without a platform is taken as linux/amd64, as go-containerregistry
+// and Docker do.
+func pickPlatform(ds []v1.Descriptor, want v1.Platform) (v1.Descriptor, bool) {
+	for _, d := range ds {
+		p := pullPlatform
+		if d.Platform != nil {
+			p = *d.Platform
+		}
+		if p.Satisfies(want) {
+			return d, true
+		}
+	}
+	return v1.Descriptor{}, false
 }
 
 // mirrorRef is ref as served by mirror (HOST[:PORT][/PATH]): the same

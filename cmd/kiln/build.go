@@ -154,6 +154,7 @@ func runBuild(cmd *cobra.Command, root, contextDir string, f buildFlags) error {
 	if err != nil {
 		return fmt.Errorf("opening kiln's store at %s (set --root or KILN_ROOT): %w", root, err)
 	}
+	store.MaxLayerSize = f.registry.layerSizeLimit()
 	explainDir := ""
 	if f.explainCache {
 		explainDir = filepath.Join(store.Root, "explain")

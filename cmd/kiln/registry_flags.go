@@ -25,6 +25,7 @@ type registryOptions struct {
 	mirrors      []string
 	pushFlag     bool
 	metadataFile string
+	maxLayerSize string
 	fs           *pflag.FlagSet
 
 	res *registry.Resolver
@@ -46,6 +47,7 @@ func addRegistryFlags(fs *pflag.FlagSet) *registryOptions {
 	fs.StringArrayVar(&o.insecure, "insecure-registry", nil, "allow plain HTTP or unverified TLS for HOST[:PORT] (repeatable)")
 	fs.StringArrayVar(&o.mirrors, "registry-mirror", nil, "pull REGISTRY's images through MIRROR first: [REGISTRY=]HOST[:PORT][/PATH], REGISTRY defaults to docker.io; replaces kiln.toml's mirrors for REGISTRY (repeatable)")
 	fs.StringVar(&o.metadataFile, "metadata-file", "", "write the image digest, config digest and pushed names as JSON to this file")
+	fs.StringVar(&o.maxLayerSize, "max-layer-size", "", "refuse a base-image layer that unpacks to more than this, e.g. 100g (default 64GiB, or layer-size under [limits] in kiln.toml)")
 	return o
 }
 
@@ -89,6 +91,13 @@ func (o *registryOptions) resolver() (planner.ImageResolver, error) {
 	if err != nil {
 		return nil, err
 	}
+	if o.maxLayerSize != "" {
+		n, err := registry.ParseSize(o.maxLayerSize)
+		if err != nil || n == 0 {
+			return nil, usagef("--max-layer-size %s: want a positive size such as 100g", o.maxLayerSize)
+		}
+		res.Config.Limits.LayerSize = registry.Size(n)
+	}
 	o.res = res
 	if o.pushFlag {
 		names := o.tags()
@@ -102,6 +111,17 @@ func (o *registryOptions) resolver() (planner.ImageResolver, error) {
 		}
 	}
 	return res, nil
+}
+
+// layerSizeLimit is the bound on one pulled layer's unpacked size, from
+// --max-layer-size, else kiln.toml, else the default; the store enforces
+// it. Call it after resolver.
+func (o *registryOptions) layerSizeLimit() int64 {
+	var l registry.Limits
+	if o.res != nil {
+		l = o.res.Config.Limits
+	}
+	return int64(l.WithDefaults().LayerSize)
 }
 
 // tags are the build's -t names, read from the flag set the options were

@@ -25,6 +25,16 @@ type ServerOptions struct {
 	// RedirectBlobs answers blob GETs with a redirect to another server, as
 	// registries backed by object storage do.
 	RedirectBlobs bool
+	// Realm, when set, is the token realm Bearer challenges announce
+	// (default SCHEME://HOST/token, served by the registry itself).
+	Realm string
+	// BlobURL, when set, is where blob GETs are redirected to (a base URL
+	// the path is appended to), instead of the blob server's own URL:
+	// tests use it to name the blob server by another host or scheme.
+	BlobURL string
+	// PlainBlobs serves the blob server over plain HTTP even when the
+	// registry has TLS.
+	PlainBlobs bool
 }
 
 // Request is one request a Server saw.
@@ -68,7 +78,7 @@ func Serve(t testing.TB, o ServerOptions) *Server {
 			inner.ServeHTTP(w, r)
 		}))
 		blobSrv.Config.ErrorLog = quiet
-		if o.TLS != nil {
+		if o.TLS != nil && !o.PlainBlobs {
 			blobSrv.TLS = o.TLS
 			blobSrv.StartTLS()
 		} else {
@@ -103,14 +113,22 @@ func Serve(t testing.TB, o ServerOptions) *Server {
 			if !s.authorized(r, o) {
 				challenge := `Basic realm="kiln-test"`
 				if o.Bearer {
-					challenge = `Bearer realm="` + scheme + `://` + r.Host + `/token",service="kiln-test"`
+					realm := scheme + "://" + r.Host + "/token"
+					if o.Realm != "" {
+						realm = o.Realm
+					}
+					challenge = `Bearer realm="` + realm + `",service="kiln-test"`
 				}
 				unauthorized(w, challenge)
 				return
 			}
 		}
 		if blobSrv != nil && r.Method == http.MethodGet && blobPath.MatchString(r.URL.Path) {
-			http.Redirect(w, r, blobSrv.URL+r.URL.Path, http.StatusTemporaryRedirect)
+			to := blobSrv.URL
+			if o.BlobURL != "" {
+				to = o.BlobURL
+			}
+			http.Redirect(w, r, to+r.URL.Path, http.StatusTemporaryRedirect)
 			return
 		}
 		inner.ServeHTTP(w, r)
