@@ -60,6 +60,9 @@ demo: deps build mkbase
 		-t kiln-demo/hello:latest -o type=oci,dest=$(DEMO_OUT) examples/hello
 	$(BIN)/kiln inspect $(DEMO_OUT)
 	[ -s $(DEMO_OUT) ] || { echo "demo: kiln wrote no $(DEMO_OUT)" >&2; exit 1; }
+	# mkbase exits non-zero when its registry does not stop cleanly.
+	kill $$pid
+	wait $$pid || { echo "demo: mkbase did not stop cleanly" >&2; exit 1; }
 	echo "demo: wrote $(DEMO_OUT)"
 
 # The workloads of issue 3 (10k-file context, 30 RUN steps, a 500 MB layer),
