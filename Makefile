@@ -1,6 +1,8 @@
 # kiln — daemonless Dockerfile builder.
 #   make build   bin/kiln (static, no cgo)
-#   make test    the whole test suite (as CI runs it; installs nothing)
+#   make test    the whole test suite (installs nothing); CI runs it with
+#                KILN_TEST_STRICT=1: a test this machine cannot run (not
+#                root, a package missing) then fails instead of skipping
 #   make deps    the Debian packages the test fixtures need (root; idempotent)
 #   make demo    build examples/hello against a throwaway local registry
 #   make bench   benchmarks (see issue 3)
