@@ -30,12 +30,13 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/kiln-build/kiln/executor/layer"
+	"github.com/kiln-build/kiln/internal/testutil"
 )
 
 func requireRoot(t testing.TB) {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skip("needs root: layers hold whiteout devices, foreign owners and trusted.* xattrs")
+		testutil.SkipHost(t, "needs root: layers hold whiteout devices, foreign owners and trusted.* xattrs")
 	}
 }
 
@@ -292,11 +293,11 @@ func TestCommitDirOtherFilesystem(t *testing.T) {
 	s := openStore(t)
 	other, err := os.MkdirTemp("/dev/shm", "kiln-test-")
 	if err != nil {
-		t.Skipf("no /dev/shm to stand in for another filesystem: %v", err)
+		testutil.SkipHostf(t, "no /dev/shm to stand in for another filesystem: %v", err)
 	}
 	defer os.RemoveAll(other)
 	if same, _ := sameFilesystem(other, s.tmp()); same {
-		t.Skip("/dev/shm is on the store's filesystem here")
+		testutil.SkipHost(t, "/dev/shm is on the store's filesystem here")
 	}
 	if err := os.WriteFile(filepath.Join(other, "f"), []byte("x"), 0o644); err != nil {
 		t.Fatal(err)

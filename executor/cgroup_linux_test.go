@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/kiln-build/kiln/internal/testutil"
 )
 
 // needCgroups skips when this host gives kiln no cgroups.
@@ -18,7 +20,7 @@ func needCgroups(t *testing.T) *hierarchy {
 	needRoot(t)
 	h, err := hostCgroups()
 	if err != nil {
-		t.Skipf("needs cgroups: %v", err)
+		testutil.SkipHostf(t, "needs cgroups: %v", err)
 	}
 	return h
 }
@@ -290,7 +292,7 @@ func testV2Cgroup(t *testing.T, name string) string {
 	}
 	m, ok := mounts[""]
 	if !ok {
-		t.Skip("no cgroup v2 hierarchy mounted")
+		testutil.SkipHost(t, "no cgroup v2 hierarchy mounted")
 	}
 	own, err := os.ReadFile("/proc/self/cgroup")
 	if err != nil {
@@ -304,7 +306,7 @@ func testV2Cgroup(t *testing.T, name string) string {
 	}
 	dir := filepath.Join(m.join(path), fmt.Sprintf("kiln-step-%d-%s", os.Getpid(), name))
 	if err := os.Mkdir(dir, 0o755); err != nil {
-		t.Skipf("cannot create a cgroup v2: %v", err)
+		testutil.SkipHostf(t, "cannot create a cgroup v2: %v", err)
 	}
 	t.Cleanup(func() { os.Remove(dir) })
 	return dir

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/kiln-build/kiln/internal/testutil"
 )
 
 func TestDeviceRuleV1(t *testing.T) {
@@ -33,7 +35,7 @@ func TestDeviceFilter(t *testing.T) {
 	needRoot(t)
 	bb, err := exec.LookPath("busybox")
 	if err != nil {
-		t.Skip("needs busybox")
+		testutil.SkipHost(t, "needs busybox")
 	}
 	dir := testV2Cgroup(t, "devtest")
 	if err := attachDeviceFilter(dir, allowedDevices); err != nil {
@@ -59,7 +61,7 @@ func TestDeviceFilter(t *testing.T) {
 		}
 	}
 	if dev == "" {
-		t.Skip("no device outside the allow-list is readable here to test with")
+		testutil.SkipHost(t, "no device outside the allow-list is readable here to test with")
 	}
 	t.Logf("testing with %s", dev)
 	script := fmt.Sprintf(`echo $$ > %s/cgroup.procs || exit 9

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/kiln-build/kiln/executor/copier"
+	"github.com/kiln-build/kiln/internal/testutil"
 )
 
 func TestMain(m *testing.M) {
@@ -29,7 +30,7 @@ func TestMain(m *testing.M) {
 func needRoot(tb testing.TB) {
 	tb.Helper()
 	if os.Geteuid() != 0 {
-		tb.Skip("needs root: mounts and namespaces")
+		testutil.SkipHost(tb, "needs root: mounts and namespaces")
 	}
 }
 
@@ -43,10 +44,10 @@ func busyboxRootfs(tb testing.TB) string {
 	tb.Helper()
 	bb, err := exec.LookPath("busybox")
 	if err != nil {
-		tb.Skip("needs busybox (apt-get install busybox-static)")
+		testutil.SkipHost(tb, "needs busybox (apt-get install busybox-static)")
 	}
 	if out, err := exec.Command("file", "-L", bb).Output(); err == nil && !bytes.Contains(out, []byte("statically linked")) {
-		tb.Skip("needs a static busybox (apt-get install busybox-static)")
+		testutil.SkipHost(tb, "needs a static busybox (apt-get install busybox-static)")
 	}
 	root := tb.TempDir()
 	files := map[string]string{

@@ -13,6 +13,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/kiln-build/kiln/internal/testutil"
 )
 
 // runBPF interprets the subset of classic BPF that seccompFilter emits.
@@ -55,7 +57,7 @@ func runBPF(t *testing.T, prog []unix.SockFilter, data []byte) uint32 {
 
 func TestSeccompFilter(t *testing.T) {
 	if !seccompSupported {
-		t.Skip("no system call table for this architecture")
+		testutil.SkipHost(t, "no system call table for this architecture")
 	}
 	prog, err := seccompFilter()
 	if err != nil {
@@ -175,14 +177,14 @@ func buildProbe(t *testing.T, dir, goarch string) {
 	cmd.Dir = src
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOARCH="+goarch)
 	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Skipf("cannot build the probe: %v\n%s", err, out)
+		testutil.SkipHostf(t, "cannot build the probe: %v\n%s", err, out)
 	}
 }
 
 func TestRunSeccomp(t *testing.T) {
 	needRoot(t)
 	if !seccompSupported {
-		t.Skip("no system call table for this architecture")
+		testutil.SkipHost(t, "no system call table for this architecture")
 	}
 	base := busyboxRootfs(t)
 	goarchs := []string{runtime.GOARCH}
@@ -195,7 +197,7 @@ func TestRunSeccomp(t *testing.T) {
 			buildProbe(t, bin, goarch)
 			if goarch == "386" {
 				if err := exec.Command(filepath.Join(bin, "probe")).Run(); err != nil {
-					t.Skipf("this kernel runs no i386 binaries: %v", err)
+					testutil.SkipHostf(t, "this kernel runs no i386 binaries: %v", err)
 				}
 			}
 			var out, errOut bytes.Buffer

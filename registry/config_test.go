@@ -6,6 +6,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/kiln-build/kiln/internal/testutil"
 )
 
 func TestLoadConfig(t *testing.T) {
@@ -102,7 +104,7 @@ func TestLoadConfigMissing(t *testing.T) {
 		t.Error("a missing $KILN_CONFIG file was not reported")
 	}
 	if _, err := os.Stat(DefaultConfigPath); err == nil {
-		t.Skipf("%s exists on this machine", DefaultConfigPath)
+		testutil.SkipHostf(t, "%s exists on this machine", DefaultConfigPath)
 	}
 	if _, err := LoadConfig(DefaultConfigPath); err != nil {
 		t.Errorf("a missing default config is an error: %v", err)

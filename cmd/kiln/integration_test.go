@@ -49,7 +49,7 @@ func TestMain(m *testing.M) {
 func needRoot(t *testing.T) {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skip("needs root: builds run RUN steps in namespaces on overlayfs")
+		testutil.SkipHost(t, "needs root: builds run RUN steps in namespaces on overlayfs")
 	}
 }
 

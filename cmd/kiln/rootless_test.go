@@ -17,6 +17,8 @@ import (
 	"testing"
 
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
+
+	"github.com/kiln-build/kiln/internal/testutil"
 )
 
 // rootlessDockerfile exercises what a user namespace changes: chown to
@@ -45,7 +47,7 @@ func TestRootlessBuild(t *testing.T) {
 	needRoot(t)
 	for _, tool := range []string{"newuidmap", "newgidmap"} {
 		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("rootless builds need %s (package uidmap): %v", tool, err)
+			testutil.SkipHostf(t, "rootless builds need %s (package uidmap): %v", tool, err)
 		}
 	}
 	var u syscall.Utsname
@@ -59,10 +61,10 @@ func TestRootlessBuild(t *testing.T) {
 	}
 	var major, minor int
 	if _, err := fmt.Sscanf(string(release), "%d.%d", &major, &minor); err == nil && (major < 5 || major == 5 && minor < 11) {
-		t.Skipf("kernel %s: overlayfs in a user namespace needs Linux 5.11", release)
+		testutil.SkipHostf(t, "kernel %s: overlayfs in a user namespace needs Linux 5.11", release)
 	}
 	if v, err := os.ReadFile("/proc/sys/kernel/unprivileged_userns_clone"); err == nil && strings.TrimSpace(string(v)) == "0" {
-		t.Skip("the kernel allows user namespaces to root only (kernel.unprivileged_userns_clone=0)")
+		testutil.SkipHost(t, "the kernel allows user namespaces to root only (kernel.unprivileged_userns_clone=0)")
 	}
 	name, uid, gid := throwawayUser(t)
 
@@ -160,7 +162,7 @@ func checkRootlessLayers(t *testing.T, archive string) {
 func TestRootlessNoRange(t *testing.T) {
 	needRoot(t)
 	if _, err := exec.LookPath("newuidmap"); err != nil {
-		t.Skipf("rootless builds need newuidmap (package uidmap): %v", err)
+		testutil.SkipHostf(t, "rootless builds need newuidmap (package uidmap): %v", err)
 	}
 	name := fmt.Sprintf("kilnnr%d", os.Getpid())
 	if out, err := exec.Command("useradd", "-M", "-s", "/bin/false", "-K", "SUB_UID_COUNT=0", "-K", "SUB_GID_COUNT=0", name).CombinedOutput(); err != nil {

@@ -63,8 +63,8 @@ func NewBusyboxImage() (v1.Image, error) {
 	return baseImage(l, "sh")
 }
 
-// BusyboxLayer is NewBusyboxLayer for tests; the test is skipped when
-// busybox-static is not installed.
+// BusyboxLayer is NewBusyboxLayer for tests; the test is skipped (SkipHost)
+// when busybox-static is not installed.
 func BusyboxLayer(t testing.TB) v1.Layer {
 	t.Helper()
 	l, err := NewBusyboxLayer()
@@ -72,8 +72,8 @@ func BusyboxLayer(t testing.TB) v1.Layer {
 	return l
 }
 
-// BusyboxImage is NewBusyboxImage for tests; the test is skipped when
-// busybox-static is not installed.
+// BusyboxImage is NewBusyboxImage for tests; the test is skipped (SkipHost)
+// when busybox-static is not installed.
 func BusyboxImage(t testing.TB) v1.Image {
 	t.Helper()
 	img, err := NewBusyboxImage()
@@ -91,7 +91,7 @@ func PushBusybox(t testing.TB, registry string) string {
 func skipOrFail(t testing.TB, err error) {
 	t.Helper()
 	if errors.Is(err, ErrNoBusybox) {
-		t.Skip(err)
+		SkipHost(t, err)
 	}
 	if err != nil {
 		t.Fatal(err)

@@ -91,13 +91,13 @@ func TestBusyboxImage(t *testing.T) {
 func TestBusyboxMatchesPeers(t *testing.T) {
 	want, err := BusyboxRootfs()
 	if errors.Is(err, ErrNoBusybox) {
-		t.Skip(err)
+		SkipHost(t, err)
 	}
 	if err != nil {
 		t.Fatal(err)
 	}
 	if _, err := exec.LookPath("tar"); err != nil {
-		t.Skip("GNU tar not installed")
+		SkipHost(t, "GNU tar not installed")
 	}
 	r := filepath.Join(t.TempDir(), "r")
 	for _, d := range []string{"", "bin", "etc", "tmp", "root", "proc", "sys", "dev"} {

@@ -32,7 +32,7 @@ const DefaultCacheDir = "/var/cache/kiln-test"
 const peersDebianTar = "/tmp/peers/deb.tar"
 
 // SkipError says a fixture cannot be made on this machine; tests skip with
-// its reason.
+// its reason (SkipHost: under KILN_TEST_STRICT=1 they fail).
 type SkipError struct{ Reason string }
 
 func (e *SkipError) Error() string { return e.Reason }
@@ -51,14 +51,14 @@ var debian struct {
 }
 
 // DebianImage returns a debian:bookworm minbase image for tests, built once
-// by debootstrap and cached under CacheDir. The test is skipped when that
-// cannot be done here (debootstrap missing, not root, archive unreachable).
+// by debootstrap and cached under CacheDir. The test is skipped (SkipHost)
+// when that cannot be done here (debootstrap missing, not root, archive unreachable).
 func DebianImage(t testing.TB) v1.Image {
 	t.Helper()
 	img, err := NewDebianImage(context.Background(), CacheDir())
 	var skip *SkipError
 	if errors.As(err, &skip) {
-		t.Skip(skip.Reason)
+		SkipHost(t, skip.Reason)
 	}
 	if err != nil {
 		t.Fatal(err)

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/bcrypt"
+
+	"github.com/kiln-build/kiln/internal/testutil"
 )
 
 // DistributionBinary is Debian's build of the distribution registry
@@ -69,7 +71,7 @@ type DistributionOptions struct {
 func StartDistribution(t testing.TB, o DistributionOptions) *Distribution {
 	t.Helper()
 	if _, err := os.Stat(DistributionBinary); err != nil {
-		t.Skipf("needs Debian's docker-registry (%s): apt-get install docker-registry (make deps)", DistributionBinary)
+		testutil.SkipHostf(t, "needs Debian's docker-registry (%s): apt-get install docker-registry (make deps)", DistributionBinary)
 	}
 	dir := t.TempDir()
 	d := &Distribution{User: o.User, Password: o.Password}

@@ -103,14 +103,24 @@ func run(ctx context.Context, args []string) error {
 	return nil
 }
 
+// pushAll pushes the images through an HTTP transport of its own and
+// closes that transport's connections before it returns. Pushing blobs
+// concurrently, the client sometimes dials a connection it then never
+// sends a request on; the server counts such a connection as about to
+// send one for its first 5 seconds, so a connection left open by the
+// push into mkbase's own registry kept that registry's Shutdown waiting
+// past its deadline.
 func pushAll(ctx context.Context, host string, bases []base, imgs []v1.Image) error {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	// Also closes connections whose dials complete after this returns.
+	defer tr.CloseIdleConnections()
 	for i, b := range bases {
 		ref := host + "/" + b.repo + ":" + b.tag
 		r, err := name.ParseReference(ref)
 		if err != nil {
 			return fmt.Errorf("parsing %s: %w", ref, err)
 		}
-		if err := remote.Write(r, imgs[i], remote.WithContext(ctx)); err != nil {
+		if err := remote.Write(r, imgs[i], remote.WithContext(ctx), remote.WithTransport(tr)); err != nil {
 			return fmt.Errorf("pushing %s: %w", ref, err)
 		}
 		fmt.Println(ref)
