@@ -19,16 +19,6 @@ import (
 	"github.com/kiln-build/kiln/progress"
 )
 
-// needProgressWiring skips until build.go hands --progress to
-// openProgress and prints the summary through it (issue 6).
-func needProgressWiring(t *testing.T) {
-	t.Helper()
-	out, _ := kiln(t, "build", "--help")
-	if !strings.Contains(out, "rawjson") {
-		t.Skip("kiln build does not offer --progress=rawjson yet: build.go still calls newPrinter")
-	}
-}
-
 // progressContext writes a build context whose Dockerfile is df, with
 // REGISTRY replaced by reg, and a greeting.txt, and more files.
 func progressContext(t *testing.T, reg, df string, more ...string) string {
@@ -129,7 +119,6 @@ func (n normalizer) events(t *testing.T, out string) string {
 // testdata/progress/*.golden (timings, digests and paths normalised).
 func TestProgressOutput(t *testing.T) {
 	needRoot(t)
-	needProgressWiring(t)
 	reg := registryWithBases(t)
 	root := t.TempDir()
 	ok := progressContext(t, reg, progressDockerfile)
@@ -233,7 +222,6 @@ var (
 // and the summary.
 func TestProgressTTY(t *testing.T) {
 	needRoot(t)
-	needProgressWiring(t)
 	reg := registryWithBases(t)
 	ctx := progressContext(t, reg, `FROM REGISTRY/library/busybox:latest AS a
 RUN for i in 1 2 3 4 5 6 7 8 9 10; do echo "a says $i"; sleep 0.2; done
@@ -313,7 +301,6 @@ COPY --from=a /etc/passwd /passwd
 // sees when that build fails.
 func TestErrorReports(t *testing.T) {
 	needRoot(t)
-	needProgressWiring(t)
 	reg := registryWithBases(t)
 	root := t.TempDir()
 	dir := filepath.Join("..", "..", "testdata", "errors")

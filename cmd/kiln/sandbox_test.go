@@ -410,9 +410,6 @@ func TestSandbox(t *testing.T) {
 			if sum := treeDigest(t, canary); sum != canarySum {
 				t.Fatalf("host canary changed by the build")
 			}
-			if strings.Contains(tt.dockerfile, "--security=insecure") && strings.Contains(log, "not supported by kiln yet") {
-				t.Skip("the planner does not pass RUN --security through yet")
-			}
 			if tt.wantCode >= 0 && code != tt.wantCode {
 				t.Fatalf("exit code %d, want %d:\n%s", code, tt.wantCode, log)
 			}
