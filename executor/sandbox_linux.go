@@ -51,6 +51,7 @@ type childSpec struct {
 	stdin       *os.File // RunSpec.Stdin, handed to the child as its fd 0
 	Mounts      []Mount  `json:"mounts,omitempty"`
 	Insecure    bool     `json:"insecure,omitempty"`
+	Guards      guards   `json:"guards"`
 
 	SourceDir string    `json:"sourceDir,omitempty"`
 	Source    Rootfs    `json:"source"`
@@ -151,10 +152,11 @@ func Run(ctx context.Context, spec RunSpec) (err error) {
 		Mounts:   spec.Mounts,
 		Insecure: insecure,
 	}
-	cg, err := newStepCgroup(spec.Sandbox, insecure)
+	cg, g, err := newStepCgroup(spec.Sandbox, insecure)
 	if err != nil {
 		return fmt.Errorf("running step: %w", err)
 	}
+	cs.Guards = g
 	runCtx := ctx
 	if d := spec.Sandbox.StepTimeout; d > 0 {
 		var cancel context.CancelFunc
