@@ -139,8 +139,12 @@ func runInit(rep reporter, cs *childSpec, id identity) int {
 	}
 }
 
-// closeExtraFDs marks every descriptor from 3 up close-on-exec.
-// close_range needs Linux 5.11; older kernels get the same from a walk of
+// closeExtraFDs marks every descriptor from 3 up close-on-exec. The
+// sandbox init calls it right before it starts the command; kiln calls it
+// before it starts a sandbox child, for descriptors it inherited without
+// close-on-exec (from a CI runner, say): Go opens its own with it, and
+// exec.Cmd hands a child its ExtraFiles whatever their flag. close_range
+// needs Linux 5.11; older kernels get the same from a walk of
 // /proc/self/fd.
 func closeExtraFDs() error {
 	if err := unix.CloseRange(3, math.MaxUint32, unix.CLOSE_RANGE_CLOEXEC); err == nil {

@@ -329,7 +329,7 @@ func New(l Limits, rules []devices.Rule) (*Step, error) {
 			return nil, err
 		}
 		if rules != nil {
-			cg.DeviceFilterErr = devices.AttachFilter(cg.dirs[""], rules)
+			cg.DeviceFilterErr = guardDevices(cg, rules)
 		}
 		ok = true
 		return cg, nil
@@ -356,10 +356,22 @@ func New(l Limits, rules []devices.Rule) (*Step, error) {
 		return nil, err
 	}
 	if rules != nil {
-		cg.DeviceFilterErr = cg.denyDevicesV1(rules)
+		cg.DeviceFilterErr = guardDevices(cg, rules)
 	}
 	ok = true
 	return cg, nil
+}
+
+// guardDevices applies the device allow-list rules to a new step's
+// cgroup; a variable so that tests can make it fail as a kernel that
+// refuses the filter would.
+var guardDevices = (*Step).guardDevices
+
+func (cg *Step) guardDevices(rules []devices.Rule) error {
+	if cg.v2 {
+		return devices.AttachFilter(cg.dirs[""], rules)
+	}
+	return cg.denyDevicesV1(rules)
 }
 
 // OpenV2 wraps an existing cgroup v2 directory as a step's cgroup, with no

@@ -1,9 +1,15 @@
 package cgroups
 
 import (
+	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/kiln-build/kiln/executor/devices"
 )
 
 func TestRemoveStale(t *testing.T) {
@@ -37,5 +43,45 @@ func TestUnescapeMountinfo(t *testing.T) {
 		if got := unescapeMountinfo(in); got != want {
 			t.Errorf("%q: %q, want %q", in, got, want)
 		}
+	}
+}
+
+// TestNewReportsRefusedFilter checks that a kernel refusing the device
+// filter (EPERM, as in a container that forbids BPF programs below it) is
+// reported, not swallowed: the caller must then guard devices itself.
+func TestNewReportsRefusedFilter(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: creates cgroups")
+	}
+	h, err := Host()
+	if err != nil {
+		t.Skipf("needs cgroups: %v", err)
+	}
+	t.Logf("cgroup v2: %v", h.V2)
+	defer func(f func(*Step, []devices.Rule) error) { guardDevices = f }(guardDevices)
+	guardDevices = func(cg *Step, rules []devices.Rule) error {
+		return fmt.Errorf("attaching the device filter: %w", unix.EPERM)
+	}
+	for _, tt := range []struct {
+		name  string
+		rules []devices.Rule
+		want  bool
+	}{
+		{"filter asked for", devices.Default, true},
+		{"no filter asked for", nil, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			cg, err := New(Limits{Pids: 100}, tt.rules)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer cg.Remove()
+			if got := cg.DeviceFilterErr != nil; got != tt.want {
+				t.Errorf("DeviceFilterErr = %v, want an error: %v", cg.DeviceFilterErr, tt.want)
+			}
+			if tt.want && !errors.Is(cg.DeviceFilterErr, unix.EPERM) {
+				t.Errorf("DeviceFilterErr = %v, want EPERM", cg.DeviceFilterErr)
+			}
+		})
 	}
 }
