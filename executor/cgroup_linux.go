@@ -79,8 +79,7 @@ func newStepCgroup(s Sandbox, insecure bool) (*stepCgroup, guards, error) {
 		}
 		g.NoSeccomp = true
 	}
-	// Where the kernel guards devices itself; see above.
-	kernelGuardsDevices := insecure || userns.Running()
+	inUserNS := userns.Running()
 	if err := CgroupsAvailable(); err != nil {
 		if s.Limited() {
 			return nil, g, fmt.Errorf("resource limits are unavailable: %w", err)
@@ -88,7 +87,7 @@ func newStepCgroup(s Sandbox, insecure bool) (*stepCgroup, guards, error) {
 		if !Rootless() && !s.Allows(EntitlementNoCgroup) {
 			return nil, g, fmt.Errorf("RUN steps need a cgroup of their own for the pids limit and the device filter, and none is available (%w): run kiln in a cgroup with the controllers delegated (systemd-run --scope -p Delegate=yes kiln ...), or pass --allow %s to run steps without resource limits (devices are then guarded by dropping CAP_MKNOD and mounting the root nodev)", err, EntitlementNoCgroup)
 		}
-		g.NoDevices = !kernelGuardsDevices
+		g.NoDevices = nodevFallback(insecure, inUserNS, false)
 		return nil, g, nil
 	}
 	rules := devices.Default
@@ -103,10 +102,16 @@ func newStepCgroup(s Sandbox, insecure bool) (*stepCgroup, guards, error) {
 	if err != nil {
 		return nil, g, err
 	}
-	if !kernelGuardsDevices && (rules == nil || cg.DeviceFilterErr != nil) {
-		g.NoDevices = true
-	}
+	g.NoDevices = nodevFallback(insecure, inUserNS, rules != nil && cg.DeviceFilterErr == nil)
 	return &stepCgroup{Step: cg, memory: cg.Memory, pids: cg.Pids}, g, nil
+}
+
+// nodevFallback decides whether a step drops CAP_MKNOD and mounts its
+// root nodev: when nothing else guards devices. filtered says the step's
+// cgroup enforces the allow-list. In a user namespace the kernel is the
+// guard (see newStepCgroup); an insecure step has none by design.
+func nodevFallback(insecure, inUserNS, filtered bool) bool {
+	return !insecure && !inUserNS && !filtered
 }
 
 func (cg *stepCgroup) cloneFD() int {

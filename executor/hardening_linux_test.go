@@ -285,3 +285,21 @@ func TestRunFailsClosed(t *testing.T) {
 		})
 	}
 }
+
+func TestNodevFallback(t *testing.T) {
+	tests := []struct {
+		name                         string
+		insecure, inUserNS, filtered bool
+		want                         bool
+	}{
+		{"device filter in place", false, false, true, false},
+		{"no filter, real root: CAP_MKNOD dropped, root nodev", false, false, false, true},
+		{"no filter, user namespace: the kernel refuses device nodes", false, true, false, false},
+		{"insecure: every device, as a privileged container", true, false, false, false},
+	}
+	for _, tt := range tests {
+		if got := nodevFallback(tt.insecure, tt.inUserNS, tt.filtered); got != tt.want {
+			t.Errorf("%s: %v, want %v", tt.name, got, tt.want)
+		}
+	}
+}
