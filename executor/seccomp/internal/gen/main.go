@@ -120,7 +120,7 @@ type module struct{ Path, Version, Dir string }
 // modules finds the versions and module cache directories of paths, as
 // this module requires them.
 func modules(paths ...string) (map[string]module, error) {
-	cmd := exec.Command("go", append([]string{"list", "-mod=mod", "-m", "-json"}, paths...)...)
+	cmd := exec.Command("go", append([]string{"list", "-m", "-json"}, paths...)...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
