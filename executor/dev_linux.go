@@ -239,6 +239,9 @@ func nodevBelow(root string) error {
 	}
 	for _, m := range mounts {
 		if keep[m.point] {
+			// Ours come first: a RUN --mount stacked on the same point
+			// later (the table lists mounts in order) is not kept.
+			delete(keep, m.point)
 			continue
 		}
 		if err := remountAdding(m.point, unix.MS_NODEV); err != nil {

@@ -186,14 +186,17 @@ func TestRunFailsClosed(t *testing.T) {
 	must(t, unix.Mknod(filepath.Join(image, "img/full"), unix.S_IFCHR|0o666, int(unix.Mkdev(1, 7))))
 	hostDir := t.TempDir()
 	must(t, unix.Mknod(filepath.Join(hostDir, "full"), unix.S_IFCHR|0o666, int(unix.Mkdev(1, 7))))
+	// A host directory bound over the sandbox's own /dev/pts: a mount
+	// stacked on a point of /dev is the step's, not kiln's.
 	mounts := []Mount{
 		{Type: "bind", Source: hostDir, Target: "/host"},
 		{Type: "tmpfs", Target: "/scratch"},
+		{Type: "bind", Source: hostDir, Target: "/dev/pts"},
 	}
-	probe := deviceProbe("/img/full", "/host/full", "/dev/full")
+	probe := deviceProbe("/img/full", "/host/full", "/dev/pts/full", "/dev/full")
 	// CAP_MKNOD (bit 27) dropped from Docker's default set.
-	noMknod := "/img/full refused\n/host/full refused\n/dev/full opened\nmknod refused\n2\nCapBnd:\t00000000a00425fb\n"
-	withFilter := "/img/full opened\n/host/full opened\n/dev/full opened\nmknod ok\n2\nCapBnd:\t00000000a80425fb\n"
+	noMknod := "/img/full refused\n/host/full refused\n/dev/pts/full refused\n/dev/full opened\nmknod refused\n2\nCapBnd:\t00000000a00425fb\n"
+	withFilter := "/img/full opened\n/host/full opened\n/dev/pts/full opened\n/dev/full opened\nmknod ok\n2\nCapBnd:\t00000000a80425fb\n"
 	_, cgErr := cgroups.Host()
 
 	tests := []struct {
