@@ -1,599 +1,130 @@
 package executor
 
 import (
-	"bufio"
-	"crypto/rand"
-	"encoding/hex"
-	"errors"
 	"fmt"
-	"io/fs"
 	"os"
-	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
-	"sync"
-	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/kiln-build/kiln/executor/cgroups"
+	"github.com/kiln-build/kiln/executor/devices"
+	"github.com/kiln-build/kiln/executor/seccomp"
+	"github.com/kiln-build/kiln/internal/userns"
 )
 
-// v1Controllers are the cgroup v1 controllers a step uses; the first
-// three are required, the others only when a limit asks for them.
-var v1Controllers = []string{"memory", "pids", "devices", "cpu", "blkio"}
+// hostLacksEnv is a test-only knob: a comma-separated list of host features
+// ("cgroup", "devicefilter", "seccomp") that kiln then treats as missing,
+// so that tests can check each guard fails closed on a host that has them
+// all. It can only take guards away, and every guard it takes away then
+// needs its --allow entitlement or is replaced, exactly as on a host that
+// lacks the feature.
+const hostLacksEnv = "_KILN_TEST_HOST_LACKS"
 
-// hierarchy is where kiln's own cgroups are: for v2 the one directory,
-// for v1 one per controller.
-type hierarchy struct {
-	v2   bool
-	dirs map[string]string // controller ("" for v2) → kiln's own cgroup directory
+// hostLacks reports whether the test knob marks feature as missing.
+func hostLacks(feature string) bool {
+	return slices.Contains(strings.Split(os.Getenv(hostLacksEnv), ","), feature)
 }
 
 // CgroupsAvailable reports why RUN steps cannot get cgroups of their own
 // (rootless without delegation, no controllers mounted), or nil. Without
-// them Run refuses a Sandbox that is Limited and runs others without the
-// default pids limit.
+// them Run refuses a Sandbox that is Limited, and any other RUN step unless
+// the build allows EntitlementNoCgroup (a rootless build needs no
+// entitlement: see newStepCgroup).
 func CgroupsAvailable() error {
-	_, err := hostCgroups()
-	return err
+	if hostLacks("cgroup") {
+		return fmt.Errorf("cgroups are marked missing by %s", hostLacksEnv)
+	}
+	return cgroups.Available()
 }
 
-// hostCgroups finds kiln's cgroups once; the error says why limits are
-// unavailable.
-var hostCgroups = sync.OnceValues(findCgroups)
-
-func findCgroups() (*hierarchy, error) {
-	own, err := os.ReadFile("/proc/self/cgroup")
-	if err != nil {
-		return nil, fmt.Errorf("reading /proc/self/cgroup: %w", err)
-	}
-	mounts, err := cgroupMounts()
-	if err != nil {
-		return nil, err
-	}
-	paths := map[string]string{} // controller or "" (v2) → path in its hierarchy
-	for _, line := range strings.Split(strings.TrimSpace(string(own)), "\n") {
-		// hierarchy-ID:controller-list:cgroup-path
-		parts := strings.SplitN(line, ":", 3)
-		if len(parts) != 3 {
-			continue
-		}
-		if parts[1] == "" {
-			paths[""] = parts[2]
-			continue
-		}
-		for _, c := range strings.Split(parts[1], ",") {
-			paths[c] = parts[2]
-		}
-	}
-	// The unified hierarchy if it has the controllers (a pure v2 host);
-	// on a hybrid host the controllers live in v1 and the unified
-	// hierarchy is empty.
-	if m, ok := mounts[""]; ok && paths[""] != "" {
-		dir := m.join(paths[""])
-		ctrl, _ := os.ReadFile(filepath.Join(dir, "cgroup.controllers"))
-		have := strings.Fields(string(ctrl))
-		if slices.Contains(have, "memory") && slices.Contains(have, "pids") {
-			if err := enableV2(dir, have); err != nil {
-				// kiln shares its cgroup (a login session, a CI job): use
-				// a cgroup of its own at the top of the hierarchy, as
-				// container engines do.
-				top, terr := topV2(m.point, have)
-				if terr != nil {
-					return nil, fmt.Errorf("%w; %w", err, terr)
-				}
-				dir = top
-			}
-			h := &hierarchy{v2: true, dirs: map[string]string{"": dir}}
-			removeStale(h)
-			return h, nil
-		}
-	}
-	h := &hierarchy{dirs: map[string]string{}}
-	for _, c := range v1Controllers {
-		m, ok := mounts[c]
-		p, inCg := paths[c]
-		if !ok || !inCg {
-			continue
-		}
-		h.dirs[c] = m.join(p)
-	}
-	for _, c := range v1Controllers[:3] {
-		if h.dirs[c] == "" {
-			return nil, fmt.Errorf("no usable cgroup hierarchy: neither cgroup v2 with the memory and pids controllers nor a v1 %s controller is mounted", c)
-		}
-	}
-	removeStale(h)
-	// Writable? A probe costs one mkdir and rmdir, once.
-	probe := filepath.Join(h.dirs["pids"], "kiln-probe-"+strconv.Itoa(os.Getpid()))
-	if err := os.Mkdir(probe, 0o755); err != nil {
-		return nil, fmt.Errorf("creating a cgroup in %s: %w", h.dirs["pids"], err)
-	}
-	os.Remove(probe)
-	return h, nil
+// guards are the parent's decisions about how a RUN child hardens the
+// step, sent with its spec.
+type guards struct {
+	// NoDevices: the step has no device filter (no cgroup, or the kernel
+	// refused the filter), so the child drops CAP_MKNOD and remounts every
+	// mount of the root nodev but its own /dev: no device node the step
+	// can open but the few kiln put in /dev.
+	NoDevices bool `json:"noDevices,omitempty"`
+	// NoSeccomp: kiln has no system call table for this architecture and
+	// the build allows EntitlementNoSeccomp.
+	NoSeccomp bool `json:"noSeccomp,omitempty"`
 }
 
-// removeStale removes the step cgroups of kiln processes that died
-// without cleaning up (SIGKILL): their processes died with them, as the
-// sandbox init has Pdeathsig, so the cgroups are empty. A cgroup with
-// processes refuses rmdir, so a live build elsewhere is never disturbed.
-func removeStale(h *hierarchy) {
-	for _, dir := range h.dirs {
-		stale, _ := filepath.Glob(filepath.Join(dir, "kiln-step-*"))
-		for _, cg := range stale {
-			var pid int
-			if _, err := fmt.Sscanf(filepath.Base(cg), "kiln-step-%d-", &pid); err != nil || pid == os.Getpid() {
-				continue
-			}
-			if unix.Kill(pid, 0) == unix.ESRCH {
-				unix.Rmdir(cg)
-			}
-		}
-	}
-}
-
-// enableV2 makes the controllers available to the step cgroups below dir.
-// cgroup v2 forbids processes in a cgroup that delegates controllers to
-// its children (except at the root): when kiln is alone in its cgroup, it
-// moves itself into a leaf, as container init systems do; otherwise it
-// gives up, with a message saying how to give it a cgroup of its own.
-func enableV2(dir string, have []string) error {
-	var want []string
-	for _, c := range []string{"memory", "pids", "cpu", "io"} {
-		if slices.Contains(have, c) {
-			want = append(want, "+"+c)
-		}
-	}
-	ctl := filepath.Join(dir, "cgroup.subtree_control")
-	err := os.WriteFile(ctl, []byte(strings.Join(want, " ")), 0)
-	if err == nil || !errors.Is(err, unix.EBUSY) {
-		if err != nil {
-			return fmt.Errorf("enabling cgroup controllers in %s: %w", dir, err)
-		}
-		return nil
-	}
-	procs, rerr := os.ReadFile(filepath.Join(dir, "cgroup.procs"))
-	if rerr != nil {
-		return fmt.Errorf("enabling cgroup controllers in %s: %w", dir, rerr)
-	}
-	if f := strings.Fields(string(procs)); len(f) != 1 || f[0] != strconv.Itoa(os.Getpid()) {
-		return fmt.Errorf("enabling cgroup controllers in %s: other processes share kiln's cgroup; run kiln in a cgroup of its own (systemd-run --scope -p Delegate=yes)", dir)
-	}
-	leaf := filepath.Join(dir, "kiln")
-	if err := os.Mkdir(leaf, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
-		return fmt.Errorf("creating cgroup %s: %w", leaf, err)
-	}
-	if err := os.WriteFile(filepath.Join(leaf, "cgroup.procs"), []byte(strconv.Itoa(os.Getpid())), 0); err != nil {
-		return fmt.Errorf("moving kiln into cgroup %s: %w", leaf, err)
-	}
-	if err := os.WriteFile(ctl, []byte(strings.Join(want, " ")), 0); err != nil {
-		return fmt.Errorf("enabling cgroup controllers in %s: %w", dir, err)
-	}
-	return nil
-}
-
-// topV2 makes "kiln" below the root of the v2 hierarchy mounted at point,
-// with the controllers delegated to its children, and returns it. It
-// holds no process, so that cgroup v2 lets it delegate.
-func topV2(point string, have []string) (string, error) {
-	var want []string
-	for _, c := range []string{"memory", "pids", "cpu", "io"} {
-		if slices.Contains(have, c) {
-			want = append(want, "+"+c)
-		}
-	}
-	ctl := strings.Join(want, " ")
-	if err := os.WriteFile(filepath.Join(point, "cgroup.subtree_control"), []byte(ctl), 0); err != nil {
-		return "", fmt.Errorf("enabling cgroup controllers in %s: %w", point, err)
-	}
-	dir := filepath.Join(point, "kiln")
-	if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
-		return "", fmt.Errorf("creating cgroup %s: %w", dir, err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "cgroup.subtree_control"), []byte(ctl), 0); err != nil {
-		return "", fmt.Errorf("enabling cgroup controllers in %s: %w", dir, err)
-	}
-	return dir, nil
-}
-
-// cgroupMount is a mounted cgroup hierarchy.
-type cgroupMount struct {
-	root, point string // the hierarchy's path shown at point
-}
-
-// join turns a path of /proc/self/cgroup into one on the host.
-func (m cgroupMount) join(p string) string {
-	rel, err := filepath.Rel(m.root, p)
-	if err != nil || strings.HasPrefix(rel, "..") {
-		// Outside what this mount shows (a container's namespaced view
-		// shows its own cgroup as the root).
-		rel = ""
-	}
-	return filepath.Join(m.point, rel)
-}
-
-// cgroupMounts maps each v1 controller, and "" for the unified
-// hierarchy, to where it is mounted.
-func cgroupMounts() (map[string]cgroupMount, error) {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return nil, fmt.Errorf("reading mounts: %w", err)
-	}
-	defer f.Close()
-	out := map[string]cgroupMount{}
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		// id parent dev root point options [optional...] - fstype source superoptions
-		pre, post, ok := strings.Cut(sc.Text(), " - ")
-		if !ok {
-			continue
-		}
-		fields, tail := strings.Fields(pre), strings.Fields(post)
-		if len(fields) < 5 || len(tail) < 3 {
-			continue
-		}
-		m := cgroupMount{root: fields[3], point: unescapeMountinfo(fields[4])}
-		switch tail[0] {
-		case "cgroup2":
-			if _, seen := out[""]; !seen {
-				out[""] = m
-			}
-		case "cgroup":
-			for _, opt := range strings.Split(tail[2], ",") {
-				if _, seen := out[opt]; !seen && slices.Contains(v1Controllers, opt) {
-					out[opt] = m
-				}
-			}
-		}
-	}
-	return out, sc.Err()
-}
-
-// unescapeMountinfo undoes the octal escapes of /proc/self/mountinfo.
-func unescapeMountinfo(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
-}
-
-// stepCgroup is the cgroup of one RUN step, in every hierarchy it uses.
+// stepCgroup is a RUN step's cgroup, as Run and runChild use it.
 type stepCgroup struct {
-	v2     bool
-	dirs   map[string]string // controller ("" for v2) → the step's directory
-	memory int64             // the memory limit, for the OOM message
-	pids   int64
+	*cgroups.Step
+	memory, pids int64
 }
 
-// newStepCgroup creates a step's cgroup with the limits of s applied.
-// Without cgroups it returns nil: the caller runs the step unlimited,
-// unless s asks for a limit, which is then an error.
+// newStepCgroup creates a step's cgroup with the limits of s applied, and
+// decides how the child guards what the host does not let kiln guard. It
+// fails closed: a guard that cannot be applied either has an equivalent
+// (devices) or stops the step with a message naming what is missing and
+// the entitlement that allows running without it.
 //
-// An insecure step may use every device, as a privileged container.
-func newStepCgroup(s Sandbox, insecure bool) (*stepCgroup, error) {
-	h, err := hostCgroups()
-	if err != nil {
+// Devices are guarded by the cgroup's allow-list (devices.Default). Where
+// there is none, the child drops CAP_MKNOD and mounts the root nodev. In a
+// user namespace (a rootless kiln) the kernel guards them itself: it
+// refuses to create device nodes there, and every filesystem mounted in
+// the namespace is nodev; host device nodes reached through bind mounts
+// keep the host's permissions, which are not the user's.
+//
+// An insecure step may use every device, as a privileged container, and
+// has no seccomp filter.
+func newStepCgroup(s Sandbox, insecure bool) (*stepCgroup, guards, error) {
+	var g guards
+	if !insecure && (!seccomp.Supported() || hostLacks("seccomp")) {
+		if !s.Allows(EntitlementNoSeccomp) {
+			return nil, g, fmt.Errorf("RUN steps need a seccomp filter, and kiln has no system call table for %s: pass --allow %s to run them without one", seccomp.Arch(), EntitlementNoSeccomp)
+		}
+		g.NoSeccomp = true
+	}
+	inUserNS := userns.Running()
+	if err := CgroupsAvailable(); err != nil {
 		if s.Limited() {
-			return nil, fmt.Errorf("resource limits are unavailable: %w", err)
+			return nil, g, fmt.Errorf("resource limits are unavailable: %w", err)
 		}
-		return nil, nil
+		if !Rootless() && !s.Allows(EntitlementNoCgroup) {
+			return nil, g, fmt.Errorf("RUN steps need a cgroup of their own for the pids limit and the device filter, and none is available (%w): run kiln in a cgroup with the controllers delegated (systemd-run --scope -p Delegate=yes kiln ...), or pass --allow %s to run steps without resource limits (devices are then guarded by dropping CAP_MKNOD and mounting the root nodev)", err, EntitlementNoCgroup)
+		}
+		g.NoDevices = nodevFallback(insecure, inUserNS, false)
+		return nil, g, nil
 	}
-	// kiln's pid in the name tells whose a step cgroup is, and that it
-	// leaked if that process is gone.
-	var rnd [4]byte
-	rand.Read(rnd[:])
-	name := fmt.Sprintf("kiln-step-%d-%s", os.Getpid(), hex.EncodeToString(rnd[:]))
-	cg := &stepCgroup{v2: h.v2, dirs: map[string]string{}, memory: s.Memory, pids: s.pidsLimit()}
-	ok := false
-	defer func() {
-		if !ok {
-			cg.remove()
-		}
-	}()
-	if h.v2 {
-		cg.dirs[""] = filepath.Join(h.dirs[""], name)
-		if err := os.Mkdir(cg.dirs[""], 0o755); err != nil {
-			return nil, fmt.Errorf("creating cgroup: %w", err)
-		}
-		if err := cg.limitV2(s); err != nil {
-			return nil, err
-		}
-		if !insecure {
-			if err := attachDeviceFilter(cg.dirs[""], allowedDevices); err != nil {
-				return nil, err
-			}
-		}
-		ok = true
-		return cg, nil
+	rules := devices.Default
+	if insecure || hostLacks("devicefilter") {
+		rules = nil
 	}
-	need := []string{"memory", "pids", "devices"}
-	if s.CPUShares != 0 || s.CPUs != 0 {
-		need = append(need, "cpu")
+	l := cgroups.Limits{
+		Memory: s.Memory, MemorySwap: s.MemorySwap, CPUShares: s.CPUShares,
+		CPUs: s.CPUs, Pids: s.pidsLimit(), BlkioWeight: s.BlkioWeight,
 	}
-	if s.BlkioWeight != 0 {
-		need = append(need, "blkio")
+	cg, err := cgroups.New(l, rules)
+	if err != nil {
+		return nil, g, err
 	}
-	for _, c := range need {
-		parent, have := h.dirs[c]
-		if !have {
-			return nil, fmt.Errorf("resource limits are unavailable: no cgroup v1 %s controller", c)
-		}
-		dir := filepath.Join(parent, name)
-		if err := os.Mkdir(dir, 0o755); err != nil {
-			return nil, fmt.Errorf("creating cgroup: %w", err)
-		}
-		cg.dirs[c] = dir
-	}
-	if err := cg.limitV1(s, insecure); err != nil {
-		return nil, err
-	}
-	ok = true
-	return cg, nil
+	g.NoDevices = nodevFallback(insecure, inUserNS, rules != nil && cg.DeviceFilterErr == nil)
+	return &stepCgroup{Step: cg, memory: cg.Memory, pids: cg.Pids}, g, nil
 }
 
-// write sets one cgroup file of controller c.
-func (cg *stepCgroup) write(c, file, value string) error {
-	p := filepath.Join(cg.dirs[c], file)
-	if err := os.WriteFile(p, []byte(value), 0); err != nil {
-		return fmt.Errorf("setting cgroup %s to %s: %w", p, value, err)
-	}
-	return nil
+// nodevFallback decides whether a step drops CAP_MKNOD and mounts its
+// root nodev: when nothing else guards devices. filtered says the step's
+// cgroup enforces the allow-list. In a user namespace the kernel is the
+// guard (see newStepCgroup); an insecure step has none by design.
+func nodevFallback(insecure, inUserNS, filtered bool) bool {
+	return !insecure && !inUserNS && !filtered
 }
 
-func (cg *stepCgroup) limitV1(s Sandbox, insecure bool) error {
-	if s.Memory > 0 {
-		if err := cg.write("memory", "memory.limit_in_bytes", strconv.FormatInt(s.Memory, 10)); err != nil {
-			return err
-		}
-		swap := s.MemorySwap
-		if swap == 0 {
-			swap = 2 * s.Memory // docker's default: as much swap as memory
-		}
-		_, err := os.Stat(filepath.Join(cg.dirs["memory"], "memory.memsw.limit_in_bytes"))
-		switch {
-		case err == nil:
-			if err := cg.write("memory", "memory.memsw.limit_in_bytes", strconv.FormatInt(swap, 10)); err != nil {
-				return err
-			}
-		case s.MemorySwap > 0:
-			return errors.New("memory+swap limit unavailable: the kernel does not account swap (swapaccount=1)")
-		}
-	}
-	pids := "max"
-	if n := s.pidsLimit(); n > 0 {
-		pids = strconv.FormatInt(n, 10)
-	}
-	if err := cg.write("pids", "pids.max", pids); err != nil {
-		return err
-	}
-	if !insecure {
-		if err := cg.write("devices", "devices.deny", "a"); err != nil {
-			return err
-		}
-		for _, d := range allowedDevices {
-			if err := cg.write("devices", "devices.allow", d.v1()); err != nil {
-				return err
-			}
-		}
-	}
-	if s.CPUShares != 0 {
-		if err := cg.write("cpu", "cpu.shares", strconv.FormatUint(s.CPUShares, 10)); err != nil {
-			return err
-		}
-	}
-	if s.CPUs != 0 {
-		if err := cg.write("cpu", "cpu.cfs_period_us", "100000"); err != nil {
-			return err
-		}
-		if err := cg.write("cpu", "cpu.cfs_quota_us", strconv.FormatInt(int64(s.CPUs*100000), 10)); err != nil {
-			return err
-		}
-	}
-	if s.BlkioWeight != 0 {
-		w := strconv.Itoa(int(s.BlkioWeight))
-		switch {
-		case exists(filepath.Join(cg.dirs["blkio"], "blkio.weight")):
-			return cg.write("blkio", "blkio.weight", w)
-		case exists(filepath.Join(cg.dirs["blkio"], "blkio.bfq.weight")):
-			return cg.write("blkio", "blkio.bfq.weight", w)
-		}
-		return errors.New("block I/O weight unavailable: the disks' I/O scheduler has no weights (needs bfq or cfq)")
-	}
-	return nil
-}
-
-func (cg *stepCgroup) limitV2(s Sandbox) error {
-	if s.Memory > 0 {
-		if err := cg.write("", "memory.max", strconv.FormatInt(s.Memory, 10)); err != nil {
-			return err
-		}
-		// v2 limits swap alone, not memory plus swap.
-		swap := "max"
-		switch {
-		case s.MemorySwap == 0:
-			swap = strconv.FormatInt(s.Memory, 10)
-		case s.MemorySwap > 0:
-			swap = strconv.FormatInt(s.MemorySwap-s.Memory, 10)
-		}
-		if exists(filepath.Join(cg.dirs[""], "memory.swap.max")) {
-			if err := cg.write("", "memory.swap.max", swap); err != nil {
-				return err
-			}
-		} else if s.MemorySwap > 0 {
-			return errors.New("memory+swap limit unavailable: the kernel does not account swap")
-		}
-	}
-	pids := "max"
-	if n := s.pidsLimit(); n > 0 {
-		pids = strconv.FormatInt(n, 10)
-	}
-	if err := cg.write("", "pids.max", pids); err != nil {
-		return err
-	}
-	if s.CPUShares != 0 {
-		// runc's conversion of shares (2..262144) to weight (1..10000).
-		w := 1 + ((s.CPUShares-2)*9999)/262142
-		if err := cg.write("", "cpu.weight", strconv.FormatUint(w, 10)); err != nil {
-			return err
-		}
-	}
-	if s.CPUs != 0 {
-		if err := cg.write("", "cpu.max", fmt.Sprintf("%d 100000", int64(s.CPUs*100000))); err != nil {
-			return err
-		}
-	}
-	if s.BlkioWeight != 0 {
-		w := strconv.Itoa(int(s.BlkioWeight))
-		if exists(filepath.Join(cg.dirs[""], "io.bfq.weight")) {
-			return cg.write("", "io.bfq.weight", w)
-		}
-		// io.weight is 1..10000 for a blkio weight of 10..1000.
-		w = strconv.Itoa(1 + (int(s.BlkioWeight)-10)*9999/990)
-		return cg.write("", "io.weight", "default "+w)
-	}
-	return nil
-}
-
-func exists(p string) bool {
-	_, err := os.Stat(p)
-	return err == nil
-}
-
-// procsDir is a directory whose cgroup.procs lists every process of the
-// step.
-func (cg *stepCgroup) procsDir() string {
-	if cg.v2 {
-		return cg.dirs[""]
-	}
-	return cg.dirs["pids"]
-}
-
-// cloneFD opens the step's cgroup for CLONE_INTO_CGROUP: possible on v2
-// only, where one directory holds every controller. It returns -1 when
-// the child has to be moved in after it starts instead.
 func (cg *stepCgroup) cloneFD() int {
-	if cg == nil || !cg.v2 {
+	if cg == nil {
 		return -1
 	}
-	fd, err := unix.Open(cg.dirs[""], unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return -1
-	}
-	return fd
+	return cg.CloneFD()
 }
 
-// add moves pid, and so everything it will start, into the step's cgroup.
-func (cg *stepCgroup) add(pid int) error {
-	for c := range cg.dirs {
-		if err := cg.write(c, "cgroup.procs", strconv.Itoa(pid)); err != nil {
-			return fmt.Errorf("placing the sandbox in its cgroup: %w", err)
-		}
-	}
-	return nil
-}
-
-// kill SIGKILLs every process of the step. The sandbox init is PID 1 of
-// its namespace, and its death takes the others along; the cgroup is how
-// nothing escapes even in between.
-func (cg *stepCgroup) kill() {
-	if cg.v2 && os.WriteFile(filepath.Join(cg.dirs[""], "cgroup.kill"), []byte("1"), 0) == nil {
-		return
-	}
-	// Repeat until no process is left: one may fork while we read the
-	// list.
-	deadline := time.Now().Add(2 * time.Second)
-	for time.Now().Before(deadline) {
-		pids := cg.procs()
-		if len(pids) == 0 {
-			return
-		}
-		for _, pid := range pids {
-			_ = unix.Kill(pid, unix.SIGKILL)
-		}
-		time.Sleep(time.Millisecond)
-	}
-}
-
-func (cg *stepCgroup) procs() []int {
-	b, err := os.ReadFile(filepath.Join(cg.procsDir(), "cgroup.procs"))
-	if err != nil {
-		return nil
-	}
-	var pids []int
-	for _, f := range strings.Fields(string(b)) {
-		if n, err := strconv.Atoi(f); err == nil {
-			pids = append(pids, n)
-		}
-	}
-	return pids
-}
-
-// counter reads "key N" from a flat-keyed cgroup file.
-func (cg *stepCgroup) counter(c, file, key string) int64 {
-	b, err := os.ReadFile(filepath.Join(cg.dirs[c], file))
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, key+" "); ok {
-			n, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
-			return n
-		}
-	}
-	return 0
-}
-
-// oomKilled reports whether the OOM killer killed a process of the step.
-func (cg *stepCgroup) oomKilled() bool {
-	if cg.v2 {
-		return cg.counter("", "memory.events", "oom_kill") > 0
-	}
-	return cg.counter("memory", "memory.oom_control", "oom_kill") > 0
-}
-
-// pidsLimitHit reports whether a fork or clone of the step was refused
-// for the pids limit.
+func (cg *stepCgroup) add(pid int) error { return cg.Add(pid) }
+func (cg *stepCgroup) kill()             { cg.Kill() }
+func (cg *stepCgroup) remove() error     { return cg.Remove() }
+func (cg *stepCgroup) oomKilled() bool   { return cg.OOMKilled() }
 func (cg *stepCgroup) pidsLimitHit() bool {
-	if cg.v2 {
-		return cg.counter("", "pids.events", "max") > 0
-	}
-	return cg.counter("pids", "pids.events", "max") > 0
-}
-
-// remove deletes the step's cgroup. Its processes are dead by now, but the
-// kernel may still be tearing them down: rmdir is retried briefly.
-func (cg *stepCgroup) remove() error {
-	var first error
-	for _, dir := range cg.dirs {
-		var err error
-		for i := 0; i < 200; i++ {
-			err = unix.Rmdir(dir)
-			if err == nil || errors.Is(err, unix.ENOENT) {
-				err = nil
-				break
-			}
-			if !errors.Is(err, unix.EBUSY) {
-				break
-			}
-			if i == 100 {
-				cg.kill()
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
-		if err != nil && first == nil {
-			first = fmt.Errorf("removing cgroup %s: %w", dir, err)
-		}
-	}
-	return first
+	return cg.PidsLimitHit()
 }

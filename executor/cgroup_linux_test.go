@@ -5,20 +5,21 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/kiln-build/kiln/internal/testutil"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/kiln-build/kiln/internal/testutil"
+	"github.com/kiln-build/kiln/executor/cgroups"
 )
 
 // needCgroups skips when this host gives kiln no cgroups.
-func needCgroups(t *testing.T) *hierarchy {
+func needCgroups(t *testing.T) *cgroups.Hierarchy {
 	t.Helper()
 	needRoot(t)
-	h, err := hostCgroups()
+	h, err := cgroups.Host()
 	if err != nil {
 		testutil.SkipHostf(t, "needs cgroups: %v", err)
 	}
@@ -26,9 +27,9 @@ func needCgroups(t *testing.T) *hierarchy {
 }
 
 // assertNoStepCgroups fails when a step's cgroup outlived it.
-func assertNoStepCgroups(t *testing.T, h *hierarchy) {
+func assertNoStepCgroups(t *testing.T, h *cgroups.Hierarchy) {
 	t.Helper()
-	for c, dir := range h.dirs {
+	for c, dir := range h.Dirs {
 		left, _ := filepath.Glob(filepath.Join(dir, fmt.Sprintf("kiln-step-%d-*", os.Getpid())))
 		if len(left) > 0 {
 			t.Errorf("cgroups left in %s hierarchy: %v", c, left)
@@ -167,26 +168,6 @@ func TestFormatBytes(t *testing.T) {
 	}
 }
 
-func TestRemoveStaleCgroups(t *testing.T) {
-	h := needCgroups(t)
-	// A pid above pid_max is never alive.
-	stale := map[string]string{}
-	for c, dir := range h.dirs {
-		p := filepath.Join(dir, "kiln-step-99999999-0badc0de")
-		if err := os.Mkdir(p, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		stale[c] = p
-	}
-	removeStale(h)
-	for c, p := range stale {
-		if _, err := os.Stat(p); err == nil {
-			os.Remove(p)
-			t.Errorf("stale %s cgroup %s not removed", c, p)
-		}
-	}
-}
-
 // TestRunCgroup checks the step's cgroup from the host while the command
 // runs: the limits are set, the command is in it, and it sees the cgroup
 // as the root of its own cgroup namespace.
@@ -205,16 +186,16 @@ func TestRunCgroup(t *testing.T) {
 	}()
 	files := map[string]string{"memory": "memory.limit_in_bytes", "pids": "pids.max", "cpu": "cpu.cfs_quota_us"}
 	want := map[string]string{"memory": "104857600", "pids": "4096", "cpu": "50000"}
-	if h.v2 {
+	if h.V2 {
 		files = map[string]string{"": "memory.max", "pids": "pids.max", "cpu": "cpu.max"}
 		want = map[string]string{"": "104857600", "pids": "4096", "cpu": "50000 100000"}
 	}
 	var dir string
 	deadline := time.Now().Add(5 * time.Second)
 	for dir == "" && time.Now().Before(deadline) {
-		procsDir := h.dirs["pids"]
-		if h.v2 {
-			procsDir = h.dirs[""]
+		procsDir := h.Dirs["pids"]
+		if h.V2 {
+			procsDir = h.Dirs[""]
 		}
 		m, _ := filepath.Glob(filepath.Join(procsDir, fmt.Sprintf("kiln-step-%d-*", os.Getpid())))
 		for _, d := range m {
@@ -228,9 +209,9 @@ func TestRunCgroup(t *testing.T) {
 		t.Fatal("no step cgroup holding the init and the command")
 	}
 	for c, file := range files {
-		parent := h.dirs[c]
-		if h.v2 {
-			parent = h.dirs[""]
+		parent := h.Dirs[c]
+		if h.V2 {
+			parent = h.Dirs[""]
 		}
 		b, err := os.ReadFile(filepath.Join(parent, dir, file))
 		if err != nil {
@@ -258,7 +239,7 @@ func TestRunCgroup(t *testing.T) {
 func TestRunBornInCgroup(t *testing.T) {
 	needRoot(t)
 	dir := testV2Cgroup(t, "borntest")
-	cg := &stepCgroup{v2: true, dirs: map[string]string{"": dir}}
+	cg := &stepCgroup{Step: cgroups.OpenV2(dir)}
 	base := busyboxRootfs(t)
 	rootfs := newRootfs(t, base)
 	cs := childSpec{Mode: "run", Rootfs: rootfs, Args: []string{"/bin/sleep", "1"}, Env: []string{testPath}, Cwd: "/", Hostname: defaultHostname}
@@ -286,25 +267,11 @@ func TestRunBornInCgroup(t *testing.T) {
 // its end; it skips the test where there is no usable v2 hierarchy.
 func testV2Cgroup(t *testing.T, name string) string {
 	t.Helper()
-	mounts, err := cgroupMounts()
+	own, err := cgroups.UnifiedDir()
 	if err != nil {
-		t.Fatal(err)
+		testutil.SkipHost(t, err.Error())
 	}
-	m, ok := mounts[""]
-	if !ok {
-		testutil.SkipHost(t, "no cgroup v2 hierarchy mounted")
-	}
-	own, err := os.ReadFile("/proc/self/cgroup")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var path string
-	for _, l := range strings.Split(string(own), "\n") {
-		if p, ok := strings.CutPrefix(l, "0::"); ok {
-			path = p
-		}
-	}
-	dir := filepath.Join(m.join(path), fmt.Sprintf("kiln-step-%d-%s", os.Getpid(), name))
+	dir := filepath.Join(own, fmt.Sprintf("kiln-step-%d-%s", os.Getpid(), name))
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		testutil.SkipHostf(t, "cannot create a cgroup v2: %v", err)
 	}

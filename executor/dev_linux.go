@@ -5,9 +5,12 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/kiln-build/kiln/executor/devices"
 )
 
 // mount is unix.Mount with the error phrased for the build log.
@@ -47,33 +50,24 @@ func bindMount(source, target string, readonly bool) error {
 	return nil
 }
 
-// devices are the nodes of a minimal /dev, as Docker and BuildKit provide.
-var devices = []struct {
-	name         string
-	major, minor uint32
-}{
-	{"null", 1, 3},
-	{"zero", 1, 5},
-	{"full", 1, 7},
-	{"random", 1, 8},
-	{"urandom", 1, 9},
-	{"tty", 5, 0},
-}
+// devSource names the tmpfs of the sandbox's /dev in the mount table, so
+// that nodevBelow finds it wherever an image's symlinks put it.
+const devSource = "kiln-dev"
 
 // mountDev mounts a small tmpfs at dst with the standard devices, a private
 // devpts, shm and mqueue. The image's own /dev (often device nodes frozen
 // in a layer) is hidden: the command must not reach host devices.
 func mountDev(dst string) error {
-	if err := mount("tmpfs", dst, "tmpfs", unix.MS_NOSUID|unix.MS_STRICTATIME, "mode=755,size=65536k"); err != nil {
+	if err := mount(devSource, dst, "tmpfs", unix.MS_NOSUID|unix.MS_STRICTATIME, "mode=755,size=65536k"); err != nil {
 		return err
 	}
-	for _, d := range devices {
-		p := filepath.Join(dst, d.name)
-		err := unix.Mknod(p, unix.S_IFCHR|0o666, int(unix.Mkdev(d.major, d.minor)))
+	for _, d := range devices.Nodes {
+		p := filepath.Join(dst, d.Name)
+		err := unix.Mknod(p, unix.S_IFCHR|0o666, int(unix.Mkdev(d.Major, d.Minor)))
 		if errors.Is(err, unix.EPERM) {
-			// Without CAP_MKNOD (kiln itself in a container), bind the
-			// host's node instead.
-			err = bindDevice("/dev/"+d.name, p)
+			// Without CAP_MKNOD (kiln itself in a container, or in a user
+			// namespace), bind the host's node instead.
+			err = bindDevice("/dev/"+d.Name, p)
 		}
 		if err != nil {
 			return fmt.Errorf("creating device %s: %w", p, err)
@@ -185,6 +179,104 @@ func mountsBelow(dir string) ([]string, error) {
 		}
 	}
 	return points, nil
+}
+
+// unescapeMountinfo undoes the octal escapes of /proc/self/mountinfo.
+func unescapeMountinfo(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(n))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+// nodevBelow remounts every mount at and below root nodev, but the
+// sandbox's /dev and what it holds: its tmpfs, devpts and the nodes bound
+// from the host. It is the device guard of a step without a device filter
+// (see guards): with CAP_MKNOD dropped as well, the only device nodes the
+// step can open are those kiln put in /dev. It must run before the masks,
+// which bind /dev/null over files.
+func nodevBelow(root string) error {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return fmt.Errorf("listing mounts below %s: %w", root, err)
+	}
+	type entry struct{ point, fstype, source string }
+	var mounts []entry
+	dev := ""
+	for _, line := range strings.Split(string(b), "\n") {
+		// id parent dev root point options [optional...] - fstype source superoptions
+		pre, post, ok := strings.Cut(line, " - ")
+		fields, tail := strings.Fields(pre), strings.Fields(post)
+		if !ok || len(fields) < 5 || len(tail) < 2 {
+			continue
+		}
+		e := entry{point: unescapeMountinfo(fields[4]), fstype: tail[0], source: tail[1]}
+		if e.point != root && !strings.HasPrefix(e.point, root+"/") {
+			continue
+		}
+		if e.source == devSource && e.fstype == "tmpfs" {
+			dev = e.point
+		}
+		mounts = append(mounts, e)
+	}
+	if dev == "" {
+		return fmt.Errorf("remounting nodev: the sandbox's /dev is not mounted below %s", root)
+	}
+	keep := map[string]bool{dev: true, filepath.Join(dev, "pts"): true}
+	for _, d := range devices.Nodes {
+		keep[filepath.Join(dev, d.Name)] = true
+	}
+	for _, m := range mounts {
+		if keep[m.point] {
+			// Ours come first: a RUN --mount stacked on the same point
+			// later (the table lists mounts in order) is not kept.
+			delete(keep, m.point)
+			continue
+		}
+		if err := remountAdding(m.point, unix.MS_NODEV); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// remountAdding adds flags to the mount at p, keeping the flags it has:
+// a bind remount replaces them all, and a user namespace refuses to drop
+// locked ones.
+func remountAdding(p string, add uintptr) error {
+	var st unix.Statfs_t
+	if err := unix.Statfs(p, &st); err != nil {
+		return fmt.Errorf("reading the mount flags of %s: %w", p, err)
+	}
+	flags := uintptr(unix.MS_BIND|unix.MS_REMOUNT) | add
+	for _, f := range []struct{ st, ms uintptr }{
+		{unix.ST_RDONLY, unix.MS_RDONLY},
+		{unix.ST_NOSUID, unix.MS_NOSUID},
+		{unix.ST_NODEV, unix.MS_NODEV},
+		{unix.ST_NOEXEC, unix.MS_NOEXEC},
+		{unix.ST_NOATIME, unix.MS_NOATIME},
+		{unix.ST_NODIRATIME, unix.MS_NODIRATIME},
+		{unix.ST_RELATIME, unix.MS_RELATIME},
+	} {
+		if uintptr(st.Flags)&f.st != 0 {
+			flags |= f.ms
+		}
+	}
+	if err := unix.Mount("", p, "", flags, ""); err != nil {
+		return fmt.Errorf("remounting %s nodev: %w", p, err)
+	}
+	return nil
 }
 
 func bindDevice(source, target string) error {

@@ -2,31 +2,15 @@ package executor
 
 import (
 	"fmt"
+	"github.com/kiln-build/kiln/internal/testutil"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 
-	"github.com/kiln-build/kiln/internal/testutil"
+	"github.com/kiln-build/kiln/executor/devices"
 )
-
-func TestDeviceRuleV1(t *testing.T) {
-	tests := []struct {
-		rule deviceRule
-		want string
-	}{
-		{deviceRule{'c', -1, -1, "m"}, "c *:* m"},
-		{deviceRule{'b', -1, -1, "m"}, "b *:* m"},
-		{deviceRule{'c', 1, 3, "rwm"}, "c 1:3 rwm"},
-		{deviceRule{'c', 136, -1, "rwm"}, "c 136:* rwm"},
-	}
-	for _, tt := range tests {
-		if got := tt.rule.v1(); got != tt.want {
-			t.Errorf("%+v: %q, want %q", tt.rule, got, tt.want)
-		}
-	}
-}
 
 // TestDeviceFilter attaches the cgroup v2 device filter to a cgroup of the
 // unified hierarchy (present on v2 and hybrid hosts alike) and checks what
@@ -38,7 +22,7 @@ func TestDeviceFilter(t *testing.T) {
 		testutil.SkipHost(t, "needs busybox")
 	}
 	dir := testV2Cgroup(t, "devtest")
-	if err := attachDeviceFilter(dir, allowedDevices); err != nil {
+	if err := devices.AttachFilter(dir, devices.Default); err != nil {
 		t.Fatal(err)
 	}
 	tmp := t.TempDir()

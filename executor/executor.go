@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/kiln-build/kiln/executor/copier"
@@ -92,7 +93,8 @@ type Sandbox struct {
 	UserNS string
 	// Allow lists the entitlements the build grants, as BuildKit's
 	// --allow: EntitlementInsecure lets RUN --security=insecure lift the
-	// hardening.
+	// hardening; EntitlementNoCgroup and EntitlementNoSeccomp let RUN steps
+	// run on a host that cannot give them a cgroup or a seccomp filter.
 	Allow []string
 }
 
@@ -104,6 +106,18 @@ const DefaultPidsLimit = 4096
 // EntitlementInsecure is the entitlement that RUN --security=insecure
 // needs.
 const EntitlementInsecure = "security.insecure"
+
+// EntitlementNoCgroup lets RUN steps run where kiln cannot give them a
+// cgroup: without resource limits, and with devices guarded by dropping
+// CAP_MKNOD and mounting the root nodev instead of a device allow-list.
+const EntitlementNoCgroup = "security.nocgroup"
+
+// EntitlementNoSeccomp lets RUN steps run without a seccomp filter on an
+// architecture kiln has no system call table for.
+const EntitlementNoSeccomp = "security.noseccomp"
+
+// entitlements are the entitlements Check knows.
+var entitlements = []string{EntitlementInsecure, EntitlementNoCgroup, EntitlementNoSeccomp}
 
 // Allows reports whether the build grants entitlement.
 func (s Sandbox) Allows(entitlement string) bool {
@@ -150,8 +164,8 @@ func (s Sandbox) Check() error {
 		return fmt.Errorf("user namespace mode %q is not supported (host, or auto for a rootless build)", s.UserNS)
 	}
 	for _, e := range s.Allow {
-		if e != EntitlementInsecure {
-			return fmt.Errorf("unknown entitlement %q (known: %s)", e, EntitlementInsecure)
+		if !slices.Contains(entitlements, e) {
+			return fmt.Errorf("unknown entitlement %q (known: %s)", e, strings.Join(entitlements, ", "))
 		}
 	}
 	return nil

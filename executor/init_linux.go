@@ -5,13 +5,18 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"math"
 	"os"
 	"os/exec"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/kiln-build/kiln/executor/caps"
+	"github.com/kiln-build/kiln/executor/seccomp"
 )
 
 // defaultPath is only used to find the command when the step's Env has no
@@ -21,6 +26,36 @@ const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bi
 // forwarded are the signals PID 1 passes on to the command. The command
 // runs in its own session, so a terminal's ^C reaches it only this way.
 var forwarded = []os.Signal{unix.SIGINT, unix.SIGTERM, unix.SIGHUP, unix.SIGQUIT, unix.SIGUSR1, unix.SIGUSR2}
+
+// hardenCommand applies, on the calling thread that the command is then
+// forked from, what the command inherits: a cgroup namespace, the
+// capability bounding set and the seccomp filter. Seccomp is last: from
+// there on this thread can no longer mount or unshare.
+func hardenCommand(cs *childSpec) error {
+	// A cgroup namespace rooted at the step's cgroup: the command sees its
+	// cgroup as "/", not the host's layout. Only this thread, and so the
+	// command forked from it, enters it.
+	if err := unix.Unshare(unix.CLONE_NEWCGROUP); err != nil && !errors.Is(err, unix.EINVAL) {
+		return fmt.Errorf("creating a cgroup namespace: %w", err)
+	}
+	unix.Umask(0o022)
+	if cs.Insecure {
+		return nil
+	}
+	keep := caps.Default
+	if cs.Guards.NoDevices {
+		// No device allow-list: the root is nodev, and no new node may
+		// be made where it is not.
+		keep = caps.Without(keep, unix.CAP_MKNOD)
+	}
+	if err := caps.LimitBounding(keep); err != nil {
+		return err
+	}
+	if cs.Guards.NoSeccomp {
+		return nil // allowed by the build; see newStepCgroup
+	}
+	return seccomp.Load()
+}
 
 // runInit is the life of PID 1 in the sandbox: start the command, reap
 // every process that gets orphaned to us (daemons started by the step,
@@ -58,6 +93,13 @@ func runInit(rep reporter, cs *childSpec, id identity) int {
 	// Before Start, so that a signal arriving in between is not lost.
 	sigs := make(chan os.Signal, 8)
 	signal.Notify(sigs, forwarded...)
+	// Right before the fork and exec, whatever the init opened since it
+	// started (or a library opened without O_CLOEXEC) must not reach the
+	// command: a directory fd would lead out of the root (runc's
+	// CVE-2024-21626). Start passes exactly 0, 1 and 2.
+	if err := closeExtraFDs(); err != nil {
+		return rep.fail(err)
+	}
 	if err := cmd.Start(); err != nil {
 		code := 126 // found but not executable, as a shell reports it
 		if errors.Is(err, fs.ErrNotExist) {
@@ -95,6 +137,36 @@ func runInit(rep reporter, cs *childSpec, id identity) int {
 			return reportExit(rep, 128+int(ws.Signal()), name, "")
 		}
 	}
+}
+
+// closeExtraFDs marks every descriptor from 3 up close-on-exec. The
+// sandbox init calls it right before it starts the command; kiln calls it
+// before it starts a sandbox child, for descriptors it inherited without
+// close-on-exec (from a CI runner, say): Go opens its own with it, and
+// exec.Cmd hands a child its ExtraFiles whatever their flag. close_range
+// needs Linux 5.11; older kernels get the same from a walk of
+// /proc/self/fd.
+func closeExtraFDs() error {
+	if err := unix.CloseRange(3, math.MaxUint32, unix.CLOSE_RANGE_CLOEXEC); err == nil {
+		return nil
+	}
+	d, err := os.Open("/proc/self/fd")
+	if err != nil {
+		return fmt.Errorf("listing open descriptors: %w", err)
+	}
+	defer d.Close()
+	names, err := d.Readdirnames(-1)
+	if err != nil {
+		return fmt.Errorf("listing open descriptors: %w", err)
+	}
+	for _, n := range names {
+		fd, err := strconv.Atoi(n)
+		if err != nil || fd < 3 || fd == int(d.Fd()) {
+			continue
+		}
+		unix.CloseOnExec(fd)
+	}
+	return nil
 }
 
 func reportExit(rep reporter, code int, signal, reason string) int {

@@ -1,7 +1,6 @@
 package executor
 
 import (
-	"errors"
 	"fmt"
 	"io/fs"
 	"os"
@@ -156,6 +155,11 @@ func runChildRun(rep reporter, cs *childSpec, waitPlaced func() error) int {
 		}
 	}
 
+	if cs.Guards.NoDevices {
+		if err := nodevBelow(merged); err != nil {
+			return rep.fail(err)
+		}
+	}
 	if !cs.Insecure {
 		if err := maskPaths(merged); err != nil {
 			return rep.fail(err)
@@ -201,23 +205,8 @@ func runChildRun(rep reporter, cs *childSpec, waitPlaced func() error) int {
 	if err := waitPlaced(); err != nil {
 		return rep.fail(err)
 	}
-	// A cgroup namespace rooted at the step's cgroup: the command sees its
-	// cgroup as "/", not the host's layout. Only this thread, and so the
-	// command forked from it, enters it.
-	if err := unix.Unshare(unix.CLONE_NEWCGROUP); err != nil && !errors.Is(err, unix.EINVAL) {
-		return rep.fail(fmt.Errorf("creating a cgroup namespace: %w", err))
-	}
-	if !cs.Insecure {
-		if err := dropBoundingCaps(); err != nil {
-			return rep.fail(err)
-		}
-	}
-	unix.Umask(0o022)
-	if !cs.Insecure {
-		// Last: from here on this thread can no longer mount or unshare.
-		if err := loadSeccomp(); err != nil {
-			return rep.fail(err)
-		}
+	if err := hardenCommand(cs); err != nil {
+		return rep.fail(err)
 	}
 	return runInit(rep, cs, id)
 }

@@ -51,6 +51,7 @@ type childSpec struct {
 	stdin       *os.File // RunSpec.Stdin, handed to the child as its fd 0
 	Mounts      []Mount  `json:"mounts,omitempty"`
 	Insecure    bool     `json:"insecure,omitempty"`
+	Guards      guards   `json:"guards"`
 
 	SourceDir string    `json:"sourceDir,omitempty"`
 	Source    Rootfs    `json:"source"`
@@ -151,10 +152,11 @@ func Run(ctx context.Context, spec RunSpec) (err error) {
 		Mounts:   spec.Mounts,
 		Insecure: insecure,
 	}
-	cg, err := newStepCgroup(spec.Sandbox, insecure)
+	cg, g, err := newStepCgroup(spec.Sandbox, insecure)
 	if err != nil {
 		return fmt.Errorf("running step: %w", err)
 	}
+	cs.Guards = g
 	runCtx := ctx
 	if d := spec.Sandbox.StepTimeout; d > 0 {
 		var cancel context.CancelFunc
@@ -260,6 +262,10 @@ func runChild(ctx context.Context, cs childSpec, cloneflags uintptr, stdout, std
 		// namespaces that would change the host.
 		return nil, errors.New("running step: the sandbox needs its own mount, PID, IPC and UTS namespaces")
 	}
+	// No descriptor of ours reaches the child but those passed below.
+	if err := closeExtraFDs(); err != nil {
+		return nil, err
+	}
 	cs.Volatile = !volatileUnsupported.Load()
 	if cs.Rootfs.Work != "" {
 		// A step may mount the same upper dir more than once (a COPY with
@@ -312,8 +318,10 @@ func runChild(ctx context.Context, cs childSpec, cloneflags uintptr, stdout, std
 		// The child must not inherit kiln's environment (the command gets
 		// exactly the step's Env). GOMAXPROCS spares the child's Go runtime
 		// its cgroup probing at startup, a few hundred microseconds per
-		// step.
-		cmd.Env = []string{"GOMAXPROCS=" + strconv.Itoa(runtime.GOMAXPROCS(0))}
+		// step; containermaxprocs=0 keeps it from holding the host's
+		// cgroup CPU files open for its whole life (Go 1.25+): no
+		// descriptor of the host's cgroups belongs in a sandbox's PID 1.
+		cmd.Env = []string{"GOMAXPROCS=" + strconv.Itoa(runtime.GOMAXPROCS(0)), "GODEBUG=containermaxprocs=0"}
 		cmd.Stdout = stdout
 		if cs.stdin != nil {
 			cmd.Stdin = cs.stdin

@@ -37,7 +37,7 @@ func addSandboxFlags(fs *pflag.FlagSet) func() (executor.Sandbox, error) {
 	fs.Uint16Var(&f.blkioWeight, "blkio-weight", 0, "relative block I/O weight of RUN steps, 10 to 1000")
 	fs.DurationVar(&f.stepTimeout, "step-timeout", 0, "kill a RUN step that runs longer than this, e.g. 10m (default no limit)")
 	fs.StringVar(&f.userns, "userns", "host", "user namespace of RUN steps: host, or auto (a normal user's kiln maps container root to the user and other IDs to its /etc/subuid range)")
-	fs.StringArrayVar(&f.allow, "allow", nil, "grant an entitlement: security.insecure lets RUN --security=insecure lift the sandbox's hardening (repeatable)")
+	fs.StringArrayVar(&f.allow, "allow", nil, "grant an entitlement (repeatable): security.insecure lets RUN --security=insecure lift the sandbox's hardening; security.nocgroup runs RUN steps where kiln cannot give them a cgroup (no resource limits, CAP_MKNOD dropped); security.noseccomp runs them without a seccomp filter where kiln has no system call table for the architecture")
 	return f.sandbox
 }
 
@@ -98,7 +98,14 @@ func (f *sandboxFlags) sandbox() (executor.Sandbox, error) {
 		if s.Limited() {
 			return s, fmt.Errorf("resource limits (--memory, --cpus, --pids-limit ...) are unavailable: %w", err)
 		}
-		fmt.Fprintf(os.Stderr, "kiln: warning: RUN steps run without a cgroup, so without the default pids limit: %v\n", err)
+		switch {
+		case executor.Rootless():
+			fmt.Fprintf(os.Stderr, "kiln: warning: RUN steps run without a cgroup, so without the default pids limit: %v\n", err)
+		case s.Allows(executor.EntitlementNoCgroup):
+			fmt.Fprintf(os.Stderr, "kiln: warning: RUN steps run without a cgroup (--allow %s): no pids limit, and CAP_MKNOD dropped instead of a device allow-list: %v\n", executor.EntitlementNoCgroup, err)
+		}
+		// Otherwise a RUN step refuses to run, saying what to do; a
+		// build without one needs no cgroup.
 	}
 	return s, nil
 }

@@ -1,7 +1,9 @@
-package executor
+// Package devices holds the device rules of a RUN step: the nodes of its
+// minimal /dev, the allow-list of Docker's default device cgroup, and the
+// cgroup v2 BPF program that enforces the list.
+package devices
 
 import (
-	"errors"
 	"fmt"
 	"runtime"
 	"strconv"
@@ -10,19 +12,35 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// deviceRule allows access ("r", "w", "m" for mknod) to devices of a type
+// Rule allows access ("r", "w", "m" for mknod) to devices of a Type
 // ('c' or 'b'); -1 is any major or minor.
-type deviceRule struct {
-	typ          byte
-	major, minor int64
-	access       string
+type Rule struct {
+	Type         byte
+	Major, Minor int64
+	Access       string
 }
 
-// allowedDevices is Docker's default device allow-list: mknod of anything
-// (an image may ship device nodes, debootstrap makes them), and reading
-// and writing only the nodes of our /dev and ptys. Without it a root step
+// Node is a device node of the sandbox's /dev.
+type Node struct {
+	Name         string
+	Major, Minor uint32
+}
+
+// Nodes are the nodes of a minimal /dev, as Docker and BuildKit provide.
+var Nodes = []Node{
+	{"null", 1, 3},
+	{"zero", 1, 5},
+	{"full", 1, 7},
+	{"random", 1, 8},
+	{"urandom", 1, 9},
+	{"tty", 5, 0},
+}
+
+// Default is Docker's default device allow-list: mknod of anything (an
+// image may ship device nodes, debootstrap makes them), and reading and
+// writing only the nodes of our /dev and ptys. Without it a root step
 // keeping CAP_MKNOD could create the node of the host's disk and read it.
-var allowedDevices = []deviceRule{
+var Default = []Rule{
 	{'c', -1, -1, "m"}, {'b', -1, -1, "m"},
 	{'c', 1, 3, "rwm"}, {'c', 1, 5, "rwm"}, {'c', 1, 7, "rwm"}, // null zero full
 	{'c', 1, 8, "rwm"}, {'c', 1, 9, "rwm"}, // random urandom
@@ -30,15 +48,15 @@ var allowedDevices = []deviceRule{
 	{'c', 136, -1, "rwm"}, // pts
 }
 
-// v1 is the rule as cgroup v1's devices.allow takes it: "c 1:3 rwm".
-func (r deviceRule) v1() string {
+// V1 is the rule as cgroup v1's devices.allow takes it: "c 1:3 rwm".
+func (r Rule) V1() string {
 	num := func(n int64) string {
 		if n < 0 {
 			return "*"
 		}
 		return strconv.FormatInt(n, 10)
 	}
-	return fmt.Sprintf("%c %s:%s %s", r.typ, num(r.major), num(r.minor), r.access)
+	return fmt.Sprintf("%c %s:%s %s", r.Type, num(r.Major), num(r.Minor), r.Access)
 }
 
 // ebpfInsn is struct bpf_insn.
@@ -79,10 +97,10 @@ func (a *ebpfAsm) assemble() ([]ebpfInsn, error) {
 	return a.prog, nil
 }
 
-// deviceFilter builds the BPF_PROG_TYPE_CGROUP_DEVICE program that
-// enforces rules on cgroup v2, where the device controller of v1 is a
-// BPF program attached to the cgroup. It returns 1 to allow, 0 to deny.
-func deviceFilter(rules []deviceRule) ([]ebpfInsn, error) {
+// filter builds the BPF_PROG_TYPE_CGROUP_DEVICE program that enforces
+// rules on cgroup v2, where the device controller of v1 is a BPF program
+// attached to the cgroup. It returns 1 to allow, 0 to deny.
+func filter(rules []Rule) ([]ebpfInsn, error) {
 	const (
 		ldxW   = unix.BPF_LDX | unix.BPF_MEM | unix.BPF_W
 		movX   = unix.BPF_ALU64 | unix.BPF_MOV | unix.BPF_X
@@ -108,18 +126,18 @@ func deviceFilter(rules []deviceRule) ([]ebpfInsn, error) {
 	for i, r := range rules {
 		next := "rule" + strconv.Itoa(i+1)
 		typ := int32(unix.BPF_DEVCG_DEV_CHAR)
-		if r.typ == 'b' {
+		if r.Type == 'b' {
 			typ = unix.BPF_DEVCG_DEV_BLOCK
 		}
 		a.jump(jneK, rType, typ, next)
-		if r.major >= 0 {
-			a.jump(jneK, rMajor, int32(r.major), next)
+		if r.Major >= 0 {
+			a.jump(jneK, rMajor, int32(r.Major), next)
 		}
-		if r.minor >= 0 {
-			a.jump(jneK, rMinor, int32(r.minor), next)
+		if r.Minor >= 0 {
+			a.jump(jneK, rMinor, int32(r.Minor), next)
 		}
 		var acc int32
-		for _, c := range r.access {
+		for _, c := range r.Access {
 			switch c {
 			case 'r':
 				acc |= unix.BPF_DEVCG_ACC_READ
@@ -144,11 +162,12 @@ func deviceFilter(rules []deviceRule) ([]ebpfInsn, error) {
 	return a.assemble()
 }
 
-// attachDeviceFilter loads the device filter for rules and attaches it to
-// the cgroup v2 directory dir. The program lives as long as the cgroup:
-// removing the cgroup detaches it.
-func attachDeviceFilter(dir string, rules []deviceRule) error {
-	prog, err := deviceFilter(rules)
+// AttachFilter loads the device filter for rules and attaches it to the
+// cgroup v2 directory dir. The program lives as long as the cgroup:
+// removing the cgroup detaches it. Any error means the cgroup has no
+// filter of ours: the caller must guard devices another way or refuse.
+func AttachFilter(dir string, rules []Rule) error {
+	prog, err := filter(rules)
 	if err != nil {
 		return err
 	}
@@ -186,11 +205,9 @@ func attachDeviceFilter(dir string, rules []deviceRule) error {
 	}{uint32(cg), uint32(fd), unix.BPF_CGROUP_DEVICE, unix.BPF_F_ALLOW_MULTI}
 	_, _, errno = unix.Syscall(unix.SYS_BPF, unix.BPF_PROG_ATTACH, uintptr(unsafe.Pointer(&attach)), unsafe.Sizeof(attach))
 	if errno != 0 {
-		if errors.Is(errno, unix.EPERM) {
-			// An ancestor's filter (kiln in a container) forbids more
-			// programs below it; it restricts devices already.
-			return nil
-		}
+		// EPERM included: an ancestor's filter (kiln in a container) may
+		// forbid programs below it, but nothing says that filter is as
+		// strict as ours (a privileged container allows every device).
 		return fmt.Errorf("attaching the device filter to %s: %w", dir, errno)
 	}
 	return nil

@@ -1,0 +1,88 @@
+package cgroups
+
+import (
+	"errors"
+	"fmt"
+	"github.com/kiln-build/kiln/internal/testutil"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/kiln-build/kiln/executor/devices"
+)
+
+func TestRemoveStale(t *testing.T) {
+	if os.Geteuid() != 0 {
+		testutil.SkipHost(t, "needs root: creates cgroups")
+	}
+	h, err := Host()
+	if err != nil {
+		testutil.SkipHostf(t, "needs cgroups: %v", err)
+	}
+	// A pid above pid_max is never alive.
+	stale := map[string]string{}
+	for c, dir := range h.Dirs {
+		p := filepath.Join(dir, "kiln-step-99999999-0badc0de")
+		if err := os.Mkdir(p, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		stale[c] = p
+	}
+	removeStale(h)
+	for c, p := range stale {
+		if _, err := os.Stat(p); err == nil {
+			os.Remove(p)
+			t.Errorf("stale %s cgroup %s not removed", c, p)
+		}
+	}
+}
+
+func TestUnescapeMountinfo(t *testing.T) {
+	for in, want := range map[string]string{`/a\040b`: "/a b", `/plain`: "/plain", `/tab\011x`: "/tab\tx"} {
+		if got := unescapeMountinfo(in); got != want {
+			t.Errorf("%q: %q, want %q", in, got, want)
+		}
+	}
+}
+
+// TestNewReportsRefusedFilter checks that a kernel refusing the device
+// filter (EPERM, as in a container that forbids BPF programs below it) is
+// reported, not swallowed: the caller must then guard devices itself.
+func TestNewReportsRefusedFilter(t *testing.T) {
+	if os.Geteuid() != 0 {
+		testutil.SkipHost(t, "needs root: creates cgroups")
+	}
+	h, err := Host()
+	if err != nil {
+		testutil.SkipHostf(t, "needs cgroups: %v", err)
+	}
+	t.Logf("cgroup v2: %v", h.V2)
+	defer func(f func(*Step, []devices.Rule) error) { guardDevices = f }(guardDevices)
+	guardDevices = func(cg *Step, rules []devices.Rule) error {
+		return fmt.Errorf("attaching the device filter: %w", unix.EPERM)
+	}
+	for _, tt := range []struct {
+		name  string
+		rules []devices.Rule
+		want  bool
+	}{
+		{"filter asked for", devices.Default, true},
+		{"no filter asked for", nil, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			cg, err := New(Limits{Pids: 100}, tt.rules)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer cg.Remove()
+			if got := cg.DeviceFilterErr != nil; got != tt.want {
+				t.Errorf("DeviceFilterErr = %v, want an error: %v", cg.DeviceFilterErr, tt.want)
+			}
+			if tt.want && !errors.Is(cg.DeviceFilterErr, unix.EPERM) {
+				t.Errorf("DeviceFilterErr = %v, want EPERM", cg.DeviceFilterErr)
+			}
+		})
+	}
+}
