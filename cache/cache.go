@@ -40,16 +40,20 @@ type Store struct {
 	// Root is the absolute path of the store.
 	Root string
 
-	pulls keyedLock // one download per layer within this process
-	lock  io.Closer // shared lock on ROOT/lock: this process uses ROOT/tmp
+	pulls keyedLock  // one download per layer within this process
+	lock  *storeLock // shared lock on ROOT/lock: this process uses the store
 }
 
 // Open creates the store layout under root if needed. When no other kiln
 // process has the store open, it also empties ROOT/tmp, where a killed
 // build leaves its step directories behind. Liveness is told by a shared
-// flock on ROOT/lock held as long as the Store is reachable, not by the age
-// of entries: a RUN step can set the mtime of its upper dir (its "/") to
-// anything.
+// flock on ROOT/lock, not by the age of entries: a RUN step can set the
+// mtime of its upper dir (its "/") to anything.
+//
+// The lock is held until Close (or the process exits), whether or not the
+// Store is still reachable: what was read from the store (an image being
+// pushed or saved) stays there until the command that read it calls Close,
+// which it should do only once it is done with all of it.
 func Open(root string) (*Store, error) {
 	abs, err := filepath.Abs(root)
 	if err != nil {
@@ -69,6 +73,13 @@ func Open(root string) (*Store, error) {
 		return nil, fmt.Errorf("opening store %s: %w", abs, err)
 	}
 	return s, nil
+}
+
+// Close releases the store's lock: from then on prune may remove anything
+// this process read from the store, and the Store must not be used. It is
+// safe to call more than once.
+func (s *Store) Close() error {
+	return s.lock.Close()
 }
 
 // clearTmp is best effort: a failure to tidy up must not fail a build.

@@ -2,8 +2,6 @@
 
 package cache
 
-import "io"
-
 // syncFilesystem is a no-op off Linux, where kiln cannot build anyway.
 func syncFilesystem(string) error { return nil }
 
@@ -12,8 +10,10 @@ func sameFilesystem(string, string) (bool, error) { return true, nil }
 
 // lockStore does not clean up off Linux: without flock there is no safe
 // way to tell a dead process's leftovers from a live one's.
-func lockStore(string, func()) (io.Closer, error) { return nopCloser{}, nil }
+func lockStore(string, func()) (*storeLock, error) { return &storeLock{}, nil }
 
-type nopCloser struct{}
+// storeLock holds nothing off Linux.
+type storeLock struct{}
 
-func (nopCloser) Close() error { return nil }
+// Close does nothing.
+func (*storeLock) Close() error { return nil }

@@ -26,6 +26,9 @@ func storeCommands(root *string) []*cobra.Command {
 	}
 }
 
+// storeOpen opens the store for a command, which must Close it when it is
+// done with everything it read from it: the store's lock, which keeps
+// prune from deleting what the command uses, is held until then.
 func storeOpen(root string) (*cache.Store, error) {
 	s, err := cache.Open(root)
 	if err != nil {
@@ -33,6 +36,12 @@ func storeOpen(root string) (*cache.Store, error) {
 	}
 	return s, nil
 }
+
+// afterStoreRead runs once push or save has read its image from the store
+// and before it reads the image's blobs: tests force a garbage collection
+// there to show that the store's lock does not depend on the Store being
+// reachable.
+var afterStoreRead = func() {}
 
 func storeNoArgs(what string) cobra.PositionalArgs {
 	return func(cmd *cobra.Command, args []string) error {
@@ -56,6 +65,7 @@ kiln load. FROM and COPY --from find them before asking any registry.`,
 			if err != nil {
 				return err
 			}
+			defer s.Close()
 			entries, err := s.Images()
 			if err != nil {
 				return err
@@ -153,6 +163,7 @@ kiln prune finds that nothing uses them.`,
 			if err != nil {
 				return err
 			}
+			defer s.Close()
 			var errs []error
 			for _, a := range args {
 				n, err := cache.NormalizeImageName(a)
@@ -194,6 +205,7 @@ func newSaveCmd(root *string) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			defer s.Close()
 			img, ok, err := s.Image(args[0])
 			if err != nil {
 				return err
@@ -201,6 +213,7 @@ func newSaveCmd(root *string) *cobra.Command {
 			if !ok {
 				return fmt.Errorf("saving %s: %w", args[0], cache.ErrImageNotFound)
 			}
+			afterStoreRead()
 			var names []string
 			if !strings.Contains(args[0], "@") {
 				names = []string{args[0]}
@@ -244,6 +257,7 @@ COPY --from find them.`,
 			if err != nil {
 				return err
 			}
+			defer s.Close()
 			path := src
 			if src == "-" {
 				// The readers need to seek in the archive: spool it in
@@ -330,6 +344,7 @@ for prune.`,
 			if err != nil {
 				return err
 			}
+			defer s.Close()
 			if !noWait {
 				opts.Wait = func() {
 					fmt.Fprintf(cmd.ErrOrStderr(), "kiln: other kiln processes are using %s; waiting for them to finish (Ctrl-C to give up)\n", s.Root)
@@ -392,6 +407,7 @@ kiln prune --all would free: everything no named image uses.`,
 			if err != nil {
 				return err
 			}
+			defer s.Close()
 			du, err := s.DiskUsage()
 			if err != nil {
 				return err

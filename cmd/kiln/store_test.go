@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -336,5 +337,65 @@ func TestBuiltImages(t *testing.T) {
 		if ents, _ := os.ReadDir(filepath.Join(root, d)); len(ents) != 0 {
 			t.Errorf("%s: %d entries left after rmi and prune --all", d, len(ents))
 		}
+	}
+}
+
+// TestStoreLockHeldUntilDone: push and save from the store keep it locked
+// against prune until they have read every blob, even when a garbage
+// collection runs after they looked the image up (before the fix the lock
+// was a finalized *os.File, and a concurrent prune deleted the layers being
+// pushed).
+func TestStoreLockHeldUntilDone(t *testing.T) {
+	needRoot(t)
+	ctx := context.Background()
+	dir := t.TempDir()
+	root := filepath.Join(dir, "root")
+	src := filepath.Join(dir, "src.tar")
+	base := testutil.BusyboxImage(t)
+	if err := export.OCIArchive(ctx, base, src, []string{"bb:1"}); err != nil {
+		t.Fatal(err)
+	}
+	storeKiln(t, "--root", root, "load", "-i", src)
+	reg := testutil.Registry(t)
+
+	for _, tc := range []struct {
+		name string
+		args []string
+	}{
+		{"save", []string{"--root", root, "save", "bb:1", "-o", filepath.Join(dir, "saved.tar")}},
+		{"push", []string{"--root", root, "push", "bb:1", reg + "/bb:1"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			hooked := false
+			afterStoreRead = func() {
+				hooked = true
+				for i := 0; i < 3; i++ {
+					runtime.GC()
+				}
+				// the untag makes the image's layers prunable: only the
+				// lock of this command keeps them now
+				storeKiln(t, "--root", root, "rmi", "bb:1")
+				if out, code := kiln(t, "--root", root, "prune", "--all", "--no-wait"); code == 0 || !strings.Contains(out, "in use by another kiln process") {
+					t.Errorf("prune --no-wait during %s: exit %d\n%s", tc.name, code, out)
+				}
+			}
+			defer func() { afterStoreRead = func() {} }()
+			cmd := newRootCmd()
+			cmd.SetArgs(tc.args)
+			var out strings.Builder
+			cmd.SetOut(&out)
+			cmd.SetErr(&out)
+			if err := cmd.ExecuteContext(ctx); err != nil {
+				t.Fatalf("%s: %v\n%s", tc.name, err, out.String())
+			}
+			if !hooked {
+				t.Fatal("the hook did not run")
+			}
+			// name it again for the next case
+			storeKiln(t, "--root", root, "load", "-i", src)
+		})
+	}
+	if _, err := tarball.ImageFromPath(filepath.Join(dir, "saved.tar"), nil); err != nil {
+		t.Errorf("saved archive: %v", err)
 	}
 }
