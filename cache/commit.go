@@ -182,7 +182,7 @@ func (s *Store) compress(ctx context.Context, dir string) (*tempBlob, error) {
 	if err := bw.Flush(); err != nil {
 		return nil, fmt.Errorf("writing blob: %w", err)
 	}
-	if err := f.Sync(); err != nil {
+	if err := syncFile(f); err != nil {
 		return nil, fmt.Errorf("syncing blob: %w", err)
 	}
 	if err := f.Close(); err != nil {
@@ -241,12 +241,10 @@ func (s *Store) publish(staging string, info LayerInfo) (LayerInfo, error) {
 	if err != nil {
 		return LayerInfo{}, fmt.Errorf("publishing layer %s: %w", info.DiffID, err)
 	}
-	if err := writeSynced(filepath.Join(staging, "info.json"), append(data, '\n')); err != nil {
+	if err := s.writeAtomic(filepath.Join(staging, "info.json"), append(data, '\n')); err != nil {
 		return LayerInfo{}, fmt.Errorf("publishing layer %s: %w", info.DiffID, err)
 	}
-	if err := syncDir(staging); err != nil {
-		return LayerInfo{}, fmt.Errorf("publishing layer %s: %w", info.DiffID, err)
-	}
+	// writeAtomic synced staging: its fs/ and info.json are durable
 	final := s.layerDir(info.DiffID)
 	if err := os.Rename(staging, final); err != nil {
 		// rename(2) of a directory onto a non-empty one fails: someone
@@ -271,33 +269,4 @@ func (s *Store) publish(staging string, info LayerInfo) (LayerInfo, error) {
 	}
 	info.Dir = filepath.Join(final, "fs")
 	return info, nil
-}
-
-func writeSynced(path string, data []byte) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
-}
-
-// syncDir makes a rename into dir durable.
-func syncDir(dir string) error {
-	f, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("syncing directory %s: %w", dir, err)
-	}
-	return nil
 }

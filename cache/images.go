@@ -133,7 +133,7 @@ func (s *Store) PutImage(ctx context.Context, names []string, img v1.Image) erro
 		if err != nil {
 			return fmt.Errorf("naming image %s: %w", n, err)
 		}
-		if err := s.replaceFile(s.imagePath(n), append(data, '\n')); err != nil {
+		if err := s.writeAtomic(s.imagePath(n), append(data, '\n')); err != nil {
 			return fmt.Errorf("naming image %s: %w", n, err)
 		}
 	}
@@ -238,7 +238,7 @@ func (s *Store) putBlob(ctx context.Context, digest v1.Hash, r io.Reader) error 
 	h := sha256.New()
 	n, err := io.Copy(io.MultiWriter(f, h), ctxReader{ctx, r})
 	if err == nil {
-		err = f.Sync()
+		err = syncFile(f)
 	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
@@ -264,34 +264,6 @@ func (c ctxReader) Read(p []byte) (int, error) {
 		return 0, err
 	}
 	return c.r.Read(p)
-}
-
-// replaceFile writes data to path atomically: a reader sees the old content
-// or the new one, and after a crash one of them is there.
-func (s *Store) replaceFile(path string, data []byte) error {
-	f, err := os.CreateTemp(s.tmp(), "record-")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Chmod(tmp, 0o644)
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	return syncDir(filepath.Dir(path))
 }
 
 // Image returns the image a name refers to, served from stored blobs: its
