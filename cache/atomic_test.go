@@ -99,4 +99,3 @@ func TestAtomicWritesSync(t *testing.T) {
 		})
 	}
 }
-

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"runtime"
 	"sort"
 	"testing"
 	"time"
@@ -281,33 +280,31 @@ func TestPruneWhileBuilding(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// Once the build's process is gone (its lock file closed, as at exit),
-	// a waiting prune goes ahead.
-	build = nil
+	// Once the build closes the store (or its process exits), a waiting
+	// prune goes ahead.
 	done := make(chan error, 1)
+	waiting := make(chan struct{})
 	go func() {
-		_, err := f.s.Prune(ctx, PruneOptions{Wait: func() {}})
+		_, err := f.s.Prune(ctx, PruneOptions{Wait: func() { close(waiting) }})
 		done <- err
 	}()
-	for {
-		runtime.GC() // the Store's lock file closes when it is collected
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Fatal(err)
-			}
-			if _, ok, _ := f.s.LayerByDiffID(info.DiffID); !ok {
-				t.Error("prune removed the layer the build recorded a step for")
-			}
-			// the pruning Store is usable again, and shared
-			if _, err := f.s.TempDir("after-"); err != nil {
-				t.Error(err)
-			}
-			if _, err := Open(f.s.Root); err != nil {
-				t.Error(err)
-			}
-			return
-		case <-time.After(50 * time.Millisecond):
-		}
+	<-waiting
+	if err := build.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, _ := f.s.LayerByDiffID(info.DiffID); !ok {
+		t.Error("prune removed the layer the build recorded a step for")
+	}
+	// the pruning Store is usable again, and shared
+	if _, err := f.s.TempDir("after-"); err != nil {
+		t.Error(err)
+	}
+	if s2, err := Open(f.s.Root); err != nil {
+		t.Error(err)
+	} else {
+		s2.Close()
 	}
 }
