@@ -40,6 +40,11 @@ type Store struct {
 	// Root is the absolute path of the store.
 	Root string
 
+	// Warn, when set, receives warnings about damaged entries that an
+	// operation skipped rather than failed on (an unreadable image
+	// record). It must be set before the Store is used.
+	Warn func(msg string)
+
 	pulls keyedLock  // one download per layer within this process
 	lock  *storeLock // shared lock on ROOT/lock: this process uses the store
 }
@@ -80,6 +85,12 @@ func Open(root string) (*Store, error) {
 // safe to call more than once.
 func (s *Store) Close() error {
 	return s.lock.Close()
+}
+
+func (s *Store) warnf(format string, args ...any) {
+	if s.Warn != nil {
+		s.Warn(fmt.Sprintf(format, args...))
+	}
 }
 
 // clearTmp is best effort: a failure to tidy up must not fail a build.

@@ -334,7 +334,8 @@ func (s *Store) readImageRecord(path string) (imageRecord, error) {
 	return rec, nil
 }
 
-// imageRecords lists every name, sorted.
+// imageRecords lists every readable name, sorted; unreadable records are
+// skipped with a warning.
 func (s *Store) imageRecords() ([]imageRecord, error) {
 	ents, err := os.ReadDir(s.imagesDir())
 	if errors.Is(err, fs.ErrNotExist) {
@@ -353,7 +354,10 @@ func (s *Store) imageRecords() ([]imageRecord, error) {
 			continue // removed meanwhile
 		}
 		if err != nil {
-			return nil, fmt.Errorf("listing images: %w", err)
+			// One damaged name must not hide the others, nor stop du,
+			// prune or a FROM by digest.
+			s.warnf("skipping an unreadable image record (kiln verify --repair removes it): %v", err)
+			continue
 		}
 		out = append(out, rec)
 	}
@@ -361,7 +365,8 @@ func (s *Store) imageRecords() ([]imageRecord, error) {
 	return out, nil
 }
 
-// Images lists the named images, sorted by name.
+// Images lists the named images, sorted by name. An image whose record or
+// manifest cannot be read is left out, with a warning.
 func (s *Store) Images() ([]ImageEntry, error) {
 	recs, err := s.imageRecords()
 	if err != nil {
@@ -371,7 +376,8 @@ func (s *Store) Images() ([]ImageEntry, error) {
 	for _, r := range recs {
 		m, raw, err := s.readManifest(r.Digest)
 		if err != nil {
-			return nil, fmt.Errorf("listing image %s: %w", r.Name, err)
+			s.warnf("skipping image %s (kiln verify tells what is wrong; kiln rmi %s removes the name): %v", FamiliarImageName(r.Name), FamiliarImageName(r.Name), err)
+			continue
 		}
 		size := int64(len(raw)) + m.Config.Size
 		for _, l := range m.Layers {

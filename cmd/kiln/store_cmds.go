@@ -34,6 +34,7 @@ func storeOpen(root string) (*cache.Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("opening kiln's store at %s (set --root or KILN_ROOT): %w", root, err)
 	}
+	s.Warn = func(msg string) { fmt.Fprintf(os.Stderr, "kiln: warning: %s\n", msg) }
 	return s, nil
 }
 
