@@ -76,4 +76,3 @@ func TestBadImageRecordSkipped(t *testing.T) {
 		})
 	}
 }
-

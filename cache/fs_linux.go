@@ -1,9 +1,11 @@
 package cache
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"sync"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -90,4 +92,66 @@ func flockRetry(fd, how int) error {
 			return err
 		}
 	}
+}
+
+// fileLock is a flock held on a lock file of the store.
+type fileLock struct{ f *os.File }
+
+// tryLockFile takes a flock on path (created if need be) without waiting:
+// ok is false when someone else holds a conflicting one.
+func tryLockFile(path string, exclusive bool) (l *fileLock, ok bool, err error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, false, err
+	}
+	how := unix.LOCK_SH
+	if exclusive {
+		how = unix.LOCK_EX
+	}
+	for {
+		err = unix.Flock(int(f.Fd()), how|unix.LOCK_NB)
+		if err != unix.EINTR {
+			break
+		}
+	}
+	if err == unix.EWOULDBLOCK {
+		f.Close()
+		return nil, false, nil
+	}
+	if err != nil {
+		f.Close()
+		return nil, false, fmt.Errorf("locking %s: %w", path, err)
+	}
+	return &fileLock{f: f}, true, nil
+}
+
+// waitLockFile takes an exclusive flock on path, polling so that ctx can
+// stop the wait.
+func waitLockFile(ctx context.Context, path string) (*fileLock, error) {
+	for tick := time.Duration(0); ; {
+		l, ok, err := tryLockFile(path, true)
+		if err != nil || ok {
+			return l, err
+		}
+		if tick < 500*time.Millisecond {
+			tick += 20 * time.Millisecond
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(tick):
+		}
+	}
+}
+
+// touch records a use: prune removes the least recently used instances
+// first. Best effort.
+func (l *fileLock) touch() {
+	now := time.Now()
+	_ = os.Chtimes(l.f.Name(), now, now)
+}
+
+func (l *fileLock) release() {
+	l.touch() // a long step used it until now
+	l.f.Close()
 }
