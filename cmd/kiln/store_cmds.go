@@ -311,9 +311,14 @@ the layers they are made of, are never removed (use kiln rmi first).
 
 Without flags, prune removes layers that no step record uses and debris
 (scratch of killed builds, records of lost layers, unused blobs).
-  --all                  also every step record and every layer no image uses
-  --filter until=24h     entries unused for that long (also 7d)
-  --keep-storage 10GB    least recently used first, until the store fits
+  --all                  also every step record, every layer no image uses
+                         and every cache mount (RUN --mount=type=cache)
+  --filter until=24h     entries (cache mounts too) unused for that long (also 7d)
+  --keep-storage 10GB    least recently used first, until the build cache
+                         fits (images and kept debug states do not count)
+
+States kept by build --on-error=keep, and the layers under them, stay until
+kiln debug --rm BUILD_ID.
 
 A build uses the store while it runs: prune waits for running builds to
 finish (or fails at once with --no-wait), and builds started meanwhile wait
@@ -363,11 +368,11 @@ for prune.`,
 				verb = "Would delete"
 			}
 			out := cmd.OutOrStdout()
-			fmt.Fprintf(out, "%s %s, %s, %s", verb, storePlural(rep.Steps, "step record"), storePlural(rep.Layers, "layer"), storePlural(rep.Blobs, "blob"))
+			fmt.Fprintf(out, "%s %s, %s, %s, %s", verb, storePlural(rep.Steps, "step record"), storePlural(rep.Layers, "layer"), storePlural(rep.Blobs, "blob"), storePlural(rep.CacheMounts, "cache mount"))
 			if rep.TmpEntries > 0 {
 				fmt.Fprintf(out, ", %s left by killed builds", storePlural(rep.TmpEntries, "scratch entry"))
 			}
-			fmt.Fprintf(out, "\nTotal reclaimed space: %s (the store now holds %s)\n", storeHumanSize(rep.Reclaimed), storeHumanSize(rep.Remaining))
+			fmt.Fprintf(out, "\nTotal reclaimed space: %s (the store now holds %s, of which %s is prunable build cache)\n", storeHumanSize(rep.Reclaimed), storeHumanSize(rep.Remaining), storeHumanSize(rep.RemainingCache))
 			return nil
 		},
 	}
@@ -430,6 +435,8 @@ func storePrintUsage(w io.Writer, root string, du cache.DiskUsage) {
 		{"blobs", du.Blobs},
 		{"step records", du.Steps},
 		{"images", du.Images},
+		{"cache mounts", du.CacheMounts},
+		{"kept for kiln debug", du.Debug},
 		{"scratch", du.Tmp},
 		{"other (logs, context hashes)", du.Other},
 		{"total", du.Total},
