@@ -1,9 +1,13 @@
 package cache
 
 import (
+	"crypto/sha256"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
 
 // syncFile flushes f to disk. It is a variable so that tests can watch the
@@ -55,4 +59,19 @@ func syncDir(dir string) error {
 		return fmt.Errorf("syncing directory %s: %w", dir, err)
 	}
 	return nil
+}
+
+// digestFile is the sha256 and size of a file.
+func digestFile(path string) (v1.Hash, int64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return v1.Hash{}, 0, err
+	}
+	defer f.Close()
+	h := sha256.New()
+	n, err := io.Copy(h, f)
+	if err != nil {
+		return v1.Hash{}, 0, fmt.Errorf("reading %s: %w", path, err)
+	}
+	return sum(h), n, nil
 }

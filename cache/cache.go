@@ -20,9 +20,11 @@ package cache
 import (
 	"bufio"
 	"bytes"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"io/fs"
 	"os"
@@ -183,6 +185,12 @@ func (s *Store) LayerByDiffID(diffID v1.Hash) (LayerInfo, bool, error) {
 		// 96 bits of prefix make this a corrupted store, not a collision.
 		return LayerInfo{}, false, fmt.Errorf("looking up layer %s: %s holds layer %s", diffID, dir, f.DiffID)
 	}
+	if _, err := os.Lstat(s.blobPath(f.Digest)); err != nil {
+		// Its blob was found damaged and removed (or lost): the layer
+		// counts as absent, so that the next pull or build stores the
+		// blob again; publishing then keeps this directory.
+		return LayerInfo{}, false, nil
+	}
 	return LayerInfo{
 		DiffID:    f.DiffID,
 		Digest:    f.Digest,
@@ -215,17 +223,23 @@ func (l *storedLayer) Size() (int64, error)                { return l.info.Size,
 func (l *storedLayer) MediaType() (types.MediaType, error) { return l.mt, nil }
 
 func (l *storedLayer) Compressed() (io.ReadCloser, error) {
+	return l.open()
+}
+
+// open opens the blob for a read that verifies it: a stored blob is
+// trusted no more than a registry's answer.
+func (l *storedLayer) open() (*verifyingReader, error) {
 	f, err := os.Open(l.path)
 	if err != nil {
-		return nil, fmt.Errorf("opening layer blob %s: %w", l.info.Digest, err)
+		return nil, fmt.Errorf("opening layer blob %s: %w (kiln verify --repair drops what depends on it, so that the next build fetches it again)", l.info.Digest, err)
 	}
-	return f, nil
+	return &verifyingReader{f: f, h: sha256.New(), want: l.info.Digest}, nil
 }
 
 func (l *storedLayer) Uncompressed() (io.ReadCloser, error) {
-	f, err := os.Open(l.path)
+	f, err := l.open()
 	if err != nil {
-		return nil, fmt.Errorf("opening layer blob %s: %w", l.info.Digest, err)
+		return nil, err
 	}
 	r, closeDec, err := decompress(bufio.NewReaderSize(f, 1<<20))
 	if err != nil {
@@ -237,6 +251,30 @@ func (l *storedLayer) Uncompressed() (io.ReadCloser, error) {
 		return f.Close()
 	}}, nil
 }
+
+// verifyingReader reads a stored blob and, at its end, checks that it has
+// the digest it is stored under. A blob that does not is removed at once,
+// so that whatever fetches or builds it next stores it again instead of
+// finding it present, and the read fails with an error saying so.
+type verifyingReader struct {
+	f    *os.File
+	h    hash.Hash
+	want v1.Hash
+}
+
+func (r *verifyingReader) Read(p []byte) (int, error) {
+	n, err := r.f.Read(p)
+	r.h.Write(p[:n])
+	if err == io.EOF {
+		if got := sum(r.h); got != r.want {
+			os.Remove(r.f.Name())
+			return n, fmt.Errorf("blob %s in the store is damaged (its content has digest %s): it was removed, so that the next build or pull fetches it again; kiln verify checks the whole store", r.want, got)
+		}
+	}
+	return n, err
+}
+
+func (r *verifyingReader) Close() error { return r.f.Close() }
 
 type readCloser struct {
 	io.Reader

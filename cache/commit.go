@@ -210,13 +210,13 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 	return n, err
 }
 
-// storeBlob moves a complete blob into blobs/. An existing blob of the same
-// digest is kept: the bytes are identical, and readers may have it open.
+// storeBlob moves a complete, verified blob into blobs/. It replaces an
+// existing blob of the same digest rather than trusting it: that one may
+// have been damaged on disk since, and a re-pull must be able to repair it.
+// Readers that have the old file open keep reading it (rename(2) does not
+// touch an open inode).
 func (s *Store) storeBlob(b *tempBlob) error {
 	final := s.blobPath(b.digest)
-	if _, err := os.Lstat(final); err == nil {
-		return nil // b.discard removes ours
-	}
 	if err := os.Rename(b.path, final); err != nil {
 		return fmt.Errorf("storing blob %s: %w", b.digest, err)
 	}
@@ -235,6 +235,15 @@ func (s *Store) publish(staging string, info LayerInfo) (LayerInfo, error) {
 	// The root of a lowerdir is / in the container when no upper layer
 	// has it; the tar has no entry for it, so give it the usual mode.
 	if err := os.Chmod(filepath.Join(staging, "fs"), 0o755); err != nil {
+		return LayerInfo{}, fmt.Errorf("publishing layer %s: %w", info.DiffID, err)
+	}
+	// The contents list is what kiln verify checks fs/ against later;
+	// it is written before info.json, which marks the layer complete.
+	list, err := listContents(filepath.Join(staging, "fs"))
+	if err != nil {
+		return LayerInfo{}, fmt.Errorf("publishing layer %s: %w", info.DiffID, err)
+	}
+	if err := s.writeAtomic(filepath.Join(staging, contentsFile), list); err != nil {
 		return LayerInfo{}, fmt.Errorf("publishing layer %s: %w", info.DiffID, err)
 	}
 	data, err := json.Marshal(infoFile{DiffID: info.DiffID, Digest: info.Digest, Size: info.Size, MediaType: info.MediaType})

@@ -120,10 +120,10 @@ type inventory struct {
 	mountDebrisSize int64
 	debugCount      int
 	debugSize       int64
-	tmpCount     int
-	tmpSize      int64
-	otherCount   int
-	otherSize    int64
+	tmpCount        int
+	tmpSize         int64
+	otherCount      int
+	otherSize       int64
 }
 
 type stepEntry struct {

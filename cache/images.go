@@ -221,12 +221,14 @@ func (s *Store) putBytesBlob(digest v1.Hash, data []byte) (v1.Hash, error) {
 }
 
 // putBlob copies r into the blob digest, verifying it, unless the store
-// has it already.
+// has it already, intact: an existing blob is re-digested (these are
+// manifests, configs and the odd recompressed layer) and replaced if it
+// was damaged.
 func (s *Store) putBlob(ctx context.Context, digest v1.Hash, r io.Reader) error {
 	if err := checkHash(digest); err != nil {
 		return fmt.Errorf("storing blob: %w", err)
 	}
-	if _, err := os.Lstat(s.blobPath(digest)); err == nil {
+	if got, _, err := digestFile(s.blobPath(digest)); err == nil && got == digest {
 		return nil
 	}
 	f, err := os.CreateTemp(s.tmp(), "blob-")

@@ -22,7 +22,7 @@ import (
 func storeCommands(root *string) []*cobra.Command {
 	return []*cobra.Command{
 		newImagesCmd(root), newRmiCmd(root), newSaveCmd(root), newLoadCmd(root),
-		newPruneCmd(root), newDuCmd(root),
+		newPruneCmd(root), newDuCmd(root), newVerifyCmd(root),
 	}
 }
 
