@@ -50,6 +50,9 @@ type PruneReport struct {
 	Steps, Layers, Blobs, CacheMounts int
 	// TmpEntries are leftovers of killed builds.
 	TmpEntries int
+	// DebugStates are the builds whose failed steps are kept for kiln
+	// debug: they, and the layers under them, stay.
+	DebugStates int
 	// Reclaimed is the disk space freed, in bytes.
 	Reclaimed int64
 	// Remaining is the disk space the store occupies afterwards.
@@ -286,7 +289,7 @@ func (inv *inventory) totalSize() int64 {
 }
 
 func (p *prunePlan) report(inv *inventory) PruneReport {
-	rep := PruneReport{Steps: len(p.steps), Layers: len(p.layers), Blobs: len(p.blobs), CacheMounts: len(p.mounts), TmpEntries: inv.tmpCount}
+	rep := PruneReport{Steps: len(p.steps), Layers: len(p.layers), Blobs: len(p.blobs), CacheMounts: len(p.mounts), TmpEntries: inv.tmpCount, DebugStates: inv.debugCount}
 	rep.Reclaimed = inv.tmpSize + inv.mountDebrisSize
 	for m := range p.mounts {
 		rep.Reclaimed += m.size

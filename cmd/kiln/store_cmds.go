@@ -372,6 +372,9 @@ for prune.`,
 			if rep.TmpEntries > 0 {
 				fmt.Fprintf(out, ", %s left by killed builds", storePlural(rep.TmpEntries, "scratch entry"))
 			}
+			if rep.DebugStates > 0 {
+				fmt.Fprintf(out, "\nKept: the failed steps of %s for kiln debug, with their layers (kiln debug --rm BUILD_ID discards one; they are under %s)", storePlural(rep.DebugStates, "build"), filepath.Join(s.Root, "debug"))
+			}
 			fmt.Fprintf(out, "\nTotal reclaimed space: %s (the store now holds %s, of which %s is prunable build cache)\n", storeHumanSize(rep.Reclaimed), storeHumanSize(rep.Remaining), storeHumanSize(rep.RemainingCache))
 			return nil
 		},

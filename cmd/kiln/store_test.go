@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"strings"
 	"testing"
@@ -397,5 +398,110 @@ func TestStoreLockHeldUntilDone(t *testing.T) {
 	}
 	if _, err := tarball.ImageFromPath(filepath.Join(dir, "saved.tar"), nil); err != nil {
 		t.Errorf("saved archive: %v", err)
+	}
+}
+
+// storeBuildDir writes a Dockerfile into a fresh context directory.
+func storeBuildDir(t *testing.T, dockerfile string) string {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte(dockerfile), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// TestVerifyCommand: kiln verify finds a file deleted from a stored layer
+// and exits 1; --repair drops the layer and the records that use it; the
+// store is then clean, and the next build pulls the layer again and
+// succeeds.
+func TestVerifyCommand(t *testing.T) {
+	needRoot(t)
+	reg := registryWithBases(t)
+	root := filepath.Join(t.TempDir(), "root")
+	ctxDir := storeBuildDir(t, "FROM "+reg+"/library/busybox:latest\nRUN echo hi > /hi\n")
+	storeKiln(t, "build", "--root", root, "--progress=plain", ctxDir)
+	if out := storeKiln(t, "--root", root, "verify"); !strings.Contains(out, "no problems") {
+		t.Errorf("verify of a fresh store:\n%s", out)
+	}
+
+	// damage the base layer: the one holding bin/busybox
+	victims, _ := filepath.Glob(filepath.Join(root, "layers", "*", "fs", "bin", "busybox"))
+	if len(victims) != 1 {
+		t.Fatalf("found %v", victims)
+	}
+	if err := os.Remove(victims[0]); err != nil {
+		t.Fatal(err)
+	}
+	out, code := kiln(t, "--root", root, "verify")
+	if code != 1 || !strings.Contains(out, "missing /bin/busybox") || !strings.Contains(out, "kiln verify --repair") {
+		t.Errorf("verify of a damaged layer: exit %d\n%s", code, out)
+	}
+	out = storeKiln(t, "--root", root, "verify", "--repair")
+	if !strings.Contains(out, "removed") {
+		t.Errorf("verify --repair:\n%s", out)
+	}
+	if out := storeKiln(t, "--root", root, "verify"); !strings.Contains(out, "no problems") {
+		t.Errorf("verify after repair:\n%s", out)
+	}
+	rootfs := filepath.Join(t.TempDir(), "rootfs")
+	storeKiln(t, "build", "--root", root, "--progress=plain", "-o", "type=local,dest="+rootfs, ctxDir)
+	if _, err := os.Stat(filepath.Join(rootfs, "bin", "busybox")); err != nil {
+		t.Errorf("the rebuilt image lacks the repaired file: %v", err)
+	}
+}
+
+// TestRunMountSharingAndTmpfsSize: two stages building at once with a
+// private cache mount of one id each see only their own writes; a tmpfs
+// mount with size= is that size (writing past it fails with ENOSPC).
+func TestRunMountSharingAndTmpfsSize(t *testing.T) {
+	needRoot(t)
+	reg := registryWithBases(t)
+	root := filepath.Join(t.TempDir(), "root")
+	base := reg + "/library/busybox:latest"
+	run := func(who string) string {
+		return "RUN --mount=type=cache,id=shared-id,target=/c,sharing=private echo " + who + " > /c/who && sleep 1 && cat /c/who > /seen\n"
+	}
+	ctxDir := storeBuildDir(t, "FROM "+base+" AS a\n"+run("a")+
+		"FROM "+base+" AS b\n"+run("b")+
+		"FROM "+base+"\n"+
+		"COPY --from=a /seen /a\nCOPY --from=b /seen /b\n"+
+		"RUN --mount=type=tmpfs,target=/t,size=1m if dd if=/dev/zero of=/t/f bs=1024 count=2048 2>/dd.err; then echo wrote > /tmpfs; else echo failed > /tmpfs; fi; grep -o 'No space left on device' /dd.err >> /tmpfs; rm /dd.err\n")
+	rootfs := filepath.Join(t.TempDir(), "rootfs")
+	storeKiln(t, "build", "--root", root, "--progress=plain", "--jobs", "2", "-o", "type=local,dest="+rootfs, ctxDir)
+	for f, want := range map[string]string{"a": "a\n", "b": "b\n", "tmpfs": "failed\nNo space left on device\n"} {
+		if got, err := os.ReadFile(filepath.Join(rootfs, f)); err != nil || string(got) != want {
+			t.Errorf("/%s = %q, %v; want %q", f, got, err, want)
+		}
+	}
+}
+
+// TestPruneKeepsDebugState: prune --all leaves a state kept by
+// --on-error=keep (and the layers under it) usable by kiln debug, and says
+// so; once kiln debug --rm discards it, prune removes the layers.
+func TestPruneKeepsDebugState(t *testing.T) {
+	needRoot(t)
+	reg := registryWithBases(t)
+	root := filepath.Join(t.TempDir(), "root")
+	ctxDir := storeBuildDir(t, "FROM "+reg+"/library/busybox:latest\nRUN echo partial > /partial && false\n")
+	log, code := kiln(t, "build", "--root", root, "--progress=plain", "--on-error=keep", ctxDir)
+	if code != 1 {
+		t.Fatalf("exit %d, want 1\n%s", code, log)
+	}
+	m := regexp.MustCompile(`kiln debug (\S+)`).FindStringSubmatch(log)
+	if m == nil {
+		t.Fatalf("no kiln debug hint in:\n%s", log)
+	}
+	out := storeKiln(t, "--root", root, "prune", "--all")
+	if !strings.Contains(out, "0 layers,") || !strings.Contains(out, "kiln debug --rm") {
+		t.Errorf("prune --all with a kept state:\n%s", out)
+	}
+	if out := storeKiln(t, "--root", root, "debug", m[1], "--", "cat", "/partial", "/bin/busybox"); !strings.Contains(out, "partial\n\x7fELF") {
+		t.Errorf("debug after prune: %q", out[:min(len(out), 200)])
+	}
+	storeKiln(t, "--root", root, "debug", "--rm", m[1])
+	out = storeKiln(t, "--root", root, "prune", "--all")
+	if !strings.Contains(out, "1 layer,") {
+		t.Errorf("prune --all after debug --rm:\n%s", out)
 	}
 }
