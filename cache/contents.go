@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 )
 
 // Every layer directory holds, beside fs/, a list of what fs/ held when it
@@ -62,11 +61,7 @@ func contentsLine(fsDir, p string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	var uid, gid uint32
-	var rdev uint64
-	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-		uid, gid, rdev = st.Uid, st.Gid, uint64(st.Rdev)
-	}
+	uid, gid, rdev := statOwner(fi)
 	size := int64(0)
 	if fi.Mode().IsRegular() {
 		size = fi.Size()

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"sync"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -154,4 +155,12 @@ func (l *fileLock) touch() {
 func (l *fileLock) release() {
 	l.touch() // a long step used it until now
 	l.f.Close()
+}
+
+// statOwner is the owner and device number lstat gave.
+func statOwner(fi os.FileInfo) (uid, gid uint32, rdev uint64) {
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		return st.Uid, st.Gid, st.Rdev
+	}
+	return 0, 0, 0
 }
