@@ -58,10 +58,20 @@ func (s *Store) CommitDir(ctx context.Context, dir string) (info LayerInfo, empt
 	// The step has finished writing dir, so its data can be made durable
 	// while it is compressed rather than after: syncfs is mostly waiting
 	// for the disk, compression is all CPU.
+	// The contents list (what kiln verify checks) is one lstat walk, done
+	// meanwhile too.
 	synced := make(chan error, 1)
-	go func() { synced <- syncFilesystem(dir) }()
+	var list []byte
+	var listErr error
+	go func() {
+		list, listErr = listContents(dir)
+		synced <- syncFilesystem(dir)
+	}()
 	blob, err := s.compress(ctx, dir)
 	syncErr := <-synced
+	if syncErr == nil {
+		syncErr = listErr
+	}
 	if err != nil {
 		return LayerInfo{}, false, fmt.Errorf("committing %s: %w", dir, err)
 	}
@@ -91,7 +101,7 @@ func (s *Store) CommitDir(ctx context.Context, dir string) (info LayerInfo, empt
 		os.Remove(staging)
 		return LayerInfo{}, false, fmt.Errorf("committing %s: %w", dir, err)
 	}
-	info, err = s.publish(staging, info)
+	info, err = s.publishListed(staging, info, list)
 	if err != nil {
 		os.RemoveAll(staging)
 		return LayerInfo{}, false, err
@@ -232,6 +242,12 @@ func (s *Store) storeBlob(b *tempBlob) error {
 // synced before the rename, so a layer directory that exists is complete. If another process published
 // the same layer first, staging is removed and their layer returned.
 func (s *Store) publish(staging string, info LayerInfo) (LayerInfo, error) {
+	return s.publishListed(staging, info, nil)
+}
+
+// publishListed is publish with the contents list of staging/fs already
+// made (nil: publish makes it).
+func (s *Store) publishListed(staging string, info LayerInfo, list []byte) (LayerInfo, error) {
 	// The root of a lowerdir is / in the container when no upper layer
 	// has it; the tar has no entry for it, so give it the usual mode.
 	if err := os.Chmod(filepath.Join(staging, "fs"), 0o755); err != nil {
@@ -239,9 +255,11 @@ func (s *Store) publish(staging string, info LayerInfo) (LayerInfo, error) {
 	}
 	// The contents list is what kiln verify checks fs/ against later;
 	// it is written before info.json, which marks the layer complete.
-	list, err := listContents(filepath.Join(staging, "fs"))
-	if err != nil {
-		return LayerInfo{}, fmt.Errorf("publishing layer %s: %w", info.DiffID, err)
+	if list == nil {
+		var err error
+		if list, err = listContents(filepath.Join(staging, "fs")); err != nil {
+			return LayerInfo{}, fmt.Errorf("publishing layer %s: %w", info.DiffID, err)
+		}
 	}
 	if err := s.writeAtomic(filepath.Join(staging, contentsFile), list); err != nil {
 		return LayerInfo{}, fmt.Errorf("publishing layer %s: %w", info.DiffID, err)
