@@ -505,3 +505,37 @@ func TestPruneKeepsDebugState(t *testing.T) {
 		t.Errorf("prune --all after debug --rm:\n%s", out)
 	}
 }
+
+// TestBadImageRecordWarns: one damaged image record does not stop images,
+// du, prune or verify; it is named in a warning, and verify --repair
+// removes it.
+func TestBadImageRecordWarns(t *testing.T) {
+	needRoot(t)
+	ctx := context.Background()
+	dir := t.TempDir()
+	root := filepath.Join(dir, "root")
+	src := filepath.Join(dir, "src.tar")
+	if err := export.OCIArchive(ctx, testutil.BusyboxImage(t), src, []string{"bb:1"}); err != nil {
+		t.Fatal(err)
+	}
+	storeKiln(t, "--root", root, "load", "-i", src)
+	if err := os.WriteFile(filepath.Join(root, "images", strings.Repeat("0", 64)+".json"), []byte("{\"name\":"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out := storeKiln(t, "--root", root, "images")
+	if !storeHasRow(out, []string{"bb", "1"}) {
+		t.Errorf("images lacks bb:\n%s", out)
+	}
+	if !strings.Contains(out, "warning: skipping an unreadable image record") {
+		t.Errorf("images gave no warning:\n%s", out)
+	}
+	storeKiln(t, "--root", root, "du")
+	storeKiln(t, "--root", root, "prune")
+	if out, code := kiln(t, "--root", root, "verify"); code != 1 || !strings.Contains(out, "image ") {
+		t.Errorf("verify: exit %d\n%s", code, out)
+	}
+	storeKiln(t, "--root", root, "verify", "--repair")
+	if out := storeKiln(t, "--root", root, "images"); strings.Contains(out, "warning") {
+		t.Errorf("images after repair:\n%s", out)
+	}
+}
