@@ -6,7 +6,15 @@
 //	ROOT/blobs/sha256/<hex>                  compressed layer blobs, immutable
 //	ROOT/layers/<first 24 hex of diffID>/fs/ unpacked layer, an overlay lowerdir
 //	ROOT/layers/<...>/info.json              {diffID, digest, size, mediaType}
+//	ROOT/layers/<...>/contents               what fs/ held when stored (contents.go)
+//	ROOT/steps/<key>.json                    step records (steps.go)
+//	ROOT/images/<sha256 of name>.json        image names (images.go)
+//	ROOT/cachemounts/<id hash>[-N]           RUN --mount=type=cache (cachemounts.go)
+//	ROOT/debug/<build>/step-*/               states kept for kiln debug; prune
+//	                                         keeps the layers they name
 //	ROOT/tmp/                                scratch, on the same filesystem
+//	ROOT/lock                                flocked: shared by every open Store,
+//	                                         exclusive for prune and verify --repair
 //
 // Layer directory names are short because every lowerdir path of a RUN step
 // must fit in one page of mount options.

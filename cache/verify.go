@@ -40,6 +40,10 @@ type Problem struct {
 	// Images are the named images that need this entry: Repair keeps
 	// their names, which stay broken until rebuilt, pulled or loaded again.
 	Images []string
+	// Repairable: Repair can remove the entry. An image whose blobs are
+	// missing is not: its name stays until the image is built, pulled or
+	// loaded again, or removed with rmi.
+	Repairable bool
 	// Repaired: Repair removed the entry (and what depends on it).
 	Repaired bool
 }
@@ -94,6 +98,7 @@ func (s *Store) verify(ctx context.Context) (VerifyReport, *repairPlan, error) {
 	var rep VerifyReport
 	plan := &repairPlan{layerDiffs: map[string]bool{}}
 	add := func(p Problem) {
+		p.Repairable = true
 		rep.Problems = append(rep.Problems, p)
 		plan.problemIdx = append(plan.problemIdx, len(rep.Problems)-1)
 	}
@@ -237,8 +242,7 @@ func (s *Store) verify(ctx context.Context) (VerifyReport, *repairPlan, error) {
 			}
 		}
 		if len(missing) > 0 {
-			add(Problem{Kind: "image", Name: name, What: "blobs missing", Details: missing,
-				Images: []string{name}})
+			rep.Problems = append(rep.Problems, Problem{Kind: "image", Name: name, What: "blobs missing", Details: missing, Images: []string{name}})
 		}
 	}
 	for i := range rep.Problems {
@@ -315,10 +319,7 @@ func (s *Store) repair(ctx context.Context, rep *VerifyReport, plan *repairPlan)
 		}
 	}
 	for _, i := range plan.problemIdx {
-		// an image's missing blobs are not the store's to fix
-		if rep.Problems[i].Kind != "image" || rep.Problems[i].What != "blobs missing" {
-			rep.Problems[i].Repaired = true
-		}
+		rep.Problems[i].Repaired = true
 	}
 	return nil
 }

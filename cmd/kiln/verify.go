@@ -53,13 +53,22 @@ verify reads the whole store: expect about a second per GB of blobs.`,
 				return err
 			}
 			unrepaired := printVerify(cmd.OutOrStdout(), rep, opts.Repair)
+			repairable := 0
+			for _, p := range rep.Problems {
+				if p.Repairable {
+					repairable++
+				}
+			}
+			const imagesHint = "build, pull or load the images named above again, or remove their names with kiln rmi"
 			switch {
 			case len(rep.Problems) == 0:
 				return nil
-			case !opts.Repair:
+			case !opts.Repair && repairable > 0:
 				return fmt.Errorf("the store at %s has %s; kiln verify --repair removes what is damaged, and the next build fetches or rebuilds it", s.Root, storePlural(len(rep.Problems), "problem"))
+			case !opts.Repair:
+				return fmt.Errorf("the store at %s has %s: %s", s.Root, storePlural(len(rep.Problems), "problem"), imagesHint)
 			case unrepaired > 0:
-				return fmt.Errorf("%s left that the store cannot repair: build, pull or load the images named above again, or remove their names with kiln rmi", storePlural(unrepaired, "problem"))
+				return fmt.Errorf("%s left that the store cannot repair: %s", storePlural(unrepaired, "problem"), imagesHint)
 			}
 			return nil
 		},
@@ -99,6 +108,24 @@ func printVerify(w io.Writer, rep cache.VerifyReport, repair bool) int {
 		return 0
 	}
 	fmt.Fprint(w, storePlural(len(rep.Problems), "problem"))
+	defer func() {
+		// names kept for images whose blobs are gone now
+		var broken []string
+		seen := map[string]bool{}
+		for _, p := range rep.Problems {
+			if p.Kind == "blob" && p.Repaired {
+				for _, n := range p.Images {
+					if !seen[n] {
+						seen[n] = true
+						broken = append(broken, n)
+					}
+				}
+			}
+		}
+		if len(broken) > 0 {
+			fmt.Fprintf(w, "build, pull or load again (or kiln rmi): %s\n", strings.Join(broken, ", "))
+		}
+	}()
 	if rep.RemovedSteps > 0 {
 		verb := "would also remove"
 		if repair {
