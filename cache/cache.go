@@ -6,7 +6,15 @@
 //	ROOT/blobs/sha256/<hex>                  compressed layer blobs, immutable
 //	ROOT/layers/<first 24 hex of diffID>/fs/ unpacked layer, an overlay lowerdir
 //	ROOT/layers/<...>/info.json              {diffID, digest, size, mediaType}
+//	ROOT/layers/<...>/contents               what fs/ held when stored (contents.go)
+//	ROOT/steps/<key>.json                    step records (steps.go)
+//	ROOT/images/<sha256 of name>.json        image names (images.go)
+//	ROOT/cachemounts/<id hash>[-N]           RUN --mount=type=cache (cachemounts.go)
+//	ROOT/debug/<build>/step-*/               states kept for kiln debug; prune
+//	                                         keeps the layers they name
 //	ROOT/tmp/                                scratch, on the same filesystem
+//	ROOT/lock                                flocked: shared by every open Store,
+//	                                         exclusive for prune and verify --repair
 //
 // Layer directory names are short because every lowerdir path of a RUN step
 // must fit in one page of mount options.
@@ -20,9 +28,11 @@ package cache
 import (
 	"bufio"
 	"bytes"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"io/fs"
 	"os"
@@ -43,16 +53,25 @@ type Store struct {
 	// layer; zero means DefaultMaxLayerSize.
 	MaxLayerSize int64
 
-	pulls keyedLock // one download per layer within this process
-	lock  io.Closer // shared lock on ROOT/lock: this process uses ROOT/tmp
+	// Warn, when set, receives warnings about damaged entries that an
+	// operation skipped rather than failed on (an unreadable image
+	// record). It must be set before the Store is used.
+	Warn func(msg string)
+
+	pulls keyedLock  // one download per layer within this process
+	lock  *storeLock // shared lock on ROOT/lock: this process uses the store
 }
 
 // Open creates the store layout under root if needed. When no other kiln
 // process has the store open, it also empties ROOT/tmp, where a killed
 // build leaves its step directories behind. Liveness is told by a shared
-// flock on ROOT/lock held as long as the Store is reachable, not by the age
-// of entries: a RUN step can set the mtime of its upper dir (its "/") to
-// anything.
+// flock on ROOT/lock, not by the age of entries: a RUN step can set the
+// mtime of its upper dir (its "/") to anything.
+//
+// The lock is held until Close (or the process exits), whether or not the
+// Store is still reachable: what was read from the store (an image being
+// pushed or saved) stays there until the command that read it calls Close,
+// which it should do only once it is done with all of it.
 func Open(root string) (*Store, error) {
 	abs, err := filepath.Abs(root)
 	if err != nil {
@@ -72,6 +91,19 @@ func Open(root string) (*Store, error) {
 		return nil, fmt.Errorf("opening store %s: %w", abs, err)
 	}
 	return s, nil
+}
+
+// Close releases the store's lock: from then on prune may remove anything
+// this process read from the store, and the Store must not be used. It is
+// safe to call more than once.
+func (s *Store) Close() error {
+	return s.lock.Close()
+}
+
+func (s *Store) warnf(format string, args ...any) {
+	if s.Warn != nil {
+		s.Warn(fmt.Sprintf(format, args...))
+	}
 }
 
 // clearTmp is best effort: a failure to tidy up must not fail a build.
@@ -164,6 +196,12 @@ func (s *Store) LayerByDiffID(diffID v1.Hash) (LayerInfo, bool, error) {
 		// 96 bits of prefix make this a corrupted store, not a collision.
 		return LayerInfo{}, false, fmt.Errorf("looking up layer %s: %s holds layer %s", diffID, dir, f.DiffID)
 	}
+	if _, err := os.Lstat(s.blobPath(f.Digest)); err != nil {
+		// Its blob was found damaged and removed (or lost): the layer
+		// counts as absent, so that the next pull or build stores the
+		// blob again; publishing then keeps this directory.
+		return LayerInfo{}, false, nil
+	}
 	return LayerInfo{
 		DiffID:    f.DiffID,
 		Digest:    f.Digest,
@@ -196,17 +234,23 @@ func (l *storedLayer) Size() (int64, error)                { return l.info.Size,
 func (l *storedLayer) MediaType() (types.MediaType, error) { return l.mt, nil }
 
 func (l *storedLayer) Compressed() (io.ReadCloser, error) {
+	return l.open()
+}
+
+// open opens the blob for a read that verifies it: a stored blob is
+// trusted no more than a registry's answer.
+func (l *storedLayer) open() (*verifyingReader, error) {
 	f, err := os.Open(l.path)
 	if err != nil {
-		return nil, fmt.Errorf("opening layer blob %s: %w", l.info.Digest, err)
+		return nil, fmt.Errorf("opening layer blob %s: %w (kiln verify --repair drops what depends on it, so that the next build fetches it again)", l.info.Digest, err)
 	}
-	return f, nil
+	return &verifyingReader{f: f, h: sha256.New(), want: l.info.Digest}, nil
 }
 
 func (l *storedLayer) Uncompressed() (io.ReadCloser, error) {
-	f, err := os.Open(l.path)
+	f, err := l.open()
 	if err != nil {
-		return nil, fmt.Errorf("opening layer blob %s: %w", l.info.Digest, err)
+		return nil, err
 	}
 	r, closeDec, err := decompress(bufio.NewReaderSize(f, 1<<20))
 	if err != nil {
@@ -218,6 +262,30 @@ func (l *storedLayer) Uncompressed() (io.ReadCloser, error) {
 		return f.Close()
 	}}, nil
 }
+
+// verifyingReader reads a stored blob and, at its end, checks that it has
+// the digest it is stored under. A blob that does not is removed at once,
+// so that whatever fetches or builds it next stores it again instead of
+// finding it present, and the read fails with an error saying so.
+type verifyingReader struct {
+	f    *os.File
+	h    hash.Hash
+	want v1.Hash
+}
+
+func (r *verifyingReader) Read(p []byte) (int, error) {
+	n, err := r.f.Read(p)
+	r.h.Write(p[:n])
+	if err == io.EOF {
+		if got := sum(r.h); got != r.want {
+			os.Remove(r.f.Name())
+			return n, fmt.Errorf("blob %s in the store is damaged (its content has digest %s): it was removed, so that the next build or pull fetches it again; kiln verify checks the whole store", r.want, got)
+		}
+	}
+	return n, err
+}
+
+func (r *verifyingReader) Close() error { return r.f.Close() }
 
 type readCloser struct {
 	io.Reader

@@ -46,6 +46,7 @@ func openStore(t testing.TB) *Store {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { s.Close() })
 	return s
 }
 
@@ -720,8 +721,8 @@ func TestOpenClearsTmp(t *testing.T) {
 		t.Errorf("scratch of a live store removed: %v", err)
 	}
 	// Once no store is open, leftovers are garbage.
-	s.lock.Close()
-	s2.lock.Close()
+	s.Close()
+	s2.Close()
 	if _, err := Open(root); err != nil {
 		t.Fatal(err)
 	}

@@ -58,10 +58,20 @@ func (s *Store) CommitDir(ctx context.Context, dir string) (info LayerInfo, empt
 	// The step has finished writing dir, so its data can be made durable
 	// while it is compressed rather than after: syncfs is mostly waiting
 	// for the disk, compression is all CPU.
+	// The contents list (what kiln verify checks) is one lstat walk, done
+	// meanwhile too.
 	synced := make(chan error, 1)
-	go func() { synced <- syncFilesystem(dir) }()
+	var list []byte
+	var listErr error
+	go func() {
+		list, listErr = listContents(dir)
+		synced <- syncFilesystem(dir)
+	}()
 	blob, err := s.compress(ctx, dir)
 	syncErr := <-synced
+	if syncErr == nil {
+		syncErr = listErr
+	}
 	if err != nil {
 		return LayerInfo{}, false, fmt.Errorf("committing %s: %w", dir, err)
 	}
@@ -91,7 +101,7 @@ func (s *Store) CommitDir(ctx context.Context, dir string) (info LayerInfo, empt
 		os.Remove(staging)
 		return LayerInfo{}, false, fmt.Errorf("committing %s: %w", dir, err)
 	}
-	info, err = s.publish(staging, info)
+	info, err = s.publishListed(staging, info, list)
 	if err != nil {
 		os.RemoveAll(staging)
 		return LayerInfo{}, false, err
@@ -182,7 +192,7 @@ func (s *Store) compress(ctx context.Context, dir string) (*tempBlob, error) {
 	if err := bw.Flush(); err != nil {
 		return nil, fmt.Errorf("writing blob: %w", err)
 	}
-	if err := f.Sync(); err != nil {
+	if err := syncFile(f); err != nil {
 		return nil, fmt.Errorf("syncing blob: %w", err)
 	}
 	if err := f.Close(); err != nil {
@@ -210,13 +220,13 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 	return n, err
 }
 
-// storeBlob moves a complete blob into blobs/. An existing blob of the same
-// digest is kept: the bytes are identical, and readers may have it open.
+// storeBlob moves a complete, verified blob into blobs/. It replaces an
+// existing blob of the same digest rather than trusting it: that one may
+// have been damaged on disk since, and a re-pull must be able to repair it.
+// Readers that have the old file open keep reading it (rename(2) does not
+// touch an open inode).
 func (s *Store) storeBlob(b *tempBlob) error {
 	final := s.blobPath(b.digest)
-	if _, err := os.Lstat(final); err == nil {
-		return nil // b.discard removes ours
-	}
 	if err := os.Rename(b.path, final); err != nil {
 		return fmt.Errorf("storing blob %s: %w", b.digest, err)
 	}
@@ -232,21 +242,36 @@ func (s *Store) storeBlob(b *tempBlob) error {
 // synced before the rename, so a layer directory that exists is complete. If another process published
 // the same layer first, staging is removed and their layer returned.
 func (s *Store) publish(staging string, info LayerInfo) (LayerInfo, error) {
+	return s.publishListed(staging, info, nil)
+}
+
+// publishListed is publish with the contents list of staging/fs already
+// made (nil: publish makes it).
+func (s *Store) publishListed(staging string, info LayerInfo, list []byte) (LayerInfo, error) {
 	// The root of a lowerdir is / in the container when no upper layer
 	// has it; the tar has no entry for it, so give it the usual mode.
 	if err := os.Chmod(filepath.Join(staging, "fs"), 0o755); err != nil {
+		return LayerInfo{}, fmt.Errorf("publishing layer %s: %w", info.DiffID, err)
+	}
+	// The contents list is what kiln verify checks fs/ against later;
+	// it is written before info.json, which marks the layer complete.
+	if list == nil {
+		var err error
+		if list, err = listContents(filepath.Join(staging, "fs")); err != nil {
+			return LayerInfo{}, fmt.Errorf("publishing layer %s: %w", info.DiffID, err)
+		}
+	}
+	if err := s.writeAtomic(filepath.Join(staging, contentsFile), list); err != nil {
 		return LayerInfo{}, fmt.Errorf("publishing layer %s: %w", info.DiffID, err)
 	}
 	data, err := json.Marshal(infoFile{DiffID: info.DiffID, Digest: info.Digest, Size: info.Size, MediaType: info.MediaType})
 	if err != nil {
 		return LayerInfo{}, fmt.Errorf("publishing layer %s: %w", info.DiffID, err)
 	}
-	if err := writeSynced(filepath.Join(staging, "info.json"), append(data, '\n')); err != nil {
+	if err := s.writeAtomic(filepath.Join(staging, "info.json"), append(data, '\n')); err != nil {
 		return LayerInfo{}, fmt.Errorf("publishing layer %s: %w", info.DiffID, err)
 	}
-	if err := syncDir(staging); err != nil {
-		return LayerInfo{}, fmt.Errorf("publishing layer %s: %w", info.DiffID, err)
-	}
+	// writeAtomic synced staging: its fs/ and info.json are durable
 	final := s.layerDir(info.DiffID)
 	if err := os.Rename(staging, final); err != nil {
 		// rename(2) of a directory onto a non-empty one fails: someone
@@ -271,33 +296,4 @@ func (s *Store) publish(staging string, info LayerInfo) (LayerInfo, error) {
 	}
 	info.Dir = filepath.Join(final, "fs")
 	return info, nil
-}
-
-func writeSynced(path string, data []byte) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
-}
-
-// syncDir makes a rename into dir durable.
-func syncDir(dir string) error {
-	f, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("syncing directory %s: %w", dir, err)
-	}
-	return nil
 }

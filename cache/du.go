@@ -29,7 +29,14 @@ type DiskUsage struct {
 	Blobs  Usage // compressed layers, manifests and configs, ROOT/blobs
 	Steps  Usage // step records, ROOT/steps
 	Images Usage // names, ROOT/images (their size is that of the records)
-	Tmp    Usage // scratch of running builds, or left by killed ones
+	// CacheMounts are the instances of RUN --mount=type=cache,
+	// ROOT/cachemounts.
+	CacheMounts Usage
+	// Debug is what build --on-error=keep kept for kiln debug, ROOT/debug:
+	// never pruned (kiln debug --rm removes a state), and the layers under
+	// it are kept too.
+	Debug Usage
+	Tmp   Usage // scratch of running builds, or left by killed ones
 	// Other is what other parts of kiln keep under the root (build logs,
 	// context hashes…), which prune leaves alone; Count is top-level
 	// entries.
@@ -69,12 +76,22 @@ func (s *Store) DiskUsage() (DiskUsage, error) {
 	}
 	du.Images.Count = len(inv.images)
 	du.Images.Size = inv.imagesSize
+	du.CacheMounts.Count = len(inv.mounts)
+	du.CacheMounts.Size = inv.mountDebrisSize
+	du.CacheMounts.Reclaimable = inv.mountDebrisSize
+	for _, m := range inv.mounts {
+		du.CacheMounts.Size += m.size
+		if p.mounts[m] {
+			du.CacheMounts.Reclaimable += m.size
+		}
+	}
+	du.Debug = Usage{Count: inv.debugCount, Size: inv.debugSize}
 	du.Tmp = Usage{Count: inv.tmpCount, Size: inv.tmpSize}
 	if p.tmp {
 		du.Tmp.Reclaimable = inv.tmpSize
 	}
 	du.Other = Usage{Count: inv.otherCount, Size: inv.otherSize}
-	for _, u := range []Usage{du.Layers, du.Blobs, du.Steps, du.Images, du.Tmp, du.Other} {
+	for _, u := range []Usage{du.Layers, du.Blobs, du.Steps, du.Images, du.CacheMounts, du.Debug, du.Tmp, du.Other} {
 		du.Total.Count += u.Count
 		du.Total.Size += u.Size
 		du.Total.Reclaimable += u.Reclaimable
@@ -91,14 +108,22 @@ type inventory struct {
 	badLayers []string
 	blobs     map[string]int64 // hex → size
 	images    []imageRecord
-	// pinned: what named images use, never pruned.
+	// pinned: what named images (and, for layers, kept debug states) use,
+	// never pruned.
 	pinnedBlobs  map[string]bool
 	pinnedLayers map[string]bool // diffID hex
 	imagesSize   int64
-	tmpCount     int
-	tmpSize      int64
-	otherCount   int
-	otherSize    int64
+	mounts       []*cacheMountEntry
+	// mountDebris are instances a crash left half made (.new-*) and lock
+	// files whose instance is gone.
+	mountDebris     []string
+	mountDebrisSize int64
+	debugCount      int
+	debugSize       int64
+	tmpCount        int
+	tmpSize         int64
+	otherCount      int
+	otherSize       int64
 }
 
 type stepEntry struct {
@@ -117,6 +142,13 @@ type layerEntry struct {
 	stored time.Time // mtime of the directory: when it was published
 	size   int64     // the directory; the blob is counted with blobs
 	refs   []*stepEntry
+}
+
+// cacheMountEntry is an instance of a cache mount.
+type cacheMountEntry struct {
+	dir  string
+	used time.Time // its lock file's mtime, else its own
+	size int64
 }
 
 // lastUsed is when the layer was last stored or hit through a step record.
@@ -242,6 +274,13 @@ func (s *Store) inventory() (*inventory, error) {
 		}
 	}
 
+	if err := s.inventoryMounts(inv, seen); err != nil {
+		return nil, err
+	}
+	if err := s.inventoryDebug(inv, seen); err != nil {
+		return nil, err
+	}
+
 	ents, err = readDirIfExists(s.tmp())
 	if err != nil {
 		return nil, err
@@ -257,13 +296,109 @@ func (s *Store) inventory() (*inventory, error) {
 	}
 	for _, e := range ents {
 		switch e.Name() {
-		case "blobs", "layers", "steps", "images", "tmp", "lock":
+		case "blobs", "layers", "steps", "images", "tmp", "lock", "cachemounts", "debug":
 			continue
 		}
 		inv.otherCount++
 		inv.otherSize += treeSize(filepath.Join(s.Root, e.Name()), seen)
 	}
 	return inv, nil
+}
+
+// pinnedSize is what images and kept debug states hold in layers and blobs.
+func (inv *inventory) pinnedSize() int64 {
+	blobs := map[string]bool{}
+	for hex := range inv.pinnedBlobs {
+		blobs[hex] = true
+	}
+	var n int64
+	for hex, l := range inv.layers {
+		if inv.pinnedLayers[hex] {
+			n += l.size
+			blobs[l.info.Digest.Hex] = true
+		}
+	}
+	for hex := range blobs {
+		n += inv.blobs[hex]
+	}
+	return n
+}
+
+func (s *Store) inventoryMounts(inv *inventory, seen map[fileID]bool) error {
+	ents, err := readDirIfExists(s.cacheMountsDir())
+	if err != nil {
+		return err
+	}
+	present := map[string]bool{}
+	for _, e := range ents {
+		present[e.Name()] = true
+	}
+	for _, e := range ents {
+		n, path := e.Name(), filepath.Join(s.cacheMountsDir(), e.Name())
+		switch {
+		case strings.HasPrefix(n, "."):
+			inv.mountDebris = append(inv.mountDebris, path)
+			inv.mountDebrisSize += treeSize(path, seen)
+		case strings.HasSuffix(n, ".lock"):
+			if !present[strings.TrimSuffix(n, ".lock")] {
+				// apply removes NAME.lock with NAME
+				inv.mountDebris = append(inv.mountDebris, strings.TrimSuffix(path, ".lock"))
+				inv.mountDebrisSize += treeSize(path, seen)
+			}
+		default:
+			fi, err := e.Info()
+			if err != nil {
+				continue
+			}
+			m := &cacheMountEntry{dir: path, used: fi.ModTime(), size: treeSize(path, seen)}
+			if li, err := os.Stat(path + ".lock"); err == nil {
+				m.used = li.ModTime()
+				m.size += diskSize(li, seen)
+			}
+			inv.mounts = append(inv.mounts, m)
+		}
+	}
+	return nil
+}
+
+// inventoryDebug pins the layers under the states build --on-error=keep
+// kept in ROOT/debug/BUILD/step-*/state.json, whose "lowers" name layer
+// directories: kiln debug needs them until kiln debug --rm.
+func (s *Store) inventoryDebug(inv *inventory, seen map[fileID]bool) error {
+	dir := filepath.Join(s.Root, "debug")
+	builds, err := readDirIfExists(dir)
+	if err != nil {
+		return err
+	}
+	byDir := map[string]string{} // layer dir name → diffID hex
+	for hex, l := range inv.layers {
+		byDir[filepath.Base(l.dir)] = hex
+	}
+	for _, b := range builds {
+		inv.debugCount++
+		inv.debugSize += treeSize(filepath.Join(dir, b.Name()), seen)
+		states, _ := filepath.Glob(filepath.Join(dir, b.Name(), "step-*", "state.json"))
+		for _, st := range states {
+			var state struct {
+				Lowers []string `json:"lowers"`
+			}
+			data, err := os.ReadFile(st)
+			if err != nil || json.Unmarshal(data, &state) != nil {
+				continue
+			}
+			for _, l := range state.Lowers {
+				rel, err := filepath.Rel(s.layersDir(), l)
+				if err != nil || strings.HasPrefix(rel, "..") {
+					continue
+				}
+				name, _, _ := strings.Cut(rel, string(filepath.Separator))
+				if hex, ok := byDir[name]; ok {
+					inv.pinnedLayers[hex] = true
+				}
+			}
+		}
+	}
+	return nil
 }
 
 func readDirIfExists(dir string) ([]fs.DirEntry, error) {

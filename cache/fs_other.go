@@ -2,7 +2,10 @@
 
 package cache
 
-import "io"
+import (
+	"context"
+	"os"
+)
 
 // syncFilesystem is a no-op off Linux, where kiln cannot build anyway.
 func syncFilesystem(string) error { return nil }
@@ -12,8 +15,23 @@ func sameFilesystem(string, string) (bool, error) { return true, nil }
 
 // lockStore does not clean up off Linux: without flock there is no safe
 // way to tell a dead process's leftovers from a live one's.
-func lockStore(string, func()) (io.Closer, error) { return nopCloser{}, nil }
+func lockStore(string, func()) (*storeLock, error) { return &storeLock{}, nil }
 
-type nopCloser struct{}
+// storeLock holds nothing off Linux.
+type storeLock struct{}
 
-func (nopCloser) Close() error { return nil }
+// Close does nothing.
+func (*storeLock) Close() error { return nil }
+
+// fileLock is a no-op off Linux, where kiln runs no step.
+type fileLock struct{}
+
+func tryLockFile(string, bool) (*fileLock, bool, error) { return &fileLock{}, true, nil }
+
+func waitLockFile(context.Context, string) (*fileLock, error) { return &fileLock{}, nil }
+
+func (*fileLock) touch()   {}
+func (*fileLock) release() {}
+
+// statOwner reports nothing off Linux, where no layer is unpacked.
+func statOwner(os.FileInfo) (uid, gid uint32, rdev uint64) { return 0, 0, 0 }

@@ -133,7 +133,7 @@ func (s *Store) PutImage(ctx context.Context, names []string, img v1.Image) erro
 		if err != nil {
 			return fmt.Errorf("naming image %s: %w", n, err)
 		}
-		if err := s.replaceFile(s.imagePath(n), append(data, '\n')); err != nil {
+		if err := s.writeAtomic(s.imagePath(n), append(data, '\n')); err != nil {
 			return fmt.Errorf("naming image %s: %w", n, err)
 		}
 	}
@@ -221,12 +221,14 @@ func (s *Store) putBytesBlob(digest v1.Hash, data []byte) (v1.Hash, error) {
 }
 
 // putBlob copies r into the blob digest, verifying it, unless the store
-// has it already.
+// has it already, intact: an existing blob is re-digested (these are
+// manifests, configs and the odd recompressed layer) and replaced if it
+// was damaged.
 func (s *Store) putBlob(ctx context.Context, digest v1.Hash, r io.Reader) error {
 	if err := checkHash(digest); err != nil {
 		return fmt.Errorf("storing blob: %w", err)
 	}
-	if _, err := os.Lstat(s.blobPath(digest)); err == nil {
+	if got, _, err := digestFile(s.blobPath(digest)); err == nil && got == digest {
 		return nil
 	}
 	f, err := os.CreateTemp(s.tmp(), "blob-")
@@ -238,7 +240,7 @@ func (s *Store) putBlob(ctx context.Context, digest v1.Hash, r io.Reader) error 
 	h := sha256.New()
 	n, err := io.Copy(io.MultiWriter(f, h), ctxReader{ctx, r})
 	if err == nil {
-		err = f.Sync()
+		err = syncFile(f)
 	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
@@ -264,34 +266,6 @@ func (c ctxReader) Read(p []byte) (int, error) {
 		return 0, err
 	}
 	return c.r.Read(p)
-}
-
-// replaceFile writes data to path atomically: a reader sees the old content
-// or the new one, and after a crash one of them is there.
-func (s *Store) replaceFile(path string, data []byte) error {
-	f, err := os.CreateTemp(s.tmp(), "record-")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Chmod(tmp, 0o644)
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	return syncDir(filepath.Dir(path))
 }
 
 // Image returns the image a name refers to, served from stored blobs: its
@@ -362,7 +336,8 @@ func (s *Store) readImageRecord(path string) (imageRecord, error) {
 	return rec, nil
 }
 
-// imageRecords lists every name, sorted.
+// imageRecords lists every readable name, sorted; unreadable records are
+// skipped with a warning.
 func (s *Store) imageRecords() ([]imageRecord, error) {
 	ents, err := os.ReadDir(s.imagesDir())
 	if errors.Is(err, fs.ErrNotExist) {
@@ -381,7 +356,10 @@ func (s *Store) imageRecords() ([]imageRecord, error) {
 			continue // removed meanwhile
 		}
 		if err != nil {
-			return nil, fmt.Errorf("listing images: %w", err)
+			// One damaged name must not hide the others, nor stop du,
+			// prune or a FROM by digest.
+			s.warnf("skipping an unreadable image record (kiln verify --repair removes it): %v", err)
+			continue
 		}
 		out = append(out, rec)
 	}
@@ -389,7 +367,8 @@ func (s *Store) imageRecords() ([]imageRecord, error) {
 	return out, nil
 }
 
-// Images lists the named images, sorted by name.
+// Images lists the named images, sorted by name. An image whose record or
+// manifest cannot be read is left out, with a warning.
 func (s *Store) Images() ([]ImageEntry, error) {
 	recs, err := s.imageRecords()
 	if err != nil {
@@ -399,7 +378,8 @@ func (s *Store) Images() ([]ImageEntry, error) {
 	for _, r := range recs {
 		m, raw, err := s.readManifest(r.Digest)
 		if err != nil {
-			return nil, fmt.Errorf("listing image %s: %w", r.Name, err)
+			s.warnf("skipping image %s (kiln verify tells what is wrong; kiln rmi %s removes the name): %v", FamiliarImageName(r.Name), FamiliarImageName(r.Name), err)
+			continue
 		}
 		size := int64(len(raw)) + m.Config.Size
 		for _, l := range m.Layers {

@@ -15,22 +15,27 @@ import (
 var ErrStoreBusy = errors.New("the store is in use by another kiln process")
 
 // PruneOptions selects what Prune removes. Named images, and every layer
-// and blob they use, are never removed. Debris is always removed: scratch
-// left by killed builds, step records whose layer is gone, blobs nothing
-// uses.
+// and blob they use, are never removed, nor are the layers under a state
+// kept for kiln debug (until kiln debug --rm). Debris is always removed:
+// scratch left by killed builds, step records whose layer is gone, blobs
+// nothing uses, half-made cache mounts.
 type PruneOptions struct {
-	// All removes every step record and every layer no named image uses.
-	// Without it, a layer stays while a step record that counts as recent
-	// (see Until) uses it.
+	// All removes every step record, every layer no named image uses and
+	// every cache mount. Without it, a layer stays while a step record
+	// that counts as recent (see Until) uses it.
 	All bool
 	// Until, when positive, limits removal to entries unused for that
 	// long: step records not hit, layers neither stored nor reached through
-	// a step hit within Until. Without All, a layer no step record uses is
-	// removed once it is that old.
+	// a step hit within Until, cache mounts no step used within Until.
+	// Without All, a layer no step record uses is removed once it is that
+	// old.
 	Until time.Duration
-	// KeepStorage, when positive, stops removing once the store occupies
-	// at most that many bytes, least recently used first. Without All or
-	// Until, every entry no image uses is then a candidate.
+	// KeepStorage, when positive, stops removing once what prune could
+	// remove (the build cache: layers no image or kept debug state uses,
+	// their blobs, step records, cache mounts, debris) takes at most that
+	// many bytes, least recently used first; images, kept debug states
+	// and logs do not count. Without All or Until, every such entry is
+	// then a candidate.
 	KeepStorage int64
 	// DryRun reports what would be removed and removes nothing.
 	DryRun bool
@@ -42,13 +47,19 @@ type PruneOptions struct {
 
 // PruneReport says what Prune removed (or would remove, for a dry run).
 type PruneReport struct {
-	Steps, Layers, Blobs int
+	Steps, Layers, Blobs, CacheMounts int
 	// TmpEntries are leftovers of killed builds.
 	TmpEntries int
+	// DebugStates are the builds whose failed steps are kept for kiln
+	// debug: they, and the layers under them, stay.
+	DebugStates int
 	// Reclaimed is the disk space freed, in bytes.
 	Reclaimed int64
 	// Remaining is the disk space the store occupies afterwards.
 	Remaining int64
+	// RemainingCache is the part of Remaining that a prune could remove:
+	// what KeepStorage bounds.
+	RemainingCache int64
 }
 
 // Prune removes least recently used entries. It takes the store's lock
@@ -83,11 +94,12 @@ type prunePlan struct {
 	steps  map[*stepEntry]bool
 	layers map[*layerEntry]bool
 	blobs  map[string]bool
+	mounts map[*cacheMountEntry]bool
 	tmp    bool
 }
 
 func (inv *inventory) plan(opts PruneOptions, now time.Time) *prunePlan {
-	p := &prunePlan{steps: map[*stepEntry]bool{}, layers: map[*layerEntry]bool{}, blobs: map[string]bool{}, tmp: true}
+	p := &prunePlan{steps: map[*stepEntry]bool{}, layers: map[*layerEntry]bool{}, blobs: map[string]bool{}, mounts: map[*cacheMountEntry]bool{}, tmp: true}
 	old := func(t time.Time) bool { return opts.Until > 0 && t.Before(now.Add(-opts.Until)) }
 	anyAge := opts.Until <= 0
 
@@ -108,8 +120,8 @@ func (inv *inventory) plan(opts PruneOptions, now time.Time) *prunePlan {
 		}
 	}
 
-	// Layers no image uses, oldest use first.
-	var cands []*layerEntry
+	// Layers no image uses and cache mounts, oldest use first.
+	var cands []lruEntry
 	for hex, l := range inv.layers {
 		if inv.pinnedLayers[hex] {
 			continue
@@ -126,22 +138,40 @@ func (inv *inventory) plan(opts PruneOptions, now time.Time) *prunePlan {
 			cand = len(l.refs) == 0
 		}
 		if cand {
-			cands = append(cands, l)
+			cands = append(cands, lruEntry{used: l.lastUsed(), name: l.dir, layer: l})
+		}
+	}
+	for _, m := range inv.mounts {
+		// Without a flag, prune keeps cache mounts: they are what makes
+		// a package install fast, and nothing else brings them back.
+		cand := opts.All && anyAge || old(m.used) || opts.KeepStorage > 0 && opts.Until <= 0
+		if cand {
+			cands = append(cands, lruEntry{used: m.used, name: m.dir, mount: m})
 		}
 	}
 	sort.Slice(cands, func(i, j int) bool {
-		ti, tj := cands[i].lastUsed(), cands[j].lastUsed()
-		if !ti.Equal(tj) {
-			return ti.Before(tj)
+		if !cands[i].used.Equal(cands[j].used) {
+			return cands[i].used.Before(cands[j].used)
 		}
-		return cands[i].dir < cands[j].dir
+		return cands[i].name < cands[j].name
 	})
-	total := inv.totalSize()
+	// What KeepStorage bounds is what prune could remove, not the whole
+	// store: the candidates with what goes with them, and debris.
+	cacheSize := p.debrisSize(inv) + inv.stepsSize(p, cands)
+	for _, c := range cands {
+		cacheSize += inv.entrySize(c)
+	}
 	freed := p.debrisSize(inv)
-	for _, l := range cands {
-		if opts.KeepStorage > 0 && total-freed <= opts.KeepStorage {
+	for _, c := range cands {
+		if opts.KeepStorage > 0 && cacheSize-freed <= opts.KeepStorage {
 			break
 		}
+		if m := c.mount; m != nil {
+			p.mounts[m] = true
+			freed += m.size
+			continue
+		}
+		l := c.layer
 		p.layers[l] = true
 		freed += l.size
 		if !inv.pinnedBlobs[l.info.Digest.Hex] {
@@ -176,10 +206,56 @@ func (inv *inventory) plan(opts PruneOptions, now time.Time) *prunePlan {
 	return p
 }
 
+// lruEntry is a layer or a cache mount that prune may remove.
+type lruEntry struct {
+	used  time.Time
+	name  string
+	layer *layerEntry
+	mount *cacheMountEntry
+}
+
+// entrySize is what removing c frees: a layer with its own blob (unless
+// an image uses that blob) and the step records that use it.
+func (inv *inventory) entrySize(c lruEntry) int64 {
+	if c.mount != nil {
+		return c.mount.size
+	}
+	n := c.layer.size
+	if !inv.pinnedBlobs[c.layer.info.Digest.Hex] {
+		n += inv.blobs[c.layer.info.Digest.Hex]
+	}
+	for _, r := range c.layer.refs {
+		n += r.size
+	}
+	return n
+}
+
+// stepsSize is the size of the step records a prune could remove that
+// entrySize does not count: those of no candidate layer, not already
+// debris.
+func (inv *inventory) stepsSize(p *prunePlan, cands []lruEntry) int64 {
+	counted := map[*stepEntry]bool{}
+	for _, c := range cands {
+		if c.layer != nil {
+			for _, r := range c.layer.refs {
+				counted[r] = true
+			}
+		}
+	}
+	var n int64
+	for _, st := range inv.steps {
+		if !counted[st] && !p.steps[st] && (st.layer == nil || inv.pinnedLayers[st.layer.info.DiffID.Hex]) {
+			n += st.size
+		}
+	}
+	return n
+}
+
 // debrisSize is what the plan frees before any layer is chosen: scratch,
-// broken step records and blobs that neither an image nor a layer uses.
+// broken step records, half-made cache mounts and blobs that neither an
+// image nor a layer uses.
 func (p *prunePlan) debrisSize(inv *inventory) int64 {
-	n := inv.tmpSize
+	n := inv.tmpSize + inv.mountDebrisSize
 	for st := range p.steps {
 		n += st.size
 	}
@@ -196,7 +272,7 @@ func (p *prunePlan) debrisSize(inv *inventory) int64 {
 }
 
 func (inv *inventory) totalSize() int64 {
-	n := inv.tmpSize + inv.imagesSize + inv.otherSize
+	n := inv.tmpSize + inv.imagesSize + inv.otherSize + inv.debugSize + inv.mountDebrisSize
 	for _, size := range inv.blobs {
 		n += size
 	}
@@ -206,12 +282,18 @@ func (inv *inventory) totalSize() int64 {
 	for _, st := range inv.steps {
 		n += st.size
 	}
+	for _, m := range inv.mounts {
+		n += m.size
+	}
 	return n
 }
 
 func (p *prunePlan) report(inv *inventory) PruneReport {
-	rep := PruneReport{Steps: len(p.steps), Layers: len(p.layers), Blobs: len(p.blobs), TmpEntries: inv.tmpCount}
-	rep.Reclaimed = inv.tmpSize
+	rep := PruneReport{Steps: len(p.steps), Layers: len(p.layers), Blobs: len(p.blobs), CacheMounts: len(p.mounts), TmpEntries: inv.tmpCount, DebugStates: inv.debugCount}
+	rep.Reclaimed = inv.tmpSize + inv.mountDebrisSize
+	for m := range p.mounts {
+		rep.Reclaimed += m.size
+	}
 	for st := range p.steps {
 		rep.Reclaimed += st.size
 	}
@@ -222,6 +304,7 @@ func (p *prunePlan) report(inv *inventory) PruneReport {
 		rep.Reclaimed += inv.blobs[hex]
 	}
 	rep.Remaining = inv.totalSize() - rep.Reclaimed
+	rep.RemainingCache = inv.totalSize() - inv.imagesSize - inv.otherSize - inv.debugSize - inv.pinnedSize() - rep.Reclaimed
 	return rep
 }
 
@@ -262,6 +345,36 @@ func (s *Store) apply(ctx context.Context, inv *inventory, p *prunePlan) error {
 			return err
 		}
 		if err := os.RemoveAll(trash); err != nil {
+			return err
+		}
+	}
+	// A cache mount goes the way of a layer: out of sight first, its
+	// lock file (its last-use time) last.
+	mountDirs := append([]string(nil), inv.mountDebris...)
+	for m := range p.mounts {
+		mountDirs = append(mountDirs, m.dir)
+	}
+	for _, dir := range mountDirs {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		trash, err := os.MkdirTemp(s.tmp(), "prune-")
+		if err != nil {
+			return err
+		}
+		if err := os.Rename(dir, filepath.Join(trash, "mount")); err != nil && !errors.Is(err, os.ErrNotExist) {
+			os.Remove(trash)
+			return err
+		}
+		if err := os.RemoveAll(trash); err != nil {
+			return err
+		}
+		if err := os.Remove(dir + ".lock"); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+	}
+	if len(mountDirs) > 0 {
+		if err := syncDir(s.cacheMountsDir()); err != nil {
 			return err
 		}
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -15,11 +14,12 @@ import (
 // converts a flock by dropping the old lock first, so a failed attempt
 // leaves none; unlock (and every failure) takes the shared lock back.
 func (s *Store) lockExclusive(ctx context.Context, wait func()) (unlock func(), err error) {
-	f, ok := s.lock.(*os.File)
-	if !ok {
-		return nil, errors.New("the store has no lock file")
+	s.lock.mu.Lock()
+	fd := s.lock.fd
+	s.lock.mu.Unlock()
+	if fd < 0 {
+		return nil, errors.New("the store is closed")
 	}
-	fd := int(f.Fd())
 	relock := func() { flockRetry(fd, unix.LOCK_SH) }
 	waited := false
 	// Polling rather than a blocking flock, so that ctx can stop the wait.
@@ -30,7 +30,7 @@ func (s *Store) lockExclusive(ctx context.Context, wait func()) (unlock func(), 
 		}
 		if err != unix.EWOULDBLOCK && err != unix.EINTR {
 			relock()
-			return nil, fmt.Errorf("locking %s: %w", f.Name(), err)
+			return nil, fmt.Errorf("locking %s: %w", s.lock.name, err)
 		}
 		if err == unix.EINTR {
 			continue

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"runtime"
 	"sort"
 	"testing"
 	"time"
@@ -128,7 +127,7 @@ func TestPrune(t *testing.T) {
 		opts         PruneOptions
 		layers       []string
 		steps        []string
-		keepFraction float64 // KeepStorage as a fraction of the store's size
+		keepFraction float64 // KeepStorage as a fraction of what prune --all would free
 	}{
 		{"default: unreferenced layers", PruneOptions{},
 			[]string{"image", "old", "recent"}, []string{"empty", "old", "recent"}, 0},
@@ -138,10 +137,10 @@ func TestPrune(t *testing.T) {
 			[]string{"fresh", "image", "recent"}, []string{"recent"}, 0},
 		{"all", PruneOptions{All: true},
 			[]string{"image"}, nil, 0},
-		// The three least recently used unpinned layers (old 10d, loose 5d,
-		// recent 1h) go before fresh (now); image is pinned.
+		// The least recently used unpinned layers (old 10d, loose 5d) go
+		// first, until the cache prune could remove fits; image is pinned.
 		{"keep-storage", PruneOptions{},
-			[]string{"fresh", "image", "recent"}, []string{"empty", "recent"}, 0.7},
+			[]string{"fresh", "image", "recent"}, []string{"empty", "recent"}, 0.6},
 		{"dry run", PruneOptions{All: true, DryRun: true},
 			[]string{"fresh", "image", "loose", "old", "recent"}, []string{"dangling", "empty", "old", "recent"}, 0},
 	} {
@@ -153,7 +152,7 @@ func TestPrune(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				opts.KeepStorage = int64(float64(du.Total.Size) * tc.keepFraction)
+				opts.KeepStorage = int64(float64(du.Total.Reclaimable) * tc.keepFraction)
 			}
 			rep, err := f.s.Prune(context.Background(), opts)
 			if err != nil {
@@ -173,8 +172,8 @@ func TestPrune(t *testing.T) {
 			if ents, _ := os.ReadDir(f.s.tmp()); opts.DryRun == (len(ents) == 0) || opts.DryRun == (orphanErr != nil) {
 				t.Errorf("debris: %d tmp entries, orphan blob: %v", len(ents), orphanErr)
 			}
-			if opts.KeepStorage > 0 && rep.Remaining > opts.KeepStorage {
-				t.Errorf("remaining %d > keep %d", rep.Remaining, opts.KeepStorage)
+			if opts.KeepStorage > 0 && rep.RemainingCache > opts.KeepStorage {
+				t.Errorf("remaining cache %d > keep %d", rep.RemainingCache, opts.KeepStorage)
 			}
 			if !opts.DryRun {
 				du, err := f.s.DiskUsage()
@@ -281,33 +280,183 @@ func TestPruneWhileBuilding(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// Once the build's process is gone (its lock file closed, as at exit),
-	// a waiting prune goes ahead.
-	build = nil
+	// Once the build closes the store (or its process exits), a waiting
+	// prune goes ahead.
 	done := make(chan error, 1)
+	waiting := make(chan struct{})
 	go func() {
-		_, err := f.s.Prune(ctx, PruneOptions{Wait: func() {}})
+		_, err := f.s.Prune(ctx, PruneOptions{Wait: func() { close(waiting) }})
 		done <- err
 	}()
-	for {
-		runtime.GC() // the Store's lock file closes when it is collected
-		select {
-		case err := <-done:
+	<-waiting
+	if err := build.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, _ := f.s.LayerByDiffID(info.DiffID); !ok {
+		t.Error("prune removed the layer the build recorded a step for")
+	}
+	// the pruning Store is usable again, and shared
+	if _, err := f.s.TempDir("after-"); err != nil {
+		t.Error(err)
+	}
+	if s2, err := Open(f.s.Root); err != nil {
+		t.Error(err)
+	} else {
+		s2.Close()
+	}
+}
+
+// TestPruneKeepStorageCountsCacheOnly: --keep-storage bounds what prune
+// could remove; images, logs and kept debug states do not count, so a
+// store whose cache already fits loses nothing but debris however big the
+// rest is.
+func TestPruneKeepStorageCountsCacheOnly(t *testing.T) {
+	requireRoot(t)
+	f := newPruneFixture(t)
+	for _, p := range []string{"logs/build.log", "debug/b1/step-1/upper/big"} {
+		p = filepath.Join(f.s.Root, p)
+		os.MkdirAll(filepath.Dir(p), 0o755)
+		w, err := os.Create(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		randomBytes(w, 1<<20)
+		w.Close()
+	}
+	du, err := f.s.DiskUsage()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if du.Total.Size < 2*du.Total.Reclaimable {
+		t.Fatalf("fixture: total %d, reclaimable %d: want the non-cache part to dominate", du.Total.Size, du.Total.Reclaimable)
+	}
+	rep, err := f.s.Prune(context.Background(), PruneOptions{KeepStorage: du.Total.Reclaimable})
+	if err != nil {
+		t.Fatal(err)
+	}
+	layers, steps := f.present(t)
+	if fmt.Sprint(layers) != "[fresh image loose old recent]" || fmt.Sprint(steps) != "[empty old recent]" {
+		t.Errorf("layers %v, steps %v left: want all but debris", layers, steps)
+	}
+	if rep.RemainingCache > du.Total.Reclaimable || rep.Remaining <= rep.RemainingCache {
+		t.Errorf("report %+v", rep)
+	}
+}
+
+// makeCacheMount creates an instance of cache mount id holding 64 KiB,
+// last used age ago.
+func makeCacheMount(t *testing.T, s *Store, id string, age time.Duration) string {
+	t.Helper()
+	dir, release, err := s.CacheMount(context.Background(), id, CacheShared, CacheMountInit{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := os.Create(filepath.Join(dir, "data"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	randomBytes(w, 64<<10)
+	w.Close()
+	release()
+	used := time.Now().Add(-age)
+	if err := os.Chtimes(dir+".lock", used, used); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// TestPruneCacheMounts: cache mounts are kept by a plain prune, removed by
+// age with until=, least recently used first with --keep-storage, all of
+// them with --all; half-made ones are debris.
+func TestPruneCacheMounts(t *testing.T) {
+	requireRoot(t)
+	for _, tc := range []struct {
+		name string
+		opts PruneOptions
+		left string
+	}{
+		{"default", PruneOptions{}, "[a b c]"},
+		{"until 3 days", PruneOptions{Until: 3 * 24 * time.Hour}, "[b c]"},
+		{"keep-storage", PruneOptions{KeepStorage: 100 << 10}, "[c]"},
+		{"all", PruneOptions{All: true}, "[]"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := openStore(t)
+			dirs := map[string]string{
+				"a": makeCacheMount(t, s, "a", 10*24*time.Hour),
+				"b": makeCacheMount(t, s, "b", 2*24*time.Hour),
+				"c": makeCacheMount(t, s, "c", time.Minute),
+			}
+			half := filepath.Join(s.cacheMountsDir(), ".new-123")
+			os.Mkdir(half, 0o755)
+			du, err := s.DiskUsage()
 			if err != nil {
 				t.Fatal(err)
 			}
-			if _, ok, _ := f.s.LayerByDiffID(info.DiffID); !ok {
-				t.Error("prune removed the layer the build recorded a step for")
+			if du.CacheMounts.Count != 3 || du.CacheMounts.Reclaimable != du.CacheMounts.Size {
+				t.Errorf("du: %+v", du.CacheMounts)
 			}
-			// the pruning Store is usable again, and shared
-			if _, err := f.s.TempDir("after-"); err != nil {
-				t.Error(err)
+			rep, err := s.Prune(context.Background(), tc.opts)
+			if err != nil {
+				t.Fatal(err)
 			}
-			if _, err := Open(f.s.Root); err != nil {
-				t.Error(err)
+			var left []string
+			for _, n := range []string{"a", "b", "c"} {
+				_, err := os.Stat(dirs[n])
+				_, lockErr := os.Stat(dirs[n] + ".lock")
+				if (err == nil) != (lockErr == nil) {
+					t.Errorf("%s: instance %v, lock file %v", n, err, lockErr)
+				}
+				if err == nil {
+					left = append(left, n)
+				}
 			}
-			return
-		case <-time.After(50 * time.Millisecond):
-		}
+			if fmt.Sprint(left) != tc.left {
+				t.Errorf("cache mounts left %v, want %s", left, tc.left)
+			}
+			if rep.CacheMounts != 3-len(left) {
+				t.Errorf("report: %d cache mounts removed", rep.CacheMounts)
+			}
+			if _, err := os.Stat(half); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("half-made cache mount kept: %v", err)
+			}
+		})
+	}
+}
+
+// TestPruneKeepsDebugStates: the layers under a state kept for kiln debug
+// survive prune --all until the state is removed.
+func TestPruneKeepsDebugStates(t *testing.T) {
+	requireRoot(t)
+	f := newPruneFixture(t)
+	state := filepath.Join(f.s.Root, "debug", "20261205-190000-abcdef", "step-1")
+	if err := os.MkdirAll(filepath.Join(state, "upper"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	data := fmt.Sprintf(`{"step":"RUN false","lowers":[%q,%q],"upper":%q}`, f.layers["loose"].Dir, f.layers["old"].Dir, filepath.Join(state, "upper"))
+	if err := os.WriteFile(filepath.Join(state, "state.json"), []byte(data), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if du, err := f.s.DiskUsage(); err != nil || du.Debug.Count != 1 || du.Debug.Reclaimable != 0 {
+		t.Errorf("du: %+v, %v", du.Debug, err)
+	}
+	if _, err := f.s.Prune(context.Background(), PruneOptions{All: true}); err != nil {
+		t.Fatal(err)
+	}
+	if layers, _ := f.present(t); fmt.Sprint(layers) != "[image loose old]" {
+		t.Errorf("with a kept debug state, layers left: %v", layers)
+	}
+	if _, err := os.Stat(state); err != nil {
+		t.Errorf("prune removed the debug state: %v", err)
+	}
+	os.RemoveAll(filepath.Dir(state)) // kiln debug --rm
+	if _, err := f.s.Prune(context.Background(), PruneOptions{All: true}); err != nil {
+		t.Fatal(err)
+	}
+	if layers, _ := f.present(t); fmt.Sprint(layers) != "[image]" {
+		t.Errorf("after the state is removed, layers left: %v", layers)
 	}
 }

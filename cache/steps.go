@@ -89,26 +89,10 @@ func (s *Store) PutStep(key string, rec StepRecord) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("recording step %s: %w", key, err)
 	}
-	f, err := os.CreateTemp(s.tmp(), "step-")
-	if err != nil {
+	if err := s.writeAtomic(s.stepPath(key), data); err != nil {
 		return fmt.Errorf("recording step %s: %w", key, err)
 	}
-	tmp := f.Name()
-	_, werr := f.Write(data)
-	if werr == nil {
-		werr = f.Sync()
-	}
-	if cerr := f.Close(); werr == nil {
-		werr = cerr
-	}
-	if werr == nil {
-		werr = os.Rename(tmp, s.stepPath(key))
-	}
-	if werr != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("recording step %s: %w", key, werr)
-	}
-	return syncDir(dir)
+	return nil
 }
 
 // validKey accepts the hex keys the planner computes, so that a key can

@@ -80,20 +80,8 @@ func (s *Store) variant(ctx context.Context, l LayerInfo, c Compression) (LayerI
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return LayerInfo{}, err
 	}
-	tmp, err := os.CreateTemp(s.tmp(), "variant-")
-	if err != nil {
-		return LayerInfo{}, err
-	}
-	_, werr := tmp.Write(data)
-	if cerr := tmp.Close(); werr == nil {
-		werr = cerr
-	}
-	if werr == nil {
-		werr = os.Rename(tmp.Name(), rec)
-	}
-	if werr != nil {
-		os.Remove(tmp.Name())
-		return LayerInfo{}, werr
+	if err := s.writeAtomic(rec, data); err != nil {
+		return LayerInfo{}, fmt.Errorf("recompressing layer %s as %s: %w", l.DiffID, c.Kind, err)
 	}
 	return v, nil
 }
@@ -155,7 +143,7 @@ func (s *Store) encode(ctx context.Context, l LayerInfo, c Compression) (*tempBl
 	if err := enc.Close(); err != nil {
 		return nil, "", err
 	}
-	if err := f.Sync(); err != nil {
+	if err := syncFile(f); err != nil {
 		return nil, "", err
 	}
 	if err := f.Close(); err != nil {

@@ -2,14 +2,11 @@ package planner
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"os"
 	"path"
 	"path/filepath"
 	"strings"
-	"syscall"
 
 	"github.com/moby/buildkit/frontend/dockerfile/instructions"
 
@@ -18,8 +15,8 @@ import (
 )
 
 // runMounts is what the RUN --mount flags of one step need: mounts and
-// files for the sandbox, environment variables for secrets, and the locks
-// of locked cache mounts.
+// files for the sandbox, environment variables for secrets, and the cache
+// mounts to find an instance of.
 type runMounts struct {
 	mounts []executor.Mount
 	files  []executor.File
@@ -27,7 +24,18 @@ type runMounts struct {
 	// layered are mounts of stages or of the context that need throwaway
 	// overlay dirs in the step directory, made by prepare.
 	layered []int
-	locks   []string
+	// caches are cache mounts, whose directory prepare picks: which
+	// instance a step gets depends on who else uses the cache then.
+	caches []cacheMount
+	store  *cache.Store
+}
+
+// cacheMount is a RUN --mount=type=cache waiting for its directory.
+type cacheMount struct {
+	index   int // in runMounts.mounts
+	id      string
+	sharing cache.CacheSharing
+	init    cache.CacheMountInit
 }
 
 // resolveMounts turns a RUN's --mount flags into sandbox mounts and adds
@@ -51,18 +59,30 @@ func (b *build) resolveMounts(ctx context.Context, s *stage, c *instructions.Run
 			if id == "" {
 				id = target
 			}
-			dir, err := b.cacheMountDir(id, m)
-			if err != nil {
-				return nil, err
+			cm := cacheMount{index: len(rm.mounts), id: id, init: cacheMountInit(m)}
+			switch m.CacheSharing {
+			case instructions.MountSharingPrivate:
+				cm.sharing = cache.CachePrivate
+			case instructions.MountSharingLocked:
+				cm.sharing = cache.CacheLocked
+			default:
+				cm.sharing = cache.CacheShared
 			}
-			rm.mounts = append(rm.mounts, executor.Mount{Type: "bind", Source: dir, Target: target, Readonly: m.ReadOnly})
-			if m.CacheSharing == instructions.MountSharingLocked {
-				rm.locks = append(rm.locks, dir+".lock")
-			}
+			rm.caches = append(rm.caches, cm)
+			rm.store = b.opt.Store
+			rm.mounts = append(rm.mounts, executor.Mount{Type: "bind", Target: target, Readonly: m.ReadOnly})
 			k.add(name, fmt.Sprintf("cache id=%s target=%s ro=%v", id, target, m.ReadOnly))
 		case instructions.MountTypeTmpfs:
-			rm.mounts = append(rm.mounts, executor.Mount{Type: "tmpfs", Target: target})
-			k.add(name, "tmpfs target="+target)
+			if m.SizeLimit < 0 {
+				return nil, fmt.Errorf("RUN --mount=type=tmpfs,size=%d: the size must be positive", m.SizeLimit)
+			}
+			rm.mounts = append(rm.mounts, executor.Mount{Type: "tmpfs", Target: target, Size: m.SizeLimit})
+			desc := "tmpfs target=" + target
+			if m.SizeLimit > 0 {
+				// a step that fills its tmpfs may behave differently
+				desc += fmt.Sprintf(" size=%d", m.SizeLimit)
+			}
+			k.add(name, desc)
 		case instructions.MountTypeBind:
 			src := path.Clean("/" + m.Source)
 			mt := executor.Mount{Type: "layers", Target: target, Readonly: m.ReadOnly, SubPath: src}
@@ -149,52 +169,26 @@ func (b *build) mountSource(ctx context.Context, s *stage, from string) ([]cache
 	return layers, canonical, nil
 }
 
-// cacheMountDir is the persistent directory of a cache mount, created with
-// the mode and owner the flag asks for the first time it is used.
-func (b *build) cacheMountDir(id string, m *instructions.Mount) (string, error) {
-	sum := sha256.Sum256([]byte(id))
-	dir := filepath.Join(b.opt.Store.Root, "cachemounts", hex.EncodeToString(sum[:16]))
-	if _, err := os.Stat(dir); err == nil {
-		return dir, nil
-	}
-	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
-		return "", fmt.Errorf("creating cache mount %s: %w", id, err)
-	}
-	tmp, err := os.MkdirTemp(filepath.Dir(dir), ".new-")
-	if err != nil {
-		return "", fmt.Errorf("creating cache mount %s: %w", id, err)
-	}
-	mode := os.FileMode(0o755)
+// cacheMountInit is the mode and owner a cache mount's directory is
+// created with the first time it is used.
+func cacheMountInit(m *instructions.Mount) cache.CacheMountInit {
+	init := cache.CacheMountInit{Mode: 0o755}
 	if m.Mode != nil {
-		mode = os.FileMode(*m.Mode)
+		init.Mode = os.FileMode(*m.Mode)
 	}
-	uid, gid := 0, 0
 	if m.UID != nil {
-		uid = int(*m.UID)
+		init.UID = int(*m.UID)
 	}
 	if m.GID != nil {
-		gid = int(*m.GID)
+		init.GID = int(*m.GID)
 	}
-	if err := os.Chmod(tmp, mode); err != nil {
-		return "", err
-	}
-	if err := os.Chown(tmp, uid, gid); err != nil {
-		return "", err
-	}
-	if err := os.Rename(tmp, dir); err != nil {
-		os.Remove(tmp)
-		if _, serr := os.Stat(dir); serr == nil {
-			return dir, nil // another build made it first
-		}
-		return "", fmt.Errorf("creating cache mount %s: %w", id, err)
-	}
-	return dir, nil
+	return init
 }
 
 // prepare makes the throwaway overlay dirs of layered mounts inside the
-// step directory and takes the locks of locked cache mounts; the returned
-// function releases the locks.
-func (rm *runMounts) prepare(stepDir string) (func(), error) {
+// step directory and picks the instance of each cache mount (waiting, for
+// a locked one, until it is free); the returned function releases them.
+func (rm *runMounts) prepare(ctx context.Context, stepDir string) (func(), error) {
 	for n, i := range rm.layered {
 		base := filepath.Join(stepDir, fmt.Sprintf("mount-%d", n))
 		for _, d := range []string{"upper", "work", "stage"} {
@@ -213,24 +207,20 @@ func (rm *runMounts) prepare(stepDir string) (func(), error) {
 			m.Lowers = []string{empty}
 		}
 	}
-	var held []*os.File
+	var held []func()
 	release := func() {
-		for _, f := range held {
-			f.Close()
+		for _, r := range held {
+			r()
 		}
 	}
-	for _, l := range rm.locks {
-		f, err := os.OpenFile(l, os.O_CREATE|os.O_RDWR, 0o644)
+	for _, c := range rm.caches {
+		dir, r, err := rm.store.CacheMount(ctx, c.id, c.sharing, c.init)
 		if err != nil {
 			release()
 			return func() {}, err
 		}
-		if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
-			f.Close()
-			release()
-			return func() {}, err
-		}
-		held = append(held, f)
+		held = append(held, r)
+		rm.mounts[c.index].Source = dir
 	}
 	return release, nil
 }

@@ -10,7 +10,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/kiln-build/kiln/cache"
 	"github.com/kiln-build/kiln/executor"
 	"github.com/kiln-build/kiln/planner"
 )
@@ -59,10 +58,11 @@ are thrown away, so the state can be entered again; --rm discards it.`,
 			if len(args) > 1 {
 				argv = args[1:]
 			}
-			store, err := cache.Open(*root)
+			store, err := storeOpen(*root)
 			if err != nil {
 				return err
 			}
+			defer store.Close()
 			tmp, err := store.TempDir("debug")
 			if err != nil {
 				return err

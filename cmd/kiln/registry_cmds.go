@@ -16,7 +16,6 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/spf13/cobra"
 
-	"github.com/kiln-build/kiln/cache"
 	"github.com/kiln-build/kiln/registry"
 )
 
@@ -155,6 +154,7 @@ standard output.`,
 				return err
 			}
 			defer cleanup()
+			afterStoreRead()
 			dest := srcName
 			if len(args) == 2 {
 				dest = args[1]
@@ -194,26 +194,30 @@ func pushSource(root, src, pick string) (img v1.Image, srcName string, cleanup f
 		}
 		return archiveSource(src, pick)
 	}
-	img, srcName, err = storeSource(root, src)
-	return img, srcName, cleanup, err
+	return storeSource(root, src)
 }
 
-func storeSource(root, src string) (v1.Image, string, error) {
+// storeSource reads an image from the store. Its blobs are read during the
+// push, so the store stays open (locked against prune) until cleanup.
+func storeSource(root, src string) (v1.Image, string, func(), error) {
+	nothing := func() {}
 	if _, err := name.ParseReference(src); err != nil {
-		return nil, "", usagef("push: %q is neither a file nor an image name: %v", src, err)
+		return nil, "", nothing, usagef("push: %q is neither a file nor an image name: %v", src, err)
 	}
-	st, err := cache.Open(root)
+	st, err := storeOpen(root)
 	if err != nil {
-		return nil, "", fmt.Errorf("opening kiln's store at %s (set --root or KILN_ROOT): %w", root, err)
+		return nil, "", nothing, err
 	}
 	img, found, err := st.Image(src)
 	if err != nil {
-		return nil, "", fmt.Errorf("reading %s from kiln's store: %w", src, err)
+		st.Close()
+		return nil, "", nothing, fmt.Errorf("reading %s from kiln's store: %w", src, err)
 	}
 	if !found {
-		return nil, "", fmt.Errorf("push: no image named %s in kiln's store at %s (name one with kiln build -t %s)", src, root, src)
+		st.Close()
+		return nil, "", nothing, fmt.Errorf("push: no image named %s in kiln's store at %s (name one with kiln build -t %s)", src, root, src)
 	}
-	return img, src, nil
+	return img, src, func() { st.Close() }, nil
 }
 
 // Annotations naming an image in an OCI index, as BuildKit, containerd and

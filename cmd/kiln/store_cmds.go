@@ -22,17 +22,27 @@ import (
 func storeCommands(root *string) []*cobra.Command {
 	return []*cobra.Command{
 		newImagesCmd(root), newRmiCmd(root), newSaveCmd(root), newLoadCmd(root),
-		newPruneCmd(root), newDuCmd(root),
+		newPruneCmd(root), newDuCmd(root), newVerifyCmd(root),
 	}
 }
 
+// storeOpen opens the store for a command, which must Close it when it is
+// done with everything it read from it: the store's lock, which keeps
+// prune from deleting what the command uses, is held until then.
 func storeOpen(root string) (*cache.Store, error) {
 	s, err := cache.Open(root)
 	if err != nil {
 		return nil, fmt.Errorf("opening kiln's store at %s (set --root or KILN_ROOT): %w", root, err)
 	}
+	s.Warn = func(msg string) { fmt.Fprintf(os.Stderr, "kiln: warning: %s\n", msg) }
 	return s, nil
 }
+
+// afterStoreRead runs once push or save has read its image from the store
+// and before it reads the image's blobs: tests force a garbage collection
+// there to show that the store's lock does not depend on the Store being
+// reachable.
+var afterStoreRead = func() {}
 
 func storeNoArgs(what string) cobra.PositionalArgs {
 	return func(cmd *cobra.Command, args []string) error {
@@ -56,6 +66,7 @@ kiln load. FROM and COPY --from find them before asking any registry.`,
 			if err != nil {
 				return err
 			}
+			defer s.Close()
 			entries, err := s.Images()
 			if err != nil {
 				return err
@@ -153,6 +164,7 @@ kiln prune finds that nothing uses them.`,
 			if err != nil {
 				return err
 			}
+			defer s.Close()
 			var errs []error
 			for _, a := range args {
 				n, err := cache.NormalizeImageName(a)
@@ -194,6 +206,7 @@ func newSaveCmd(root *string) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			defer s.Close()
 			img, ok, err := s.Image(args[0])
 			if err != nil {
 				return err
@@ -201,6 +214,7 @@ func newSaveCmd(root *string) *cobra.Command {
 			if !ok {
 				return fmt.Errorf("saving %s: %w", args[0], cache.ErrImageNotFound)
 			}
+			afterStoreRead()
 			var names []string
 			if !strings.Contains(args[0], "@") {
 				names = []string{args[0]}
@@ -244,6 +258,7 @@ COPY --from find them.`,
 			if err != nil {
 				return err
 			}
+			defer s.Close()
 			path := src
 			if src == "-" {
 				// The readers need to seek in the archive: spool it in
@@ -296,9 +311,14 @@ the layers they are made of, are never removed (use kiln rmi first).
 
 Without flags, prune removes layers that no step record uses and debris
 (scratch of killed builds, records of lost layers, unused blobs).
-  --all                  also every step record and every layer no image uses
-  --filter until=24h     entries unused for that long (also 7d)
-  --keep-storage 10GB    least recently used first, until the store fits
+  --all                  also every step record, every layer no image uses
+                         and every cache mount (RUN --mount=type=cache)
+  --filter until=24h     entries (cache mounts too) unused for that long (also 7d)
+  --keep-storage 10GB    least recently used first, until the build cache
+                         fits (images and kept debug states do not count)
+
+States kept by build --on-error=keep, and the layers under them, stay until
+kiln debug --rm BUILD_ID.
 
 A build uses the store while it runs: prune waits for running builds to
 finish (or fails at once with --no-wait), and builds started meanwhile wait
@@ -330,6 +350,7 @@ for prune.`,
 			if err != nil {
 				return err
 			}
+			defer s.Close()
 			if !noWait {
 				opts.Wait = func() {
 					fmt.Fprintf(cmd.ErrOrStderr(), "kiln: other kiln processes are using %s; waiting for them to finish (Ctrl-C to give up)\n", s.Root)
@@ -347,11 +368,14 @@ for prune.`,
 				verb = "Would delete"
 			}
 			out := cmd.OutOrStdout()
-			fmt.Fprintf(out, "%s %s, %s, %s", verb, storePlural(rep.Steps, "step record"), storePlural(rep.Layers, "layer"), storePlural(rep.Blobs, "blob"))
+			fmt.Fprintf(out, "%s %s, %s, %s, %s", verb, storePlural(rep.Steps, "step record"), storePlural(rep.Layers, "layer"), storePlural(rep.Blobs, "blob"), storePlural(rep.CacheMounts, "cache mount"))
 			if rep.TmpEntries > 0 {
 				fmt.Fprintf(out, ", %s left by killed builds", storePlural(rep.TmpEntries, "scratch entry"))
 			}
-			fmt.Fprintf(out, "\nTotal reclaimed space: %s (the store now holds %s)\n", storeHumanSize(rep.Reclaimed), storeHumanSize(rep.Remaining))
+			if rep.DebugStates > 0 {
+				fmt.Fprintf(out, "\nKept: the failed steps of %s for kiln debug, with their layers (kiln debug --rm BUILD_ID discards one; they are under %s)", storePlural(rep.DebugStates, "build"), filepath.Join(s.Root, "debug"))
+			}
+			fmt.Fprintf(out, "\nTotal reclaimed space: %s (the store now holds %s, of which %s is prunable build cache)\n", storeHumanSize(rep.Reclaimed), storeHumanSize(rep.Remaining), storeHumanSize(rep.RemainingCache))
 			return nil
 		},
 	}
@@ -392,6 +416,7 @@ kiln prune --all would free: everything no named image uses.`,
 			if err != nil {
 				return err
 			}
+			defer s.Close()
 			du, err := s.DiskUsage()
 			if err != nil {
 				return err
@@ -413,6 +438,8 @@ func storePrintUsage(w io.Writer, root string, du cache.DiskUsage) {
 		{"blobs", du.Blobs},
 		{"step records", du.Steps},
 		{"images", du.Images},
+		{"cache mounts", du.CacheMounts},
+		{"kept for kiln debug", du.Debug},
 		{"scratch", du.Tmp},
 		{"other (logs, context hashes)", du.Other},
 		{"total", du.Total},

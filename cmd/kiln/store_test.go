@@ -6,6 +6,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -336,5 +338,204 @@ func TestBuiltImages(t *testing.T) {
 		if ents, _ := os.ReadDir(filepath.Join(root, d)); len(ents) != 0 {
 			t.Errorf("%s: %d entries left after rmi and prune --all", d, len(ents))
 		}
+	}
+}
+
+// TestStoreLockHeldUntilDone: push and save from the store keep it locked
+// against prune until they have read every blob, even when a garbage
+// collection runs after they looked the image up (before the fix the lock
+// was a finalized *os.File, and a concurrent prune deleted the layers being
+// pushed).
+func TestStoreLockHeldUntilDone(t *testing.T) {
+	needRoot(t)
+	ctx := context.Background()
+	dir := t.TempDir()
+	root := filepath.Join(dir, "root")
+	src := filepath.Join(dir, "src.tar")
+	base := testutil.BusyboxImage(t)
+	if err := export.OCIArchive(ctx, base, src, []string{"bb:1"}); err != nil {
+		t.Fatal(err)
+	}
+	storeKiln(t, "--root", root, "load", "-i", src)
+	reg := testutil.Registry(t)
+
+	for _, tc := range []struct {
+		name string
+		args []string
+	}{
+		{"save", []string{"--root", root, "save", "bb:1", "-o", filepath.Join(dir, "saved.tar")}},
+		{"push", []string{"--root", root, "push", "bb:1", reg + "/bb:1"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			hooked := false
+			afterStoreRead = func() {
+				hooked = true
+				for i := 0; i < 3; i++ {
+					runtime.GC()
+				}
+				// the untag makes the image's layers prunable: only the
+				// lock of this command keeps them now
+				storeKiln(t, "--root", root, "rmi", "bb:1")
+				if out, code := kiln(t, "--root", root, "prune", "--all", "--no-wait"); code == 0 || !strings.Contains(out, "in use by another kiln process") {
+					t.Errorf("prune --no-wait during %s: exit %d\n%s", tc.name, code, out)
+				}
+			}
+			defer func() { afterStoreRead = func() {} }()
+			cmd := newRootCmd()
+			cmd.SetArgs(tc.args)
+			var out strings.Builder
+			cmd.SetOut(&out)
+			cmd.SetErr(&out)
+			if err := cmd.ExecuteContext(ctx); err != nil {
+				t.Fatalf("%s: %v\n%s", tc.name, err, out.String())
+			}
+			if !hooked {
+				t.Fatal("the hook did not run")
+			}
+			// name it again for the next case
+			storeKiln(t, "--root", root, "load", "-i", src)
+		})
+	}
+	if _, err := tarball.ImageFromPath(filepath.Join(dir, "saved.tar"), nil); err != nil {
+		t.Errorf("saved archive: %v", err)
+	}
+}
+
+// storeBuildDir writes a Dockerfile into a fresh context directory.
+func storeBuildDir(t *testing.T, dockerfile string) string {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte(dockerfile), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// TestVerifyCommand: kiln verify finds a file deleted from a stored layer
+// and exits 1; --repair drops the layer and the records that use it; the
+// store is then clean, and the next build pulls the layer again and
+// succeeds.
+func TestVerifyCommand(t *testing.T) {
+	needRoot(t)
+	reg := registryWithBases(t)
+	root := filepath.Join(t.TempDir(), "root")
+	ctxDir := storeBuildDir(t, "FROM "+reg+"/library/busybox:latest\nRUN echo hi > /hi\n")
+	storeKiln(t, "build", "--root", root, "--progress=plain", ctxDir)
+	if out := storeKiln(t, "--root", root, "verify"); !strings.Contains(out, "no problems") {
+		t.Errorf("verify of a fresh store:\n%s", out)
+	}
+
+	// damage the base layer: the one holding bin/busybox
+	victims, _ := filepath.Glob(filepath.Join(root, "layers", "*", "fs", "bin", "busybox"))
+	if len(victims) != 1 {
+		t.Fatalf("found %v", victims)
+	}
+	if err := os.Remove(victims[0]); err != nil {
+		t.Fatal(err)
+	}
+	out, code := kiln(t, "--root", root, "verify")
+	if code != 1 || !strings.Contains(out, "missing /bin/busybox") || !strings.Contains(out, "kiln verify --repair") {
+		t.Errorf("verify of a damaged layer: exit %d\n%s", code, out)
+	}
+	out = storeKiln(t, "--root", root, "verify", "--repair")
+	if !strings.Contains(out, "removed") {
+		t.Errorf("verify --repair:\n%s", out)
+	}
+	if out := storeKiln(t, "--root", root, "verify"); !strings.Contains(out, "no problems") {
+		t.Errorf("verify after repair:\n%s", out)
+	}
+	rootfs := filepath.Join(t.TempDir(), "rootfs")
+	storeKiln(t, "build", "--root", root, "--progress=plain", "-o", "type=local,dest="+rootfs, ctxDir)
+	if _, err := os.Stat(filepath.Join(rootfs, "bin", "busybox")); err != nil {
+		t.Errorf("the rebuilt image lacks the repaired file: %v", err)
+	}
+}
+
+// TestRunMountSharingAndTmpfsSize: two stages building at once with a
+// private cache mount of one id each see only their own writes; a tmpfs
+// mount with size= is that size (writing past it fails with ENOSPC).
+func TestRunMountSharingAndTmpfsSize(t *testing.T) {
+	needRoot(t)
+	reg := registryWithBases(t)
+	root := filepath.Join(t.TempDir(), "root")
+	base := reg + "/library/busybox:latest"
+	run := func(who string) string {
+		return "RUN --mount=type=cache,id=shared-id,target=/c,sharing=private echo " + who + " > /c/who && sleep 1 && cat /c/who > /seen\n"
+	}
+	ctxDir := storeBuildDir(t, "FROM "+base+" AS a\n"+run("a")+
+		"FROM "+base+" AS b\n"+run("b")+
+		"FROM "+base+"\n"+
+		"COPY --from=a /seen /a\nCOPY --from=b /seen /b\n"+
+		"RUN --mount=type=tmpfs,target=/t,size=1m if dd if=/dev/zero of=/t/f bs=1024 count=2048 2>/dd.err; then echo wrote > /tmpfs; else echo failed > /tmpfs; fi; grep -o 'No space left on device' /dd.err >> /tmpfs; rm /dd.err\n")
+	rootfs := filepath.Join(t.TempDir(), "rootfs")
+	storeKiln(t, "build", "--root", root, "--progress=plain", "--jobs", "2", "-o", "type=local,dest="+rootfs, ctxDir)
+	for f, want := range map[string]string{"a": "a\n", "b": "b\n", "tmpfs": "failed\nNo space left on device\n"} {
+		if got, err := os.ReadFile(filepath.Join(rootfs, f)); err != nil || string(got) != want {
+			t.Errorf("/%s = %q, %v; want %q", f, got, err, want)
+		}
+	}
+}
+
+// TestPruneKeepsDebugState: prune --all leaves a state kept by
+// --on-error=keep (and the layers under it) usable by kiln debug, and says
+// so; once kiln debug --rm discards it, prune removes the layers.
+func TestPruneKeepsDebugState(t *testing.T) {
+	needRoot(t)
+	reg := registryWithBases(t)
+	root := filepath.Join(t.TempDir(), "root")
+	ctxDir := storeBuildDir(t, "FROM "+reg+"/library/busybox:latest\nRUN echo partial > /partial && false\n")
+	log, code := kiln(t, "build", "--root", root, "--progress=plain", "--on-error=keep", ctxDir)
+	if code != 1 {
+		t.Fatalf("exit %d, want 1\n%s", code, log)
+	}
+	m := regexp.MustCompile(`kiln debug (\S+)`).FindStringSubmatch(log)
+	if m == nil {
+		t.Fatalf("no kiln debug hint in:\n%s", log)
+	}
+	out := storeKiln(t, "--root", root, "prune", "--all")
+	if !strings.Contains(out, "0 layers,") || !strings.Contains(out, "kiln debug --rm") {
+		t.Errorf("prune --all with a kept state:\n%s", out)
+	}
+	if out := storeKiln(t, "--root", root, "debug", m[1], "--", "cat", "/partial", "/bin/busybox"); !strings.Contains(out, "partial\n\x7fELF") {
+		t.Errorf("debug after prune: %q", out[:min(len(out), 200)])
+	}
+	storeKiln(t, "--root", root, "debug", "--rm", m[1])
+	out = storeKiln(t, "--root", root, "prune", "--all")
+	if !strings.Contains(out, "1 layer,") {
+		t.Errorf("prune --all after debug --rm:\n%s", out)
+	}
+}
+
+// TestBadImageRecordWarns: one damaged image record does not stop images,
+// du, prune or verify; it is named in a warning, and verify --repair
+// removes it.
+func TestBadImageRecordWarns(t *testing.T) {
+	needRoot(t)
+	ctx := context.Background()
+	dir := t.TempDir()
+	root := filepath.Join(dir, "root")
+	src := filepath.Join(dir, "src.tar")
+	if err := export.OCIArchive(ctx, testutil.BusyboxImage(t), src, []string{"bb:1"}); err != nil {
+		t.Fatal(err)
+	}
+	storeKiln(t, "--root", root, "load", "-i", src)
+	if err := os.WriteFile(filepath.Join(root, "images", strings.Repeat("0", 64)+".json"), []byte("{\"name\":"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out := storeKiln(t, "--root", root, "images")
+	if !storeHasRow(out, []string{"bb", "1"}) {
+		t.Errorf("images lacks bb:\n%s", out)
+	}
+	if !strings.Contains(out, "warning: skipping an unreadable image record") {
+		t.Errorf("images gave no warning:\n%s", out)
+	}
+	storeKiln(t, "--root", root, "du")
+	storeKiln(t, "--root", root, "prune")
+	if out, code := kiln(t, "--root", root, "verify"); code != 1 || !strings.Contains(out, "image ") {
+		t.Errorf("verify: exit %d\n%s", code, out)
+	}
+	storeKiln(t, "--root", root, "verify", "--repair")
+	if out := storeKiln(t, "--root", root, "images"); strings.Contains(out, "warning") {
+		t.Errorf("images after repair:\n%s", out)
 	}
 }
