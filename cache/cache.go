@@ -32,7 +32,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
 	"io/fs"
 	"os"
@@ -238,14 +237,30 @@ func (l *storedLayer) Compressed() (io.ReadCloser, error) {
 }
 
 // open opens the blob for a read that verifies it: a stored blob is
-// trusted no more than a registry's answer.
-func (l *storedLayer) open() (*verifyingReader, error) {
+// trusted no more than a registry's answer. A blob that does not have the
+// digest it is stored under is removed when its end is read, so that
+// whatever fetches or builds it next stores it again instead of finding
+// it present, and the read fails with an error saying so.
+func (l *storedLayer) open() (*storedBlob, error) {
 	f, err := os.Open(l.path)
 	if err != nil {
 		return nil, fmt.Errorf("opening layer blob %s: %w (kiln verify --repair drops what depends on it, so that the next build fetches it again)", l.info.Digest, err)
 	}
-	return &verifyingReader{f: f, h: sha256.New(), want: l.info.Digest}, nil
+	want := l.info.Digest
+	v := &verifyingReader{r: f, h: sha256.New(), want: want, size: -1, onBad: func(e *LayerDigestError) error {
+		os.Remove(f.Name())
+		return fmt.Errorf("blob %s in the store is damaged (its content has digest %s): it was removed, so that the next build or pull fetches it again; kiln verify checks the whole store", want, e.Got)
+	}}
+	return &storedBlob{verifyingReader: v, f: f}, nil
 }
+
+// storedBlob is a verifying read of a file in the store.
+type storedBlob struct {
+	*verifyingReader
+	f *os.File
+}
+
+func (b *storedBlob) Close() error { return b.f.Close() }
 
 func (l *storedLayer) Uncompressed() (io.ReadCloser, error) {
 	f, err := l.open()
@@ -262,30 +277,6 @@ func (l *storedLayer) Uncompressed() (io.ReadCloser, error) {
 		return f.Close()
 	}}, nil
 }
-
-// verifyingReader reads a stored blob and, at its end, checks that it has
-// the digest it is stored under. A blob that does not is removed at once,
-// so that whatever fetches or builds it next stores it again instead of
-// finding it present, and the read fails with an error saying so.
-type verifyingReader struct {
-	f    *os.File
-	h    hash.Hash
-	want v1.Hash
-}
-
-func (r *verifyingReader) Read(p []byte) (int, error) {
-	n, err := r.f.Read(p)
-	r.h.Write(p[:n])
-	if err == io.EOF {
-		if got := sum(r.h); got != r.want {
-			os.Remove(r.f.Name())
-			return n, fmt.Errorf("blob %s in the store is damaged (its content has digest %s): it was removed, so that the next build or pull fetches it again; kiln verify checks the whole store", r.want, got)
-		}
-	}
-	return n, err
-}
-
-func (r *verifyingReader) Close() error { return r.f.Close() }
 
 type readCloser struct {
 	io.Reader

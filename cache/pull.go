@@ -159,13 +159,17 @@ func (e *LayerDigestError) Error() string {
 // verifyingReader hashes a compressed layer as it streams and fails the
 // stream itself, rather than ending it, when the bytes go past the
 // declared size or end with the wrong digest: whatever reads the layer
-// never sees a clean end of bytes that are not the layer.
+// never sees a clean end of bytes that are not the layer. Registry
+// answers and the store's own blobs are read through it alike.
 type verifyingReader struct {
 	r    io.Reader
 	h    hash.Hash
 	want v1.Hash
 	size int64 // declared; -1 when unknown
 	n    int64
+	// onBad, when set, turns a mismatch into the error returned (and
+	// may act on it, as the store removes a damaged blob).
+	onBad func(*LayerDigestError) error
 }
 
 func (v *verifyingReader) Read(p []byte) (int, error) {
@@ -173,17 +177,24 @@ func (v *verifyingReader) Read(p []byte) (int, error) {
 	v.h.Write(p[:n])
 	v.n += int64(n)
 	if v.size >= 0 && v.n > v.size {
-		return 0, &LayerDigestError{Want: v.want, Size: v.size, N: v.n}
+		return 0, v.bad(&LayerDigestError{Want: v.want, Size: v.size, N: v.n})
 	}
 	if err == io.EOF {
 		if v.size >= 0 && v.n != v.size {
-			return n, &LayerDigestError{Want: v.want, Size: v.size, N: v.n}
+			return n, v.bad(&LayerDigestError{Want: v.want, Size: v.size, N: v.n})
 		}
 		if got := sum(v.h); got != v.want {
-			return n, &LayerDigestError{Want: v.want, Got: got, Size: -1}
+			return n, v.bad(&LayerDigestError{Want: v.want, Got: got, Size: -1})
 		}
 	}
 	return n, err
+}
+
+func (v *verifyingReader) bad(e *LayerDigestError) error {
+	if v.onBad != nil {
+		return v.onBad(e)
+	}
+	return e
 }
 
 // boundedReader fails with a LayerTooLargeError once more than limit bytes
