@@ -150,10 +150,11 @@ func runBuild(cmd *cobra.Command, root, contextDir string, f buildFlags) error {
 	if err != nil {
 		return err
 	}
-	store, err := cache.Open(root)
+	store, err := storeOpen(root)
 	if err != nil {
-		return fmt.Errorf("opening kiln's store at %s (set --root or KILN_ROOT): %w", root, err)
+		return err
 	}
+	defer store.Close()
 	store.MaxLayerSize = f.registry.layerSizeLimit()
 	explainDir := ""
 	if f.explainCache {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/kiln-build/kiln/cache"
 	"github.com/kiln-build/kiln/export"
+	"github.com/kiln-build/kiln/registry"
 )
 
 // storeCommands are the commands that look after the store under --root:
@@ -35,6 +36,11 @@ func storeOpen(root string) (*cache.Store, error) {
 		return nil, fmt.Errorf("opening kiln's store at %s (set --root or KILN_ROOT): %w", root, err)
 	}
 	s.Warn = func(msg string) { fmt.Fprintf(os.Stderr, "kiln: warning: %s\n", msg) }
+	// kiln load unpacks layers too: kiln.toml's bound on one layer holds
+	// there as in a build. A broken config file is the build's to report.
+	if cfg, err := registry.LoadConfig(registry.ConfigPath()); err == nil {
+		s.MaxLayerSize = int64(cfg.Limits.WithDefaults().LayerSize)
+	}
 	return s, nil
 }
 
