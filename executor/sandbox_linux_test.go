@@ -143,6 +143,9 @@ func TestRun(t *testing.T) {
 	must(t, os.Mkdir(filepath.Join(evil, "etc"), 0o755))
 	must(t, os.Symlink("../../../../../elsewhere/resolv.conf", filepath.Join(evil, "etc/resolv.conf")))
 	_, hostResolv := os.Stat("/etc/resolv.conf")
+	fifo := t.TempDir()
+	must(t, os.Mkdir(filepath.Join(fifo, "etc"), 0o755))
+	must(t, unix.Mkfifo(filepath.Join(fifo, "etc/passwd"), 0o644))
 
 	sh := func(script string) []string { return []string{"/bin/sh", "-c", script} }
 	tests := []struct {
@@ -548,6 +551,16 @@ func TestRun(t *testing.T) {
 				}
 				if e := upperEntries(t, r.rootfs.Upper); len(e) != 0 {
 					t.Errorf("upper = %v, want empty", e)
+				}
+			},
+		},
+		{
+			name:   "FIFO /etc/passwd with USER name fails, never hangs",
+			lowers: []string{fifo, base},
+			spec:   RunSpec{User: "nobody", Args: []string{"/bin/true"}},
+			check: func(t *testing.T, r runResult) {
+				if r.err == nil || !strings.Contains(r.err.Error(), "/etc/passwd: not a regular file") {
+					t.Errorf("err = %v, want /etc/passwd refused as not a regular file", r.err)
 				}
 			},
 		},

@@ -32,7 +32,7 @@ func ReadFile(root *rooted.Root, name string) ([]byte, error) {
 	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
 		return nil, nil
 	}
-	return nil, fmt.Errorf("reading %s of the image (it must be a regular file of at most %d bytes; fix the image or use numeric ids): %w", name, MaxFileBytes, err)
+	return nil, fmt.Errorf("%w; the image's %s must be a regular file of at most %d MiB: fix the image, or use numeric ids", err, name, MaxFileBytes>>20)
 }
 
 // Parse splits a passwd- or group-format file into lines of exactly n
