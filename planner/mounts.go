@@ -15,6 +15,7 @@ import (
 
 	"github.com/kiln-build/kiln/cache"
 	"github.com/kiln-build/kiln/executor"
+	"github.com/kiln-build/kiln/executor/copier"
 )
 
 // runMounts is what the RUN --mount flags of one step need: mounts and
@@ -28,6 +29,17 @@ type runMounts struct {
 	// overlay dirs in the step directory, made by prepare.
 	layered []int
 	locks   []string
+	// snapshots are the bind mounts from the build context, by index in
+	// mounts: prepare copies the selection .dockerignore keeps (checked
+	// against the key) into the step directory and mounts that instead.
+	snapshots map[int]contextSnapshot
+}
+
+// contextSnapshot is what a bind mount of the context shows: the COPY
+// of its source, as BuildKit shows the transferred context only.
+type contextSnapshot struct {
+	dir string // the context
+	op  copier.Op
 }
 
 // resolveMounts turns a RUN's --mount flags into sandbox mounts and adds
@@ -74,14 +86,23 @@ func (b *build) resolveMounts(ctx context.Context, s *stage, c *instructions.Run
 				if err != nil {
 					return nil, err
 				}
-				// the context is a lower dir: writes to a rw bind go to a
-				// throwaway upper, never to the user's files
-				mt.Lowers = []string{abs}
-				sum, _, err := b.ctxHash.Checksum([]string{src}, b.opt.Excludes)
+				sum, entries, err := b.ctxHash.Checksum([]string{src}, b.opt.Excludes)
 				if err != nil {
 					return nil, fmt.Errorf("RUN --mount=type=bind,source=%s: %w", m.Source, err)
 				}
 				k.add(name, fmt.Sprintf("bind context %s target=%s ro=%v %s", src, target, m.ReadOnly, sum))
+				// The mount shows a snapshot of exactly what the key
+				// hashed — what .dockerignore keeps, verified entry by
+				// entry while copied — as a lower dir: writes to a rw bind
+				// go to a throwaway upper, never to the user's files.
+				op := copier.Op{Kind: "copy", Sources: []string{src}, Dest: src, Excludes: b.opt.Excludes, FromStage: true, Verify: true}
+				for _, e := range entries {
+					op.Expect = append(op.Expect, copier.Entry{Path: e.Path, Sum: e.Sum})
+				}
+				if rm.snapshots == nil {
+					rm.snapshots = map[int]contextSnapshot{}
+				}
+				rm.snapshots[len(rm.mounts)] = contextSnapshot{dir: abs, op: op}
 			} else {
 				layers, key, err := b.mountSource(ctx, s, m.From)
 				if err != nil {
@@ -192,9 +213,9 @@ func (b *build) cacheMountDir(id string, m *instructions.Mount) (string, error) 
 }
 
 // prepare makes the throwaway overlay dirs of layered mounts inside the
-// step directory and takes the locks of locked cache mounts; the returned
-// function releases the locks.
-func (rm *runMounts) prepare(stepDir string) (func(), error) {
+// step directory, the snapshots of context mounts, and takes the locks of
+// locked cache mounts; the returned function releases the locks.
+func (rm *runMounts) prepare(ctx context.Context, stepDir string) (func(), error) {
 	for n, i := range rm.layered {
 		base := filepath.Join(stepDir, fmt.Sprintf("mount-%d", n))
 		for _, d := range []string{"upper", "work", "stage"} {
@@ -203,6 +224,18 @@ func (rm *runMounts) prepare(stepDir string) (func(), error) {
 			}
 		}
 		m := &rm.mounts[i]
+		if snap, ok := rm.snapshots[i]; ok {
+			rf := executor.Rootfs{Upper: filepath.Join(base, "context"), Work: filepath.Join(base, "context-work")}
+			for _, d := range []string{rf.Upper, rf.Work} {
+				if err := os.MkdirAll(d, 0o755); err != nil {
+					return func() {}, err
+				}
+			}
+			if err := executor.Copy(ctx, executor.CopySpec{Rootfs: rf, SourceDir: snap.dir, Op: snap.op}); err != nil {
+				return func() {}, fmt.Errorf("RUN --mount=type=bind from the build context: %w", err)
+			}
+			m.Lowers = []string{rf.Upper}
+		}
 		m.Upper, m.Work, m.Stage = filepath.Join(base, "upper"), filepath.Join(base, "work"), filepath.Join(base, "stage")
 		if len(m.Lowers) == 0 {
 			// a stage without layers: an empty tree

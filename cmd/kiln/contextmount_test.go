@@ -1,0 +1,62 @@
+package main
+
+import (
+	"fmt"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/kiln-build/kiln/internal/testutil"
+)
+
+// A bind mount of the build context shows what .dockerignore keeps, and
+// nothing else: the step fails if it sees an ignored file.
+const contextMountDockerfile = `FROM {{BASE}}
+RUN --mount=type=bind,target=/ctx test -e /ctx/keep.txt && test -e /ctx/src/a.txt && test ! -e /ctx/.env && test ! -e /ctx/.git && test ! -e /ctx/src/debug.log && cat /ctx/keep.txt > /seen
+RUN --mount=type=bind,source=src,target=/src,rw touch /src/new && test ! -e /src/debug.log
+`
+
+// TestBindMountContextIgnored checks that a RUN bind mount of the context
+// hides what .dockerignore excludes, that editing an excluded file keeps
+// the step cached, and that editing a visible one reruns it.
+func TestBindMountContextIgnored(t *testing.T) {
+	needRoot(t)
+	reg := registryWithBases(t)
+	tests := []struct {
+		name   string
+		change func(dir string)
+		want   string
+	}{
+		{"nothing", func(string) {}, ""},
+		{"ignored file edited", func(dir string) { writeFile(t, filepath.Join(dir, ".env"), "SECRET=2\n") }, ""},
+		{"ignored file in a source edited", func(dir string) { writeFile(t, filepath.Join(dir, "src/debug.log"), "more\n") }, ""},
+		{"visible file edited", func(dir string) { writeFile(t, filepath.Join(dir, "keep.txt"), "changed\n") }, "RUN --mount=type=bind,target=/ctx"},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			base := fmt.Sprintf("%s/test/ctxmount%d:latest", reg, i)
+			testutil.Push(t, testutil.BusyboxImage(t), base)
+			dir := t.TempDir()
+			writeFile(t, filepath.Join(dir, "Dockerfile"), strings.ReplaceAll(contextMountDockerfile, "{{BASE}}", base))
+			writeFile(t, filepath.Join(dir, ".dockerignore"), ".env\n.git\n**/*.log\n")
+			writeFile(t, filepath.Join(dir, ".env"), "SECRET=1\n")
+			writeFile(t, filepath.Join(dir, ".git/HEAD"), "ref: refs/heads/main\n")
+			writeFile(t, filepath.Join(dir, "keep.txt"), "kept\n")
+			writeFile(t, filepath.Join(dir, "src/a.txt"), "a\n")
+			writeFile(t, filepath.Join(dir, "src/debug.log"), "noise\n")
+			root := t.TempDir()
+			if log, code := kiln(t, "build", "--root", root, "--progress=plain", dir); code != 0 {
+				t.Fatalf("first build: exit %d\n%s", code, log)
+			}
+			tt.change(dir)
+			log, code := kiln(t, "build", "--root", root, "--progress=plain", dir)
+			if code != 0 {
+				t.Fatalf("rebuild: exit %d\n%s", code, log)
+			}
+			got := firstRerun(log)
+			if !strings.HasPrefix(got, tt.want) || (tt.want == "") != (got == "") {
+				t.Errorf("first step to rerun: %q, want %q\n%s", got, tt.want, log)
+			}
+		})
+	}
+}
