@@ -36,7 +36,7 @@ var (
 	fuzzPatterns = []string{".git", "dir/**", "!dir/keep", "sub", "!sub/a", "**/b", "!**/keep", "f*", "[ab]", "deep/*", "/link"}
 	fuzzSources  = []string{".", "/", "a", "dir", "dir/", "link", "link/..", "../../a", "*", "d*", "dir/*", "*/a", "link/*",
 		"x.secret", "dir/x.secret", "sub/a", "deep/sub", "[ab]", "f\\*", "loop", "link/x.secret"}
-	fuzzDests = []string{"/", "/app/", "/app", "link", "link/", "/link/x", "../../out/", "/dir/sub/", "/dirlink/", "/abs/", "app/./"}
+	fuzzDests    = []string{"/", "/app/", "/app", "link", "link/", "/link/x", "../../out/", "/dir/sub/", "/dirlink/", "/abs/", "app/./"}
 	fuzzDstLinks = map[string]string{"link": "../../canary", "dirlink": "CANARY", "abs": "/"}
 )
 
