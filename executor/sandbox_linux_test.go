@@ -920,3 +920,21 @@ func BenchmarkRunTrue(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkCopyStep is the per-COPY overhead: one small file from a
+// context into a one-layer rootfs, sandbox child included.
+func BenchmarkCopyStep(b *testing.B) {
+	needRoot(b)
+	base := busyboxRootfs(b)
+	ctxDir := b.TempDir()
+	must(b, os.WriteFile(filepath.Join(ctxDir, "f"), []byte("x\n"), 0o644))
+	b.ResetTimer()
+	for b.Loop() {
+		b.StopTimer()
+		rootfs := newRootfs(b, base)
+		b.StartTimer()
+		if err := Copy(context.Background(), CopySpec{Rootfs: rootfs, SourceDir: ctxDir, Op: copier.Op{Kind: "copy", Sources: []string{"f"}, Dest: "/app/"}}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
