@@ -9,7 +9,13 @@ import (
 
 // BenchmarkCopy10k copies a context of 10,000 small files in 100
 // directories, with a .dockerignore, the shape a large COPY . has.
-func BenchmarkCopy10k(b *testing.B) {
+func BenchmarkCopy10k(b *testing.B) { benchCopy10k(b, false) }
+
+// BenchmarkCopy10kVerified is the same copy checked against its key, as a
+// COPY from the build context runs.
+func BenchmarkCopy10kVerified(b *testing.B) { benchCopy10k(b, true) }
+
+func benchCopy10k(b *testing.B, verify bool) {
 	if os.Geteuid() != 0 {
 		b.Skip("needs root: the copier sets owners")
 	}
@@ -26,6 +32,9 @@ func BenchmarkCopy10k(b *testing.B) {
 		}
 	}
 	op := Op{Kind: "copy", Sources: []string{"."}, Dest: "/app/", Excludes: []string{"*.log", ".git"}}
+	if verify {
+		op.Verify, op.Expect = true, expectedEntries(b, src, op.Sources, op.Excludes)
+	}
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		b.StopTimer()

@@ -18,7 +18,7 @@ import (
 
 // expectedEntries computes what the build cache hashes for a COPY, the
 // way contexthash does (Select order, Record digests).
-func expectedEntries(t *testing.T, srcRoot string, sources, excludes []string) []Entry {
+func expectedEntries(t testing.TB, srcRoot string, sources, excludes []string) []Entry {
 	t.Helper()
 	var out []Entry
 	err := SelectAt(srcRoot, sources, excludes, func(_, rel string, fi fs.FileInfo, dir *rooted.Dir, name string) error {

@@ -399,7 +399,7 @@ func (c *copier) copyFileData(s node, d node) (string, error) {
 	if c.verify != nil {
 		h = sha256.New()
 		bp := bufPoolCopy.Get().(*[]byte)
-		_, err = io.CopyBuffer(io.MultiWriter(out, h), in, *bp)
+		err = copyHashing(out, h, in, *bp)
 		bufPoolCopy.Put(bp)
 	} else {
 		_, err = out.ReadFrom(in)
@@ -415,6 +415,27 @@ func (c *copier) copyFileData(s node, d node) (string, error) {
 		return "", nil
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// copyHashing copies in to out through buf, hashing the bytes as they
+// pass. A plain loop: io.CopyBuffer would hand the copy to os.File's
+// WriteTo, which allocates a buffer of its own per file.
+func copyHashing(out io.Writer, h hash.Hash, in io.Reader, buf []byte) error {
+	for {
+		n, err := in.Read(buf)
+		if n > 0 {
+			h.Write(buf[:n])
+			if _, werr := out.Write(buf[:n]); werr != nil {
+				return werr
+			}
+		}
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
 // listXattrs, getXattr and setXattr act on a node by its parent handle and
