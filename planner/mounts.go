@@ -9,6 +9,7 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 
 	"github.com/moby/buildkit/frontend/dockerfile/instructions"
@@ -39,7 +40,62 @@ type runMounts struct {
 // of its source, as BuildKit shows the transferred context only.
 type contextSnapshot struct {
 	dir string // the context
+	sum string // the checksum of what it shows
 	op  copier.Op
+}
+
+// sharedSnapshot is one snapshot of the context, made once per build and
+// shown, read-only as an overlay lower, by every RUN step that binds the
+// same source with the same checksum.
+type sharedSnapshot struct {
+	once sync.Once
+	dir  string // the store scratch dir holding it
+	err  error
+}
+
+// contextSnapshot returns the directory holding snap's selection, copying
+// it on first use.
+func (b *build) contextSnapshot(ctx context.Context, snap contextSnapshot) (string, error) {
+	key := snap.op.Sources[0] + "\x00" + snap.sum
+	b.snapMu.Lock()
+	if b.snaps == nil {
+		b.snaps = map[string]*sharedSnapshot{}
+	}
+	sh := b.snaps[key]
+	if sh == nil {
+		sh = &sharedSnapshot{}
+		b.snaps[key] = sh
+	}
+	b.snapMu.Unlock()
+	sh.once.Do(func() {
+		if sh.dir, sh.err = b.opt.Store.TempDir("context-mount-"); sh.err != nil {
+			return
+		}
+		rf := executor.Rootfs{Upper: filepath.Join(sh.dir, "fs"), Work: filepath.Join(sh.dir, "work")}
+		for _, d := range []string{rf.Upper, rf.Work} {
+			if sh.err = os.Mkdir(d, 0o755); sh.err != nil {
+				return
+			}
+		}
+		if err := executor.Copy(ctx, executor.CopySpec{Rootfs: rf, SourceDir: snap.dir, Op: snap.op}); err != nil {
+			sh.err = fmt.Errorf("RUN --mount=type=bind from the build context: %w", err)
+		}
+	})
+	if sh.err != nil {
+		return "", sh.err
+	}
+	return filepath.Join(sh.dir, "fs"), nil
+}
+
+// removeSnapshots removes the build's context mount snapshots.
+func (b *build) removeSnapshots() {
+	b.snapMu.Lock()
+	defer b.snapMu.Unlock()
+	for _, sh := range b.snaps {
+		if sh.dir != "" {
+			os.RemoveAll(sh.dir)
+		}
+	}
 }
 
 // resolveMounts turns a RUN's --mount flags into sandbox mounts and adds
@@ -102,7 +158,7 @@ func (b *build) resolveMounts(ctx context.Context, s *stage, c *instructions.Run
 				if rm.snapshots == nil {
 					rm.snapshots = map[int]contextSnapshot{}
 				}
-				rm.snapshots[len(rm.mounts)] = contextSnapshot{dir: abs, op: op}
+				rm.snapshots[len(rm.mounts)] = contextSnapshot{dir: abs, sum: sum, op: op}
 			} else {
 				layers, key, err := b.mountSource(ctx, s, m.From)
 				if err != nil {
@@ -213,9 +269,10 @@ func (b *build) cacheMountDir(id string, m *instructions.Mount) (string, error) 
 }
 
 // prepare makes the throwaway overlay dirs of layered mounts inside the
-// step directory, the snapshots of context mounts, and takes the locks of
-// locked cache mounts; the returned function releases the locks.
-func (rm *runMounts) prepare(ctx context.Context, stepDir string) (func(), error) {
+// step directory, gets the snapshots of context mounts from snapshot, and
+// takes the locks of locked cache mounts; the returned function releases
+// the locks.
+func (rm *runMounts) prepare(ctx context.Context, stepDir string, snapshot func(context.Context, contextSnapshot) (string, error)) (func(), error) {
 	for n, i := range rm.layered {
 		base := filepath.Join(stepDir, fmt.Sprintf("mount-%d", n))
 		for _, d := range []string{"upper", "work", "stage"} {
@@ -225,16 +282,11 @@ func (rm *runMounts) prepare(ctx context.Context, stepDir string) (func(), error
 		}
 		m := &rm.mounts[i]
 		if snap, ok := rm.snapshots[i]; ok {
-			rf := executor.Rootfs{Upper: filepath.Join(base, "context"), Work: filepath.Join(base, "context-work")}
-			for _, d := range []string{rf.Upper, rf.Work} {
-				if err := os.MkdirAll(d, 0o755); err != nil {
-					return func() {}, err
-				}
+			dir, err := snapshot(ctx, snap)
+			if err != nil {
+				return func() {}, err
 			}
-			if err := executor.Copy(ctx, executor.CopySpec{Rootfs: rf, SourceDir: snap.dir, Op: snap.op}); err != nil {
-				return func() {}, fmt.Errorf("RUN --mount=type=bind from the build context: %w", err)
-			}
-			m.Lowers = []string{rf.Upper}
+			m.Lowers = []string{dir}
 		}
 		m.Upper, m.Work, m.Stage = filepath.Join(base, "upper"), filepath.Join(base, "work"), filepath.Join(base, "stage")
 		if len(m.Lowers) == 0 {

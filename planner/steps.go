@@ -282,7 +282,7 @@ func (b *build) dispatchRun(ctx context.Context, s *stage, c *instructions.RunCo
 	env = append(env, rm.env...)
 	name := s.stepName("RUN "+expandForDisplay(s, c.String()[len("RUN "):]), onbuild)
 	err = b.runStep(ctx, s, name, k, func(log progress.Step, rf executor.Rootfs) error {
-		release, err := rm.prepare(ctx, filepath.Dir(rf.Upper))
+		release, err := rm.prepare(ctx, filepath.Dir(rf.Upper), b.contextSnapshot)
 		defer release()
 		if err != nil {
 			return fmt.Errorf("preparing RUN mounts: %w", err)

@@ -14,6 +14,7 @@ import (
 const contextMountDockerfile = `FROM {{BASE}}
 RUN --mount=type=bind,target=/ctx test -e /ctx/keep.txt && test -e /ctx/src/a.txt && test ! -e /ctx/.env && test ! -e /ctx/.git && test ! -e /ctx/src/debug.log && cat /ctx/keep.txt > /seen
 RUN --mount=type=bind,source=src,target=/src,rw touch /src/new && test ! -e /src/debug.log
+RUN --mount=type=bind,target=/again cmp /again/keep.txt /seen && test ! -e /again/.env && test ! -e /again/src/new
 `
 
 // TestBindMountContextIgnored checks that a RUN bind mount of the context
