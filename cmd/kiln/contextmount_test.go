@@ -2,8 +2,11 @@ package main
 
 import (
 	"fmt"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/kiln-build/kiln/internal/testutil"
@@ -59,5 +62,55 @@ func TestBindMountContextIgnored(t *testing.T) {
 				t.Errorf("first step to rerun: %q, want %q\n%s", got, tt.want, log)
 			}
 		})
+	}
+}
+
+// TestRootlessContextMount: the context snapshot a bind mount shows is
+// made and removed in a rootless build too.
+func TestRootlessContextMount(t *testing.T) {
+	needRoot(t)
+	for _, tool := range []string{"newuidmap", "newgidmap"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("rootless builds need %s (package uidmap): %v", tool, err)
+		}
+	}
+	if v, err := os.ReadFile("/proc/sys/kernel/unprivileged_userns_clone"); err == nil && strings.TrimSpace(string(v)) == "0" {
+		t.Skip("the kernel allows user namespaces to root only (kernel.unprivileged_userns_clone=0)")
+	}
+	name, uid, gid := throwawayUser(t)
+	top, err := os.MkdirTemp("", "kiln-rootless-ctx-")
+	must(t, err)
+	t.Cleanup(func() { os.RemoveAll(top) })
+	must(t, os.Chmod(top, 0o755))
+	dir := func(name string) string {
+		p := filepath.Join(top, name)
+		must(t, os.Mkdir(p, 0o755))
+		must(t, os.Chown(p, uid, gid))
+		return p
+	}
+	bin, home, root, ctxDir := filepath.Join(dir("bin"), "kiln"), dir("home"), dir("root"), dir("ctx")
+	copyFile(t, kilnBin, bin, 0o755)
+	reg := registryWithBases(t)
+	files := map[string]string{
+		"Dockerfile":    "FROM " + reg + "/library/busybox:latest\nRUN --mount=type=bind,target=/ctx test ! -e /ctx/.env && cat /ctx/hello.txt > /h\n",
+		".dockerignore": ".env\n",
+		".env":          "SECRET=1\n",
+		"hello.txt":     "hello\n",
+	}
+	for f, content := range files {
+		writeFile(t, filepath.Join(ctxDir, f), content)
+		must(t, os.Chown(filepath.Join(ctxDir, f), uid, gid))
+	}
+	cmd := exec.Command(bin, "build", "--root", root, "--progress=plain", ctxDir)
+	cmd.Dir = home
+	cmd.Env = []string{"HOME=" + home, "PATH=" + os.Getenv("PATH"), "USER=" + name}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("rootless build: %v\n%s", err, out)
+	}
+	left, _ := filepath.Glob(filepath.Join(root, "tmp", "context-mount-*"))
+	if len(left) != 0 {
+		t.Errorf("snapshots left in the store: %v", left)
 	}
 }
