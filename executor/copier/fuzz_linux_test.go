@@ -3,6 +3,7 @@ package copier
 import (
 	"bytes"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"io/fs"
 	"os"
@@ -11,6 +12,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/kiln-build/kiln/rooted"
 )
 
 // fuzzBytes hands out the fuzzer's input a byte at a time, then zeros.
@@ -108,6 +111,15 @@ func snapshot(t *testing.T, dir string) string {
 	return strings.Join(lines, "\n")
 }
 
+// fuzzExpect is expectedEntries; false when Select fails, as then the
+// build fails at hashing and never copies.
+func fuzzExpect(t *testing.T, src string, sources, excludes []string) ([]Entry, bool) {
+	if err := SelectAt(src, sources, excludes, func(string, string, fs.FileInfo, *rooted.Dir, string) error { return nil }); err != nil {
+		return nil, false
+	}
+	return expectedEntries(t, src, sources, excludes), true
+}
+
 // FuzzCopy copies random COPY specs between random trees. Whatever the
 // input: no panic, nothing outside the destination root changes (a canary
 // directory beside it, and the source), and nothing .dockerignore excludes
@@ -149,12 +161,21 @@ func FuzzCopy(f *testing.F) {
 		if in.next()%4 == 0 {
 			op.Chmod = "u=rwX,go=rX"
 		}
+		if in.next()%2 == 0 {
+			// The copy must read exactly what the cache hashed: a spurious
+			// "context changed" would fail good builds.
+			op.Expect, op.Verify = fuzzExpect(t, src, op.Sources, op.Excludes)
+		}
 		before := snapshot(t, canary) + snapshot(t, src)
-		_ = Do(src, dst, op) // errors are fine; escapes and panics are not
+		err := Do(src, dst, op) // errors are fine; escapes and panics are not
+		var cc *ContextChangedError
+		if errors.As(err, &cc) {
+			t.Fatalf("%+v: the copy disagrees with Select on an unchanged tree: %v", op, err)
+		}
 		if after := snapshot(t, canary) + snapshot(t, src); after != before {
 			t.Fatalf("%+v changed something outside the destination:\n--- before\n%s\n--- after\n%s", op, before, after)
 		}
-		err := filepath.Walk(dst, func(p string, fi fs.FileInfo, err error) error {
+		err = filepath.Walk(dst, func(p string, fi fs.FileInfo, err error) error {
 			if err != nil || !fi.Mode().IsRegular() {
 				return err
 			}
