@@ -7,10 +7,8 @@ package contexthash
 
 import (
 	"crypto/sha256"
-	"encoding/binary"
 	"encoding/hex"
 	"fmt"
-	"hash"
 	"io"
 	"io/fs"
 	"os"
@@ -21,6 +19,7 @@ import (
 	"syscall"
 
 	"github.com/kiln-build/kiln/executor/copier"
+	"github.com/kiln-build/kiln/rooted"
 )
 
 // Hasher hashes selections of one context directory.
@@ -70,19 +69,18 @@ func (h *Hasher) Checksum(sources, excludes []string) (string, []Entry, error) {
 	var entries []Entry
 	idx := -1
 	last := ""
-	err := copier.Select(h.dir, sources, excludes, func(source, rel string, fi fs.FileInfo) error {
+	err := copier.SelectAt(h.dir, sources, excludes, func(source, rel string, fi fs.FileInfo, dir *rooted.Dir, name string) error {
 		if source != last || idx < 0 {
 			idx++
 			last = source
-			frame(total, "source", source)
+			copier.Frame(total, "source", source)
 		}
-		rec, err := h.record(rel, fi)
+		rec, err := h.record(rel, fi, dir, name)
 		if err != nil {
 			return err
 		}
-		sum := sha256.Sum256(rec)
-		frame(total, "entry", string(rec))
-		entries = append(entries, Entry{Path: rel, Sum: hex.EncodeToString(sum[:])})
+		copier.Frame(total, "entry", string(rec))
+		entries = append(entries, Entry{Path: rel, Sum: copier.EntrySum(rec)})
 		return nil
 	})
 	if err != nil {
@@ -91,54 +89,32 @@ func (h *Hasher) Checksum(sources, excludes []string) (string, []Entry, error) {
 	return hex.EncodeToString(total.Sum(nil)), entries, nil
 }
 
-// record is the framed description of one entry.
-func (h *Hasher) record(rel string, fi fs.FileInfo) ([]byte, error) {
+// record is the framed description of one entry (copier.Record, the
+// same the copier computes over what it copies). The entry is read
+// through its parent directory's handle: no path is resolved again.
+func (h *Hasher) record(rel string, fi fs.FileInfo, dir *rooted.Dir, name string) ([]byte, error) {
 	st, _ := fi.Sys().(*syscall.Stat_t)
-	var uid, gid uint32
-	if st != nil {
-		uid, gid = st.Uid, st.Gid
-	}
-	rec := sha256.New()
-	frame(rec, "path", rel)
-	frame(rec, "type", fi.Mode().Type().String())
-	frame(rec, "mode", fmt.Sprintf("%o", uint32(fi.Mode().Perm())|specialBits(fi.Mode())))
-	frame(rec, "owner", fmt.Sprintf("%d:%d", uid, gid))
+	content, link := "", ""
 	switch {
 	case fi.Mode().IsRegular():
-		sum, err := h.fileSum(rel, fi, st)
+		sum, err := h.fileSum(rel, fi, st, dir, name)
 		if err != nil {
 			return nil, err
 		}
-		frame(rec, "content", sum)
+		content = sum
 	case fi.Mode()&fs.ModeSymlink != 0:
-		target, err := os.Readlink(filepath.Join(h.dir, rel))
+		target, err := dir.Readlink(name)
 		if err != nil {
 			return nil, fmt.Errorf("hashing context: %w", err)
 		}
-		frame(rec, "link", target)
-	case st != nil && fi.Mode()&(fs.ModeDevice|fs.ModeCharDevice) != 0:
-		frame(rec, "rdev", fmt.Sprint(st.Rdev))
+		link = target
 	}
-	return rec.Sum(nil), nil
-}
-
-func specialBits(m fs.FileMode) uint32 {
-	var b uint32
-	if m&fs.ModeSetuid != 0 {
-		b |= 0o4000
-	}
-	if m&fs.ModeSetgid != 0 {
-		b |= 0o2000
-	}
-	if m&fs.ModeSticky != 0 {
-		b |= 0o1000
-	}
-	return b
+	return copier.Record(rel, fi, content, link), nil
 }
 
 // fileSum returns the file's content digest, from the memo when its stat is
 // unchanged.
-func (h *Hasher) fileSum(rel string, fi fs.FileInfo, st *syscall.Stat_t) (string, error) {
+func (h *Hasher) fileSum(rel string, fi fs.FileInfo, st *syscall.Stat_t, dir *rooted.Dir, name string) (string, error) {
 	var key memoEntry
 	if st != nil {
 		key = memoEntry{Size: fi.Size(), Mtime: st.Mtim.Nano(), Ctime: st.Ctim.Nano(), Ino: st.Ino}
@@ -149,7 +125,7 @@ func (h *Hasher) fileSum(rel string, fi fs.FileInfo, st *syscall.Stat_t) (string
 	if ok && st != nil && m.Size == key.Size && m.Mtime == key.Mtime && m.Ctime == key.Ctime && m.Ino == key.Ino {
 		return m.Sum, nil
 	}
-	f, err := os.Open(filepath.Join(h.dir, rel))
+	f, err := dir.OpenRegular(name)
 	if err != nil {
 		return "", fmt.Errorf("hashing context file %s: %w", rel, err)
 	}
@@ -197,16 +173,6 @@ func (h *Hasher) Save() error {
 	}
 	h.dirty = false
 	return nil
-}
-
-// frame writes a length-prefixed name and value, so that no two different
-// sequences of fields hash alike.
-func frame(h hash.Hash, name, value string) {
-	var n [binary.MaxVarintLen64]byte
-	h.Write(n[:binary.PutUvarint(n[:], uint64(len(name)))])
-	io.WriteString(h, name)
-	h.Write(n[:binary.PutUvarint(n[:], uint64(len(value)))])
-	io.WriteString(h, value)
 }
 
 // The memo is a line per file — "sum size mtime ctime inode path" — which

@@ -77,9 +77,22 @@ func childMain() int {
 	return rep.fail(fmt.Errorf("unknown sandbox mode %q", cs.Mode))
 }
 
-// runChildCopy mounts the destination (and source) and runs the copier.
+// In the copy child's root, the destination and the source are mounted
+// under names no in-image path is likely to start with: error messages
+// are rewritten from them to in-root paths.
+const (
+	copyRootDst = "/.kiln-copy-dst"
+	copyRootSrc = "/.kiln-copy-src"
+)
+
+// runChildCopy mounts the destination (and source) and runs the copier in
+// a root of its own: a tmpfs holding only the destination (read-write),
+// the source (read-only, nosuid, nodev) and this process's own
+// /proc/self/fd, which the copier's *at calls without an *at form go
+// through. The host's root is detached, so a path the copier got wrong
+// cannot reach it: rooted is the first guard, this is the second.
 func runChildCopy(rep reporter, cs *childSpec) int {
-	if err := mountStepTmpfs(cs.StepDir, "empty", "dst", "src"); err != nil {
+	if err := mountStepTmpfs(cs.StepDir, "empty", "dst", "src", "root"); err != nil {
 		return rep.fail(err)
 	}
 	empty := filepath.Join(cs.StepDir, "empty")
@@ -101,7 +114,18 @@ func runChildCopy(rep reporter, cs *childSpec) int {
 			return rep.fail(err)
 		}
 	}
-	if err := copier.Do(src, dst, cs.Op); err != nil {
+	newRoot := filepath.Join(cs.StepDir, "root")
+	if err := copyRoot(newRoot, dst, src); err != nil {
+		return rep.fail(fmt.Errorf("preparing the copy's root: %w", err))
+	}
+	if err := pivotRoot(newRoot); err != nil {
+		return rep.fail(err)
+	}
+	inSrc := ""
+	if src != "" {
+		inSrc = copyRootSrc
+	}
+	if err := copier.Do(inSrc, copyRootDst, cs.Op); err != nil {
 		m := childMsg{Done: true, Error: err.Error()}
 		notFoundInfo(err, &m)
 		rep.send(m)
@@ -109,4 +133,58 @@ func runChildCopy(rep reporter, cs *childSpec) int {
 	}
 	rep.send(childMsg{Done: true})
 	return 0
+}
+
+// copyRoot builds the copy child's root at dir: a small tmpfs with the
+// destination bound read-write, the source (when there is one) read-only,
+// and this process's fd directory at /proc/self/fd — only ours, so no
+// other process's root or files are reachable through it.
+func copyRoot(dir, dst, src string) error {
+	if err := mount("tmpfs", dir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "mode=755,size=1m"); err != nil {
+		return err
+	}
+	for _, d := range []string{copyRootDst, copyRootSrc, "/proc/self/fd"} {
+		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
+			return err
+		}
+	}
+	if err := unix.Mount(dst, filepath.Join(dir, copyRootDst), "", unix.MS_BIND, ""); err != nil {
+		return fmt.Errorf("binding the destination: %w", err)
+	}
+	if src != "" {
+		if err := bindSourceReadOnly(src, filepath.Join(dir, copyRootSrc)); err != nil {
+			return err
+		}
+	}
+	// /proc/self resolves when mounted: this binds our own fd directory.
+	if err := bindReadOnly("/proc/self/fd", filepath.Join(dir, "/proc/self/fd"), unix.MS_NOEXEC); err != nil {
+		return err
+	}
+	// The root itself read-only: nothing but the destination is written.
+	if err := unix.Mount("", dir, "", unix.MS_REMOUNT|unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "mode=755,size=1m"); err != nil {
+		return fmt.Errorf("making the copy's root read-only: %w", err)
+	}
+	return nil
+}
+
+// bindSourceReadOnly binds a source tree, with the mounts below it (a
+// build context may hold some), read-only, nosuid and nodev throughout.
+func bindSourceReadOnly(src, target string) error {
+	if err := unix.Mount(src, target, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+		return fmt.Errorf("binding the source %s: %w", src, err)
+	}
+	attr := &unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY | unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NODEV}
+	err := unix.MountSetattr(-1, target, unix.AT_RECURSIVE, attr)
+	if err == nil {
+		return nil
+	}
+	if err != unix.ENOSYS {
+		return fmt.Errorf("making the source read-only: %w", err)
+	}
+	// Before Linux 5.12: the top mount at least.
+	flags := uintptr(unix.MS_BIND | unix.MS_REMOUNT | unix.MS_RDONLY | unix.MS_NOSUID | unix.MS_NODEV)
+	if err := unix.Mount("", target, "", flags, ""); err != nil {
+		return fmt.Errorf("making the source read-only: %w", err)
+	}
+	return nil
 }

@@ -1,6 +1,7 @@
 package executor
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -17,6 +18,8 @@ import (
 
 	"github.com/kiln-build/kiln/executor/caps"
 	"github.com/kiln-build/kiln/executor/seccomp"
+	"github.com/kiln-build/kiln/internal/userdb"
+	"github.com/kiln-build/kiln/rooted"
 )
 
 // defaultPath is only used to find the command when the step's Env has no
@@ -204,52 +207,23 @@ func lookPath(name string, env []string) (string, error) {
 }
 
 // lookupUser resolves USER against the new root's /etc/passwd and
-// /etc/group.
+// /etc/group, read through userdb: a FIFO or device planted there by the
+// image is refused instead of hanging the step.
 func lookupUser(spec string) (identity, error) {
-	passwd, err := openUserFile("/etc/passwd")
+	root, err := rooted.Open("/")
 	if err != nil {
 		return identity{}, err
 	}
-	if passwd != nil {
-		defer passwd.Close()
+	defer root.Close()
+	var files [2]io.Reader
+	for i, name := range []string{"/etc/passwd", "/etc/group"} {
+		data, err := userdb.ReadFile(root, name)
+		if err != nil {
+			return identity{}, err
+		}
+		if data != nil {
+			files[i] = bytes.NewReader(data)
+		}
 	}
-	group, err := openUserFile("/etc/group")
-	if err != nil {
-		return identity{}, err
-	}
-	if group != nil {
-		defer group.Close()
-	}
-	// Typed nil *os.File would not compare equal to a nil io.Reader.
-	var pr, gr io.Reader
-	if passwd != nil {
-		pr = passwd
-	}
-	if group != nil {
-		gr = group
-	}
-	return resolveUser(spec, pr, gr)
-}
-
-// openUserFile opens an image's passwd or group file, or returns nil when
-// there is none. It refuses anything but a regular file: a FIFO planted
-// in an image would otherwise hang the step.
-func openUserFile(path string) (*os.File, error) {
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("opening %s: %w", path, err)
-	}
-	fi, err := f.Stat()
-	if err != nil {
-		f.Close()
-		return nil, fmt.Errorf("opening %s: %w", path, err)
-	}
-	if !fi.Mode().IsRegular() {
-		f.Close()
-		return nil, fmt.Errorf("opening %s: not a regular file", path)
-	}
-	return f, nil
+	return resolveUser(spec, files[0], files[1])
 }

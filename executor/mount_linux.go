@@ -3,15 +3,14 @@ package executor
 import (
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/kiln-build/kiln/internal/userns"
+	"github.com/kiln-build/kiln/rooted"
 )
 
 // overlayFixedOpts keep the upper dir a plain diff that the layer writer can
@@ -214,65 +213,22 @@ func commonDir(paths []string) string {
 // /etc/shadow or ../../../host must get a mount inside itself. It returns
 // the resolved path relative to root and whether it exists; past the first
 // missing component the rest is taken literally. root "" is an empty tree.
+// The root is read as a raw layer: an overlay whiteout reads as absent.
 func resolveInRoot(root, path string) (rel string, exists bool, err error) {
-	var done []string
-	pending := strings.Split(path, "/")
-	links := 0
-	for len(pending) > 0 {
-		c := pending[0]
-		pending = pending[1:]
-		switch c {
-		case "", ".":
-			continue
-		case "..":
-			if len(done) > 0 {
-				done = done[:len(done)-1]
-			}
-			continue
-		}
-		if root == "" {
-			return cleanRel(append(append(done, c), pending...)), false, nil
-		}
-		cur := filepath.Join(root, filepath.Join(done...), c)
-		fi, err := os.Lstat(cur)
-		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) || (err == nil && isWhiteout(fi)) {
-			return cleanRel(append(append(done, c), pending...)), false, nil
-		}
-		if err != nil {
-			return "", false, err
-		}
-		if fi.Mode()&fs.ModeSymlink == 0 {
-			done = append(done, c)
-			continue
-		}
-		if links++; links > 255 {
-			return "", false, &fs.PathError{Op: "resolve", Path: path, Err: syscall.ELOOP}
-		}
-		target, err := os.Readlink(cur)
-		if err != nil {
-			return "", false, err
-		}
-		if strings.HasPrefix(target, "/") {
-			done = done[:0]
-		}
-		pending = append(strings.Split(target, "/"), pending...)
+	if root == "" {
+		return strings.TrimPrefix(rooted.Clean(path), "/"), false, nil
 	}
-	return cleanRel(done), true, nil
-}
-
-// cleanRel joins components and cleans ".." lexically, clamped at the root.
-func cleanRel(parts []string) string {
-	return strings.TrimPrefix(filepath.Clean("/"+strings.Join(parts, "/")), "/")
-}
-
-// isWhiteout reports an overlay whiteout (char device 0:0), which means
-// "absent" when the tree is a raw layer rather than a mounted view.
-func isWhiteout(fi fs.FileInfo) bool {
-	if fi.Mode()&fs.ModeCharDevice == 0 {
-		return false
+	r, err := rooted.Open(root)
+	if err != nil {
+		return "", false, err
 	}
-	st, ok := fi.Sys().(*syscall.Stat_t)
-	return ok && st.Rdev == 0
+	defer r.Close()
+	r.Layer = true
+	res, exists, err := r.Resolve(path, true)
+	if err != nil {
+		return "", false, err
+	}
+	return strings.TrimPrefix(res, "/"), exists, nil
 }
 
 // kernelAtLeast reports whether the running kernel is major.minor or

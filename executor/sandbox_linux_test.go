@@ -144,6 +144,9 @@ func TestRun(t *testing.T) {
 	must(t, os.Mkdir(filepath.Join(evil, "etc"), 0o755))
 	must(t, os.Symlink("../../../../../elsewhere/resolv.conf", filepath.Join(evil, "etc/resolv.conf")))
 	_, hostResolv := os.Stat("/etc/resolv.conf")
+	fifo := t.TempDir()
+	must(t, os.Mkdir(filepath.Join(fifo, "etc"), 0o755))
+	must(t, unix.Mkfifo(filepath.Join(fifo, "etc/passwd"), 0o644))
 
 	sh := func(script string) []string { return []string{"/bin/sh", "-c", script} }
 	tests := []struct {
@@ -557,6 +560,16 @@ func TestRun(t *testing.T) {
 			},
 		},
 		{
+			name:   "FIFO /etc/passwd with USER name fails, never hangs",
+			lowers: []string{fifo, base},
+			spec:   RunSpec{User: "nobody", Args: []string{"/bin/true"}},
+			check: func(t *testing.T, r runResult) {
+				if r.err == nil || !strings.Contains(r.err.Error(), "/etc/passwd: not a regular file") {
+					t.Errorf("err = %v, want /etc/passwd refused as not a regular file", r.err)
+				}
+			},
+		},
+		{
 			name:   "scratch",
 			lowers: []string{},
 			spec:   RunSpec{Args: []string{"/bin/sh"}},
@@ -908,6 +921,24 @@ func BenchmarkRunTrue(b *testing.B) {
 		rootfs := newRootfs(b, base)
 		b.StartTimer()
 		if err := Run(context.Background(), RunSpec{Rootfs: rootfs, Env: []string{testPath}, Args: []string{"/bin/true"}}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkCopyStep is the per-COPY overhead: one small file from a
+// context into a one-layer rootfs, sandbox child included.
+func BenchmarkCopyStep(b *testing.B) {
+	needRoot(b)
+	base := busyboxRootfs(b)
+	ctxDir := b.TempDir()
+	must(b, os.WriteFile(filepath.Join(ctxDir, "f"), []byte("x\n"), 0o644))
+	b.ResetTimer()
+	for b.Loop() {
+		b.StopTimer()
+		rootfs := newRootfs(b, base)
+		b.StartTimer()
+		if err := Copy(context.Background(), CopySpec{Rootfs: rootfs, SourceDir: ctxDir, Op: copier.Op{Kind: "copy", Sources: []string{"f"}, Dest: "/app/"}}); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -1,12 +1,13 @@
 package executor
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"io"
 	"strconv"
 	"strings"
+
+	"github.com/kiln-build/kiln/internal/userdb"
 )
 
 // identity is a resolved USER: the credentials a RUN command starts with.
@@ -23,7 +24,7 @@ type identity struct {
 // maxUserFile bounds what we read of /etc/passwd and /etc/group: they come
 // from the image, and a hostile image must not make the sandbox allocate
 // without limit. BuildKit uses the same bound.
-const maxUserFile = 10 << 20
+const maxUserFile = userdb.MaxFileBytes
 
 var (
 	errNoPasswdEntries = errors.New("no matching entries in passwd file")
@@ -199,26 +200,12 @@ func parseColonFile(r io.Reader, n int) ([][]string, error) {
 	if r == nil {
 		return nil, nil
 	}
-	lr := &io.LimitedReader{R: r, N: maxUserFile + 1}
-	var out [][]string
-	sc := bufio.NewScanner(lr)
-	sc.Buffer(make([]byte, 0, 4096), maxUserFile)
-	for sc.Scan() {
-		line := strings.TrimSpace(sc.Text())
-		if line == "" || line[0] == '#' {
-			continue
-		}
-		fields := strings.SplitN(line, ":", n)
-		for len(fields) < n {
-			fields = append(fields, "")
-		}
-		out = append(out, fields)
-	}
-	if err := sc.Err(); err != nil {
+	data, err := io.ReadAll(io.LimitReader(r, maxUserFile+1))
+	if err != nil {
 		return nil, err
 	}
-	if lr.N <= 0 {
+	if len(data) > maxUserFile {
 		return nil, fmt.Errorf("file exceeds %d bytes", maxUserFile)
 	}
-	return out, nil
+	return userdb.Parse(data, n, true), nil
 }

@@ -97,6 +97,8 @@ type build struct {
 	imagesMu   sync.Mutex
 	images     map[string]*imageSource // COPY --from=<image> sources
 	ctxHash    *contexthash.Hasher
+	snapMu     sync.Mutex
+	snaps      map[string]*sharedSnapshot // context mount snapshots, by source and checksum
 	wg         sync.WaitGroup
 	errMu      sync.Mutex
 	firstErr   error
@@ -138,6 +140,7 @@ func Build(ctx context.Context, opt Options) (*Result, error) {
 		}
 		b.ctxHash = h
 		defer h.Save()
+		defer b.removeSnapshots()
 	}
 	target := b.stages[len(b.stages)-1]
 	if opt.Target != "" {

@@ -7,11 +7,13 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
+	"sync"
 
 	"github.com/moby/buildkit/frontend/dockerfile/instructions"
 
 	"github.com/kiln-build/kiln/cache"
 	"github.com/kiln-build/kiln/executor"
+	"github.com/kiln-build/kiln/executor/copier"
 )
 
 // runMounts is what the RUN --mount flags of one step need: mounts and
@@ -28,6 +30,10 @@ type runMounts struct {
 	// instance a step gets depends on who else uses the cache then.
 	caches []cacheMount
 	store  *cache.Store
+	// snapshots are the bind mounts from the build context, by index in
+	// mounts: prepare copies the selection .dockerignore keeps (checked
+	// against the key) into the step directory and mounts that instead.
+	snapshots map[int]contextSnapshot
 }
 
 // cacheMount is a RUN --mount=type=cache waiting for its directory.
@@ -36,6 +42,68 @@ type cacheMount struct {
 	id      string
 	sharing cache.CacheSharing
 	init    cache.CacheMountInit
+}
+
+// contextSnapshot is what a bind mount of the context shows: the COPY
+// of its source, as BuildKit shows the transferred context only.
+type contextSnapshot struct {
+	dir string // the context
+	sum string // the checksum of what it shows
+	op  copier.Op
+}
+
+// sharedSnapshot is one snapshot of the context, made once per build and
+// shown, read-only as an overlay lower, by every RUN step that binds the
+// same source with the same checksum.
+type sharedSnapshot struct {
+	once sync.Once
+	dir  string // the store scratch dir holding it
+	err  error
+}
+
+// contextSnapshot returns the directory holding snap's selection, copying
+// it on first use.
+func (b *build) contextSnapshot(ctx context.Context, snap contextSnapshot) (string, error) {
+	key := snap.op.Sources[0] + "\x00" + snap.sum
+	b.snapMu.Lock()
+	if b.snaps == nil {
+		b.snaps = map[string]*sharedSnapshot{}
+	}
+	sh := b.snaps[key]
+	if sh == nil {
+		sh = &sharedSnapshot{}
+		b.snaps[key] = sh
+	}
+	b.snapMu.Unlock()
+	sh.once.Do(func() {
+		if sh.dir, sh.err = b.opt.Store.TempDir("context-mount-"); sh.err != nil {
+			return
+		}
+		rf := executor.Rootfs{Upper: filepath.Join(sh.dir, "fs"), Work: filepath.Join(sh.dir, "work")}
+		for _, d := range []string{rf.Upper, rf.Work} {
+			if sh.err = os.Mkdir(d, 0o755); sh.err != nil {
+				return
+			}
+		}
+		if err := executor.Copy(ctx, executor.CopySpec{Rootfs: rf, SourceDir: snap.dir, Op: snap.op}); err != nil {
+			sh.err = fmt.Errorf("RUN --mount=type=bind from the build context: %w", err)
+		}
+	})
+	if sh.err != nil {
+		return "", sh.err
+	}
+	return filepath.Join(sh.dir, "fs"), nil
+}
+
+// removeSnapshots removes the build's context mount snapshots.
+func (b *build) removeSnapshots() {
+	b.snapMu.Lock()
+	defer b.snapMu.Unlock()
+	for _, sh := range b.snaps {
+		if sh.dir != "" {
+			os.RemoveAll(sh.dir)
+		}
+	}
 }
 
 // resolveMounts turns a RUN's --mount flags into sandbox mounts and adds
@@ -94,14 +162,23 @@ func (b *build) resolveMounts(ctx context.Context, s *stage, c *instructions.Run
 				if err != nil {
 					return nil, err
 				}
-				// the context is a lower dir: writes to a rw bind go to a
-				// throwaway upper, never to the user's files
-				mt.Lowers = []string{abs}
-				sum, _, err := b.ctxHash.Checksum([]string{src}, b.opt.Excludes)
+				sum, entries, err := b.ctxHash.Checksum([]string{src}, b.opt.Excludes)
 				if err != nil {
 					return nil, fmt.Errorf("RUN --mount=type=bind,source=%s: %w", m.Source, err)
 				}
 				k.add(name, fmt.Sprintf("bind context %s target=%s ro=%v %s", src, target, m.ReadOnly, sum))
+				// The mount shows a snapshot of exactly what the key
+				// hashed — what .dockerignore keeps, verified entry by
+				// entry while copied — as a lower dir: writes to a rw bind
+				// go to a throwaway upper, never to the user's files.
+				op := copier.Op{Kind: "copy", Sources: []string{src}, Dest: src, Excludes: b.opt.Excludes, FromStage: true, Verify: true}
+				for _, e := range entries {
+					op.Expect = append(op.Expect, copier.Entry{Path: e.Path, Sum: e.Sum})
+				}
+				if rm.snapshots == nil {
+					rm.snapshots = map[int]contextSnapshot{}
+				}
+				rm.snapshots[len(rm.mounts)] = contextSnapshot{dir: abs, sum: sum, op: op}
 			} else {
 				layers, key, err := b.mountSource(ctx, s, m.From)
 				if err != nil {
@@ -186,9 +263,10 @@ func cacheMountInit(m *instructions.Mount) cache.CacheMountInit {
 }
 
 // prepare makes the throwaway overlay dirs of layered mounts inside the
-// step directory and picks the instance of each cache mount (waiting, for
-// a locked one, until it is free); the returned function releases them.
-func (rm *runMounts) prepare(ctx context.Context, stepDir string) (func(), error) {
+// step directory, gets the snapshots of context mounts from snapshot, and
+// picks the instance of each cache mount (waiting, for a locked one, until
+// it is free); the returned function releases them.
+func (rm *runMounts) prepare(ctx context.Context, stepDir string, snapshot func(context.Context, contextSnapshot) (string, error)) (func(), error) {
 	for n, i := range rm.layered {
 		base := filepath.Join(stepDir, fmt.Sprintf("mount-%d", n))
 		for _, d := range []string{"upper", "work", "stage"} {
@@ -197,6 +275,13 @@ func (rm *runMounts) prepare(ctx context.Context, stepDir string) (func(), error
 			}
 		}
 		m := &rm.mounts[i]
+		if snap, ok := rm.snapshots[i]; ok {
+			dir, err := snapshot(ctx, snap)
+			if err != nil {
+				return func() {}, err
+			}
+			m.Lowers = []string{dir}
+		}
 		m.Upper, m.Work, m.Stage = filepath.Join(base, "upper"), filepath.Join(base, "work"), filepath.Join(base, "stage")
 		if len(m.Lowers) == 0 {
 			// a stage without layers: an empty tree

@@ -282,7 +282,7 @@ func (b *build) dispatchRun(ctx context.Context, s *stage, c *instructions.RunCo
 	env = append(env, rm.env...)
 	name := s.stepName("RUN "+expandForDisplay(s, c.String()[len("RUN "):]), onbuild)
 	err = b.runStep(ctx, s, name, k, func(log progress.Step, rf executor.Rootfs) error {
-		release, err := rm.prepare(ctx, filepath.Dir(rf.Upper))
+		release, err := rm.prepare(ctx, filepath.Dir(rf.Upper), b.contextSnapshot)
 		defer release()
 		if err != nil {
 			return fmt.Errorf("preparing RUN mounts: %w", err)
@@ -484,8 +484,12 @@ func (b *build) dispatchCopy(ctx context.Context, s *stage, c copyCmd) error {
 			return fmt.Errorf("%s from the build context: %w", verb, err)
 		}
 		k.add("context", sum)
+		// The copy checks that it reads exactly these entries, so that a
+		// file edited after hashing is never cached under this key.
+		op.Verify = true
 		for _, e := range entries {
 			k.note("file "+strings.TrimPrefix(e.Path, "/"), e.Sum)
+			op.Expect = append(op.Expect, copier.Entry{Path: e.Path, Sum: e.Sum})
 		}
 	}
 	for _, hd := range c.sd.SourceContents {
@@ -544,6 +548,7 @@ func (b *build) dispatchCopy(ctx context.Context, s *stage, c copyCmd) error {
 			hop.Kind = "copy"
 			hop.FromStage = false
 			hop.Excludes = nil
+			hop.Verify, hop.Expect = false, nil
 			hop.Sources = []string{"/" + fname}
 			if err := executor.Copy(ctx, executor.CopySpec{Rootfs: rf, SourceDir: hdDir, Op: hop}); err != nil {
 				return err

@@ -493,3 +493,6 @@ func umask() uint32 {
 	unix.Umask(m)
 	return uint32(m)
 }
+
+// Dup returns a second handle of the same directory, closed separately.
+func (d *Dir) Dup() (*Dir, error) { return d.dup() }

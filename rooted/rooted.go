@@ -37,6 +37,13 @@ type Root struct {
 	// Layer marks a raw overlay layer directory: an overlay whiteout (a 0:0
 	// character device) reads as absent while resolving.
 	Layer bool
+	// Hide, when set, is asked about every entry Lstat finds (and so every
+	// component Resolve and ReadFile walk through) but the root itself; a
+	// non-nil error, which should match fs.ErrNotExist, makes the entry
+	// absent. A build context filtered by .dockerignore uses it, so that a
+	// path through an excluded symlink does not exist, as in BuildKit's
+	// transferred context.
+	Hide func(p string, st *syscall.Stat_t) error
 }
 
 // Open opens dir as a root. The directory itself is trusted (kiln made it
@@ -153,6 +160,11 @@ func (r *Root) Lstat(p string) (*syscall.Stat_t, error) {
 	st, err := d.Lstat(name)
 	if err == nil && r.Layer && IsWhiteout(st) {
 		return nil, &fs.PathError{Op: "lstat", Path: p, Err: fs.ErrNotExist}
+	}
+	if err == nil && r.Hide != nil {
+		if herr := r.Hide(Clean(p), st); herr != nil {
+			return nil, herr
+		}
 	}
 	return st, err
 }

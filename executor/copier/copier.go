@@ -48,6 +48,13 @@ type Op struct {
 	// User is the active USER, used by mkdir (WORKDIR) for ownership of the
 	// directories it creates.
 	User string `json:"user,omitempty"`
+	// Verify makes the copy check, entry by entry, that what it reads is
+	// what Expect lists — the entries (Select's order, Record digests) the
+	// step's cache key was computed from — and fail with a
+	// *ContextChangedError at the first difference, so that content is
+	// never cached under a key computed from other bytes.
+	Verify bool    `json:"verify,omitempty"`
+	Expect []Entry `json:"expect,omitempty"`
 }
 
 // NotFoundError reports a named source that does not exist in the source

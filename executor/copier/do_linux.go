@@ -1,69 +1,97 @@
 package copier
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path"
 	"path/filepath"
 	"sort"
 	"strings"
+	"syscall"
+
+	"github.com/kiln-build/kiln/rooted"
 )
 
 // Do performs op, reading sources under srcRoot and writing under dstRoot.
 // Both are plain directories (the executor has already mounted overlays
-// there); it runs in a sandbox child process as root. It works on the
-// calling goroutine only, so a caller that locked its thread into a private
-// mount namespace sees every file operation happen there.
+// there); it runs in a sandbox child process as root. Both trees are
+// untrusted and reached only through package rooted: every path inside
+// them is resolved in the tree and opened one component at a time without
+// following symlinks. It works on the calling goroutine only, so a caller
+// that locked its thread into a private mount namespace sees every file
+// operation happen there.
 func Do(srcRoot, dstRoot string, op Op) error {
 	if srcRoot != "" {
 		srcRoot = filepath.Clean(srcRoot)
 	}
 	dstRoot = filepath.Clean(dstRoot)
-	dst := dirTree(dstRoot)
-	var err error
+	droot, err := rooted.Open(dstRoot)
+	if err != nil {
+		return fmt.Errorf("opening the destination: %w", err)
+	}
+	defer droot.Close()
 	switch op.Kind {
 	case "mkdir":
-		err = doMkdir(dst, op)
+		err = doMkdir(droot, op)
 		if err != nil {
 			err = fmt.Errorf("creating directory %q: %w", op.Dest, err)
 		}
 	case "copy", "add":
-		err = doCopy(srcRoot, dst, op)
+		err = doCopy(srcRoot, dstRoot, droot, op)
 	default:
 		err = fmt.Errorf("unknown copy kind %q", op.Kind)
 	}
 	return inRootPaths(err, srcRoot, dstRoot)
 }
 
+// testHookBeforeCopy, when set, runs after the source is opened and
+// before anything is read from it: tests change the source there.
+var testHookBeforeCopy func()
+
 // doMkdir is WORKDIR: BuildKit's FileOp mkdir with MakeParents, mode 0755
 // and the active USER as owner of every directory it creates
 // (dockerfile2llb dispatchWorkdir, solver/llbsolver/file mkdir).
-func doMkdir(dst dirTree, op Op) error {
+func doMkdir(dst *rooted.Root, op Op) error {
 	own, err := resolveOwner(dst, op.User)
 	if err != nil {
 		return fmt.Errorf("resolving user %q: %w", op.User, err)
 	}
-	rel, err := resolveIn(dst, op.Dest, true)
+	rel, _, err := dst.Resolve(op.Dest, true)
 	if err != nil {
 		return err
 	}
-	return mkdirAll(dst, rel, 0o755, own)
+	d, err := mkdirIn(dst, rel, 0o755, own)
+	if err != nil {
+		return err
+	}
+	return d.Close()
 }
 
-func doCopy(srcRoot string, dst dirTree, op Op) error {
+func doCopy(srcRoot, dstRoot string, droot *rooted.Root, op Op) error {
 	mode, err := parseChmod(op.Chmod)
 	if err != nil {
 		return err
 	}
-	chown, err := resolveOwner(dst, op.Chown)
+	chown, err := resolveOwner(droot, op.Chown)
 	if err != nil {
 		return fmt.Errorf("resolving --chown %q: %w", op.Chown, err)
 	}
 	src, err := newSrcTree(srcRoot, op.Excludes)
 	if err != nil {
 		return err
+	}
+	defer src.Close()
+	var v *verifier
+	if op.Verify {
+		v = &verifier{expect: op.Expect}
+	}
+	if testHookBeforeCopy != nil {
+		testHookBeforeCopy()
 	}
 	verb := "copying"
 	if op.Kind == "add" {
@@ -72,17 +100,23 @@ func doCopy(srcRoot string, dst dirTree, op Op) error {
 	for _, s := range op.Sources {
 		c := &copier{
 			src:       src,
-			dst:       dst,
+			dst:       dirTree(dstRoot),
+			droot:     droot,
 			chown:     chown,
 			mode:      mode,
 			fromStage: op.FromStage,
 			unpack:    op.Kind == "add",
+			verify:    v,
 		}
 		if err := c.copySource(s, op.Dest); err != nil {
+			var cc *ContextChangedError
+			if errors.As(err, &cc) {
+				return err
+			}
 			return fmt.Errorf("%s %q to %q: %w", verb, s, op.Dest, err)
 		}
 	}
-	return nil
+	return v.done()
 }
 
 // copySource is one BuildKit copy action: it expands the wildcards of src
@@ -96,8 +130,18 @@ func (c *copier) copySource(src, dest string) error {
 		// BuildKit's docopy runs one fsutil copy per wildcard match, so
 		// hardlinks are kept within a match (a copied directory), never
 		// between matches or sources (checked against buildkitd v0.34.2).
-		c.links = map[fileID]string{}
+		c.links = map[fileID]firstCopy{}
 		if c.unpack {
+			// The archive is read by the extraction below: check it
+			// against the key first, and check again as a plain copy when
+			// it turns out not to be an archive.
+			mark := 0
+			if c.verify != nil {
+				mark = c.verify.i
+				if err := c.verifyFile(m); err != nil {
+					return err
+				}
+			}
 			ok, err := c.tryUnpack(m, dest)
 			if err != nil {
 				return err
@@ -105,12 +149,47 @@ func (c *copier) copySource(src, dest string) error {
 			if ok {
 				continue
 			}
+			if c.verify != nil {
+				c.verify.i = mark
+			}
 		}
 		if err := c.copyMatch(m, dest); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// verifyFile checks a named source that ADD may extract against the key,
+// hashing its bytes when it is a regular file.
+func (c *copier) verifyFile(srcPath string) error {
+	srcRel, _, err := c.src.r.Resolve(srcPath, true)
+	if err != nil {
+		return c.notFound(srcPath, err)
+	}
+	fi, err := c.src.lstat(srcRel)
+	if err != nil {
+		return c.notFound(srcPath, err)
+	}
+	if !fi.Mode().IsRegular() {
+		// Copied, not extracted: copyMatch checks it.
+		return nil
+	}
+	d, name, err := c.src.r.Parent(srcRel)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	f, err := d.OpenRegular(name)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return fmt.Errorf("reading %s: %w", srcRel, err)
+	}
+	return c.verify.check(srcRel, fi, hex.EncodeToString(h.Sum(nil)), "")
 }
 
 // copyMatch copies one resolved source path to dest with fsutil's rules:
@@ -129,19 +208,21 @@ func (c *copier) copyMatch(srcPath, dest string) error {
 	if d, f := path.Split(destRaw); f != "" && f != "." {
 		ensure = d
 	}
-	ensureRel, err := resolveIn(c.dst, ensure, true)
+	ensureRel, _, err := c.droot.Resolve(ensure, true)
 	if err != nil {
 		return err
 	}
-	if err := mkdirAll(c.dst, ensureRel, c.mode.parentPerm(), c.chown); err != nil {
+	ed, err := mkdirIn(c.droot, ensureRel, c.mode.parentPerm(), c.chown)
+	if err != nil {
 		return err
 	}
-	dstRel, err := resolveIn(c.dst, destRaw, true)
+	ed.Close()
+	dstRel, dexists, err := c.droot.Resolve(destRaw, true)
 	if err != nil {
 		return err
 	}
 
-	srcRel, err := resolveIn(c.src, srcPath, true)
+	srcRel, _, err := c.src.r.Resolve(srcPath, true)
 	if err != nil {
 		return c.notFound(srcPath, err)
 	}
@@ -150,28 +231,60 @@ func (c *copier) copyMatch(srcPath, dest string) error {
 		return c.notFound(srcPath, err)
 	}
 
-	dfi, err := os.Stat(c.dst.host(dstRel))
-	if err != nil && !isNotExist(err) {
-		return fmt.Errorf("checking destination: %w", err)
+	dstIsDir := false
+	if dexists {
+		dst, err := c.droot.Lstat(dstRel)
+		if err != nil && !isNotExist(err) {
+			return fmt.Errorf("checking destination: %w", err)
+		}
+		dexists = err == nil
+		dstIsDir = dexists && dst.Mode&syscall.S_IFMT == syscall.S_IFDIR
 	}
-	if err != nil {
-		dfi = nil
-	}
-	if !fi.IsDir() && dfi != nil && dfi.IsDir() {
+	if !fi.IsDir() && dstIsDir {
 		dstRel = path.Join(dstRel, path.Base(cleanRooted(srcPath)))
 	}
 	parent := path.Dir(dstRel)
-	if fi.IsDir() && dfi == nil {
+	if fi.IsDir() && !dexists {
 		parent = dstRel
 	}
-	if err := mkdirAll(c.dst, parent, c.mode.parentPerm(), c.chown); err != nil {
+	pd, err := mkdirIn(c.droot, parent, c.mode.parentPerm(), c.chown)
+	if err != nil {
 		return err
 	}
+	defer pd.Close()
 	st, err := c.topState(srcRel, fi)
 	if err != nil {
 		return err
 	}
-	return c.copyEntry(srcRel, fi, st, dstRel, true)
+
+	// The source by its parent's handle (the root itself by its own).
+	s := node{dir: c.src.r.Dir()}
+	if srcRel != "/" {
+		sd, sname, err := c.src.r.Parent(srcRel)
+		if err != nil {
+			return c.notFound(srcPath, err)
+		}
+		defer sd.Close()
+		s = node{dir: sd, name: sname}
+	}
+	// The destination: its parent is made; dest itself may be the parent
+	// (a directory copied to a new dest) or the root.
+	dparent, dname := &lazyDir{d: pd}, path.Base(dstRel)
+	if parent == dstRel {
+		if dstRel == "/" {
+			dname = ""
+		} else {
+			gp, name, err := c.droot.Parent(dstRel)
+			if err != nil {
+				return err
+			}
+			defer gp.Close()
+			dparent, dname = &lazyDir{d: gp}, name
+		}
+	} else if dstRel == "/" {
+		dname = ""
+	}
+	return c.copyNode(s, fi, st, dparent, dname, true)
 }
 
 // notFound turns a failed source lookup into a NotFoundError when the
@@ -212,7 +325,7 @@ func (c *copier) expand(src string) ([]string, error) {
 		return []string{clean}, nil
 	}
 	base := "/" + strings.Join(comps[:first], "/")
-	baseRel, err := resolveIn(c.src, base, true)
+	baseRel, _, err := c.src.r.Resolve(base, true)
 	if err != nil {
 		return nil, c.notFound(base, err)
 	}
@@ -224,18 +337,18 @@ func (c *copier) expand(src string) ([]string, error) {
 	if !fi.IsDir() {
 		return nil, nil
 	}
-	var walk func(dir string, pattern []string) error
-	walk = func(dir string, pattern []string) error {
-		names, err := sortedNames(c.src.host(dir))
+	var walk func(dir *rooted.Dir, pattern []string) error
+	walk = func(dir *rooted.Dir, pattern []string) error {
+		names, err := dir.Names()
 		if err != nil {
 			return err
 		}
+		sort.Strings(names)
 		for _, name := range names {
 			if ok, _ := path.Match(pattern[0], name); !ok {
 				continue
 			}
-			rel := path.Join(dir, name)
-			efi, err := c.src.lstat(rel)
+			efi, err := c.src.lstatAt(dir, name)
 			if err != nil {
 				if isNotExist(err) {
 					continue
@@ -243,18 +356,29 @@ func (c *copier) expand(src string) ([]string, error) {
 				return err
 			}
 			if len(pattern) == 1 {
-				out = append(out, rel)
+				out = append(out, pathIn(dir, name))
 				continue
 			}
 			if efi.IsDir() {
-				if err := walk(rel, pattern[1:]); err != nil {
+				sub, err := dir.OpenDir(name)
+				if err != nil {
+					return err
+				}
+				err = walk(sub, pattern[1:])
+				sub.Close()
+				if err != nil {
 					return err
 				}
 			}
 		}
 		return nil
 	}
-	if err := walk(baseRel, comps[first:]); err != nil {
+	d, err := c.src.r.OpenDir(baseRel)
+	if err != nil {
+		return nil, err
+	}
+	defer d.Close()
+	if err := walk(d, comps[first:]); err != nil {
 		return nil, err
 	}
 	return out, nil

@@ -1,45 +1,79 @@
 package copier
 
 import (
+	"errors"
 	"io/fs"
-	"os"
-	"path"
 	"syscall"
 
-	"golang.org/x/sys/unix"
+	"github.com/kiln-build/kiln/rooted"
 )
 
-// mkdirAll creates the in-root directory rel — already resolved by
-// resolveIn, so no component is a symlink — and its missing parents. Like
-// fsutil's MkdirAll, each directory it creates gets perm whatever the
-// umask and, when own is set, that owner; without one it belongs to this
-// process (root in the sandbox). Existing directories are left alone.
-func mkdirAll(t dirTree, rel string, perm uint32, own *owner) error {
-	cur := "/"
+// mkdirIn creates the in-root directory rel of r — already resolved, so no
+// component is a symlink — and its missing parents, one component at a
+// time by handle: a component that is (or became) a symlink is an error,
+// never followed. Like fsutil's MkdirAll, each directory it creates gets
+// perm whatever the umask and, when own is set, that owner; without one it
+// belongs to this process (root in the sandbox). Existing directories are
+// left alone. It returns a handle of rel, which the caller closes.
+func mkdirIn(r *rooted.Root, rel string, perm uint32, own *owner) (*rooted.Dir, error) {
+	cur, err := r.OpenDir("/")
+	if err != nil {
+		return nil, err
+	}
 	for _, comp := range splitRooted(rel) {
-		cur = path.Join(cur, comp)
-		h := t.host(cur)
-		fi, err := os.Stat(h)
-		if err == nil {
-			if !fi.IsDir() {
-				return &fs.PathError{Op: "mkdir", Path: h, Err: syscall.ENOTDIR}
-			}
-			continue
+		next, err := openOrMkdir(cur, comp, perm, own)
+		cur.Close()
+		if err != nil {
+			return nil, err
 		}
-		if !isNotExist(err) {
-			return err
-		}
-		if err := os.Mkdir(h, 0o700); err != nil {
-			return err
-		}
-		if err := unix.Chmod(h, perm); err != nil {
-			return &fs.PathError{Op: "chmod", Path: h, Err: err}
-		}
-		if own != nil {
-			if err := os.Lchown(h, own.uid, own.gid); err != nil {
-				return err
+		cur = next
+	}
+	return cur, nil
+}
+
+// openOrMkdir opens the child directory name of d, creating it first when
+// it is missing.
+func openOrMkdir(d *rooted.Dir, name string, perm uint32, own *owner) (*rooted.Dir, error) {
+	st, err := d.Lstat(name)
+	switch {
+	case err == nil && st.Mode&syscall.S_IFMT != syscall.S_IFDIR:
+		return nil, &fs.PathError{Op: "mkdir", Path: pathIn(d, name), Err: syscall.ENOTDIR}
+	case err != nil && !isNotExist(err):
+		return nil, err
+	case err != nil:
+		if err := d.Mkdir(name, fs.FileMode(perm&0o777)); err != nil && !errors.Is(err, fs.ErrExist) {
+			return nil, err
+		} else if err == nil && own != nil {
+			if err := d.Lchown(name, own.uid, own.gid); err != nil {
+				return nil, err
 			}
 		}
 	}
-	return nil
+	return d.OpenDir(name)
+}
+
+// mkdirAll is mkdirIn for a root given by path; the ADD archive
+// extraction uses it until the layer package's applier replaces it.
+func mkdirAll(t dirTree, rel string, perm uint32, own *owner) error {
+	r, done, err := t.root()
+	if err != nil {
+		return err
+	}
+	defer done()
+	d, err := mkdirIn(r, rel, perm, own)
+	if err != nil {
+		return err
+	}
+	return d.Close()
+}
+
+// pathIn is the in-root path of name in d, for messages.
+func pathIn(d *rooted.Dir, name string) string {
+	if name == "" {
+		return d.Name()
+	}
+	if d.Name() == "/" {
+		return "/" + name
+	}
+	return d.Name() + "/" + name
 }

@@ -1,13 +1,11 @@
 package copier
 
 import (
-	"bufio"
-	"bytes"
-	"fmt"
-	"io"
-	"os"
 	"strconv"
 	"strings"
+
+	"github.com/kiln-build/kiln/internal/userdb"
+	"github.com/kiln-build/kiln/rooted"
 )
 
 // owner is a numeric uid/gid pair.
@@ -43,9 +41,6 @@ func parseID(s string) *idSpec {
 	return &idSpec{byName: true, name: s}
 }
 
-// maxUserFileBytes is BuildKit's limit on /etc/passwd and /etc/group.
-const maxUserFileBytes = 10 << 20
-
 // resolveOwner turns a --chown value or a USER into ids, reading the
 // destination root's /etc/passwd and /etc/group like BuildKit's readUser
 // (solver/llbsolver/ops/user_linux.go):
@@ -56,7 +51,7 @@ const maxUserFileBytes = 10 << 20
 // A name that is not found, or a missing passwd/group file, is not an
 // error in BuildKit: the id stays 0. kiln keeps that, so that it builds the
 // same image. An empty spec returns nil: no ownership change requested.
-func resolveOwner(root tree, spec string) (*owner, error) {
+func resolveOwner(root *rooted.Root, spec string) (*owner, error) {
 	if spec == "" {
 		return nil, nil
 	}
@@ -65,7 +60,7 @@ func resolveOwner(root tree, spec string) (*owner, error) {
 	if user.byName {
 		// An empty user name (":group") is looked up as a name too, as in
 		// BuildKit, and matches nothing in a sane passwd.
-		if _, err := lookupFile(root, "/etc/passwd", false, func(f []string) bool {
+		if _, err := lookupFile(root, "/etc/passwd", 7, false, func(f []string) bool {
 			if f[0] != user.name {
 				return false
 			}
@@ -79,7 +74,7 @@ func resolveOwner(root tree, spec string) (*owner, error) {
 	}
 	if group != nil {
 		if group.byName {
-			if _, err := lookupFile(root, "/etc/group", true, func(f []string) bool {
+			if _, err := lookupFile(root, "/etc/group", 4, true, func(f []string) bool {
 				if f[0] != group.name {
 					return false
 				}
@@ -105,45 +100,18 @@ func atoiField(f []string, i int) int {
 	return n
 }
 
-// lookupFile scans a passwd-format file of the root for the first line
-// accepted by match. A missing file is "not found", not an error.
-func lookupFile(root tree, name string, skipComments bool, match func(fields []string) bool) (bool, error) {
-	rel, err := resolveIn(root, name, true)
+// lookupFile scans a passwd-format file of the root (n fields a line)
+// for the first line accepted by match. A missing file is "not found", not
+// an error; a FIFO or device there is an error, never a hang.
+func lookupFile(root *rooted.Root, name string, n int, skipComments bool, match func(fields []string) bool) (bool, error) {
+	data, err := userdb.ReadFile(root, name)
 	if err != nil {
-		return false, fmt.Errorf("resolving %s: %w", name, err)
+		return false, err
 	}
-	f, err := os.Open(root.host(rel))
-	if err != nil {
-		if isNotExist(err) {
-			return false, nil
-		}
-		return false, fmt.Errorf("reading %s: %w", name, err)
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return false, fmt.Errorf("reading %s: %w", name, err)
-	}
-	if !fi.Mode().IsRegular() {
-		return false, fmt.Errorf("reading %s: not a regular file", name)
-	}
-	lr := &io.LimitedReader{R: f, N: maxUserFileBytes + 1}
-	s := bufio.NewScanner(lr)
-	s.Buffer(nil, 1<<20)
-	for s.Scan() {
-		line := bytes.TrimSpace(s.Bytes())
-		if len(line) == 0 || (skipComments && line[0] == '#') {
-			continue
-		}
-		if match(strings.Split(string(line), ":")) {
+	for _, f := range userdb.Parse(data, n, skipComments) {
+		if match(f) {
 			return true, nil
 		}
-	}
-	if lr.N == 0 {
-		return false, fmt.Errorf("reading %s: %q exceeds %d bytes", name, name, maxUserFileBytes)
-	}
-	if err := s.Err(); err != nil {
-		return false, fmt.Errorf("reading %s: %w", name, err)
 	}
 	return false, nil
 }

@@ -4,6 +4,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/kiln-build/kiln/rooted"
 )
 
 func TestResolveOwner(t *testing.T) {
@@ -52,7 +54,12 @@ func TestResolveOwner(t *testing.T) {
 		{root: empty, spec: "5:6", want: &owner{5, 6}},
 	}
 	for _, tc := range cases {
-		got, err := resolveOwner(dirTree(tc.root), tc.spec)
+		r, err := rooted.Open(tc.root)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := resolveOwner(r, tc.spec)
+		r.Close()
 		if (err != nil) != tc.wantErr {
 			t.Errorf("resolveOwner(%q): error %v", tc.spec, err)
 			continue

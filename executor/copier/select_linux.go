@@ -2,9 +2,9 @@ package copier
 
 import (
 	"io/fs"
-	"os"
-	"path"
 	"sort"
+
+	"github.com/kiln-build/kiln/rooted"
 )
 
 // Select calls fn for every entry that a COPY of sources would read from
@@ -13,12 +13,26 @@ import (
 // everything .dockerignore keeps. rel is the in-root path of the entry and
 // fi its lstat (the followed target's for a named source). It is what the
 // build cache hashes, so that a change the copy cannot see invalidates
-// nothing. A missing source yields the *NotFoundError the copy would.
+// nothing, and it is the order in which the copy reads (see Op.Verify). A
+// missing source yields the *NotFoundError the copy would.
+//
+// The tree is walked by directory handle, as the copy walks it: fn gets
+// the open parent directory and the entry's name in it, so a reader opens
+// the entry with dir.OpenRegular(name) — no path is resolved again.
 func Select(srcRoot string, sources, excludes []string, fn func(source, rel string, fi fs.FileInfo) error) error {
+	return SelectAt(srcRoot, sources, excludes, func(source, rel string, fi fs.FileInfo, _ *rooted.Dir, _ string) error {
+		return fn(source, rel, fi)
+	})
+}
+
+// SelectAt is Select that also hands fn the entry's parent directory and
+// name (a nil dir for the root itself), valid during the call only.
+func SelectAt(srcRoot string, sources, excludes []string, fn func(source, rel string, fi fs.FileInfo, dir *rooted.Dir, name string) error) error {
 	src, err := newSrcTree(srcRoot, excludes)
 	if err != nil {
 		return err
 	}
+	defer src.Close()
 	c := &copier{src: src}
 	for _, s := range sources {
 		matches, err := c.expand(s)
@@ -26,84 +40,97 @@ func Select(srcRoot string, sources, excludes []string, fn func(source, rel stri
 			return err
 		}
 		for _, m := range matches {
-			srcRel, err := resolveIn(c.src, m, true)
-			if err != nil {
-				return c.notFound(m, err)
-			}
-			fi, err := c.src.lstat(srcRel)
-			if err != nil {
-				return c.notFound(m, err)
-			}
-			st, err := c.topState(srcRel, fi)
-			if err != nil {
+			if err := c.selectMatch(s, m, fn); err != nil {
 				return err
-			}
-			if err := fn(s, srcRel, fi); err != nil {
-				return err
-			}
-			if fi.IsDir() {
-				if err := c.selectDir(s, srcRel, st, fn); err != nil {
-					return err
-				}
 			}
 		}
 	}
 	return nil
 }
 
-func (c *copier) selectDir(source, rel string, st matchState, fn func(source, rel string, fi fs.FileInfo) error) error {
-	names, err := sortedNames(c.src.host(rel))
+func (c *copier) selectMatch(source, m string, fn func(source, rel string, fi fs.FileInfo, dir *rooted.Dir, name string) error) error {
+	srcRel, _, err := c.src.r.Resolve(m, true)
+	if err != nil {
+		return c.notFound(m, err)
+	}
+	fi, err := c.src.lstat(srcRel)
+	if err != nil {
+		return c.notFound(m, err)
+	}
+	st, err := c.topState(srcRel, fi)
 	if err != nil {
 		return err
 	}
+	if srcRel == "/" {
+		if err := fn(source, srcRel, fi, nil, ""); err != nil {
+			return err
+		}
+		return c.selectDir(source, c.src.r.Dir(), st, fn)
+	}
+	parent, name, err := c.src.r.Parent(srcRel)
+	if err != nil {
+		return c.notFound(m, err)
+	}
+	defer parent.Close()
+	if err := fn(source, srcRel, fi, parent, name); err != nil {
+		return err
+	}
+	if !fi.IsDir() {
+		return nil
+	}
+	d, err := parent.OpenDir(name)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return c.selectDir(source, d, st, fn)
+}
+
+func (c *copier) selectDir(source string, d *rooted.Dir, st matchState, fn func(source, rel string, fi fs.FileInfo, dir *rooted.Dir, name string) error) error {
+	names, err := d.Names()
+	if err != nil {
+		return err
+	}
+	sort.Strings(names)
 	for _, name := range names {
 		if isWhiteoutName(name) {
 			continue
 		}
-		crel := path.Join(rel, name)
-		cfi, err := os.Lstat(c.src.host(crel))
+		cst, err := d.Lstat(name)
 		if err != nil {
 			if isNotExist(err) {
 				continue
 			}
 			return err
 		}
-		if isWhiteoutDevice(cfi) {
+		if rooted.IsWhiteout(cst) {
 			continue
 		}
-		var cst matchState
+		crel := pathIn(d, name)
+		cfi := rooted.FileInfo(name, cst)
+		var cms matchState
 		if c.src.pm != nil {
-			if cst, err = c.src.child(st, crel, cfi.IsDir()); err != nil {
+			if cms, err = c.src.child(st, crel, cfi.IsDir()); err != nil {
 				return err
 			}
-			if cst.excluded && (!cfi.IsDir() || cst.pruned) {
+			if cms.excluded && (!cfi.IsDir() || cms.pruned) {
 				continue
 			}
 		}
-		if err := fn(source, crel, cfi); err != nil {
+		if err := fn(source, crel, cfi, d, name); err != nil {
 			return err
 		}
 		if cfi.IsDir() {
-			if err := c.selectDir(source, crel, cst, fn); err != nil {
+			sub, err := d.OpenDir(name)
+			if err != nil {
+				return err
+			}
+			err = c.selectDir(source, sub, cms, fn)
+			sub.Close()
+			if err != nil {
 				return err
 			}
 		}
 	}
 	return nil
-}
-
-// sortedNames lists a directory's entries in byte order, the order BuildKit
-// walks them in.
-func sortedNames(dir string) ([]string, error) {
-	f, err := os.Open(dir)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	names, err := f.Readdirnames(-1)
-	if err != nil {
-		return nil, err
-	}
-	sort.Strings(names)
-	return names, nil
 }

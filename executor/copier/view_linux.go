@@ -3,12 +3,13 @@ package copier
 import (
 	"fmt"
 	"io/fs"
-	"os"
 	"path"
 	"strings"
 	"syscall"
 
 	"github.com/moby/patternmatcher"
+
+	"github.com/kiln-build/kiln/rooted"
 )
 
 // srcTree is the source root as BuildKit's copy sees it. For the build
@@ -19,8 +20,9 @@ import (
 // whiteouts and whiteout marker files are absent too: they are layer
 // bookkeeping, never content (DESIGN item 8).
 type srcTree struct {
-	root string
-	pm   *patternmatcher.PatternMatcher // nil without .dockerignore patterns
+	dir string                         // the host path, for messages and the archive extraction
+	r   *rooted.Root                   // every lookup goes through it, filtered by hide
+	pm  *patternmatcher.PatternMatcher // nil without .dockerignore patterns
 	// prefixOnly is fsutil's onlyPrefixExcludeExceptions: every exception
 	// ("!pattern") is a literal path, so an excluded directory that no
 	// exception names a path inside can be skipped without reading it.
@@ -47,13 +49,20 @@ func (e *excludedError) Error() string {
 
 func (e *excludedError) Is(target error) bool { return target == fs.ErrNotExist }
 
+// newSrcTree opens root as a source. The caller closes it.
 func newSrcTree(root string, excludes []string) (*srcTree, error) {
-	t := &srcTree{root: root}
+	r, err := rooted.Open(root)
+	if err != nil {
+		return nil, err
+	}
+	t := &srcTree{dir: r.Path(), r: r}
+	r.Hide = t.hide
 	if len(excludes) == 0 {
 		return t, nil
 	}
 	pm, err := patternmatcher.New(normalizePatterns(excludes))
 	if err != nil {
+		r.Close()
 		return nil, fmt.Errorf("parsing .dockerignore patterns: %w", err)
 	}
 	t.pm = pm
@@ -68,6 +77,9 @@ func newSrcTree(root string, excludes []string) (*srcTree, error) {
 	t.kept = map[string]bool{}
 	return t, nil
 }
+
+// Close releases the tree's root.
+func (t *srcTree) Close() error { return t.r.Close() }
 
 // normalizePatterns applies what moby/patternmatcher/ignorefile does to
 // each .dockerignore line, so patterns written "/foo" match "foo"; it is a
@@ -103,39 +115,64 @@ func withoutTrailingGlob(p *patternmatcher.Pattern) string {
 	return strings.TrimSuffix(s, "/*")
 }
 
-func (t *srcTree) host(rel string) string { return hostPath(t.root, rel) }
+func (t *srcTree) root() (*rooted.Root, func(), error) { return t.r, func() {}, nil }
 
+func (t *srcTree) host(rel string) string { return dirTree(t.dir).host(rel) }
+
+// lstat reports the entry at the symlink-free in-root path rel as the
+// transferred context has it: absent when hidden (see hide).
 func (t *srcTree) lstat(rel string) (fs.FileInfo, error) {
-	rel = path.Clean("/" + rel)
-	if rel != "/" && hasWhiteoutComponent(rel) {
-		return nil, &fs.PathError{Op: "lstat", Path: t.host(rel), Err: fs.ErrNotExist}
+	st, err := t.r.Lstat(rel)
+	if err != nil {
+		return nil, err
 	}
-	fi, err := os.Lstat(t.host(rel))
-	if err != nil || rel == "/" {
-		return fi, err
+	return rooted.FileInfo(rel, st), nil
+}
+
+// lstatAt is lstat for the entry name of the open directory d (whose
+// in-root path is d.Name()), without walking from the root again.
+func (t *srcTree) lstatAt(d *rooted.Dir, name string) (fs.FileInfo, error) {
+	st, err := d.Lstat(name)
+	if err != nil {
+		return nil, err
 	}
-	if isWhiteoutDevice(fi) {
-		return nil, &fs.PathError{Op: "lstat", Path: t.host(rel), Err: fs.ErrNotExist}
+	rel := path.Join(d.Name(), name)
+	if err := t.hide(rel, st); err != nil {
+		return nil, err
+	}
+	return rooted.FileInfo(rel, st), nil
+}
+
+// hide makes whiteouts, whiteout marker files and what .dockerignore
+// excludes absent from the tree; rooted asks it about every entry a lookup
+// walks through.
+func (t *srcTree) hide(rel string, st *syscall.Stat_t) error {
+	if rel == "/" {
+		return nil
+	}
+	if hasWhiteoutComponent(rel) || rooted.IsWhiteout(st) {
+		return &fs.PathError{Op: "lstat", Path: rel, Err: fs.ErrNotExist}
 	}
 	if t.pm == nil {
-		return fi, nil
+		return nil
 	}
+	isDir := st.Mode&syscall.S_IFMT == syscall.S_IFDIR
 	parent, err := t.dirState(path.Dir(rel))
 	if err != nil {
-		return nil, err
+		return err
 	}
-	st, err := t.child(parent, rel, fi.IsDir())
+	ms, err := t.child(parent, rel, isDir)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	ok, err := t.present(rel, fi, st)
+	ok, err := t.present(rel, isDir, ms)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if !ok {
-		return nil, &excludedError{pattern: t.excludedBy(rel)}
+		return &excludedError{pattern: t.excludedBy(rel)}
 	}
-	return fi, nil
+	return nil
 }
 
 // dirState is the verdict for a directory on a looked-up path, memoised
@@ -193,41 +230,47 @@ func (t *srcTree) mayKeepInside(dir string) bool {
 // present reports whether rel is in the transferred context: kept by the
 // patterns, or an excluded directory that still holds a kept path (fsutil
 // sends such a directory as the parent of what it holds).
-func (t *srcTree) present(rel string, fi fs.FileInfo, st matchState) (bool, error) {
+func (t *srcTree) present(rel string, isDir bool, st matchState) (bool, error) {
 	if !st.excluded {
 		return true, nil
 	}
-	if !fi.IsDir() || st.pruned {
+	if !isDir || st.pruned {
 		return false, nil
 	}
 	if k, ok := t.kept[rel]; ok {
 		return k, nil
 	}
-	entries, err := os.ReadDir(t.host(rel))
+	d, err := t.r.OpenDir(rel)
+	if err != nil {
+		return false, err
+	}
+	defer d.Close()
+	names, err := d.Names()
 	if err != nil {
 		return false, err
 	}
 	k := false
-	for _, e := range entries {
-		crel := path.Join(rel, e.Name())
-		if isWhiteoutName(e.Name()) {
+	for _, name := range names {
+		if isWhiteoutName(name) {
 			continue
 		}
-		cfi, err := e.Info()
+		cst, err := d.Lstat(name)
 		if err != nil {
 			if isNotExist(err) {
 				continue
 			}
 			return false, err
 		}
-		if isWhiteoutDevice(cfi) {
+		if rooted.IsWhiteout(cst) {
 			continue
 		}
-		cst, err := t.child(st, crel, cfi.IsDir())
+		crel := path.Join(rel, name)
+		cdir := cst.Mode&syscall.S_IFMT == syscall.S_IFDIR
+		cms, err := t.child(st, crel, cdir)
 		if err != nil {
 			return false, err
 		}
-		if k, err = t.present(crel, cfi, cst); err != nil {
+		if k, err = t.present(crel, cdir, cms); err != nil {
 			return false, err
 		} else if k {
 			break
@@ -272,9 +315,6 @@ func hasWhiteoutComponent(rel string) bool {
 
 // isWhiteoutDevice reports an overlayfs whiteout: a 0:0 character device.
 func isWhiteoutDevice(fi fs.FileInfo) bool {
-	if fi.Mode()&fs.ModeCharDevice == 0 {
-		return false
-	}
 	st, ok := fi.Sys().(*syscall.Stat_t)
-	return ok && st.Rdev == 0
+	return ok && rooted.IsWhiteout(st)
 }

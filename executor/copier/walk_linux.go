@@ -1,39 +1,78 @@
 package copier
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
+	"io"
 	"io/fs"
 	"os"
 	"path"
+	"sort"
+	"strconv"
+	"sync"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/kiln-build/kiln/rooted"
 )
 
 // fileID identifies an inode, to keep hardlinks among copied files.
 type fileID struct{ dev, ino uint64 }
 
-// copier copies the matches of one source argument.
+// firstCopy is where a multiply-linked source inode was first copied.
+type firstCopy struct {
+	dst     string // in-root destination path
+	content string // its content digest, when verifying
+}
+
+// copier copies the matches of one source argument. Every file is
+// reached through a handle of its parent directory, opened one component
+// at a time without following symlinks (package rooted), on both sides.
 type copier struct {
 	src       *srcTree
-	dst       dirTree
-	chown     *owner     // --chown; nil keeps the source owner (see owner)
-	mode      *chmodSpec // --chmod; nil keeps the source mode
+	dst       dirTree      // the destination by path, for the ADD archive extraction only
+	droot     *rooted.Root // the destination
+	chown     *owner       // --chown; nil keeps the source owner (see owner)
+	mode      *chmodSpec   // --chmod; nil keeps the source mode
 	fromStage bool
 	unpack    bool // ADD: extract local archives
-	// links maps a multiply-linked source inode to the destination path of
-	// its first copy, for the current match.
-	links map[fileID]string
+	// verify, when set, checks every entry read against the entries the
+	// step's key was computed from.
+	verify *verifier
+	// links maps a multiply-linked source inode to its first copy, for
+	// the current match.
+	links map[fileID]firstCopy
 	// pending are excluded directories entered because an exception may
 	// keep something inside; they are created when that happens.
 	pending []*pendingDir
 }
 
+// node is one entry addressed through its parent directory's handle, or a
+// root directory itself (name "").
+type node struct {
+	dir  *rooted.Dir
+	name string
+}
+
+func (n node) rel() string { return pathIn(n.dir, n.name) }
+
+// selfPath names the directory itself through its descriptor, for the few
+// calls that have no *at form taking an empty name.
+func (n node) selfPath() string { return "/proc/self/fd/" + strconv.Itoa(n.dir.Fd()) }
+
+// lazyDir is a destination directory whose handle exists once it is made.
+type lazyDir struct{ d *rooted.Dir }
+
+// pendingDir is an excluded directory entered but not made yet.
 type pendingDir struct {
-	srcHost string
-	fi      fs.FileInfo
-	dstHost string
+	parent  *lazyDir // made before this one
+	name    string
+	self    *lazyDir // set when made
 	made    bool
 	created bool
 }
@@ -43,6 +82,9 @@ var errReplaceDir = errors.New("cannot replace a directory with a file")
 
 // errNotDir is fsutil's refusal to merge a directory onto a non-directory.
 var errNotDir = errors.New("cannot copy a directory onto a non-directory")
+
+// bufPoolCopy holds the buffers a verified copy reads through.
+var bufPoolCopy = sync.Pool{New: func() any { b := make([]byte, 256<<10); return &b }}
 
 // topState is the .dockerignore verdict of a copied source itself.
 func (c *copier) topState(srcRel string, fi fs.FileInfo) (matchState, error) {
@@ -56,25 +98,27 @@ func (c *copier) topState(srcRel string, fi fs.FileInfo) (matchState, error) {
 	return c.src.child(parent, srcRel, fi.IsDir())
 }
 
-// copyEntry copies one source entry to dstRel. top is the source named in
-// the Dockerfile (after wildcards): when it is a directory, its contents
-// are copied and dstRel itself keeps its metadata but for timestamps.
-func (c *copier) copyEntry(srcRel string, fi fs.FileInfo, st matchState, dstRel string, top bool) error {
-	return c.copyHost(srcRel, c.src.host(srcRel), fi, st, c.dst.host(dstRel), top)
-}
-
-func (c *copier) copyHost(srcRel, srcHost string, fi fs.FileInfo, st matchState, dstHost string, top bool) error {
+// copyNode copies one source entry to the entry name of the destination
+// directory parent (name "" is parent itself, a root). top is the source
+// named in the Dockerfile (after wildcards): when it is a directory, its
+// contents are copied and the destination itself keeps its metadata but
+// for timestamps.
+func (c *copier) copyNode(s node, fi fs.FileInfo, st matchState, parent *lazyDir, name string, top bool) error {
 	if fi.IsDir() {
-		return c.copyDir(srcRel, srcHost, fi, st, dstHost, top)
+		return c.copyDir(s, fi, st, parent, name, top)
 	}
 	if err := c.makePending(); err != nil {
 		return err
 	}
-	if dfi, err := os.Lstat(dstHost); err == nil {
-		if dfi.IsDir() {
-			return &fs.PathError{Op: "copy", Path: dstHost, Err: errReplaceDir}
+	d := node{dir: parent.d, name: name}
+	if d.name == "" {
+		return &fs.PathError{Op: "copy", Path: d.rel(), Err: errReplaceDir}
+	}
+	if dst, err := d.dir.Lstat(d.name); err == nil {
+		if dst.Mode&syscall.S_IFMT == syscall.S_IFDIR {
+			return &fs.PathError{Op: "copy", Path: d.rel(), Err: errReplaceDir}
 		}
-		if err := os.Remove(dstHost); err != nil {
+		if err := d.dir.Remove(d.name); err != nil {
 			return err
 		}
 	} else if !isNotExist(err) {
@@ -82,27 +126,36 @@ func (c *copier) copyHost(srcRel, srcHost string, fi fs.FileInfo, st matchState,
 	}
 
 	sys := fi.Sys().(*syscall.Stat_t)
+	content, link := "", ""
 	switch mode := fi.Mode(); {
 	case mode.IsRegular():
-		if sys.Nlink > 1 {
-			id := fileID{dev: sys.Dev, ino: sys.Ino}
-			if first, ok := c.links[id]; ok {
-				if err := os.Link(first, dstHost); err != nil {
-					return err
-				}
-				break
+		id := fileID{dev: sys.Dev, ino: sys.Ino}
+		if first, ok := c.links[id]; ok && sys.Nlink > 1 {
+			fd, fname, err := c.droot.Parent(first.dst)
+			if err != nil {
+				return err
 			}
-			c.links[id] = dstHost
+			err = d.dir.Link(fd, fname, d.name)
+			fd.Close()
+			if err != nil {
+				return err
+			}
+			content = first.content
+			break
 		}
-		if err := copyFileData(srcHost, dstHost); err != nil {
+		var err error
+		if content, err = c.copyFileData(s, d); err != nil {
 			return err
+		}
+		if sys.Nlink > 1 {
+			c.links[id] = firstCopy{dst: d.rel(), content: content}
 		}
 	case mode&fs.ModeSymlink != 0:
-		target, err := os.Readlink(srcHost)
-		if err != nil {
+		var err error
+		if link, err = s.dir.Readlink(s.name); err != nil {
 			return err
 		}
-		if err := os.Symlink(target, dstHost); err != nil {
+		if err := d.dir.Symlink(link, d.name); err != nil {
 			return err
 		}
 	default:
@@ -111,66 +164,81 @@ func (c *copier) copyHost(srcRel, srcHost string, fi fs.FileInfo, st matchState,
 			// A socket cannot be recreated; fsutil leaves an empty file.
 			m &^= unix.S_IFMT
 		}
-		if err := unix.Mknod(dstHost, m, int(sys.Rdev)); err != nil {
-			return &fs.PathError{Op: "mknod", Path: dstHost, Err: err}
+		if err := d.dir.Mknod(d.name, m, sys.Rdev); err != nil {
+			return err
 		}
 	}
-	return c.applyMeta(srcHost, fi, dstHost)
+	if err := c.verify.check(s.rel(), fi, content, link); err != nil {
+		return err
+	}
+	return c.applyMeta(s, fi, d)
 }
 
 // copyDir copies a directory and what it holds. Like fsutil, an existing
 // directory below the top is merged and takes the source's metadata; the top
 // (dest itself) keeps its mode and owner and only takes the timestamps.
-func (c *copier) copyDir(srcRel, srcHost string, fi fs.FileInfo, st matchState, dstHost string, top bool) error {
+func (c *copier) copyDir(s node, fi fs.FileInfo, st matchState, parent *lazyDir, name string, top bool) error {
+	if err := c.verify.check(s.rel(), fi, "", ""); err != nil {
+		return err
+	}
 	// An excluded directory below the top is in BuildKit's context only as
 	// the parent of something an exception keeps: create it lazily.
 	lazy := !top && st.excluded
+	self := &lazyDir{}
+	defer func() { self.d.Close() }()
 	var pd *pendingDir
 	created := false
 	if lazy {
-		pd = &pendingDir{srcHost: srcHost, fi: fi, dstHost: dstHost}
+		pd = &pendingDir{parent: parent, name: name, self: self}
 		c.pending = append(c.pending, pd)
 	} else {
 		if err := c.makePending(); err != nil {
 			return err
 		}
 		var err error
-		if created, err = makeDir(dstHost); err != nil {
+		if self.d, created, err = makeDir(node{dir: parent.d, name: name}); err != nil {
 			return err
 		}
 	}
 
-	entries, err := os.ReadDir(srcHost)
+	sdir := s.dir
+	if s.name != "" {
+		var err error
+		if sdir, err = s.dir.OpenDir(s.name); err != nil {
+			return err
+		}
+		defer sdir.Close()
+	}
+	names, err := sdir.Names()
 	if err != nil {
 		return err
 	}
-	for _, e := range entries {
-		name := e.Name()
-		if isWhiteoutName(name) {
+	sort.Strings(names)
+	for _, cname := range names {
+		if isWhiteoutName(cname) {
 			continue
 		}
-		csrc := srcHost + "/" + name
-		cfi, err := os.Lstat(csrc)
+		cst, err := sdir.Lstat(cname)
 		if err != nil {
 			if isNotExist(err) {
 				continue
 			}
 			return err
 		}
-		if isWhiteoutDevice(cfi) {
+		if rooted.IsWhiteout(cst) {
 			continue
 		}
-		crel := path.Join(srcRel, name)
-		var cst matchState
+		cfi := rooted.FileInfo(cname, cst)
+		var cms matchState
 		if c.src.pm != nil {
-			if cst, err = c.src.child(st, crel, cfi.IsDir()); err != nil {
+			if cms, err = c.src.child(st, pathIn(sdir, cname), cfi.IsDir()); err != nil {
 				return err
 			}
-			if cst.excluded && (!cfi.IsDir() || cst.pruned) {
+			if cms.excluded && (!cfi.IsDir() || cms.pruned) {
 				continue
 			}
 		}
-		if err := c.copyHost(crel, csrc, cfi, cst, dstHost+"/"+name, false); err != nil {
+		if err := c.copyNode(node{dir: sdir, name: cname}, cfi, cms, self, cname, false); err != nil {
 			return err
 		}
 	}
@@ -182,45 +250,54 @@ func (c *copier) copyDir(srcRel, srcHost string, fi fs.FileInfo, st matchState, 
 		}
 		created = pd.created
 	}
+	d := node{dir: parent.d, name: name}
 	if created || !top {
-		return c.applyMeta(srcHost, fi, dstHost)
+		return c.applyMeta(s, fi, d)
 	}
-	return setTimes(dstHost, fi)
+	return setTimes(d, fi)
 }
 
 // makePending creates the excluded directories entered so far, now that
-// something inside them is copied.
+// something inside them is copied, and opens their handles. Each one's
+// parent is made before it: the list runs from the top down.
 func (c *copier) makePending() error {
 	for _, pd := range c.pending {
 		if pd.made {
 			continue
 		}
-		created, err := makeDir(pd.dstHost)
+		d, created, err := makeDir(node{dir: pd.parent.d, name: pd.name})
 		if err != nil {
 			return err
 		}
+		pd.self.d = d
 		pd.made, pd.created = true, created
 	}
 	return nil
 }
 
-// makeDir creates a directory to copy into, or accepts an existing one.
-// Its final mode, owner and times are set after its contents are copied.
-func makeDir(dstHost string) (bool, error) {
-	dfi, err := os.Lstat(dstHost)
-	if err == nil {
-		if !dfi.IsDir() {
-			return false, &fs.PathError{Op: "copy", Path: dstHost, Err: errNotDir}
+// makeDir creates a directory to copy into, or accepts an existing one,
+// and opens it. Its final mode, owner and times are set after its contents
+// are copied.
+func makeDir(d node) (*rooted.Dir, bool, error) {
+	if d.name == "" {
+		h, err := d.dir.Dup()
+		return h, false, err
+	}
+	created := false
+	st, err := d.dir.Lstat(d.name)
+	switch {
+	case err == nil && st.Mode&syscall.S_IFMT != syscall.S_IFDIR:
+		return nil, false, &fs.PathError{Op: "copy", Path: d.rel(), Err: errNotDir}
+	case err != nil && !isNotExist(err):
+		return nil, false, err
+	case err != nil:
+		if err := d.dir.Mkdir(d.name, 0o700); err != nil {
+			return nil, false, err
 		}
-		return false, nil
+		created = true
 	}
-	if !isNotExist(err) {
-		return false, err
-	}
-	if err := os.Mkdir(dstHost, 0o700); err != nil {
-		return false, err
-	}
-	return true, nil
+	h, err := d.dir.OpenDir(d.name)
+	return h, created, err
 }
 
 // owner of a copied entry: --chown, else the source owner for COPY --from,
@@ -239,11 +316,16 @@ func (c *copier) ownerOf(sys *syscall.Stat_t) (int, int) {
 
 // applyMeta is fsutil's copyFileInfo then copyXAttrs: owner first (chown
 // clears setuid/setgid and file capabilities), then mode, timestamps, and
-// extended attributes last.
-func (c *copier) applyMeta(srcHost string, fi fs.FileInfo, dstHost string) error {
+// extended attributes last. Each acts through d's parent handle on d's
+// name, without following it.
+func (c *copier) applyMeta(s node, fi fs.FileInfo, d node) error {
 	sys := fi.Sys().(*syscall.Stat_t)
 	uid, gid := c.ownerOf(sys)
-	if err := os.Lchown(dstHost, uid, gid); err != nil {
+	if d.name == "" {
+		if err := unix.Fchownat(d.dir.Fd(), "", uid, gid, unix.AT_EMPTY_PATH); err != nil {
+			return &fs.PathError{Op: "chown", Path: d.rel(), Err: err}
+		}
+	} else if err := d.dir.Lchown(d.name, uid, gid); err != nil {
 		return err
 	}
 	if fi.Mode()&fs.ModeSymlink == 0 {
@@ -251,108 +333,129 @@ func (c *copier) applyMeta(srcHost string, fi fs.FileInfo, dstHost string) error
 		if c.mode != nil {
 			m = c.mode.apply(fi.Mode())
 		}
-		if err := unix.Chmod(dstHost, m); err != nil {
-			return &fs.PathError{Op: "chmod", Path: dstHost, Err: err}
+		if d.name == "" {
+			if err := unix.Chmod(d.selfPath(), m); err != nil {
+				return &fs.PathError{Op: "chmod", Path: d.rel(), Err: err}
+			}
+		} else if err := d.dir.Chmod(d.name, bitsMode(m)); err != nil {
+			return err
 		}
 	}
-	if err := setTimes(dstHost, fi); err != nil {
+	if err := setTimes(d, fi); err != nil {
 		return err
 	}
-	return copyXattrs(srcHost, dstHost)
+	return copyXattrs(s, d)
 }
 
-// setTimes gives dst the access and modification times of fi, to the
+// bitsMode converts chmod(1) bits to a Go file mode.
+func bitsMode(b uint32) fs.FileMode {
+	m := fs.FileMode(b & 0o777)
+	if b&bitSetuid != 0 {
+		m |= fs.ModeSetuid
+	}
+	if b&bitSetgid != 0 {
+		m |= fs.ModeSetgid
+	}
+	if b&bitSticky != 0 {
+		m |= fs.ModeSticky
+	}
+	return m
+}
+
+// setTimes gives d the access and modification times of fi, to the
 // nanosecond, without following a symlink.
-func setTimes(dstHost string, fi fs.FileInfo) error {
+func setTimes(d node, fi fs.FileInfo) error {
 	sys := fi.Sys().(*syscall.Stat_t)
-	ts := []unix.Timespec{
-		{Sec: sys.Atim.Sec, Nsec: sys.Atim.Nsec},
-		{Sec: sys.Mtim.Sec, Nsec: sys.Mtim.Nsec},
+	if d.name == "" {
+		ts := []unix.Timespec{
+			{Sec: sys.Atim.Sec, Nsec: sys.Atim.Nsec},
+			{Sec: sys.Mtim.Sec, Nsec: sys.Mtim.Nsec},
+		}
+		if err := unix.UtimesNanoAt(unix.AT_FDCWD, d.selfPath(), ts, 0); err != nil {
+			return &fs.PathError{Op: "utimes", Path: d.rel(), Err: err}
+		}
+		return nil
 	}
-	if err := unix.UtimesNanoAt(unix.AT_FDCWD, dstHost, ts, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-		return &fs.PathError{Op: "utimes", Path: dstHost, Err: err}
-	}
-	return nil
+	return d.dir.Lutimes(d.name, time.Unix(sys.Atim.Sec, sys.Atim.Nsec), time.Unix(sys.Mtim.Sec, sys.Mtim.Nsec))
 }
 
-// copyFileData copies a regular file's bytes into a new file. os.File's
-// ReadFrom uses copy_file_range (a reflink or in-kernel copy), falling back
-// to sendfile or a read/write loop.
-func copyFileData(srcHost, dstHost string) error {
-	in, err := os.OpenFile(srcHost, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+// copyFileData copies a regular file's bytes into a new file and returns
+// their digest when the copy is verified. os.File's ReadFrom uses
+// copy_file_range (a reflink or in-kernel copy), falling back to sendfile
+// or a read/write loop; a verified copy reads the bytes through a hash.
+func (c *copier) copyFileData(s node, d node) (string, error) {
+	in, err := s.dir.OpenRegular(s.name)
 	if err != nil {
-		return err
+		return "", err
 	}
 	defer in.Close()
-	// O_EXCL|O_NOFOLLOW: the path was just cleared, so anything there now
-	// appeared behind our back and must not be written through.
-	out, err := os.OpenFile(dstHost, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
+	// O_EXCL: the name was just cleared, so anything there now appeared
+	// behind our back and must not be written through.
+	out, err := d.dir.Open(d.name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
-		return err
+		return "", err
 	}
-	if _, err := out.ReadFrom(in); err != nil {
+	var h hash.Hash
+	if c.verify != nil {
+		h = sha256.New()
+		bp := bufPoolCopy.Get().(*[]byte)
+		err = copyHashing(out, h, in, *bp)
+		bufPoolCopy.Put(bp)
+	} else {
+		_, err = out.ReadFrom(in)
+	}
+	if err != nil {
 		out.Close()
-		return fmt.Errorf("copying %s: %w", srcHost, err)
+		return "", fmt.Errorf("copying %s: %w", s.rel(), err)
 	}
-	return out.Close()
+	if err := out.Close(); err != nil {
+		return "", err
+	}
+	if h == nil {
+		return "", nil
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
-// copyXattrs copies the extended attributes of src to dst, such as
-// security.capability and user.*. overlayfs' own trusted.overlay.* are
-// bookkeeping of the source mount, not content. Like BuildKit, an
-// attribute the destination refuses (no support, not permitted) is
-// skipped rather than failing the build.
-func copyXattrs(srcHost, dstHost string) error {
-	names, err := listXattrs(srcHost)
-	if err != nil {
-		if ignorableXattrErr(err) {
+// copyHashing copies in to out through buf, hashing the bytes as they
+// pass. A plain loop: io.CopyBuffer would hand the copy to os.File's
+// WriteTo, which allocates a buffer of its own per file.
+func copyHashing(out io.Writer, h hash.Hash, in io.Reader, buf []byte) error {
+	for {
+		n, err := in.Read(buf)
+		if n > 0 {
+			h.Write(buf[:n])
+			if _, werr := out.Write(buf[:n]); werr != nil {
+				return werr
+			}
+		}
+		if err == io.EOF {
 			return nil
 		}
-		return &fs.PathError{Op: "listxattr", Path: srcHost, Err: err}
+		if err != nil {
+			return err
+		}
 	}
-	for _, name := range names {
-		if len(name) >= len("trusted.overlay.") && name[:len("trusted.overlay.")] == "trusted.overlay." {
+}
+
+// listXattrs, getXattr and setXattr act on a node by its parent handle and
+// name, or, for a root itself, through its descriptor.
+func listXattrs(n node) ([]string, error) {
+	if n.name != "" {
+		return n.dir.Llistxattr(n.name)
+	}
+	for size := 1024; ; size *= 4 {
+		buf := make([]byte, size)
+		k, err := unix.Listxattr(n.selfPath(), buf)
+		if err == unix.ERANGE && size < 1<<20 {
 			continue
 		}
-		val, err := getXattr(srcHost, name)
 		if err != nil {
-			if ignorableXattrErr(err) || errors.Is(err, unix.ENODATA) {
-				continue
-			}
-			return &fs.PathError{Op: "getxattr " + name, Path: srcHost, Err: err}
-		}
-		if err := unix.Lsetxattr(dstHost, name, val, 0); err != nil {
-			if ignorableXattrErr(err) {
-				continue
-			}
-			return &fs.PathError{Op: "setxattr " + name, Path: dstHost, Err: err}
-		}
-	}
-	return nil
-}
-
-func ignorableXattrErr(err error) bool {
-	return errors.Is(err, unix.ENOTSUP) || errors.Is(err, unix.EOPNOTSUPP) ||
-		errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES)
-}
-
-func listXattrs(p string) ([]string, error) {
-	for {
-		n, err := unix.Llistxattr(p, nil)
-		if err != nil || n == 0 {
-			return nil, err
-		}
-		buf := make([]byte, n)
-		n, err = unix.Llistxattr(p, buf)
-		if errors.Is(err, unix.ERANGE) {
-			continue // grew meanwhile
-		}
-		if err != nil {
-			return nil, err
+			return nil, &fs.PathError{Op: "listxattr", Path: n.rel(), Err: err}
 		}
 		var names []string
 		start := 0
-		for i := 0; i < n; i++ {
+		for i := 0; i < k; i++ {
 			if buf[i] == 0 {
 				if i > start {
 					names = append(names, string(buf[start:i]))
@@ -364,20 +467,68 @@ func listXattrs(p string) ([]string, error) {
 	}
 }
 
-func getXattr(p, name string) ([]byte, error) {
-	for {
-		n, err := unix.Lgetxattr(p, name, nil)
-		if err != nil {
-			return nil, err
-		}
-		buf := make([]byte, n)
-		n, err = unix.Lgetxattr(p, name, buf)
-		if errors.Is(err, unix.ERANGE) {
+func getXattr(n node, attr string) ([]byte, error) {
+	if n.name != "" {
+		return n.dir.Lgetxattr(n.name, attr)
+	}
+	for size := 256; ; size *= 4 {
+		buf := make([]byte, size)
+		k, err := unix.Getxattr(n.selfPath(), attr, buf)
+		if err == unix.ERANGE && size < 1<<20 {
 			continue
 		}
 		if err != nil {
-			return nil, err
+			return nil, &fs.PathError{Op: "getxattr " + attr, Path: n.rel(), Err: err}
 		}
-		return buf[:n], nil
+		return buf[:k], nil
 	}
+}
+
+func setXattr(n node, attr string, val []byte) error {
+	if n.name != "" {
+		return n.dir.Lsetxattr(n.name, attr, val)
+	}
+	if err := unix.Setxattr(n.selfPath(), attr, val, 0); err != nil {
+		return &fs.PathError{Op: "setxattr " + attr, Path: n.rel(), Err: err}
+	}
+	return nil
+}
+
+// copyXattrs copies the extended attributes of s to d, such as
+// security.capability and user.*. overlayfs' own trusted.overlay.* are
+// bookkeeping of the source mount, not content. Like BuildKit, an
+// attribute the destination refuses (no support, not permitted) is
+// skipped rather than failing the build.
+func copyXattrs(s, d node) error {
+	names, err := listXattrs(s)
+	if err != nil {
+		if ignorableXattrErr(err) {
+			return nil
+		}
+		return err
+	}
+	for _, name := range names {
+		if len(name) >= len("trusted.overlay.") && name[:len("trusted.overlay.")] == "trusted.overlay." {
+			continue
+		}
+		val, err := getXattr(s, name)
+		if err != nil {
+			if ignorableXattrErr(err) || errors.Is(err, unix.ENODATA) {
+				continue
+			}
+			return err
+		}
+		if err := setXattr(d, name, val); err != nil {
+			if ignorableXattrErr(err) {
+				continue
+			}
+			return err
+		}
+	}
+	return nil
+}
+
+func ignorableXattrErr(err error) bool {
+	return errors.Is(err, unix.ENOTSUP) || errors.Is(err, unix.EOPNOTSUPP) ||
+		errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES)
 }
