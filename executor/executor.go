@@ -47,7 +47,12 @@ type RunSpec struct {
 	// interactive shell); a build step reads /dev/null.
 	Stdin    *os.File
 	Hostname string // "" is "buildkitsandbox"
-	Network  string // "host" (default, also "") or "none"
+	// Network is NetworkDefault (also ""), NetworkNone or NetworkHost
+	// (which needs EntitlementNetworkHost in Sandbox.Allow).
+	Network string
+	// Net is the build's network namespace for NetworkDefault, shared by
+	// its steps (NewNetwork); nil sets one up for this step alone.
+	Net *Network
 	// Stdout and Stderr receive the command's output; nil discards it. An
 	// *os.File is handed to the command as is, anything else through a
 	// pipe.
@@ -92,7 +97,7 @@ type Sandbox struct {
 	UserNS string
 	// Allow lists the entitlements the build grants, as BuildKit's
 	// --allow: EntitlementInsecure lets RUN --security=insecure lift the
-	// hardening.
+	// hardening, EntitlementNetworkHost allows host networking.
 	Allow []string
 }
 
@@ -150,8 +155,8 @@ func (s Sandbox) Check() error {
 		return fmt.Errorf("user namespace mode %q is not supported (host, or auto for a rootless build)", s.UserNS)
 	}
 	for _, e := range s.Allow {
-		if e != EntitlementInsecure {
-			return fmt.Errorf("unknown entitlement %q (known: %s)", e, EntitlementInsecure)
+		if err := checkEntitlement(e); err != nil {
+			return err
 		}
 	}
 	return nil

@@ -336,8 +336,8 @@ func TestRun(t *testing.T) {
 			},
 		},
 		{
-			name: "host network is shared",
-			spec: RunSpec{Args: sh("ls /sys/class/net")},
+			name: "host network is shared with its entitlement",
+			spec: RunSpec{Network: NetworkHost, Sandbox: Sandbox{Allow: []string{EntitlementNetworkHost}}, Args: sh("ls /sys/class/net")},
 			check: func(t *testing.T, r runResult) {
 				must(t, r.err)
 				host, _ := os.ReadDir("/sys/class/net")
