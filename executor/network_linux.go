@@ -85,6 +85,14 @@ func NewNetwork(ctx context.Context, dir string) (n *Network, err error) {
 	if helper == "" {
 		return nil, errNoUserNet
 	}
+	// Both helpers open it for the namespace's interface, as whoever kiln
+	// runs as: a rootless kiln needs it open to users.
+	tun, err := os.OpenFile("/dev/net/tun", os.O_RDWR, 0)
+	if err != nil {
+		return nil, fmt.Errorf("RUN steps get an isolated network through %s, which needs /dev/net/tun: %w "+
+			"(most systems make it usable by every user, mode 0666; or build with --network=none for steps that need no network)", helper, err)
+	}
+	tun.Close()
 	n = &Network{Helper: helper, dir: dir, exited: make(chan struct{})}
 	if n.dir == "" {
 		if n.dir, err = os.MkdirTemp("", "kiln-net-"); err != nil {
