@@ -75,14 +75,13 @@ var errNoUserNet = errors.New("RUN steps get an isolated network through pasta o
 // holds the namespace's files until Close ("" makes a temporary one).
 // ctx bounds only the start: the network lives until Close.
 func NewNetwork(ctx context.Context, dir string) (n *Network, err error) {
-	helper, path := "", ""
+	var helpers, paths []string
 	for _, h := range userNetHelpers {
 		if p, err := exec.LookPath(h); err == nil {
-			helper, path = h, p
-			break
+			helpers, paths = append(helpers, h), append(paths, p)
 		}
 	}
-	if helper == "" {
+	if len(helpers) == 0 {
 		return nil, errNoUserNet
 	}
 	// Both helpers open it for the namespace's interface, as whoever kiln
@@ -90,10 +89,10 @@ func NewNetwork(ctx context.Context, dir string) (n *Network, err error) {
 	tun, err := os.OpenFile("/dev/net/tun", os.O_RDWR, 0)
 	if err != nil {
 		return nil, fmt.Errorf("RUN steps get an isolated network through %s, which needs /dev/net/tun: %w "+
-			"(most systems make it usable by every user, mode 0666; or build with --network=none for steps that need no network)", helper, err)
+			"(most systems make it usable by every user, mode 0666; or build with --network=none for steps that need no network)", helpers[0], err)
 	}
 	tun.Close()
-	n = &Network{Helper: helper, dir: dir, exited: make(chan struct{})}
+	n = &Network{dir: dir}
 	if n.dir == "" {
 		if n.dir, err = os.MkdirTemp("", "kiln-net-"); err != nil {
 			return nil, fmt.Errorf("setting up the build network: %w", err)
@@ -125,17 +124,28 @@ func NewNetwork(ctx context.Context, dir string) (n *Network, err error) {
 
 	ctx, cancel := context.WithTimeout(ctx, networkStartTimeout)
 	defer cancel()
-	var dns string
-	switch helper {
-	case "pasta":
-		dns = pastaDNS
-		err = n.startPasta(ctx, path, nsFile)
-	default:
-		dns = slirpDNS
-		err = n.startSlirp(ctx, path, nsFile)
+	// A helper that fails (a security profile that confines pasta, say)
+	// leaves the next one to try.
+	var errs []error
+	dns := ""
+	for i, h := range helpers {
+		n.Helper, n.exited, n.stderr = h, make(chan struct{}), limitedBuffer{}
+		if h == "pasta" {
+			dns, err = pastaDNS, n.startPasta(ctx, paths[i], nsFile)
+		} else {
+			dns, err = slirpDNS, n.startSlirp(ctx, paths[i], nsFile)
+		}
+		if err == nil {
+			break
+		}
+		n.stopHelper()
+		errs = append(errs, fmt.Errorf("with %s: %w", h, err))
+		if ctx.Err() != nil {
+			break
+		}
 	}
 	if err != nil {
-		return n, fmt.Errorf("setting up the build network with %s: %w", helper, err)
+		return n, fmt.Errorf("setting up the build network %w", errors.Join(errs...))
 	}
 	host, err := os.ReadFile("/etc/resolv.conf")
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -338,14 +348,7 @@ func (n *Network) alive() error {
 // with the last process in it.
 func (n *Network) Close() error {
 	n.closeOnce.Do(func() {
-		if n.proc != nil {
-			// Nothing to flush: a network of finished steps.
-			n.proc.Process.Kill()
-			<-n.exited
-		}
-		if n.slirpExit != nil {
-			n.slirpExit.Close()
-		}
+		n.stopHelper()
 		if n.ns != nil {
 			n.ns.Close()
 		}
@@ -361,6 +364,20 @@ func (n *Network) Close() error {
 		}
 	})
 	return n.closeErr
+}
+
+// stopHelper stops the user-mode network program, if one runs.
+func (n *Network) stopHelper() {
+	if n.proc != nil {
+		// Nothing to flush: a network of finished steps.
+		n.proc.Process.Kill()
+		<-n.exited
+		n.proc = nil
+	}
+	if n.slirpExit != nil {
+		n.slirpExit.Close()
+		n.slirpExit = nil
+	}
 }
 
 // resolvConf is a step's /etc/resolv.conf for a user-mode network whose

@@ -331,3 +331,35 @@ func BenchmarkRunNetwork(b *testing.B) {
 		})
 	}
 }
+
+// TestNetworkFallback: a pasta that fails to start (as one confined by a
+// security profile would) leaves the network to slirp4netns; with no
+// other helper, its message is in the error.
+func TestNetworkFallback(t *testing.T) {
+	needRoot(t)
+	needHelper(t, "slirp4netns")
+	bin := t.TempDir()
+	if err := os.WriteFile(filepath.Join(bin, "pasta"), []byte("#!/bin/sh\necho 'Couldn'\\''t open network namespace' >&2\nexit 1\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", bin+":"+os.Getenv("PATH"))
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+
+	withHelpers(t, "pasta", "slirp4netns")
+	n, err := NewNetwork(ctx, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n.Helper != "slirp4netns" {
+		t.Errorf("helper %s, want slirp4netns", n.Helper)
+	}
+	if err := n.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	withHelpers(t, "pasta")
+	if _, err := NewNetwork(ctx, ""); err == nil || !strings.Contains(err.Error(), "with pasta: pasta exited: Couldn't open network namespace") {
+		t.Errorf("err = %v, want pasta's message", err)
+	}
+}
