@@ -392,26 +392,46 @@ func TestNetworkOutbound(t *testing.T) {
 		t.Fatalf("building the base: exit %d\n%s", code, log)
 	}
 	webURL := fmt.Sprintf("http://web.kiln.test:%d/", web.Addr().(*net.TCPAddr).Port)
+	// The step probes the gateway its network has: pasta copies the
+	// client's, slirp4netns has its own (10.0.2.2).
 	ctxDir := t.TempDir()
-	writeContext(t, ctxDir, fmt.Sprintf("FROM kiln-net-test/base:1\nRUN (/probe http,%s tcp,%s:%d tcp,127.0.0.1:%d; ip route | grep default) > /result\n",
-		webURL, gatewayAddr, port, port), nil)
-	out := filepath.Join(t.TempDir(), "out")
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	log, code := kilnCmd(t, exec.CommandContext(ctx, "ip", "netns", "exec", tn.client,
-		kilnBin, "build", "--root", root, "--progress=plain", "-o", "type=local,dest="+out, ctxDir))
-	checkNoLeaks(t, root)
-	if code != 0 {
-		t.Fatalf("exit code %d:\n%s", code, log)
-	}
-	got, err := os.ReadFile(filepath.Join(out, "result"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := fmt.Sprintf("http,%s: got outbound ok\ntcp,%s:%d: refused\ntcp,127.0.0.1:%d: refused\n", webURL, gatewayAddr, port, port)
-	lines := strings.SplitAfter(string(got), "\n")
-	if len(lines) < 4 || strings.Join(lines[:3], "") != want || !strings.HasPrefix(lines[3], "default via "+gatewayAddr+" ") {
-		t.Errorf("got:\n%s\nwant:\n%sdefault via %s ...", got, want, gatewayAddr)
+	writeContext(t, ctxDir, fmt.Sprintf("FROM kiln-net-test/base:1\n"+
+		"RUN gw=$(ip route | awk '/^default/ {print $3}') && (echo gateway $gw; /probe http,%s tcp,$gw:%d tcp,127.0.0.1:%d) > /result\n",
+		webURL, port, port), nil)
+	// A pasta that cannot start leaves the network to slirp4netns.
+	failing := t.TempDir()
+	writeFile(t, filepath.Join(failing, "pasta"), "#!/bin/sh\nexit 1\n")
+	must(t, os.Chmod(filepath.Join(failing, "pasta"), 0o755))
+	for _, tt := range []struct {
+		helper, path, gateway string
+	}{
+		{"pasta", os.Getenv("PATH"), gatewayAddr},
+		{"slirp4netns", failing + ":" + os.Getenv("PATH"), "10.0.2.2"},
+	} {
+		t.Run(tt.helper, func(t *testing.T) {
+			if _, err := exec.LookPath(tt.helper); err != nil {
+				t.Skipf("needs %s", tt.helper)
+			}
+			out := filepath.Join(t.TempDir(), "out")
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, "ip", "netns", "exec", tn.client,
+				kilnBin, "build", "--root", root, "--progress=plain", "--no-cache", "-o", "type=local,dest="+out, ctxDir)
+			cmd.Env = append(os.Environ(), "PATH="+tt.path)
+			log, code := kilnCmd(t, cmd)
+			checkNoLeaks(t, root)
+			if code != 0 {
+				t.Fatalf("exit code %d:\n%s", code, log)
+			}
+			got, err := os.ReadFile(filepath.Join(out, "result"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := fmt.Sprintf("gateway %[1]s\nhttp,%[2]s: got outbound ok\ntcp,%[1]s:%[3]d: refused\ntcp,127.0.0.1:%[3]d: refused\n", tt.gateway, webURL, port)
+			if string(got) != want {
+				t.Errorf("got:\n%s\nwant:\n%s", got, want)
+			}
+		})
 	}
 }
 
