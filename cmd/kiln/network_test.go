@@ -217,6 +217,7 @@ func kilnCmd(t *testing.T, cmd *exec.Cmd) (string, int) {
 // stand-in for the internet; nothing changes in the host's namespace.
 type testNet struct {
 	client, server string // names under /run/netns
+	resolvConf     string // the client's, naming the server's DNS
 }
 
 const (
@@ -241,7 +242,6 @@ func newTestNet(t *testing.T) *testNet {
 	t.Cleanup(func() {
 		exec.Command("ip", "netns", "del", n.client).Run()
 		exec.Command("ip", "netns", "del", n.server).Run()
-		os.RemoveAll(filepath.Join("/etc/netns", n.client))
 	})
 	ipCmd("netns", "add", n.client)
 	ipCmd("netns", "add", n.server)
@@ -257,15 +257,22 @@ func newTestNet(t *testing.T) *testNet {
 	ipCmd("-n", n.server, "addr", "add", webAddr+"/32", "dev", "lo")
 	ipCmd("-n", n.server, "link", "set", sv, "up")
 	ipCmd("-n", n.server, "link", "set", "lo", "up")
-	// ip netns exec binds this over /etc/resolv.conf for kiln, and so for
-	// pasta, which forwards the steps' DNS queries to it.
-	if err := os.MkdirAll(filepath.Join("/etc/netns", n.client), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join("/etc/netns", n.client, "resolv.conf"), []byte("nameserver "+webAddr+"\n"), 0o644); err != nil {
+	n.resolvConf = filepath.Join(t.TempDir(), "resolv.conf")
+	if err := os.WriteFile(n.resolvConf, []byte("nameserver "+webAddr+"\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	return n
+}
+
+// command runs name in the client namespace, with the client's
+// resolv.conf bound over /etc/resolv.conf (for kiln, and so for pasta,
+// which forwards the steps' DNS queries to it) in a mount namespace of
+// its own. Unlike ip netns exec, it leaves /sys, and the cgroups there,
+// as they are.
+func (n *testNet) command(ctx context.Context, name string, args ...string) *exec.Cmd {
+	return exec.CommandContext(ctx, "nsenter", append([]string{"--net=" + filepath.Join("/run/netns", n.client), "--",
+		"unshare", "--mount", "--propagation", "private", "--",
+		"sh", "-c", `mount --bind "$0" /etc/resolv.conf && exec "$@"`, n.resolvConf, name}, args...)...)
 }
 
 // in runs f with the calling goroutine's thread in the namespace name:
@@ -415,8 +422,7 @@ func TestNetworkOutbound(t *testing.T) {
 			out := filepath.Join(t.TempDir(), "out")
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 			defer cancel()
-			cmd := exec.CommandContext(ctx, "ip", "netns", "exec", tn.client,
-				kilnBin, "build", "--root", root, "--progress=plain", "--no-cache", "-o", "type=local,dest="+out, ctxDir)
+			cmd := tn.command(ctx, kilnBin, "build", "--root", root, "--progress=plain", "--no-cache", "-o", "type=local,dest="+out, ctxDir)
 			cmd.Env = append(os.Environ(), "PATH="+tt.path)
 			log, code := kilnCmd(t, cmd)
 			checkNoLeaks(t, root)
