@@ -59,6 +59,8 @@ type Network struct {
 	exited     chan struct{} // closed when proc has exited
 	stderr     limitedBuffer // proc's messages, for errors
 	slirpExit  *os.File      // slirp4netns's --exit-fd, write end
+	stop       chan struct{} // closed by Close: the helper thread stops the helper
+	stopped    chan struct{} // closed when the helper thread has ended
 
 	closeOnce sync.Once
 	closeErr  error
@@ -108,44 +110,17 @@ func NewNetwork(ctx context.Context, dir string) (n *Network, err error) {
 	if n.ns, err = newNetNS(); err != nil {
 		return n, fmt.Errorf("setting up the build network: %w", err)
 	}
-	// The helpers open the namespace by path. /proc/<pid>/ns/net would
-	// not do: pasta drops capabilities first and may then no longer look
-	// into kiln's /proc entry; so the namespace is bound to a file just
-	// long enough for the helper to open it.
-	nsFile := filepath.Join(n.dir, "netns")
-	if err := os.WriteFile(nsFile, nil, 0o600); err != nil {
-		return n, fmt.Errorf("setting up the build network: %w", err)
-	}
-	defer os.Remove(nsFile)
-	if err := unix.Mount("/proc/self/fd/"+strconv.Itoa(int(n.ns.Fd())), nsFile, "", unix.MS_BIND, ""); err != nil {
-		return n, fmt.Errorf("setting up the build network: binding the namespace at %s: %w", nsFile, err)
-	}
-	defer unix.Unmount(nsFile, unix.MNT_DETACH)
-
 	ctx, cancel := context.WithTimeout(ctx, networkStartTimeout)
 	defer cancel()
-	// A helper that fails (a security profile that confines pasta, say)
-	// leaves the next one to try.
-	var errs []error
-	dns := ""
-	for i, h := range helpers {
-		n.Helper, n.exited, n.stderr = h, make(chan struct{}), limitedBuffer{}
-		if h == "pasta" {
-			dns, err = pastaDNS, n.startPasta(ctx, paths[i], nsFile)
-		} else {
-			dns, err = slirpDNS, n.startSlirp(ctx, paths[i], nsFile)
-		}
-		if err == nil {
-			break
-		}
-		n.stopHelper()
-		errs = append(errs, fmt.Errorf("with %s: %w", h, err))
-		if ctx.Err() != nil {
-			break
-		}
+	started := make(chan error, 1)
+	n.stop, n.stopped = make(chan struct{}), make(chan struct{})
+	go n.helperThread(ctx, helpers, paths, started)
+	if err := <-started; err != nil {
+		return n, fmt.Errorf("setting up the build network %w", err)
 	}
-	if err != nil {
-		return n, fmt.Errorf("setting up the build network %w", errors.Join(errs...))
+	dns := pastaDNS
+	if n.Helper == "slirp4netns" {
+		dns = slirpDNS
 	}
 	host, err := os.ReadFile("/etc/resolv.conf")
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -156,6 +131,69 @@ func NewNetwork(ctx context.Context, dir string) (n *Network, err error) {
 		return n, fmt.Errorf("setting up the build network: %w", err)
 	}
 	return n, nil
+}
+
+// helperThread starts the first helper that works and reports on
+// started, then keeps its thread until Close: the helper's parent-death
+// signal fires when the thread that started it ends, and the thread holds
+// the mount namespace the helper was started in.
+//
+// The helpers open the namespace by path. /proc/<pid>/ns/net would not
+// do: pasta drops capabilities first and may then no longer look into
+// kiln's /proc entry. So the namespace is bound to a file, in a mount
+// namespace of this thread's own that the helper inherits: a kiln killed
+// outright leaves no mount behind.
+func (n *Network) helperThread(ctx context.Context, helpers, paths []string, started chan<- error) {
+	// Never unlocked: the thread, and its mount namespace, end with this
+	// goroutine.
+	runtime.LockOSThread()
+	defer close(n.stopped)
+	nsFile := filepath.Join(n.dir, "netns")
+	err := func() error {
+		if err := unix.Unshare(unix.CLONE_NEWNS); err != nil {
+			return fmt.Errorf("creating a mount namespace: %w", err)
+		}
+		// With shared propagation the bind would appear on the host too.
+		if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
+			return fmt.Errorf("making / private: %w", err)
+		}
+		if err := os.WriteFile(nsFile, nil, 0o600); err != nil {
+			return err
+		}
+		if err := unix.Mount("/proc/self/fd/"+strconv.Itoa(int(n.ns.Fd())), nsFile, "", unix.MS_BIND, ""); err != nil {
+			return fmt.Errorf("binding the namespace at %s: %w", nsFile, err)
+		}
+		// A helper that fails (a security profile that confines pasta,
+		// say) leaves the next one to try.
+		var errs []error
+		for i, h := range helpers {
+			n.Helper, n.exited, n.stderr = h, make(chan struct{}), limitedBuffer{}
+			var err error
+			if h == "pasta" {
+				err = n.startPasta(ctx, paths[i], nsFile)
+			} else {
+				err = n.startSlirp(ctx, paths[i], nsFile)
+			}
+			if err == nil {
+				return nil
+			}
+			n.stopHelper()
+			errs = append(errs, fmt.Errorf("with %s: %w", h, err))
+			if ctx.Err() != nil {
+				break
+			}
+		}
+		return errors.Join(errs...)
+	}()
+	// The helper has the namespace open: the file is no longer needed.
+	unix.Unmount(nsFile, unix.MNT_DETACH)
+	os.Remove(nsFile)
+	started <- err
+	if err != nil {
+		return
+	}
+	<-n.stop
+	n.stopHelper()
 }
 
 // newNetNS creates a network namespace with lo up and returns it open.
@@ -185,6 +223,7 @@ func newNetNS() (*os.File, error) {
 		if err == nil {
 			if err = loopbackUp(); err != nil {
 				ns.Close()
+				ns = nil
 			}
 		}
 		// A thread that cannot go back ends with this goroutine (it stays
@@ -348,7 +387,10 @@ func (n *Network) alive() error {
 // with the last process in it.
 func (n *Network) Close() error {
 	n.closeOnce.Do(func() {
-		n.stopHelper()
+		if n.stop != nil {
+			close(n.stop)
+			<-n.stopped
+		}
 		if n.ns != nil {
 			n.ns.Close()
 		}
