@@ -557,3 +557,63 @@ func TestNetworkTeardown(t *testing.T) {
 		})
 	}
 }
+
+// TestRootlessNetwork: a normal user's kiln gives RUN the same isolated
+// network, pasta running in kiln's user namespace, where the user may
+// open /dev/net/tun (most systems); where it may not, the build says so.
+func TestRootlessNetwork(t *testing.T) {
+	needRoot(t)
+	needPasta(t)
+	for _, tool := range []string{"newuidmap", "newgidmap"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("rootless builds need %s (package uidmap): %v", tool, err)
+		}
+	}
+	name, uid, gid := throwawayUser(t)
+	top, err := os.MkdirTemp("", "kiln-rootless-net-")
+	must(t, err)
+	t.Cleanup(func() { os.RemoveAll(top) })
+	must(t, os.Chmod(top, 0o755))
+	for _, d := range []string{"root", "ctx", "out"} {
+		must(t, os.Mkdir(filepath.Join(top, d), 0o755))
+		must(t, os.Chown(filepath.Join(top, d), uid, gid))
+	}
+	bin := filepath.Join(top, "kiln")
+	copyFile(t, kilnBin, bin, 0o755)
+
+	tcp, err := net.Listen("tcp", "127.0.0.1:0")
+	must(t, err)
+	defer tcp.Close()
+	go serveSecret(tcp)
+	reg := registryWithBases(t)
+	writeFile(t, filepath.Join(top, "ctx", "Dockerfile"), fmt.Sprintf("FROM %s/library/busybox:latest\n"+
+		"RUN (head -n1 /etc/resolv.conf; readlink /proc/self/ns/net; nc -w 3 %s </dev/null || echo refused) > /result\n", reg, strings.Replace(tcp.Addr().String(), ":", " ", 1)))
+	out := filepath.Join(top, "out", "rootfs")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, "build", "--root", filepath.Join(top, "root"), "--progress=plain", "-o", "type=local,dest="+out, filepath.Join(top, "ctx"))
+	cmd.Dir = top
+	cmd.Env = []string{"HOME=" + top, "PATH=" + os.Getenv("PATH"), "USER=" + name}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}}
+	log, code := kilnCmd(t, cmd)
+
+	tun := exec.Command("sh", "-c", "exec 3<>/dev/net/tun")
+	tun.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}}
+	if tun.Run() != nil {
+		if code == 0 || !strings.Contains(log, "needs /dev/net/tun") || !strings.Contains(log, "--network=none") {
+			t.Fatalf("/dev/net/tun is closed to users here: exit code %d, want a failure that says so:\n%s", code, log)
+		}
+		t.Logf("/dev/net/tun is closed to users here: the build said so")
+		return
+	}
+	if code != 0 {
+		t.Fatalf("exit code %d:\n%s", code, log)
+	}
+	got, err := os.ReadFile(filepath.Join(out, "result"))
+	must(t, err)
+	lines := strings.Split(strings.TrimSpace(string(got)), "\n")
+	host, _ := os.Readlink("/proc/self/ns/net")
+	if len(lines) != 3 || lines[0] != "nameserver 169.254.1.1" || lines[1] == host || lines[2] != "refused" {
+		t.Errorf("got:\n%s\nwant pasta's resolver, a network namespace of the build's, and the host's loopback refused", got)
+	}
+}
