@@ -502,6 +502,7 @@ func TestNetworkTeardown(t *testing.T) {
 			}
 			done := make(chan error, 1)
 			go func() { done <- cmd.Wait() }()
+			link := ""
 			if tt.signal != 0 {
 				deadline := time.Now().Add(time.Minute)
 				for len(processesWith(t, "sleep "+marker)) == 0 {
@@ -511,6 +512,12 @@ func TestNetworkTeardown(t *testing.T) {
 						t.Fatalf("the step did not start:\n%s", out.String())
 					}
 					time.Sleep(20 * time.Millisecond)
+				}
+				// Its output may not be shown before the build stops.
+				for _, pid := range processesWith(t, "sleep "+marker) {
+					if l, err := os.Readlink("/proc/" + pid + "/ns/net"); err == nil {
+						link = l
+					}
 				}
 				// The build's network is up: its pasta runs.
 				if len(processesWith(t, "--netns "+root)) == 0 {
@@ -534,7 +541,9 @@ func TestNetworkTeardown(t *testing.T) {
 			if tt.signal != syscall.SIGKILL {
 				checkNoLeaks(t, root)
 			}
-			link := netnsLink.FindString(log)
+			if link == "" {
+				link = netnsLink.FindString(log)
+			}
 			if link == "" {
 				t.Fatalf("the step printed no network namespace:\n%s", log)
 			}
