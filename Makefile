@@ -10,7 +10,7 @@
 
 GO       ?= go
 BIN      := bin
-PACKAGES := busybox-static debootstrap ca-certificates docker-registry uidmap passt
+PACKAGES := busybox-static debootstrap ca-certificates docker-registry uidmap passt slirp4netns iproute2 util-linux
 DEMO_OUT ?= /tmp/kiln-demo.tar
 
 # One shell per recipe, stopping at the first failing command: the demo

@@ -6,7 +6,12 @@
 #      COPY, then two RUN steps: cold, no-op rebuild, one file changed;
 #   2. 30 trivial RUN steps, cold (and one RUN step, cold, to derive the
 #      per-RUN overhead);
-#   3. one RUN writing a 500 MB file, exported to an OCI archive.
+#   3. one RUN writing a 500 MB file, exported to an OCI archive;
+#   4. RUN's default network: 1 and 30 RUN steps again with the host's
+#      network (kiln only), whose differences from 2. are the once-per-build
+#      cost of the isolated network (pasta) and its per-RUN overhead; the
+#      same measured precisely by the executor's Go benchmarks when Go is
+#      installed.
 #
 # Every build exports an OCI archive (kiln -o type=oci, buildctl --output
 # type=oci). Wall time and peak RSS come from /usr/bin/time; BuildKit's RSS
@@ -21,6 +26,8 @@
 #   BUILDCTL, BUILDKIT_ADDR   BuildKit client and daemon
 #                     (default /tmp/peers/bin/buildctl, unix:///tmp/peers/buildkitd.sock)
 #   BENCH_BUILDKIT=0  skip BuildKit even if it answers
+#   BENCH_ONLY=run    only the RUN workloads (2. and 4.), e.g. to try the
+#                     script quickly
 #   BENCH_GO=1        also run the Go micro-benchmarks of the hot paths
 #                     (context hashing, layer tar, commit = tar+gzip+sync,
 #                     pull, RUN, store lookups), to locate a regression
@@ -71,7 +78,7 @@ base="$(cat "$addr_file")/library/busybox:latest"
 
 # --- workloads ---------------------------------------------------------------
 ctx10k=$work/ctx10k
-if [ ! -e "$ctx10k/.complete" ]; then
+if [ "${BENCH_ONLY:-}" != run ] && [ ! -e "$ctx10k/.complete" ]; then
 	echo "bench: generating the 10,000-file context in $ctx10k"
 	rm -rf "$ctx10k"
 	(cd "$repo" && go run ./bench/gencontext -dir "$ctx10k")
@@ -80,9 +87,11 @@ fi
 # A context left modified by the one-file runs of a previous bench goes back
 # to its generated state (a changed file is rewritten whole).
 onefile=$ctx10k/d00/f00000.txt
-[ -e "$work/onefile.orig" ] || cp "$onefile" "$work/onefile.orig"
-cp "$work/onefile.orig" "$onefile"
-printf '.complete\n' >"$ctx10k/.dockerignore"
+if [ "${BENCH_ONLY:-}" != run ]; then
+	[ -e "$work/onefile.orig" ] || cp "$onefile" "$work/onefile.orig"
+	cp "$work/onefile.orig" "$onefile"
+	printf '.complete\n' >"$ctx10k/.dockerignore"
+fi
 
 empty=$work/empty-ctx
 mkdir -p "$empty"
@@ -125,8 +134,10 @@ median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 # kiln_build DF CONTEXT / bk_build DF CONTEXT [FLAG...]: set CMD, the build
 # command (an array, so that /usr/bin/time runs the binary itself).
 kiln_build() {
-	CMD=("$KILN" build --root "$work/root" --progress=plain -f "$work/df/$1/Dockerfile"
-		--build-arg BASE="$base" -o type=oci,dest="$work/out/kiln-$1.tar" "$2")
+	local dfname=$1 ctx=$2
+	shift 2
+	CMD=("$KILN" build --root "$work/root" --progress=plain -f "$work/df/$dfname/Dockerfile"
+		--build-arg BASE="$base" -o type=oci,dest="$work/out/kiln-$dfname.tar" "$@" "$ctx")
 }
 
 bk_build() {
@@ -161,6 +172,18 @@ cold() {
 	fi
 }
 
+# cold_kiln LABEL DF CONTEXT [FLAG...]: a cold build with kiln only.
+cold_kiln() {
+	local label=$1 dfname=$2 ctx=$3
+	shift 3
+	record "$label"
+	sync
+	rm -rf "$work/root"
+	kiln_build "$dfname" "$ctx" "$@"
+	timed "$logs/kiln-$label" "${CMD[@]}"
+	KT[$label]=$T KM[$label]=$M
+}
+
 # warm LABEL DF CONTEXT [PREPARE]: RUNS builds, each after PREPARE, median
 warm() {
 	local label=$1 dfname=$2 ctx=$3 prepare=${4:-true}
@@ -190,13 +213,27 @@ echo "bench: kiln at $(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo
 
 # The cold 10k build leaves kiln's store and BuildKit's cache warm for the
 # rebuilds that follow; the other cold builds start from empty stores again.
-cold "10k-files cold" 10k "$ctx10k"
-warm "10k-files no-op rebuild" 10k "$ctx10k"
-warm "10k-files one file changed" 10k "$ctx10k" change_one
-cp "$work/onefile.orig" "$onefile"
+if [ "${BENCH_ONLY:-}" != run ]; then
+	cold "10k-files cold" 10k "$ctx10k"
+	warm "10k-files no-op rebuild" 10k "$ctx10k"
+	warm "10k-files one file changed" 10k "$ctx10k" change_one
+	cp "$work/onefile.orig" "$onefile"
+fi
 cold "30 RUN steps cold" run30 "$empty"
 cold "1 RUN step cold" run1 "$empty"
-cold "500 MB RUN, OCI export" big "$empty"
+[ "${BENCH_ONLY:-}" = run ] || cold "500 MB RUN, OCI export" big "$empty"
+hostnet=(--network=host --allow network.host)
+cold_kiln "30 RUN steps, host network" run30 "$empty" "${hostnet[@]}"
+cold_kiln "1 RUN step, host network" run1 "$empty" "${hostnet[@]}"
+
+# The executor's benchmarks of the same, without the noise of whole builds:
+# set up and tear down the build network; one RUN of /bin/true in it, and
+# in the host's network.
+netbench=
+if command -v go >/dev/null; then
+	netbench=$(cd "$repo" && go test -run '^$' -bench 'BenchmarkNetworkSetup|BenchmarkRunNetwork/(default|host)$' \
+		-benchtime "${BENCH_NET_TIME:-20x}" ./executor 2>&1 | grep -E '^Benchmark' || true)
+fi
 rm -rf "$work/root" "$work/out"
 [ $bk = 0 ] || bk_prune
 
@@ -222,6 +259,21 @@ cpu=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
 	printf 'per-RUN overhead (30 RUN − 1 RUN)/29: kiln %s' "$(per_run "${KT[30 RUN steps cold]}" "${KT[1 RUN step cold]}")"
 	[ $bk = 0 ] || printf ', BuildKit %s' "$(per_run "${BT[30 RUN steps cold]}" "${BT[1 RUN step cold]}")"
 	echo
+	ms() { awk -v a="$1" -v b="$2" -v n="$3" 'BEGIN {printf "%.1f ms", (a-b)/n*1000}'; }
+	printf 'RUN network (default: isolated, through pasta): set up once per build %s (1 RUN step, default − host network); per-RUN %s with it, %s with the host network (target ≤25 ms)\n' \
+		"$(ms "${KT[1 RUN step cold]}" "${KT[1 RUN step, host network]}" 1)" \
+		"$(per_run "${KT[30 RUN steps cold]}" "${KT[1 RUN step cold]}")" \
+		"$(per_run "${KT[30 RUN steps, host network]}" "${KT[1 RUN step, host network]}")"
+	if [ -n "$netbench" ]; then
+		# ns/op of each benchmark, by name without the -CPUS suffix
+		nsop() { printf '%s\n' "$netbench" | awk -v b="$1" '{n=$1; sub(/-[0-9]+$/, "", n)} n == b {print $3}'; }
+		setup=$(nsop BenchmarkNetworkSetup) rdef=$(nsop BenchmarkRunNetwork/default) rhost=$(nsop BenchmarkRunNetwork/host)
+		if [ -n "$setup" ] && [ -n "$rdef" ] && [ -n "$rhost" ]; then
+			awk -v s="$setup" -v d="$rdef" -v h="$rhost" 'BEGIN {printf "RUN network, executor benchmarks: build network set up + torn down %.1f ms; RUN /bin/true %.1f ms in it, %.1f ms in the host network: per-RUN overhead %.1f ms\n", s/1e6, d/1e6, h/1e6, (d-h)/1e6}'
+		else
+			printf 'RUN network, executor benchmarks: %s\n' "$netbench"
+		fi
+	fi
 	echo "(warm rows: median of $RUNS runs; load average $load_before before, $(cut -d' ' -f1-3 /proc/loadavg) after:"
 	echo " other work on the machine skews both builders; compare ratios from one run; logs in $logs)"
 } | tee "$work/results.txt"

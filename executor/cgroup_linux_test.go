@@ -148,7 +148,8 @@ func TestSandboxCheck(t *testing.T) {
 		{"blkio weight", Sandbox{BlkioWeight: 5}, "between 10 and 1000"},
 		{"pids", Sandbox{PidsLimit: -2}, "use -1 for unlimited"},
 		{"userns", Sandbox{UserNS: "auto"}, "not supported"},
-		{"entitlement", Sandbox{Allow: []string{"network.host"}}, "unknown entitlement"},
+		{"entitlement", Sandbox{Allow: []string{"device"}}, "unknown entitlement"},
+		{"network.host", Sandbox{Allow: []string{EntitlementNetworkHost}}, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

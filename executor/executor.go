@@ -10,7 +10,6 @@ import (
 	"io"
 	"os"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/kiln-build/kiln/executor/copier"
@@ -48,7 +47,12 @@ type RunSpec struct {
 	// interactive shell); a build step reads /dev/null.
 	Stdin    *os.File
 	Hostname string // "" is "buildkitsandbox"
-	Network  string // "host" (default, also "") or "none"
+	// Network is NetworkDefault (also ""), NetworkNone or NetworkHost
+	// (which needs EntitlementNetworkHost in Sandbox.Allow).
+	Network string
+	// Net is the build's network namespace for NetworkDefault, shared by
+	// its steps (NewNetwork); nil sets one up for this step alone.
+	Net *Network
 	// Stdout and Stderr receive the command's output; nil discards it. An
 	// *os.File is handed to the command as is, anything else through a
 	// pipe.
@@ -93,8 +97,9 @@ type Sandbox struct {
 	UserNS string
 	// Allow lists the entitlements the build grants, as BuildKit's
 	// --allow: EntitlementInsecure lets RUN --security=insecure lift the
-	// hardening; EntitlementNoCgroup and EntitlementNoSeccomp let RUN steps
-	// run on a host that cannot give them a cgroup or a seccomp filter.
+	// hardening; EntitlementNetworkHost allows host networking;
+	// EntitlementNoCgroup and EntitlementNoSeccomp let RUN steps run on a
+	// host that cannot give them a cgroup or a seccomp filter.
 	Allow []string
 }
 
@@ -117,7 +122,7 @@ const EntitlementNoCgroup = "security.nocgroup"
 const EntitlementNoSeccomp = "security.noseccomp"
 
 // entitlements are the entitlements Check knows.
-var entitlements = []string{EntitlementInsecure, EntitlementNoCgroup, EntitlementNoSeccomp}
+var entitlements = []string{EntitlementInsecure, EntitlementNetworkHost, EntitlementNoCgroup, EntitlementNoSeccomp}
 
 // Allows reports whether the build grants entitlement.
 func (s Sandbox) Allows(entitlement string) bool {
@@ -164,8 +169,8 @@ func (s Sandbox) Check() error {
 		return fmt.Errorf("user namespace mode %q is not supported (host, or auto for a rootless build)", s.UserNS)
 	}
 	for _, e := range s.Allow {
-		if !slices.Contains(entitlements, e) {
-			return fmt.Errorf("unknown entitlement %q (known: %s)", e, strings.Join(entitlements, ", "))
+		if err := checkEntitlement(e); err != nil {
+			return err
 		}
 	}
 	return nil

@@ -29,6 +29,10 @@ type rootMount struct {
 // waitPlaced returns once the parent has placed us in the step's cgroup;
 // the root is set up in the meantime.
 func runChildRun(rep reporter, cs *childSpec, waitPlaced func() error) int {
+	// First: sysfs shows the network devices of the mounter's namespace.
+	if err := joinNetwork(cs); err != nil {
+		return rep.fail(err)
+	}
 	if err := mountStepTmpfs(cs.StepDir, "empty", "probe", "stubs", "root"); err != nil {
 		return rep.fail(err)
 	}
@@ -52,7 +56,7 @@ func runChildRun(rep reporter, cs *childSpec, waitPlaced func() error) int {
 		}},
 		{target: "/dev", dir: true, mount: mountDev},
 		{target: "/sys", dir: true, mount: func(dst string) error {
-			if userns.Running() && !cs.NetNone {
+			if userns.Running() && !cs.NetNone && !cs.JoinNet {
 				// The kernel lets a user namespace mount sysfs only for a
 				// network namespace it owns; with the host's network the
 				// host's /sys, read-only but for an insecure step, is
@@ -73,7 +77,12 @@ func runChildRun(rep reporter, cs *childSpec, waitPlaced func() error) int {
 	}
 	// Without a resolv.conf on the host there is nothing to bind, and the
 	// image's own (if any) stays visible, as with BuildKit.
-	if _, err := os.Stat("/etc/resolv.conf"); err == nil {
+	if cs.ResolvConf != "" {
+		// The build network's, which points at its DNS forwarder.
+		mounts = append(mounts, rootMount{target: "/etc/resolv.conf", mount: func(dst string) error {
+			return bindReadOnly(cs.ResolvConf, dst, unix.MS_NOEXEC)
+		}})
+	} else if _, err := os.Stat("/etc/resolv.conf"); err == nil {
 		mounts = append(mounts, rootMount{target: "/etc/resolv.conf", mount: func(dst string) error {
 			return bindReadOnly("/etc/resolv.conf", dst, unix.MS_NOEXEC)
 		}})

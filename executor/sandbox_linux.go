@@ -53,6 +53,12 @@ type childSpec struct {
 	Insecure    bool     `json:"insecure,omitempty"`
 	Guards      guards   `json:"guards"`
 
+	// JoinNet: the child joins the network namespace on netnsFD (the
+	// build's, see network_linux.go), and binds ResolvConf.
+	JoinNet    bool     `json:"joinNet,omitempty"`
+	ResolvConf string   `json:"resolvConf,omitempty"`
+	netns      *os.File // handed to the child as netnsFD
+
 	SourceDir string    `json:"sourceDir,omitempty"`
 	Source    Rootfs    `json:"source"`
 	Op        copier.Op `json:"op"`
@@ -122,15 +128,6 @@ func Run(ctx context.Context, spec RunSpec) (err error) {
 		return fmt.Errorf("running step: unknown security mode %q (want sandbox or insecure)", spec.Security)
 	}
 	flags := uintptr(runCloneflags)
-	netNone := false
-	switch spec.Network {
-	case "", "host", "default":
-	case "none":
-		netNone = true
-		flags |= syscall.CLONE_NEWNET
-	default:
-		return fmt.Errorf("running step: unsupported network mode %q", spec.Network)
-	}
 	hostname := spec.Hostname
 	if hostname == "" {
 		hostname = defaultHostname
@@ -147,11 +144,16 @@ func Run(ctx context.Context, spec RunSpec) (err error) {
 		Cwd:      cwd,
 		User:     spec.User,
 		Hostname: hostname,
-		NetNone:  netNone,
 		Files:    spec.Files,
 		Mounts:   spec.Mounts,
 		Insecure: insecure,
 	}
+	netFlags, releaseNet, err := prepareNetwork(ctx, spec, &cs)
+	defer releaseNet()
+	if err != nil {
+		return fmt.Errorf("running step: %w", err)
+	}
+	flags |= netFlags
 	cg, g, err := newStepCgroup(spec.Sandbox, insecure)
 	if err != nil {
 		return fmt.Errorf("running step: %w", err)
@@ -328,6 +330,9 @@ func runChild(ctx context.Context, cs childSpec, cloneflags uintptr, stdout, std
 		}
 		cmd.Stderr = stderr
 		cmd.ExtraFiles = []*os.File{specR, resW} // fds 3 and 4
+		if cs.netns != nil {
+			cmd.ExtraFiles = append(cmd.ExtraFiles, cs.netns) // netnsFD
+		}
 		cmd.SysProcAttr = &syscall.SysProcAttr{
 			Cloneflags: cloneflags,
 			// If kiln dies, its sandbox must not outlive it; killing PID 1

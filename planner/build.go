@@ -52,7 +52,7 @@ type Options struct {
 	BuildArgs  map[string]string // --build-arg
 	Target     string            // --target; "" = last stage
 	Labels     map[string]string // --label
-	Network    string            // default network of RUN: "host" or "none"
+	Network    string            // default network of RUN: executor.NetworkDefault (also ""), NetworkNone or NetworkHost
 	Store      *cache.Store
 	Resolver   ImageResolver
 	Progress   progress.Printer // nil shows nothing
@@ -104,12 +104,16 @@ type build struct {
 	firstErr   error
 	cancel     context.CancelFunc
 	jobs       chan struct{} // one token per running step
+
+	netMu  sync.Mutex
+	net    *executor.Network // the RUN steps' network, once one needs it
+	netDir string
 }
 
 // Build runs the build and returns the target stage's image.
 func Build(ctx context.Context, opt Options) (*Result, error) {
 	if opt.Network == "" {
-		opt.Network = "host"
+		opt.Network = executor.NetworkDefault
 	}
 	b := &build{
 		opt:    opt,
@@ -169,6 +173,8 @@ func Build(ctx context.Context, opt Options) (*Result, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	b.cancel = cancel
+	// After every stage has returned, and so every step has ended.
+	defer b.closeNetwork()
 	for _, st := range b.stages {
 		if reach[st] {
 			b.start(ctx, st)

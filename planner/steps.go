@@ -261,6 +261,9 @@ func (b *build) dispatchRun(ctx context.Context, s *stage, c *instructions.RunCo
 	if network == instructions.NetworkDefault {
 		network = b.opt.Network
 	}
+	if err := executor.CheckNetwork(network, b.opt.Sandbox); err != nil {
+		return fmt.Errorf("RUN --network=%s: %w", network, err)
+	}
 	env := s.env.clone()
 	env = append(env, proxyEnv(b.opt.BuildArgs)...)
 
@@ -287,6 +290,12 @@ func (b *build) dispatchRun(ctx context.Context, s *stage, c *instructions.RunCo
 		if err != nil {
 			return fmt.Errorf("preparing RUN mounts: %w", err)
 		}
+		var net *executor.Network
+		if network == executor.NetworkDefault {
+			if net, err = b.network(ctx); err != nil {
+				return err
+			}
+		}
 		err = executor.Run(ctx, executor.RunSpec{
 			Rootfs:   rf,
 			Args:     args,
@@ -294,6 +303,7 @@ func (b *build) dispatchRun(ctx context.Context, s *stage, c *instructions.RunCo
 			Cwd:      s.workdir,
 			User:     s.user,
 			Network:  network,
+			Net:      net,
 			Files:    files,
 			Mounts:   rm.mounts,
 			Security: instructions.GetSecurity(c),

@@ -67,7 +67,7 @@ func newBuildCmd(root *string) *cobra.Command {
 	fl.StringVar(&f.onError, "on-error", "fail", "what a failing RUN leaves: fail (nothing), or keep (its filesystem, for kiln debug)")
 	fl.IntVar(&f.jobs, "jobs", 0, "steps of independent stages run at once (default: number of CPUs)")
 	fl.StringArrayVar(&f.labels, "label", nil, "add a label K=V to the image (repeatable)")
-	fl.StringVar(&f.network, "network", "host", "network of RUN steps: host or none")
+	fl.StringVar(&f.network, "network", "default", "network of RUN steps: default (an isolated network of the build's, outbound only, through pasta or slirp4netns), none, or host (needs --allow network.host)")
 	fl.StringVar(&f.platform, "platform", "", "target platform (only linux/amd64)")
 	fl.StringVar(&f.iidfile, "iidfile", "", "write the image ID (config digest) to this file")
 	fl.StringVar(&f.progress, "progress", "auto", "progress output: auto (tty on a terminal, else plain), plain, tty, rawjson or quiet")
@@ -86,9 +86,6 @@ func runBuild(cmd *cobra.Command, root, contextDir string, f buildFlags) error {
 	}
 	if f.platform != "" && f.platform != "linux/amd64" {
 		return usagef("--platform %s: kiln builds linux/amd64 images only", f.platform)
-	}
-	if f.network != "host" && f.network != "none" {
-		return usagef("--network %s: use host or none", f.network)
 	}
 	if f.quiet {
 		f.progress = "quiet"
@@ -144,6 +141,9 @@ func runBuild(cmd *cobra.Command, root, contextDir string, f buildFlags) error {
 
 	sandbox, err := f.sandbox()
 	if err != nil {
+		return err
+	}
+	if err := checkNetworkFlag(f.network, sandbox); err != nil {
 		return err
 	}
 	resolver, err := f.registry.resolver()

@@ -83,6 +83,9 @@ are thrown away, so the state can be entered again; --rm discards it.`,
 				Cwd:     st.Cwd,
 				User:    st.User,
 				Network: st.Network,
+				// The build that kept this state ran with host networking
+				// only if it was granted.
+				Sandbox: debugSandbox(st.Network),
 				Stdin:   os.Stdin,
 				Stdout:  os.Stdout,
 				Stderr:  os.Stderr,
@@ -109,3 +112,11 @@ func orRoot(u string) string {
 type exitStatus struct{ code int }
 
 func (e *exitStatus) Error() string { return fmt.Sprintf("exit status %d", e.code) }
+
+// debugSandbox grants a debug shell the host network its failed step had.
+func debugSandbox(network string) executor.Sandbox {
+	if network == executor.NetworkHost {
+		return executor.Sandbox{Allow: []string{executor.EntitlementNetworkHost}}
+	}
+	return executor.Sandbox{}
+}

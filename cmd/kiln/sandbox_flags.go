@@ -37,7 +37,7 @@ func addSandboxFlags(fs *pflag.FlagSet) func() (executor.Sandbox, error) {
 	fs.Uint16Var(&f.blkioWeight, "blkio-weight", 0, "relative block I/O weight of RUN steps, 10 to 1000")
 	fs.DurationVar(&f.stepTimeout, "step-timeout", 0, "kill a RUN step that runs longer than this, e.g. 10m (default no limit)")
 	fs.StringVar(&f.userns, "userns", "host", "user namespace of RUN steps: host, or auto (a normal user's kiln maps container root to the user and other IDs to its /etc/subuid range)")
-	fs.StringArrayVar(&f.allow, "allow", nil, "grant an entitlement (repeatable): security.insecure lets RUN --security=insecure lift the sandbox's hardening; security.nocgroup runs RUN steps where kiln cannot give them a cgroup (no resource limits, CAP_MKNOD dropped); security.noseccomp runs them without a seccomp filter where kiln has no system call table for the architecture")
+	fs.StringArrayVar(&f.allow, "allow", nil, "grant an entitlement (repeatable): security.insecure lets RUN --security=insecure lift the sandbox's hardening; network.host lets RUN steps use the host's network (--network=host, RUN --network=host); security.nocgroup runs RUN steps where kiln cannot give them a cgroup (no resource limits, CAP_MKNOD dropped); security.noseccomp runs them without a seccomp filter where kiln has no system call table for the architecture")
 	return f.sandbox
 }
 
@@ -131,4 +131,19 @@ func parseSize(s string) (int64, error) {
 		return 0, fmt.Errorf("size too large")
 	}
 	return int64(n), nil
+}
+
+// checkNetworkFlag refuses a --network that does not exist, and host
+// networking without its entitlement.
+func checkNetworkFlag(mode string, s executor.Sandbox) error {
+	switch mode {
+	case "", executor.NetworkDefault, executor.NetworkNone:
+		return nil
+	case executor.NetworkHost:
+		if !s.Allows(executor.EntitlementNetworkHost) {
+			return usagef("--network=host shares the host's network, its loopback services included, with every RUN step: add --allow %s to grant it", executor.EntitlementNetworkHost)
+		}
+		return nil
+	}
+	return usagef("--network %s: use default, none or host", mode)
 }

@@ -316,11 +316,7 @@ func TestSandbox(t *testing.T) {
 						}
 						continue
 					}
-					shared := link == hostNS[ns]
-					if ns == "net" && !shared {
-						t.Errorf("host network expected by default, got %s", link)
-					}
-					if ns != "net" && shared {
+					if link == hostNS[ns] {
 						t.Errorf("%s namespace is the host's: %s", ns, link)
 					}
 				}
@@ -648,7 +644,12 @@ func TestSandboxFlags(t *testing.T) {
 		{args: []string{"--pids-limit", "0"}, wantErr: "--pids-limit 0"},
 		{args: []string{"--blkio-weight", "5"}, wantErr: "between 10 and 1000"},
 		{args: []string{"--userns", "auto"}, wantErr: "not supported"},
-		{args: []string{"--allow", "network.host"}, wantErr: "unknown entitlement"},
+		{args: []string{"--allow", "device"}, wantErr: "unknown entitlement"},
+		{args: []string{"--allow", "network.host"}, check: func(t *testing.T, s executor.Sandbox) {
+			if !s.Allows(executor.EntitlementNetworkHost) {
+				t.Errorf("settings %+v", s)
+			}
+		}},
 		{args: []string{"--allow", "security.nocgroup", "--allow", "security.noseccomp"}, check: func(t *testing.T, s executor.Sandbox) {
 			if !s.Allows(executor.EntitlementNoCgroup) || !s.Allows(executor.EntitlementNoSeccomp) {
 				t.Errorf("entitlements %v", s.Allow)

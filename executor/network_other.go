@@ -1,0 +1,23 @@
+//go:build !linux
+
+package executor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+)
+
+// Network is a build's isolated network namespace: Linux's.
+type Network struct {
+	// Helper is the user-mode network program.
+	Helper string
+}
+
+// NewNetwork needs Linux network namespaces.
+func NewNetwork(ctx context.Context, dir string) (*Network, error) {
+	return nil, fmt.Errorf("setting up the build network: %w", errors.ErrUnsupported)
+}
+
+// Close does nothing outside Linux.
+func (n *Network) Close() error { return nil }
