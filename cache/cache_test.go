@@ -29,7 +29,7 @@ import (
 	"github.com/klauspost/compress/zstd"
 	"golang.org/x/sys/unix"
 
-	"github.com/kiln-build/kiln/executor/layer"
+	"github.com/kiln-build/kiln/layer"
 )
 
 func requireRoot(t testing.TB) {
