@@ -163,6 +163,9 @@ func (a *Applier) Apply(ctx context.Context, r io.Reader) error {
 			break
 		}
 		if err != nil {
+			if !a.rootfs() {
+				return fmt.Errorf("reading layer tar: %w", err)
+			}
 			return fmt.Errorf("reading tar: %w", err)
 		}
 		if err := a.entry(ctx, hdr, tr); err != nil {
