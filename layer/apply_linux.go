@@ -339,10 +339,16 @@ func (a *Applier) mkdir(d *rooted.Dir, depth int, name, p string, hdr *tar.Heade
 		return nil
 	}
 	if a.rootfs() {
-		// Rootfs: everything waits for Finish, so that a read-only
-		// directory still takes later entries without privileges.
+		// Rootfs: Finish sets everything again once the tree is complete
+		// (and, for an export, moved into place). Without privileges
+		// nothing is set before, so that a read-only directory still takes
+		// later entries; with them, owner, mode and xattrs are set now, so
+		// that a failed extraction leaves what go-archive would.
 		a.recordDir(p, hdr)
-		return nil
+		if a.opts.Unprivileged {
+			return nil
+		}
+		return a.setMeta(d, name, hdr)
 	}
 	// LayerDir runs privileged: set all but the times now, keep only the
 	// times, and the memory, for Finish.
