@@ -727,32 +727,51 @@ func (a *Applier) opaque(dir []string) error {
 }
 
 // keepOnlyLayer deletes what the directory at chain depth depth holds from
-// earlier tars; a directory this tar wrote keeps only this tar's entries
-// too, since the marker hides everything below.
+// earlier tars, keeping this tar's entries wherever they sit: the marker
+// hides everything below it that came from below, whatever the order of
+// the entries. A directory this tar did not write but wrote into stays,
+// holding only this tar's entries; a symlink is never entered.
 func (a *Applier) keepOnlyLayer(depth int) error {
-	d := a.w.at(depth)
 	rel := a.w.rel(depth)
-	names, err := d.Names()
+	names, err := a.w.at(depth).Names()
 	if err != nil {
 		return err
 	}
 	slices.Sort(names)
 	for _, n := range names {
-		p := path.Join(rel, n)
-		if _, ok := a.layer[pathKey(p)]; !ok {
-			if err := a.remove(d, depth, n); err != nil {
-				return err
+		d := a.w.at(depth)
+		_, inLayer := a.layer[pathKey(path.Join(rel, n))]
+		st, err := d.Lstat(n)
+		if err != nil {
+			return err
+		}
+		if st.Mode&syscall.S_IFMT != syscall.S_IFDIR {
+			if !inLayer {
+				if err := a.remove(d, depth, n); err != nil {
+					return err
+				}
 			}
 			continue
 		}
 		sub, err := a.w.lookup(append(rooted.Split(rel), n), lookupMode{}, nil)
 		if err != nil {
-			continue // not a directory (a symlink is not entered)
+			return err
 		}
 		if err := a.keepOnlyLayer(sub); err != nil {
 			return err
 		}
-		d = a.w.at(depth)
+		if inLayer {
+			continue
+		}
+		left, err := a.w.at(sub).Names()
+		if err != nil {
+			return err
+		}
+		if len(left) == 0 {
+			if err := a.remove(a.w.at(depth), depth, n); err != nil {
+				return err
+			}
+		}
 	}
 	return nil
 }

@@ -105,7 +105,7 @@ func (w *walker) lookup(comps []string, m lookupMode, made func(parent *rooted.D
 			continue
 		}
 		if depth >= maxDepth {
-			return 0, fmt.Errorf("%s: more than %d directory levels", w.rel(depth), maxDepth)
+			return 0, fmt.Errorf("more than %d directory levels", maxDepth)
 		}
 		parent := w.at(depth)
 		next, err := parent.OpenDir(c)
