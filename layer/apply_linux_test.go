@@ -46,7 +46,9 @@ var sinks = []struct {
 }{
 	{"layer", Options{Sink: LayerDir}},
 	{"rootfs", Options{Sink: Rootfs, Unprivileged: os.Geteuid() != 0}},
-	{"archive", Options{Sink: Rootfs, LiteralWhiteouts: true, RootEntry: true, LiteralParents: true, BestEffortXattrs: true, ClampTimes: true, LinkMeta: true}},
+	// ADD runs as root; as another user, owning everything avoids EPERM.
+	{"archive", Options{Sink: Rootfs, LiteralWhiteouts: true, RootEntry: true, LiteralParents: true, BestEffortXattrs: true, ClampTimes: true, LinkMeta: true,
+		Owner: &Owner{UID: os.Geteuid(), GID: os.Getegid()}}},
 }
 
 // TestApplyHardening: what each sink does with hostile or extreme
