@@ -227,3 +227,38 @@ func TestFinishSkipsSwappedDirs(t *testing.T) {
 		})
 	}
 }
+
+// BenchmarkApplyRootfs is BenchmarkUnpack's tree through the flattened
+// sink, as an export or ADD applies it.
+func BenchmarkApplyRootfs(b *testing.B) {
+	requireRoot(b)
+	dir := b.TempDir()
+	build(b, dir, smallFiles(b, 10000))
+	tarball := writeTar(b, dir)
+	b.SetBytes(int64(len(tarball)))
+	b.ResetTimer()
+	for b.Loop() {
+		b.StopTimer()
+		dst, err := os.MkdirTemp(b.TempDir(), "")
+		if err != nil {
+			b.Fatal(err)
+		}
+		root, err := rooted.Open(dst)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+		a := NewApplier(root, Options{Sink: Rootfs, ImplicitDir: &tar.Header{Mode: 0o755}})
+		if err := a.Apply(context.Background(), bytes.NewReader(tarball)); err != nil {
+			b.Fatal(err)
+		}
+		if err := a.Finish(root); err != nil {
+			b.Fatal(err)
+		}
+		a.Close()
+		b.StopTimer()
+		root.Close()
+		os.RemoveAll(dst)
+		b.StartTimer()
+	}
+}
