@@ -109,3 +109,6 @@ func RootfsTar(ctx context.Context, img v1.Image, dest string) (err error) {
 	defer f.close()
 	return writeFileAtomic(ctx, abs, func(w io.Writer) error { return f.writeTar(ctx, w) })
 }
+
+// xattrPrefix starts the PAX records that carry extended attributes.
+const xattrPrefix = "SCHILY.xattr."

@@ -20,8 +20,6 @@ import (
 	"github.com/kiln-build/kiln/rooted"
 )
 
-const xattrPrefix = "SCHILY.xattr."
-
 // flattened is an image's root filesystem applied, bottom layer first, to
 // a scratch directory by the one layer applier (its flattened-rootfs sink).
 type flattened struct {
