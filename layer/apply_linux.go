@@ -322,13 +322,13 @@ func (a *Applier) create(d *rooted.Dir, depth int, name string, mk func() error)
 // mkdir makes the directory name, keeping one that exists (its attributes
 // are then overwritten) and replacing anything else.
 func (a *Applier) mkdir(d *rooted.Dir, depth int, name, p string, hdr *tar.Header) error {
-	err := d.Mkdir(name, 0o700)
+	err := mkdir(d, name, 0o700)
 	if errors.Is(err, fs.ErrExist) {
 		st, lerr := d.Lstat(name)
 		if lerr == nil && st.Mode&syscall.S_IFMT == syscall.S_IFDIR {
 			err = nil
 		} else if err = a.remove(d, depth, name); err == nil {
-			err = d.Mkdir(name, 0o700)
+			err = mkdir(d, name, 0o700)
 		}
 	}
 	if err != nil {

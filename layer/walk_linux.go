@@ -8,6 +8,8 @@ import (
 	"strings"
 	"syscall"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/kiln-build/kiln/rooted"
 )
 
@@ -113,7 +115,7 @@ func (w *walker) lookup(comps []string, m lookupMode, made func(parent *rooted.D
 			if !m.create || (m.literal && linked) {
 				return 0, &errMissing{path: path.Join(append([]string{w.rel(depth), c}, todo...)...)}
 			}
-			if err = parent.Mkdir(c, 0o755); err == nil && made != nil {
+			if err = mkdir(parent, c, 0o755); err == nil && made != nil {
 				err = made(parent, c, path.Join(w.rel(depth), c))
 			}
 			if err == nil {
@@ -155,4 +157,18 @@ func (w *walker) lookup(comps []string, m lookupMode, made func(parent *rooted.D
 		depth++
 	}
 	return depth, nil
+}
+
+// mkdir makes the directory name in d with exactly perm (a plain mkdirat
+// for 0700, which no sane umask changes). Not rooted's Mkdir, which reads
+// the umask by setting it to 0 and back: for that instant, files other
+// goroutines create (a parallel pull) would get no umask.
+func mkdir(d *rooted.Dir, name string, perm fs.FileMode) error {
+	if err := unix.Mkdirat(d.Fd(), name, uint32(perm.Perm())); err != nil {
+		return d.Err("mkdir", name, err)
+	}
+	if perm.Perm() == 0o700 {
+		return nil
+	}
+	return d.Chmod(name, perm)
 }
