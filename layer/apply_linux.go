@@ -53,7 +53,8 @@ type Owner struct{ UID, GID int }
 type Options struct {
 	Sink Sink
 
-	// The remaining options are for Rootfs.
+	// The options below are what the Rootfs callers (export, ADD) need;
+	// Unpack sets none of them.
 
 	// LiteralWhiteouts extracts .wh. entries as ordinary files: ADD of an
 	// archive applies no whiteouts (go-archive's Unpack has no whiteout
@@ -125,7 +126,7 @@ type dirMeta struct {
 	uid, gid     int
 	atime, mtime time.Time
 	xattrs       map[string]string
-	ownerOnly    bool // LayerDir: owner, mode and xattrs are already set
+	timesOnly    bool // LayerDir: owner, mode and xattrs are already set
 }
 
 // NewApplier returns an Applier writing into root. The caller keeps root
@@ -355,7 +356,7 @@ func (a *Applier) mkdir(d *rooted.Dir, depth int, name, p string, hdr *tar.Heade
 	if err := a.setMeta(d, name, hdr); err != nil {
 		return err
 	}
-	a.dirs[p] = &dirMeta{atime: hdr.ModTime, mtime: hdr.ModTime, ownerOnly: true}
+	a.dirs[p] = &dirMeta{atime: hdr.ModTime, mtime: hdr.ModTime, timesOnly: true}
 	return nil
 }
 
@@ -822,7 +823,7 @@ func (a *Applier) Finish(root *rooted.Root) error {
 
 // finishDir sets m on name in d, or on d itself when name is "".
 func (a *Applier) finishDir(d *rooted.Dir, name string, m *dirMeta) error {
-	if !m.ownerOnly {
+	if !m.timesOnly {
 		uid, gid := m.uid, m.gid
 		if a.opts.Owner != nil {
 			uid, gid = a.opts.Owner.UID, a.opts.Owner.GID
