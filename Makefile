@@ -70,7 +70,7 @@ demo: deps build mkbase
 # The workloads of issue 3 (10k-file context, 30 RUN steps, a 500 MB layer),
 # timed with kiln and, when the peers' buildkitd answers, with BuildKit in
 # the same run; see bench/run.sh for the knobs. The Go micro-benchmarks of
-# the hot paths: go test -run '^$$' -bench . ./cache ./executor/layer ...
+# the hot paths: go test -run '^$$' -bench . ./cache ./layer ...
 bench: build mkbase
 	bench/run.sh
 

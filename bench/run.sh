@@ -282,7 +282,7 @@ if [ "${BENCH_GO:-0}" = 1 ]; then
 	echo
 	echo "Go micro-benchmarks:"
 	pkgs=()
-	for p in ./contexthash ./executor/layer ./cache ./executor; do
+	for p in ./contexthash ./layer ./cache ./executor; do
 		[ -d "$repo/$p" ] && pkgs+=("$p")
 	done
 	(cd "$repo" && go test -run '^$' -bench . -benchtime "${BENCH_GO_TIME:-3x}" "${pkgs[@]}") |

@@ -29,8 +29,8 @@ import (
 	"github.com/klauspost/compress/zstd"
 	"golang.org/x/sys/unix"
 
-	"github.com/kiln-build/kiln/executor/layer"
 	"github.com/kiln-build/kiln/internal/testutil"
+	"github.com/kiln-build/kiln/layer"
 )
 
 func requireRoot(t testing.TB) {

@@ -20,7 +20,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/klauspost/pgzip"
 
-	"github.com/kiln-build/kiln/executor/layer"
+	"github.com/kiln-build/kiln/layer"
 )
 
 // CommitDir turns dir, an overlay-format directory (a step's upper dir once

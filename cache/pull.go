@@ -14,7 +14,7 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
-	"github.com/kiln-build/kiln/executor/layer"
+	"github.com/kiln-build/kiln/layer"
 )
 
 // PullLayer makes a base-image layer available unpacked. If its diffID is

@@ -7,9 +7,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"path"
 	"path/filepath"
-	"strings"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
@@ -18,8 +16,9 @@ import (
 // -o type=local,dest=DIR: whiteouts and opaque directories applied, owners
 // (when running as root), modes, symlinks, hardlinks, xattrs and mtimes
 // kept. No layer entry can create or change anything outside dir: names
-// climbing out with ".." are refused, and symlinks met on the way are
-// followed as if dir were "/".
+// climbing out with ".." are contained ("../x" is "/x"), symlinks met on
+// the way are followed as if dir were "/", and every file is reached by
+// descriptor, one component at a time, never through a symlink.
 //
 // The tree is built in a temporary sibling of dir first, so a failed export
 // leaves dir as it was. A missing dir is then renamed into place; an
@@ -56,10 +55,11 @@ func Local(ctx context.Context, img v1.Image, dir string) (err error) {
 		}
 	}()
 
-	a, err := flatten(ctx, img, tmp, true)
+	f, err := flatten(ctx, img, tmp, true)
 	if err != nil {
 		return fmt.Errorf("writing root filesystem to %s: %w", dir, err)
 	}
+	defer f.close()
 	if !exists {
 		// MkdirTemp made it 0700; the output is an ordinary directory.
 		if err := os.Chmod(tmp, 0o755); err != nil {
@@ -68,10 +68,10 @@ func Local(ctx context.Context, img v1.Image, dir string) (err error) {
 		if err := os.Rename(tmp, abs); err != nil {
 			return fmt.Errorf("moving root filesystem into %s: %w", dir, err)
 		}
-	} else if err := mergeInto(ctx, tmp, abs); err != nil {
+	} else if err := f.moveInto(ctx, abs); err != nil {
 		return fmt.Errorf("moving root filesystem into %s: %w", dir, err)
 	}
-	if err := a.finish(abs); err != nil {
+	if err := f.finish(abs); err != nil {
 		return fmt.Errorf("writing root filesystem to %s: %w", dir, err)
 	}
 	return nil
@@ -102,57 +102,13 @@ func RootfsTar(ctx context.Context, img v1.Image, dest string) (err error) {
 			err = fmt.Errorf("removing temporary directory %s: %w", tmp, rerr)
 		}
 	}()
-	a, err := flatten(ctx, img, tmp, false)
+	f, err := flatten(ctx, img, tmp, false)
 	if err != nil {
 		return fmt.Errorf("flattening root filesystem for %s: %w", dest, err)
 	}
-	return writeFileAtomic(ctx, abs, func(w io.Writer) error { return a.writeTar(ctx, w) })
+	defer f.close()
+	return writeFileAtomic(ctx, abs, func(w io.Writer) error { return f.writeTar(ctx, w) })
 }
 
-// cleanEntryName turns a layer entry name into a slash path relative to
-// the root ("" for the root itself), refusing any name that climbs out of
-// the root. A leading "/" is read as the root, as docker reads it.
-func cleanEntryName(name string) (string, error) {
-	n := path.Clean(strings.TrimLeft(name, "/"))
-	if n == "." {
-		return "", nil
-	}
-	if n == ".." || strings.HasPrefix(n, "../") {
-		return "", fmt.Errorf("entry %q points outside the root filesystem", name)
-	}
-	return n, nil
-}
-
-// mergeInto moves every entry of src into dst: a directory present in both
-// is merged, anything else in dst with the same name is replaced. Both are
-// on one filesystem, so each file arrives whole by a rename.
-func mergeInto(ctx context.Context, src, dst string) error {
-	entries, err := os.ReadDir(src)
-	if err != nil {
-		return err
-	}
-	for _, e := range entries {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		s, d := filepath.Join(src, e.Name()), filepath.Join(dst, e.Name())
-		dfi, err := os.Lstat(d)
-		switch {
-		case err == nil && e.IsDir() && dfi.IsDir():
-			if err := mergeInto(ctx, s, d); err != nil {
-				return err
-			}
-			continue
-		case err == nil:
-			if err := os.RemoveAll(d); err != nil {
-				return fmt.Errorf("replacing %s: %w", d, err)
-			}
-		case !errors.Is(err, fs.ErrNotExist):
-			return err
-		}
-		if err := os.Rename(s, d); err != nil {
-			return err
-		}
-	}
-	return nil
-}
+// xattrPrefix starts the PAX records that carry extended attributes.
+const xattrPrefix = "SCHILY.xattr."

@@ -12,9 +12,11 @@ import (
 
 var errNeedsLinux = errors.New("exporting a root filesystem is only supported on Linux")
 
-type applier struct{}
+type flattened struct{}
 
-func flatten(context.Context, v1.Image, string, bool) (*applier, error) { return nil, errNeedsLinux }
+func flatten(context.Context, v1.Image, string, bool) (*flattened, error) { return nil, errNeedsLinux }
 
-func (*applier) finish(string) error                       { return errNeedsLinux }
-func (*applier) writeTar(context.Context, io.Writer) error { return errNeedsLinux }
+func (*flattened) close()                                    {}
+func (*flattened) finish(string) error                       { return errNeedsLinux }
+func (*flattened) moveInto(context.Context, string) error    { return errNeedsLinux }
+func (*flattened) writeTar(context.Context, io.Writer) error { return errNeedsLinux }

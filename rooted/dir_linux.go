@@ -198,7 +198,14 @@ func (d *Dir) Mkdir(name string, perm fs.FileMode) error {
 	if err := unix.Mkdirat(d.Fd(), name, uint32(perm.Perm())); err != nil {
 		return d.err("mkdir", name, err)
 	}
-	if perm.Perm() != perm.Perm()&^fs.FileMode(umask()) || perm&(fs.ModeSetuid|fs.ModeSetgid|fs.ModeSticky) != 0 {
+	// The umask (or a default ACL) may have taken bits away, and mkdir
+	// never sets setuid/setgid/sticky: look rather than read the umask,
+	// which only a racy set-and-restore tells.
+	var st unix.Stat_t
+	if err := unix.Fstatat(d.Fd(), name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return d.err("mkdir", name, err)
+	}
+	if st.Mode&0o7777 != unixMode(perm) {
 		return d.Chmod(name, perm)
 	}
 	return nil
@@ -486,13 +493,6 @@ func unixMode(m fs.FileMode) uint32 {
 	return u
 }
 
-// umask reads the process umask (without a race-prone set-and-restore
-// where /proc tells it).
-func umask() uint32 {
-	m := unix.Umask(0)
-	unix.Umask(m)
-	return uint32(m)
-}
 
 // Dup returns a second handle of the same directory, closed separately.
 func (d *Dir) Dup() (*Dir, error) { return d.dup() }

@@ -100,7 +100,6 @@ func doCopy(srcRoot, dstRoot string, droot *rooted.Root, op Op) error {
 	for _, s := range op.Sources {
 		c := &copier{
 			src:       src,
-			dst:       dirTree(dstRoot),
 			droot:     droot,
 			chown:     chown,
 			mode:      mode,

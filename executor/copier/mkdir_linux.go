@@ -52,21 +52,6 @@ func openOrMkdir(d *rooted.Dir, name string, perm uint32, own *owner) (*rooted.D
 	return d.OpenDir(name)
 }
 
-// mkdirAll is mkdirIn for a root given by path; the ADD archive
-// extraction uses it until the layer package's applier replaces it.
-func mkdirAll(t dirTree, rel string, perm uint32, own *owner) error {
-	r, done, err := t.root()
-	if err != nil {
-		return err
-	}
-	defer done()
-	d, err := mkdirIn(r, rel, perm, own)
-	if err != nil {
-		return err
-	}
-	return d.Close()
-}
-
 // pathIn is the in-root path of name in d, for messages.
 func pathIn(d *rooted.Dir, name string) string {
 	if name == "" {

@@ -5,6 +5,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/kiln-build/kiln/rooted"
 )
 
 func TestResolveIn(t *testing.T) {
@@ -58,10 +60,15 @@ func TestResolveIn(t *testing.T) {
 		{in: "loop1", followLast: true, wantErr: true},
 		{in: "loop1", followLast: false, want: "/loop1"},
 	}
+	r, err := rooted.Open(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
 	for _, tc := range cases {
-		got, err := resolveIn(dirTree(root), tc.in, tc.followLast)
+		got, _, err := r.Resolve(tc.in, tc.followLast)
 		if tc.wantErr {
-			if !errors.Is(err, errTooManyLinks) {
+			if !errors.Is(err, rooted.ErrTooManyLinks) {
 				t.Errorf("resolveIn(%q) = %q, %v; want too many links", tc.in, got, err)
 			}
 			continue

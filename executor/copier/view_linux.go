@@ -115,10 +115,6 @@ func withoutTrailingGlob(p *patternmatcher.Pattern) string {
 	return strings.TrimSuffix(s, "/*")
 }
 
-func (t *srcTree) root() (*rooted.Root, func(), error) { return t.r, func() {}, nil }
-
-func (t *srcTree) host(rel string) string { return dirTree(t.dir).host(rel) }
-
 // lstat reports the entry at the symlink-free in-root path rel as the
 // transferred context has it: absent when hidden (see hide).
 func (t *srcTree) lstat(rel string) (fs.FileInfo, error) {

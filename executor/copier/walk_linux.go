@@ -35,7 +35,6 @@ type firstCopy struct {
 // at a time without following symlinks (package rooted), on both sides.
 type copier struct {
 	src       *srcTree
-	dst       dirTree      // the destination by path, for the ADD archive extraction only
 	droot     *rooted.Root // the destination
 	chown     *owner       // --chown; nil keeps the source owner (see owner)
 	mode      *chmodSpec   // --chmod; nil keeps the source mode

@@ -529,22 +529,28 @@ func TestUnpackDirMtimes(t *testing.T) {
 	}
 }
 
-func TestUnpackRefusesEscapes(t *testing.T) {
+// TestUnpackEscapes: nothing a layer holds may write outside the root.
+// Names climbing out are contained as BuildKit contains them ("../x" is
+// "/x"); a parent that is a symlink is refused with an *EscapeError, and a
+// hardlink target is resolved inside the root like a name.
+func TestUnpackEscapes(t *testing.T) {
 	requireRoot(t)
 	tests := []struct {
 		name    string
 		entries func(outside string) []tarEntry
+		inside  string // contained: this file lands inside the root
+		escape  bool   // refused with an *EscapeError
 	}{
-		{"dotdot", func(string) []tarEntry {
+		{name: "dotdot", inside: "victim", entries: func(string) []tarEntry {
 			return []tarEntry{{name: "../victim", typ: tar.TypeReg, data: "x"}}
 		}},
-		{"dotdot after cleaning", func(string) []tarEntry {
+		{name: "dotdot after cleaning", inside: "victim", entries: func(string) []tarEntry {
 			return []tarEntry{{name: "a/../../victim", typ: tar.TypeReg, data: "x"}}
 		}},
-		{"absolute dotdot", func(string) []tarEntry {
+		{name: "absolute dotdot", inside: "victim", entries: func(string) []tarEntry {
 			return []tarEntry{{name: "/../victim", typ: tar.TypeReg, data: "x"}}
 		}},
-		{"through symlink to /", func(outside string) []tarEntry {
+		{name: "through symlink to /", escape: true, entries: func(outside string) []tarEntry {
 			// a -> / then a/<outside>/victim: were the symlink followed,
 			// this would write into outside (standing in for /etc/passwd).
 			return []tarEntry{
@@ -552,34 +558,34 @@ func TestUnpackRefusesEscapes(t *testing.T) {
 				{name: "a" + outside + "/victim", typ: tar.TypeReg, data: "x"},
 			}
 		}},
-		{"through relative symlink", func(outside string) []tarEntry {
+		{name: "through relative symlink", escape: true, entries: func(outside string) []tarEntry {
 			return []tarEntry{
 				{name: "a", typ: tar.TypeSymlink, link: "../" + filepath.Base(outside)},
 				{name: "a/victim", typ: tar.TypeReg, data: "x"},
 			}
 		}},
-		{"directory through symlink", func(outside string) []tarEntry {
+		{name: "directory through symlink", escape: true, entries: func(outside string) []tarEntry {
 			return []tarEntry{
 				{name: "a", typ: tar.TypeSymlink, link: outside},
 				{name: "a/sub/", typ: tar.TypeDir},
 			}
 		}},
-		{"whiteout through symlink", func(outside string) []tarEntry {
+		{name: "whiteout through symlink", escape: true, entries: func(outside string) []tarEntry {
 			return []tarEntry{
 				{name: "a", typ: tar.TypeSymlink, link: outside},
 				{name: "a/.wh.victim", typ: tar.TypeReg},
 			}
 		}},
-		{"opaque through symlink", func(outside string) []tarEntry {
+		{name: "opaque through symlink", escape: true, entries: func(outside string) []tarEntry {
 			return []tarEntry{
 				{name: "a", typ: tar.TypeSymlink, link: outside},
 				{name: "a/.wh..wh..opq", typ: tar.TypeReg},
 			}
 		}},
-		{"hardlink to dotdot", func(outside string) []tarEntry {
+		{name: "hardlink to dotdot", entries: func(outside string) []tarEntry {
 			return []tarEntry{{name: "l", typ: tar.TypeLink, link: "../" + filepath.Base(outside) + "/secret"}}
 		}},
-		{"hardlink through symlink", func(outside string) []tarEntry {
+		{name: "hardlink through symlink", escape: true, entries: func(outside string) []tarEntry {
 			return []tarEntry{
 				{name: "a", typ: tar.TypeSymlink, link: outside},
 				{name: "l", typ: tar.TypeLink, link: "a/secret"},
@@ -601,8 +607,18 @@ func TestUnpackRefusesEscapes(t *testing.T) {
 			}
 			err := Unpack(context.Background(), bytes.NewReader(makeTar(t, tc.entries(outside))), dst)
 			var escape *EscapeError
-			if !errors.As(err, &escape) {
+			switch {
+			case tc.inside != "":
+				if err != nil {
+					t.Fatalf("Unpack: %v", err)
+				}
+				if b, err := os.ReadFile(filepath.Join(dst, tc.inside)); err != nil || string(b) != "x" {
+					t.Errorf("%s inside the root: %q %v", tc.inside, b, err)
+				}
+			case tc.escape && !errors.As(err, &escape):
 				t.Fatalf("Unpack: got error %v, want an *EscapeError", err)
+			case err == nil:
+				t.Fatal("Unpack: no error")
 			}
 			ents, _ := os.ReadDir(outside)
 			if len(ents) != 1 {
@@ -714,4 +730,9 @@ type countWriter int64
 func (c *countWriter) Write(p []byte) (int, error) {
 	*c += countWriter(len(p))
 	return len(p), nil
+}
+
+func setTimes(p string, atime, mtime time.Time) error {
+	ts := []unix.Timespec{{Sec: atime.Unix(), Nsec: int64(atime.Nanosecond())}, {Sec: mtime.Unix(), Nsec: int64(mtime.Nanosecond())}}
+	return unix.UtimesNanoAt(unix.AT_FDCWD, p, ts, unix.AT_SYMLINK_NOFOLLOW)
 }

@@ -10,6 +10,14 @@
 // regular file .wh.NAME for a whiteout and DIR/.wh..wh..opq for an opaque
 // directory. WriteTar converts overlay format to tar, Unpack converts back.
 //
+// The Applier is kiln's one tar applier, with two sinks: a layer directory
+// in overlay format (what Unpack builds for the store) and a flattened root
+// filesystem (local and tar exports, ADD of an archive), which applies
+// whiteouts and opaque markers by deleting. Both reach every path through
+// package rooted, by descriptor, without following a symlink out of the
+// root. The store (cache) and the executor share this package; it imports
+// neither.
+//
 // In a user namespace (a rootless build) overlay keeps opaque directories
 // in user.overlay.opaque instead, and both directions use that.
 package layer
