@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"github.com/kiln-build/kiln/internal/testutil"
 	"net"
 	"os"
 	"os/exec"
@@ -93,7 +94,7 @@ func TestResolvConf(t *testing.T) {
 func needHelper(t *testing.T, helper string) {
 	t.Helper()
 	if _, err := exec.LookPath(helper); err != nil {
-		t.Skipf("needs %s (apt-get install %s)", helper, map[string]string{"pasta": "passt"}[helper]+map[string]string{"slirp4netns": "slirp4netns"}[helper])
+		testutil.SkipHostf(t, "needs %s (apt-get install %s)", helper, map[string]string{"pasta": "passt"}[helper]+map[string]string{"slirp4netns": "slirp4netns"}[helper])
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
+	"github.com/kiln-build/kiln/internal/testutil"
 	"os"
 	"path/filepath"
 	"slices"
@@ -98,7 +99,7 @@ func TestApplyHardening(t *testing.T) {
 		for _, tc := range tests {
 			t.Run(sink.name+"/"+tc.name, func(t *testing.T) {
 				if (tc.root || sink.opts.Sink == LayerDir) && os.Geteuid() != 0 {
-					t.Skip("needs root: mknod, chown")
+					testutil.SkipHost(t, "needs root: mknod, chown")
 				}
 				dir, err := applyAll(t, sink.opts, makeTar(t, tc.entries))
 				if tc.wantErr != "" {
@@ -191,7 +192,7 @@ func TestFinishSkipsSwappedDirs(t *testing.T) {
 	for _, sink := range sinks {
 		t.Run(sink.name, func(t *testing.T) {
 			if sink.opts.Sink == LayerDir && os.Geteuid() != 0 {
-				t.Skip("needs root: mknod, chown")
+				testutil.SkipHost(t, "needs root: mknod, chown")
 			}
 			outside := filepath.Join(t.TempDir(), "outside")
 			if err := os.MkdirAll(filepath.Join(outside, "x"), 0o755); err != nil {

@@ -493,6 +493,5 @@ func unixMode(m fs.FileMode) uint32 {
 	return u
 }
 
-
 // Dup returns a second handle of the same directory, closed separately.
 func (d *Dir) Dup() (*Dir, error) { return d.dup() }

@@ -2,6 +2,7 @@ package rooted
 
 import (
 	"errors"
+	"github.com/kiln-build/kiln/internal/testutil"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -116,7 +117,7 @@ func TestOpenRefusesSymlinks(t *testing.T) {
 
 func TestMetadataNeverFollows(t *testing.T) {
 	if os.Getuid() != 0 {
-		t.Skip("chown needs root")
+		testutil.SkipHost(t, "chown needs root")
 	}
 	r, dir, canary := tree(t)
 	d := r.Dir()

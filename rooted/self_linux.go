@@ -106,4 +106,3 @@ func (d *Dir) Create(name string, perm fs.FileMode) (int, error) {
 func (d *Dir) Err(op, name string, err error) error {
 	return d.err(op, name, err)
 }
-

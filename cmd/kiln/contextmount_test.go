@@ -75,7 +75,7 @@ func TestRootlessContextMount(t *testing.T) {
 		}
 	}
 	if v, err := os.ReadFile("/proc/sys/kernel/unprivileged_userns_clone"); err == nil && strings.TrimSpace(string(v)) == "0" {
-		t.Skip("the kernel allows user namespaces to root only (kernel.unprivileged_userns_clone=0)")
+		testutil.SkipHost(t, "the kernel allows user namespaces to root only (kernel.unprivileged_userns_clone=0)")
 	}
 	name, uid, gid := throwawayUser(t)
 	top, err := os.MkdirTemp("", "kiln-rootless-ctx-")

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/kiln-build/kiln/internal/testutil"
 	"io"
 	"net"
 	"net/http"
@@ -94,7 +95,7 @@ func buildNetProbe(t *testing.T) []byte {
 func needPasta(t *testing.T) {
 	t.Helper()
 	if _, err := exec.LookPath("pasta"); err != nil {
-		t.Skip("needs pasta for RUN's default network (apt-get install passt)")
+		testutil.SkipHost(t, "needs pasta for RUN's default network (apt-get install passt)")
 	}
 }
 
@@ -229,7 +230,7 @@ const (
 func newTestNet(t *testing.T) *testNet {
 	t.Helper()
 	if _, err := exec.LookPath("ip"); err != nil {
-		t.Skip("needs ip (apt-get install iproute2)")
+		testutil.SkipHost(t, "needs ip (apt-get install iproute2)")
 	}
 	id := fmt.Sprintf("%d%d", os.Getpid()%1000, time.Now().UnixNano()%100000)
 	n := &testNet{client: "kiln-c" + id, server: "kiln-s" + id}
@@ -417,7 +418,7 @@ func TestNetworkOutbound(t *testing.T) {
 	} {
 		t.Run(tt.helper, func(t *testing.T) {
 			if _, err := exec.LookPath(tt.helper); err != nil {
-				t.Skipf("needs %s", tt.helper)
+				testutil.SkipHostf(t, "needs %s", tt.helper)
 			}
 			out := filepath.Join(t.TempDir(), "out")
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -575,7 +576,7 @@ func TestRootlessNetwork(t *testing.T) {
 	needPasta(t)
 	for _, tool := range []string{"newuidmap", "newgidmap"} {
 		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("rootless builds need %s (package uidmap): %v", tool, err)
+			testutil.SkipHostf(t, "rootless builds need %s (package uidmap): %v", tool, err)
 		}
 	}
 	name, uid, gid := throwawayUser(t)
