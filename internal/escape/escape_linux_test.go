@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -399,7 +400,7 @@ func escapeCases() []escCase {
 			},
 		},
 		escCase{
-			name:       "ADD archive with d/../.. names into symlink made by RUN",
+			name:       "ADD archive with d-dotdot-dotdot names into symlink made by RUN",
 			class:      "symlink swap (ADD archive)",
 			dockerfile: "FROM {{BASE}}\nRUN ln -s {{CANARY}} /d\nADD evil.tar /d/\n",
 			context: func(t *testing.T, e *env) {
@@ -495,7 +496,7 @@ func escapeCases() []escCase {
 		{".. dir name", func(cv *testutil.Canary) []testutil.TarEntry {
 			return []testutil.TarEntry{owned(testutil.Dir(up(cv)+"/x/", 0o777), 1234, past), owned(testutil.Dir(up(cv)+"/", 0o777), 1234, past)}
 		}},
-		{"d/../.. names", func(cv *testutil.Canary) []testutil.TarEntry {
+		{"dir-dotdot-dotdot names", func(cv *testutil.Canary) []testutil.TarEntry {
 			return []testutil.TarEntry{testutil.Dir("d/", 0o755), owned(testutil.File("d/../"+up(cv)+"/new", 0o666, "pwned\n"), 1234, past)}
 		}},
 		{"absolute file name", func(cv *testutil.Canary) []testutil.TarEntry {
@@ -550,6 +551,51 @@ func escapeCases() []escCase {
 			})
 		}
 	}
+
+	// 5b. Symlinks as COPY sources and mount sources: reading (or, for a
+	// rw bind mount, writing) the host through them. The image must not
+	// hold the canary's content.
+	stage := "FROM {{BASE}} AS s\nRUN ln -s {{CANARY}} /l && ln -s {{CANARY_REL}} /r\n"
+	poke := " sh -c 'cat /m/file > /leak-$RANDOM; echo pwned > /m/file; touch /m/new; chmod 777 /m/x' || true\n"
+	linkCtx := func(t *testing.T, e *env) {
+		for name, target := range map[string]string{"link": e.canary.Dir, "rlink": e.canary.Rel()} {
+			if err := os.Symlink(target, filepath.Join(e.ctx, name)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	// {{L}} is the link: link/rlink in the context, /l or /r in stage s.
+	for _, sc := range []struct {
+		name, dockerfile string
+		context          func(t *testing.T, e *env)
+		links            [2]string
+	}{
+		{"context symlink as COPY source", "FROM {{BASE}}\nCOPY {{L}}/ /c1/\n", linkCtx, [2]string{"link", "rlink"}},
+		{"context symlink as COPY source file", "FROM {{BASE}}\nCOPY {{L}}/file /c1\n", linkCtx, [2]string{"link", "rlink"}},
+		{"context symlink as ADD source", "FROM {{BASE}}\nADD {{L}}/ /c1/\nADD {{L}}/file /c2\n", linkCtx, [2]string{"link", "rlink"}},
+		{"stage symlink as COPY --from source", stage + "FROM {{BASE}}\nCOPY --from=s {{L}}/ /c1/\n", nil, [2]string{"/l", "/r"}},
+		{"stage symlink as COPY --from source file", stage + "FROM {{BASE}}\nCOPY --from=s {{L}}/file /c1\n", nil, [2]string{"/l", "/r"}},
+		{"context symlink as rw bind mount source", "FROM {{BASE}}\nRUN --mount=type=bind,source={{L}},target=/m,rw" + poke, linkCtx, [2]string{"link", "rlink"}},
+		{"stage symlink as rw bind mount source", stage + "FROM {{BASE}}\nRUN --mount=type=bind,from=s,source={{L}},target=/m,rw" + poke, nil, [2]string{"/l", "/r"}},
+	} {
+		for i, kind := range []string{"absolute", "relative"} {
+			cases = append(cases, escCase{
+				name:       sc.name + " - " + kind,
+				class:      "symlink as COPY/ADD/mount source",
+				dockerfile: strings.ReplaceAll(sc.dockerfile, "{{L}}", sc.links[i]),
+				context:    sc.context,
+				outputs:    []string{"type=local,dest={{OUT}}/rootfs"},
+				check:      noLeak,
+			})
+		}
+	}
+	cases = append(cases, escCase{
+		name:       "cache mount source climbing out",
+		class:      "symlink as COPY/ADD/mount source",
+		dockerfile: "FROM {{BASE}}\nRUN --mount=type=cache,id=c,source=../../../../../../../../../..{{CANARY}},target=/m" + poke,
+		outputs:    []string{"type=local,dest={{OUT}}/rootfs"},
+		check:      noLeak,
+	})
 
 	// 6. Devices and FIFOs in base layers and in the context.
 	cases = append(cases,
@@ -640,7 +686,7 @@ func escapeCases() []escCase {
 		{"USER name:group + RUN", "USER nobody:nogroup\nRUN true\n", ""},
 	} {
 		cases = append(cases, escCase{
-			name:        "FIFO /etc/passwd - " + fp.name,
+			name:        "FIFO passwd and group - " + fp.name,
 			class:       "FIFO /etc/passwd and /etc/group",
 			layers:      fifoPasswd,
 			dockerfile:  "FROM {{IMG}}\n" + fp.steps,
@@ -776,6 +822,29 @@ func tarCases(class string, variants []tarVariant) []escCase {
 		)
 	}
 	return cases
+}
+
+// noLeak fails when the exported root filesystem holds the host canary
+// file's content: a build read the host.
+func noLeak(t *testing.T, e *env, r result) {
+	t.Helper()
+	if !succeeded(t, r) {
+		return
+	}
+	want, err := os.ReadFile(e.canary.File())
+	if err != nil {
+		t.Fatal(err)
+	}
+	root := filepath.Join(e.out, "rootfs")
+	filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || !d.Type().IsRegular() {
+			return nil
+		}
+		if b, err := os.ReadFile(p); err == nil && bytes.Contains(b, want) {
+			t.Errorf("the image holds the host canary's content: %s", strings.TrimPrefix(p, root))
+		}
+		return nil
+	})
 }
 
 func mustExist(t *testing.T, p string) {
