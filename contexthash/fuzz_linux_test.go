@@ -202,6 +202,9 @@ func makeTree(root, outside, tree string) {
 		if !parentsAreDirs(root, rel) {
 			continue
 		}
+		if _, err := os.Lstat(dst); err == nil {
+			continue // never write into an entry made before: it may be a FIFO
+		}
 		switch f[0] {
 		case "f":
 			os.WriteFile(dst, []byte(line), 0o644)
