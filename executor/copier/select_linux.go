@@ -79,6 +79,15 @@ func (c *copier) selectDir(source, rel string, st matchState, fn func(source, re
 			if cst.excluded && (!cfi.IsDir() || cst.pruned) {
 				continue
 			}
+			// An excluded directory is copied only as the parent of
+			// something kept: hash it only then, like the copy.
+			if cst.excluded {
+				if kept, err := c.src.present(crel, cfi, cst); err != nil {
+					return err
+				} else if !kept {
+					continue
+				}
+			}
 		}
 		if err := fn(source, crel, cfi); err != nil {
 			return err
