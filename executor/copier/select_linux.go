@@ -116,6 +116,15 @@ func (c *copier) selectDir(source string, d *rooted.Dir, st matchState, fn func(
 			if cms.excluded && (!cfi.IsDir() || cms.pruned) {
 				continue
 			}
+			// An excluded directory is copied only as the parent of
+			// something kept: hash it only then, like the copy.
+			if cst.excluded {
+				if kept, err := c.src.present(crel, cfi, cst); err != nil {
+					return err
+				} else if !kept {
+					continue
+				}
+			}
 		}
 		if err := fn(source, crel, cfi, d, name); err != nil {
 			return err
