@@ -118,8 +118,8 @@ func (c *copier) selectDir(source string, d *rooted.Dir, st matchState, fn func(
 			}
 			// An excluded directory is copied only as the parent of
 			// something kept: hash it only then, like the copy.
-			if cst.excluded {
-				if kept, err := c.src.present(crel, cfi, cst); err != nil {
+			if cms.excluded {
+				if kept, err := c.src.present(crel, cfi.IsDir(), cms); err != nil {
 					return err
 				} else if !kept {
 					continue
