@@ -137,10 +137,6 @@ type escCase struct {
 	check func(t *testing.T, e *env, r result)
 	// long cases (minutes) are skipped with -short.
 	long bool
-	// knownEscape, when set, says how the case fails today; the case is
-	// skipped until the fix lands and this mark is removed
-	// (KILN_ESCAPE_RUN_KNOWN=1 runs it anyway, to try a fix).
-	knownEscape string
 }
 
 // TestEscape is the escape suite (issue 9): every case tries to change a
@@ -148,11 +144,7 @@ type escCase struct {
 // image, and must leave it exactly as it was.
 func TestEscape(t *testing.T) {
 	if os.Geteuid() != 0 {
-		const why = "needs root: builds run RUN steps in namespaces on overlayfs, and crafted layers hold devices and foreign owners"
-		if os.Getenv("KILN_TEST_STRICT") != "" {
-			t.Fatal(why + " (KILN_TEST_STRICT is set: a skip would hide the suite)")
-		}
-		t.Skip(why)
+		testutil.SkipHost(t, "needs root: builds run RUN steps in namespaces on overlayfs, and crafted layers hold devices and foreign owners")
 	}
 	reg := testutil.Registry(t)
 	base := testutil.PushBusybox(t, reg)
@@ -161,9 +153,6 @@ func TestEscape(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			if c.long && testing.Short() {
 				t.Skip("takes minutes: skipped with -short")
-			}
-			if c.knownEscape != "" && os.Getenv("KILN_ESCAPE_RUN_KNOWN") == "" {
-				t.Skip("known escape, issue 9: " + c.knownEscape + " (KILN_ESCAPE_RUN_KNOWN=1 runs it)")
 			}
 			c.run(t, reg, base, bb)
 		})
@@ -334,15 +323,13 @@ func escapeCases() []escCase {
 	var cases []escCase
 
 	// 1. Symlink swap of a directory between layers, for every output.
-	const knownSwapExport = "export/rootfs_linux.go's final pass chowns/chmods/utimes a/x by joined path after a later layer made /a a symlink: the host canary's x becomes 0777, 1234:1234, mtime 2001"
 	outputs := []struct {
 		name   string
 		spec   string
 		extra  []string
 		verify func(t *testing.T, e *env, r result)
-		known  string
 	}{
-		{name: "local", spec: "type=local,dest={{OUT}}/rootfs", known: knownSwapExport},
+		{name: "local", spec: "type=local,dest={{OUT}}/rootfs"},
 		{name: "tar", spec: "type=tar,dest={{OUT}}/rootfs.tar"},
 		{name: "oci", spec: "type=oci,dest={{OUT}}/image.tar", verify: inspectOutput("image.tar")},
 		{name: "oci layout", spec: "type=oci,dest={{OUT}}/layout,tar=false", verify: inspectOutput("layout")},
@@ -350,21 +337,19 @@ func escapeCases() []escCase {
 	}
 	for _, o := range outputs {
 		cases = append(cases, escCase{
-			name:        "swap dir for symlink between layers - " + o.name + " output",
-			class:       "symlink swap between layers (export)",
-			dockerfile:  fmt.Sprintf(swapDockerfile, "{{CANARY}}"),
-			outputs:     []string{o.spec},
-			args:        o.extra,
-			check:       o.verify,
-			knownEscape: o.known,
+			name:       "swap dir for symlink between layers - " + o.name + " output",
+			class:      "symlink swap between layers (export)",
+			dockerfile: fmt.Sprintf(swapDockerfile, "{{CANARY}}"),
+			outputs:    []string{o.spec},
+			args:       o.extra,
+			check:      o.verify,
 		})
 	}
 	cases = append(cases, escCase{
-		name:        "swap dir for relative symlink between layers - local output",
-		class:       "symlink swap between layers (export)",
-		dockerfile:  fmt.Sprintf(swapDockerfile, "{{CANARY_REL}}"),
-		outputs:     []string{"type=local,dest={{OUT}}/rootfs"},
-		knownEscape: knownSwapExport,
+		name:       "swap dir for relative symlink between layers - local output",
+		class:      "symlink swap between layers (export)",
+		dockerfile: fmt.Sprintf(swapDockerfile, "{{CANARY_REL}}"),
+		outputs:    []string{"type=local,dest={{OUT}}/rootfs"},
 	})
 	// The same swap done by base-image layers, applied by the unpacker and
 	// the flattening export: layer 1 makes /a a symlink, layer 2 writes
@@ -448,8 +433,7 @@ func escapeCases() []escCase {
 				testutil.Symlink("a", e.canary.Dir),
 			)
 		},
-		outputs:     []string{"type=local,dest={{OUT}}/rootfs"},
-		knownEscape: "executor/copier/archive_linux.go's final directory-times pass sets a/x's times by joined path after the entry \"a\" became a symlink: the host canary's and its x's mtimes change",
+		outputs: []string{"type=local,dest={{OUT}}/rootfs"},
 	})
 
 	// 3. Hardlinks to outside.
@@ -682,22 +666,20 @@ func escapeCases() []escCase {
 	fifoPasswd := layers(func(cv *testutil.Canary) []testutil.TarEntry {
 		return []testutil.TarEntry{testutil.Fifo("etc/passwd"), testutil.Fifo("etc/group")}
 	})
-	const knownFifoPasswd = "executor/copier/owner.go opens /etc/passwd and /etc/group without O_NONBLOCK: the build hangs until killed"
-	for _, fp := range []struct{ name, steps, known string }{
-		{"COPY --chown=name", "COPY --chown=nobody f /f\n", knownFifoPasswd},
-		{"COPY --chown=name:group", "COPY --chown=nobody:nogroup f /f\n", knownFifoPasswd},
-		{"USER name + WORKDIR", "USER nobody\nWORKDIR /w\n", knownFifoPasswd},
-		{"USER name + RUN", "USER nobody\nRUN true\n", ""},
-		{"USER name:group + RUN", "USER nobody:nogroup\nRUN true\n", ""},
+	for _, fp := range []struct{ name, steps string }{
+		{"COPY --chown=name", "COPY --chown=nobody f /f\n"},
+		{"COPY --chown=name:group", "COPY --chown=nobody:nogroup f /f\n"},
+		{"USER name + WORKDIR", "USER nobody\nWORKDIR /w\n"},
+		{"USER name + RUN", "USER nobody\nRUN true\n"},
+		{"USER name:group + RUN", "USER nobody:nogroup\nRUN true\n"},
 	} {
 		cases = append(cases, escCase{
-			name:        "FIFO passwd and group - " + fp.name,
-			class:       "FIFO /etc/passwd and /etc/group",
-			layers:      fifoPasswd,
-			dockerfile:  "FROM {{IMG}}\n" + fp.steps,
-			files:       map[string]string{"f": "x\n"},
-			deadline:    60 * time.Second,
-			knownEscape: fp.known,
+			name:       "FIFO passwd and group - " + fp.name,
+			class:      "FIFO /etc/passwd and /etc/group",
+			layers:     fifoPasswd,
+			dockerfile: "FROM {{IMG}}\n" + fp.steps,
+			files:      map[string]string{"f": "x\n"},
+			deadline:   60 * time.Second,
 		})
 	}
 
