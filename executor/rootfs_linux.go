@@ -2,8 +2,10 @@ package executor
 
 import (
 	"fmt"
+	"github.com/kiln-build/kiln/rooted"
 	"io/fs"
 	"os"
+	"path"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -310,13 +312,26 @@ func mountPoint(merged string, m rootMount) (string, error) {
 	if exists {
 		return dst, nil
 	}
-	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+	// Created through rooted, which refuses a symlink anywhere on the way:
+	// rel is symlink-free, so dst names exactly what was created.
+	root, err := rooted.Open(merged)
+	if err != nil {
 		return "", fmt.Errorf("creating mount point %s: %w", m.target, err)
 	}
+	defer root.Close()
+	parent, err := root.MkdirAll(path.Dir("/"+rel), 0o755, nil)
+	if err != nil {
+		return "", fmt.Errorf("creating mount point %s: %w", m.target, err)
+	}
+	defer parent.Close()
+	name := path.Base(rel)
 	if m.dir {
-		err = os.Mkdir(dst, 0o755)
+		err = parent.Mkdir(name, 0o755)
 	} else {
-		err = os.WriteFile(dst, nil, 0o644)
+		var f *os.File
+		if f, err = parent.Open(name, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL, 0o644); err == nil {
+			err = f.Close()
+		}
 	}
 	if err != nil {
 		return "", fmt.Errorf("creating mount point %s: %w", m.target, err)
