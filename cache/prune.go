@@ -333,18 +333,7 @@ func (s *Store) apply(ctx context.Context, inv *inventory, p *prunePlan) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		trash, err := os.MkdirTemp(s.tmp(), "prune-")
-		if err != nil {
-			return err
-		}
-		if err := os.Rename(dir, filepath.Join(trash, "layer")); err != nil {
-			os.Remove(trash)
-			return err
-		}
-		if err := syncDir(s.layersDir()); err != nil {
-			return err
-		}
-		if err := os.RemoveAll(trash); err != nil {
+		if err := s.removeLayerDir(dir, "prune-"); err != nil {
 			return err
 		}
 	}
@@ -387,4 +376,23 @@ func (s *Store) apply(ctx context.Context, inv *inventory, p *prunePlan) error {
 		return syncDir(s.blobDir())
 	}
 	return nil
+}
+
+// removeLayerDir takes a layer directory out of sight in one rename (into
+// a scratch directory named with prefix), makes that rename durable, then
+// deletes it at leisure: a crash in the middle never leaves a half-deleted
+// layer where a build would find it.
+func (s *Store) removeLayerDir(dir, prefix string) error {
+	trash, err := os.MkdirTemp(s.tmp(), prefix)
+	if err != nil {
+		return err
+	}
+	if err := os.Rename(dir, filepath.Join(trash, "layer")); err != nil {
+		os.Remove(trash)
+		return err
+	}
+	if err := syncDir(s.layersDir()); err != nil {
+		return err
+	}
+	return os.RemoveAll(trash)
 }

@@ -293,18 +293,7 @@ func (s *Store) repair(ctx context.Context, rep *VerifyReport, plan *repairPlan)
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		trash, err := os.MkdirTemp(s.tmp(), "repair-")
-		if err != nil {
-			return err
-		}
-		if err := os.Rename(dir, filepath.Join(trash, "layer")); err != nil {
-			os.Remove(trash)
-			return err
-		}
-		if err := syncDir(s.layersDir()); err != nil {
-			return err
-		}
-		if err := os.RemoveAll(trash); err != nil {
+		if err := s.removeLayerDir(dir, "repair-"); err != nil {
 			return err
 		}
 	}

@@ -3,9 +3,9 @@ package executor
 import (
 	"errors"
 	"fmt"
+	"github.com/kiln-build/kiln/internal/mountinfo"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -173,31 +173,12 @@ func mountsBelow(dir string) ([]string, error) {
 		if len(f) < 5 {
 			continue
 		}
-		p := unescapeMountinfo(f[4])
+		p := mountinfo.Unescape(f[4])
 		if p == dir || strings.HasPrefix(p, dir+"/") {
 			points = append(points, p)
 		}
 	}
 	return points, nil
-}
-
-// unescapeMountinfo undoes the octal escapes of /proc/self/mountinfo.
-func unescapeMountinfo(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
 
 // nodevBelow remounts every mount at and below root nodev, but the
@@ -221,7 +202,7 @@ func nodevBelow(root string) error {
 		if !ok || len(fields) < 5 || len(tail) < 2 {
 			continue
 		}
-		e := entry{point: unescapeMountinfo(fields[4]), fstype: tail[0], source: tail[1]}
+		e := entry{point: mountinfo.Unescape(fields[4]), fstype: tail[0], source: tail[1]}
 		if e.point != root && !strings.HasPrefix(e.point, root+"/") {
 			continue
 		}

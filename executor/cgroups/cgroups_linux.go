@@ -11,6 +11,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/kiln-build/kiln/internal/mountinfo"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -237,7 +238,7 @@ func cgroupMounts() (map[string]cgroupMount, error) {
 		if len(fields) < 5 || len(tail) < 3 {
 			continue
 		}
-		m := cgroupMount{root: fields[3], point: unescapeMountinfo(fields[4])}
+		m := cgroupMount{root: fields[3], point: mountinfo.Unescape(fields[4])}
 		switch tail[0] {
 		case "cgroup2":
 			if _, seen := out[""]; !seen {
@@ -252,25 +253,6 @@ func cgroupMounts() (map[string]cgroupMount, error) {
 		}
 	}
 	return out, sc.Err()
-}
-
-// unescapeMountinfo undoes the octal escapes of /proc/self/mountinfo.
-func unescapeMountinfo(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
 
 // Limits are the resource limits of a step; zero values leave the

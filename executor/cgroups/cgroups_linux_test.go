@@ -39,14 +39,6 @@ func TestRemoveStale(t *testing.T) {
 	}
 }
 
-func TestUnescapeMountinfo(t *testing.T) {
-	for in, want := range map[string]string{`/a\040b`: "/a b", `/plain`: "/plain", `/tab\011x`: "/tab\tx"} {
-		if got := unescapeMountinfo(in); got != want {
-			t.Errorf("%q: %q, want %q", in, got, want)
-		}
-	}
-}
-
 // TestNewReportsRefusedFilter checks that a kernel refusing the device
 // filter (EPERM, as in a container that forbids BPF programs below it) is
 // reported, not swallowed: the caller must then guard devices itself.

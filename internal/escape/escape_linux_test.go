@@ -26,23 +26,7 @@ import (
 // cmd/kiln's own tests build it.
 var kilnBin string
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "kiln-escape-bin-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	kilnBin = filepath.Join(dir, "kiln")
-	build := exec.Command("go", "build", "-o", kilnBin, "../../cmd/kiln")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "building kiln: %v\n%s", err, out)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { testutil.RunWithKiln(m, "../../cmd/kiln", &kilnBin) }
 
 // defaultDeadline bounds a case that names none: far above what any case
 // takes, so only a hang reaches it.

@@ -1,0 +1,32 @@
+package testutil
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+)
+
+// RunWithKiln is a TestMain body for the packages whose tests run the kiln
+// binary: it builds the command in pkgDir (static, as CI and users run it)
+// into a temporary directory, stores its path in *bin, runs the tests and
+// removes the binary. It does not return.
+func RunWithKiln(m *testing.M, pkgDir string, bin *string) {
+	dir, err := os.MkdirTemp("", "kiln-test-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	*bin = filepath.Join(dir, "kiln")
+	build := exec.Command("go", "build", "-o", *bin, pkgDir)
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "building kiln: %v\n%s", err, out)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
