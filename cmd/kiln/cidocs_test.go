@@ -62,6 +62,33 @@ func TestCIExamples(t *testing.T) {
 			}
 		})
 	}
+	t.Run("ci.md", func(t *testing.T) {
+		md, err := os.ReadFile(filepath.Join(ciDir, "..", "ci.md"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The page shows the files as they are.
+		for _, f := range []string{"github-actions.yml", "gitlab-ci.yml", "kubernetes-job.yaml", "kubernetes-job-privileged.yaml", "Dockerfile"} {
+			b, err := os.ReadFile(filepath.Join(ciDir, f))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(string(md), "\n"+string(b)+"```\n") {
+				t.Errorf("docs/ci.md does not show docs/ci/%s as it is", f)
+			}
+		}
+		// And its shell examples are real kiln commands.
+		n := 0
+		for _, block := range shBlock.FindAllStringSubmatch(string(md), -1) {
+			for _, args := range kilnCommands(t, block[1]) {
+				checkKilnCommand(t, args)
+				n++
+			}
+		}
+		if n == 0 {
+			t.Error("no kiln command in the sh blocks of docs/ci.md")
+		}
+	})
 	t.Run("Dockerfile", func(t *testing.T) {
 		src, err := os.ReadFile(filepath.Join(ciDir, "Dockerfile"))
 		if err != nil {
@@ -161,7 +188,13 @@ func gitlabCommands(t *testing.T, doc []byte) [][]string {
 	var cmds [][]string
 	jobs := 0
 	for name, n := range top {
-		if name == "stages" || name == "variables" || name == "default" || name == "workflow" || strings.HasPrefix(name, ".") {
+		if strings.HasPrefix(name, ".") {
+			continue // a template
+		}
+		if slices.Contains(gitlabKeywords, name) {
+			if name != "stages" && name != "variables" && name != "default" && name != "workflow" {
+				t.Errorf("top-level %s: a job name here would be taken as the global keyword", name)
+			}
 			continue
 		}
 		var job struct {
@@ -313,6 +346,12 @@ func kilnCommands(t *testing.T, script string) [][]string {
 	}
 	return out
 }
+
+// gitlabKeywords are GitLab CI's global keywords, which no job may be
+// named.
+var gitlabKeywords = []string{"default", "include", "stages", "variables", "workflow", "image", "services", "cache", "before_script", "after_script", "spec"}
+
+var shBlock = regexp.MustCompile("(?s)```sh\n(.*?)```")
 
 var assignment = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*=`)
 
