@@ -16,7 +16,7 @@ import (
 // --pull (pull true) the registry alone.
 func imageResolver(store *cache.Store, remote planner.ImageResolver, pull bool) planner.ImageResolver {
 	if pull {
-		return &registryFirst{store: store, next: remote, seen: map[string]*resolved{}}
+		return &registryOnly{store: store, next: remote, seen: map[string]*resolved{}}
 	}
 	return storeFirst{store: store, next: remote}
 }
@@ -48,13 +48,13 @@ func (r storeFirst) Resolve(ctx context.Context, ref string) (v1.Image, string, 
 	return r.next.Resolve(ctx, ref)
 }
 
-// registryFirst is --pull: every name is resolved against its registry,
+// registryOnly is --pull: every name is resolved against its registry,
 // whatever kiln's store holds under it, so a tag moved in the registry is
 // seen by a runner whose store still has the old image; a name the
 // registry lacks is an error even when the store has it, as BuildKit's
 // pull mode does. Each name is resolved once per build, so two stages
 // FROM the same tag cannot see two images if the tag moves mid-build.
-type registryFirst struct {
+type registryOnly struct {
 	store *cache.Store
 	next  planner.ImageResolver
 
@@ -69,7 +69,7 @@ type resolved struct {
 	err       error
 }
 
-func (r *registryFirst) Resolve(ctx context.Context, ref string) (v1.Image, string, error) {
+func (r *registryOnly) Resolve(ctx context.Context, ref string) (v1.Image, string, error) {
 	r.mu.Lock()
 	res, ok := r.seen[ref]
 	if !ok {
