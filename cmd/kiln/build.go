@@ -27,6 +27,7 @@ type buildFlags struct {
 	noCacheFilter, secrets                             []string
 	onError                                            string
 	jobs                                               int
+	pull                                               bool // --pull: see imageResolver
 	sandbox                                            func() (executor.Sandbox, error)
 	registry                                           *registryOptions
 }
@@ -61,6 +62,7 @@ func newBuildCmd(root *string) *cobra.Command {
 	fl.StringArrayVar(&f.buildArgs, "build-arg", nil, "set a build argument: K=V, or K to take it from the environment (repeatable)")
 	fl.StringVar(&f.target, "target", "", "build this stage (default: the last one)")
 	fl.BoolVar(&f.noCache, "no-cache", false, "do not reuse any step from the cache")
+	fl.BoolVar(&f.pull, "pull", false, "resolve every image FROM, COPY --from and RUN --mount from= name in the registry, even if kiln's store has an image of that name")
 	fl.StringArrayVar(&f.noCacheFilter, "no-cache-filter", nil, "do not reuse the steps of this stage (repeatable)")
 	fl.BoolVar(&f.explainCache, "explain-cache", false, "for each step that runs, say which of its inputs changed since the last build")
 	fl.StringArrayVar(&f.secrets, "secret", nil, "expose a secret to RUN --mount=type=secret: id=ID,src=FILE or id=ID,env=VAR (repeatable)")
@@ -186,7 +188,7 @@ func runBuild(cmd *cobra.Command, root, contextDir string, f buildFlags) error {
 		Labels:     labels,
 		Network:    f.network,
 		Store:      store,
-		Resolver:   storeFirst{store: store, next: resolver},
+		Resolver:   imageResolver(store, resolver, f.pull),
 		Sandbox:    sandbox,
 		Progress:   printer,
 

@@ -3,12 +3,23 @@ package main
 import (
 	"context"
 	"fmt"
+	"sync"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/kiln-build/kiln/cache"
 	"github.com/kiln-build/kiln/planner"
 )
+
+// imageResolver is how a build finds the images its FROM, COPY --from and
+// RUN --mount from= name: kiln's store first, then the registry; with
+// --pull (pull true) the registry alone.
+func imageResolver(store *cache.Store, remote planner.ImageResolver, pull bool) planner.ImageResolver {
+	if pull {
+		return &registryOnly{store: store, next: remote, seen: map[string]*resolved{}}
+	}
+	return storeFirst{store: store, next: remote}
+}
 
 // storeFirst resolves FROM and COPY --from names in kiln's own store before
 // any registry, as podman and buildah do: an image built with -t NAME (or
@@ -35,4 +46,48 @@ func (r storeFirst) Resolve(ctx context.Context, ref string) (v1.Image, string, 
 		return img, name + "@" + d.String(), nil
 	}
 	return r.next.Resolve(ctx, ref)
+}
+
+// registryOnly is --pull: every name is resolved against its registry,
+// whatever kiln's store holds under it, so a tag moved in the registry is
+// seen by a runner whose store still has the old image; a name the
+// registry lacks is an error even when the store has it, as BuildKit's
+// pull mode does. Each name is resolved once per build, so two stages
+// FROM the same tag cannot see two images if the tag moves mid-build.
+type registryOnly struct {
+	store *cache.Store
+	next  planner.ImageResolver
+
+	mu   sync.Mutex
+	seen map[string]*resolved
+}
+
+type resolved struct {
+	once      sync.Once
+	img       v1.Image
+	canonical string
+	err       error
+}
+
+func (r *registryOnly) Resolve(ctx context.Context, ref string) (v1.Image, string, error) {
+	r.mu.Lock()
+	res, ok := r.seen[ref]
+	if !ok {
+		res = &resolved{}
+		r.seen[ref] = res
+	}
+	r.mu.Unlock()
+	res.once.Do(func() {
+		res.img, res.canonical, res.err = r.next.Resolve(ctx, ref)
+		if res.err == nil {
+			return
+		}
+		// The store's copy is not a fallback (that would hide a base that
+		// vanished from the registry), but saying it exists tells the user
+		// why a build that worked without --pull fails with it.
+		if _, local, err := r.store.Image(ref); err == nil && local {
+			res.err = fmt.Errorf("%w (--pull asks the registry only; kiln's store has an image named %s: build without --pull to use it)", res.err, ref)
+		}
+	})
+	return res.img, res.canonical, res.err
 }
