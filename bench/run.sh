@@ -28,6 +28,8 @@
 #   BENCH_BUILDKIT=0  skip BuildKit even if it answers
 #   BENCH_ONLY=run    only the RUN workloads (2. and 4.), e.g. to try the
 #                     script quickly
+#   BENCH_FLEET=0     skip the fleet benchmark (bench/fleet: FLEET_RUNNERS
+#                     empty stores in a row sharing a registry cache)
 #   BENCH_GO=1        also run the Go micro-benchmarks of the hot paths
 #                     (context hashing, layer tar, commit = tar+gzip+sync,
 #                     pull, RUN, store lookups), to locate a regression
@@ -277,6 +279,39 @@ cpu=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
 	echo "(warm rows: median of $RUNS runs; load average $load_before before, $(cut -d' ' -f1-3 /proc/loadavg) after:"
 	echo " other work on the machine skews both builders; compare ratios from one run; logs in $logs)"
 } | tee "$work/results.txt"
+
+# --- the fleet (issue 10): N empty stores in a row sharing a registry cache --
+# bench/fleet starts its own docker-registry on 127.0.0.1 and counts what
+# each runner moves through a proxy in front of it. Two workloads: the
+# 10k-file context, and a build whose RUN fills a cache mount (a stand-in for
+# a Go module or apt cache: slow to fill, fast when warm) and changes with
+# every runner's commit. BENCH_FLEET=0 skips it.
+if [ "${BENCH_ONLY:-}" != run ] && [ "${BENCH_FLEET:-1}" != 0 ]; then
+	fleetctx=$work/fleet-mounts
+	rm -rf "$fleetctx"
+	mkdir -p "$fleetctx/src"
+	printf 'package main\n' >"$fleetctx/src/main.go"
+	cat >"$fleetctx/Dockerfile" <<'EOF'
+ARG BASE
+FROM $BASE
+COPY src /src
+# "Downloading modules": 3 s and 60 MB, only into a cold cache.
+RUN --mount=type=cache,id=modules,target=/cache \
+	if [ ! -e /cache/warm ]; then \
+		i=0; while [ $i -lt 300 ]; do head -c 200000 /dev/urandom > /cache/m$i; i=$((i+1)); done; \
+		sleep 3; touch /cache/warm; \
+	fi; cat /cache/m1 /src/* | md5sum > /out
+EOF
+	bkflags=()
+	if [ $bk = 1 ]; then bkflags=(-buildctl "$BUILDCTL" -buildkit-addr "$BUILDKIT_ADDR"); fi
+	fleet=(go run ./bench/fleet -kiln "$KILN" -runners "${FLEET_RUNNERS:-4}" "${bkflags[@]}")
+	echo
+	(cd "$repo" && "${fleet[@]}" -label "10k files" -work "$work/fleet-10k" -context "$ctx10k" -f "$work/df/10k/Dockerfile") |
+		tee -a "$work/results.txt"
+	echo
+	(cd "$repo" && "${fleet[@]}" -label "cache mount, a commit per runner" -work "$work/fleet-mounts-run" -context "$fleetctx" -change src/commit.txt) |
+		tee -a "$work/results.txt"
+fi
 
 if [ "${BENCH_GO:-0}" = 1 ]; then
 	echo

@@ -1,0 +1,378 @@
+// Command fleet is the fleet benchmark of issue 10: a CI fleet is a row of
+// runners that each start with an empty store and share one registry, so it
+// builds the same context with N empty --roots one after another, all with
+// the same --cache-from/--cache-to against Debian's docker-registry on
+// 127.0.0.1, and prints per runner the wall time, the bytes it downloaded and
+// uploaded (counted by a proxy in front of the registry) and the steps it
+// ran. When BuildKit answers (buildctl), it measures BuildKit the same way
+// (its state pruned before each runner, --import-cache/--export-cache
+// type=registry,mode=max) and prints the ratio.
+//
+// Last, one more kiln runner repeats the build with the previous runner's
+// store: its cache export must upload nothing and leave the cache's digest
+// where it was.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+
+	"github.com/kiln-build/kiln/internal/testutil"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "fleet:", err)
+		os.Exit(1)
+	}
+}
+
+type config struct {
+	kiln, work, context, dockerfile string
+	runners                         int
+	buildctl, buildkitAddr          string
+	label                           string
+	// change, when set, is a file of the context each runner rewrites
+	// first: a new commit per runner, as a fleet sees, so the steps after
+	// it run again and only cache mounts can make them fast.
+	change string
+}
+
+func run() error {
+	var c config
+	flag.StringVar(&c.kiln, "kiln", "bin/kiln", "the kiln binary")
+	flag.StringVar(&c.work, "work", "/var/tmp/kiln-fleet", "work directory (stores, registry data, logs)")
+	flag.StringVar(&c.context, "context", "", "the build context (required)")
+	flag.StringVar(&c.dockerfile, "f", "", "the Dockerfile (default CONTEXT/Dockerfile); ARG BASE names the base image")
+	flag.IntVar(&c.runners, "runners", 4, "runners, each with an empty store")
+	flag.StringVar(&c.buildctl, "buildctl", "", "buildctl binary; empty or not answering skips BuildKit")
+	flag.StringVar(&c.buildkitAddr, "buildkit-addr", "unix:///tmp/peers/buildkitd.sock", "buildkitd address")
+	flag.StringVar(&c.label, "label", "workload", "the workload's name in the table")
+	flag.StringVar(&c.change, "change", "", "a file in the context each runner rewrites first (a new commit per runner)")
+	flag.Parse()
+	if c.context == "" {
+		return errors.New("-context is required")
+	}
+	if c.dockerfile == "" {
+		c.dockerfile = filepath.Join(c.context, "Dockerfile")
+	}
+	if err := os.RemoveAll(c.work); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Join(c.work, "logs"), 0o755); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+
+	regHost, stop, err := startRegistry(ctx, c.work)
+	if err != nil {
+		return err
+	}
+	defer stop()
+	proxy, err := startCountingProxy(regHost)
+	if err != nil {
+		return err
+	}
+	if err := pushBase(regHost); err != nil {
+		return err
+	}
+	host := proxy.host
+	// Runners reach the base through the proxy too: a push can mount a
+	// layer only from the registry (host name) it pushes to.
+	base := host + "/library/busybox:latest"
+	cacheRef := host + "/fleet/cache:main"
+	imageRef := host + "/fleet/app:latest"
+
+	fmt.Printf("fleet: %s, %d runners, registry %s (docker-registry), base %s\n", c.label, c.runners, regHost, base)
+	fmt.Printf("%-28s %9s %12s %12s %6s\n", "runner", "time (s)", "down (MB)", "up (MB)", "steps")
+	var kilnLater []float64
+	for i := 1; i <= c.runners; i++ {
+		if err := c.commit(i); err != nil {
+			return err
+		}
+		root := filepath.Join(c.work, fmt.Sprintf("root%d", i))
+		r, err := kilnRunner(ctx, c, proxy, root, base, cacheRef, imageRef, fmt.Sprintf("kiln-%d", i))
+		if err != nil {
+			return err
+		}
+		r.print(fmt.Sprintf("kiln runner %d", i))
+		if i > 1 {
+			kilnLater = append(kilnLater, r.seconds)
+		}
+	}
+	// The last runner again, on its own store: nothing changed, so the
+	// cache export must write nothing.
+	before, _ := digestOf(cacheRef)
+	r, err := kilnRunner(ctx, c, proxy, filepath.Join(c.work, fmt.Sprintf("root%d", c.runners)), base, cacheRef, imageRef, "kiln-again")
+	if err != nil {
+		return err
+	}
+	after, _ := digestOf(cacheRef)
+	r.print("kiln, unchanged re-export")
+	same := "unchanged"
+	if before != after {
+		same = fmt.Sprintf("CHANGED %s -> %s", before, after)
+	}
+	fmt.Printf("cache digest across the unchanged re-export: %s (%s)\n", same, after)
+
+	if c.buildctl == "" || exec.Command(c.buildctl, "--addr", c.buildkitAddr, "debug", "workers").Run() != nil {
+		fmt.Println("BuildKit: not running (../shared/conformance/peers.sh starts it); no ratio")
+		return nil
+	}
+	var bkLater []float64
+	bkCache := host + "/fleet/bkcache:main"
+	for i := 1; i <= c.runners; i++ {
+		if err := c.commit(i); err != nil {
+			return err
+		}
+		r, err := buildkitRunner(ctx, c, proxy, base, bkCache, host+"/fleet/bkapp:latest", fmt.Sprintf("buildkit-%d", i))
+		if err != nil {
+			return err
+		}
+		r.print(fmt.Sprintf("BuildKit runner %d", i))
+		if i > 1 {
+			bkLater = append(bkLater, r.seconds)
+		}
+	}
+	k, b := sum(kilnLater), sum(bkLater)
+	if b > 0 {
+		fmt.Printf("runners 2–%d: kiln %.2f s, BuildKit %.2f s: %.2f× (target ≤0.3×)\n", c.runners, k, b, k/b)
+	}
+	return nil
+}
+
+// commit makes runner i's version of the context.
+func (c config) commit(i int) error {
+	if c.change == "" {
+		return nil
+	}
+	return os.WriteFile(filepath.Join(c.context, c.change), []byte(fmt.Sprintf("commit %d\n", i)), 0o644)
+}
+
+func sum(xs []float64) float64 {
+	t := 0.0
+	for _, x := range xs {
+		t += x
+	}
+	return t
+}
+
+type runnerResult struct {
+	seconds  float64
+	down, up int64
+	steps    int
+}
+
+func (r runnerResult) print(label string) {
+	fmt.Printf("%-28s %9.2f %12.2f %12.2f %6d\n", label, r.seconds, float64(r.down)/1e6, float64(r.up)/1e6, r.steps)
+}
+
+func kilnRunner(ctx context.Context, c config, p *countingProxy, root, base, cacheRef, imageRef, logName string) (runnerResult, error) {
+	args := []string{"build", "--root", root, "--progress=plain", "-f", c.dockerfile,
+		"--build-arg", "BASE=" + base,
+		"--cache-from", "type=registry,ref=" + cacheRef,
+		"--cache-to", "type=registry,ref=" + cacheRef + ",mode=max",
+		"-t", imageRef, "--push", c.context}
+	return measure(ctx, p, filepath.Join(c.work, "logs", logName+".log"), countKilnSteps, c.kiln, args...)
+}
+
+func buildkitRunner(ctx context.Context, c config, p *countingProxy, base, cacheRef, imageRef, logName string) (runnerResult, error) {
+	// A fresh runner: nothing of the previous builds in BuildKit's state.
+	if out, err := exec.CommandContext(ctx, c.buildctl, "--addr", c.buildkitAddr, "prune", "--all").CombinedOutput(); err != nil {
+		return runnerResult{}, fmt.Errorf("buildctl prune: %v\n%s", err, out)
+	}
+	args := []string{"--addr", c.buildkitAddr, "build", "--progress=plain",
+		"--frontend", "dockerfile.v0",
+		"--local", "context=" + c.context, "--local", "dockerfile=" + filepath.Dir(c.dockerfile),
+		"--opt", "filename=" + filepath.Base(c.dockerfile),
+		"--opt", "build-arg:BASE=" + base,
+		"--import-cache", "type=registry,ref=" + cacheRef + ",registry.insecure=true",
+		"--export-cache", "type=registry,ref=" + cacheRef + ",mode=max,registry.insecure=true",
+		"--output", "type=image,name=" + imageRef + ",push=true,registry.insecure=true"}
+	return measure(ctx, p, filepath.Join(c.work, "logs", logName+".log"), countBuildkitSteps, c.buildctl, args...)
+}
+
+func measure(ctx context.Context, p *countingProxy, logPath string, steps func(string) int, bin string, args ...string) (runnerResult, error) {
+	p.reset()
+	start := time.Now()
+	out, err := exec.CommandContext(ctx, bin, args...).CombinedOutput()
+	elapsed := time.Since(start)
+	os.WriteFile(logPath, out, 0o644)
+	if err != nil {
+		return runnerResult{}, fmt.Errorf("%s %s: %v (log %s)\n%s", bin, strings.Join(args, " "), err, logPath, tail(string(out), 30))
+	}
+	return runnerResult{seconds: elapsed.Seconds(), down: p.down.Load(), up: p.up.Load(), steps: steps(string(out))}, nil
+}
+
+var stepHeader = regexp.MustCompile(`(?m)^#(\d+) \[[^\]]*\] (RUN|COPY|ADD|WORKDIR)\b`)
+
+// countKilnSteps counts the steps a kiln build ran: step headers whose
+// number never reads CACHED.
+func countKilnSteps(log string) int { return countSteps(log) }
+
+// countBuildkitSteps is the same on BuildKit's plain progress, which kiln's
+// copies.
+func countBuildkitSteps(log string) int { return countSteps(log) }
+
+func countSteps(log string) int {
+	cached := map[string]bool{}
+	for _, m := range regexp.MustCompile(`(?m)^#(\d+) CACHED`).FindAllStringSubmatch(log, -1) {
+		cached[m[1]] = true
+	}
+	seen := map[string]bool{}
+	n := 0
+	for _, m := range stepHeader.FindAllStringSubmatch(log, -1) {
+		if seen[m[1]] || cached[m[1]] {
+			continue
+		}
+		seen[m[1]] = true
+		n++
+	}
+	return n
+}
+
+func tail(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// countingProxy forwards to the registry and counts blob bytes: what
+// clients download (GET of blobs) and upload (bodies of PATCH/PUT/POST).
+type countingProxy struct {
+	host     string
+	down, up atomic.Int64
+}
+
+func (p *countingProxy) reset() { p.down.Store(0); p.up.Store(0) }
+
+func startCountingProxy(target string) (*countingProxy, error) {
+	u, err := url.Parse("http://" + target)
+	if err != nil {
+		return nil, err
+	}
+	p := &countingProxy{}
+	rp := httputil.NewSingleHostReverseProxy(u)
+	rp.ModifyResponse = func(resp *http.Response) error {
+		if resp.Request.Method == http.MethodGet && strings.Contains(resp.Request.URL.Path, "/blobs/") {
+			resp.Body = &countingReader{ReadCloser: resp.Body, n: &p.down}
+		}
+		return nil
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	p.host = l.Addr().String()
+	go http.Serve(l, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Body != nil && (r.Method == http.MethodPatch || r.Method == http.MethodPut || r.Method == http.MethodPost) && strings.Contains(r.URL.Path, "/blobs/") {
+			r.Body = &countingReader{ReadCloser: r.Body, n: &p.up}
+		}
+		rp.ServeHTTP(w, r)
+	}))
+	return p, nil
+}
+
+type countingReader struct {
+	io.ReadCloser
+	n *atomic.Int64
+}
+
+func (c *countingReader) Read(b []byte) (int, error) {
+	n, err := c.ReadCloser.Read(b)
+	c.n.Add(int64(n))
+	return n, err
+}
+
+// startRegistry runs Debian's docker-registry on a free loopback port.
+func startRegistry(ctx context.Context, work string) (string, func(), error) {
+	const bin = "/usr/bin/docker-registry"
+	if _, err := os.Stat(bin); err != nil {
+		return "", nil, fmt.Errorf("needs Debian's docker-registry: apt-get install docker-registry")
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, err
+	}
+	host := l.Addr().String()
+	l.Close()
+	cfg := fmt.Sprintf("version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: %s\n  delete:\n    enabled: true\nhttp:\n  addr: %s\n  secret: kiln-fleet\n",
+		filepath.Join(work, "registry"), host)
+	cfgPath := filepath.Join(work, "registry.yml")
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
+		return "", nil, err
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	cmd := exec.CommandContext(cctx, bin, "serve", cfgPath)
+	logf, err := os.Create(filepath.Join(work, "logs", "registry.log"))
+	if err != nil {
+		cancel()
+		return "", nil, err
+	}
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		cancel()
+		return "", nil, err
+	}
+	stop := func() { cancel(); cmd.Wait(); logf.Close() }
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		resp, err := http.Get("http://" + host + "/v2/")
+		if err == nil {
+			resp.Body.Close()
+			return host, stop, nil
+		}
+	}
+	stop()
+	return "", nil, fmt.Errorf("docker-registry did not answer on %s", host)
+}
+
+// pushBase pushes the busybox test base (Debian's busybox-static) straight
+// to the registry, past the proxy: the base is the fleet's, not a runner's.
+func pushBase(host string) error {
+	img, err := testutil.NewBusyboxImage()
+	if err != nil {
+		return fmt.Errorf("making the busybox base: %w", err)
+	}
+	ref := host + "/library/busybox:latest"
+	r, err := name.ParseReference(ref, name.Insecure)
+	if err != nil {
+		return err
+	}
+	if err := remote.Write(r, img); err != nil {
+		return fmt.Errorf("pushing %s: %w", ref, err)
+	}
+	return nil
+}
+
+// digestOf is the manifest digest ref names now ("" when none).
+func digestOf(ref string) (string, error) {
+	r, err := name.ParseReference(ref, name.Insecure)
+	if err != nil {
+		return "", err
+	}
+	d, err := remote.Head(r)
+	if err != nil {
+		return "", err
+	}
+	return d.Digest.String(), nil
+}
