@@ -113,6 +113,11 @@ func runBuild(cmd *cobra.Command, root, contextDir string, f buildFlags) error {
 	if err != nil {
 		return &usageError{err}
 	}
+	propagateSourceDateEpoch(buildArgs)
+	keepTimes, err := keepTimestamps(outputs)
+	if err != nil {
+		return err
+	}
 
 	dfPath := f.file
 	if dfPath == "" {
@@ -197,6 +202,8 @@ func runBuild(cmd *cobra.Command, root, contextDir string, f buildFlags) error {
 		Jobs:          f.jobs,
 		Secrets:       secrets,
 		KeepFailedDir: keepDir(f.onError, store.Root, printer.ID),
+
+		KeepTimestamps: keepTimes, // rewrite-timestamp=false
 	})
 	if err != nil {
 		return err
