@@ -87,6 +87,7 @@ type Result struct {
 	Config    dockerspec.DockerOCIImage
 	RawConfig []byte
 	Layers    []cache.LayerInfo
+	Epoch     *time.Time // SOURCE_DATE_EPOCH of the build, if set
 }
 
 // build is the state of one Build call.
@@ -474,7 +475,7 @@ func (b *build) finalize(target *stage) (*Result, error) {
 	if err != nil {
 		return nil, fmt.Errorf("encoding image config: %w", err)
 	}
-	return &Result{Config: img, RawConfig: raw, Layers: append([]cache.LayerInfo(nil), target.layers...)}, nil
+	return &Result{Config: img, RawConfig: raw, Layers: append([]cache.LayerInfo(nil), target.layers...), Epoch: b.epoch}, nil
 }
 
 // fileExists reports whether p exists (used for optional files).

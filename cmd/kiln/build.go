@@ -208,6 +208,7 @@ func runBuild(cmd *cobra.Command, root, contextDir string, f buildFlags) error {
 	if err != nil {
 		return err
 	}
+	warnRewriteWithoutEpoch(printer.Messages(), outputs, res.Epoch)
 	for _, out := range outputs {
 		out.Pusher = f.registry
 		layers := res.Layers

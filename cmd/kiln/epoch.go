@@ -1,7 +1,10 @@
 package main
 
 import (
+	"fmt"
+	"io"
 	"os"
+	"time"
 
 	"github.com/kiln-build/kiln/export"
 )
@@ -38,4 +41,18 @@ func keepTimestamps(outputs []export.Output) (bool, error) {
 		seen = &on
 	}
 	return seen != nil && !*seen, nil
+}
+
+// warnRewriteWithoutEpoch says, as BuildKit does, that rewrite-timestamp=true
+// did nothing because the build had no SOURCE_DATE_EPOCH.
+func warnRewriteWithoutEpoch(w io.Writer, outputs []export.Output, epoch *time.Time) {
+	if epoch != nil {
+		return
+	}
+	for _, out := range outputs {
+		if on, _, _ := export.RewriteTimestamp(out); on {
+			fmt.Fprintln(w, "WARNING: rewrite-timestamp=true does nothing without SOURCE_DATE_EPOCH: set it with --build-arg SOURCE_DATE_EPOCH=SECONDS or in the environment")
+			return
+		}
+	}
 }

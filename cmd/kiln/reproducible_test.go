@@ -356,6 +356,13 @@ func TestReproducibleSettings(t *testing.T) {
 			t.Errorf("exit %d, want the digest %s:\n%s", code, want, log)
 		}
 	})
+	t.Run("rewrite-timestamp=true without an epoch", func(t *testing.T) {
+		d := t.TempDir()
+		log, code := kilnEnv(t, nil, "build", "--root", root, "--progress=plain", "-o", "type=oci,dest="+d+"/a.tar,rewrite-timestamp=true", ctx())
+		if code != 0 || !strings.Contains(log, "WARNING: rewrite-timestamp=true does nothing without SOURCE_DATE_EPOCH") {
+			t.Errorf("exit %d, want success with a warning:\n%s", code, log)
+		}
+	})
 	t.Run("outputs disagree", func(t *testing.T) {
 		d := t.TempDir()
 		args := append([]string{"build", "--root", root, "-o", "type=oci,dest=" + d + "/a.tar,rewrite-timestamp=false", "-o", "type=oci,dest=" + d + "/b.tar,rewrite-timestamp=true"}, epochArg(reproEpoch)...)
