@@ -37,6 +37,13 @@ import (
 // On success dir is gone: moved into the store or removed. On error it is
 // left for the caller to remove.
 func (s *Store) CommitDir(ctx context.Context, dir string) (info LayerInfo, empty bool, err error) {
+	return s.CommitDirWith(ctx, dir, layer.TarOptions{})
+}
+
+// CommitDirWith is CommitDir writing the layer tar with opt (a build under
+// SOURCE_DATE_EPOCH clamps mtimes). Only the tar changes: fs/ keeps the
+// files as the step left them.
+func (s *Store) CommitDirWith(ctx context.Context, dir string, opt layer.TarOptions) (info LayerInfo, empty bool, err error) {
 	empty, err = isEmptyDir(dir)
 	if err != nil {
 		return LayerInfo{}, false, fmt.Errorf("committing %s: %w", dir, err)
@@ -67,7 +74,7 @@ func (s *Store) CommitDir(ctx context.Context, dir string) (info LayerInfo, empt
 		list, listErr = listContents(dir)
 		synced <- syncFilesystem(dir)
 	}()
-	blob, err := s.compress(ctx, dir)
+	blob, err := s.compress(ctx, dir, opt)
 	syncErr := <-synced
 	if syncErr == nil {
 		syncErr = listErr
@@ -142,7 +149,7 @@ func (b *tempBlob) discard() {
 // compress writes the tar of dir, gzipped, to a temp blob. WriteTar runs in
 // its own goroutine through a pipe so that walking and reading files (and
 // the diffID hash) overlap with compression, the slow part.
-func (s *Store) compress(ctx context.Context, dir string) (*tempBlob, error) {
+func (s *Store) compress(ctx context.Context, dir string, opt layer.TarOptions) (*tempBlob, error) {
 	f, err := os.CreateTemp(s.tmp(), "blob-")
 	if err != nil {
 		return nil, fmt.Errorf("creating blob: %w", err)
@@ -159,23 +166,16 @@ func (s *Store) compress(ctx context.Context, dir string) (*tempBlob, error) {
 	diffHash, digestHash := sha256.New(), sha256.New()
 	bw := bufio.NewWriterSize(f, 1<<20)
 	counted := &countingWriter{w: io.MultiWriter(bw, digestHash)}
-	// Compression is where a build spends its time (DESIGN.md): pgzip
-	// compresses 1 MiB blocks on every core. Its output is deterministic
-	// for a given input, level and block size.
-	gz, err := pgzip.NewWriterLevel(counted, pgzip.DefaultCompression)
+	gz, err := newGzipWriter(counted, pgzip.DefaultCompression)
 	if err != nil {
-		return nil, fmt.Errorf("starting gzip: %w", err)
-	}
-	gz.ModTime = time.Unix(0, 0) // pgzip writes a zero time.Time as a non-zero mtime
-	if err := gz.SetConcurrency(1<<20, 2*runtime.GOMAXPROCS(0)); err != nil {
-		return nil, fmt.Errorf("starting gzip: %w", err)
+		return nil, err
 	}
 
 	pr, pw := io.Pipe()
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		pw.CloseWithError(layer.WriteTar(ctx, dir, io.MultiWriter(pw, diffHash)))
+		pw.CloseWithError(layer.WriteTarWith(ctx, dir, io.MultiWriter(pw, diffHash), opt))
 	}()
 	buf := make([]byte, 256<<10)
 	_, err = io.CopyBuffer(gz, pr, buf)
@@ -203,6 +203,30 @@ func (s *Store) compress(ctx context.Context, dir string) (*tempBlob, error) {
 	blob.digest = sum(digestHash)
 	blob.size = counted.n
 	return blob, nil
+}
+
+// gzipBlockSize is the input pgzip compresses as one block. The blocks are
+// what makes the compressed bytes what they are (each is deflated on its
+// own, primed with the previous block's last 32 KiB), so it is fixed: a
+// layer's digest must not depend on the machine. How many blocks are in
+// flight at once (the concurrency) changes only the speed.
+const gzipBlockSize = 1 << 20
+
+// newGzipWriter is kiln's one gzip encoder for layers, so that a layer
+// compressed by a commit and by a recompression to gzip give the same
+// bytes for the same tar: fixed block size, the given level, no name, a
+// zero mtime in the header. pgzip (parallel deflate) because compression
+// is where a build spends its time (DESIGN.md).
+func newGzipWriter(w io.Writer, level int) (*pgzip.Writer, error) {
+	gz, err := pgzip.NewWriterLevel(w, level)
+	if err != nil {
+		return nil, fmt.Errorf("starting gzip: %w", err)
+	}
+	gz.ModTime = time.Unix(0, 0) // pgzip writes a zero time.Time as a non-zero mtime
+	if err := gz.SetConcurrency(gzipBlockSize, 2*runtime.GOMAXPROCS(0)); err != nil {
+		return nil, fmt.Errorf("starting gzip: %w", err)
+	}
+	return gz, nil
 }
 
 func sum(h hash.Hash) v1.Hash {

@@ -10,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
-	"time"
 
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/klauspost/compress/zstd"
@@ -108,34 +107,9 @@ func (s *Store) encode(ctx context.Context, l LayerInfo, c Compression) (*tempBl
 	}()
 	digestHash, diffHash := sha256.New(), sha256.New()
 	counted := &countingWriter{w: io.MultiWriter(f, digestHash)}
-	var enc io.WriteCloser
-	var mt types.MediaType
-	switch c.Kind {
-	case "zstd":
-		level := zstd.SpeedDefault
-		if c.Level > 0 {
-			level = zstd.EncoderLevelFromZstd(c.Level)
-		}
-		zw, err := zstd.NewWriter(counted, zstd.WithEncoderLevel(level), zstd.WithEncoderConcurrency(runtime.GOMAXPROCS(0)))
-		if err != nil {
-			return nil, "", err
-		}
-		enc, mt = zw, types.OCILayerZStd
-	case "gzip":
-		level := pgzip.DefaultCompression
-		if c.Level > 0 {
-			level = c.Level
-		}
-		gz, err := pgzip.NewWriterLevel(counted, level)
-		if err != nil {
-			return nil, "", err
-		}
-		gz.ModTime = time.Unix(0, 0)
-		enc, mt = gz, types.OCILayer
-	case "uncompressed":
-		enc, mt = nopWriteCloser{counted}, types.OCIUncompressedLayer
-	default:
-		return nil, "", fmt.Errorf("unknown compression %q (want gzip, zstd or uncompressed)", c.Kind)
+	enc, mt, err := newLayerEncoder(counted, c)
+	if err != nil {
+		return nil, "", err
 	}
 	if _, err := io.Copy(io.MultiWriter(enc, diffHash), ctxReader{ctx: ctx, r: src}); err != nil {
 		return nil, "", err
@@ -155,6 +129,39 @@ func (s *Store) encode(ctx context.Context, l LayerInfo, c Compression) (*tempBl
 	ok = true
 	blob.diffID, blob.digest, blob.size = l.DiffID, sum(digestHash), counted.n
 	return blob, mt, nil
+}
+
+// newLayerEncoder starts the encoder of c writing to w. For a given input
+// its bytes depend only on c (and the codec's version), never on the
+// machine: gzip through newGzipWriter, and zstd's concurrency only lets
+// the next block start early, the stream being that of a sequential
+// encoder (TestCompressionDeterministic checks both).
+func newLayerEncoder(w io.Writer, c Compression) (io.WriteCloser, types.MediaType, error) {
+	switch c.Kind {
+	case "zstd":
+		level := zstd.SpeedDefault
+		if c.Level > 0 {
+			level = zstd.EncoderLevelFromZstd(c.Level)
+		}
+		zw, err := zstd.NewWriter(w, zstd.WithEncoderLevel(level), zstd.WithEncoderConcurrency(runtime.GOMAXPROCS(0)))
+		if err != nil {
+			return nil, "", err
+		}
+		return zw, types.OCILayerZStd, nil
+	case "gzip":
+		level := pgzip.DefaultCompression
+		if c.Level > 0 {
+			level = c.Level
+		}
+		gz, err := newGzipWriter(w, level)
+		if err != nil {
+			return nil, "", err
+		}
+		return gz, types.OCILayer, nil
+	case "uncompressed":
+		return nopWriteCloser{w}, types.OCIUncompressedLayer, nil
+	}
+	return nil, "", fmt.Errorf("unknown compression %q (want gzip, zstd or uncompressed)", c.Kind)
 }
 
 type nopWriteCloser struct{ io.Writer }

@@ -36,13 +36,13 @@ type Output struct {
 // misspelt key (tar=flase, dset=…) would otherwise write somewhere
 // unexpected.
 var keysByType = map[string][]string{
-	"oci":    {"tar", "name", "compression", "compression-level", "force-compression"},
-	"docker": {"name", "compression", "compression-level", "force-compression"},
+	"oci":    {"tar", "name", "compression", "compression-level", "force-compression", "rewrite-timestamp"},
+	"docker": {"name", "compression", "compression-level", "force-compression", "rewrite-timestamp"},
 	"local":  nil,
 	"tar":    nil,
 	// push is accepted for buildx compatibility; type=registry always
 	// pushes, type=image needs push=true (see parseOutput).
-	"registry": {"name", "push", "oci-mediatypes", "compression", "compression-level", "force-compression"},
+	"registry": {"name", "push", "oci-mediatypes", "compression", "compression-level", "force-compression", "rewrite-timestamp"},
 }
 
 // ParseOutputs parses repeated -o/--output flags in buildx syntax:
@@ -55,6 +55,8 @@ var keysByType = map[string][]string{
 //	type=registry[,name=N]          push to the -t names (or name=)
 //	type=image,push=true            the same, in buildx's other spelling
 //	…,oci-mediatypes=false          (registry) Docker schema 2 media types
+//	…,rewrite-timestamp=false       (oci, docker, registry) keep file mtimes
+//	                                under SOURCE_DATE_EPOCH
 //	DIR                             shorthand for type=local,dest=DIR
 func ParseOutputs(specs []string) ([]Output, error) {
 	outs := make([]Output, 0, len(specs))
@@ -145,6 +147,9 @@ func parseOutput(spec string) (Output, error) {
 	if err := checkCompression(out); err != nil {
 		return Output{}, err
 	}
+	if _, _, err := RewriteTimestamp(out); err != nil {
+		return Output{}, err
+	}
 	switch out.Dest {
 	case "":
 		return Output{}, fmt.Errorf("type=%s needs dest=", out.Type)
@@ -215,7 +220,7 @@ func checkRegistryOutput(out Output) (Output, error) {
 			return Output{}, fmt.Errorf("unknown key %q for type=registry", k)
 		}
 		switch k {
-		case "push", "oci-mediatypes":
+		case "push", "oci-mediatypes", "rewrite-timestamp":
 			b, err := strconv.ParseBool(v)
 			if err != nil {
 				return Output{}, fmt.Errorf("%s=%q is not a boolean", k, v)
@@ -226,6 +231,22 @@ func checkRegistryOutput(out Output) (Output, error) {
 		}
 	}
 	return out, nil
+}
+
+// RewriteTimestamp reads an image output's rewrite-timestamp= (BuildKit's
+// exporter option): whether the mtimes of files in the layers the build
+// creates are clamped to SOURCE_DATE_EPOCH. set is false when the output
+// does not say; kiln then clamps whenever the epoch is set.
+func RewriteTimestamp(out Output) (on, set bool, err error) {
+	v, ok := out.Attrs["rewrite-timestamp"]
+	if !ok {
+		return false, false, nil
+	}
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		return false, false, fmt.Errorf("rewrite-timestamp=%q is not a boolean", v)
+	}
+	return b, true, nil
 }
 
 // checkCompression validates compression= (gzip, zstd, uncompressed) and

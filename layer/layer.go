@@ -28,6 +28,7 @@ import (
 	"io"
 	"strings"
 	"sync"
+	"time"
 )
 
 const (
@@ -61,6 +62,16 @@ func keepXattr(name string) bool {
 		return true
 	}
 	return false
+}
+
+// TarOptions change how WriteTarWith writes a layer.
+type TarOptions struct {
+	// ClampMtime, when set, is the latest modification time any entry
+	// gets: a later one is written as ClampMtime (only in the tar; the
+	// files on disk keep theirs). This is SOURCE_DATE_EPOCH's rule for
+	// the layers a build creates, which makes a layer's bytes independent
+	// of when its files were written.
+	ClampMtime *time.Time
 }
 
 // EscapeError reports a tar entry or hardlink target that would resolve

@@ -28,6 +28,12 @@ import (
 // paths of a hardlinked inode become hardlinks to the first, and sockets are
 // left out. The root directory itself has no entry.
 func WriteTar(ctx context.Context, dir string, w io.Writer) error {
+	return WriteTarWith(ctx, dir, w, TarOptions{})
+}
+
+// WriteTarWith is WriteTar with options: with a ClampMtime, the layer of a
+// build under SOURCE_DATE_EPOCH.
+func WriteTarWith(ctx context.Context, dir string, w io.Writer, opt TarOptions) error {
 	bw := bufio.NewWriterSize(w, 64<<10)
 	tw := tar.NewWriter(bw)
 	bp := bufPool.Get().(*[]byte)
@@ -37,6 +43,7 @@ func WriteTar(ctx context.Context, dir string, w io.Writer) error {
 		tw:    tw,
 		links: make(map[inode]string),
 		buf:   *bp,
+		clamp: opt.ClampMtime,
 	}
 	if err := tb.dir(ctx, ""); err != nil {
 		return err
@@ -58,6 +65,7 @@ type tarWriter struct {
 	links map[inode]string // first path seen of each multiply-linked inode
 	buf   []byte           // file copy buffer
 	xbuf  []byte           // xattr name list buffer
+	clamp *time.Time       // latest mtime written, if any
 }
 
 // child is a directory entry, lstat'ed before sorting because a whiteout's
@@ -115,6 +123,9 @@ func (t *tarWriter) entry(ctx context.Context, parent string, c *child) error {
 	full := filepath.Join(t.root, rel)
 	st := &c.st
 	mtime := time.Unix(st.Mtim.Sec, 0)
+	if t.clamp != nil && mtime.After(*t.clamp) {
+		mtime = *t.clamp
+	}
 	typ := st.Mode & unix.S_IFMT
 
 	// Since Linux 5.8 overlayfs makes whiteouts by linking one shared

@@ -76,6 +76,10 @@ type Options struct {
 	// KeepFailedDir, when set, is where a failing RUN's filesystem and
 	// process settings are kept for kiln debug (--on-error=keep).
 	KeepFailedDir string
+	// KeepTimestamps keeps the mtimes of files in new layers even under
+	// SOURCE_DATE_EPOCH (an output's rewrite-timestamp=false); by default
+	// the epoch clamps them, so that a build's layers are reproducible.
+	KeepTimestamps bool
 }
 
 // Result is the built image: its config and its layers, bottom first.
@@ -83,6 +87,7 @@ type Result struct {
 	Config    dockerspec.DockerOCIImage
 	RawConfig []byte
 	Layers    []cache.LayerInfo
+	Epoch     *time.Time // SOURCE_DATE_EPOCH of the build, if set
 }
 
 // build is the state of one Build call.
@@ -104,6 +109,7 @@ type build struct {
 	firstErr   error
 	cancel     context.CancelFunc
 	jobs       chan struct{} // one token per running step
+	epoch      *time.Time    // SOURCE_DATE_EPOCH, if set
 
 	netMu  sync.Mutex
 	net    *executor.Network // the RUN steps' network, once one needs it
@@ -255,9 +261,14 @@ func (b *build) plan() error {
 			}
 		}
 	}
+	epoch, err := sourceDateEpoch(b.opt.BuildArgs, b.globalArgs)
+	if err != nil {
+		return err
+	}
+	b.epoch = epoch
 
 	for i, st := range df.Stages {
-		s := &stage{index: i, st: st, name: st.Name, done: make(chan struct{})}
+		s := &stage{index: i, st: st, name: st.Name, done: make(chan struct{}), epoch: b.epoch}
 		base, _, err := lex.ProcessWord(st.BaseName, b.globalArgs)
 		if err != nil {
 			return parser.At(df.Name, st.Location, err)
@@ -437,6 +448,15 @@ func (b *build) finalize(target *stage) (*Result, error) {
 			created = *h.Created
 		}
 	}
+	if b.epoch != nil {
+		// BuildKit's rule: the time of the last history entry, which is
+		// the epoch once the Dockerfile added one (a base image's entries
+		// keep their times).
+		created = *b.epoch
+		if n := len(img.History); n > 0 && img.History[n-1].Created != nil {
+			created = *img.History[n-1].Created
+		}
+	}
 	if created.IsZero() {
 		created = b.now
 	}
@@ -455,7 +475,7 @@ func (b *build) finalize(target *stage) (*Result, error) {
 	if err != nil {
 		return nil, fmt.Errorf("encoding image config: %w", err)
 	}
-	return &Result{Config: img, RawConfig: raw, Layers: append([]cache.LayerInfo(nil), target.layers...)}, nil
+	return &Result{Config: img, RawConfig: raw, Layers: append([]cache.LayerInfo(nil), target.layers...), Epoch: b.epoch}, nil
 }
 
 // fileExists reports whether p exists (used for optional files).

@@ -24,6 +24,7 @@ const keyVersion = "kiln-step-v2"
 // can say which input changed since the last build of the same step.
 type stepKey struct {
 	h      hash.Hash
+	kind   string
 	inputs []keyInput
 }
 
@@ -33,7 +34,7 @@ type keyInput struct {
 }
 
 func newStepKey(kind, parent string) *stepKey {
-	k := &stepKey{h: sha256.New()}
+	k := &stepKey{h: sha256.New(), kind: kind}
 	k.add("version", keyVersion)
 	k.add("kind", kind)
 	k.add("parent", parent)

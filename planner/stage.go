@@ -55,6 +55,7 @@ type stage struct {
 	key       string     // cache key of the stage's state so far
 	lastEmpty bool       // the last step changed no file
 	lastTime  *time.Time // when the latest step (or the base's last) was made
+	epoch     *time.Time // SOURCE_DATE_EPOCH: the time of every history entry the build adds
 	pos       string     // position of the instruction being dispatched, for --explain-cache
 }
 
@@ -397,7 +398,11 @@ func (s *stage) history(msg string, layer, buildkit bool) {
 		Comment:    "buildkit.dockerfile.v0",
 		EmptyLayer: !layer,
 	}
-	if s.lastTime != nil {
+	switch {
+	case s.epoch != nil:
+		t := *s.epoch
+		h.Created = &t
+	case s.lastTime != nil:
 		t := *s.lastTime
 		h.Created = &t
 	}

@@ -23,6 +23,7 @@ import (
 	"github.com/kiln-build/kiln/cache"
 	"github.com/kiln-build/kiln/executor"
 	"github.com/kiln-build/kiln/executor/copier"
+	"github.com/kiln-build/kiln/layer"
 	"github.com/kiln-build/kiln/progress"
 )
 
@@ -132,8 +133,8 @@ func (b *build) scratch(prefix string) (dir string, rootfs func([]cache.LayerInf
 
 // commit stores a step's upper dir as a layer (nothing when it is empty),
 // records it under the step's key and advances the stage.
-func (b *build) commit(ctx context.Context, s *stage, key, upper string) error {
-	info, empty, err := b.opt.Store.CommitDir(ctx, upper)
+func (b *build) commit(ctx context.Context, s *stage, key, upper string, tar layer.TarOptions) error {
+	info, empty, err := b.opt.Store.CommitDirWith(ctx, upper, tar)
 	if err != nil {
 		return fmt.Errorf("storing layer: %w", err)
 	}
@@ -183,6 +184,7 @@ func (b *build) lookup(s *stage, key string) (bool, error) {
 // runStep is the common shape of a step that changes files: announce it,
 // reuse its cached result or run it and commit its upper dir.
 func (b *build) runStep(ctx context.Context, s *stage, name string, k *stepKey, run func(log progress.Step, rootfs executor.Rootfs) error) error {
+	tar := b.clampFor(k)
 	key := k.sum()
 	log := b.prog.Step(name)
 	hit, err := b.lookup(s, key)
@@ -214,7 +216,7 @@ func (b *build) runStep(ctx context.Context, s *stage, name string, k *stepKey, 
 		log.Fail(err)
 		return err
 	}
-	if err := b.commit(ctx, s, key, rf.Upper); err != nil {
+	if err := b.commit(ctx, s, key, rf.Upper, tar); err != nil {
 		log.Fail(err)
 		return err
 	}

@@ -115,6 +115,11 @@ func runBuild(cmd *cobra.Command, root, contextDir string, f buildFlags) error {
 	if err != nil {
 		return &usageError{err}
 	}
+	propagateSourceDateEpoch(buildArgs)
+	keepTimes, err := keepTimestamps(outputs)
+	if err != nil {
+		return err
+	}
 
 	dfPath := f.file
 	if dfPath == "" {
@@ -199,10 +204,13 @@ func runBuild(cmd *cobra.Command, root, contextDir string, f buildFlags) error {
 		Jobs:          f.jobs,
 		Secrets:       secrets,
 		KeepFailedDir: keepDir(f.onError, store.Root, printer.ID),
+
+		KeepTimestamps: keepTimes, // rewrite-timestamp=false
 	})
 	if err != nil {
 		return err
 	}
+	warnRewriteWithoutEpoch(printer.Messages(), outputs, res.Epoch)
 	for _, out := range outputs {
 		out.Pusher = f.registry
 		layers := res.Layers
