@@ -76,6 +76,28 @@ type Options struct {
 	// KeepFailedDir, when set, is where a failing RUN's filesystem and
 	// process settings are kept for kiln debug (--on-error=keep).
 	KeepFailedDir string
+	// Remote, when set, holds step records imported from remote caches
+	// (--cache-from), consulted when the store has no record of a key.
+	// Its hits are lazy, and so are base-image layers: nothing is
+	// downloaded until a step that runs needs the filesystem.
+	Remote RemoteRecords
+}
+
+// RemoteRecords are step records imported from remote caches.
+type RemoteRecords interface {
+	// Step returns the record of key and, unless the record is empty,
+	// its layer: lazy (LayerInfo.Remote set) unless already stored.
+	Step(key string) (cache.StepRecord, cache.LayerInfo, bool)
+}
+
+// StepResult is a step of the build that ran or was found in a cache.
+type StepResult struct {
+	Key    string
+	Record cache.StepRecord
+	Layer  cache.LayerInfo // zero when Record.Empty
+	// Target is set for the steps of the target stage and of the stages
+	// it is built FROM: what --cache-to mode=min exports.
+	Target bool
 }
 
 // Result is the built image: its config and its layers, bottom first.
@@ -83,6 +105,8 @@ type Result struct {
 	Config    dockerspec.DockerOCIImage
 	RawConfig []byte
 	Layers    []cache.LayerInfo
+	// Steps are the steps that ran or were cache hits, stage by stage.
+	Steps []StepResult
 }
 
 // build is the state of one Build call.
@@ -455,7 +479,18 @@ func (b *build) finalize(target *stage) (*Result, error) {
 	if err != nil {
 		return nil, fmt.Errorf("encoding image config: %w", err)
 	}
-	return &Result{Config: img, RawConfig: raw, Layers: append([]cache.LayerInfo(nil), target.layers...)}, nil
+	chain := map[*stage]bool{}
+	for s := target; s != nil; s = s.base {
+		chain[s] = true
+	}
+	var steps []StepResult
+	for _, s := range b.stages {
+		for _, st := range s.steps {
+			st.Target = chain[s]
+			steps = append(steps, st)
+		}
+	}
+	return &Result{Config: img, RawConfig: raw, Layers: append([]cache.LayerInfo(nil), target.layers...), Steps: steps}, nil
 }
 
 // fileExists reports whether p exists (used for optional files).
