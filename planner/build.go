@@ -129,6 +129,12 @@ type build struct {
 	cancel     context.CancelFunc
 	jobs       chan struct{} // one token per running step
 
+	// outer is Build's own context: images are resolved with it, not
+	// with the build's cancelable one, because their lazy layers are read
+	// after Build returns (by an export), and a remote layer keeps the
+	// context it was resolved with.
+	outer context.Context
+
 	netMu  sync.Mutex
 	net    *executor.Network // the RUN steps' network, once one needs it
 	netDir string
@@ -146,6 +152,7 @@ func Build(ctx context.Context, opt Options) (*Result, error) {
 		prog:   opt.Progress,
 		now:    opt.Now,
 		images: map[string]*imageSource{},
+		outer:  ctx,
 	}
 	if b.prog == nil {
 		b.prog = progress.Discard

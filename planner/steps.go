@@ -54,7 +54,11 @@ func (b *build) pull(ctx context.Context, ref string, log progress.Step) (docker
 	if b.opt.Resolver == nil {
 		return cfg, nil, "", errors.New("no image resolver configured")
 	}
-	img, canonical, err := b.opt.Resolver.Resolve(ctx, ref)
+	rctx := ctx
+	if b.opt.Remote != nil {
+		rctx = b.outer
+	}
+	img, canonical, err := b.opt.Resolver.Resolve(rctx, ref)
 	if err != nil {
 		return cfg, nil, "", err
 	}
