@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -124,6 +125,16 @@ func TestRemoteCacheRoundTrip(t *testing.T) {
 	}
 	first := headDigest(t, cacheRef)
 	layers := imageLayers(t, proxy.Host+"/team/app:a")
+	// The cache's layers are the image's: mounted, never uploaded again.
+	mounts := 0
+	for _, r := range proxy.Requests() {
+		if r.Method == "POST" && strings.Contains(r.Path, "/team/cache/blobs/uploads") && strings.Contains(r.Query, "mount=") {
+			mounts++
+		}
+	}
+	if want := len(imageLayers(t, cacheRef)); mounts != want {
+		t.Errorf("runner A's cache export mounted %d blobs, want its %d layers", mounts, want)
+	}
 
 	before := len(proxy.Requests())
 	out, code = kiln(t, "build", "--root", t.TempDir(), "--progress=plain", "-t", proxy.Host+"/team/app:b", "--push",
@@ -349,5 +360,58 @@ func TestCacheFlagUsage(t *testing.T) {
 	out, code := kiln(t, "build", "--root", t.TempDir(), "--cache-to", "type=local,dest="+filepath.Join(t.TempDir(), "c")+",compression=gzip,oci-mediatypes=true", ctxDir)
 	if code != 0 {
 		t.Errorf("exit %d:\n%s", code, out)
+	}
+}
+
+// TestRemoteCacheMeasure prints what two runners move on a small workload
+// (KILN_MEASURE=1; it asserts nothing about time): runner A cold, runner B
+// through the cache, runner C cold with no cache, each pushing.
+func TestRemoteCacheMeasure(t *testing.T) {
+	if os.Getenv("KILN_MEASURE") == "" {
+		t.Skip("a measurement: set KILN_MEASURE=1")
+	}
+	needRoot(t)
+	_, proxy, base := cacheRegistry(t)
+	cacheRef := proxy.Host + "/team/cache:main"
+	ctxDir := registryContext(t, "FROM "+base+"\nRUN head -c 4000000 /dev/urandom > /noise && sleep 1\nCOPY greeting /greeting\nRUN for i in $(seq 1 200); do echo $i > /f$i; done\n")
+	sizes := map[string]int64{}
+	for _, run := range []struct {
+		name, tag string
+		cache     []string
+	}{
+		{"A (cold, exports)", "a", []string{"--cache-to", "type=registry,ref=" + cacheRef}},
+		{"B (imports)", "b", []string{"--cache-from", "type=registry,ref=" + cacheRef, "--cache-to", "type=registry,ref=" + cacheRef}},
+		{"C (cold, no cache)", "c", nil},
+	} {
+		before := len(proxy.Requests())
+		start := time.Now()
+		args := append([]string{"build", "--root", t.TempDir(), "--progress=plain", "-t", proxy.Host + "/team/app:" + run.tag, "--push"}, run.cache...)
+		out, code := kiln(t, append(args, ctxDir)...)
+		el := time.Since(start)
+		if code != 0 {
+			t.Fatalf("%s exited %d:\n%s", run.name, code, out)
+		}
+		if len(sizes) == 0 {
+			for _, ref := range []string{base, proxy.Host + "/team/app:a"} {
+				m, _ := fetchRemote(t, ref).Manifest()
+				for _, l := range m.Layers {
+					sizes[l.Digest.String()] = l.Size
+				}
+			}
+		}
+		var gets, down, puts int64
+		for _, r := range proxy.Requests()[before:] {
+			if i := strings.Index(r.Path, "/blobs/"); i >= 0 {
+				if sz, ok := sizes[r.Path[i+len("/blobs/"):]]; ok && r.Method == "GET" {
+					gets++
+					down += sz
+				}
+			}
+			if r.Method == "PUT" || r.Method == "PATCH" {
+				puts++
+			}
+		}
+		t.Logf("runner %s: %v, %d layer GETs, %d layer bytes downloaded, %d PUT/PATCH requests, %d requests in all; steps: %v",
+			run.name, el.Round(time.Millisecond), gets, down, puts, len(proxy.Requests())-before, stepStates(out))
 	}
 }
