@@ -9,12 +9,12 @@ import (
 	"strings"
 	"sync"
 
-	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/moby/buildkit/frontend/dockerfile/instructions"
 
 	"github.com/kiln-build/kiln/cache"
 	"github.com/kiln-build/kiln/executor"
 	"github.com/kiln-build/kiln/executor/copier"
+	"github.com/kiln-build/kiln/progress"
 )
 
 // runMounts is what the RUN --mount flags of one step need: mounts and
@@ -41,9 +41,9 @@ type runMounts struct {
 }
 
 // materialize unpacks the lazy layers of the mounts (a step that runs).
-func (rm *runMounts) materialize(ctx context.Context, store *cache.Store, wrap func(v1.Layer) v1.Layer) error {
+func (rm *runMounts) materialize(ctx context.Context, fetch func(context.Context, []cache.LayerInfo, progress.Step) ([]cache.LayerInfo, error), log progress.Step) error {
 	for i, layers := range rm.lazy {
-		ls, err := store.Materialize(ctx, layers, wrap)
+		ls, err := fetch(ctx, layers, log)
 		if err != nil {
 			return err
 		}

@@ -243,7 +243,7 @@ func (b *build) runStep(ctx context.Context, s *stage, name string, k *stepKey, 
 		return err
 	}
 	defer os.RemoveAll(dir)
-	layers, err := b.opt.Store.Materialize(ctx, s.layers, watch(log))
+	layers, err := b.materialize(ctx, s.layers, log)
 	if err != nil {
 		log.Fail(err)
 		return err
@@ -325,7 +325,7 @@ func (b *build) dispatchRun(ctx context.Context, s *stage, c *instructions.RunCo
 	env = append(env, rm.env...)
 	name := s.stepName("RUN "+expandForDisplay(s, c.String()[len("RUN "):]), onbuild)
 	err = b.runStep(ctx, s, name, k, func(log progress.Step, rf executor.Rootfs) error {
-		if err := rm.materialize(ctx, b.opt.Store, watch(log)); err != nil {
+		if err := rm.materialize(ctx, b.materialize, log); err != nil {
 			return err
 		}
 		release, err := rm.prepare(ctx, filepath.Dir(rf.Upper), b.contextSnapshot)
@@ -568,7 +568,7 @@ func (b *build) dispatchCopy(ctx context.Context, s *stage, c copyCmd) error {
 	err = b.runStep(ctx, s, s.stepName(expandForDisplay(s, c.text), c.onbuild), k, func(log progress.Step, rf executor.Rootfs) error {
 		spec.Rootfs = rf
 		if c.from != "" {
-			src, err := b.opt.Store.Materialize(ctx, fromLayers, watch(log))
+			src, err := b.materialize(ctx, fromLayers, log)
 			if err != nil {
 				return err
 			}
@@ -778,7 +778,15 @@ func anyLazy(layers []cache.LayerInfo) bool {
 	return slices.ContainsFunc(layers, cache.LayerInfo.Lazy)
 }
 
-// watch shows the download of a lazy layer on a step's progress.
-func watch(log progress.Step) func(v1.Layer) v1.Layer {
-	return func(l v1.Layer) v1.Layer { return progress.WatchLayer(log, l) }
+// materialize fetches the lazy layers a step that runs needs, showing the
+// download on its progress.
+func (b *build) materialize(ctx context.Context, layers []cache.LayerInfo, log progress.Step) ([]cache.LayerInfo, error) {
+	if !anyLazy(layers) {
+		return layers, nil
+	}
+	out, err := b.opt.Store.Materialize(ctx, layers, func(l v1.Layer) v1.Layer { return progress.WatchLayer(log, l) })
+	if err != nil {
+		return nil, fmt.Errorf("fetching the layers this step runs on: %w (they come from the base image or from --cache-from; if a cache is damaged, build once without that --cache-from: --cache-to then replaces it)", err)
+	}
+	return out, nil
 }

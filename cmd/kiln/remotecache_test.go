@@ -228,6 +228,34 @@ func TestLocalCacheRoundTrip(t *testing.T) {
 	if string(idx) != string(idx2) {
 		t.Errorf("index.json changed:\n%s\n%s", idx, idx2)
 	}
+
+	// Damaged records: a warning, and the build runs cold.
+	ix, err := v1.ParseIndexManifest(strings.NewReader(string(idx)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := os.ReadFile(filepath.Join(dir, "blobs", "sha256", ix.Manifests[0].Digest.Hex))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := v1.ParseManifest(strings.NewReader(string(raw)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs := filepath.Join(dir, "blobs", "sha256", m.Config.Digest.Hex)
+	data, _ := os.ReadFile(recs)
+	if err := os.WriteFile(recs, []byte(strings.Replace(string(data), "sha256:", "sha256:0", 1)[:len(data)]), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, code = kiln(t, "build", "--root", t.TempDir(), "--progress=plain", "--cache-from", "type=local,src="+dir, ctxDir)
+	if code != 0 || !strings.Contains(out, "warning: cache source type=local") {
+		t.Fatalf("a damaged cache: exit %d, want 0 and a warning:\n%s", code, out)
+	}
+	for s, v := range stepStates(out) {
+		if v != "DONE" {
+			t.Errorf("with a damaged cache, step %q is %s, want DONE", s, v)
+		}
+	}
 }
 
 // TestInlineCache: an image pushed with --cache-to type=inline is a cache
