@@ -6,14 +6,17 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/partial"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/kiln-build/kiln/cache"
@@ -106,6 +109,10 @@ func importRegistry(ctx context.Context, res *registry.Resolver, ref string) (ma
 	opts := res.Options(ctx)
 	desc, err := remote.Get(n, opts...)
 	if err != nil {
+		var te *transport.Error
+		if errors.As(err, &te) && (te.StatusCode == http.StatusUnauthorized || te.StatusCode == http.StatusForbidden) {
+			return nil, fmt.Errorf("fetching %s: %w (log in with kiln login %s, or docker login: kiln reads the same credentials)", n, err, n.Context().RegistryStr())
+		}
 		return nil, fmt.Errorf("fetching %s: %w", n, err)
 	}
 	if desc.MediaType.IsIndex() {

@@ -294,7 +294,7 @@ func TestCacheSourceFailures(t *testing.T) {
 	for _, tc := range []struct{ name, from, want string }{
 		{"missing", "type=registry,ref=" + proxy.Host + "/team/cache:nothing", "not used"},
 		{"unreachable", "type=registry,ref=127.0.0.1:1/team/cache:x", "not used"},
-		{"unauthorized", "type=registry,ref=" + authed.Host + "/team/cache:x", "not used"},
+		{"unauthorized", "type=registry,ref=" + authed.Host + "/team/cache:x", "kiln login " + authed.Host},
 		{"another format", "type=registry,ref=" + base, "carries no kiln cache"},
 		{"corrupt local", "type=local,src=" + corrupt, "not used"},
 		{"missing local", "type=local,src=" + filepath.Join(corrupt, "nope"), "not used"},
