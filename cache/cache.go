@@ -28,6 +28,7 @@ package cache
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/json"
 	"errors"
@@ -143,8 +144,46 @@ type LayerInfo struct {
 	// writes, whatever the registry served for pulled ones.
 	MediaType types.MediaType
 	// Dir is the unpacked layer in overlay format: usable as an overlay
-	// lowerdir, never to be modified.
+	// lowerdir, never to be modified. Empty while Remote is set.
 	Dir string
+	// Remote, when set, is a layer known only by its descriptor (a remote
+	// cache hit, a base layer not needed yet): its bytes are where Remote
+	// reads them from, and nothing of it is in the store until Materialize
+	// unpacks it through PullLayer.
+	Remote v1.Layer
+}
+
+// Lazy reports whether the layer is not in the store yet.
+func (l LayerInfo) Lazy() bool { return l.Remote != nil }
+
+// Materialize unpacks the lazy layers of layers through PullLayer
+// (verified like any pulled layer) and returns the list with every layer
+// in the store. wrap, when set, wraps each layer before it is read (to
+// show download progress). The input is not modified: other stages may
+// read it concurrently.
+func (s *Store) Materialize(ctx context.Context, layers []LayerInfo, wrap func(v1.Layer) v1.Layer) ([]LayerInfo, error) {
+	var out []LayerInfo
+	for i, l := range layers {
+		if !l.Lazy() {
+			continue
+		}
+		if out == nil {
+			out = append([]LayerInfo(nil), layers...)
+		}
+		r := l.Remote
+		if wrap != nil {
+			r = wrap(r)
+		}
+		info, err := s.PullLayer(ctx, r)
+		if err != nil {
+			return nil, err
+		}
+		out[i] = info
+	}
+	if out == nil {
+		return layers, nil
+	}
+	return out, nil
 }
 
 // infoFile is the on-disk form of LayerInfo in info.json.
@@ -218,8 +257,24 @@ func (s *Store) Layer(info LayerInfo, mt types.MediaType) v1.Layer {
 	if mt == "" {
 		mt = info.MediaType
 	}
+	if info.Lazy() {
+		if stored, ok, err := s.LayerByDiffID(info.DiffID); err == nil && ok && stored.Digest == info.Digest {
+			info = stored
+		} else {
+			return &lazyLayer{Layer: info.Remote, mt: mt}
+		}
+	}
 	return &storedLayer{path: s.blobPath(info.Digest), info: info, mt: mt}
 }
+
+// lazyLayer is a layer read from where it lives, under the media type
+// its manifest gives it.
+type lazyLayer struct {
+	v1.Layer
+	mt types.MediaType
+}
+
+func (l *lazyLayer) MediaType() (types.MediaType, error) { return l.mt, nil }
 
 type storedLayer struct {
 	path string

@@ -80,6 +80,28 @@ type Options struct {
 	// SOURCE_DATE_EPOCH (an output's rewrite-timestamp=false); by default
 	// the epoch clamps them, so that a build's layers are reproducible.
 	KeepTimestamps bool
+	// Remote, when set, holds step records imported from remote caches
+	// (--cache-from), consulted when the store has no record of a key.
+	// Its hits are lazy, and so are base-image layers: nothing is
+	// downloaded until a step that runs needs the filesystem.
+	Remote RemoteRecords
+}
+
+// RemoteRecords are step records imported from remote caches.
+type RemoteRecords interface {
+	// Step returns the record of key and, unless the record is empty,
+	// its layer: lazy (LayerInfo.Remote set) unless already stored.
+	Step(key string) (cache.StepRecord, cache.LayerInfo, bool)
+}
+
+// StepResult is a step of the build that ran or was found in a cache.
+type StepResult struct {
+	Key    string
+	Record cache.StepRecord
+	Layer  cache.LayerInfo // zero when Record.Empty
+	// Target is set for the steps of the target stage and of the stages
+	// it is built FROM: what --cache-to mode=min exports.
+	Target bool
 }
 
 // Result is the built image: its config and its layers, bottom first.
@@ -88,6 +110,8 @@ type Result struct {
 	RawConfig []byte
 	Layers    []cache.LayerInfo
 	Epoch     *time.Time // SOURCE_DATE_EPOCH of the build, if set
+	// Steps are the steps that ran or were cache hits, stage by stage.
+	Steps []StepResult
 }
 
 // build is the state of one Build call.
@@ -111,6 +135,12 @@ type build struct {
 	jobs       chan struct{} // one token per running step
 	epoch      *time.Time    // SOURCE_DATE_EPOCH, if set
 
+	// outer is Build's own context: images are resolved with it, not
+	// with the build's cancelable one, because their lazy layers are read
+	// after Build returns (by an export), and a remote layer keeps the
+	// context it was resolved with.
+	outer context.Context
+
 	netMu  sync.Mutex
 	net    *executor.Network // the RUN steps' network, once one needs it
 	netDir string
@@ -128,6 +158,7 @@ func Build(ctx context.Context, opt Options) (*Result, error) {
 		prog:   opt.Progress,
 		now:    opt.Now,
 		images: map[string]*imageSource{},
+		outer:  ctx,
 	}
 	if b.prog == nil {
 		b.prog = progress.Discard
@@ -475,7 +506,18 @@ func (b *build) finalize(target *stage) (*Result, error) {
 	if err != nil {
 		return nil, fmt.Errorf("encoding image config: %w", err)
 	}
-	return &Result{Config: img, RawConfig: raw, Layers: append([]cache.LayerInfo(nil), target.layers...), Epoch: b.epoch}, nil
+	chain := map[*stage]bool{}
+	for s := target; s != nil; s = s.base {
+		chain[s] = true
+	}
+	var steps []StepResult
+	for _, s := range b.stages {
+		for _, st := range s.steps {
+			st.Target = chain[s]
+			steps = append(steps, st)
+		}
+	}
+	return &Result{Config: img, RawConfig: raw, Layers: append([]cache.LayerInfo(nil), target.layers...), Steps: steps, Epoch: b.epoch}, nil
 }
 
 // fileExists reports whether p exists (used for optional files).

@@ -14,6 +14,7 @@ import (
 	"github.com/kiln-build/kiln/cache"
 	"github.com/kiln-build/kiln/executor"
 	"github.com/kiln-build/kiln/executor/copier"
+	"github.com/kiln-build/kiln/progress"
 )
 
 // runMounts is what the RUN --mount flags of one step need: mounts and
@@ -34,6 +35,21 @@ type runMounts struct {
 	// mounts: prepare copies the selection .dockerignore keeps (checked
 	// against the key) into the step directory and mounts that instead.
 	snapshots map[int]contextSnapshot
+	// lazy are the layers of stage and image mounts, by index in mounts,
+	// that are not in the store yet: unpacked only if the step runs.
+	lazy map[int][]cache.LayerInfo
+}
+
+// materialize unpacks the lazy layers of the mounts (a step that runs).
+func (rm *runMounts) materialize(ctx context.Context, fetch func(context.Context, []cache.LayerInfo, progress.Step) ([]cache.LayerInfo, error), log progress.Step) error {
+	for i, layers := range rm.lazy {
+		ls, err := fetch(ctx, layers, log)
+		if err != nil {
+			return err
+		}
+		rm.mounts[i].Lowers = lowers(ls)
+	}
+	return nil
 }
 
 // cacheMount is a RUN --mount=type=cache waiting for its directory.
@@ -185,6 +201,12 @@ func (b *build) resolveMounts(ctx context.Context, s *stage, c *instructions.Run
 					return nil, err
 				}
 				mt.Lowers = lowers(layers)
+				if anyLazy(layers) {
+					if rm.lazy == nil {
+						rm.lazy = map[int][]cache.LayerInfo{}
+					}
+					rm.lazy[len(rm.mounts)] = layers
+				}
 				k.add(name, fmt.Sprintf("bind from %s %s target=%s ro=%v", key, src, target, m.ReadOnly))
 			}
 			rm.layered = append(rm.layered, len(rm.mounts))

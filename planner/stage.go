@@ -52,11 +52,12 @@ type stage struct {
 	buildArgs []instructions.KeyValuePairOptional
 	cmdSet    bool // CMD given in this stage (ENTRYPOINT then keeps it)
 	lex       *shell.Lex
-	key       string     // cache key of the stage's state so far
-	lastEmpty bool       // the last step changed no file
-	lastTime  *time.Time // when the latest step (or the base's last) was made
-	epoch     *time.Time // SOURCE_DATE_EPOCH: the time of every history entry the build adds
-	pos       string     // position of the instruction being dispatched, for --explain-cache
+	key       string       // cache key of the stage's state so far
+	lastEmpty bool         // the last step changed no file
+	lastTime  *time.Time   // when the latest step (or the base's last) was made
+	epoch     *time.Time   // SOURCE_DATE_EPOCH: the time of every history entry the build adds
+	pos       string       // position of the instruction being dispatched, for --explain-cache
+	steps     []StepResult // steps of this stage that ran or hit, for --cache-to
 }
 
 func (s *stage) finish(err error) {

@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/moby/buildkit/frontend/dockerfile/instructions"
 	bkparser "github.com/moby/buildkit/frontend/dockerfile/parser"
 	"github.com/moby/buildkit/util/system"
@@ -54,7 +55,11 @@ func (b *build) pull(ctx context.Context, ref string, log progress.Step) (docker
 	if b.opt.Resolver == nil {
 		return cfg, nil, "", errors.New("no image resolver configured")
 	}
-	img, canonical, err := b.opt.Resolver.Resolve(ctx, ref)
+	rctx := ctx
+	if b.opt.Remote != nil {
+		rctx = b.outer
+	}
+	img, canonical, err := b.opt.Resolver.Resolve(rctx, ref)
 	if err != nil {
 		return cfg, nil, "", err
 	}
@@ -70,6 +75,15 @@ func (b *build) pull(ctx context.Context, ref string, log progress.Step) (docker
 	ls, err := img.Layers()
 	if err != nil {
 		return cfg, nil, "", fmt.Errorf("listing layers of %s: %w", canonical, err)
+	}
+	if b.opt.Remote != nil {
+		// With a remote cache, the steps on this base may all be hits:
+		// its layers are fetched when a step that runs needs them.
+		infos, err := lazyLayers(b.opt.Store, ls)
+		if err != nil {
+			return cfg, nil, "", fmt.Errorf("listing layers of %s: %w", canonical, err)
+		}
+		return cfg, infos, canonical, nil
 	}
 	infos := make([]cache.LayerInfo, len(ls))
 	g, gctx := errgroup.WithContext(ctx)
@@ -146,10 +160,13 @@ func (b *build) commit(ctx context.Context, s *stage, key, upper string, tar lay
 	if !empty {
 		s.layers = append(s.layers, info)
 		rec.DiffID = info.DiffID
+	} else {
+		info = cache.LayerInfo{}
 	}
 	if err := b.opt.Store.PutStep(key, rec); err != nil {
 		return err
 	}
+	s.steps = append(s.steps, StepResult{Key: key, Record: rec, Layer: info})
 	s.key = key
 	s.lastEmpty = empty
 	s.lastTime = &now
@@ -162,16 +179,33 @@ func (b *build) lookup(s *stage, key string) (bool, error) {
 		return false, nil
 	}
 	rec, ok, err := b.opt.Store.Step(key)
-	if err != nil || !ok {
+	if err != nil {
 		return false, err
 	}
-	if !rec.Empty {
-		info, ok, err := b.opt.Store.LayerByDiffID(rec.DiffID)
-		if err != nil || !ok {
+	var info cache.LayerInfo
+	if ok && !rec.Empty {
+		if info, ok, err = b.opt.Store.LayerByDiffID(rec.DiffID); err != nil {
 			return false, err
 		}
-		s.layers = append(s.layers, info)
 	}
+	if !ok && b.opt.Remote != nil {
+		// A remote hit stays lazy: only a step that runs on top of it,
+		// or an export that reads it, fetches the layer.
+		if rec, info, ok = b.opt.Remote.Step(key); ok && !rec.Empty && info.Lazy() {
+			if stored, found, err := b.opt.Store.LayerByDiffID(rec.DiffID); err == nil && found {
+				info = stored
+			}
+		}
+	}
+	if !ok {
+		return false, nil
+	}
+	if !rec.Empty {
+		s.layers = append(s.layers, info)
+	} else {
+		info = cache.LayerInfo{}
+	}
+	s.steps = append(s.steps, StepResult{Key: key, Record: rec, Layer: info})
 	s.key = key
 	s.lastEmpty = rec.Empty
 	if !rec.Created.IsZero() {
@@ -211,6 +245,12 @@ func (b *build) runStep(ctx context.Context, s *stage, name string, k *stepKey, 
 		return err
 	}
 	defer os.RemoveAll(dir)
+	layers, err := b.materialize(ctx, s.layers, log)
+	if err != nil {
+		log.Fail(err)
+		return err
+	}
+	s.layers = layers
 	rf := rootfs(s.layers)
 	if err := run(log, rf); err != nil {
 		log.Fail(err)
@@ -287,6 +327,9 @@ func (b *build) dispatchRun(ctx context.Context, s *stage, c *instructions.RunCo
 	env = append(env, rm.env...)
 	name := s.stepName("RUN "+expandForDisplay(s, c.String()[len("RUN "):]), onbuild)
 	err = b.runStep(ctx, s, name, k, func(log progress.Step, rf executor.Rootfs) error {
+		if err := rm.materialize(ctx, b.materialize, log); err != nil {
+			return err
+		}
 		release, err := rm.prepare(ctx, filepath.Dir(rf.Upper), b.contextSnapshot)
 		defer release()
 		if err != nil {
@@ -463,6 +506,7 @@ func (b *build) dispatchCopy(ctx context.Context, s *stage, c copyCmd) error {
 	verb := strings.ToLower(name)
 
 	var spec executor.CopySpec
+	var fromLayers []cache.LayerInfo // COPY --from: unpacked only if the step runs
 	switch {
 	case c.from != "":
 		op.FromStage = true
@@ -484,7 +528,7 @@ func (b *build) dispatchCopy(ctx context.Context, s *stage, c copyCmd) error {
 			}
 			k.add("from", canonical)
 		}
-		spec.Source = executor.Rootfs{Lowers: lowers(layers)}
+		fromLayers = layers
 	case len(op.Sources) > 0:
 		spec.SourceDir = b.opt.ContextDir
 		op.Excludes = b.opt.Excludes
@@ -525,6 +569,13 @@ func (b *build) dispatchCopy(ctx context.Context, s *stage, c copyCmd) error {
 
 	err = b.runStep(ctx, s, s.stepName(expandForDisplay(s, c.text), c.onbuild), k, func(log progress.Step, rf executor.Rootfs) error {
 		spec.Rootfs = rf
+		if c.from != "" {
+			src, err := b.materialize(ctx, fromLayers, log)
+			if err != nil {
+				return err
+			}
+			spec.Source = executor.Rootfs{Lowers: lowers(src)}
+		}
 		dir := filepath.Dir(rf.Upper)
 		if c.from != "" && len(spec.Source.Lowers) == 0 {
 			// a source stage without layers is an empty tree
@@ -693,4 +744,51 @@ func inLowers(lowers []string, name string) bool {
 		return true
 	}
 	return false
+}
+
+// lazyLayers describes ls without reading their bytes: stored layers as
+// stored, the others lazy.
+func lazyLayers(store *cache.Store, ls []v1.Layer) ([]cache.LayerInfo, error) {
+	out := make([]cache.LayerInfo, len(ls))
+	for i, l := range ls {
+		diffID, err := l.DiffID()
+		if err != nil {
+			return nil, err
+		}
+		if info, ok, err := store.LayerByDiffID(diffID); err == nil && ok {
+			out[i] = info
+			continue
+		}
+		d, err := l.Digest()
+		if err != nil {
+			return nil, err
+		}
+		size, err := l.Size()
+		if err != nil {
+			return nil, err
+		}
+		mt, err := l.MediaType()
+		if err != nil {
+			return nil, err
+		}
+		out[i] = cache.LayerInfo{DiffID: diffID, Digest: d, Size: size, MediaType: mt, Remote: l}
+	}
+	return out, nil
+}
+
+func anyLazy(layers []cache.LayerInfo) bool {
+	return slices.ContainsFunc(layers, cache.LayerInfo.Lazy)
+}
+
+// materialize fetches the lazy layers a step that runs needs, showing the
+// download on its progress.
+func (b *build) materialize(ctx context.Context, layers []cache.LayerInfo, log progress.Step) ([]cache.LayerInfo, error) {
+	if !anyLazy(layers) {
+		return layers, nil
+	}
+	out, err := b.opt.Store.Materialize(ctx, layers, func(l v1.Layer) v1.Layer { return progress.WatchLayer(log, l) })
+	if err != nil {
+		return nil, fmt.Errorf("fetching the layers this step runs on: %w (they come from the base image or from --cache-from; if a cache is damaged, build once without that --cache-from: --cache-to then replaces it)", err)
+	}
+	return out, nil
 }

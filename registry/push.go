@@ -146,3 +146,18 @@ func (m *mountableImage) LayerByDigest(h v1.Hash) (v1.Layer, error) {
 	}
 	return m.wrap(l), nil
 }
+
+// AddSource records that the blob layer can be found in the repository of
+// from, so that a later push to the same registry mounts it from there
+// instead of uploading it (remote cache layers, which are never resolved
+// as part of an image).
+func (r *Resolver) AddSource(layer v1.Hash, from name.Digest) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.sources == nil {
+		r.sources = map[v1.Hash]name.Digest{}
+	}
+	if _, ok := r.sources[layer]; !ok {
+		r.sources[layer] = from
+	}
+}

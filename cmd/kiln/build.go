@@ -30,6 +30,7 @@ type buildFlags struct {
 	pull                                               bool // --pull: see imageResolver
 	sandbox                                            func() (executor.Sandbox, error)
 	registry                                           *registryOptions
+	cache                                              *cacheFlags
 }
 
 func newBuildCmd(root *string) *cobra.Command {
@@ -77,6 +78,7 @@ func newBuildCmd(root *string) *cobra.Command {
 	fl.StringArrayVarP(&f.outputs, "output", "o", nil, "export (repeatable): type=oci,dest=FILE | type=oci,dest=DIR,tar=false | type=docker,dest=FILE | type=local,dest=DIR | type=tar,dest=FILE | type=registry[,name=REF][,oci-mediatypes=false] | type=image,push=true")
 	f.sandbox = addSandboxFlags(fl)
 	f.registry = addRegistryFlags(fl)
+	f.cache = addCacheFlags(fl)
 	return cmd
 }
 
@@ -117,6 +119,14 @@ func runBuild(cmd *cobra.Command, root, contextDir string, f buildFlags) error {
 	}
 	propagateSourceDateEpoch(buildArgs)
 	keepTimes, err := keepTimestamps(outputs)
+	if err != nil {
+		return err
+	}
+	cacheTo, err := parseCacheTo(f.cache.to)
+	if err != nil {
+		return err
+	}
+	cacheFrom, err := parseCacheFrom(f.cache.from)
 	if err != nil {
 		return err
 	}
@@ -184,6 +194,7 @@ func runBuild(cmd *cobra.Command, root, contextDir string, f buildFlags) error {
 		return err
 	}
 	defer progress.Close(printer)
+	remote := importCaches(ctx, f.registry.res, cacheFrom, printer.Messages())
 	res, err := planner.Build(ctx, planner.Options{
 		Dockerfile: df,
 		ContextDir: contextDir,
@@ -206,15 +217,30 @@ func runBuild(cmd *cobra.Command, root, contextDir string, f buildFlags) error {
 		KeepFailedDir: keepDir(f.onError, store.Root, printer.ID),
 
 		KeepTimestamps: keepTimes, // rewrite-timestamp=false
+		Remote:         remote,
 	})
 	if err != nil {
 		return err
 	}
 	warnRewriteWithoutEpoch(printer.Messages(), outputs, res.Epoch)
+	if res.RawConfig, err = inlineConfig(cacheTo, res); err != nil {
+		return err
+	}
 	for _, out := range outputs {
 		out.Pusher = f.registry
 		layers := res.Layers
+		if out.Type != "registry" && out.Type != "image" {
+			// Only a push can skip the bytes (a registry mounts them);
+			// any other output reads them, verified into the store first.
+			if layers, err = store.Materialize(ctx, layers, nil); err != nil {
+				return err
+			}
+		}
 		if comp, err := export.CompressionOf(out); err == nil && (comp.Kind != "gzip" || comp.Level != 0) {
+			// recompressing reads the bytes: lazy layers come first
+			if layers, err = store.Materialize(ctx, layers, nil); err != nil {
+				return err
+			}
 			if layers, err = store.Recompressed(ctx, layers, cache.Compression{Kind: comp.Kind, Level: comp.Level}); err != nil {
 				return err
 			}
@@ -241,14 +267,20 @@ func runBuild(cmd *cobra.Command, root, contextDir string, f buildFlags) error {
 	if err != nil {
 		return err
 	}
-	if len(f.tags) > 0 {
-		// -t names the image in the store too: FROM NAME finds it there
+	if len(f.tags) > 0 && !anyLazy(res.Layers) {
+		// -t names the image in the store too: FROM NAME finds it there.
+		// Not an image some of whose layers are still only in a remote
+		// cache: naming it would download them.
 		if err := store.PutImage(ctx, f.tags, img); err != nil {
 			return fmt.Errorf("recording %s in the local store: %w", strings.Join(f.tags, ", "), err)
 		}
 	}
 	if err := f.registry.push(ctx, img, f.tags, printer.Messages()); err != nil {
 		return err
+	}
+	if len(cacheTo) > 0 {
+		notePushed(f.registry, res.Layers)
+		exportCaches(ctx, f.registry.res, store, cacheTo, res.Steps, printer.Messages())
 	}
 	id, err := img.ConfigName()
 	if err != nil {
