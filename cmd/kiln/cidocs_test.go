@@ -110,13 +110,6 @@ func checkKilnCommand(t *testing.T, args []string) *cobra.Command {
 		t.Errorf("%q: not a kiln command: %v", args, err)
 		return nil
 	}
-	// TODO(issue 10): the lead removes this once the branch adding
-	// --cache-to and --cache-from is merged; only those two are tolerated.
-	for _, name := range []string{"cache-to", "cache-from"} {
-		if c.Name() == "build" && c.Flags().Lookup(name) == nil {
-			c.Flags().StringArray(name, nil, "")
-		}
-	}
 	if err := c.ParseFlags(rest); err != nil {
 		t.Errorf("%q: %v", args, err)
 		return nil
@@ -130,6 +123,14 @@ func checkKilnCommand(t *testing.T, args []string) *cobra.Command {
 	if c.Name() == "build" {
 		outs, _ := c.Flags().GetStringArray("output")
 		if _, err := export.ParseOutputs(outs); err != nil {
+			t.Errorf("%q: %v", args, err)
+		}
+		to, _ := c.Flags().GetStringArray("cache-to")
+		if _, err := parseCacheTo(to); err != nil {
+			t.Errorf("%q: %v", args, err)
+		}
+		from, _ := c.Flags().GetStringArray("cache-from")
+		if _, err := parseCacheFrom(from); err != nil {
 			t.Errorf("%q: %v", args, err)
 		}
 	}
