@@ -6,7 +6,9 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
+	"time"
 
 	"github.com/moby/patternmatcher/ignorefile"
 	"github.com/spf13/cobra"
@@ -26,6 +28,8 @@ type buildFlags struct {
 	noCache, explainCache, quiet                       bool
 	noCacheFilter, secrets                             []string
 	onError                                            string
+	provenance                                         string
+	attests                                            []string
 	jobs                                               int
 	sandbox                                            func() (executor.Sandbox, error)
 	registry                                           *registryOptions
@@ -73,6 +77,8 @@ func newBuildCmd(root *string) *cobra.Command {
 	fl.StringVar(&f.progress, "progress", "auto", "progress output: auto (tty on a terminal, else plain), plain, tty, rawjson or quiet")
 	fl.BoolVarP(&f.quiet, "quiet", "q", false, "print only the image ID (--progress=quiet)")
 	fl.StringArrayVarP(&f.outputs, "output", "o", nil, "export (repeatable): type=oci,dest=FILE | type=oci,dest=DIR,tar=false | type=docker,dest=FILE | type=local,dest=DIR | type=tar,dest=FILE | type=registry[,name=REF][,oci-mediatypes=false] | type=image,push=true")
+	fl.StringVar(&f.provenance, "provenance", "", "attach SLSA v1 provenance to oci and registry outputs: true (= mode=min), false, mode=min|max[,builder-id=URI] (default: min on pushes)")
+	fl.StringArrayVar(&f.attests, "attest", nil, "attestation, buildx spelling: type=provenance[,mode=min|max][,disabled=true]")
 	f.sandbox = addSandboxFlags(fl)
 	f.registry = addRegistryFlags(fl)
 	return cmd
@@ -80,6 +86,7 @@ func newBuildCmd(root *string) *cobra.Command {
 
 func runBuild(cmd *cobra.Command, root, contextDir string, f buildFlags) error {
 	ctx := cmd.Context()
+	started := time.Now()
 	st, err := os.Stat(contextDir)
 	if err != nil || !st.IsDir() {
 		return usagef("build context %q is not a directory", contextDir)
@@ -112,6 +119,10 @@ func runBuild(cmd *cobra.Command, root, contextDir string, f buildFlags) error {
 	outputs, err := export.ParseOutputs(f.outputs)
 	if err != nil {
 		return &usageError{err}
+	}
+	provReq, err := parseProvenanceFlags(f.provenance, f.attests)
+	if err != nil {
+		return err
 	}
 
 	dfPath := f.file
@@ -177,6 +188,20 @@ func runBuild(cmd *cobra.Command, root, contextDir string, f buildFlags) error {
 		return err
 	}
 	defer progress.Close(printer)
+	recorder := &recordingResolver{next: storeFirst{store: store, next: resolver}}
+	prov := &provenanceInputs{
+		req:            provReq,
+		contextDir:     contextDir,
+		dockerfilePath: dockerfileProvenancePath(contextDir, dfPath),
+		dockerfile:     src,
+		target:         f.target,
+		buildArgs:      buildArgs,
+		labels:         labels,
+		secretIDs:      keysOf(secrets),
+		started:        started,
+		resolver:       recorder,
+		log:            printer.Messages(),
+	}
 	res, err := planner.Build(ctx, planner.Options{
 		Dockerfile: df,
 		ContextDir: contextDir,
@@ -186,7 +211,7 @@ func runBuild(cmd *cobra.Command, root, contextDir string, f buildFlags) error {
 		Labels:     labels,
 		Network:    f.network,
 		Store:      store,
-		Resolver:   storeFirst{store: store, next: resolver},
+		Resolver:   recorder,
 		Sandbox:    sandbox,
 		Progress:   printer,
 
@@ -203,6 +228,7 @@ func runBuild(cmd *cobra.Command, root, contextDir string, f buildFlags) error {
 	}
 	for _, out := range outputs {
 		out.Pusher = f.registry
+		out.Attest = prov.attester(out)
 		layers := res.Layers
 		if comp, err := export.CompressionOf(out); err == nil && (comp.Kind != "gzip" || comp.Level != 0) {
 			if layers, err = store.Recompressed(ctx, layers, cache.Compression{Kind: comp.Kind, Level: comp.Level}); err != nil {
@@ -215,6 +241,9 @@ func runBuild(cmd *cobra.Command, root, contextDir string, f buildFlags) error {
 		}
 		step := printer.Step(fmt.Sprintf("exporting to %s %s", out.Type, out.Dest))
 		memo := exportMemo(store.Root, img, out, f.tags)
+		if out.Attest != nil {
+			memo = outputMemo{} // the provenance's times differ on every build
+		}
 		if memo.upToDate() {
 			step.Cached()
 			continue
@@ -237,7 +266,11 @@ func runBuild(cmd *cobra.Command, root, contextDir string, f buildFlags) error {
 			return fmt.Errorf("recording %s in the local store: %w", strings.Join(f.tags, ", "), err)
 		}
 	}
-	if err := f.registry.push(ctx, img, f.tags, printer.Messages()); err != nil {
+	var pushAttest export.Attester
+	if f.registry.pushFlag {
+		pushAttest = prov.attester(export.Output{Type: "registry"})
+	}
+	if err := f.registry.push(ctx, img, f.tags, printer.Messages(), pushAttest); err != nil {
 		return err
 	}
 	id, err := img.ConfigName()
@@ -372,4 +405,14 @@ func keepDir(onError, root, buildID string) string {
 		return ""
 	}
 	return debugDir(root, buildID)
+}
+
+// keysOf returns m's keys, sorted.
+func keysOf[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
 }
