@@ -71,10 +71,9 @@ func WithAttestations(img v1.Image, atts []Attestation, oci bool) (v1.ImageIndex
 	if err != nil {
 		return nil, fmt.Errorf("reading the image config: %w", err)
 	}
-	imgDesc := v1.Descriptor{MediaType: desc.MediaType, Size: desc.Size, Digest: desc.Digest,
-		Platform: &v1.Platform{OS: cf.OS, Architecture: cf.Architecture, Variant: cf.Variant}}
-	if imgDesc.Platform.OS == "" {
-		imgDesc.Platform = &v1.Platform{OS: "linux", Architecture: "amd64"}
+	imgDesc := v1.Descriptor{MediaType: desc.MediaType, Size: desc.Size, Digest: desc.Digest}
+	if cf.OS != "" {
+		imgDesc.Platform = &v1.Platform{OS: cf.OS, Architecture: cf.Architecture, Variant: cf.Variant}
 	}
 
 	att, err := attestationImage(atts, oci)
