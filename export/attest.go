@@ -84,6 +84,7 @@ func WithAttestations(img v1.Image, atts []Attestation, oci bool) (v1.ImageIndex
 	if err != nil {
 		return nil, fmt.Errorf("describing the attestation manifest: %w", err)
 	}
+	attDesc.ArtifactType = "" // BuildKit sets none; readers go by the annotations
 	attDesc.Platform = &v1.Platform{OS: "unknown", Architecture: "unknown"}
 	attDesc.Annotations = map[string]string{
 		AnnotationReferenceDigest: desc.Digest.String(),
