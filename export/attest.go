@@ -150,7 +150,7 @@ func attestationImage(atts []Attestation, oci bool) (v1.Image, error) {
 	if err != nil {
 		return nil, fmt.Errorf("encoding the attestation manifest: %w", err)
 	}
-	return partial.CompressedToImage(&rawImage{manifest: raw, config: cfg, mt: mt, blobs: blobs})
+	return partial.CompressedToImage(&rawImage{manifest: raw, config: cfg, mt: mt, cmt: cmt, blobs: blobs})
 }
 
 func sha256Hash(b []byte) v1.Hash {
@@ -161,7 +161,7 @@ func sha256Hash(b []byte) v1.Hash {
 // layers, for partial.CompressedToImage.
 type rawImage struct {
 	manifest, config []byte
-	mt               types.MediaType
+	mt, cmt          types.MediaType // of the manifest, of the config
 	blobs            map[v1.Hash][]byte
 }
 
@@ -171,7 +171,7 @@ func (r *rawImage) MediaType() (types.MediaType, error) { return r.mt, nil }
 
 func (r *rawImage) LayerByDigest(h v1.Hash) (partial.CompressedLayer, error) {
 	if h == sha256Hash(r.config) {
-		return &blobLayer{data: r.config, h: h, mt: types.OCIConfigJSON}, nil
+		return &blobLayer{data: r.config, h: h, mt: r.cmt}, nil
 	}
 	b, ok := r.blobs[h]
 	if !ok {

@@ -61,9 +61,7 @@ type Build struct {
 	// Bases are the images FROM and COPY --from resolved, in any order.
 	Bases []Base
 	// Git is the context's checkout, nil when it is not one.
-	Git *Git
-	// Hermetic is true when no step had network access.
-	Hermetic     bool
+	Git          *Git
 	InvocationID string
 	Started      time.Time
 	Finished     time.Time
@@ -226,7 +224,6 @@ func predicate(b Build, m Mode) provenancePredicate {
 		md.FinishedOn = &t
 	}
 	md.Completeness = &completeness{Request: complete}
-	md.Hermetic = b.Hermetic
 	return provenancePredicate{
 		BuildDefinition: buildDefinition{
 			BuildType:            BuildType,
@@ -360,7 +357,6 @@ type metadata struct {
 	FinishedOn   *time.Time `json:"finishedOn,omitempty"`
 	// Extension fields, named by URI as SLSA asks.
 	Completeness *completeness `json:"https://github.com/kiln-build/kiln#completeness,omitempty"`
-	Hermetic     bool          `json:"https://github.com/kiln-build/kiln#hermetic,omitempty"`
 }
 
 type completeness struct {
