@@ -398,6 +398,15 @@ func TestProvenance(t *testing.T) {
 		if out, code := kiln(t, "load", "--root", t.TempDir(), "-i", dest); code != 0 || !strings.Contains(out, "app:1") {
 			t.Errorf("kiln load of an attested archive exited %d:\n%s", code, out)
 		}
+		// kiln push of the archive carries the attestation along.
+		pushed := reg.Host + "/prov/pushed:1"
+		if out, code := kiln(t, "push", "--root", t.TempDir(), dest, pushed); code != 0 {
+			t.Fatalf("kiln push of an attested archive exited %d:\n%s", code, out)
+		}
+		p := findAttestation(t, remoteIndex(t, pushed))
+		if p.image != a.image || string(p.statement) != string(a.statement) {
+			t.Errorf("kiln push changed the image (%s, was %s) or its statement", p.image, a.image)
+		}
 	})
 
 	t.Run("no provenance by default on files; a docker archive says why", func(t *testing.T) {
