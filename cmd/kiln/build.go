@@ -6,7 +6,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 	"time"
 
@@ -197,7 +196,7 @@ func runBuild(cmd *cobra.Command, root, contextDir string, f buildFlags) error {
 		target:         f.target,
 		buildArgs:      buildArgs,
 		labels:         labels,
-		secretIDs:      keysOf(secrets),
+		secretIDs:      sortedSecretIDs(secrets),
 		started:        started,
 		resolver:       recorder,
 		log:            printer.Messages(),
@@ -405,14 +404,4 @@ func keepDir(onError, root, buildID string) string {
 		return ""
 	}
 	return debugDir(root, buildID)
-}
-
-// keysOf returns m's keys, sorted.
-func keysOf[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
 }

@@ -115,7 +115,7 @@ func (p *provenanceInputs) attester(out export.Output) export.Attester {
 	}
 	invocation := p.invocation
 	return func(subject v1.Descriptor, names []string) ([]export.Attestation, error) {
-		st, err := provenance.Statement(p.build(invocation), mode, subjects(subject.Digest, names))
+		st, err := provenance.Statement(p.build(invocation), mode, provenanceSubjects(subject.Digest, names))
 		if err != nil {
 			return nil, err
 		}
@@ -130,7 +130,7 @@ func whyNoAttestation(typ string) string {
 	return "a root filesystem has no manifest to attach it to"
 }
 
-func subjects(dg v1.Hash, names []string) []provenance.Subject {
+func provenanceSubjects(dg v1.Hash, names []string) []provenance.Subject {
 	if len(names) == 0 {
 		return []provenance.Subject{{Name: provenance.SubjectName(""), Digest: dg}}
 	}
@@ -184,4 +184,14 @@ func dockerfileProvenancePath(contextDir, dfPath string) string {
 		return filepath.ToSlash(rel)
 	}
 	return filepath.Base(dfPath)
+}
+
+// sortedSecretIDs returns the ids of the --secret flags, sorted.
+func sortedSecretIDs[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
 }

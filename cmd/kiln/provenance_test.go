@@ -25,9 +25,9 @@ import (
 	"github.com/kiln-build/kiln/registry/registrytest"
 )
 
-// gitCheckout turns dir into a git checkout with one commit and an origin
+// provGitCheckout turns dir into a git checkout with one commit and an origin
 // remote whose URL carries a token, and returns the commit id.
-func gitCheckout(t *testing.T, dir string) string {
+func provGitCheckout(t *testing.T, dir string) string {
 	t.Helper()
 	if _, err := exec.LookPath("git"); err != nil {
 		testutil.SkipHost(t, "needs git: apt-get install git")
@@ -54,17 +54,17 @@ func gitCheckout(t *testing.T, dir string) string {
 	return strings.TrimSpace(string(out))
 }
 
-// attestation is what a reader of BuildKit's layout finds for an image.
-type attestation struct {
+// provAttestation is what a reader of BuildKit's layout finds for an image.
+type provAttestation struct {
 	index     v1.ImageIndex
 	image     v1.Hash // the image manifest the attestation is about
 	statement []byte
 }
 
-// findAttestation walks an index as `docker buildx imagetools inspect`
+// provFindAttestation walks an index as `docker buildx imagetools inspect`
 // does: the image entry, then the attestation manifest whose reference
 // annotations name it, then its SLSA layer.
-func findAttestation(t *testing.T, idx v1.ImageIndex) attestation {
+func provFindAttestation(t *testing.T, idx v1.ImageIndex) provAttestation {
 	t.Helper()
 	im, err := idx.IndexManifest()
 	if err != nil {
@@ -114,15 +114,15 @@ func findAttestation(t *testing.T, idx v1.ImageIndex) attestation {
 		if err != nil {
 			t.Fatal(err)
 		}
-		return attestation{index: idx, image: img.Digest, statement: b}
+		return provAttestation{index: idx, image: img.Digest, statement: b}
 	}
 	t.Fatalf("no SLSA provenance layer in the attestation manifest: %+v", m.Layers)
-	return attestation{}
+	return provAttestation{}
 }
 
-// slsaStatement is the part of an in-toto statement with a SLSA v1
-// predicate that validateSLSA reads.
-type slsaStatement struct {
+// provStatement is the part of an in-toto statement with a SLSA v1
+// predicate that provValidateSLSA reads.
+type provStatement struct {
 	Type          string `json:"_type"`
 	PredicateType string `json:"predicateType"`
 	Subject       []struct {
@@ -153,14 +153,14 @@ type slsaStatement struct {
 	} `json:"predicate"`
 }
 
-// validateSLSA checks a statement against the required fields of in-toto
+// provValidateSLSA checks a statement against the required fields of in-toto
 // Statement v1 and SLSA provenance v1 (slsa.dev/spec/v1.0/provenance):
 // subjects with digests (here: the image manifest's), buildType a URI,
 // externalParameters present, every resolved dependency identified by a
 // well-formed digest, builder.id a URI, timestamps RFC 3339 and in order.
-func validateSLSA(t *testing.T, raw []byte, image v1.Hash) slsaStatement {
+func provValidateSLSA(t *testing.T, raw []byte, image v1.Hash) provStatement {
 	t.Helper()
-	var st slsaStatement
+	var st provStatement
 	dec := json.NewDecoder(strings.NewReader(string(raw)))
 	if err := dec.Decode(&st); err != nil {
 		t.Fatalf("statement is not JSON: %v\n%s", err, raw)
@@ -222,7 +222,7 @@ func validateSLSA(t *testing.T, raw []byte, image v1.Hash) slsaStatement {
 	return st
 }
 
-func remoteIndex(t *testing.T, ref string) v1.ImageIndex {
+func provRemoteIndex(t *testing.T, ref string) v1.ImageIndex {
 	t.Helper()
 	r := &registry.Resolver{}
 	n, err := r.Parse(ref)
@@ -254,7 +254,7 @@ func TestProvenance(t *testing.T) {
 	base := registryWithBases(t)
 	reg := registrytest.StartDistribution(t, registrytest.DistributionOptions{})
 	ctxDir := registryContext(t, "FROM "+base+"/library/busybox:latest\nARG FLAVOUR=plain\nLABEL flavour=$FLAVOUR\nCOPY greeting /greeting\n")
-	commit := gitCheckout(t, ctxDir)
+	commit := provGitCheckout(t, ctxDir)
 	root := t.TempDir()
 	build := func(t *testing.T, args ...string) string {
 		t.Helper()
@@ -274,7 +274,7 @@ func TestProvenance(t *testing.T) {
 	}(t)
 
 	// checkCommon checks what every mode records.
-	checkCommon := func(t *testing.T, st slsaStatement) {
+	checkCommon := func(t *testing.T, st provStatement) {
 		t.Helper()
 		bd := st.Predicate.BuildDefinition
 		var haveBase, haveGit bool
@@ -301,7 +301,7 @@ func TestProvenance(t *testing.T) {
 			t.Errorf("request %v", req)
 		}
 	}
-	hasBuildArg := func(st slsaStatement) bool {
+	hasBuildArg := func(st provStatement) bool {
 		req, _ := st.Predicate.BuildDefinition.ExternalParameters["request"].(map[string]any)
 		args, _ := req["args"].(map[string]any)
 		return args["build-arg:FLAVOUR"] == "lemon-secret"
@@ -310,8 +310,8 @@ func TestProvenance(t *testing.T) {
 	t.Run("push: min by default, survives crane copy", func(t *testing.T) {
 		ref := reg.Host + "/prov/app:min"
 		out := build(t, "-t", ref, "--push")
-		a := findAttestation(t, remoteIndex(t, ref))
-		st := validateSLSA(t, a.statement, a.image)
+		a := provFindAttestation(t, provRemoteIndex(t, ref))
+		st := provValidateSLSA(t, a.statement, a.image)
 		checkCommon(t, st)
 		if hasBuildArg(st) || strings.Contains(string(a.statement), "lemon-secret") || strings.Contains(string(a.statement), "s3cret-token") {
 			t.Errorf("min provenance shows a build arg value or a credential:\n%s", a.statement)
@@ -329,18 +329,18 @@ func TestProvenance(t *testing.T) {
 		if err := crane.Copy(ref, dst, crane.WithContext(context.Background())); err != nil {
 			t.Fatalf("crane copy: %v", err)
 		}
-		c := findAttestation(t, remoteIndex(t, dst))
+		c := provFindAttestation(t, provRemoteIndex(t, dst))
 		if cd, _ := c.index.Digest(); cd != idxDigest || c.image != a.image || string(c.statement) != string(a.statement) {
 			t.Errorf("the copy differs: index %s, image %s", cd, c.image)
 		}
-		validateSLSA(t, c.statement, a.image)
+		provValidateSLSA(t, c.statement, a.image)
 	})
 
 	t.Run("mode=max keeps build args and the Dockerfile", func(t *testing.T) {
 		ref := reg.Host + "/prov/app:max"
 		build(t, "--provenance=mode=max", "-o", "type=registry,name="+ref)
-		a := findAttestation(t, remoteIndex(t, ref))
-		st := validateSLSA(t, a.statement, a.image)
+		a := provFindAttestation(t, provRemoteIndex(t, ref))
+		st := provValidateSLSA(t, a.statement, a.image)
 		checkCommon(t, st)
 		if !hasBuildArg(st) {
 			t.Errorf("max provenance lacks the build arg:\n%s", a.statement)
@@ -386,8 +386,8 @@ func TestProvenance(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		a := findAttestation(t, idx)
-		st := validateSLSA(t, a.statement, a.image)
+		a := provFindAttestation(t, idx)
+		st := provValidateSLSA(t, a.statement, a.image)
 		checkCommon(t, st)
 		if !hasBuildArg(st) {
 			t.Error("mode=max lost the build arg")
@@ -403,7 +403,7 @@ func TestProvenance(t *testing.T) {
 		if out, code := kiln(t, "push", "--root", t.TempDir(), dest, pushed); code != 0 {
 			t.Fatalf("kiln push of an attested archive exited %d:\n%s", code, out)
 		}
-		p := findAttestation(t, remoteIndex(t, pushed))
+		p := provFindAttestation(t, provRemoteIndex(t, pushed))
 		if p.image != a.image || string(p.statement) != string(a.statement) {
 			t.Errorf("kiln push changed the image (%s, was %s) or its statement", p.image, a.image)
 		}
