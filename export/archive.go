@@ -33,6 +33,13 @@ func OCIArchive(ctx context.Context, img v1.Image, dest string, names []string) 
 	return writeArchive(ctx, img, dest, names, false)
 }
 
+// OCIIndexArchive is OCIArchive for an index (an image with its
+// attestations): index.json names the index, as BuildKit's oci exporter
+// writes an attested image.
+func OCIIndexArchive(ctx context.Context, idx v1.ImageIndex, dest string, names []string) error {
+	return writeArchive(ctx, idx, dest, names, false)
+}
+
 // DockerArchive writes img as a tarball for `docker load`, like buildx
 // -o type=docker,dest=FILE: an OCI layout plus the manifest.json that
 // docker reads, tagged with names (none: the image loads untagged).
@@ -44,12 +51,12 @@ func DockerArchive(ctx context.Context, img v1.Image, dest string, names []strin
 // (blobs/, blobs/sha256/, blobs/sha256/…, index.json, [manifest.json],
 // oci-layout), blobs read-only, every mtime the epoch, so the same image
 // always gives the same archive bytes.
-func writeArchive(ctx context.Context, img v1.Image, dest string, names []string, docker bool) error {
+func writeArchive(ctx context.Context, a Artifact, dest string, names []string, docker bool) error {
 	parsed, err := parseNames(names)
 	if err != nil {
 		return err
 	}
-	desc, blobs, err := imageBlobs(img)
+	desc, blobs, err := artifactBlobs(a)
 	if err != nil {
 		return fmt.Errorf("listing blobs of the image for %s: %w", dest, err)
 	}
@@ -63,6 +70,10 @@ func writeArchive(ctx context.Context, img v1.Image, dest string, names []string
 	}
 	var dockerManifest []byte
 	if docker {
+		img, ok := a.(v1.Image)
+		if !ok {
+			return fmt.Errorf("writing %s: a docker archive holds a single image, not an index", dest)
+		}
 		if dockerManifest, err = dockerManifestJSON(img, parsed); err != nil {
 			return err
 		}

@@ -79,6 +79,47 @@ func imageBlobs(img v1.Image) (v1.Descriptor, []blob, error) {
 	return desc, blobs, nil
 }
 
+// artifactBlobs is imageBlobs for an image or an index of images (an
+// image with its attestations): the index's own manifest, then every
+// child's blobs, once each, sorted by digest.
+func artifactBlobs(a Artifact) (v1.Descriptor, []blob, error) {
+	switch a := a.(type) {
+	case v1.Image:
+		return imageBlobs(a)
+	case v1.ImageIndex:
+		raw, err := a.RawManifest()
+		if err != nil {
+			return v1.Descriptor{}, nil, fmt.Errorf("reading index: %w", err)
+		}
+		im, err := a.IndexManifest()
+		if err != nil {
+			return v1.Descriptor{}, nil, fmt.Errorf("parsing index: %w", err)
+		}
+		mt, err := a.MediaType()
+		if err != nil {
+			return v1.Descriptor{}, nil, fmt.Errorf("reading index media type: %w", err)
+		}
+		desc := v1.Descriptor{MediaType: mt, Size: int64(len(raw)), Digest: sha256Hash(raw)}
+		blobs := []blob{bytesBlob(desc.Digest, raw)}
+		for _, m := range im.Manifests {
+			img, err := a.Image(m.Digest)
+			if err != nil {
+				return v1.Descriptor{}, nil, fmt.Errorf("finding manifest %s: %w", m.Digest, err)
+			}
+			_, bs, err := imageBlobs(img)
+			if err != nil {
+				return v1.Descriptor{}, nil, err
+			}
+			blobs = append(blobs, bs...)
+		}
+		slices.SortFunc(blobs, func(a, b blob) int { return strings.Compare(a.digest.String(), b.digest.String()) })
+		blobs = slices.CompactFunc(blobs, func(a, b blob) bool { return a.digest == b.digest })
+		return desc, blobs, nil
+	default:
+		return v1.Descriptor{}, nil, fmt.Errorf("exporting: %T is neither an image nor an index", a)
+	}
+}
+
 func bytesBlob(d v1.Hash, b []byte) blob {
 	return blob{digest: d, size: int64(len(b)), open: func() (io.ReadCloser, error) {
 		return io.NopCloser(bytes.NewReader(b)), nil

@@ -20,6 +20,16 @@ import (
 // name replaces the entry that had the same name, other entries stay. With
 // no names the entry is tagged "latest", as BuildKit does.
 func OCILayout(ctx context.Context, img v1.Image, dir string, names []string) error {
+	return writeLayout(ctx, img, dir, names)
+}
+
+// OCIIndexLayout is OCILayout for an index (an image with its
+// attestations).
+func OCIIndexLayout(ctx context.Context, idx v1.ImageIndex, dir string, names []string) error {
+	return writeLayout(ctx, idx, dir, names)
+}
+
+func writeLayout(ctx context.Context, a Artifact, dir string, names []string) error {
 	parsed, err := parseNames(names)
 	if err != nil {
 		return err
@@ -27,7 +37,7 @@ func OCILayout(ctx context.Context, img v1.Image, dir string, names []string) er
 	if err := prepareLayoutDir(dir); err != nil {
 		return err
 	}
-	desc, blobs, err := imageBlobs(img)
+	desc, blobs, err := artifactBlobs(a)
 	if err != nil {
 		return fmt.Errorf("listing blobs of the image for %s: %w", dir, err)
 	}

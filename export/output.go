@@ -29,6 +29,10 @@ type Output struct {
 	Attrs map[string]string
 	// Pusher pushes a registry output; nil means DefaultPusher.
 	Pusher Pusher
+	// Attest, when set, attaches attestations (provenance) to an oci or
+	// registry output, which then holds an index of the image and its
+	// attestation manifest. Other types cannot hold them: Write refuses.
+	Attest Attester
 }
 
 // keysByType lists the keys each output type accepts beyond type and dest;
@@ -179,8 +183,21 @@ func Write(ctx context.Context, img v1.Image, out Output, names []string) error 
 			}
 		}
 	}
+	if out.Attest != nil && out.Type != "oci" && out.Type != "registry" {
+		return fmt.Errorf("writing type=%s: attestations need an oci or registry output", out.Type)
+	}
 	switch out.Type {
 	case "oci":
+		a, err := Attach(img, out.Attest, names, true)
+		if err != nil {
+			return err
+		}
+		if idx, ok := a.(v1.ImageIndex); ok {
+			if out.Tar {
+				return OCIIndexArchive(ctx, idx, out.Dest, names)
+			}
+			return OCIIndexLayout(ctx, idx, out.Dest, names)
+		}
 		if out.Tar {
 			return OCIArchive(ctx, img, out.Dest, names)
 		}
@@ -200,7 +217,7 @@ func Write(ctx context.Context, img v1.Image, out Output, names []string) error 
 		if v, ok := out.Attrs["oci-mediatypes"]; ok {
 			oci, _ = strconv.ParseBool(v) // checked by ParseOutputs
 		}
-		return Registry(ctx, p, img, names, oci)
+		return Registry(ctx, p, img, names, oci, out.Attest)
 	default:
 		return fmt.Errorf("writing output: unknown type %q", out.Type)
 	}

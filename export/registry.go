@@ -11,11 +11,12 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 )
 
-// Pusher writes an image to registries. export does not configure
-// registries (credentials, TLS, mirrors): the command does, and hands the
-// result in.
+// Pusher writes an image, or an index holding an image and its
+// attestations (a v1.Image or a v1.ImageIndex), to registries. export does
+// not configure registries (credentials, TLS, mirrors): the command does,
+// and hands the result in.
 type Pusher interface {
-	Push(ctx context.Context, img v1.Image, refs []string) error
+	Push(ctx context.Context, a Artifact, refs []string) error
 }
 
 // DefaultPusher pushes -o type=registry outputs that carry no Pusher of
@@ -25,8 +26,9 @@ var DefaultPusher Pusher
 
 // Registry pushes img to every name, like buildx -o type=registry. With
 // oci false the manifest and config carry Docker schema 2 media types
-// (oci-mediatypes=false), for registries and tools that predate OCI.
-func Registry(ctx context.Context, p Pusher, img v1.Image, names []string, oci bool) error {
+// (oci-mediatypes=false), for registries and tools that predate OCI. A
+// non-nil attest pushes an index of img and its attestations instead.
+func Registry(ctx context.Context, p Pusher, img v1.Image, names []string, oci bool, attest Attester) error {
 	if len(names) == 0 {
 		return errors.New("pushing: no name to push to (give -t NAME or name=NAME)")
 	}
@@ -39,7 +41,11 @@ func Registry(ctx context.Context, p Pusher, img v1.Image, names []string, oci b
 			return err
 		}
 	}
-	return p.Push(ctx, img, names)
+	a, err := Attach(img, attest, names, oci)
+	if err != nil {
+		return err
+	}
+	return p.Push(ctx, a, names)
 }
 
 // DockerMediaTypes returns img with Docker schema 2 media types in its

@@ -21,11 +21,18 @@ import (
 // fakePusher records what it was asked to push.
 type fakePusher struct {
 	img  v1.Image
+	idx  v1.ImageIndex
 	refs []string
 }
 
-func (p *fakePusher) Push(_ context.Context, img v1.Image, refs []string) error {
-	p.img, p.refs = img, refs
+func (p *fakePusher) Push(_ context.Context, a Artifact, refs []string) error {
+	switch a := a.(type) {
+	case v1.Image:
+		p.img = a
+	case v1.ImageIndex:
+		p.idx = a
+	}
+	p.refs = refs
 	return nil
 }
 

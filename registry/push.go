@@ -8,6 +8,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/types"
 )
 
 // Pushed is one reference written by Push.
@@ -93,8 +94,9 @@ func digestOf(t remote.Taggable) (v1.Hash, error) {
 // uploading it, which is what makes pushing a small image FROM a large base
 // of the same registry fast.
 func (r *Resolver) mountable(t remote.Taggable, reg name.Registry) remote.Taggable {
-	img, ok := t.(v1.Image)
-	if !ok {
+	img, isImage := t.(v1.Image)
+	idx, isIndex := t.(v1.ImageIndex)
+	if !isImage && !isIndex {
 		return t
 	}
 	r.mu.Lock()
@@ -108,7 +110,35 @@ func (r *Resolver) mountable(t remote.Taggable, reg name.Registry) remote.Taggab
 	if len(from) == 0 {
 		return t
 	}
+	if isIndex {
+		// An image with its attestations: the image's layers mount the
+		// same way.
+		return &mountableIndex{idx: idx, from: from}
+	}
 	return &mountableImage{Image: img, from: from}
+}
+
+// mountableIndex is an index whose images' layers are mountable. (Not an
+// embedded v1.ImageIndex: the field's name would hide the ImageIndex
+// method.)
+type mountableIndex struct {
+	idx  v1.ImageIndex
+	from map[v1.Hash]name.Digest
+}
+
+func (m *mountableIndex) MediaType() (types.MediaType, error)         { return m.idx.MediaType() }
+func (m *mountableIndex) Digest() (v1.Hash, error)                    { return m.idx.Digest() }
+func (m *mountableIndex) Size() (int64, error)                        { return m.idx.Size() }
+func (m *mountableIndex) IndexManifest() (*v1.IndexManifest, error)   { return m.idx.IndexManifest() }
+func (m *mountableIndex) RawManifest() ([]byte, error)                { return m.idx.RawManifest() }
+func (m *mountableIndex) ImageIndex(h v1.Hash) (v1.ImageIndex, error) { return m.idx.ImageIndex(h) }
+
+func (m *mountableIndex) Image(h v1.Hash) (v1.Image, error) {
+	img, err := m.idx.Image(h)
+	if err != nil {
+		return nil, err
+	}
+	return &mountableImage{Image: img, from: m.from}, nil
 }
 
 type mountableImage struct {
@@ -161,3 +191,5 @@ func (r *Resolver) AddSource(layer v1.Hash, from name.Digest) {
 		r.sources[layer] = from
 	}
 }
+
+var _ v1.ImageIndex = (*mountableIndex)(nil)

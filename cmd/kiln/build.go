@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/moby/patternmatcher/ignorefile"
 	"github.com/spf13/cobra"
@@ -26,6 +27,8 @@ type buildFlags struct {
 	noCache, explainCache, quiet                       bool
 	noCacheFilter, secrets                             []string
 	onError                                            string
+	provenance                                         string
+	attests                                            []string
 	jobs                                               int
 	pull                                               bool // --pull: see imageResolver
 	sandbox                                            func() (executor.Sandbox, error)
@@ -76,6 +79,8 @@ func newBuildCmd(root *string) *cobra.Command {
 	fl.StringVar(&f.progress, "progress", "auto", "progress output: auto (tty on a terminal, else plain), plain, tty, rawjson or quiet")
 	fl.BoolVarP(&f.quiet, "quiet", "q", false, "print only the image ID (--progress=quiet)")
 	fl.StringArrayVarP(&f.outputs, "output", "o", nil, "export (repeatable): type=oci,dest=FILE | type=oci,dest=DIR,tar=false | type=docker,dest=FILE | type=local,dest=DIR | type=tar,dest=FILE | type=registry[,name=REF][,oci-mediatypes=false] | type=image,push=true")
+	fl.StringVar(&f.provenance, "provenance", "", "attach SLSA v1 provenance to oci and registry outputs: true (= mode=min), false, mode=min|max[,builder-id=URI] (default: min on pushes)")
+	fl.StringArrayVar(&f.attests, "attest", nil, "attestation, buildx spelling: type=provenance[,mode=min|max][,disabled=true]")
 	f.sandbox = addSandboxFlags(fl)
 	f.registry = addRegistryFlags(fl)
 	f.cache = addCacheFlags(fl)
@@ -84,6 +89,7 @@ func newBuildCmd(root *string) *cobra.Command {
 
 func runBuild(cmd *cobra.Command, root, contextDir string, f buildFlags) error {
 	ctx := cmd.Context()
+	started := time.Now()
 	st, err := os.Stat(contextDir)
 	if err != nil || !st.IsDir() {
 		return usagef("build context %q is not a directory", contextDir)
@@ -127,6 +133,10 @@ func runBuild(cmd *cobra.Command, root, contextDir string, f buildFlags) error {
 		return err
 	}
 	cacheFrom, err := parseCacheFrom(f.cache.from)
+	if err != nil {
+		return err
+	}
+	provReq, err := parseProvenanceFlags(f.provenance, f.attests)
 	if err != nil {
 		return err
 	}
@@ -195,6 +205,20 @@ func runBuild(cmd *cobra.Command, root, contextDir string, f buildFlags) error {
 	}
 	defer progress.Close(printer)
 	remote := importCaches(ctx, f.registry.res, cacheFrom, printer.Messages())
+	recorder := &recordingResolver{next: imageResolver(store, resolver, f.pull)}
+	prov := &provenanceInputs{
+		req:            provReq,
+		contextDir:     contextDir,
+		dockerfilePath: dockerfileProvenancePath(contextDir, dfPath),
+		dockerfile:     src,
+		target:         f.target,
+		buildArgs:      buildArgs,
+		labels:         labels,
+		secretIDs:      sortedSecretIDs(secrets),
+		started:        started,
+		resolver:       recorder,
+		log:            printer.Messages(),
+	}
 	res, err := planner.Build(ctx, planner.Options{
 		Dockerfile: df,
 		ContextDir: contextDir,
@@ -204,7 +228,7 @@ func runBuild(cmd *cobra.Command, root, contextDir string, f buildFlags) error {
 		Labels:     labels,
 		Network:    f.network,
 		Store:      store,
-		Resolver:   imageResolver(store, resolver, f.pull),
+		Resolver:   recorder,
 		Sandbox:    sandbox,
 		Progress:   printer,
 
@@ -228,6 +252,7 @@ func runBuild(cmd *cobra.Command, root, contextDir string, f buildFlags) error {
 	}
 	for _, out := range outputs {
 		out.Pusher = f.registry
+		out.Attest = prov.attester(out)
 		layers := res.Layers
 		if out.Type != "registry" && out.Type != "image" {
 			// Only a push can skip the bytes (a registry mounts them);
@@ -251,6 +276,9 @@ func runBuild(cmd *cobra.Command, root, contextDir string, f buildFlags) error {
 		}
 		step := printer.Step(fmt.Sprintf("exporting to %s %s", out.Type, out.Dest))
 		memo := exportMemo(store.Root, img, out, f.tags)
+		if out.Attest != nil {
+			memo = outputMemo{} // the provenance's times differ on every build
+		}
 		if memo.upToDate() {
 			step.Cached()
 			continue
@@ -275,7 +303,11 @@ func runBuild(cmd *cobra.Command, root, contextDir string, f buildFlags) error {
 			return fmt.Errorf("recording %s in the local store: %w", strings.Join(f.tags, ", "), err)
 		}
 	}
-	if err := f.registry.push(ctx, img, f.tags, printer.Messages()); err != nil {
+	var pushAttest export.Attester
+	if f.registry.pushFlag {
+		pushAttest = prov.attester(export.Output{Type: "registry"})
+	}
+	if err := f.registry.push(ctx, img, f.tags, printer.Messages(), pushAttest); err != nil {
 		return err
 	}
 	if len(cacheTo) > 0 {

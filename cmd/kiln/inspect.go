@@ -15,6 +15,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/spf13/cobra"
+
+	"github.com/kiln-build/kiln/export"
 )
 
 func newInspectCmd() *cobra.Command {
@@ -111,6 +113,23 @@ func firstImage(dir string) (v1.Image, error) {
 	for _, d := range m.Manifests {
 		if d.MediaType.IsImage() {
 			return idx.Image(d.Digest)
+		}
+		// An image with its attestations (--provenance) is an index: its
+		// image is the entry that is no attestation manifest.
+		if d.MediaType.IsIndex() {
+			child, err := idx.ImageIndex(d.Digest)
+			if err != nil {
+				return nil, err
+			}
+			cm, err := child.IndexManifest()
+			if err != nil {
+				return nil, err
+			}
+			for _, c := range cm.Manifests {
+				if c.MediaType.IsImage() && c.Annotations[export.AnnotationReferenceType] == "" {
+					return child.Image(c.Digest)
+				}
+			}
 		}
 	}
 	return nil, errors.New("the layout holds no image")

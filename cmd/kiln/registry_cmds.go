@@ -16,6 +16,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/spf13/cobra"
 
+	"github.com/kiln-build/kiln/export"
 	"github.com/kiln-build/kiln/registry"
 )
 
@@ -185,7 +186,7 @@ standard output.`,
 // (layout, OCI or docker archive) when src exists on disk, else a name in
 // the store under root. cleanup removes what reading it unpacked, once the
 // push is over.
-func pushSource(root, src, pick string) (img v1.Image, srcName string, cleanup func(), err error) {
+func pushSource(root, src, pick string) (img export.Artifact, srcName string, cleanup func(), err error) {
 	cleanup = func() {}
 	if st, err := os.Stat(src); err == nil {
 		if st.IsDir() {
@@ -227,7 +228,7 @@ const (
 	annotationRefName   = "org.opencontainers.image.ref.name"
 )
 
-func layoutSource(dir, pick string) (v1.Image, string, error) {
+func layoutSource(dir, pick string) (export.Artifact, string, error) {
 	lp, err := layout.FromPath(dir)
 	if err != nil {
 		return nil, "", fmt.Errorf("reading OCI layout %s: %w", dir, err)
@@ -242,7 +243,9 @@ func layoutSource(dir, pick string) (v1.Image, string, error) {
 	}
 	var candidates []v1.Descriptor
 	for _, d := range im.Manifests {
-		if !d.MediaType.IsImage() {
+		// An index is an image with its attestations (kiln build
+		// --provenance): pushed whole, so the attestation travels.
+		if !d.MediaType.IsImage() && !d.MediaType.IsIndex() {
 			continue
 		}
 		if pick != "" && !nameMatches(layoutName(d), pick) {
@@ -262,6 +265,13 @@ func layoutSource(dir, pick string) (v1.Image, string, error) {
 		if c.Digest != d.Digest {
 			return nil, "", usagef("push: OCI layout %s holds several images; choose one with --name", dir)
 		}
+	}
+	if d.MediaType.IsIndex() {
+		child, err := idx.ImageIndex(d.Digest)
+		if err != nil {
+			return nil, "", fmt.Errorf("reading index %s of %s: %w", d.Digest, dir, err)
+		}
+		return child, layoutName(d), nil
 	}
 	img, err := idx.Image(d.Digest)
 	if err != nil {
@@ -295,7 +305,7 @@ func nameMatches(a, b string) bool {
 // archiveSource reads an OCI archive (unpacked into a temporary layout,
 // since go-containerregistry reads layouts from directories only) or a
 // docker archive (read in place).
-func archiveSource(file, pick string) (v1.Image, string, func(), error) {
+func archiveSource(file, pick string) (export.Artifact, string, func(), error) {
 	nop := func() {}
 	members, err := tarMembers(file)
 	if err != nil {

@@ -13,6 +13,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/spf13/pflag"
 
+	"github.com/kiln-build/kiln/export"
 	"github.com/kiln-build/kiln/planner"
 	"github.com/kiln-build/kiln/registry"
 )
@@ -140,9 +141,10 @@ func (o *registryOptions) tags() []string {
 	return nil
 }
 
-// Push implements export.Pusher: it pushes img to refs and prints the
-// digest, once per reference as docker push does.
-func (o *registryOptions) Push(ctx context.Context, img v1.Image, refs []string) error {
+// Push implements export.Pusher: it pushes img (an image, or an index of
+// an image and its attestations) to refs and prints the digest, once per
+// reference as docker push does.
+func (o *registryOptions) Push(ctx context.Context, img export.Artifact, refs []string) error {
 	if o.res == nil {
 		res, err := newResolver(o.insecure, o.mirrors, o.log)
 		if err != nil {
@@ -169,14 +171,19 @@ func (o *registryOptions) Push(ctx context.Context, img v1.Image, refs []string)
 	return nil
 }
 
-// push pushes the built image when the command line asked for it, then
-// writes --metadata-file.
-func (o *registryOptions) push(ctx context.Context, img v1.Image, names []string, log io.Writer) error {
+// push pushes the built image when the command line asked for it (with
+// the attestations attest gives, when not nil), then writes
+// --metadata-file.
+func (o *registryOptions) push(ctx context.Context, img v1.Image, names []string, log io.Writer, attest export.Attester) error {
 	if log != nil {
 		o.log = log
 	}
 	if o.pushFlag {
-		if err := o.Push(ctx, img, names); err != nil {
+		a, err := export.Attach(img, attest, names, true)
+		if err != nil {
+			return err
+		}
+		if err := o.Push(ctx, a, names); err != nil {
 			return err
 		}
 	}
@@ -186,7 +193,7 @@ func (o *registryOptions) push(ctx context.Context, img v1.Image, names []string
 	return o.writeMetadata(img)
 }
 
-func descriptorOf(img v1.Image) (v1.Descriptor, error) {
+func descriptorOf(img export.Artifact) (v1.Descriptor, error) {
 	d, err := img.Digest()
 	if err != nil {
 		return v1.Descriptor{}, fmt.Errorf("computing the image digest: %w", err)
