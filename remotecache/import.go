@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/partial"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
@@ -116,7 +117,11 @@ func importRegistry(ctx context.Context, res *registry.Resolver, ref string) (ma
 		return nil, fmt.Errorf("fetching %s: %w", n, err)
 	}
 	if desc.MediaType.IsIndex() {
-		return nil, fmt.Errorf("%s is an image index, not a kiln cache (push one with --cache-to type=registry,ref=%s)", n, ref)
+		// An image pushed with provenance is an index: its inline cache
+		// is in the image manifest's config, beside the attestation.
+		if desc, err = imageOfIndex(n, desc, opts); err != nil {
+			return nil, fmt.Errorf("%s is an image index with no image of kiln's platform, not a kiln cache (push one with --cache-to type=registry,ref=%s): %w", n, ref, err)
+		}
 	}
 	m, err := v1.ParseManifest(bytes.NewReader(desc.Manifest))
 	if err != nil {
@@ -322,4 +327,24 @@ func readLimited(path string, limit int64) ([]byte, error) {
 		return nil, fmt.Errorf("reading %s: larger than %d bytes", path, limit)
 	}
 	return data, nil
+}
+
+// imageOfIndex fetches the image manifest an index holds for linux/amd64,
+// the platform kiln builds; attestation manifests (platform unknown/unknown)
+// are never it.
+func imageOfIndex(n name.Reference, desc *remote.Descriptor, opts []remote.Option) (*remote.Descriptor, error) {
+	idx, err := v1.ParseIndexManifest(bytes.NewReader(desc.Manifest))
+	if err != nil {
+		return nil, fmt.Errorf("parsing the index: %w", err)
+	}
+	for _, d := range idx.Manifests {
+		if !d.MediaType.IsImage() || d.Annotations["vnd.docker.reference.type"] == "attestation-manifest" {
+			continue
+		}
+		if d.Platform != nil && (d.Platform.OS != "linux" || d.Platform.Architecture != "amd64") {
+			continue
+		}
+		return remote.Get(n.Context().Digest(d.Digest.String()), opts...)
+	}
+	return nil, errors.New("no linux/amd64 image in it")
 }
