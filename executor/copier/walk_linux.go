@@ -74,6 +74,11 @@ type pendingDir struct {
 	self    *lazyDir // set when made
 	made    bool
 	created bool
+	// rel and fi are its source entry, checked against the key's entries
+	// only when it is made: the key, like the copy, holds an excluded
+	// directory only as the parent of something kept.
+	rel string
+	fi  fs.FileInfo
 }
 
 // errReplaceDir is fsutil's refusal to put a file where a directory is.
@@ -177,18 +182,20 @@ func (c *copier) copyNode(s node, fi fs.FileInfo, st matchState, parent *lazyDir
 // directory below the top is merged and takes the source's metadata; the top
 // (dest itself) keeps its mode and owner and only takes the timestamps.
 func (c *copier) copyDir(s node, fi fs.FileInfo, st matchState, parent *lazyDir, name string, top bool) error {
-	if err := c.verify.check(s.rel(), fi, "", ""); err != nil {
-		return err
-	}
 	// An excluded directory below the top is in BuildKit's context only as
 	// the parent of something an exception keeps: create it lazily.
 	lazy := !top && st.excluded
+	if !lazy {
+		if err := c.verify.check(s.rel(), fi, "", ""); err != nil {
+			return err
+		}
+	}
 	self := &lazyDir{}
 	defer func() { self.d.Close() }()
 	var pd *pendingDir
 	created := false
 	if lazy {
-		pd = &pendingDir{parent: parent, name: name, self: self}
+		pd = &pendingDir{parent: parent, name: name, self: self, rel: s.rel(), fi: fi}
 		c.pending = append(c.pending, pd)
 	} else {
 		if err := c.makePending(); err != nil {
@@ -263,6 +270,9 @@ func (c *copier) makePending() error {
 	for _, pd := range c.pending {
 		if pd.made {
 			continue
+		}
+		if err := c.verify.check(pd.rel, pd.fi, "", ""); err != nil {
+			return err
 		}
 		d, created, err := makeDir(node{dir: pd.parent.d, name: pd.name})
 		if err != nil {
