@@ -29,11 +29,11 @@ func entries() []Entry {
 // back.
 func TestRecordsCanonical(t *testing.T) {
 	e := entries()
-	a, layers, err := encodeRecords(e)
+	a, layers, err := encodeRecords(e, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, _, err := encodeRecords([]Entry{e[1], e[0], e[0]})
+	b, _, err := encodeRecords([]Entry{e[1], e[0], e[0]}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
