@@ -51,7 +51,17 @@ func snapshotMount(ctx context.Context, store *cache.Store, id string, imported 
 		}
 		layers = snap.Layers
 	}
-	return Mount{ID: id, Layers: layers, Created: snap.Created}, true, nil
+	out := Mount{ID: id, Layers: layers, Created: snap.Created}
+	if m, ok := imported.Mount(id); ok && snap.Added.Digest.Hex == "" && sameBlobs(m.Layers, layers) {
+		// restored and unchanged: the imported mount as it was, its
+		// created time included, so the records keep their bytes
+		out.Created = m.Created
+	}
+	return out, true, nil
+}
+
+func sameBlobs(a, b []cache.LayerInfo) bool {
+	return slices.EqualFunc(a, b, func(x, y cache.LayerInfo) bool { return x.Digest == y.Digest && x.DiffID == y.DiffID })
 }
 
 // available returns layers with each one readable: its blob in the store,

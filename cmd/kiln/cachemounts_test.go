@@ -11,11 +11,12 @@ import (
 )
 
 // mountDockerfile fills the cache mount "mods" on its first run (COLD: a
-// 200 kB file) and adds one small file on every run; /result says whether
-// the mount came warm.
+// 200 kB file) and adds one small file on every run unless READONLY is
+// set; /result says whether the mount came warm.
 func mountDockerfile(base string) string {
 	return "FROM " + base + "\nCOPY greeting /greeting\n" +
-		"RUN --mount=type=cache,id=mods,target=/cache sh -c 'if [ -e /cache/warm ]; then echo WARM; else echo COLD; touch /cache/warm; head -c 200000 /dev/urandom > /cache/big; fi > /result; mktemp /cache/run.XXXXXX'\n"
+		"ARG READONLY\n" +
+		"RUN --mount=type=cache,id=mods,target=/cache sh -c 'if [ -e /cache/warm ]; then echo WARM; else echo COLD; touch /cache/warm; head -c 200000 /dev/urandom > /cache/big; fi > /result; [ -n \"$READONLY\" ] || mktemp /cache/run.XXXXXX'\n"
 }
 
 // mountResult builds ctxDir on a fresh root with args, exporting the
@@ -36,6 +37,7 @@ func mountResult(t *testing.T, ctxDir string, args ...string) (string, string) {
 }
 
 type mountsSection struct {
+	Raw    json.RawMessage `json:"-"`
 	Mounts []struct {
 		ID     string `json:"id"`
 		Layers []struct {
@@ -56,6 +58,13 @@ func registryMounts(t *testing.T, ref string) mountsSection {
 	if err := json.Unmarshal(cfg, &m); err != nil {
 		t.Fatal(err)
 	}
+	var raw struct {
+		Mounts json.RawMessage `json:"mounts"`
+	}
+	if err := json.Unmarshal(cfg, &raw); err != nil {
+		t.Fatal(err)
+	}
+	m.Raw = raw.Mounts
 	return m
 }
 
@@ -102,7 +111,7 @@ func TestCacheMountsRegistry(t *testing.T) {
 	}
 	t.Logf("runner B:\n%s", out)
 	b := registryMounts(t, ref)
-	t.Logf("cache mounts after runner A: %+v; after runner B: %+v", a, b)
+	t.Logf("cache mounts after runner A: %s\nafter runner B: %s", a.Raw, b.Raw)
 	if len(b.Mounts) != 1 || len(b.Mounts[0].Layers) != 2 || b.Mounts[0].Layers[0] != a.Mounts[0].Layers[0] {
 		t.Fatalf("runner B's cache mounts: %+v, want A's layer and one more", b)
 	}
@@ -124,6 +133,16 @@ func TestCacheMountsRegistry(t *testing.T) {
 	allCached(t, out)
 	if got := headDigest(t, ref); got != digest {
 		t.Errorf("the cache digest moved from %s to %s with nothing changed", digest, got)
+	}
+
+	// A runner whose step runs, restores the mount and changes nothing in
+	// it exports the mount exactly as imported.
+	out, code = kiln(t, "build", "--root", t.TempDir(), "--progress=plain", "--build-arg", "READONLY=1", "--cache-from", from, "--cache-to", to, ctxDir)
+	if code != 0 {
+		t.Fatalf("runner E exited %d:\n%s", code, out)
+	}
+	if e := registryMounts(t, ref); string(e.Raw) != string(b.Raw) {
+		t.Errorf("runner E changed nothing in the mount but exported\n%s\nafter\n%s", e.Raw, b.Raw)
 	}
 
 	// Without mounts=true, runner D starts cold.
