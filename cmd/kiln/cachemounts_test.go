@@ -2,12 +2,17 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/kiln-build/kiln/internal/testutil"
 )
 
 // mountDockerfile fills the cache mount "mods" on its first run (COLD: a
@@ -206,5 +211,66 @@ func TestCacheMountsLocal(t *testing.T) {
 	res, out := mountResult(t, ctxDir, "--cache-from", "type=local,src="+dir)
 	if res != "COLD" || !strings.Contains(out, `warning: cache mount "mods"`) {
 		t.Fatalf("with a damaged mount layer: /result %q, want COLD and a warning:\n%s", res, out)
+	}
+}
+
+// TestCacheMountsRootless: a rootless runner restores and exports cache
+// mounts too — owners of the subuid range, and a removal (a whiteout made
+// in the user namespace) that the next runner sees.
+func TestCacheMountsRootless(t *testing.T) {
+	needRoot(t)
+	for _, tool := range []string{"newuidmap", "newgidmap"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			testutil.SkipHostf(t, "rootless builds need %s (package uidmap): %v", tool, err)
+		}
+	}
+	if v, err := os.ReadFile("/proc/sys/kernel/unprivileged_userns_clone"); err == nil && strings.TrimSpace(string(v)) == "0" {
+		testutil.SkipHost(t, "the kernel allows user namespaces to root only (kernel.unprivileged_userns_clone=0)")
+	}
+	if rel, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		var major, minor int
+		if _, err := fmt.Sscanf(string(rel), "%d.%d", &major, &minor); err == nil && (major < 5 || major == 5 && minor < 11) {
+			testutil.SkipHostf(t, "kernel %s: overlayfs in a user namespace needs Linux 5.11", strings.TrimSpace(string(rel)))
+		}
+	}
+	name, uid, gid := throwawayUser(t)
+	top, err := os.MkdirTemp("", "kiln-rootless-mounts-")
+	must(t, err)
+	t.Cleanup(func() { os.RemoveAll(top) })
+	must(t, os.Chmod(top, 0o755))
+	dir := func(n string) string {
+		p := filepath.Join(top, n)
+		must(t, os.Mkdir(p, 0o755))
+		must(t, os.Chown(p, uid, gid))
+		return p
+	}
+	bin, home, ctxDir, cacheDir := filepath.Join(dir("bin"), "kiln"), dir("home"), dir("ctx"), dir("cache")
+	copyFile(t, kilnBin, bin, 0o755)
+	base := registryWithBases(t) + "/library/busybox:latest"
+	writeFile(t, filepath.Join(ctxDir, "Dockerfile"), "FROM "+base+"\nCOPY greeting /greeting\n"+
+		"RUN --mount=type=cache,id=mods,target=/cache sh -c 'if [ -e /cache/warm ]; then echo WARM gone=$(test -e /cache/gone && echo yes || echo no) $(stat -c %u:%g /cache/d); rm -f /cache/gone; else echo COLD; touch /cache/warm /cache/gone; mkdir /cache/d; chown 1234:2345 /cache/d; fi > /result; mktemp /cache/d/run.XXXXXX'\n")
+	for i, want := range []string{"COLD", "WARM gone=yes 1234:2345", "WARM gone=no 1234:2345"} {
+		writeFile(t, filepath.Join(ctxDir, "greeting"), fmt.Sprintf("runner %d\n", i))
+		for _, f := range []string{"Dockerfile", "greeting"} {
+			must(t, os.Chown(filepath.Join(ctxDir, f), uid, gid))
+		}
+		out := dir(fmt.Sprintf("out%d", i))
+		args := []string{"build", "--root", dir(fmt.Sprintf("root%d", i)), "--progress=plain", "--network=none",
+			"-o", "type=local,dest=" + filepath.Join(out, "rootfs"), "--cache-to", "type=local,dest=" + cacheDir + ",mounts=true"}
+		if i > 0 {
+			args = append(args, "--cache-from", "type=local,src="+cacheDir)
+		}
+		cmd := exec.Command(bin, append(args, ctxDir)...)
+		cmd.Dir = home
+		cmd.Env = []string{"HOME=" + home, "PATH=" + os.Getenv("PATH"), "USER=" + name}
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}}
+		log, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("rootless runner %d: %v\n%s", i, err, log)
+		}
+		b, err := os.ReadFile(filepath.Join(out, "rootfs", "result"))
+		if got := strings.TrimSpace(string(b)); err != nil || got != want {
+			t.Fatalf("rootless runner %d: /result %q (%v), want %q\n%s", i, got, err, want, log)
+		}
 	}
 }
