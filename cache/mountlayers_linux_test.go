@@ -184,6 +184,35 @@ func TestCacheMountSnapshot(t *testing.T) {
 	}
 }
 
+// TestCacheMountSnapshotSquash: a list that would grow past MaxLayers is
+// replaced by one layer of the whole; Full asks for that at once.
+func TestCacheMountSnapshotSquash(t *testing.T) {
+	requireRoot(t)
+	ctx := context.Background()
+	s := openStore(t)
+	dir, release, err := s.CacheMount(ctx, "id", CacheShared, CacheMountInit{})
+	must(t, err)
+	release()
+	opt := MountSnapshotOptions{MaxLayers: 3}
+	for i, want := range []int{1, 2, 3, 1, 2} {
+		writeFiles(t, dir, map[string]string{fmt.Sprintf("f%d", i): "x"})
+		snap, ok, err := s.SnapshotCacheMount(ctx, "id", opt)
+		if err != nil || !ok || len(snap.Layers) != want {
+			t.Fatalf("snapshot %d: %d layers (%v, %v), want %d", i, len(snap.Layers), ok, err, want)
+		}
+		if want == 1 && len(tarNames(t, s, snap.Layers[0])) != i+1 {
+			t.Errorf("snapshot %d: the one layer holds %q, want all %d files", i, tarNames(t, s, snap.Layers[0]), i+1)
+		}
+	}
+	snap, _, err := s.SnapshotCacheMount(ctx, "id", MountSnapshotOptions{Full: true})
+	if err != nil || len(snap.Layers) != 1 || len(tarNames(t, s, snap.Layers[0])) != 5 {
+		t.Errorf("Full: %+v, %v", snap, err)
+	}
+	if _, ok, err := s.SnapshotCacheMount(ctx, "no such id", opt); ok || err != nil {
+		t.Errorf("a mount without instance: %v, %v", ok, err)
+	}
+}
+
 func must(t *testing.T, err error) {
 	t.Helper()
 	if err != nil {
