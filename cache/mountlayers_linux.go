@@ -250,7 +250,7 @@ func (s *Store) SnapshotCacheMount(ctx context.Context, id string, opt MountSnap
 		return MountSnapshot{}, false, nil // pruned meanwhile
 	}
 	st := readMountState(inst)
-	if st == nil || opt.Full || len(st.Layers) >= opt.MaxLayers {
+	if st == nil || opt.Full {
 		st = &mountState{Files: map[string]mountFile{}}
 	}
 	base := make([]LayerInfo, len(st.Layers))
@@ -289,12 +289,18 @@ func (s *Store) SnapshotCacheMount(ctx context.Context, id string, opt MountSnap
 		if err != nil {
 			return MountSnapshot{}, false, fmt.Errorf("comparing cache mount %s with its last layers: %w", id, err)
 		}
-		files, tarDir = d.files, diff
 		if !d.changed {
 			return MountSnapshot{Layers: base, Created: st.Created}, true, nil
 		}
+		files, tarDir = d.files, diff
+		if len(base) >= opt.MaxLayers {
+			// d.files lists the whole instance: one layer of it
+			base, tarDir = nil, inst
+		}
 	} else if files, err = indexTree(ctx, root.Dir()); err != nil {
 		return MountSnapshot{}, false, fmt.Errorf("listing cache mount %s: %w", id, err)
+	} else if len(files) == 0 {
+		return MountSnapshot{}, true, nil // empty: nothing to carry
 	}
 	info, err := s.commitBlob(ctx, tarDir)
 	if err != nil {

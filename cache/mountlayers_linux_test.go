@@ -200,6 +200,13 @@ func TestCacheMountSnapshotSquash(t *testing.T) {
 		if err != nil || !ok || len(snap.Layers) != want {
 			t.Fatalf("snapshot %d: %d layers (%v, %v), want %d", i, len(snap.Layers), ok, err, want)
 		}
+		if want == opt.MaxLayers {
+			// full, but unchanged: no squash, nothing added
+			again, _, err := s.SnapshotCacheMount(ctx, "id", opt)
+			if err != nil || len(again.Layers) != want || again.Added.Digest.Hex != "" {
+				t.Errorf("unchanged at the limit: %+v, %v", again, err)
+			}
+		}
 		if want == 1 && len(tarNames(t, s, snap.Layers[0])) != i+1 {
 			t.Errorf("snapshot %d: the one layer holds %q, want all %d files", i, tarNames(t, s, snap.Layers[0]), i+1)
 		}
