@@ -274,3 +274,22 @@ func TestCacheMountsRootless(t *testing.T) {
 		}
 	}
 }
+
+// TestCacheMountsFlagUsage: mounts= takes true or false, and not with
+// inline cache.
+func TestCacheMountsFlagUsage(t *testing.T) {
+	ctxDir := registryContext(t, "FROM scratch\n")
+	for _, tc := range []struct{ spec, want string }{
+		{"type=registry,ref=x,mounts=yes", "mounts=yes"},
+		{"type=inline,mounts=true", "inline cache cannot carry cache mounts"},
+	} {
+		out, code := kiln(t, "build", "--root", t.TempDir(), "--cache-to", tc.spec, ctxDir)
+		if code != 2 || !strings.Contains(out, tc.want) {
+			t.Errorf("%s: exit %d, want 2 and %q:\n%s", tc.spec, code, tc.want, out)
+		}
+	}
+	out, code := kiln(t, "build", "--root", t.TempDir(), "--cache-to", "type=local,dest="+filepath.Join(t.TempDir(), "c")+",mounts=false", ctxDir)
+	if code != 0 {
+		t.Errorf("mounts=false: exit %d:\n%s", code, out)
+	}
+}
