@@ -437,7 +437,9 @@ func (d *differ) walk(src *rooted.Dir, rel string, dst *lazyDir) error {
 				if err != nil {
 					return nil, err
 				}
-				if err := pd.Mkdir(n, os.FileMode(st.Mode&0o777)); err != nil {
+				// open to its entries until finishDir gives it its mode
+				// (Go's module cache is made of 0555 directories)
+				if err := pd.Mkdir(n, 0o700); err != nil {
 					return nil, err
 				}
 				return pd.OpenDir(n)

@@ -122,7 +122,9 @@ func TestCacheMountSnapshot(t *testing.T) {
 		t.Fatalf("first snapshot: %+v, %v, %v", first, ok, err)
 	}
 
-	writeFiles(t, dir, map[string]string{"a": "a2", "d/new": "n", "n1": "n"})
+	writeFiles(t, dir, map[string]string{"a": "a2", "d/new": "n", "n1": "n", "ro/mod/f": "go"})
+	must(t, os.Chmod(filepath.Join(dir, "ro/mod/f"), 0o444))
+	must(t, os.Chmod(filepath.Join(dir, "ro/mod"), 0o555))
 	must(t, os.Remove(filepath.Join(dir, "del")))
 	must(t, os.RemoveAll(filepath.Join(dir, "deldir")))
 	must(t, os.RemoveAll(filepath.Join(dir, "d/e")))
@@ -135,7 +137,7 @@ func TestCacheMountSnapshot(t *testing.T) {
 		t.Fatalf("second snapshot: %+v, %v, %v", second, ok, err)
 	}
 	got := tarNames(t, s, second.Layers[1])
-	want := []string{".wh.del", ".wh.deldir", "a", "d/", "d/b", "d/e", "d/new", "n1", "n2"}
+	want := []string{".wh.del", ".wh.deldir", "a", "d/", "d/b", "d/e", "d/new", "n1", "n2", "ro/", "ro/mod/", "ro/mod/f"}
 	if !slices.Equal(got, want) {
 		t.Errorf("the diff layer holds %q, want %q", got, want)
 	}
