@@ -4,10 +4,15 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
 
 // Cache mounts (RUN --mount=type=cache) live beside the layers:
@@ -33,10 +38,27 @@ const (
 	CacheLocked
 )
 
-// CacheMountInit is the owner and mode an instance is created with.
+// CacheMountInit is the owner and mode an instance is created with, and
+// what fills it.
 type CacheMountInit struct {
 	Mode     os.FileMode
 	UID, GID int
+	// Seed, when set, are layers whose application in order gives a new
+	// instance its first contents: a cache mount imported with
+	// --cache-from. They are fetched only then, verified like any pulled
+	// layer, through Wrap when set (progress).
+	Seed []LayerInfo
+	Wrap func(v1.Layer) v1.Layer
+	// SeedFailed is told why Seed could not be applied; the instance is
+	// then created empty, as if there were no seed: a cache can make a
+	// step faster, never fail it.
+	SeedFailed func(error)
+}
+
+// cacheMountBase is the path of id's first instance.
+func (s *Store) cacheMountBase(id string) string {
+	sum := sha256.Sum256([]byte(id))
+	return filepath.Join(s.cacheMountsDir(), hex.EncodeToString(sum[:16]))
 }
 
 func (s *Store) cacheMountsDir() string { return filepath.Join(s.Root, "cachemounts") }
@@ -45,8 +67,7 @@ func (s *Store) cacheMountsDir() string { return filepath.Join(s.Root, "cachemou
 // step, per sharing, and marks it used now. The step may use dir until it
 // calls release.
 func (s *Store) CacheMount(ctx context.Context, id string, sharing CacheSharing, init CacheMountInit) (dir string, release func(), err error) {
-	sum := sha256.Sum256([]byte(id))
-	base := filepath.Join(s.cacheMountsDir(), hex.EncodeToString(sum[:16]))
+	base := s.cacheMountBase(id)
 	if err := os.MkdirAll(s.cacheMountsDir(), 0o755); err != nil {
 		return "", nil, fmt.Errorf("opening cache mount %s: %w", id, err)
 	}
@@ -69,7 +90,7 @@ func (s *Store) CacheMount(ctx context.Context, id string, sharing CacheSharing,
 		if !ok {
 			continue
 		}
-		if err := s.ensureCacheMount(inst, init); err != nil {
+		if err := s.ensureCacheMount(ctx, inst, init); err != nil {
 			l.release()
 			return "", nil, fmt.Errorf("creating cache mount %s: %w", id, err)
 		}
@@ -82,7 +103,7 @@ func (s *Store) CacheMount(ctx context.Context, id string, sharing CacheSharing,
 	if err != nil {
 		return "", nil, fmt.Errorf("waiting for cache mount %s: %w", id, err)
 	}
-	if err := s.ensureCacheMount(base, init); err != nil {
+	if err := s.ensureCacheMount(ctx, base, init); err != nil {
 		l.release()
 		return "", nil, fmt.Errorf("creating cache mount %s: %w", id, err)
 	}
@@ -91,10 +112,17 @@ func (s *Store) CacheMount(ctx context.Context, id string, sharing CacheSharing,
 }
 
 // ensureCacheMount creates the instance dir, whole, if it does not exist:
-// built under a temp name and renamed, so that it never appears with the
-// wrong owner or mode. The caller holds its lock, so no one else creates it
-// at the same time.
-func (s *Store) ensureCacheMount(dir string, init CacheMountInit) error {
+// built (and seeded) under a temp name and renamed, so that it never
+// appears with the wrong owner or mode, or half filled. The caller holds
+// its lock; a shared lock lets another process create it at the same
+// time, and then the first rename wins.
+func (s *Store) ensureCacheMount(ctx context.Context, dir string, init CacheMountInit) error {
+	if _, err := os.Lstat(dir); err == nil {
+		return nil
+	}
+	mu, _ := mountInit.LoadOrStore(dir, &sync.Mutex{})
+	mu.(*sync.Mutex).Lock()
+	defer mu.(*sync.Mutex).Unlock()
 	if _, err := os.Lstat(dir); err == nil {
 		return nil
 	}
@@ -110,12 +138,74 @@ func (s *Store) ensureCacheMount(dir string, init CacheMountInit) error {
 	if err == nil {
 		err = os.Chown(tmp, init.UID, init.GID)
 	}
+	var state *mountState
+	if err == nil && len(init.Seed) > 0 {
+		var serr error
+		if state, serr = s.seedCacheMount(ctx, tmp, init.Seed, init.Wrap); serr != nil {
+			state = nil
+			if init.SeedFailed != nil {
+				init.SeedFailed(serr)
+			}
+			// start again from an empty directory
+			if err = os.RemoveAll(tmp); err == nil {
+				if err = os.Mkdir(tmp, 0o700); err == nil {
+					if err = os.Chmod(tmp, mode); err == nil {
+						err = os.Chown(tmp, init.UID, init.GID)
+					}
+				}
+			}
+		}
+	}
 	if err == nil {
-		err = os.Rename(tmp, dir)
+		err = renameNoReplace(tmp, dir)
+		if errors.Is(err, os.ErrExist) {
+			os.RemoveAll(tmp) // another process made it first
+			return nil
+		}
 	}
 	if err != nil {
-		os.Remove(tmp)
+		os.RemoveAll(tmp)
+		return err
+	}
+	// A new instance starts a new state: none, or the seed's.
+	if err := writeMountState(dir, state); err != nil {
 		return err
 	}
 	return syncDir(filepath.Dir(dir))
 }
+
+// MountSnapshot is the contents of a cache mount as layers.
+type MountSnapshot struct {
+	// Layers applied in order give the contents; the last is the newest.
+	Layers []LayerInfo
+	// Created is when the last layer was made.
+	Created time.Time
+	// Added is the layer this snapshot committed, if any (zero when the
+	// instance had not changed since its state).
+	Added LayerInfo
+}
+
+// MountSnapshotOptions tune SnapshotCacheMount.
+type MountSnapshotOptions struct {
+	// MaxLayers: a list that would grow past it is replaced by one layer
+	// of the whole contents. 0 means 8.
+	MaxLayers int
+	// Full makes one layer of the whole contents whatever the state (the
+	// layers of the state are not all available any more).
+	Full bool
+	// Wait bounds the wait for steps of other builds using the instance.
+	Wait time.Duration
+}
+
+// HasBlob reports whether the store holds the blob d.
+func (s *Store) HasBlob(d v1.Hash) bool {
+	if checkHash(d) != nil {
+		return false
+	}
+	_, err := os.Lstat(s.blobPath(d))
+	return err == nil
+}
+
+// mountInit holds a mutex per instance path: one creator at a time in a
+// process (two steps sharing a new cache mount fetch its seed once).
+var mountInit sync.Map

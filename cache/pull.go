@@ -241,6 +241,12 @@ func humanSize(n int64) string {
 // the diffID hash and Unpack. The bounds sit in this reader chain, not in
 // the unpacker, so that they hold whatever unpacks.
 func (s *Store) download(ctx context.Context, l v1.Layer, fsDir string) (*tempBlob, error) {
+	return s.downloadTo(ctx, l, func(ctx context.Context, r io.Reader) error { return layer.Unpack(ctx, r, fsDir) })
+}
+
+// downloadTo is download with the uncompressed tar going to unpack (a
+// cache mount's instance applies it with the rootfs sink).
+func (s *Store) downloadTo(ctx context.Context, l v1.Layer, unpack func(context.Context, io.Reader) error) (*tempBlob, error) {
 	want, err := l.Digest()
 	if err != nil {
 		return nil, fmt.Errorf("reading layer digest: %w", err)
@@ -293,7 +299,7 @@ func (s *Store) download(ctx context.Context, l v1.Layer, fsDir string) (*tempBl
 		streamErr = err
 		pw.CloseWithError(err)
 	}()
-	err = layer.Unpack(ctx, io.TeeReader(pr, diffHash), fsDir)
+	err = unpack(ctx, io.TeeReader(pr, diffHash))
 	pr.CloseWithError(errors.New("unpacking stopped")) // unblocks the decompressor on error
 	<-done
 	// A refused stream is the cause, whatever the unpacker made of it.

@@ -102,6 +102,9 @@ type StepResult struct {
 	// Target is set for the steps of the target stage and of the stages
 	// it is built FROM: what --cache-to mode=min exports.
 	Target bool
+	// CacheMounts are the ids of the step's RUN --mount=type=cache, for
+	// --cache-to …,mounts=true.
+	CacheMounts []string
 }
 
 // Result is the built image: its config and its layers, bottom first.

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/moby/buildkit/frontend/dockerfile/instructions"
 
 	"github.com/kiln-build/kiln/cache"
@@ -152,6 +153,10 @@ func (b *build) resolveMounts(ctx context.Context, s *stage, c *instructions.Run
 			default:
 				cm.sharing = cache.CacheShared
 			}
+			if src, ok := b.opt.Remote.(CacheMountSource); ok {
+				// fetched only if the step runs and finds no instance
+				cm.init.Seed, _ = src.CacheMountLayers(id)
+			}
 			rm.caches = append(rm.caches, cm)
 			rm.store = b.opt.Store
 			rm.mounts = append(rm.mounts, executor.Mount{Type: "bind", Target: target, Readonly: m.ReadOnly})
@@ -284,11 +289,29 @@ func cacheMountInit(m *instructions.Mount) cache.CacheMountInit {
 	return init
 }
 
+// CacheMountSource is what RemoteRecords that carry cache mounts also are
+// (--cache-from of a cache exported with mounts=true).
+type CacheMountSource interface {
+	// CacheMountLayers returns the imported contents of cache mount id
+	// as lazy layers, to apply in order.
+	CacheMountLayers(id string) ([]cache.LayerInfo, bool)
+}
+
+// cacheIDs are the ids of the step's cache mounts.
+func (rm *runMounts) cacheIDs() []string {
+	var out []string
+	for _, c := range rm.caches {
+		out = append(out, c.id)
+	}
+	return out
+}
+
 // prepare makes the throwaway overlay dirs of layered mounts inside the
 // step directory, gets the snapshots of context mounts from snapshot, and
 // picks the instance of each cache mount (waiting, for a locked one, until
-// it is free); the returned function releases them.
-func (rm *runMounts) prepare(ctx context.Context, stepDir string, snapshot func(context.Context, contextSnapshot) (string, error)) (func(), error) {
+// it is free), filling a new one from an imported cache; the returned
+// function releases them.
+func (rm *runMounts) prepare(ctx context.Context, stepDir string, snapshot func(context.Context, contextSnapshot) (string, error), log progress.Step) (func(), error) {
 	for n, i := range rm.layered {
 		base := filepath.Join(stepDir, fmt.Sprintf("mount-%d", n))
 		for _, d := range []string{"upper", "work", "stage"} {
@@ -321,6 +344,13 @@ func (rm *runMounts) prepare(ctx context.Context, stepDir string, snapshot func(
 		}
 	}
 	for _, c := range rm.caches {
+		if len(c.init.Seed) > 0 {
+			id := c.id
+			c.init.Wrap = func(l v1.Layer) v1.Layer { return progress.WatchLayer(log, l) }
+			c.init.SeedFailed = func(err error) {
+				fmt.Fprintf(log, "warning: cache mount %q from --cache-from is not used, the step starts with an empty one: %v\n", id, err)
+			}
+		}
 		dir, r, err := rm.store.CacheMount(ctx, c.id, c.sharing, c.init)
 		if err != nil {
 			release()

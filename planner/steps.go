@@ -330,7 +330,7 @@ func (b *build) dispatchRun(ctx context.Context, s *stage, c *instructions.RunCo
 		if err := rm.materialize(ctx, b.materialize, log); err != nil {
 			return err
 		}
-		release, err := rm.prepare(ctx, filepath.Dir(rf.Upper), b.contextSnapshot)
+		release, err := rm.prepare(ctx, filepath.Dir(rf.Upper), b.contextSnapshot, log)
 		defer release()
 		if err != nil {
 			return fmt.Errorf("preparing RUN mounts: %w", err)
@@ -375,6 +375,9 @@ func (b *build) dispatchRun(ctx context.Context, s *stage, c *instructions.RunCo
 	})
 	if err != nil {
 		return err
+	}
+	if len(rm.caches) > 0 {
+		s.steps[len(s.steps)-1].CacheMounts = rm.cacheIDs()
 	}
 	s.history("RUN "+runCommandString(args, s.buildArgs, s.env), !s.lastEmpty, true)
 	return nil

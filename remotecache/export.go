@@ -28,6 +28,9 @@ type Target struct {
 	// Max exports every stage's steps (mode=max), not only the target
 	// stage's chain.
 	Max bool
+	// Mounts exports the contents of the cache mounts of those steps
+	// (mounts=true).
+	Mounts bool
 }
 
 func (t Target) String() string {
@@ -48,6 +51,8 @@ type Result struct {
 	// nothing was written.
 	Unchanged bool
 	Records   int
+	// Mounts is the number of cache mounts exported.
+	Mounts int
 }
 
 // Export writes the cache of entries to a registry or local target. Blobs
@@ -55,8 +60,8 @@ type Result struct {
 // by rename), so a reader sees the old cache or the new one, never half of
 // one. When the target already names the very same manifest, nothing is
 // written: the cache's digest stays put.
-func Export(ctx context.Context, res *registry.Resolver, store *cache.Store, t Target, entries []Entry) (Result, error) {
-	img, _, err := build(store, entries)
+func Export(ctx context.Context, res *registry.Resolver, store *cache.Store, t Target, entries []Entry, mounts []Mount) (Result, error) {
+	img, _, err := build(store, entries, mounts)
 	if err != nil {
 		return Result{}, err
 	}
@@ -64,7 +69,7 @@ func Export(ctx context.Context, res *registry.Resolver, store *cache.Store, t T
 	if err != nil {
 		return Result{}, err
 	}
-	out := Result{Digest: d, Records: countKeys(entries)}
+	out := Result{Digest: d, Records: countKeys(entries), Mounts: len(mounts)}
 	switch t.Type {
 	case "local":
 		out.Unchanged, err = exportLocal(ctx, t.Dir, img)

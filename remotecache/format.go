@@ -49,7 +49,41 @@ type Entry struct {
 // bytes, and so to the same manifest digest.
 type recordsFile struct {
 	Records []recordJSON `json:"records"`
+	// Mounts are cache mounts by id, sorted by id (mounts=true). Absent
+	// otherwise, so a cache without them has the bytes it always had.
+	Mounts []mountJSON `json:"mounts,omitempty"`
 }
+
+// mountJSON is a cache mount: layers whose application in order gives its
+// contents, the first the whole of an earlier state, each later one the
+// change since the one before.
+type mountJSON struct {
+	ID      string      `json:"id"`
+	Created string      `json:"created,omitempty"`
+	Layers  []layerJSON `json:"layers"`
+}
+
+type layerJSON struct {
+	DiffID    string          `json:"diffID"`
+	Digest    string          `json:"digest"`
+	MediaType types.MediaType `json:"mediaType"`
+	Size      int64           `json:"size"`
+}
+
+// Mount is the contents of a cache mount (RUN --mount=type=cache,id=ID)
+// as layers, for --cache-to …,mounts=true.
+type Mount struct {
+	ID      string
+	Layers  []cache.LayerInfo
+	Created time.Time
+}
+
+const (
+	// maxMountLayers bounds the layers of one imported cache mount:
+	// kiln writes at most 8 (then one layer of the whole).
+	maxMountLayers = 64
+	maxMountIDLen  = 4096
+)
 
 type recordJSON struct {
 	Key       string          `json:"key"`
@@ -64,7 +98,7 @@ type recordJSON struct {
 // encodeRecords returns the canonical records blob of entries (the first
 // entry of a key wins) and the layers it names, sorted by digest, each
 // once.
-func encodeRecords(entries []Entry) ([]byte, []cache.LayerInfo, error) {
+func encodeRecords(entries []Entry, mounts []Mount) ([]byte, []cache.LayerInfo, error) {
 	seen := map[string]bool{}
 	var recs []recordJSON
 	layers := map[v1.Hash]cache.LayerInfo{}
@@ -92,7 +126,26 @@ func encodeRecords(entries []Entry) ([]byte, []cache.LayerInfo, error) {
 	if recs == nil {
 		recs = []recordJSON{}
 	}
-	data, err := json.Marshal(recordsFile{Records: recs})
+	var ms []mountJSON
+	seenMount := map[string]bool{}
+	for _, m := range mounts {
+		if seenMount[m.ID] || len(m.Layers) == 0 {
+			continue
+		}
+		seenMount[m.ID] = true
+		mj := mountJSON{ID: m.ID, Layers: []layerJSON{}}
+		if !m.Created.IsZero() {
+			mj.Created = m.Created.UTC().Format(time.RFC3339Nano)
+		}
+		for _, l := range m.Layers {
+			mt := image.LayerMediaType(l.MediaType, true)
+			mj.Layers = append(mj.Layers, layerJSON{DiffID: l.DiffID.String(), Digest: l.Digest.String(), MediaType: mt, Size: l.Size})
+			layers[l.Digest] = l
+		}
+		ms = append(ms, mj)
+	}
+	slices.SortFunc(ms, func(a, b mountJSON) int { return strings.Compare(a.ID, b.ID) })
+	data, err := json.Marshal(recordsFile{Records: recs, Mounts: ms})
 	if err != nil {
 		return nil, nil, fmt.Errorf("encoding cache records: %w", err)
 	}
@@ -115,7 +168,9 @@ type record struct {
 // decodeRecords parses a records blob, refusing anything malformed: a
 // source is used whole or not at all.
 func decodeRecords(data []byte) (map[string]record, error) {
-	var f recordsFile
+	var f struct {
+		Records []recordJSON `json:"records"`
+	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	if err := dec.Decode(&f); err != nil {
 		return nil, fmt.Errorf("decoding cache records: %w", err)
@@ -154,6 +209,71 @@ func decodeRecords(data []byte) (map[string]record, error) {
 	return out, nil
 }
 
+// mountLayer is a decoded layer of a cache mount.
+type mountLayer struct {
+	diffID, digest v1.Hash
+	size           int64
+	mediaType      types.MediaType
+}
+
+// decodedMount is a decoded cache mount.
+type decodedMount struct {
+	layers  []mountLayer
+	created time.Time
+}
+
+// decodeMounts parses the mounts section of a records blob, apart from
+// the records: a mounts section kiln cannot use costs the warm cache
+// mounts, not the step records.
+func decodeMounts(data []byte) (map[string]decodedMount, error) {
+	var f struct {
+		Mounts []mountJSON `json:"mounts"`
+	}
+	if err := json.Unmarshal(data, &f); err != nil {
+		return nil, fmt.Errorf("decoding cache mounts: %w", err)
+	}
+	out := make(map[string]decodedMount, len(f.Mounts))
+	for _, m := range f.Mounts {
+		if m.ID == "" || len(m.ID) > maxMountIDLen {
+			return nil, fmt.Errorf("decoding cache mounts: an id of %d bytes", len(m.ID))
+		}
+		if len(m.Layers) == 0 || len(m.Layers) > maxMountLayers {
+			return nil, fmt.Errorf("decoding cache mount %q: %d layers (kiln reads 1 to %d)", m.ID, len(m.Layers), maxMountLayers)
+		}
+		d := decodedMount{}
+		if m.Created != "" {
+			t, err := time.Parse(time.RFC3339Nano, m.Created)
+			if err != nil {
+				return nil, fmt.Errorf("decoding cache mount %q: created: %w", m.ID, err)
+			}
+			d.created = t
+		}
+		for i, l := range m.Layers {
+			var ml mountLayer
+			var err error
+			if ml.diffID, err = parseSHA256(l.DiffID); err != nil {
+				return nil, fmt.Errorf("decoding cache mount %q: layer %d: diffID: %w", m.ID, i+1, err)
+			}
+			if ml.digest, err = parseSHA256(l.Digest); err != nil {
+				return nil, fmt.Errorf("decoding cache mount %q: layer %d: digest: %w", m.ID, i+1, err)
+			}
+			if l.Size <= 0 {
+				return nil, fmt.Errorf("decoding cache mount %q: layer %d: size %d", m.ID, i+1, l.Size)
+			}
+			ml.size, ml.mediaType = l.Size, l.MediaType
+			if ml.mediaType == "" {
+				ml.mediaType = types.OCILayer
+			}
+			d.layers = append(d.layers, ml)
+		}
+		if _, dup := out[m.ID]; dup {
+			return nil, fmt.Errorf("decoding cache mounts: id %q twice", m.ID)
+		}
+		out[m.ID] = d
+	}
+	return out, nil
+}
+
 func parseSHA256(s string) (v1.Hash, error) {
 	h, err := v1.NewHash(s)
 	if err != nil {
@@ -187,8 +307,8 @@ func (a *artifact) LayerByDigest(h v1.Hash) (partial.CompressedLayer, error) {
 }
 
 // build makes the cache artifact of entries, reading layers from store.
-func build(store *cache.Store, entries []Entry) (v1.Image, []cache.LayerInfo, error) {
-	recs, layers, err := encodeRecords(entries)
+func build(store *cache.Store, entries []Entry, mounts []Mount) (v1.Image, []cache.LayerInfo, error) {
+	recs, layers, err := encodeRecords(entries, mounts)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -223,7 +343,7 @@ func build(store *cache.Store, entries []Entry) (v1.Image, []cache.LayerInfo, er
 // InlineKey (--cache-to type=inline). The layers the records name must be
 // the image's own.
 func InlineConfig(rawConfig []byte, entries []Entry) ([]byte, error) {
-	recs, _, err := encodeRecords(entries)
+	recs, _, err := encodeRecords(entries, nil)
 	if err != nil {
 		return nil, err
 	}

@@ -29,11 +29,11 @@ func entries() []Entry {
 // back.
 func TestRecordsCanonical(t *testing.T) {
 	e := entries()
-	a, layers, err := encodeRecords(e)
+	a, layers, err := encodeRecords(e, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, _, err := encodeRecords([]Entry{e[1], e[0], e[0]})
+	b, _, err := encodeRecords([]Entry{e[1], e[0], e[0]}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,5 +78,58 @@ func TestInlineConfig(t *testing.T) {
 	}
 	if !bytes.HasPrefix(out, []byte(`{"architecture":"amd64","`+InlineKey+`":{"records":[`)) {
 		t.Errorf("got %s", out)
+	}
+}
+
+// Cache mounts: sorted by id whatever the order given, their layers kept
+// in order and named in the manifest's layers; no mounts, no "mounts" key
+// (a cache without them keeps its old bytes); a malformed mounts section
+// is refused apart from the records.
+func TestMountsCanonical(t *testing.T) {
+	tm := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	l := func(c byte) cache.LayerInfo {
+		return cache.LayerInfo{DiffID: hash(c), Digest: hash(c + 1), Size: 7, MediaType: types.OCILayer}
+	}
+	ms := []Mount{{ID: "z/go", Layers: []cache.LayerInfo{l('c'), l('e')}, Created: tm}, {ID: "apt", Layers: []cache.LayerInfo{l('7')}}}
+	a, layers, err := encodeRecords(entries(), ms)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _, err := encodeRecords(entries(), []Mount{ms[1], ms[0]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(a, b) {
+		t.Fatalf("order changed the bytes:\n%s\n%s", a, b)
+	}
+	if len(layers) != 4 {
+		t.Errorf("the manifest names %d layers, want the step's and the mounts' 3", len(layers))
+	}
+	plain, _, _ := encodeRecords(entries(), nil)
+	if bytes.Contains(plain, []byte("mounts")) {
+		t.Errorf("records without mounts mention them: %s", plain)
+	}
+	got, err := decodeMounts(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g := got["z/go"]; len(g.layers) != 2 || g.layers[0].digest != hash('d') || g.layers[1].diffID != hash('e') || !g.created.Equal(tm) {
+		t.Errorf("decoded %+v", g)
+	}
+	if _, err := decodeRecords(a); err != nil {
+		t.Errorf("records with mounts: %v", err)
+	}
+
+	bad := `{"records":[],"mounts":[{"id":"x","layers":[{"diffID":"sha256:` + strings.Repeat("a", 64) + `","digest":"sha256:nope","size":3}]}]}`
+	if _, err := decodeMounts([]byte(bad)); err == nil {
+		t.Error("a mount layer with a bad digest was accepted")
+	}
+	if _, err := decodeRecords([]byte(bad)); err != nil {
+		t.Errorf("the records beside bad mounts were refused: %v", err)
+	}
+	for _, tc := range []string{`{"mounts":[{"id":"","layers":[]}]}`, `{"mounts":[{"id":"x","layers":[]}]}`, `{"mounts":{}}`} {
+		if _, err := decodeMounts([]byte(tc)); err == nil {
+			t.Errorf("%s: accepted", tc)
+		}
 	}
 }

@@ -42,7 +42,35 @@ func (s Source) String() string {
 // Records are the merged step records of the imported sources. It is the
 // planner's RemoteRecords: every layer it hands out is lazy.
 type Records struct {
-	m map[string]imported
+	m      map[string]imported
+	mounts map[string]Mount
+}
+
+// CacheMountLayers returns the imported contents of cache mount id as
+// lazy layers, to apply in order.
+func (r *Records) CacheMountLayers(id string) ([]cache.LayerInfo, bool) {
+	if r == nil {
+		return nil, false
+	}
+	m, ok := r.mounts[id]
+	return m.Layers, ok
+}
+
+// Mount returns the imported cache mount id.
+func (r *Records) Mount(id string) (Mount, bool) {
+	if r == nil {
+		return Mount{}, false
+	}
+	m, ok := r.mounts[id]
+	return m, ok
+}
+
+// source is what one cache source holds.
+type source struct {
+	steps  map[string]imported
+	mounts map[string]Mount
+	// mountsErr says why the source's cache mounts are not used.
+	mountsErr error
 }
 
 type imported struct {
@@ -73,10 +101,10 @@ func (r *Records) Len() int {
 // is missing, unreachable, refused, corrupt or of another format is told
 // to warn and skipped: a cache can make a build faster, never fail it.
 func Import(ctx context.Context, res *registry.Resolver, sources []Source, warn func(string)) *Records {
-	out := &Records{m: map[string]imported{}}
+	out := &Records{m: map[string]imported{}, mounts: map[string]Mount{}}
 	for _, s := range sources {
 		var (
-			m   map[string]imported
+			m   *source
 			err error
 		)
 		switch s.Type {
@@ -92,9 +120,17 @@ func Import(ctx context.Context, res *registry.Resolver, sources []Source, warn 
 			warn(fmt.Sprintf("cache source %s is not used: %v", s, err))
 			continue
 		}
-		for k, v := range m {
+		for k, v := range m.steps {
 			if _, ok := out.m[k]; !ok {
 				out.m[k] = v
+			}
+		}
+		if m.mountsErr != nil {
+			warn(fmt.Sprintf("the cache mounts of cache source %s are not used (steps that use them start with empty ones): %v", s, m.mountsErr))
+		}
+		for id, v := range m.mounts {
+			if _, ok := out.mounts[id]; !ok {
+				out.mounts[id] = v
 			}
 		}
 	}
@@ -102,7 +138,7 @@ func Import(ctx context.Context, res *registry.Resolver, sources []Source, warn 
 }
 
 // importRegistry reads a cache manifest, or an image with inline cache.
-func importRegistry(ctx context.Context, res *registry.Resolver, ref string) (map[string]imported, error) {
+func importRegistry(ctx context.Context, res *registry.Resolver, ref string) (*source, error) {
 	n, err := res.Parse(ref)
 	if err != nil {
 		return nil, err
@@ -181,7 +217,7 @@ func importRegistry(ctx context.Context, res *registry.Resolver, ref string) (ma
 }
 
 // importLocal reads the cache named by DIR/index.json.
-func importLocal(dir string) (map[string]imported, error) {
+func importLocal(dir string) (*source, error) {
 	data, err := readLimited(filepath.Join(dir, "index.json"), 4<<20)
 	if err != nil {
 		return nil, err
@@ -240,7 +276,7 @@ func openBlob(dir string, d v1.Hash) (*os.File, error) {
 // describe decodes records and gives each layer a lazy v1.Layer. A record
 // naming a blob its manifest does not list makes the source corrupt: the
 // manifest is what keeps the blob in the registry, and what a mount names.
-func describe(recs []byte, m *v1.Manifest, open func(v1.Hash) func() (io.ReadCloser, error), found func(v1.Hash)) (map[string]imported, error) {
+func describe(recs []byte, m *v1.Manifest, open func(v1.Hash) func() (io.ReadCloser, error), found func(v1.Hash)) (*source, error) {
 	decoded, err := decodeRecords(recs)
 	if err != nil {
 		return nil, err
@@ -270,6 +306,37 @@ func describe(recs []byte, m *v1.Manifest, open func(v1.Hash) func() (io.ReadClo
 			found(r.digest)
 		}
 		out[k] = e
+	}
+	src := &source{steps: out}
+	src.mounts, src.mountsErr = describeMounts(recs, listed, open, found)
+	return src, nil
+}
+
+// describeMounts gives the layers of each cache mount of recs lazy
+// v1.Layers, as describe does for step records.
+func describeMounts(recs []byte, listed map[v1.Hash]bool, open func(v1.Hash) func() (io.ReadCloser, error), found func(v1.Hash)) (map[string]Mount, error) {
+	decoded, err := decodeMounts(recs)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]Mount, len(decoded))
+	for id, d := range decoded {
+		m := Mount{ID: id, Created: d.created}
+		for _, l := range d.layers {
+			if !listed[l.digest] {
+				return nil, fmt.Errorf("cache mount %q names layer %s, which the manifest does not list", id, l.digest)
+			}
+			cl, err := partial.CompressedToLayer(&lazyBlob{digest: l.digest, size: l.size, mt: l.mediaType, open: open(l.digest)})
+			if err != nil {
+				return nil, err
+			}
+			m.Layers = append(m.Layers, cache.LayerInfo{DiffID: l.diffID, Digest: l.digest, Size: l.size, MediaType: l.mediaType,
+				Remote: &describedLayer{Layer: cl, diffID: l.diffID}})
+		}
+		for _, l := range d.layers {
+			found(l.digest)
+		}
+		out[id] = m
 	}
 	return out, nil
 }

@@ -312,7 +312,7 @@ func runBuild(cmd *cobra.Command, root, contextDir string, f buildFlags) error {
 	}
 	if len(cacheTo) > 0 {
 		notePushed(f.registry, res.Layers)
-		exportCaches(ctx, f.registry.res, store, cacheTo, res.Steps, printer.Messages())
+		exportCaches(ctx, f.registry.res, store, cacheTo, res.Steps, remote, printer.Messages())
 	}
 	id, err := img.ConfigName()
 	if err != nil {

@@ -51,7 +51,7 @@ func parseCSV(flag, spec string, allowed ...string) (map[string]string, error) {
 func parseCacheTo(specs []string) ([]remotecache.Target, error) {
 	var out []remotecache.Target
 	for _, spec := range specs {
-		kv, err := parseCSV("--cache-to", spec, "type", "ref", "dest", "mode", "compression", "compression-level", "force-compression", "oci-mediatypes", "image-manifest", "ignore-error")
+		kv, err := parseCSV("--cache-to", spec, "type", "ref", "dest", "mode", "compression", "compression-level", "force-compression", "oci-mediatypes", "image-manifest", "ignore-error", "mounts")
 		if err != nil {
 			return nil, err
 		}
@@ -62,6 +62,13 @@ func parseCacheTo(specs []string) ([]remotecache.Target, error) {
 			t.Max = true
 		default:
 			return nil, usagef("--cache-to %q: mode=%s: use min or max", spec, kv["mode"])
+		}
+		switch kv["mounts"] {
+		case "", "false":
+		case "true":
+			t.Mounts = true
+		default:
+			return nil, usagef("--cache-to %q: mounts=%s: use true or false", spec, kv["mounts"])
 		}
 		switch t.Type {
 		case "registry":
@@ -75,6 +82,9 @@ func parseCacheTo(specs []string) ([]remotecache.Target, error) {
 		case "inline":
 			if t.Max {
 				return nil, usagef("--cache-to %q: inline cache holds the image's own steps only: drop mode=max, or use type=registry", spec)
+			}
+			if t.Mounts {
+				return nil, usagef("--cache-to %q: inline cache cannot carry cache mounts (they are no part of the image): drop mounts=true, or use type=registry or type=local", spec)
 			}
 		default:
 			return nil, usagef("--cache-to %q: type=%s: use registry, local or inline", spec, t.Type)
@@ -140,21 +150,63 @@ func inlineConfig(targets []remotecache.Target, res *planner.Result) ([]byte, er
 // exportCaches writes the registry and local targets. A failure is a
 // warning: the image is built and pushed, and a cache can only make the
 // next build faster.
-func exportCaches(ctx context.Context, res *registry.Resolver, store *cache.Store, targets []remotecache.Target, steps []planner.StepResult, msgs io.Writer) {
+func exportCaches(ctx context.Context, res *registry.Resolver, store *cache.Store, targets []remotecache.Target, steps []planner.StepResult, remote planner.RemoteRecords, msgs io.Writer) {
+	// Each cache mount is turned into layers once, whatever the targets.
+	var snapped map[string]remotecache.Mount
+	mountsOf := func(all bool) []remotecache.Mount {
+		if snapped == nil {
+			imported, _ := remote.(*remotecache.Records)
+			var ids []string
+			for _, s := range steps {
+				ids = append(ids, s.CacheMounts...)
+			}
+			snapped = map[string]remotecache.Mount{}
+			for _, m := range remotecache.SnapshotMounts(ctx, store, ids, imported, func(msg string) {
+				fmt.Fprintf(msgs, "warning: %s; the cache is exported without it\n", msg)
+			}) {
+				snapped[m.ID] = m
+			}
+		}
+		var out []remotecache.Mount
+		seen := map[string]bool{}
+		for _, s := range steps {
+			if !all && !s.Target {
+				continue
+			}
+			for _, id := range s.CacheMounts {
+				if m, ok := snapped[id]; ok && !seen[id] {
+					seen[id] = true
+					out = append(out, m)
+				}
+			}
+		}
+		return out
+	}
 	for _, t := range targets {
 		if t.Type == "inline" {
 			continue
 		}
-		r, err := remotecache.Export(ctx, res, store, t, cacheEntries(steps, t.Max))
+		var mounts []remotecache.Mount
+		if t.Mounts {
+			mounts = mountsOf(t.Max)
+		}
+		r, err := remotecache.Export(ctx, res, store, t, cacheEntries(steps, t.Max), mounts)
 		switch {
 		case err != nil:
 			fmt.Fprintf(msgs, "warning: exporting cache to %s: %v (the build succeeded; the cache there is the one before this build)\n", t, err)
 		case r.Unchanged:
-			fmt.Fprintf(msgs, "cache %s unchanged: %s (%d records)\n", t, r.Digest, r.Records)
+			fmt.Fprintf(msgs, "cache %s unchanged: %s (%d records%s)\n", t, r.Digest, r.Records, mountsNote(r.Mounts))
 		default:
-			fmt.Fprintf(msgs, "cache exported to %s: %s (%d records)\n", t, r.Digest, r.Records)
+			fmt.Fprintf(msgs, "cache exported to %s: %s (%d records%s)\n", t, r.Digest, r.Records, mountsNote(r.Mounts))
 		}
 	}
+}
+
+func mountsNote(n int) string {
+	if n == 0 {
+		return ""
+	}
+	return fmt.Sprintf(", %d cache mounts", n)
 }
 
 // importCaches reads every --cache-from; nil when there is none.
