@@ -504,24 +504,10 @@ func (d *differ) finishDir(dst *lazyDir, name string, st *syscall.Stat_t) error 
 	if err := pd.Lchown(name, int(st.Uid), int(st.Gid)); err != nil && !errors.Is(err, syscall.EPERM) {
 		return err
 	}
-	if err := pd.Chmod(name, modeBits(st.Mode)); err != nil {
+	if err := pd.Chmod(name, rooted.PermBits(st.Mode)); err != nil {
 		return err
 	}
 	return pd.Lutimes(name, time.Unix(st.Atim.Unix()), time.Unix(st.Mtim.Unix()))
-}
-
-func modeBits(m uint32) os.FileMode {
-	mode := os.FileMode(m & 0o777)
-	if m&syscall.S_ISUID != 0 {
-		mode |= os.ModeSetuid
-	}
-	if m&syscall.S_ISGID != 0 {
-		mode |= os.ModeSetgid
-	}
-	if m&syscall.S_ISVTX != 0 {
-		mode |= os.ModeSticky
-	}
-	return mode
 }
 
 // copyEntry copies the non-directory name of src into dst.
@@ -575,7 +561,7 @@ func (d *differ) copyEntry(src, dst *rooted.Dir, name, p string, st *syscall.Sta
 		return err
 	}
 	if st.Mode&syscall.S_IFMT != syscall.S_IFLNK {
-		if err := dst.Chmod(name, modeBits(st.Mode)); err != nil {
+		if err := dst.Chmod(name, rooted.PermBits(st.Mode)); err != nil {
 			return err
 		}
 	}

@@ -564,7 +564,7 @@ func (a *Applier) setMeta(d *rooted.Dir, name string, hdr *tar.Header) error {
 	}
 	isLink := hdr.Typeflag == tar.TypeSymlink
 	if !isLink {
-		if err := d.Chmod(name, modeOf(hdr.Mode)); err != nil {
+		if err := d.Chmod(name, rooted.PermBits(uint32(hdr.Mode))); err != nil {
 			return err
 		}
 	}
@@ -576,21 +576,6 @@ func (a *Applier) setMeta(d *rooted.Dir, name string, hdr *tar.Header) error {
 		return nil // Finish sets directory times
 	}
 	return d.Utimes(name, a.atime(hdr), a.mtime(hdr))
-}
-
-// modeOf turns tar mode bits into a Go file mode with the special bits.
-func modeOf(m int64) fs.FileMode {
-	mode := fs.FileMode(m & 0o777)
-	if m&unix.S_ISUID != 0 {
-		mode |= fs.ModeSetuid
-	}
-	if m&unix.S_ISGID != 0 {
-		mode |= fs.ModeSetgid
-	}
-	if m&unix.S_ISVTX != 0 {
-		mode |= fs.ModeSticky
-	}
-	return mode
 }
 
 // keepXattr says which xattrs of a tar entry the sink writes. A layer
@@ -853,9 +838,9 @@ func (a *Applier) finishDir(d *rooted.Dir, name string, m *dirMeta) error {
 			}
 		}
 		if name == "" {
-			err = d.SetMode(modeOf(m.mode))
+			err = d.SetMode(rooted.PermBits(uint32(m.mode)))
 		} else {
-			err = d.Chmod(name, modeOf(m.mode))
+			err = d.Chmod(name, rooted.PermBits(uint32(m.mode)))
 		}
 		if err != nil {
 			return err

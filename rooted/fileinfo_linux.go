@@ -26,7 +26,7 @@ func (fi *fileInfo) Sys() any           { return fi.st }
 
 // Mode converts st_mode as os does.
 func (fi *fileInfo) Mode() fs.FileMode {
-	m := fs.FileMode(fi.st.Mode & 0o777)
+	var m fs.FileMode
 	switch fi.st.Mode & syscall.S_IFMT {
 	case syscall.S_IFBLK:
 		m |= fs.ModeDevice
@@ -41,13 +41,20 @@ func (fi *fileInfo) Mode() fs.FileMode {
 	case syscall.S_IFSOCK:
 		m |= fs.ModeSocket
 	}
-	if fi.st.Mode&syscall.S_ISGID != 0 {
-		m |= fs.ModeSetgid
-	}
-	if fi.st.Mode&syscall.S_ISUID != 0 {
+	return m | PermBits(fi.st.Mode)
+}
+
+// PermBits turns the permission and setuid, setgid and sticky bits of an
+// st_mode (or a tar header's mode) into Go's spelling, which Chmod takes.
+func PermBits(mode uint32) fs.FileMode {
+	m := fs.FileMode(mode & 0o777)
+	if mode&syscall.S_ISUID != 0 {
 		m |= fs.ModeSetuid
 	}
-	if fi.st.Mode&syscall.S_ISVTX != 0 {
+	if mode&syscall.S_ISGID != 0 {
+		m |= fs.ModeSetgid
+	}
+	if mode&syscall.S_ISVTX != 0 {
 		m |= fs.ModeSticky
 	}
 	return m
