@@ -8,6 +8,11 @@
 // (its state pruned before each runner, --import-cache/--export-cache
 // type=registry,mode=max) and prints the ratio.
 //
+// -workload apt-go is a Debian one instead of -context: a bookworm base,
+// apt-get install of Debian's Go toolchain and a go build whose modules come
+// through GOPROXY, both from servers this program runs on 127.0.0.1 with
+// .debs and modules fetched once on the host (aptgo.go).
+//
 // Last, one more kiln runner repeats the build with the previous runner's
 // store: its cache export must upload nothing and leave the cache's digest
 // where it was.
@@ -260,11 +265,10 @@ func buildkitRunner(ctx context.Context, c config, p *countingProxy, base, cache
 	for _, a := range c.buildArgs {
 		args = append(args, "--opt", "build-arg:"+a)
 	}
-	if c.hostNet {
-		// buildkitd must allow it (--allow-insecure-entitlement
-		// network.host) unless its worker already uses the host's network.
-		args = append(args, "--opt", "force-network-mode=host", "--allow", "network.host")
-	}
+	// c.hostNet needs nothing here: peers.sh's buildkitd runs its worker
+	// with networkMode = "host", so RUN steps reach 127.0.0.1 already
+	// (asking for it with --allow network.host would need the daemon's
+	// --allow-insecure-entitlement network.host).
 	return measure(ctx, p, filepath.Join(c.work, "logs", logName+".log"), countBuildkitSteps, c.buildctl, args...)
 }
 
