@@ -17,6 +17,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 )
 
 // aptPackages is what the workload's apt-get install asks for: Debian's Go
@@ -260,6 +261,18 @@ func fetchModules(src, modCache string) error {
 	return os.WriteFile(done, []byte(goModFile), 0o644)
 }
 
+// mirrorBytes counts what the apt repository and the module proxy served:
+// what a runner's RUN steps downloaded that their cache mounts lacked.
+var mirrorBytes atomic.Int64
+
+type countingWriter struct{ http.ResponseWriter }
+
+func (w countingWriter) Write(b []byte) (int, error) {
+	n, err := w.ResponseWriter.Write(b)
+	mirrorBytes.Add(int64(n))
+	return n, err
+}
+
 // serveDir serves dir over plain HTTP on a free loopback port and returns
 // the port.
 func serveDir(dir string) (string, error) {
@@ -267,7 +280,10 @@ func serveDir(dir string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	go http.Serve(l, http.FileServer(http.Dir(dir)))
+	fs := http.FileServer(http.Dir(dir))
+	go http.Serve(l, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fs.ServeHTTP(countingWriter{w}, r)
+	}))
 	_, port, _ := net.SplitHostPort(l.Addr().String())
 	return port, nil
 }

@@ -143,7 +143,12 @@ func run() error {
 	imageRef := host + "/fleet/app:latest"
 
 	fmt.Printf("fleet: %s, %d runners, registry %s (docker-registry), base %s\n", c.label, c.runners, regHost, base)
-	fmt.Printf("%-28s %9s %12s %12s %6s\n", "runner", "time (s)", "down (MB)", "up (MB)", "steps")
+	showMirror = c.hostNet
+	if showMirror {
+		fmt.Printf("%-28s %9s %12s %12s %6s %12s\n", "runner", "time (s)", "down (MB)", "up (MB)", "steps", "mirror (MB)")
+	} else {
+		fmt.Printf("%-28s %9s %12s %12s %6s\n", "runner", "time (s)", "down (MB)", "up (MB)", "steps")
+	}
 	var kilnLater []float64
 	for i := 1; i <= c.runners; i++ {
 		if err := c.commit(i); err != nil {
@@ -224,10 +229,19 @@ type runnerResult struct {
 	seconds  float64
 	down, up int64
 	steps    int
+	// mirror is what the apt repository and module proxy served.
+	mirror int64
 }
 
+// showMirror adds the mirror column: the workload has servers of its own.
+var showMirror bool
+
 func (r runnerResult) print(label string) {
-	fmt.Printf("%-28s %9.2f %12.2f %12.2f %6d\n", label, r.seconds, float64(r.down)/1e6, float64(r.up)/1e6, r.steps)
+	fmt.Printf("%-28s %9.2f %12.2f %12.2f %6d", label, r.seconds, float64(r.down)/1e6, float64(r.up)/1e6, r.steps)
+	if showMirror {
+		fmt.Printf(" %12.2f", float64(r.mirror)/1e6)
+	}
+	fmt.Println()
 }
 
 // kilnRunner builds on an empty store. mounts=true carries the cache
@@ -274,6 +288,7 @@ func buildkitRunner(ctx context.Context, c config, p *countingProxy, base, cache
 
 func measure(ctx context.Context, p *countingProxy, logPath string, steps func(string) int, bin string, args ...string) (runnerResult, error) {
 	p.reset()
+	mirrorBytes.Store(0)
 	start := time.Now()
 	out, err := exec.CommandContext(ctx, bin, args...).CombinedOutput()
 	elapsed := time.Since(start)
@@ -281,7 +296,7 @@ func measure(ctx context.Context, p *countingProxy, logPath string, steps func(s
 	if err != nil {
 		return runnerResult{}, fmt.Errorf("%s %s: %v (log %s)\n%s", bin, strings.Join(args, " "), err, logPath, tail(string(out), 30))
 	}
-	return runnerResult{seconds: elapsed.Seconds(), down: p.down.Load(), up: p.up.Load(), steps: steps(string(out))}, nil
+	return runnerResult{seconds: elapsed.Seconds(), down: p.down.Load(), up: p.up.Load(), steps: steps(string(out)), mirror: mirrorBytes.Load()}, nil
 }
 
 var stepHeader = regexp.MustCompile(`(?m)^#(\d+) \[[^\]]*\] (RUN|COPY|ADD|WORKDIR)\b`)
