@@ -30,6 +30,9 @@
 #                     script quickly
 #   BENCH_FLEET=0     skip the fleet benchmark (bench/fleet: FLEET_RUNNERS
 #                     empty stores in a row sharing a registry cache)
+#   BENCH_FLEET_DEBIAN=0  skip the fleet's Debian apt + Go module workload
+#                     (it needs debootstrap, dpkg-dev, and Debian's archive
+#                     and the Go module proxy once; cached in KILN_TEST_CACHE)
 #   BENCH_GO=1        also run the Go micro-benchmarks of the hot paths
 #                     (context hashing, layer tar, commit = tar+gzip+sync,
 #                     pull, RUN, store lookups), to locate a regression
@@ -286,6 +289,14 @@ cpu=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
 # 10k-file context, and a build whose RUN fills a cache mount (a stand-in for
 # a Go module or apt cache: slow to fill, fast when warm) and changes with
 # every runner's commit. BENCH_FLEET=0 skips it.
+# A third, BENCH_FLEET_DEBIAN=0 skips it: bench/fleet -workload apt-go, a
+# Debian bookworm base, apt-get install of Debian's Go toolchain from a flat
+# apt repository and go build of a module with seven requirements from a Go
+# module proxy, both served by bench/fleet on 127.0.0.1 (the .debs and
+# modules are fetched once on the host and kept under
+# KILN_TEST_CACHE/fleet-debian). Its RUN steps use the host's network
+# (--network=host --allow network.host) only so they reach those servers:
+# a bench-only choice, not a recommendation.
 if [ "${BENCH_ONLY:-}" != run ] && [ "${BENCH_FLEET:-1}" != 0 ]; then
 	fleetctx=$work/fleet-mounts
 	rm -rf "$fleetctx"
@@ -311,6 +322,11 @@ EOF
 	echo
 	(cd "$repo" && "${fleet[@]}" -label "cache mount, a commit per runner" -work "$work/fleet-mounts-run" -context "$fleetctx" -change src/commit.txt) |
 		tee -a "$work/results.txt"
+	if [ "${BENCH_FLEET_DEBIAN:-1}" != 0 ]; then
+		echo
+		(cd "$repo" && "${fleet[@]}" -label "Debian apt + Go modules, a commit per runner" -work "$work/fleet-apt-go" -workload apt-go) |
+			tee -a "$work/results.txt"
+	fi
 fi
 
 if [ "${BENCH_GO:-0}" = 1 ]; then

@@ -8,6 +8,11 @@
 // (its state pruned before each runner, --import-cache/--export-cache
 // type=registry,mode=max) and prints the ratio.
 //
+// -workload apt-go is a Debian one instead of -context: a bookworm base,
+// apt-get install of Debian's Go toolchain and a go build whose modules come
+// through GOPROXY, both from servers this program runs on 127.0.0.1 with
+// .debs and modules fetched once on the host (aptgo.go).
+//
 // Last, one more kiln runner repeats the build with the previous runner's
 // store: its cache export must upload nothing and leave the cache's digest
 // where it was.
@@ -32,6 +37,7 @@ import (
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/kiln-build/kiln/internal/testutil"
@@ -53,6 +59,13 @@ type config struct {
 	// first: a new commit per runner, as a fleet sees, so the steps after
 	// it run again and only cache mounts can make them fast.
 	change string
+	// base is the base image: busybox or debian (bookworm minbase).
+	base string
+	// buildArgs are more --build-arg NAME=VALUE for both builders.
+	buildArgs []string
+	// hostNet runs RUN steps on the host's network so they reach the apt
+	// repository and the module proxy this program serves on 127.0.0.1.
+	hostNet bool
 }
 
 func run() error {
@@ -66,12 +79,22 @@ func run() error {
 	flag.StringVar(&c.buildkitAddr, "buildkit-addr", "unix:///tmp/peers/buildkitd.sock", "buildkitd address")
 	flag.StringVar(&c.label, "label", "workload", "the workload's name in the table")
 	flag.StringVar(&c.change, "change", "", "a file in the context each runner rewrites first (a new commit per runner)")
+	flag.StringVar(&c.base, "base", "busybox", "the base image pushed to the registry: busybox, or debian (bookworm minbase by debootstrap, cached under KILN_TEST_CACHE)")
+	workload := flag.String("workload", "", "apt-go: the built-in offline Debian apt + Go module workload (sets -base debian, writes its own context; RUN steps use the host's network)")
+	cacheDir := flag.String("cache", "", "where apt-go keeps its .debs and Go modules between runs (default KILN_TEST_CACHE/fleet-debian)")
 	flag.Parse()
-	if c.context == "" {
-		return errors.New("-context is required")
+	switch *workload {
+	case "":
+	case "apt-go":
+		c.base = "debian"
+	default:
+		return fmt.Errorf("-workload %q: the only built-in workload is apt-go", *workload)
 	}
-	if c.dockerfile == "" {
-		c.dockerfile = filepath.Join(c.context, "Dockerfile")
+	if c.context == "" && *workload == "" {
+		return errors.New("-context is required (or -workload apt-go)")
+	}
+	if c.base != "busybox" && c.base != "debian" {
+		return fmt.Errorf("-base %q: use busybox or debian", c.base)
 	}
 	if err := os.RemoveAll(c.work); err != nil {
 		return err
@@ -81,6 +104,23 @@ func run() error {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	if *workload == "apt-go" {
+		if *cacheDir == "" {
+			*cacheDir = filepath.Join(testutil.CacheDir(), "fleet-debian")
+		}
+		w, err := prepareAptGo(*cacheDir, c.work)
+		if err != nil {
+			return err
+		}
+		c.context, c.change, c.buildArgs = w.context, w.change, w.buildArgs
+		// Bench only: the RUN steps must reach this program's servers on
+		// the host's 127.0.0.1, which kiln's default isolated network
+		// does not. A real fleet's mirrors would be reachable from it.
+		c.hostNet = true
+	}
+	if c.dockerfile == "" {
+		c.dockerfile = filepath.Join(c.context, "Dockerfile")
+	}
 
 	regHost, stop, err := startRegistry(ctx, c.work)
 	if err != nil {
@@ -91,18 +131,24 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	if err := pushBase(regHost); err != nil {
+	baseRepo, err := pushBase(ctx, regHost, c.base)
+	if err != nil {
 		return err
 	}
 	host := proxy.host
 	// Runners reach the base through the proxy too: a push can mount a
 	// layer only from the registry (host name) it pushes to.
-	base := host + "/library/busybox:latest"
+	base := host + "/" + baseRepo
 	cacheRef := host + "/fleet/cache:main"
 	imageRef := host + "/fleet/app:latest"
 
 	fmt.Printf("fleet: %s, %d runners, registry %s (docker-registry), base %s\n", c.label, c.runners, regHost, base)
-	fmt.Printf("%-28s %9s %12s %12s %6s\n", "runner", "time (s)", "down (MB)", "up (MB)", "steps")
+	showMirror = c.hostNet
+	if showMirror {
+		fmt.Printf("%-28s %9s %12s %12s %6s %12s\n", "runner", "time (s)", "down (MB)", "up (MB)", "steps", "mirror (MB)")
+	} else {
+		fmt.Printf("%-28s %9s %12s %12s %6s\n", "runner", "time (s)", "down (MB)", "up (MB)", "steps")
+	}
 	var kilnLater []float64
 	for i := 1; i <= c.runners; i++ {
 		if err := c.commit(i); err != nil {
@@ -164,7 +210,11 @@ func (c config) commit(i int) error {
 	if c.change == "" {
 		return nil
 	}
-	return os.WriteFile(filepath.Join(c.context, c.change), []byte(fmt.Sprintf("commit %d\n", i)), 0o644)
+	body := fmt.Sprintf("commit %d\n", i)
+	if strings.HasSuffix(c.change, ".go") {
+		body = commitGo(i)
+	}
+	return os.WriteFile(filepath.Join(c.context, c.change), []byte(body), 0o644)
 }
 
 func sum(xs []float64) float64 {
@@ -179,10 +229,19 @@ type runnerResult struct {
 	seconds  float64
 	down, up int64
 	steps    int
+	// mirror is what the apt repository and module proxy served.
+	mirror int64
 }
 
+// showMirror adds the mirror column: the workload has servers of its own.
+var showMirror bool
+
 func (r runnerResult) print(label string) {
-	fmt.Printf("%-28s %9.2f %12.2f %12.2f %6d\n", label, r.seconds, float64(r.down)/1e6, float64(r.up)/1e6, r.steps)
+	fmt.Printf("%-28s %9.2f %12.2f %12.2f %6d", label, r.seconds, float64(r.down)/1e6, float64(r.up)/1e6, r.steps)
+	if showMirror {
+		fmt.Printf(" %12.2f", float64(r.mirror)/1e6)
+	}
+	fmt.Println()
 }
 
 // kilnRunner builds on an empty store. mounts=true carries the cache
@@ -193,7 +252,14 @@ func kilnRunner(ctx context.Context, c config, p *countingProxy, root, base, cac
 		"--build-arg", "BASE=" + base,
 		"--cache-from", "type=registry,ref=" + cacheRef,
 		"--cache-to", "type=registry,ref=" + cacheRef + ",mode=max,mounts=true",
-		"-t", imageRef, "--push", c.context}
+		"-t", imageRef, "--push"}
+	for _, a := range c.buildArgs {
+		args = append(args, "--build-arg", a)
+	}
+	if c.hostNet {
+		args = append(args, "--network=host", "--allow", "network.host")
+	}
+	args = append(args, c.context)
 	return measure(ctx, p, filepath.Join(c.work, "logs", logName+".log"), countKilnSteps, c.kiln, args...)
 }
 
@@ -210,11 +276,19 @@ func buildkitRunner(ctx context.Context, c config, p *countingProxy, base, cache
 		"--import-cache", "type=registry,ref=" + cacheRef + ",registry.insecure=true",
 		"--export-cache", "type=registry,ref=" + cacheRef + ",mode=max,registry.insecure=true",
 		"--output", "type=image,name=" + imageRef + ",push=true,registry.insecure=true"}
+	for _, a := range c.buildArgs {
+		args = append(args, "--opt", "build-arg:"+a)
+	}
+	// c.hostNet needs nothing here: peers.sh's buildkitd runs its worker
+	// with networkMode = "host", so RUN steps reach 127.0.0.1 already
+	// (asking for it with --allow network.host would need the daemon's
+	// --allow-insecure-entitlement network.host).
 	return measure(ctx, p, filepath.Join(c.work, "logs", logName+".log"), countBuildkitSteps, c.buildctl, args...)
 }
 
 func measure(ctx context.Context, p *countingProxy, logPath string, steps func(string) int, bin string, args ...string) (runnerResult, error) {
 	p.reset()
+	mirrorBytes.Store(0)
 	start := time.Now()
 	out, err := exec.CommandContext(ctx, bin, args...).CombinedOutput()
 	elapsed := time.Since(start)
@@ -222,7 +296,7 @@ func measure(ctx context.Context, p *countingProxy, logPath string, steps func(s
 	if err != nil {
 		return runnerResult{}, fmt.Errorf("%s %s: %v (log %s)\n%s", bin, strings.Join(args, " "), err, logPath, tail(string(out), 30))
 	}
-	return runnerResult{seconds: elapsed.Seconds(), down: p.down.Load(), up: p.up.Load(), steps: steps(string(out))}, nil
+	return runnerResult{seconds: elapsed.Seconds(), down: p.down.Load(), up: p.up.Load(), steps: steps(string(out)), mirror: mirrorBytes.Load()}, nil
 }
 
 var stepHeader = regexp.MustCompile(`(?m)^#(\d+) \[[^\]]*\] (RUN|COPY|ADD|WORKDIR)\b`)
@@ -349,22 +423,32 @@ func startRegistry(ctx context.Context, work string) (string, func(), error) {
 	return "", nil, fmt.Errorf("docker-registry did not answer on %s", host)
 }
 
-// pushBase pushes the busybox test base (Debian's busybox-static) straight
-// to the registry, past the proxy: the base is the fleet's, not a runner's.
-func pushBase(host string) error {
-	img, err := testutil.NewBusyboxImage()
-	if err != nil {
-		return fmt.Errorf("making the busybox base: %w", err)
+// pushBase pushes the base straight to the registry, past the proxy (the
+// base is the fleet's, not a runner's) and returns its repository:tag.
+// busybox is the test base (Debian's busybox-static); debian is a bookworm
+// minbase made by debootstrap once and cached under KILN_TEST_CACHE.
+func pushBase(ctx context.Context, host, which string) (string, error) {
+	var img v1.Image
+	var err error
+	repo := "library/busybox:latest"
+	if which == "debian" {
+		repo = "library/debian:bookworm"
+		img, err = testutil.NewDebianImage(ctx, testutil.CacheDir())
+	} else {
+		img, err = testutil.NewBusyboxImage()
 	}
-	ref := host + "/library/busybox:latest"
+	if err != nil {
+		return "", fmt.Errorf("making the %s base (debian needs debootstrap, root and Debian's archive once): %w", which, err)
+	}
+	ref := host + "/" + repo
 	r, err := name.ParseReference(ref, name.Insecure)
 	if err != nil {
-		return err
+		return "", err
 	}
 	if err := remote.Write(r, img); err != nil {
-		return fmt.Errorf("pushing %s: %w", ref, err)
+		return "", fmt.Errorf("pushing %s: %w", ref, err)
 	}
-	return nil
+	return repo, nil
 }
 
 // digestOf is the manifest digest ref names now ("" when none).
