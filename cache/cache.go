@@ -26,6 +26,8 @@
 package cache
 
 import (
+	"runtime"
+
 	"bufio"
 	"bytes"
 	"context"
@@ -33,6 +35,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"golang.org/x/sync/errgroup"
 	"io"
 	"io/fs"
 	"os"
@@ -162,25 +165,35 @@ func (l LayerInfo) Lazy() bool { return l.Remote != nil }
 // show download progress). The input is not modified: other stages may
 // read it concurrently.
 func (s *Store) Materialize(ctx context.Context, layers []LayerInfo, wrap func(v1.Layer) v1.Layer) ([]LayerInfo, error) {
-	var out []LayerInfo
+	out := append([]LayerInfo(nil), layers...)
+	lazy := false
+	// Layers are independent until mounted: fetch and unpack them side by
+	// side (decompression and file writes keep a core busy each, the
+	// download overlaps them).
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(runtime.GOMAXPROCS(0) + 1)
 	for i, l := range layers {
 		if !l.Lazy() {
 			continue
 		}
-		if out == nil {
-			out = append([]LayerInfo(nil), layers...)
-		}
+		lazy = true
 		r := l.Remote
 		if wrap != nil {
 			r = wrap(r)
 		}
-		info, err := s.PullLayer(ctx, r)
-		if err != nil {
-			return nil, err
-		}
-		out[i] = info
+		g.Go(func() error {
+			info, err := s.PullLayer(gctx, r)
+			if err != nil {
+				return err
+			}
+			out[i] = info
+			return nil
+		})
 	}
-	if out == nil {
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	if !lazy {
 		return layers, nil
 	}
 	return out, nil
