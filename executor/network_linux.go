@@ -72,17 +72,23 @@ var errNoUserNet = errors.New("RUN steps get an isolated network through pasta o
 	"or build with --network=none for steps that need no network, " +
 	"or --network=host --allow " + EntitlementNetworkHost + " to share the host's network")
 
+// NetworkHelpers lists the user-mode network programs installed, in the
+// order RUN's default network tries them, with their paths.
+func NetworkHelpers() (names, paths []string) {
+	for _, h := range userNetHelpers {
+		if p, err := exec.LookPath(h); err == nil {
+			names, paths = append(names, h), append(paths, p)
+		}
+	}
+	return names, paths
+}
+
 // NewNetwork creates the build's network namespace and starts its
 // user-mode network. dir is a scratch directory of the caller's that
 // holds the namespace's files until Close ("" makes a temporary one).
 // ctx bounds only the start: the network lives until Close.
 func NewNetwork(ctx context.Context, dir string) (n *Network, err error) {
-	var helpers, paths []string
-	for _, h := range userNetHelpers {
-		if p, err := exec.LookPath(h); err == nil {
-			helpers, paths = append(helpers, h), append(paths, p)
-		}
-	}
+	helpers, paths := NetworkHelpers()
 	if len(helpers) == 0 {
 		return nil, errNoUserNet
 	}

@@ -14,6 +14,9 @@ type Network struct {
 	Helper string
 }
 
+// NetworkHelpers finds none outside Linux.
+func NetworkHelpers() (names, paths []string) { return nil, nil }
+
 // NewNetwork needs Linux network namespaces.
 func NewNetwork(ctx context.Context, dir string) (*Network, error) {
 	return nil, fmt.Errorf("setting up the build network: %w", errors.ErrUnsupported)

@@ -19,6 +19,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/kiln-build/kiln/cache"
+	"github.com/kiln-build/kiln/executor"
+	"github.com/kiln-build/kiln/executor/seccomp"
 	"github.com/kiln-build/kiln/internal/userns"
 	"github.com/kiln-build/kiln/progress"
 	"github.com/kiln-build/kiln/registry"
@@ -91,6 +93,7 @@ reports.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			v := currentVersion()
 			v.Host = detectHost(os.DirFS("/"))
+			v.Host.addKilnFacts()
 			if asJSON {
 				return writeJSON(cmd.OutOrStdout(), v)
 			}
@@ -164,6 +167,14 @@ type hostInfo struct {
 	// filter, as inside a container: some syscalls of the sandbox may be
 	// refused.
 	SeccompFiltered bool `json:"seccompFiltered,omitempty"`
+	// SeccompTable names the architecture whose system call table kiln
+	// carries ("" when it has none: RUN then needs --allow
+	// security.noseccomp); NetworkHelpers are the user-mode network
+	// programs RUN's default network can use, in the order it tries
+	// them. Both are kiln's own facts, filled outside detectHost.
+	SeccompTable   string   `json:"seccompTable,omitempty"`
+	NetworkHelpers []string `json:"networkHelpers,omitempty"`
+	hostFacts      bool
 }
 
 // detectHost reads fsys, the host's "/" (a test's fake one).
@@ -258,7 +269,7 @@ func (h hostInfo) rows() [][2]string {
 	if kernel == "" {
 		kernel = "unknown"
 	}
-	return [][2]string{
+	rows := [][2]string{
 		{"Kernel", kernel},
 		{"Running as root", rootLine(h)},
 		{"Overlayfs", yes(h.Overlayfs, "no: load it with modprobe overlay")},
@@ -266,6 +277,28 @@ func (h hostInfo) rows() [][2]string {
 		{"User namespaces", userns},
 		{"Seccomp", seccomp},
 	}
+	if h.hostFacts {
+		table := "none for " + runtime.GOARCH + ": RUN steps need --allow security.noseccomp"
+		if h.SeccompTable != "" {
+			table = h.SeccompTable
+		}
+		network := "none: RUN's default network needs passt (apt-get install passt) or slirp4netns"
+		if len(h.NetworkHelpers) > 0 {
+			network = strings.Join(h.NetworkHelpers, ", then ")
+		}
+		rows = append(rows, [2]string{"Seccomp table", table}, [2]string{"RUN network helper", network})
+	}
+	return rows
+}
+
+// addKilnFacts adds what this kiln binary can do on the host: its
+// seccomp table and the network helpers it finds.
+func (h *hostInfo) addKilnFacts() {
+	h.hostFacts = true
+	if seccomp.Supported() {
+		h.SeccompTable = seccomp.Arch()
+	}
+	h.NetworkHelpers, _ = executor.NetworkHelpers()
 }
 
 func readLine(fsys fs.FS, name string) string {
