@@ -254,8 +254,9 @@ cpu=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
 	fi
 	for l in "${order[@]}"; do
 		if [ $bk = 1 ]; then
-			printf '%-30s %10s %12s %12s %8s\n' "$l" "${KT[$l]}" "${KM[$l]}" "${BT[$l]}" \
-				"$(awk -v k="${KT[$l]}" -v b="${BT[$l]}" 'BEGIN {if (b > 0) printf "%.2fx", k/b; else print "-"}')"
+			# kiln-only rows (the host-network ones) have no BuildKit time
+			printf '%-30s %10s %12s %12s %8s\n' "$l" "${KT[$l]}" "${KM[$l]}" "${BT[$l]:--}" \
+				"$(awk -v k="${KT[$l]}" -v b="${BT[$l]:-0}" 'BEGIN {if (b > 0) printf "%.2fx", k/b; else print "-"}')"
 		else
 			printf '%-30s %10s %12s\n' "$l" "${KT[$l]}" "${KM[$l]}"
 		fi
