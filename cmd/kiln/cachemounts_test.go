@@ -11,8 +11,6 @@ import (
 	"testing"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-
-	"github.com/kiln-build/kiln/internal/testutil"
 )
 
 // mountDockerfile fills the cache mount "mods" on its first run (COLD: a
@@ -218,32 +216,9 @@ func TestCacheMountsLocal(t *testing.T) {
 // mounts too — owners of the subuid range, and a removal (a whiteout made
 // in the user namespace) that the next runner sees.
 func TestCacheMountsRootless(t *testing.T) {
-	needRoot(t)
-	for _, tool := range []string{"newuidmap", "newgidmap"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			testutil.SkipHostf(t, "rootless builds need %s (package uidmap): %v", tool, err)
-		}
-	}
-	if v, err := os.ReadFile("/proc/sys/kernel/unprivileged_userns_clone"); err == nil && strings.TrimSpace(string(v)) == "0" {
-		testutil.SkipHost(t, "the kernel allows user namespaces to root only (kernel.unprivileged_userns_clone=0)")
-	}
-	if rel, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
-		var major, minor int
-		if _, err := fmt.Sscanf(string(rel), "%d.%d", &major, &minor); err == nil && (major < 5 || major == 5 && minor < 11) {
-			testutil.SkipHostf(t, "kernel %s: overlayfs in a user namespace needs Linux 5.11", strings.TrimSpace(string(rel)))
-		}
-	}
+	needRootless(t)
 	name, uid, gid := throwawayUser(t)
-	top, err := os.MkdirTemp("", "kiln-rootless-mounts-")
-	must(t, err)
-	t.Cleanup(func() { os.RemoveAll(top) })
-	must(t, os.Chmod(top, 0o755))
-	dir := func(n string) string {
-		p := filepath.Join(top, n)
-		must(t, os.Mkdir(p, 0o755))
-		must(t, os.Chown(p, uid, gid))
-		return p
-	}
+	dir := userTree(t, "kiln-rootless-mounts-", uid, gid)
 	bin, home, ctxDir, cacheDir := filepath.Join(dir("bin"), "kiln"), dir("home"), dir("ctx"), dir("cache")
 	copyFile(t, kilnBin, bin, 0o755)
 	base := registryWithBases(t) + "/library/busybox:latest"

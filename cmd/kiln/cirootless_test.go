@@ -1,13 +1,11 @@
 package main
 
 import (
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 
 	"github.com/kiln-build/kiln/internal/testutil"
@@ -21,42 +19,12 @@ import (
 // refuse the sysfs of --network=none, while --network=host binds the
 // pod's own /sys and works.
 func TestRootlessUnderMasks(t *testing.T) {
-	needRoot(t)
-	for _, tool := range []string{"newuidmap", "newgidmap", "unshare", "setpriv"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			testutil.SkipHostf(t, "needs %s (packages uidmap, util-linux): %v", tool, err)
-		}
-	}
-	if v, err := os.ReadFile("/proc/sys/kernel/unprivileged_userns_clone"); err == nil && strings.TrimSpace(string(v)) == "0" {
-		testutil.SkipHost(t, "the kernel allows user namespaces to root only (kernel.unprivileged_userns_clone=0)")
-	}
-	var u syscall.Utsname
-	must(t, syscall.Uname(&u))
-	var release []byte
-	for _, c := range u.Release {
-		if c == 0 {
-			break
-		}
-		release = append(release, byte(c))
-	}
-	var major, minor int
-	if _, err := fmt.Sscanf(string(release), "%d.%d", &major, &minor); err == nil && (major < 5 || major == 5 && minor < 11) {
-		testutil.SkipHostf(t, "kernel %s: overlayfs in a user namespace needs Linux 5.11", release)
-	}
+	needRootless(t, "unshare", "setpriv")
 	if _, err := os.Stat("/sys/firmware"); err != nil {
 		testutil.SkipHostf(t, "no /sys/firmware to mask: %v", err)
 	}
 	name, uid, gid := throwawayUser(t)
-	top, err := os.MkdirTemp("", "kiln-masks-")
-	must(t, err)
-	t.Cleanup(func() { os.RemoveAll(top) })
-	must(t, os.Chmod(top, 0o755))
-	dir := func(n string) string {
-		p := filepath.Join(top, n)
-		must(t, os.Mkdir(p, 0o755))
-		must(t, os.Chown(p, uid, gid))
-		return p
-	}
+	dir := userTree(t, "kiln-masks-", uid, gid)
 	bin, home, ctxDir := filepath.Join(dir("bin"), "kiln"), dir("home"), dir("ctx")
 	copyFile(t, kilnBin, bin, 0o755)
 	reg := registryWithBases(t)

@@ -68,26 +68,9 @@ func TestBindMountContextIgnored(t *testing.T) {
 // TestRootlessContextMount: the context snapshot a bind mount shows is
 // made and removed in a rootless build too.
 func TestRootlessContextMount(t *testing.T) {
-	needRoot(t)
-	for _, tool := range []string{"newuidmap", "newgidmap"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			testutil.SkipHostf(t, "rootless builds need %s (package uidmap): %v", tool, err)
-		}
-	}
-	if v, err := os.ReadFile("/proc/sys/kernel/unprivileged_userns_clone"); err == nil && strings.TrimSpace(string(v)) == "0" {
-		testutil.SkipHost(t, "the kernel allows user namespaces to root only (kernel.unprivileged_userns_clone=0)")
-	}
+	needRootless(t)
 	name, uid, gid := throwawayUser(t)
-	top, err := os.MkdirTemp("", "kiln-rootless-ctx-")
-	must(t, err)
-	t.Cleanup(func() { os.RemoveAll(top) })
-	must(t, os.Chmod(top, 0o755))
-	dir := func(name string) string {
-		p := filepath.Join(top, name)
-		must(t, os.Mkdir(p, 0o755))
-		must(t, os.Chown(p, uid, gid))
-		return p
-	}
+	dir := userTree(t, "kiln-rootless-ctx-", uid, gid)
 	bin, home, root, ctxDir := filepath.Join(dir("bin"), "kiln"), dir("home"), dir("root"), dir("ctx")
 	copyFile(t, kilnBin, bin, 0o755)
 	reg := registryWithBases(t)

@@ -572,22 +572,13 @@ func TestNetworkTeardown(t *testing.T) {
 // network, pasta running in kiln's user namespace, where the user may
 // open /dev/net/tun (most systems); where it may not, the build says so.
 func TestRootlessNetwork(t *testing.T) {
-	needRoot(t)
+	needRootless(t)
 	needPasta(t)
-	for _, tool := range []string{"newuidmap", "newgidmap"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			testutil.SkipHostf(t, "rootless builds need %s (package uidmap): %v", tool, err)
-		}
-	}
 	name, uid, gid := throwawayUser(t)
-	top, err := os.MkdirTemp("", "kiln-rootless-net-")
-	must(t, err)
-	t.Cleanup(func() { os.RemoveAll(top) })
-	must(t, os.Chmod(top, 0o755))
-	for _, d := range []string{"root", "ctx", "out"} {
-		must(t, os.Mkdir(filepath.Join(top, d), 0o755))
-		must(t, os.Chown(filepath.Join(top, d), uid, gid))
-	}
+	dir := userTree(t, "kiln-rootless-net-", uid, gid)
+	top := filepath.Dir(dir("ctx"))
+	dir("root")
+	dir("out")
 	bin := filepath.Join(top, "kiln")
 	copyFile(t, kilnBin, bin, 0o755)
 

@@ -14,6 +14,8 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 	"testing"
 
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
@@ -44,42 +46,9 @@ RUN echo hi > /scratch/by-nobody && id > /scratch/id && ls -ln /scratch /data > 
 // TestRootlessBuild builds as a throwaway normal user, in kiln's user
 // namespace, and as root: the images must be the same.
 func TestRootlessBuild(t *testing.T) {
-	needRoot(t)
-	for _, tool := range []string{"newuidmap", "newgidmap"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			testutil.SkipHostf(t, "rootless builds need %s (package uidmap): %v", tool, err)
-		}
-	}
-	var u syscall.Utsname
-	must(t, syscall.Uname(&u))
-	var release []byte
-	for _, c := range u.Release {
-		if c == 0 {
-			break
-		}
-		release = append(release, byte(c))
-	}
-	var major, minor int
-	if _, err := fmt.Sscanf(string(release), "%d.%d", &major, &minor); err == nil && (major < 5 || major == 5 && minor < 11) {
-		testutil.SkipHostf(t, "kernel %s: overlayfs in a user namespace needs Linux 5.11", release)
-	}
-	if v, err := os.ReadFile("/proc/sys/kernel/unprivileged_userns_clone"); err == nil && strings.TrimSpace(string(v)) == "0" {
-		testutil.SkipHost(t, "the kernel allows user namespaces to root only (kernel.unprivileged_userns_clone=0)")
-	}
+	needRootless(t)
 	name, uid, gid := throwawayUser(t)
-
-	// Everything the user touches lives below a directory it owns; the
-	// test's own temp dirs are closed to others.
-	top, err := os.MkdirTemp("", "kiln-rootless-")
-	must(t, err)
-	t.Cleanup(func() { os.RemoveAll(top) })
-	must(t, os.Chmod(top, 0o755))
-	dir := func(name string) string {
-		p := filepath.Join(top, name)
-		must(t, os.Mkdir(p, 0o755))
-		must(t, os.Chown(p, uid, gid))
-		return p
-	}
+	dir := userTree(t, "kiln-rootless-", uid, gid)
 	bin, home, root, ctxDir, out := filepath.Join(dir("bin"), "kiln"), dir("home"), dir("root"), dir("ctx"), dir("out")
 	copyFile(t, kilnBin, bin, 0o755)
 
@@ -205,6 +174,47 @@ func TestRootlessNoRange(t *testing.T) {
 	want := fmt.Sprintf("rootless builds need a range in /etc/subuid and /etc/subgid for %[1]s (usermod --add-subuids 100000-165535 --add-subgids 100000-165535 %[1]s)", name)
 	if !strings.Contains(string(got), want) {
 		t.Errorf("output:\n%s\nwant it to say %q", got, want)
+	}
+}
+
+// needRootless stops a test where a rootless build cannot run: kiln's
+// tests make a throwaway user as root, need newuidmap/newgidmap (and any
+// tools named), unprivileged user namespaces, and overlayfs in a user
+// namespace (Linux 5.11).
+func needRootless(t *testing.T, tools ...string) {
+	t.Helper()
+	needRoot(t)
+	for _, tool := range append([]string{"newuidmap", "newgidmap"}, tools...) {
+		if _, err := exec.LookPath(tool); err != nil {
+			testutil.SkipHostf(t, "rootless builds need %s (packages uidmap, util-linux): %v", tool, err)
+		}
+	}
+	if v, err := os.ReadFile("/proc/sys/kernel/unprivileged_userns_clone"); err == nil && strings.TrimSpace(string(v)) == "0" {
+		testutil.SkipHost(t, "the kernel allows user namespaces to root only (kernel.unprivileged_userns_clone=0)")
+	}
+	var u unix.Utsname
+	must(t, unix.Uname(&u))
+	release := unix.ByteSliceToString(u.Release[:])
+	var major, minor int
+	if _, err := fmt.Sscanf(release, "%d.%d", &major, &minor); err == nil && (major < 5 || major == 5 && minor < 11) {
+		testutil.SkipHostf(t, "kernel %s: overlayfs in a user namespace needs Linux 5.11", release)
+	}
+}
+
+// userTree makes a directory only the test's throwaway user (uid, gid)
+// works in — the test's own temp dirs are closed to others — and returns
+// the function that makes its subdirectories, owned by that user.
+func userTree(t *testing.T, prefix string, uid, gid int) func(name string) string {
+	t.Helper()
+	top, err := os.MkdirTemp("", prefix)
+	must(t, err)
+	t.Cleanup(func() { os.RemoveAll(top) })
+	must(t, os.Chmod(top, 0o755))
+	return func(name string) string {
+		p := filepath.Join(top, name)
+		must(t, os.Mkdir(p, 0o755))
+		must(t, os.Chown(p, uid, gid))
+		return p
 	}
 }
 
