@@ -34,18 +34,6 @@ func TestAtomicWritesSync(t *testing.T) {
 			}
 			return s.imagePath("docker.io/library/app:latest")
 		}},
-		{"layer info", func(t *testing.T, s *Store) string {
-			dir, err := s.TempDir("upper-")
-			if err != nil {
-				t.Fatal(err)
-			}
-			buildTree(t, dir)
-			info, _, err := s.CommitDir(ctx, dir)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return filepath.Join(filepath.Dir(info.Dir), "info.json")
-		}},
 		{"variant record", func(t *testing.T, s *Store) string {
 			dir, err := s.TempDir("upper-")
 			if err != nil {

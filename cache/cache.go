@@ -61,8 +61,9 @@ type Store struct {
 	// record). It must be set before the Store is used.
 	Warn func(msg string)
 
-	pulls keyedLock  // one download per layer within this process
-	lock  *storeLock // shared lock on ROOT/lock: this process uses the store
+	pulls   keyedLock  // one download per layer within this process
+	lock    *storeLock // shared lock on ROOT/lock: this process uses the store
+	durable durability // background syncs of what was published unsynced
 }
 
 // Open creates the store layout under root if needed. When no other kiln
@@ -96,11 +97,16 @@ func Open(root string) (*Store, error) {
 	return s, nil
 }
 
-// Close releases the store's lock: from then on prune may remove anything
-// this process read from the store, and the Store must not be used. It is
-// safe to call more than once.
+// Close waits for the background syncs of what this process stored, then
+// releases the store's lock: from then on prune may remove anything this
+// process read from the store, and the Store must not be used. It is safe
+// to call more than once.
 func (s *Store) Close() error {
-	return s.lock.Close()
+	err := s.waitDurable()
+	if cerr := s.lock.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 func (s *Store) warnf(format string, args ...any) {
@@ -205,6 +211,9 @@ type infoFile struct {
 	Digest    v1.Hash         `json:"digest"`
 	Size      int64           `json:"size"`
 	MediaType types.MediaType `json:"mediaType"`
+	// Unsynced marks a layer published before its files were synced
+	// (durable.go).
+	Unsynced *unsyncedMark `json:"unsynced,omitempty"`
 }
 
 func (s *Store) tmp() string { return filepath.Join(s.Root, "tmp") }
@@ -246,6 +255,11 @@ func (s *Store) LayerByDiffID(diffID v1.Hash) (LayerInfo, bool, error) {
 	if f.DiffID != diffID {
 		// 96 bits of prefix make this a corrupted store, not a collision.
 		return LayerInfo{}, false, fmt.Errorf("looking up layer %s: %s holds layer %s", diffID, dir, f.DiffID)
+	}
+	if s.suspect(f) {
+		// Published unsynced before a reboot: maybe incomplete.
+		s.dropSuspect(dir)
+		return LayerInfo{}, false, nil
 	}
 	if _, err := os.Lstat(s.blobPath(f.Digest)); err != nil {
 		// Its blob was found damaged and removed (or lost): the layer

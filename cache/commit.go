@@ -62,23 +62,21 @@ func (s *Store) CommitDirWith(ctx context.Context, dir string, opt layer.TarOpti
 		return LayerInfo{}, false, fmt.Errorf("committing %s: not on the store's filesystem (use Store.TempDir)", dir)
 	}
 
-	// The step has finished writing dir, so its data can be made durable
-	// while it is compressed rather than after: syncfs is mostly waiting
-	// for the disk, compression is all CPU.
 	// The contents list (what kiln verify checks) is one lstat walk, done
-	// meanwhile too.
-	synced := make(chan error, 1)
+	// while the layer is compressed. Durability comes after publishing
+	// (durable.go).
+	listed := make(chan error, 1)
 	var list []byte
-	var listErr error
 	go func() {
-		list, listErr = listContents(dir)
-		synced <- syncFilesystem(dir)
+		var err error
+		list, err = listContents(dir)
+		if err == nil && currentBoot() == "" {
+			err = syncFilesystem(dir) // no boot id to scope an unsynced publish by
+		}
+		listed <- err
 	}()
 	blob, err := s.compress(ctx, dir, opt)
-	syncErr := <-synced
-	if syncErr == nil {
-		syncErr = listErr
-	}
+	syncErr := <-listed
 	if err != nil {
 		return LayerInfo{}, false, fmt.Errorf("committing %s: %w", dir, err)
 	}
@@ -192,8 +190,10 @@ func (s *Store) compress(ctx context.Context, dir string, opt layer.TarOptions) 
 	if err := bw.Flush(); err != nil {
 		return nil, fmt.Errorf("writing blob: %w", err)
 	}
-	if err := syncFile(f); err != nil {
-		return nil, fmt.Errorf("syncing blob: %w", err)
+	if currentBoot() == "" {
+		if err := syncFile(f); err != nil {
+			return nil, fmt.Errorf("syncing blob: %w", err)
+		}
 	}
 	if err := f.Close(); err != nil {
 		return nil, fmt.Errorf("writing blob: %w", err)
@@ -255,16 +255,21 @@ func (s *Store) storeBlob(b *tempBlob) error {
 		return fmt.Errorf("storing blob %s: %w", b.digest, err)
 	}
 	b.path = ""
+	if currentBoot() != "" {
+		s.published() // synced in the background (durable.go)
+		return nil
+	}
 	if err := syncDir(s.blobDir()); err != nil {
 		return fmt.Errorf("storing blob %s: %w", b.digest, err)
 	}
 	return nil
 }
 
-// publish makes staging (holding a complete fs/, whose contents the caller
-// has made durable) the layer directory of info. info.json is written and
-// synced before the rename, so a layer directory that exists is complete. If another process published
-// the same layer first, staging is removed and their layer returned.
+// publish makes staging (holding a complete fs/) the layer directory of
+// info. info.json is written before the rename, so a layer directory that
+// exists is complete; durable.go says when it is durable. If another
+// process published the same layer first, staging is removed and their
+// layer returned.
 func (s *Store) publish(staging string, info LayerInfo) (LayerInfo, error) {
 	return s.publishListed(staging, info, nil)
 }
@@ -285,17 +290,23 @@ func (s *Store) publishListed(staging string, info LayerInfo, list []byte) (Laye
 			return LayerInfo{}, fmt.Errorf("publishing layer %s: %w", info.DiffID, err)
 		}
 	}
-	if err := s.writeAtomic(filepath.Join(staging, contentsFile), list); err != nil {
+	// With a boot id, nothing is synced here: info.json names the boot
+	// and the background syncer makes the layer durable (durable.go).
+	mark := newMark()
+	write := s.writeUnsynced
+	if mark == nil {
+		write = s.writeAtomic
+	}
+	if err := write(filepath.Join(staging, contentsFile), list); err != nil {
 		return LayerInfo{}, fmt.Errorf("publishing layer %s: %w", info.DiffID, err)
 	}
-	data, err := json.Marshal(infoFile{DiffID: info.DiffID, Digest: info.Digest, Size: info.Size, MediaType: info.MediaType})
+	data, err := json.Marshal(infoFile{DiffID: info.DiffID, Digest: info.Digest, Size: info.Size, MediaType: info.MediaType, Unsynced: mark})
 	if err != nil {
 		return LayerInfo{}, fmt.Errorf("publishing layer %s: %w", info.DiffID, err)
 	}
-	if err := s.writeAtomic(filepath.Join(staging, "info.json"), append(data, '\n')); err != nil {
+	if err := write(filepath.Join(staging, "info.json"), append(data, '\n')); err != nil {
 		return LayerInfo{}, fmt.Errorf("publishing layer %s: %w", info.DiffID, err)
 	}
-	// writeAtomic synced staging: its fs/ and info.json are durable
 	final := s.layerDir(info.DiffID)
 	if err := os.Rename(staging, final); err != nil {
 		// rename(2) of a directory onto a non-empty one fails: someone
@@ -315,7 +326,9 @@ func (s *Store) publishListed(staging string, info LayerInfo, list []byte) (Laye
 		}
 		return LayerInfo{}, fmt.Errorf("publishing layer %s: %w", info.DiffID, err)
 	}
-	if err := syncDir(s.layersDir()); err != nil {
+	if mark != nil {
+		s.published()
+	} else if err := syncDir(s.layersDir()); err != nil {
 		return LayerInfo{}, fmt.Errorf("publishing layer %s: %w", info.DiffID, err)
 	}
 	info.Dir = filepath.Join(final, "fs")

@@ -296,7 +296,7 @@ func (s *Store) inventory() (*inventory, error) {
 	}
 	for _, e := range ents {
 		switch e.Name() {
-		case "blobs", "layers", "steps", "images", "tmp", "lock", "cachemounts", "debug":
+		case "blobs", "layers", "steps", "images", "tmp", "lock", "cachemounts", "debug", "durable":
 			continue
 		}
 		inv.otherCount++

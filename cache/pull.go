@@ -93,10 +93,13 @@ func (s *Store) pull(ctx context.Context, l v1.Layer, diffID v1.Hash) (LayerInfo
 	}
 
 	// The unpacked files were written without fsync (one per file would be
-	// far slower); one syncfs makes them all durable before publish can
-	// make them visible.
-	if err := syncFilesystem(fsDir); err != nil {
-		return LayerInfo{}, err
+	// far slower). Where there is no boot id to scope an unsynced publish
+	// by, one syncfs makes them durable first; otherwise the background
+	// syncer does it after publishing (durable.go).
+	if currentBoot() == "" {
+		if err := syncFilesystem(fsDir); err != nil {
+			return LayerInfo{}, err
+		}
 	}
 	info := LayerInfo{DiffID: diffID, Digest: blob.digest, Size: blob.size, MediaType: mt}
 	if err := s.storeBlob(blob); err != nil {
@@ -314,8 +317,10 @@ func (s *Store) downloadTo(ctx context.Context, l v1.Layer, unpack func(context.
 	if err := bw.Flush(); err != nil {
 		return blob, fmt.Errorf("writing blob: %w", err)
 	}
-	if err := f.Sync(); err != nil {
-		return blob, fmt.Errorf("syncing blob: %w", err)
+	if currentBoot() == "" {
+		if err := f.Sync(); err != nil {
+			return blob, fmt.Errorf("syncing blob: %w", err)
+		}
 	}
 	blob.diffID = sum(diffHash)
 	blob.digest = sum(verified.h)

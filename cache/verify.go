@@ -155,7 +155,9 @@ func (s *Store) verify(ctx context.Context) (VerifyReport, *repairPlan, error) {
 			continue
 		}
 		p := Problem{Kind: "layer", Name: info.DiffID.String()}
-		if badBlobs[info.Digest.Hex] {
+		if s.suspect(info) {
+			p.What = "stored without a sync before the machine restarted: its files may be incomplete"
+		} else if badBlobs[info.Digest.Hex] {
 			p.What = "its blob " + info.Digest.String() + " is damaged"
 		} else if _, err := os.Lstat(s.blobPath(info.Digest)); err != nil {
 			p.What = "its blob " + info.Digest.String() + " is missing"
