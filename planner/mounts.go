@@ -11,6 +11,7 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/moby/buildkit/frontend/dockerfile/instructions"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/kiln-build/kiln/cache"
 	"github.com/kiln-build/kiln/executor"
@@ -39,18 +40,57 @@ type runMounts struct {
 	// lazy are the layers of stage and image mounts, by index in mounts,
 	// that are not in the store yet: unpacked only if the step runs.
 	lazy map[int][]cache.LayerInfo
+	// fetchLayers materializes lazy layers, with progress on the step.
+	fetchLayers func(context.Context, []cache.LayerInfo, progress.Step) ([]cache.LayerInfo, error)
 }
 
-// materialize unpacks the lazy layers of the mounts (a step that runs).
-func (rm *runMounts) materialize(ctx context.Context, fetch func(context.Context, []cache.LayerInfo, progress.Step) ([]cache.LayerInfo, error), log progress.Step) error {
-	for i, layers := range rm.lazy {
-		ls, err := fetch(ctx, layers, log)
-		if err != nil {
-			return err
+// fetch gets what the mounts of a step that runs need from the store or
+// a cache source, side by side: the lazy layers of mount sources and the
+// cache mount instances (seeding a new one from --cache-from). The
+// returned release gives the cache mounts back once the step is over.
+func (rm *runMounts) fetch(ctx context.Context, log progress.Step) (release func(), err error) {
+	var mu sync.Mutex
+	var held []func()
+	release = func() {
+		for _, r := range held {
+			r()
 		}
-		rm.mounts[i].Lowers = lowers(ls)
 	}
-	return nil
+	g, gctx := errgroup.WithContext(ctx)
+	for i, layers := range rm.lazy {
+		g.Go(func() error {
+			ls, err := rm.fetchLayers(gctx, layers, log)
+			if err != nil {
+				return err
+			}
+			mu.Lock()
+			rm.mounts[i].Lowers = lowers(ls)
+			mu.Unlock()
+			return nil
+		})
+	}
+	for _, c := range rm.caches {
+		if len(c.init.Seed) > 0 {
+			id := c.id
+			c.init.Wrap = func(l v1.Layer) v1.Layer { return progress.WatchLayer(log, l) }
+			c.init.SeedFailed = func(err error) {
+				fmt.Fprintf(log, "warning: cache mount %q from --cache-from is not used, the step starts with an empty one: %v\n", id, err)
+			}
+		}
+		g.Go(func() error {
+			dir, r, err := rm.store.CacheMount(gctx, c.id, c.sharing, c.init)
+			if err != nil {
+				return err
+			}
+			mu.Lock()
+			held = append(held, r)
+			rm.mounts[c.index].Source = dir
+			mu.Unlock()
+			return nil
+		})
+	}
+	err = g.Wait()
+	return release, err
 }
 
 // cacheMount is a RUN --mount=type=cache waiting for its directory.
@@ -307,10 +347,9 @@ func (rm *runMounts) cacheIDs() []string {
 }
 
 // prepare makes the throwaway overlay dirs of layered mounts inside the
-// step directory, gets the snapshots of context mounts from snapshot, and
-// picks the instance of each cache mount (waiting, for a locked one, until
-// it is free), filling a new one from an imported cache; the returned
-// function releases them.
+// step directory and gets the snapshots of context mounts from snapshot
+// (cache mounts were picked by fetch). The returned function is for the
+// caller to defer.
 func (rm *runMounts) prepare(ctx context.Context, stepDir string, snapshot func(context.Context, contextSnapshot) (string, error), log progress.Step) (func(), error) {
 	for n, i := range rm.layered {
 		base := filepath.Join(stepDir, fmt.Sprintf("mount-%d", n))
@@ -337,29 +376,7 @@ func (rm *runMounts) prepare(ctx context.Context, stepDir string, snapshot func(
 			m.Lowers = []string{empty}
 		}
 	}
-	var held []func()
-	release := func() {
-		for _, r := range held {
-			r()
-		}
-	}
-	for _, c := range rm.caches {
-		if len(c.init.Seed) > 0 {
-			id := c.id
-			c.init.Wrap = func(l v1.Layer) v1.Layer { return progress.WatchLayer(log, l) }
-			c.init.SeedFailed = func(err error) {
-				fmt.Fprintf(log, "warning: cache mount %q from --cache-from is not used, the step starts with an empty one: %v\n", id, err)
-			}
-		}
-		dir, r, err := rm.store.CacheMount(ctx, c.id, c.sharing, c.init)
-		if err != nil {
-			release()
-			return func() {}, err
-		}
-		held = append(held, r)
-		rm.mounts[c.index].Source = dir
-	}
-	return release, nil
+	return func() {}, nil
 }
 
 // secretEnvNames lists the variables that carry secrets, which must not

@@ -216,8 +216,11 @@ func (b *build) lookup(s *stage, key string) (bool, error) {
 }
 
 // runStep is the common shape of a step that changes files: announce it,
-// reuse its cached result or run it and commit its upper dir.
-func (b *build) runStep(ctx context.Context, s *stage, name string, k *stepKey, run func(log progress.Step, rootfs executor.Rootfs) error) error {
+// reuse its cached result or run it and commit its upper dir. alongside,
+// when set, runs while the layers below the step are fetched (a RUN's
+// mount sources and cache mounts: downloads and unpacks that need not wait
+// for each other); its cleanup runs when the step is over.
+func (b *build) runStep(ctx context.Context, s *stage, name string, k *stepKey, run func(log progress.Step, rootfs executor.Rootfs) error, alongside ...func(ctx context.Context, log progress.Step) (cleanup func(), err error)) error {
 	tar := b.clampFor(k)
 	key := k.sum()
 	log := b.prog.Step(name)
@@ -245,8 +248,27 @@ func (b *build) runStep(ctx context.Context, s *stage, name string, k *stepKey, 
 		return err
 	}
 	defer os.RemoveAll(dir)
-	layers, err := b.materialize(ctx, s.layers, log)
-	if err != nil {
+	var layers []cache.LayerInfo
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() (err error) {
+		layers, err = b.materialize(gctx, s.layers, log)
+		return err
+	})
+	cleanups := make([]func(), len(alongside))
+	defer func() {
+		for _, c := range cleanups {
+			if c != nil {
+				c()
+			}
+		}
+	}()
+	for i, f := range alongside {
+		g.Go(func() (err error) {
+			cleanups[i], err = f(gctx, log)
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
 		log.Fail(err)
 		return err
 	}
@@ -326,10 +348,8 @@ func (b *build) dispatchRun(ctx context.Context, s *stage, c *instructions.RunCo
 	files = append(files, rm.files...)
 	env = append(env, rm.env...)
 	name := s.stepName("RUN "+expandForDisplay(s, c.String()[len("RUN "):]), onbuild)
+	rm.fetchLayers = b.materialize
 	err = b.runStep(ctx, s, name, k, func(log progress.Step, rf executor.Rootfs) error {
-		if err := rm.materialize(ctx, b.materialize, log); err != nil {
-			return err
-		}
 		release, err := rm.prepare(ctx, filepath.Dir(rf.Upper), b.contextSnapshot, log)
 		defer release()
 		if err != nil {
@@ -372,7 +392,7 @@ func (b *build) dispatchRun(ctx context.Context, s *stage, c *instructions.RunCo
 			err = re
 		}
 		return err
-	})
+	}, rm.fetch)
 	if err != nil {
 		return err
 	}
