@@ -21,6 +21,7 @@ import (
 	"github.com/klauspost/pgzip"
 
 	"github.com/kiln-build/kiln/layer"
+	"github.com/kiln-build/kiln/trace"
 )
 
 // CommitDir turns dir, an overlay-format directory (a step's upper dir once
@@ -71,10 +72,15 @@ func (s *Store) CommitDirWith(ctx context.Context, dir string, opt layer.TarOpti
 	var list []byte
 	var listErr error
 	go func() {
+		_, span := trace.Start(ctx, "list + sync")
 		list, listErr = listContents(dir)
-		synced <- syncFilesystem(dir)
+		err := syncFilesystem(dir)
+		span.End()
+		synced <- err
 	}()
+	_, tarSpan := trace.Start(ctx, "tar + compress")
 	blob, err := s.compress(ctx, dir, opt)
+	tarSpan.End()
 	syncErr := <-synced
 	if syncErr == nil {
 		syncErr = listErr
@@ -97,6 +103,8 @@ func (s *Store) CommitDirWith(ctx context.Context, dir string, opt layer.TarOpti
 	}
 
 	info = LayerInfo{DiffID: blob.diffID, Digest: blob.digest, Size: blob.size, MediaType: types.OCILayer}
+	_, pubSpan := trace.Start(ctx, "publish")
+	defer pubSpan.End()
 	if err := s.storeBlob(blob); err != nil {
 		return LayerInfo{}, false, err
 	}
