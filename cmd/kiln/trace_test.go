@@ -108,8 +108,9 @@ func TestTrace(t *testing.T) {
 	tracePath := filepath.Join(t.TempDir(), "build.json")
 	out := filepath.Join(t.TempDir(), "img.tar")
 	ref := reg + "/traced/app:1"
+	cacheDir := filepath.Join(t.TempDir(), "cache")
 	if log, code := kiln(t, "build", "--root", root, "--progress=plain", "--trace", tracePath,
-		"-o", "type=oci,dest="+out, "-t", ref, "--push", dir); code != 0 {
+		"-o", "type=oci,dest="+out, "-t", ref, "--push", "--cache-to", "type=local,dest="+cacheDir, dir); code != 0 {
 		t.Fatalf("build: exit %d\n%s", code, log)
 	}
 	evs := readTrace(t, tracePath)
@@ -144,6 +145,7 @@ func TestTrace(t *testing.T) {
 		{"export oci", 1},
 		{"push", 1},
 		{"push *", 1},
+		{"export cache to *", 1},
 	} {
 		got := find(evs, tt.name)
 		if len(got) < tt.min {
@@ -211,10 +213,13 @@ func TestTrace(t *testing.T) {
 	}
 
 	// A rebuild: every step a cache hit, and said so.
-	if log, code := kiln(t, "build", "--root", root, "--progress=plain", "--trace", tracePath, "-o", "type=oci,dest="+out, dir); code != 0 {
+	if log, code := kiln(t, "build", "--root", root, "--progress=plain", "--trace", tracePath, "-o", "type=oci,dest="+out, "--cache-from", "type=local,src="+cacheDir, dir); code != 0 {
 		t.Fatalf("rebuild: exit %d\n%s", code, log)
 	}
 	evs = readTrace(t, tracePath)
+	if len(find(evs, "import cache")) != 1 {
+		t.Errorf("rebuild with --cache-from: no import cache span")
+	}
 	if n := len(find(evs, "run")); n != 0 {
 		t.Errorf("rebuild ran %d steps, want all cached", n)
 	}
