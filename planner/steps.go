@@ -60,7 +60,7 @@ func (b *build) pull(ctx context.Context, ref string, log progress.Step) (docker
 	if b.opt.Remote != nil {
 		rctx = b.outer
 	}
-	_, resolveSpan := trace.Start(ctx, "resolve "+ref)
+	rctx, resolveSpan := trace.Start(rctx, "resolve "+ref)
 	img, canonical, err := b.opt.Resolver.Resolve(rctx, ref)
 	resolveSpan.SetString("image", canonical)
 	resolveSpan.End()
@@ -176,7 +176,10 @@ func (b *build) commit(ctx context.Context, s *stage, key, upper string, tar lay
 	} else {
 		info = cache.LayerInfo{}
 	}
-	if err := b.opt.Store.PutStep(key, rec); err != nil {
+	_, recSpan := trace.Start(ctx, "record step")
+	err = b.opt.Store.PutStep(key, rec)
+	recSpan.End()
+	if err != nil {
 		return err
 	}
 	s.steps = append(s.steps, StepResult{Key: key, Record: rec, Layer: info})
@@ -267,7 +270,11 @@ func (b *build) runStep(ctx context.Context, s *stage, name string, k *stepKey, 
 		log.Fail(err)
 		return err
 	}
-	defer os.RemoveAll(dir)
+	defer func() {
+		_, span := trace.Start(ctx, "remove step directory")
+		os.RemoveAll(dir)
+		span.End()
+	}()
 	layers, err := b.materialize(ctx, s.layers, log)
 	if err != nil {
 		log.Fail(err)
@@ -286,7 +293,9 @@ func (b *build) runStep(ctx context.Context, s *stage, name string, k *stepKey, 
 		log.Fail(err)
 		return err
 	}
+	_, doneSpan := trace.Start(ctx, "progress: done")
 	log.Done()
+	doneSpan.End()
 	return nil
 }
 

@@ -70,6 +70,7 @@ type Span struct {
 	r      *Recorder
 	id     int64
 	parent int64
+	up     *Span // the parent span
 	lane   int
 	name   string
 	begin  time.Duration
@@ -103,8 +104,17 @@ func (r *Recorder) open1(name string, parent *Span) *Span {
 	now := time.Since(r.start)
 	r.nextID++
 	s := &Span{r: r, id: r.nextID, name: name, begin: now, lane: -1}
-	if parent != nil && parent.r == r {
-		s.parent = parent.id
+	if parent != nil && parent.r != r {
+		parent = nil
+	}
+	// Work that outlives the span that started it (a lazy image fetching
+	// its blobs with the context it was resolved with) belongs to the
+	// nearest span still open.
+	for parent != nil && parent.ended {
+		parent = parent.up
+	}
+	if parent != nil {
+		s.parent, s.up = parent.id, parent
 		if l := r.lanes[parent.lane]; len(l) > 0 && l[len(l)-1] == parent {
 			s.lane = parent.lane
 		}

@@ -243,3 +243,24 @@ func BenchmarkSpanEnabled(b *testing.B) {
 		s.End()
 	}
 }
+
+// A span started under one that has ended (a lazy image fetching with the
+// context it was resolved with) goes to the nearest open ancestor.
+func TestStartUnderEndedSpan(t *testing.T) {
+	r := New()
+	ctx, build := Start(With(context.Background(), r), "build")
+	sctx, stage := Start(ctx, "stage")
+	rctx, resolve := Start(sctx, "resolve")
+	resolve.End()
+	_, late := Start(rctx, "GET blob")
+	late.End()
+	stage.End()
+	build.End()
+	m := byName(write(t, r))
+	if got, want := m["GET blob"].Parent(), m["stage"].ID(); got != want {
+		t.Errorf("late span's parent %d, want the stage's %d", got, want)
+	}
+	if m["GET blob"].Tid != m["stage"].Tid {
+		t.Errorf("late span on lane %d, its new parent on %d", m["GET blob"].Tid, m["stage"].Tid)
+	}
+}

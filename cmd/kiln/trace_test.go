@@ -61,12 +61,13 @@ func readTrace(t *testing.T, path string) []trace.Event {
 	return evs
 }
 
-// find returns the events whose name matches: exactly, or by prefix when
-// name ends with "*".
+// find returns the events whose name matches: exactly, by prefix when
+// name ends with "*", or by suffix when it starts with "* ".
 func find(evs []trace.Event, name string) []trace.Event {
 	var out []trace.Event
 	for _, e := range evs {
-		if e.Name == name || (strings.HasSuffix(name, "*") && strings.HasPrefix(e.Name, strings.TrimSuffix(name, "*"))) {
+		if e.Name == name || (strings.HasSuffix(name, "*") && strings.HasPrefix(e.Name, strings.TrimSuffix(name, "*"))) ||
+			(strings.HasPrefix(name, "* ") && strings.HasSuffix(e.Name, name[1:])) {
 			out = append(out, e)
 		}
 	}
@@ -146,6 +147,10 @@ func TestTrace(t *testing.T) {
 		{"push", 1},
 		{"push *", 1},
 		{"export cache to *", 1},
+		{"GET manifest", 1},
+		{"GET blob", 2},      // config, layer
+		{"PUT manifest", 1},  // the push
+		{"* blob upload", 1}, // the push's new layers
 	} {
 		got := find(evs, tt.name)
 		if len(got) < tt.min {
