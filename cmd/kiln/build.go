@@ -291,7 +291,10 @@ func runBuild(cmd *cobra.Command, root, contextDir string, f buildFlags) (err er
 			if layers, err = store.Materialize(ctx, layers, nil); err != nil {
 				return err
 			}
-			if layers, err = store.Recompressed(ctx, layers, cache.Compression{Kind: comp.Kind, Level: comp.Level}); err != nil {
+			rctx, span := trace.Start(ctx, "recompress to "+comp.Kind)
+			layers, err = store.Recompressed(rctx, layers, cache.Compression{Kind: comp.Kind, Level: comp.Level})
+			span.End()
+			if err != nil {
 				return err
 			}
 		}
