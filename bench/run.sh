@@ -315,6 +315,18 @@ cpu=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
 	echo "traces of every kiln build (kiln build --trace; open in ui.perfetto.dev): $traces"
 } | tee "$work/results.txt"
 
+# Where kiln's time went in the builds with a target (bench/tracesum of
+# their traces, the 15 longest phases; a step's phases are within "step").
+if command -v go >/dev/null && (cd "$repo" && go build -o "$work/tracesum" ./bench/tracesum); then
+	for n in kiln-10k-files-cold kiln-10k-files-no-op-rebuild-1 kiln-10k-files-one-file-changed-1 \
+		kiln-30-RUN-steps-cold kiln-500-MB-RUN-OCI-export; do
+		[ -e "$traces/$n.json" ] || continue
+		echo
+		echo "where the time went, $n ($traces/$n.json):"
+		"$work/tracesum" -top 15 "$traces/$n.json"
+	done | tee -a "$work/results.txt"
+fi
+
 # --- the fleet (issue 10): N empty stores in a row sharing a registry cache --
 # bench/fleet starts its own docker-registry on 127.0.0.1 and counts what
 # each runner moves through a proxy in front of it. Two workloads: the
