@@ -261,6 +261,7 @@ func (b *build) runStep(ctx context.Context, s *stage, name string, k *stepKey, 
 		waitSpan.End()
 		defer func() { <-b.jobs }()
 	case <-ctx.Done():
+		waitSpan.End()
 		return ctx.Err()
 	}
 	_, dirSpan := trace.Start(ctx, "step directory")
