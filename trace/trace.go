@@ -226,8 +226,20 @@ func (r *Recorder) Write(w io.Writer) error {
 	r.mu.Lock()
 	now := time.Since(r.start)
 	evs := slices.Clone(r.done)
+	ends := make(map[*Span]time.Duration, len(evs))
+	for _, e := range evs {
+		ends[e.span] = e.span.begin + e.dur
+	}
 	for s := range r.open {
-		evs = append(evs, event{span: s, dur: now - s.begin, unfinished: true})
+		// A span left open on an error path ends, at the latest, with
+		// its ancestors that did end, so that it still nests in them.
+		end := now
+		for a := s.up; a != nil; a = a.up {
+			if e, ok := ends[a]; ok {
+				end = min(end, e)
+			}
+		}
+		evs = append(evs, event{span: s, dur: max(0, end-s.begin), unfinished: true})
 	}
 	names := slices.Clone(r.names)
 	// Args may still be appended to open spans: copy them under the lock.

@@ -264,3 +264,17 @@ func TestStartUnderEndedSpan(t *testing.T) {
 		t.Errorf("late span on lane %d, its new parent on %d", m["GET blob"].Tid, m["stage"].Tid)
 	}
 }
+
+// A span left open on an error path while its parent ended still nests in
+// the parent.
+func TestUnfinishedUnderEnded(t *testing.T) {
+	r := New()
+	ctx, build := Start(With(context.Background(), r), "build")
+	_, export := Start(ctx, "export oci")
+	_ = export // an error return that never ends it
+	build.End()
+	m := byName(write(t, r))
+	if e := m["export oci"]; e.Args["unfinished"] != true || !within(e, m["build"]) {
+		t.Errorf("open span under an ended one: %+v, build %+v", e, m["build"])
+	}
+}
