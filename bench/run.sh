@@ -36,6 +36,18 @@
 #   BENCH_GO=1        also run the Go micro-benchmarks of the hot paths
 #                     (context hashing, layer tar, commit = tar+gzip+sync,
 #                     pull, RUN, store lookups), to locate a regression
+#   BENCH_README=0    do not rewrite README.md's performance tables; =1
+#                     rewrites them even from a partial run (BENCH_ONLY,
+#                     no BuildKit), which by default leaves README.md alone
+#
+# Every kiln build writes a trace (kiln build --trace) under
+# BENCH_DIR/traces, named like its log: open one in ui.perfetto.dev or
+# chrome://tracing to see where that run's time went. The fleet's are under
+# BENCH_DIR/fleet-*/traces.
+#
+# The report goes to BENCH_DIR/results.txt; from it bench/readme rewrites
+# the tables between the bench:begin and bench:end markers of README.md
+# (never edit them by hand).
 set -eu -o pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -60,8 +72,9 @@ fi
 mkdir -p "$BENCH_DIR"
 work=$BENCH_DIR
 logs=$work/logs
-rm -rf "$logs" "$work/out" "$work/root" "$work/df"
-mkdir -p "$logs" "$work/out" "$work/df"
+traces=$work/traces
+rm -rf "$logs" "$traces" "$work/out" "$work/root" "$work/df"
+mkdir -p "$logs" "$traces" "$work/out" "$work/df"
 
 # --- the base image, from a registry of our own -----------------------------
 addr_file=$work/registry.addr
@@ -136,14 +149,19 @@ timed() {
 
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
-# kiln_build DF CONTEXT / bk_build DF CONTEXT [FLAG...]: set CMD, the build
-# command (an array, so that /usr/bin/time runs the binary itself).
+# kiln_build DF CONTEXT NAME [FLAG...] / bk_build DF CONTEXT [FLAG...]: set
+# CMD, the build command (an array, so that /usr/bin/time runs the binary
+# itself). kiln's trace goes to $traces/NAME.json (NAME as its log's).
 kiln_build() {
-	local dfname=$1 ctx=$2
-	shift 2
+	local dfname=$1 ctx=$2 name=$3
+	shift 3
 	CMD=("$KILN" build --root "$work/root" --progress=plain -f "$work/df/$dfname/Dockerfile"
-		--build-arg BASE="$base" -o type=oci,dest="$work/out/kiln-$dfname.tar" "$@" "$ctx")
+		--build-arg BASE="$base" -o type=oci,dest="$work/out/kiln-$dfname.tar"
+		--trace "$traces/$name.json" "$@" "$ctx")
 }
+
+# slug LABEL: LABEL as a file name ("10k-files cold" -> 10k-files-cold).
+slug() { printf '%s' "$1" | tr -cs 'A-Za-z0-9.' '-' | sed 's/-*$//'; }
 
 bk_build() {
 	local dfname=$1 ctx=$2
@@ -165,7 +183,7 @@ cold() {
 	record "$label"
 	sync
 	rm -rf "$work/root"
-	kiln_build "$dfname" "$ctx"
+	kiln_build "$dfname" "$ctx" "kiln-$(slug "$label")"
 	timed "$logs/kiln-$label" "${CMD[@]}"
 	KT[$label]=$T KM[$label]=$M
 	if [ $bk = 1 ]; then
@@ -184,7 +202,7 @@ cold_kiln() {
 	record "$label"
 	sync
 	rm -rf "$work/root"
-	kiln_build "$dfname" "$ctx" "$@"
+	kiln_build "$dfname" "$ctx" "kiln-$(slug "$label")" "$@"
 	timed "$logs/kiln-$label" "${CMD[@]}"
 	KT[$label]=$T KM[$label]=$M
 }
@@ -196,7 +214,7 @@ warm() {
 	local ts=() ms=() bts=()
 	for i in $(seq "$RUNS"); do
 		$prepare "kiln$i"
-		kiln_build "$dfname" "$ctx"
+		kiln_build "$dfname" "$ctx" "kiln-$(slug "$label")-$i"
 		timed "$logs/kiln-$label-$i" "${CMD[@]}"
 		ts+=("$T") ms+=("$M")
 		if [ $bk = 1 ]; then
@@ -214,7 +232,15 @@ warm() {
 change_one() { printf 'changed by run %s\n' "$1" >>"$onefile"; }
 
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
-echo "bench: kiln at $(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo "?"), BuildKit: $([ $bk = 1 ] && echo yes || echo no), base $base"
+commit=$(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo "?")
+bkversion=
+if [ $bk = 1 ]; then
+	# "BuildKit: github.com/moby/buildkit v0.34.2 <commit>"
+	bkversion=$("$BUILDCTL" --addr "$BUILDKIT_ADDR" debug info 2>/dev/null | grep -o 'v[0-9][0-9.]*' | head -1 || true)
+	[ "$bkversion" != v0.0.0 ] || bkversion= # a build without version information
+fi
+started=$(date -u +%Y-%m-%d)
+echo "bench: kiln at $commit, BuildKit: $([ $bk = 1 ] && echo "yes ${bkversion:-}" || echo no), base $base"
 
 # The cold 10k build leaves kiln's store and BuildKit's cache warm for the
 # rebuilds that follow; the other cold builds start from empty stores again.
@@ -247,6 +273,10 @@ cpu=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
 {
 	echo
 	echo "machine: $(nproc) CPUs ($cpu), $(awk '/MemTotal/ {printf "%.0f GB", $2/1048576}' /proc/meminfo), kernel $(uname -r), $(findmnt -no FSTYPE -T "$work") at $work"
+	echo "date: $started"
+	echo "kiln: $commit"
+	[ $bk = 0 ] || echo "BuildKit: ${bkversion:-unknown version}"
+	[ -z "${BENCH_ONLY:-}" ] || echo "partial: BENCH_ONLY=$BENCH_ONLY"
 	if [ $bk = 1 ]; then
 		printf '%-30s %10s %12s %12s %8s\n' workload "kiln (s)" "kiln RSS MB" "BuildKit (s)" ratio
 	else
@@ -282,7 +312,20 @@ cpu=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
 	fi
 	echo "(warm rows: median of $RUNS runs; load average $load_before before, $(cut -d' ' -f1-3 /proc/loadavg) after:"
 	echo " other work on the machine skews both builders; compare ratios from one run; logs in $logs)"
+	echo "traces of every kiln build (kiln build --trace; open in ui.perfetto.dev): $traces"
 } | tee "$work/results.txt"
+
+# Where kiln's time went in the builds with a target (bench/tracesum of
+# their traces, the 15 longest phases; a step's phases are within "step").
+if command -v go >/dev/null && (cd "$repo" && go build -o "$work/tracesum" ./bench/tracesum); then
+	for n in kiln-10k-files-cold kiln-10k-files-no-op-rebuild-1 kiln-10k-files-one-file-changed-1 \
+		kiln-30-RUN-steps-cold kiln-500-MB-RUN-OCI-export; do
+		[ -e "$traces/$n.json" ] || continue
+		echo
+		echo "where the time went, $n ($traces/$n.json):"
+		"$work/tracesum" -top 15 "$traces/$n.json"
+	done | tee -a "$work/results.txt"
+fi
 
 # --- the fleet (issue 10): N empty stores in a row sharing a registry cache --
 # bench/fleet starts its own docker-registry on 127.0.0.1 and counts what
@@ -340,3 +383,24 @@ if [ "${BENCH_GO:-0}" = 1 ]; then
 	(cd "$repo" && go test -run '^$' -bench . -benchtime "${BENCH_GO_TIME:-3x}" "${pkgs[@]}") |
 		grep -E '^(Benchmark|ok|FAIL|---)' | tee -a "$work/results.txt"
 fi
+
+# --- README.md's tables --------------------------------------------------------
+# Only a whole run with BuildKit rewrites them by default: a partial one
+# would replace a full table with a few rows.
+readme=${BENCH_README:-}
+if [ -z "$readme" ]; then
+	readme=0
+	if [ $bk = 1 ] && [ -z "${BENCH_ONLY:-}" ]; then readme=1; fi
+fi
+if [ "$readme" = 1 ]; then
+	if command -v go >/dev/null; then
+		(cd "$repo" && go run ./bench/readme -results "$work/results.txt" -readme README.md) ||
+			{ echo "bench: rewriting README.md's tables failed (see above)" >&2; exit 1; }
+		echo "bench: README.md's performance tables rewritten from $work/results.txt: review and commit them"
+	else
+		echo "bench: README.md's tables not rewritten: go is missing (go run ./bench/readme -results $work/results.txt later)"
+	fi
+else
+	echo "bench: README.md's tables left alone (a partial run or no BuildKit; BENCH_README=1 rewrites them anyway)"
+fi
+echo "bench: where each kiln build's time went: the traces in $traces (and $work/fleet-*/traces); open one in ui.perfetto.dev"

@@ -21,6 +21,7 @@ import (
 	"github.com/klauspost/pgzip"
 
 	"github.com/kiln-build/kiln/layer"
+	"github.com/kiln-build/kiln/trace"
 )
 
 // CommitDir turns dir, an overlay-format directory (a step's upper dir once
@@ -68,14 +69,18 @@ func (s *Store) CommitDirWith(ctx context.Context, dir string, opt layer.TarOpti
 	listed := make(chan error, 1)
 	var list []byte
 	go func() {
+		_, span := trace.Start(ctx, "list")
 		var err error
 		list, err = listContents(dir)
 		if err == nil && currentBoot() == "" {
 			err = syncFilesystem(dir) // no boot id to scope an unsynced publish by
 		}
+		span.End()
 		listed <- err
 	}()
+	_, tarSpan := trace.Start(ctx, "tar + compress")
 	blob, err := s.compress(ctx, dir, opt)
+	tarSpan.End()
 	syncErr := <-listed
 	if err != nil {
 		return LayerInfo{}, false, fmt.Errorf("committing %s: %w", dir, err)
@@ -95,6 +100,8 @@ func (s *Store) CommitDirWith(ctx context.Context, dir string, opt layer.TarOpti
 	}
 
 	info = LayerInfo{DiffID: blob.diffID, Digest: blob.digest, Size: blob.size, MediaType: types.OCILayer}
+	_, pubSpan := trace.Start(ctx, "publish")
+	defer pubSpan.End()
 	if err := s.storeBlob(blob); err != nil {
 		return LayerInfo{}, false, err
 	}

@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/kiln-build/kiln/executor/copier"
+	"github.com/kiln-build/kiln/trace"
 )
 
 // sandboxArg is the hidden argv[1] that makes Init run the sandbox child.
@@ -148,13 +149,17 @@ func Run(ctx context.Context, spec RunSpec) (err error) {
 		Mounts:   spec.Mounts,
 		Insecure: insecure,
 	}
+	_, netSpan := trace.Start(ctx, "sandbox: network")
 	netFlags, releaseNet, err := prepareNetwork(ctx, spec, &cs)
+	netSpan.End()
 	defer releaseNet()
 	if err != nil {
 		return fmt.Errorf("running step: %w", err)
 	}
 	flags |= netFlags
+	_, cgSpan := trace.Start(ctx, "sandbox: cgroup")
 	cg, g, err := newStepCgroup(spec.Sandbox, insecure)
+	cgSpan.End()
 	if err != nil {
 		return fmt.Errorf("running step: %w", err)
 	}
@@ -172,6 +177,8 @@ func Run(ctx context.Context, spec RunSpec) (err error) {
 	if cg != nil {
 		// After runChild: the sandbox and all its processes are gone.
 		defer func() {
+			_, span := trace.Start(ctx, "sandbox: remove cgroup")
+			defer span.End()
 			if rerr := cg.remove(); rerr != nil && err == nil {
 				err = fmt.Errorf("running step: %w", rerr)
 			}
@@ -264,6 +271,8 @@ func runChild(ctx context.Context, cs childSpec, cloneflags uintptr, stdout, std
 		// namespaces that would change the host.
 		return nil, errors.New("running step: the sandbox needs its own mount, PID, IPC and UTS namespaces")
 	}
+	_, startSpan := trace.Start(ctx, "sandbox: start")
+	defer startSpan.End()
 	// No descriptor of ours reaches the child but those passed below.
 	if err := closeExtraFDs(); err != nil {
 		return nil, err
@@ -384,6 +393,15 @@ func runChild(ctx context.Context, cs childSpec, cloneflags uintptr, stdout, std
 	}
 	specR.Close()
 	resW.Close()
+	startSpan.End()
+	// Until the child's init reports when it starts the command, its root
+	// set-up (mounts, pivot_root) and the command are one span.
+	childName := "sandbox: set up + run"
+	if cs.Mode != "run" {
+		childName = "sandbox: set up + copy"
+	}
+	_, childSpan := trace.Start(ctx, childName)
+	defer childSpan.End()
 
 	// The spec can exceed a pipe buffer (a long Env), so it is written while
 	// the child runs; the child reads it before doing anything else. A RUN
@@ -432,6 +450,7 @@ func runChild(ctx context.Context, cs childSpec, cloneflags uintptr, stdout, std
 
 	waitErr := cmd.Wait()
 	<-readDone
+	childSpan.End()
 	werr := <-writeErr
 	if ctx.Err() != nil {
 		return msgs, ctx.Err()

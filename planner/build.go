@@ -27,6 +27,7 @@ import (
 	"github.com/kiln-build/kiln/executor"
 	"github.com/kiln-build/kiln/parser"
 	"github.com/kiln-build/kiln/progress"
+	"github.com/kiln-build/kiln/trace"
 )
 
 // The only platform kiln builds for; the sandbox runs the image's binaries
@@ -169,7 +170,10 @@ func Build(ctx context.Context, opt Options) (*Result, error) {
 	if b.now.IsZero() {
 		b.now = time.Now().UTC()
 	}
-	if err := b.plan(); err != nil {
+	_, planSpan := trace.Start(ctx, "plan")
+	err := b.plan()
+	planSpan.End()
+	if err != nil {
 		return nil, err
 	}
 	jobs := opt.Jobs
@@ -178,12 +182,18 @@ func Build(ctx context.Context, opt Options) (*Result, error) {
 	}
 	b.jobs = make(chan struct{}, jobs)
 	if opt.ContextDir != "" && opt.Store != nil {
+		_, span := trace.Start(ctx, "context hash: load state")
 		h, err := contexthash.Open(filepath.Join(opt.Store.Root, "contexthash"), opt.ContextDir)
+		span.End()
 		if err != nil {
 			return nil, err
 		}
 		b.ctxHash = h
-		defer h.Save()
+		defer func() {
+			_, span := trace.Start(ctx, "context hash: save state")
+			h.Save()
+			span.End()
+		}()
 		defer b.removeSnapshots()
 	}
 	target := b.stages[len(b.stages)-1]

@@ -5,6 +5,7 @@ import (
 	"os"
 
 	"github.com/kiln-build/kiln/executor"
+	"github.com/kiln-build/kiln/trace"
 )
 
 // network returns the build's network namespace for RUN steps of the
@@ -24,7 +25,9 @@ func (b *build) network(ctx context.Context) (*executor.Network, error) {
 		}
 		dir = d
 	}
+	_, span := trace.Start(ctx, "set up the build network")
 	n, err := executor.NewNetwork(ctx, dir)
+	span.End()
 	if err != nil {
 		if dir != "" {
 			os.RemoveAll(dir)
@@ -44,7 +47,9 @@ func (b *build) closeNetwork() {
 	}
 	// Nothing of the build depends on it any more: a failure to tidy up
 	// is not the build's.
+	_, span := trace.Start(b.outer, "tear down the build network")
 	b.net.Close()
+	span.End()
 	if b.netDir != "" {
 		os.RemoveAll(b.netDir)
 	}

@@ -23,6 +23,7 @@ import (
 
 	"github.com/kiln-build/kiln/cache"
 	"github.com/kiln-build/kiln/parser"
+	"github.com/kiln-build/kiln/trace"
 )
 
 // stage is one FROM section and, once run, its resulting state.
@@ -137,7 +138,9 @@ func parseTrigger(expr string) (instructions.Command, error) {
 }
 
 // runStage resolves the stage's base and dispatches its instructions.
-func (b *build) runStage(ctx context.Context, s *stage) error {
+func (b *build) runStage(ctx context.Context, s *stage) (err error) {
+	ctx, span := trace.Start(ctx, "stage "+s.label())
+	defer func() { span.SetError(err); span.End() }()
 	s.lex = shell.NewLex(b.df.Escape)
 	at := func(err error) error { return parser.At(b.df.Name, s.st.Location, err) }
 	triggers := s.triggers

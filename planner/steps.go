@@ -26,6 +26,7 @@ import (
 	"github.com/kiln-build/kiln/executor/copier"
 	"github.com/kiln-build/kiln/layer"
 	"github.com/kiln-build/kiln/progress"
+	"github.com/kiln-build/kiln/trace"
 )
 
 // imageSource is an image used by COPY --from=<image>, pulled once per build.
@@ -59,7 +60,10 @@ func (b *build) pull(ctx context.Context, ref string, log progress.Step) (docker
 	if b.opt.Remote != nil {
 		rctx = b.outer
 	}
+	rctx, resolveSpan := trace.Start(rctx, "resolve "+ref)
 	img, canonical, err := b.opt.Resolver.Resolve(rctx, ref)
+	resolveSpan.SetString("image", canonical)
+	resolveSpan.End()
 	if err != nil {
 		return cfg, nil, "", err
 	}
@@ -86,11 +90,17 @@ func (b *build) pull(ctx context.Context, ref string, log progress.Step) (docker
 		return cfg, infos, canonical, nil
 	}
 	infos := make([]cache.LayerInfo, len(ls))
-	g, gctx := errgroup.WithContext(ctx)
+	pctx, pullSpan := trace.Start(ctx, "pull "+canonical)
+	defer pullSpan.End()
+	g, gctx := errgroup.WithContext(pctx)
 	g.SetLimit(3)
 	for i, l := range ls {
 		g.Go(func() error {
-			info, err := b.opt.Store.PullLayer(gctx, progress.WatchLayer(log, l))
+			lctx, span := trace.Start(gctx, "layer")
+			info, err := b.opt.Store.PullLayer(lctx, progress.WatchLayer(log, l))
+			span.SetString("diffID", info.DiffID.String())
+			span.SetInt("bytes", info.Size)
+			span.End()
 			if err != nil {
 				return fmt.Errorf("pulling layer %d of %s: %w", i+1, canonical, err)
 			}
@@ -148,7 +158,10 @@ func (b *build) scratch(prefix string) (dir string, rootfs func([]cache.LayerInf
 // commit stores a step's upper dir as a layer (nothing when it is empty),
 // records it under the step's key and advances the stage.
 func (b *build) commit(ctx context.Context, s *stage, key, upper string, tar layer.TarOptions) error {
-	info, empty, err := b.opt.Store.CommitDirWith(ctx, upper, tar)
+	cctx, span := trace.Start(ctx, "commit")
+	info, empty, err := b.opt.Store.CommitDirWith(cctx, upper, tar)
+	span.SetInt("bytes", info.Size)
+	span.End()
 	if err != nil {
 		return fmt.Errorf("storing layer: %w", err)
 	}
@@ -163,7 +176,10 @@ func (b *build) commit(ctx context.Context, s *stage, key, upper string, tar lay
 	} else {
 		info = cache.LayerInfo{}
 	}
-	if err := b.opt.Store.PutStep(key, rec); err != nil {
+	_, recSpan := trace.Start(ctx, "record step")
+	err = b.opt.Store.PutStep(key, rec)
+	recSpan.End()
+	if err != nil {
 		return err
 	}
 	s.steps = append(s.steps, StepResult{Key: key, Record: rec, Layer: info})
@@ -216,38 +232,53 @@ func (b *build) lookup(s *stage, key string) (bool, error) {
 }
 
 // runStep is the common shape of a step that changes files: announce it,
-// reuse its cached result or run it and commit its upper dir. alongside,
+// reuse its cached result or run it and commit its upper dir. run gets
+// the step's context: what it does is traced within the step. alongside,
 // when set, runs while the layers below the step are fetched (a RUN's
 // mount sources and cache mounts: downloads and unpacks that need not wait
 // for each other); its cleanup runs when the step is over.
-func (b *build) runStep(ctx context.Context, s *stage, name string, k *stepKey, run func(log progress.Step, rootfs executor.Rootfs) error, alongside ...func(ctx context.Context, log progress.Step) (cleanup func(), err error)) error {
+func (b *build) runStep(ctx context.Context, s *stage, name string, k *stepKey, run func(ctx context.Context, log progress.Step, rootfs executor.Rootfs) error, alongside ...func(ctx context.Context, log progress.Step) (cleanup func(), err error)) (err error) {
+	ctx, span := trace.Start(ctx, name)
+	defer func() { span.SetError(err); span.End() }()
 	tar := b.clampFor(k)
 	key := k.sum()
 	log := b.prog.Step(name)
+	_, lookupSpan := trace.Start(ctx, "cache lookup")
 	hit, err := b.lookup(s, key)
+	lookupSpan.End()
 	if err != nil {
 		log.Fail(err)
 		return err
 	}
 	if hit {
+		span.SetString("cache", "hit")
 		log.Cached()
 		return nil
 	}
 	if msg := b.explain(s.pos, k); msg != "" {
 		fmt.Fprintln(log, msg)
 	}
+	_, waitSpan := trace.Start(ctx, "wait for a job slot (--jobs)")
 	select {
 	case b.jobs <- struct{}{}:
+		waitSpan.End()
 		defer func() { <-b.jobs }()
 	case <-ctx.Done():
+		waitSpan.End()
 		return ctx.Err()
 	}
+	_, dirSpan := trace.Start(ctx, "step directory")
 	dir, rootfs, err := b.scratch("step")
+	dirSpan.End()
 	if err != nil {
 		log.Fail(err)
 		return err
 	}
-	defer os.RemoveAll(dir)
+	defer func() {
+		_, span := trace.Start(ctx, "remove step directory")
+		os.RemoveAll(dir)
+		span.End()
+	}()
 	var layers []cache.LayerInfo
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() (err error) {
@@ -274,7 +305,10 @@ func (b *build) runStep(ctx context.Context, s *stage, name string, k *stepKey, 
 	}
 	s.layers = layers
 	rf := rootfs(s.layers)
-	if err := run(log, rf); err != nil {
+	rctx, runSpan := trace.Start(ctx, "run")
+	err = run(rctx, log, rf)
+	runSpan.End()
+	if err != nil {
 		log.Fail(err)
 		return err
 	}
@@ -282,7 +316,9 @@ func (b *build) runStep(ctx context.Context, s *stage, name string, k *stepKey, 
 		log.Fail(err)
 		return err
 	}
+	_, doneSpan := trace.Start(ctx, "progress: done")
 	log.Done()
+	doneSpan.End()
 	return nil
 }
 
@@ -349,7 +385,7 @@ func (b *build) dispatchRun(ctx context.Context, s *stage, c *instructions.RunCo
 	env = append(env, rm.env...)
 	name := s.stepName("RUN "+expandForDisplay(s, c.String()[len("RUN "):]), onbuild)
 	rm.fetchLayers = b.materialize
-	err = b.runStep(ctx, s, name, k, func(log progress.Step, rf executor.Rootfs) error {
+	err = b.runStep(ctx, s, name, k, func(ctx context.Context, log progress.Step, rf executor.Rootfs) error {
 		release, err := rm.prepare(ctx, filepath.Dir(rf.Upper), b.contextSnapshot, log)
 		defer release()
 		if err != nil {
@@ -558,7 +594,10 @@ func (b *build) dispatchCopy(ctx context.Context, s *stage, c copyCmd) error {
 		if b.ctxHash == nil {
 			return errors.New("no build context to copy from")
 		}
+		_, hashSpan := trace.Start(ctx, "context hash")
 		sum, entries, err := b.ctxHash.Checksum(op.Sources, op.Excludes)
+		hashSpan.SetInt("files", int64(len(entries)))
+		hashSpan.End()
 		if err != nil {
 			return fmt.Errorf("%s from the build context: %w", verb, err)
 		}
@@ -590,7 +629,7 @@ func (b *build) dispatchCopy(ctx context.Context, s *stage, c copyCmd) error {
 	}
 	msg += " " + c.sd.DestPath
 
-	err = b.runStep(ctx, s, s.stepName(expandForDisplay(s, c.text), c.onbuild), k, func(log progress.Step, rf executor.Rootfs) error {
+	err = b.runStep(ctx, s, s.stepName(expandForDisplay(s, c.text), c.onbuild), k, func(ctx context.Context, log progress.Step, rf executor.Rootfs) error {
 		spec.Rootfs = rf
 		if c.from != "" {
 			src, err := b.materialize(ctx, fromLayers, log)
@@ -663,7 +702,7 @@ func (b *build) dispatchWorkdir(ctx context.Context, s *stage, c *instructions.W
 	k := newStepKey("workdir", s.key)
 	k.add("path", wd)
 	k.add("user", s.img.Config.User)
-	err = b.runStep(ctx, s, s.stepName(expandForDisplay(s, c.String()), onbuild), k, func(log progress.Step, rf executor.Rootfs) error {
+	err = b.runStep(ctx, s, s.stepName(expandForDisplay(s, c.String()), onbuild), k, func(ctx context.Context, log progress.Step, rf executor.Rootfs) error {
 		return executor.Copy(ctx, executor.CopySpec{Rootfs: rf, Op: copier.Op{Kind: "mkdir", Dest: wd, User: s.img.Config.User}})
 	})
 	if err != nil {
@@ -809,6 +848,8 @@ func (b *build) materialize(ctx context.Context, layers []cache.LayerInfo, log p
 	if !anyLazy(layers) {
 		return layers, nil
 	}
+	ctx, span := trace.Start(ctx, "fetch lazy layers")
+	defer span.End()
 	out, err := b.opt.Store.Materialize(ctx, layers, func(l v1.Layer) v1.Layer { return progress.WatchLayer(log, l) })
 	if err != nil {
 		return nil, fmt.Errorf("fetching the layers this step runs on: %w (they come from the base image or from --cache-from; if a cache is damaged, build once without that --cache-from: --cache-to then replaces it)", err)

@@ -9,6 +9,8 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/kiln-build/kiln/trace"
 )
 
 // Pushed is one reference written by Push.
@@ -56,7 +58,10 @@ func (r *Resolver) Push(ctx context.Context, img remote.Taggable, refs []string)
 		for n, t := range todo {
 			todo[n] = r.mountable(t, n.Context().Registry)
 		}
-		if err := remote.MultiWrite(todo, r.Options(ctx)...); err != nil {
+		wctx, span := trace.Start(ctx, "push "+reg)
+		err := remote.MultiWrite(todo, r.Options(wctx)...)
+		span.End()
+		if err != nil {
 			var first name.Reference
 			for n := range todo {
 				first = n

@@ -24,6 +24,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+
+	"github.com/kiln-build/kiln/trace"
 )
 
 // Resolver fetches and pushes images. Its zero value is usable: no mirrors,
@@ -132,7 +134,7 @@ func (r *Resolver) transport() http.RoundTripper {
 			base = newHostTransport(dir, r.settings, r.insecure)
 		}
 		g := &guard{inner: base, allowHTTP: r.allowHTTP, limits: r.limits()}
-		r.rt = &retrying{inner: g, tries: 3, base: r.backoff().Duration / 5, max: time.Minute, now: time.Now}
+		r.rt = trace.Transport(&retrying{inner: g, tries: 3, base: r.backoff().Duration / 5, max: time.Minute, now: time.Now})
 	})
 	return r.rt
 }

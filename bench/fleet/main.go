@@ -99,8 +99,10 @@ func run() error {
 	if err := os.RemoveAll(c.work); err != nil {
 		return err
 	}
-	if err := os.MkdirAll(filepath.Join(c.work, "logs"), 0o755); err != nil {
-		return err
+	for _, d := range []string{"logs", "traces"} {
+		if err := os.MkdirAll(filepath.Join(c.work, d), 0o755); err != nil {
+			return err
+		}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -252,7 +254,9 @@ func kilnRunner(ctx context.Context, c config, p *countingProxy, root, base, cac
 		"--build-arg", "BASE=" + base,
 		"--cache-from", "type=registry,ref=" + cacheRef,
 		"--cache-to", "type=registry,ref=" + cacheRef + ",mode=max,mounts=true",
-		"-t", imageRef, "--push"}
+		"-t", imageRef, "--push",
+		// where each runner's time went, for ui.perfetto.dev
+		"--trace", filepath.Join(c.work, "traces", logName+".json")}
 	for _, a := range c.buildArgs {
 		args = append(args, "--build-arg", a)
 	}

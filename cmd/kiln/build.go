@@ -19,6 +19,7 @@ import (
 	"github.com/kiln-build/kiln/parser"
 	"github.com/kiln-build/kiln/planner"
 	"github.com/kiln-build/kiln/progress"
+	"github.com/kiln-build/kiln/trace"
 )
 
 type buildFlags struct {
@@ -27,6 +28,7 @@ type buildFlags struct {
 	noCache, explainCache, quiet                       bool
 	noCacheFilter, secrets                             []string
 	onError                                            string
+	trace                                              string // --trace FILE
 	provenance                                         string
 	attests                                            []string
 	jobs                                               int
@@ -79,6 +81,7 @@ func newBuildCmd(root *string) *cobra.Command {
 	fl.StringVar(&f.progress, "progress", "auto", "progress output: auto (tty on a terminal, else plain), plain, tty, rawjson or quiet")
 	fl.BoolVarP(&f.quiet, "quiet", "q", false, "print only the image ID (--progress=quiet)")
 	fl.StringArrayVarP(&f.outputs, "output", "o", nil, "export (repeatable): type=oci,dest=FILE | type=oci,dest=DIR,tar=false | type=docker,dest=FILE | type=local,dest=DIR | type=tar,dest=FILE | type=registry[,name=REF][,oci-mediatypes=false] | type=image,push=true")
+	fl.StringVar(&f.trace, "trace", "", "write a Chrome trace-event JSON of where the build's time went to this file (open it in ui.perfetto.dev or chrome://tracing)")
 	fl.StringVar(&f.provenance, "provenance", "", "attach SLSA v1 provenance to oci and registry outputs: true (= mode=min), false, mode=min|max[,builder-id=URI] (default: min on pushes)")
 	fl.StringArrayVar(&f.attests, "attest", nil, "attestation, buildx spelling: type=provenance[,mode=min|max][,disabled=true]")
 	f.sandbox = addSandboxFlags(fl)
@@ -87,9 +90,23 @@ func newBuildCmd(root *string) *cobra.Command {
 	return cmd
 }
 
-func runBuild(cmd *cobra.Command, root, contextDir string, f buildFlags) error {
+func runBuild(cmd *cobra.Command, root, contextDir string, f buildFlags) (err error) {
 	ctx := cmd.Context()
 	started := time.Now()
+	if f.trace != "" {
+		// Written on every path: a failed build's trace is the one that
+		// says most.
+		rec := trace.New()
+		var sp *trace.Span
+		ctx, sp = trace.Start(trace.With(ctx, rec), "build")
+		defer func() {
+			sp.SetError(err)
+			sp.End()
+			if werr := rec.WriteFile(f.trace); werr != nil && err == nil {
+				err = fmt.Errorf("%w (check that --trace names a writable file)", werr)
+			}
+		}()
+	}
 	st, err := os.Stat(contextDir)
 	if err != nil || !st.IsDir() {
 		return usagef("build context %q is not a directory", contextDir)
@@ -145,6 +162,7 @@ func runBuild(cmd *cobra.Command, root, contextDir string, f buildFlags) error {
 	if dfPath == "" {
 		dfPath = filepath.Join(contextDir, "Dockerfile")
 	}
+	_, loadSpan := trace.Start(ctx, "load Dockerfile")
 	var src []byte
 	dfName := filepath.Base(dfPath)
 	if dfPath == "-" {
@@ -165,6 +183,7 @@ func runBuild(cmd *cobra.Command, root, contextDir string, f buildFlags) error {
 	if err != nil {
 		return err
 	}
+	loadSpan.End()
 
 	sandbox, err := f.sandbox()
 	if err != nil {
@@ -177,7 +196,9 @@ func runBuild(cmd *cobra.Command, root, contextDir string, f buildFlags) error {
 	if err != nil {
 		return err
 	}
+	_, storeSpan := trace.Start(ctx, "open store")
 	store, err := storeOpen(root)
+	storeSpan.End()
 	if err != nil {
 		return err
 	}
@@ -204,7 +225,9 @@ func runBuild(cmd *cobra.Command, root, contextDir string, f buildFlags) error {
 		return err
 	}
 	defer progress.Close(printer)
-	remote := importCaches(ctx, f.registry.res, cacheFrom, printer.Messages())
+	ictx, importSpan := trace.Start(ctx, "import cache")
+	remote := importCaches(ictx, f.registry.res, cacheFrom, printer.Messages())
+	importSpan.End()
 	recorder := &recordingResolver{next: imageResolver(store, resolver, f.pull)}
 	prov := &provenanceInputs{
 		req:            provReq,
@@ -251,6 +274,8 @@ func runBuild(cmd *cobra.Command, root, contextDir string, f buildFlags) error {
 		return err
 	}
 	for _, out := range outputs {
+		ctx, outSpan := trace.Start(ctx, "export "+out.Type)
+		outSpan.SetString("dest", out.Dest)
 		out.Pusher = f.registry
 		out.Attest = prov.attester(out)
 		layers := res.Layers
@@ -266,7 +291,10 @@ func runBuild(cmd *cobra.Command, root, contextDir string, f buildFlags) error {
 			if layers, err = store.Materialize(ctx, layers, nil); err != nil {
 				return err
 			}
-			if layers, err = store.Recompressed(ctx, layers, cache.Compression{Kind: comp.Kind, Level: comp.Level}); err != nil {
+			rctx, span := trace.Start(ctx, "recompress to "+comp.Kind)
+			layers, err = store.Recompressed(rctx, layers, cache.Compression{Kind: comp.Kind, Level: comp.Level})
+			span.End()
+			if err != nil {
 				return err
 			}
 		}
@@ -281,6 +309,8 @@ func runBuild(cmd *cobra.Command, root, contextDir string, f buildFlags) error {
 		}
 		if memo.upToDate() {
 			step.Cached()
+			outSpan.SetString("result", "up to date")
+			outSpan.End()
 			continue
 		}
 		if err := export.Write(ctx, progress.WatchImage(step, img), out, f.tags); err != nil {
@@ -290,6 +320,7 @@ func runBuild(cmd *cobra.Command, root, contextDir string, f buildFlags) error {
 		}
 		memo.record()
 		step.Done()
+		outSpan.End()
 	}
 	img, err := image.New(store, res.RawConfig, res.Layers, true)
 	if err != nil {
@@ -299,7 +330,10 @@ func runBuild(cmd *cobra.Command, root, contextDir string, f buildFlags) error {
 		// -t names the image in the store too: FROM NAME finds it there.
 		// Not an image some of whose layers are still only in a remote
 		// cache: naming it would download them.
-		if err := store.PutImage(ctx, f.tags, img); err != nil {
+		_, sp := trace.Start(ctx, "record image")
+		err := store.PutImage(ctx, f.tags, img)
+		sp.End()
+		if err != nil {
 			return fmt.Errorf("recording %s in the local store: %w", strings.Join(f.tags, ", "), err)
 		}
 	}
@@ -312,7 +346,9 @@ func runBuild(cmd *cobra.Command, root, contextDir string, f buildFlags) error {
 	}
 	if len(cacheTo) > 0 {
 		notePushed(f.registry, res.Layers)
-		exportCaches(ctx, f.registry.res, store, cacheTo, res.Steps, remote, printer.Messages())
+		cctx, sp := trace.Start(ctx, "export cache")
+		exportCaches(cctx, f.registry.res, store, cacheTo, res.Steps, remote, printer.Messages())
+		sp.End()
 	}
 	id, err := img.ConfigName()
 	if err != nil {

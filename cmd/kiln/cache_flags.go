@@ -12,6 +12,7 @@ import (
 	"github.com/kiln-build/kiln/planner"
 	"github.com/kiln-build/kiln/registry"
 	"github.com/kiln-build/kiln/remotecache"
+	"github.com/kiln-build/kiln/trace"
 )
 
 // cacheFlags are --cache-to and --cache-from, in buildx's CSV spelling.
@@ -161,11 +162,13 @@ func exportCaches(ctx context.Context, res *registry.Resolver, store *cache.Stor
 				ids = append(ids, s.CacheMounts...)
 			}
 			snapped = map[string]remotecache.Mount{}
-			for _, m := range remotecache.SnapshotMounts(ctx, store, ids, imported, func(msg string) {
+			sctx, span := trace.Start(ctx, "snapshot cache mounts")
+			for _, m := range remotecache.SnapshotMounts(sctx, store, ids, imported, func(msg string) {
 				fmt.Fprintf(msgs, "warning: %s; the cache is exported without it\n", msg)
 			}) {
 				snapped[m.ID] = m
 			}
+			span.End()
 		}
 		var out []remotecache.Mount
 		seen := map[string]bool{}
@@ -190,7 +193,10 @@ func exportCaches(ctx context.Context, res *registry.Resolver, store *cache.Stor
 		if t.Mounts {
 			mounts = mountsOf(t.Max)
 		}
-		r, err := remotecache.Export(ctx, res, store, t, cacheEntries(steps, t.Max), mounts)
+		tctx, span := trace.Start(ctx, "export cache to "+t.String())
+		r, err := remotecache.Export(tctx, res, store, t, cacheEntries(steps, t.Max), mounts)
+		span.SetError(err)
+		span.End()
 		switch {
 		case err != nil:
 			fmt.Fprintf(msgs, "warning: exporting cache to %s: %v (the build succeeded; the cache there is the one before this build)\n", t, err)

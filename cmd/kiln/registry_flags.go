@@ -16,6 +16,7 @@ import (
 	"github.com/kiln-build/kiln/export"
 	"github.com/kiln-build/kiln/planner"
 	"github.com/kiln-build/kiln/registry"
+	"github.com/kiln-build/kiln/trace"
 )
 
 // registryOptions are the build flags about registries. It is also the
@@ -183,7 +184,10 @@ func (o *registryOptions) push(ctx context.Context, img v1.Image, names []string
 		if err != nil {
 			return err
 		}
-		if err := o.Push(ctx, a, names); err != nil {
+		pctx, span := trace.Start(ctx, "push")
+		err = o.Push(pctx, a, names)
+		span.End()
+		if err != nil {
 			return err
 		}
 	}
