@@ -54,6 +54,10 @@ type Options struct {
 	Target     string            // --target; "" = last stage
 	Labels     map[string]string // --label
 	Network    string            // default network of RUN: executor.NetworkDefault (also ""), NetworkNone or NetworkHost
+	// Background, when set, is where Build leaves work that need not
+	// hold up the result (tearing the build's network down); the caller
+	// waits on it before exiting.
+	Background *sync.WaitGroup
 	Store      *cache.Store
 	Resolver   ImageResolver
 	Progress   progress.Printer // nil shows nothing
@@ -145,9 +149,14 @@ type build struct {
 	// context it was resolved with.
 	outer context.Context
 
-	netMu  sync.Mutex
-	net    *executor.Network // the RUN steps' network, once one needs it
-	netDir string
+	netMu sync.Mutex
+	// wantNet: a RUN will need the build's network; netOnce starts
+	// setting it up early.
+	wantNet   bool
+	netClosed bool // closeNetwork ran: no network may be set up after
+	netOnce   sync.Once
+	net       *executor.Network // the RUN steps' network, once one needs it
+	netDir    string
 }
 
 // Build runs the build and returns the target stage's image.
@@ -219,6 +228,7 @@ func Build(ctx context.Context, opt Options) (*Result, error) {
 		}
 	}
 	mark(target)
+	b.wantNet = b.needsNetwork(reach)
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()

@@ -2,7 +2,10 @@ package planner
 
 import (
 	"context"
+	"errors"
 	"os"
+
+	"github.com/moby/buildkit/frontend/dockerfile/instructions"
 
 	"github.com/kiln-build/kiln/executor"
 	"github.com/kiln-build/kiln/trace"
@@ -16,6 +19,9 @@ func (b *build) network(ctx context.Context) (*executor.Network, error) {
 	defer b.netMu.Unlock()
 	if b.net != nil {
 		return b.net, nil
+	}
+	if b.netClosed {
+		return nil, errors.New("the build is over: no network is set up any more")
 	}
 	dir := ""
 	if b.opt.Store != nil {
@@ -38,10 +44,56 @@ func (b *build) network(ctx context.Context) (*executor.Network, error) {
 	return n, nil
 }
 
-// closeNetwork tears the build's network down once no step runs.
+// needsNetwork reports whether a RUN of the reachable stages uses the
+// build's own network (a trigger's RUN still sets it up when it runs).
+func (b *build) needsNetwork(reach map[*stage]bool) bool {
+	for s := range reach {
+		for _, c := range s.st.Commands {
+			if r, ok := c.(*instructions.RunCommand); ok {
+				n := instructions.GetNetwork(r)
+				if n == instructions.NetworkDefault {
+					n = b.opt.Network
+				}
+				if n == executor.NetworkDefault {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
+
+// prepareNetwork starts setting the build's network up in the background
+// once a step is known to run, so that the first RUN finds it ready (a
+// build cached through to the end sets up none). A failure here is left
+// for that RUN to meet and report.
+func (b *build) prepareNetwork() {
+	if !b.wantNet {
+		return
+	}
+	b.netOnce.Do(func() {
+		go b.network(b.outer)
+	})
+}
+
+// closeNetwork tears the build's network down once no step runs: in the
+// background when the caller gave Options.Background to wait on.
 func (b *build) closeNetwork() {
+	if b.opt.Background != nil {
+		b.opt.Background.Add(1)
+		go func() {
+			defer b.opt.Background.Done()
+			b.closeNetworkNow()
+		}()
+		return
+	}
+	b.closeNetworkNow()
+}
+
+func (b *build) closeNetworkNow() {
 	b.netMu.Lock()
 	defer b.netMu.Unlock()
+	b.netClosed = true // a late prepareNetwork must not start one
 	if b.net == nil {
 		return
 	}

@@ -267,6 +267,7 @@ func (b *build) runStep(ctx context.Context, s *stage, name string, k *stepKey, 
 		waitSpan.End()
 		return ctx.Err()
 	}
+	b.prepareNetwork()
 	_, dirSpan := trace.Start(ctx, "step directory")
 	dir, rootfs, err := b.scratch("step")
 	dirSpan.End()

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/moby/patternmatcher/ignorefile"
@@ -225,6 +226,10 @@ func runBuild(cmd *cobra.Command, root, contextDir string, f buildFlags) (err er
 		return err
 	}
 	defer progress.Close(printer)
+	// Work the build leaves to finish while its outputs are written (the
+	// build network's teardown): done before the store is closed.
+	var background sync.WaitGroup
+	defer background.Wait()
 	ictx, importSpan := trace.Start(ctx, "import cache")
 	remote := importCaches(ictx, f.registry.res, cacheFrom, printer.Messages())
 	importSpan.End()
@@ -250,6 +255,7 @@ func runBuild(cmd *cobra.Command, root, contextDir string, f buildFlags) (err er
 		Target:     f.target,
 		Labels:     labels,
 		Network:    f.network,
+		Background: &background,
 		Store:      store,
 		Resolver:   recorder,
 		Sandbox:    sandbox,
