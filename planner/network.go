@@ -76,6 +76,27 @@ func (b *build) prepareNetwork() {
 	})
 }
 
+// removeLater removes a finished step's scratch directory (what is left
+// of its overlay work dir and mount points) off the step's path: in the
+// background when the caller gave Options.Background to wait on. The store
+// empties ROOT/tmp of whatever a killed kiln leaves.
+func (b *build) removeLater(ctx context.Context, dir string) {
+	remove := func() {
+		_, span := trace.Start(ctx, "remove step directory")
+		os.RemoveAll(dir)
+		span.End()
+	}
+	if b.opt.Background == nil {
+		remove()
+		return
+	}
+	b.opt.Background.Add(1)
+	go func() {
+		defer b.opt.Background.Done()
+		remove()
+	}()
+}
+
 // closeNetwork tears the build's network down once no step runs: in the
 // background when the caller gave Options.Background to wait on.
 func (b *build) closeNetwork() {

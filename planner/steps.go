@@ -275,11 +275,7 @@ func (b *build) runStep(ctx context.Context, s *stage, name string, k *stepKey, 
 		log.Fail(err)
 		return err
 	}
-	defer func() {
-		_, span := trace.Start(ctx, "remove step directory")
-		os.RemoveAll(dir)
-		span.End()
-	}()
+	defer b.removeLater(ctx, dir)
 	var layers []cache.LayerInfo
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() (err error) {
