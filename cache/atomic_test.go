@@ -7,7 +7,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 )
@@ -21,13 +20,6 @@ func TestAtomicWritesSync(t *testing.T) {
 		name  string
 		write func(t *testing.T, s *Store) string // returns the record written
 	}{
-		{"step record", func(t *testing.T, s *Store) string {
-			key := strings.Repeat("ab", 32)
-			if err := s.PutStep(key, StepRecord{Empty: true, Created: time.Now()}); err != nil {
-				t.Fatal(err)
-			}
-			return s.stepPath(key)
-		}},
 		{"image record", func(t *testing.T, s *Store) string {
 			if err := s.PutImage(ctx, []string{"app"}, empty.Image); err != nil {
 				t.Fatal(err)

@@ -89,9 +89,20 @@ func (s *Store) PutStep(key string, rec StepRecord) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("recording step %s: %w", key, err)
 	}
-	if err := s.writeAtomic(s.stepPath(key), data); err != nil {
+	// A record is written without a sync of its own (one per step is
+	// milliseconds a RUN cannot spare): the background syncer makes it
+	// durable before the command exits, and one that a crash tore or lost
+	// is a miss (Step), so the step runs again.
+	if currentBoot() == "" {
+		if err := s.writeAtomic(s.stepPath(key), data); err != nil {
+			return fmt.Errorf("recording step %s: %w", key, err)
+		}
+		return nil
+	}
+	if err := s.writeUnsynced(s.stepPath(key), data); err != nil {
 		return fmt.Errorf("recording step %s: %w", key, err)
 	}
+	s.published()
 	return nil
 }
 
