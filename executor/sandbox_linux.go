@@ -18,12 +18,13 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/kiln-build/kiln/executor/copier"
+	"github.com/kiln-build/kiln/executor/stepinit"
 )
 
 // sandboxArg is the hidden argv[1] that makes Init run the sandbox child.
 // An argument rather than an environment variable: the child's environment
 // is empty, and argv is what shows in /proc/1/cmdline inside the sandbox.
-const sandboxArg = "__kiln-sandbox"
+const sandboxArg = stepinit.SandboxArg
 
 const defaultHostname = "buildkitsandbox"
 
@@ -32,66 +33,38 @@ const defaultHostname = "buildkitsandbox"
 // not pay for the failed mount again.
 var volatileUnsupported atomic.Bool
 
-// childSpec is what the parent sends the sandbox child on fd 3.
+// childSpec is what the parent sends the sandbox child on fd 3: a RUN
+// child (kiln-init, or kiln re-executed) reads the stepinit.Spec in it, a
+// copy child the copy's fields as well.
 type childSpec struct {
-	Mode     string `json:"mode"` // "run" or "copy"
-	StepDir  string `json:"stepDir"`
-	Rootfs   Rootfs `json:"rootfs"`
-	Volatile bool   `json:"volatile,omitempty"`
+	stepinit.Spec
 
-	Args     []string `json:"args,omitempty"`
-	Env      []string `json:"env,omitempty"`
-	Cwd      string   `json:"cwd,omitempty"`
-	User     string   `json:"user,omitempty"`
-	Hostname string   `json:"hostname,omitempty"`
-	NetNone  bool     `json:"netNone,omitempty"`
-	Files    []File   `json:"files,omitempty"`
-	// Interactive: the command reads the child's stdin (RunSpec.Stdin).
-	Interactive bool     `json:"interactive,omitempty"`
-	stdin       *os.File // RunSpec.Stdin, handed to the child as its fd 0
-	Mounts      []Mount  `json:"mounts,omitempty"`
-	Insecure    bool     `json:"insecure,omitempty"`
-	Guards      guards   `json:"guards"`
+	stdin *os.File // RunSpec.Stdin, handed to the child as its fd 0
+	netns *os.File // handed to the child as netnsFD
 
-	// JoinNet: the child joins the network namespace on netnsFD (the
-	// build's, see network_linux.go), and binds ResolvConf.
-	JoinNet    bool     `json:"joinNet,omitempty"`
-	ResolvConf string   `json:"resolvConf,omitempty"`
-	netns      *os.File // handed to the child as netnsFD
-
-	SourceDir string    `json:"sourceDir,omitempty"`
-	Source    Rootfs    `json:"source"`
-	Op        copier.Op `json:"op"`
+	SourceDir string          `json:"sourceDir,omitempty"`
+	Source    stepinit.Rootfs `json:"source"`
+	Op        copier.Op       `json:"op"`
 }
 
-// placement is the parent's second message to a RUN child: it is in the
-// step's cgroup now.
-type placement struct {
-	Placed bool `json:"placed"`
-}
+// placement is the parent's second message to a RUN child.
+type placement = stepinit.Placement
 
-// childMsg is one report from the child on fd 4; the last one has Done
-// set.
-type childMsg struct {
-	NoVolatile bool `json:"noVolatile,omitempty"`
-
-	Done       bool   `json:"done,omitempty"`
-	Error      string `json:"error,omitempty"`    // setup or copier error
-	NotFound   string `json:"notFound,omitempty"` // a *copier.NotFoundError's fields
-	ExcludedBy string `json:"excludedBy,omitempty"`
-	Exit       *int   `json:"exit,omitempty"` // RUN command status
-	Signal     string `json:"signal,omitempty"`
-	Reason     string `json:"reason,omitempty"`
-}
+// childMsg is one report from the child on fd 4.
+type childMsg = stepinit.Msg
 
 // Init runs the sandbox child when this process is one, and never returns
 // in that case. It must be the first thing main (or TestMain) does: the
-// sandbox re-executes the current binary.
+// sandbox re-executes the current binary when kiln was built without
+// kiln-init, and for COPY, ADD and WORKDIR steps.
 func Init() {
 	if len(os.Args) < 2 || os.Args[1] != sandboxArg {
 		return
 	}
-	os.Exit(childMain())
+	if len(os.Args) > 2 && os.Args[2] == "copy" {
+		os.Exit(copyChildMain())
+	}
+	os.Exit(stepinit.Main())
 }
 
 // Run runs one RUN step in a fresh sandbox over spec.Rootfs. A command that
@@ -136,17 +109,21 @@ func Run(ctx context.Context, spec RunSpec) (err error) {
 	if cwd == "" {
 		cwd = "/"
 	}
-	cs := childSpec{
+	cs := childSpec{Spec: stepinit.Spec{
 		Mode:     "run",
-		Rootfs:   spec.Rootfs,
+		Rootfs:   stepinit.Rootfs(spec.Rootfs),
 		Args:     spec.Args,
 		Env:      spec.Env,
 		Cwd:      cwd,
 		User:     spec.User,
 		Hostname: hostname,
-		Files:    spec.Files,
-		Mounts:   spec.Mounts,
 		Insecure: insecure,
+	}}
+	for _, f := range spec.Files {
+		cs.Files = append(cs.Files, stepinit.File(f))
+	}
+	for _, m := range spec.Mounts {
+		cs.Mounts = append(cs.Mounts, stepinit.Mount(m))
 	}
 	netFlags, releaseNet, err := prepareNetwork(ctx, spec, &cs)
 	defer releaseNet()
@@ -226,10 +203,9 @@ func Copy(ctx context.Context, spec CopySpec) error {
 		return errors.New("copying: destination rootfs needs an upper and a work dir")
 	}
 	cs := childSpec{
-		Mode:      "copy",
-		Rootfs:    spec.Rootfs,
+		Spec:      stepinit.Spec{Mode: "copy", Rootfs: stepinit.Rootfs(spec.Rootfs)},
 		SourceDir: spec.SourceDir,
-		Source:    spec.Source,
+		Source:    stepinit.Rootfs(spec.Source),
 		Op:        spec.Op,
 	}
 	// A Go runtime crash in the child is the only thing it writes; keep a
@@ -265,7 +241,7 @@ func runChild(ctx context.Context, cs childSpec, cloneflags uintptr, stdout, std
 		return nil, errors.New("running step: the sandbox needs its own mount, PID, IPC and UTS namespaces")
 	}
 	// No descriptor of ours reaches the child but those passed below.
-	if err := closeExtraFDs(); err != nil {
+	if err := stepinit.CloseExtraFDs(); err != nil {
 		return nil, err
 	}
 	cs.Volatile = !volatileUnsupported.Load()
