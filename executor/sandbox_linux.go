@@ -290,9 +290,17 @@ func runChild(ctx context.Context, cs childSpec, cloneflags uintptr, stdout, std
 	defer resR.Close()
 	defer resW.Close()
 
+	// A RUN child is kiln-init when kiln carries it; a copy child, and a
+	// RUN child of a kiln built without kiln-init, is kiln itself.
+	prog, argv0 := "/proc/self/exe", "kiln"
+	if cs.Mode == "run" {
+		if p, _ := initProgram(); p != "" {
+			prog, argv0 = p, "kiln-init"
+		}
+	}
 	newCmd := func(cgroupFD int) *exec.Cmd {
-		cmd := exec.CommandContext(ctx, "/proc/self/exe", sandboxArg, cs.Mode)
-		cmd.Args[0] = "kiln"
+		cmd := exec.CommandContext(ctx, prog, sandboxArg, cs.Mode)
+		cmd.Args[0] = argv0
 		// The child must not inherit kiln's environment (the command gets
 		// exactly the step's Env). GOMAXPROCS spares the child's Go runtime
 		// its cgroup probing at startup, a few hundred microseconds per
@@ -332,10 +340,23 @@ func runChild(ctx context.Context, cs childSpec, cloneflags uintptr, stdout, std
 	// CLONE_INTO_CGROUP, Linux 5.7): no migration to wait for.
 	var cmd *exec.Cmd
 	bornInCgroup := false
+	// start starts cmd, once more as kiln itself if the kernel would not
+	// execute kiln-init.
+	start := func(cgroupFD int) (*exec.Cmd, error) {
+		cmd := newCmd(cgroupFD)
+		err := cmd.Start()
+		if err != nil && prog != "/proc/self/exe" && initExecFailed(err) {
+			prog, argv0 = "/proc/self/exe", "kiln"
+			cmd = newCmd(cgroupFD)
+			err = cmd.Start()
+		}
+		return cmd, err
+	}
 	if fd := cg.cloneFD(); fd >= 0 {
 		defer unix.Close(fd)
-		cmd = newCmd(fd)
-		switch err := cmd.Start(); {
+		var err error
+		cmd, err = start(fd)
+		switch {
 		case err == nil:
 			bornInCgroup = true
 		case errors.Is(err, syscall.ENOSYS), errors.Is(err, syscall.EINVAL), errors.Is(err, syscall.E2BIG):
@@ -345,8 +366,8 @@ func runChild(ctx context.Context, cs childSpec, cloneflags uintptr, stdout, std
 		}
 	}
 	if cmd == nil {
-		cmd = newCmd(-1)
-		if err := cmd.Start(); err != nil {
+		var err error
+		if cmd, err = start(-1); err != nil {
 			if errors.Is(err, syscall.EPERM) && os.Geteuid() != 0 {
 				// Namespaces and overlay mounts need root, or root of a
 				// user namespace, which EnterUserNS could not set up.
