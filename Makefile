@@ -24,10 +24,11 @@ SHELL       := /bin/bash
 
 # kiln embeds kiln-init (internal/initbin): a plain `go build` without it
 # still works, and RUN steps then re-execute kiln, which starts slower.
+# Reproducible (no VCS stamp), so that a test can tell a stale one.
 INIT := internal/initbin/files/kiln-init
 
 init:
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w' -o $(INIT) ./cmd/kiln-init
+	CGO_ENABLED=0 $(GO) build -trimpath -buildvcs=false -ldflags '-s -w' -o $(INIT) ./cmd/kiln-init
 
 build: init
 	CGO_ENABLED=0 $(GO) build -o $(BIN)/kiln ./cmd/kiln

@@ -58,8 +58,8 @@ func TestRunInitProgram(t *testing.T) {
 		wantExe  string // prefix of /proc/1/exe
 		wantArgs string
 	}{
-		{name: "kiln-init", wantExe: "hidden", wantArgs: "kiln-init " + sandboxArg + " run "},
-		{name: "kiln-init, insecure step", insecure: true, wantExe: "/memfd:kiln-init", wantArgs: "kiln-init " + sandboxArg + " run "},
+		{name: "kiln-init", wantExe: "hidden", wantArgs: "kiln " + sandboxArg + " run "},
+		{name: "kiln-init, insecure step", insecure: true, wantExe: "/memfd:kiln-init", wantArgs: "kiln " + sandboxArg + " run "},
 		{name: "kiln re-executed", self: true, wantExe: "hidden", wantArgs: "kiln " + sandboxArg + " run "},
 		{name: "kiln re-executed, insecure step", self: true, insecure: true, wantExe: "/", wantArgs: "kiln " + sandboxArg + " run "},
 	}

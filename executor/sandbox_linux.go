@@ -291,16 +291,17 @@ func runChild(ctx context.Context, cs childSpec, cloneflags uintptr, stdout, std
 	defer resW.Close()
 
 	// A RUN child is kiln-init when kiln carries it; a copy child, and a
-	// RUN child of a kiln built without kiln-init, is kiln itself.
-	prog, argv0 := "/proc/self/exe", "kiln"
+	// RUN child of a kiln built without kiln-init, is kiln itself. Both
+	// are "kiln" in /proc/1/cmdline: kiln-init is kiln's own init.
+	prog := "/proc/self/exe"
 	if cs.Mode == "run" {
 		if p, _ := initProgram(); p != "" {
-			prog, argv0 = p, "kiln-init"
+			prog = p
 		}
 	}
 	newCmd := func(cgroupFD int) *exec.Cmd {
 		cmd := exec.CommandContext(ctx, prog, sandboxArg, cs.Mode)
-		cmd.Args[0] = argv0
+		cmd.Args[0] = "kiln"
 		// The child must not inherit kiln's environment (the command gets
 		// exactly the step's Env). GOMAXPROCS spares the child's Go runtime
 		// its cgroup probing at startup, a few hundred microseconds per
@@ -346,7 +347,7 @@ func runChild(ctx context.Context, cs childSpec, cloneflags uintptr, stdout, std
 		cmd := newCmd(cgroupFD)
 		err := cmd.Start()
 		if err != nil && prog != "/proc/self/exe" && initExecFailed(err) {
-			prog, argv0 = "/proc/self/exe", "kiln"
+			prog = "/proc/self/exe"
 			cmd = newCmd(cgroupFD)
 			err = cmd.Start()
 		}

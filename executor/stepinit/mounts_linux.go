@@ -322,7 +322,8 @@ var MaskedPaths = []string{
 	"/sys/firmware", "/sys/devices/virtual/powercap",
 }
 
-// ReadonlyPaths are kernel knobs a RUN step may read but not turn.
+// ReadonlyPaths are kernel knobs a RUN step may read but not turn; all of
+// them below /proc (see maskPaths).
 var ReadonlyPaths = []string{"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"}
 
 // maskPaths hides MaskedPaths (/dev/null over a file, an empty read-only
@@ -331,7 +332,7 @@ var ReadonlyPaths = []string{"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", 
 // that plants /proc or /dev as a symlink only moves where our own proc
 // and /dev are mounted, never onto the host. Paths the kernel lacks are
 // skipped.
-func maskPaths(root string) error {
+func maskPaths(root, roProc string) error {
 	null, err := inRoot(root, "/dev/null")
 	if err != nil {
 		return err
@@ -359,6 +360,11 @@ func maskPaths(root string) error {
 			return err
 		}
 	}
+	// Each read-only path is bound from one read-only bind of the step's
+	// proc at roProc (outside the new root, gone with the old one): a
+	// bind starts with the flags of its source, so each takes one mount
+	// call instead of a bind and a remount.
+	procBound := false
 	for _, p := range ReadonlyPaths {
 		dst, err := inRoot(root, p)
 		if err != nil {
@@ -367,8 +373,23 @@ func maskPaths(root string) error {
 		if err := unix.Lstat(dst, &st); errors.Is(err, unix.ENOENT) {
 			continue
 		}
-		if err := BindReadOnly(dst, dst, unix.MS_NOEXEC); err != nil {
-			return err
+		if !procBound {
+			proc, err := inRoot(root, "/proc")
+			if err != nil {
+				return err
+			}
+			if err := BindReadOnly(proc, roProc, unix.MS_NOEXEC); err != nil {
+				return err
+			}
+			procBound = true
+		}
+		rel, ok := strings.CutPrefix(p, "/proc/")
+		if !ok {
+			return fmt.Errorf("making %s read-only: not below /proc", p)
+		}
+		src := filepath.Join(roProc, rel)
+		if err := unix.Mount(src, dst, "", unix.MS_BIND, ""); err != nil {
+			return fmt.Errorf("binding %s read-only: %w", p, err)
 		}
 	}
 	return nil

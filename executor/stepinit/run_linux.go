@@ -1,8 +1,8 @@
 package stepinit
 
 import (
+	"errors"
 	"fmt"
-	"github.com/kiln-build/kiln/rooted"
 	"io/fs"
 	"os"
 	"path"
@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/kiln-build/kiln/internal/userns"
+	"github.com/kiln-build/kiln/rooted"
 )
 
 // rootMount is a mount on a path of the image's own tree (as opposed to
@@ -35,7 +36,7 @@ func runStep(rep Reporter, cs *Spec, waitPlaced func() error) int {
 	if err := joinNetwork(cs); err != nil {
 		return rep.Fail(err)
 	}
-	if err := MountStepTmpfs(cs.StepDir, "empty", "probe", "stubs", "root"); err != nil {
+	if err := MountStepTmpfs(cs.StepDir, "empty", "probe", "stubs", "root", "proc"); err != nil {
 		return rep.Fail(err)
 	}
 	var (
@@ -44,6 +45,10 @@ func runStep(rep Reporter, cs *Spec, waitPlaced func() error) int {
 		stubs  = filepath.Join(cs.StepDir, "stubs")
 		merged = filepath.Join(cs.StepDir, "root")
 		hosts  = filepath.Join(cs.StepDir, "hosts")
+		resolv = filepath.Join(cs.StepDir, "resolv.conf")
+		// roProc is where maskPaths binds a read-only view of the step's
+		// /proc.
+		roProc = filepath.Join(cs.StepDir, "proc")
 	)
 	hostsData := fmt.Sprintf("127.0.0.1\tlocalhost %s\n::1\tlocalhost ip6-localhost ip6-loopback\n", cs.Hostname)
 	if err := os.WriteFile(hosts, []byte(hostsData), 0o644); err != nil {
@@ -75,19 +80,26 @@ func runStep(rep Reporter, cs *Spec, waitPlaced func() error) int {
 			}
 			return MountFS("sysfs", dst, "sysfs", flags, "")
 		}},
-		{target: "/etc/hosts", mount: func(dst string) error { return BindReadOnly(hosts, dst, unix.MS_NOEXEC) }},
+		{target: "/etc/hosts", mount: func(dst string) error { return bindFromStep(hosts, dst) }},
 	}
-	// Without a resolv.conf on the host there is nothing to bind, and the
-	// image's own (if any) stays visible, as with BuildKit.
-	if cs.ResolvConf != "" {
-		// The build network's, which points at its DNS forwarder.
+	// The build network's resolv.conf, which points at its DNS forwarder,
+	// or else the host's. Without one on the host there is nothing to
+	// bind, and the image's own (if any) stays visible, as with BuildKit.
+	// A copy on our tmpfs rather than a bind of the host's file: it is
+	// then read-only with the tmpfs, without a mount call of its own.
+	resolvSrc := cs.ResolvConf
+	if resolvSrc == "" {
+		resolvSrc = "/etc/resolv.conf"
+	}
+	if data, err := os.ReadFile(resolvSrc); err == nil {
+		if err := os.WriteFile(resolv, data, 0o644); err != nil {
+			return rep.Fail(fmt.Errorf("writing resolv.conf: %w", err))
+		}
 		mounts = append(mounts, rootMount{target: "/etc/resolv.conf", mount: func(dst string) error {
-			return BindReadOnly(cs.ResolvConf, dst, unix.MS_NOEXEC)
+			return bindFromStep(resolv, dst)
 		}})
-	} else if _, err := os.Stat("/etc/resolv.conf"); err == nil {
-		mounts = append(mounts, rootMount{target: "/etc/resolv.conf", mount: func(dst string) error {
-			return BindReadOnly("/etc/resolv.conf", dst, unix.MS_NOEXEC)
-		}})
+	} else if cs.ResolvConf != "" || !errors.Is(err, fs.ErrNotExist) {
+		return rep.Fail(fmt.Errorf("reading resolv.conf: %w", err))
 	}
 
 	// RUN --mount mounts come after ours, so that a mount below /dev or
@@ -113,8 +125,9 @@ func runStep(rep Reporter, cs *Spec, waitPlaced func() error) int {
 		if err := writeFile(src, f); err != nil {
 			return rep.Fail(err)
 		}
-		// Executable: a file may be a script, as in /dev/pipes.
-		mounts = append(mounts, rootMount{target: p, mount: func(dst string) error { return BindReadOnly(src, dst, 0) }})
+		// Executable (our tmpfs is not noexec): a file may be a script,
+		// as in /dev/pipes.
+		mounts = append(mounts, rootMount{target: p, mount: func(dst string) error { return bindFromStep(src, dst) }})
 	}
 
 	// Mount points missing from the image go into a stub layer on our
@@ -141,6 +154,12 @@ func runStep(rep Reporter, cs *Spec, waitPlaced func() error) int {
 			}
 			needStubs = true
 		}
+	}
+	// Everything on our tmpfs is written: from here on it is read-only,
+	// and so is every bind of a file from it (a bind mount starts with
+	// the flags of the mount it comes from), one mount call for all.
+	if err := unix.Mount("", cs.StepDir, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV, ""); err != nil {
+		return rep.Fail(fmt.Errorf("making the step's tmpfs read-only: %w", err))
 	}
 	o := Overlay{
 		Lowers: cs.Rootfs.Lowers, Empty: empty,
@@ -172,7 +191,7 @@ func runStep(rep Reporter, cs *Spec, waitPlaced func() error) int {
 		}
 	}
 	if !cs.Insecure {
-		if err := maskPaths(merged); err != nil {
+		if err := maskPaths(merged, roProc); err != nil {
 			return rep.Fail(err)
 		}
 	}
@@ -220,6 +239,15 @@ func runStep(rep Reporter, cs *Spec, waitPlaced func() error) int {
 		return rep.Fail(err)
 	}
 	return runInit(rep, cs, id)
+}
+
+// bindFromStep binds src, a file on the step's tmpfs, at dst. The bind is
+// read-only, nosuid and nodev as the tmpfs is by then.
+func bindFromStep(src, dst string) error {
+	if err := unix.Mount(src, dst, "", unix.MS_BIND, ""); err != nil {
+		return fmt.Errorf("binding %s at %s: %w", src, dst, err)
+	}
+	return nil
 }
 
 // writeFile creates one of the step's Files at p.
