@@ -3,6 +3,9 @@ package executor
 import (
 	"bytes"
 	"context"
+	"os/exec"
+	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -93,6 +96,58 @@ func TestRunInitProgram(t *testing.T) {
 			}
 			if lines[2] != "refused" {
 				t.Errorf("PID 1's program: %s, want refused", lines[2])
+			}
+		})
+	}
+}
+
+// BenchmarkRunInit is a RUN step of /bin/true with each sandbox init:
+// kiln-init, and the re-executed binary (here the test binary, which links
+// less than kiln). --network=none: a step of its own network would set up
+// user-mode networking each time.
+func BenchmarkRunInit(b *testing.B) {
+	needRoot(b)
+	if initbin.Binary() == nil {
+		testutil.SkipHost(b, "kiln-init is not embedded: make init builds it")
+	}
+	base := busyboxRootfs(b)
+	for _, self := range []bool{false, true} {
+		name := "kiln-init"
+		if self {
+			name = "self"
+		}
+		b.Run(name, func(b *testing.B) {
+			initProgram()
+			sandboxInit.broken.Store(self)
+			defer sandboxInit.broken.Store(false)
+			for b.Loop() {
+				b.StopTimer()
+				rootfs := newRootfs(b, base)
+				b.StartTimer()
+				if err := Run(context.Background(), RunSpec{Rootfs: rootfs, Env: []string{testPath}, Args: []string{"/bin/true"}, Network: NetworkNone}); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkInitStart is the start of the sandbox init alone: exec, the Go
+// runtime and package initialisation, up to its first look at its spec
+// (absent here, so it exits).
+func BenchmarkInitStart(b *testing.B) {
+	path, _ := initProgram()
+	if path == "" {
+		testutil.SkipHost(b, "kiln-init is not embedded: make init builds it")
+	}
+	for _, prog := range []struct{ name, path string }{{"kiln-init", path}, {"self", "/proc/self/exe"}} {
+		b.Run(prog.name, func(b *testing.B) {
+			for b.Loop() {
+				cmd := exec.Command(prog.path, sandboxArg, "run")
+				cmd.Env = []string{"GOMAXPROCS=" + strconv.Itoa(runtime.GOMAXPROCS(0)), "GODEBUG=containermaxprocs=0"}
+				if err := cmd.Run(); err == nil {
+					b.Fatal("the init ran without a spec")
+				}
 			}
 		})
 	}
