@@ -1,5 +1,6 @@
 # kiln — daemonless Dockerfile builder.
-#   make build   bin/kiln (static, no cgo)
+#   make build   bin/kiln (static, no cgo), with kiln-init, the sandbox
+#                init of RUN steps, built first and embedded
 #   make test    the whole test suite (installs nothing); CI runs it with
 #                KILN_TEST_STRICT=1: a test this machine cannot run (not
 #                root, a package missing) then fails instead of skipping
@@ -19,15 +20,23 @@ SHELL       := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 .ONESHELL:
 
-.PHONY: build mkbase test deps demo bench clean
+.PHONY: build init mkbase test deps demo bench clean
 
-build:
+# kiln embeds kiln-init (internal/initbin): a plain `go build` without it
+# still works, and RUN steps then re-execute kiln, which starts slower.
+# Reproducible (no VCS stamp), so that a test can tell a stale one.
+INIT := internal/initbin/files/kiln-init
+
+init:
+	CGO_ENABLED=0 $(GO) build -trimpath -buildvcs=false -ldflags '-s -w' -o $(INIT) ./cmd/kiln-init
+
+build: init
 	CGO_ENABLED=0 $(GO) build -o $(BIN)/kiln ./cmd/kiln
 
 mkbase:
 	CGO_ENABLED=0 $(GO) build -o $(BIN)/mkbase ./internal/testutil/cmd/mkbase
 
-test:
+test: init
 	$(GO) test -count=1 -timeout 30m ./...
 
 deps:
@@ -75,4 +84,4 @@ bench: build mkbase
 	bench/run.sh
 
 clean:
-	rm -rf $(BIN) $(DEMO_OUT)
+	rm -rf $(BIN) $(DEMO_OUT) $(INIT)

@@ -9,6 +9,7 @@ import (
 	"github.com/kiln-build/kiln/executor/cgroups"
 	"github.com/kiln-build/kiln/executor/devices"
 	"github.com/kiln-build/kiln/executor/seccomp"
+	"github.com/kiln-build/kiln/executor/stepinit"
 	"github.com/kiln-build/kiln/internal/userns"
 )
 
@@ -37,18 +38,8 @@ func CgroupsAvailable() error {
 	return cgroups.Available()
 }
 
-// guards are the parent's decisions about how a RUN child hardens the
-// step, sent with its spec.
-type guards struct {
-	// NoDevices: the step has no device filter (no cgroup, or the kernel
-	// refused the filter), so the child drops CAP_MKNOD and remounts every
-	// mount of the root nodev but its own /dev: no device node the step
-	// can open but the few kiln put in /dev.
-	NoDevices bool `json:"noDevices,omitempty"`
-	// NoSeccomp: kiln has no system call table for this architecture and
-	// the build allows EntitlementNoSeccomp.
-	NoSeccomp bool `json:"noSeccomp,omitempty"`
-}
+// guards are the guards the child applies itself; see stepinit.Guards.
+type guards = stepinit.Guards
 
 // stepCgroup is a RUN step's cgroup, as Run and runChild use it.
 type stepCgroup struct {

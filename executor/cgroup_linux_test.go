@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/kiln-build/kiln/executor/cgroups"
+	"github.com/kiln-build/kiln/executor/stepinit"
 )
 
 // needCgroups skips when this host gives kiln no cgroups.
@@ -243,7 +244,7 @@ func TestRunBornInCgroup(t *testing.T) {
 	cg := &stepCgroup{Step: cgroups.OpenV2(dir)}
 	base := busyboxRootfs(t)
 	rootfs := newRootfs(t, base)
-	cs := childSpec{Mode: "run", Rootfs: rootfs, Args: []string{"/bin/sleep", "1"}, Env: []string{testPath}, Cwd: "/", Hostname: defaultHostname}
+	cs := childSpec{Spec: stepinit.Spec{Mode: "run", Rootfs: stepinit.Rootfs(rootfs), Args: []string{"/bin/sleep", "1"}, Env: []string{testPath}, Cwd: "/", Hostname: defaultHostname}}
 	done := make(chan error, 1)
 	go func() {
 		_, err := runChild(context.Background(), cs, runCloneflags, nil, nil, cg)

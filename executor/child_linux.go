@@ -1,80 +1,35 @@
 package executor
 
 import (
-	"encoding/json"
 	"fmt"
-	"math"
 	"os"
 	"path/filepath"
-	"runtime"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/kiln-build/kiln/executor/copier"
+	"github.com/kiln-build/kiln/executor/stepinit"
 )
 
-// reporter sends childMsgs to the parent on fd 4.
-type reporter struct{ enc *json.Encoder }
-
-func (r reporter) send(m childMsg) {
-	// Nothing useful to do if the parent is gone: Pdeathsig ends us.
-	_ = r.enc.Encode(m)
-}
-
-// fail reports a setup error and returns the child's exit status.
-func (r reporter) fail(err error) int {
-	r.send(childMsg{Done: true, Error: err.Error()})
-	return 1
-}
-
-// childMain is the sandbox child: it reads its spec from fd 3, reports on
-// fd 4, and returns its exit status.
-func childMain() int {
-	// The capability bounding set is per thread, and the command is forked
-	// from the thread that starts it: all of the child's work stays on
-	// this one thread.
-	runtime.LockOSThread()
-	// Every inherited descriptor but 0, 1 and 2 must stay out of the user
-	// command, including the two pipes to the parent (fds 3 and 4 arrive
-	// without close-on-exec). close_range needs Linux 5.11; the pipes are
-	// marked individually for older kernels.
-	if err := unix.CloseRange(3, math.MaxUint32, unix.CLOSE_RANGE_CLOEXEC); err != nil {
-		unix.CloseOnExec(3)
-		unix.CloseOnExec(4)
-	}
-	rep := reporter{enc: json.NewEncoder(os.NewFile(4, "report"))}
-	specFile := os.NewFile(3, "spec")
-	dec := json.NewDecoder(specFile)
+// copyChildMain is the copy sandbox child (COPY, ADD, WORKDIR): it reads
+// its spec from fd 3, reports on fd 4, and returns its exit status. It
+// runs in a re-executed kiln rather than kiln-init, which would otherwise
+// have to link the copier and what it needs.
+func copyChildMain() int {
+	rep, dec, specFile := stepinit.Begin()
 	var cs childSpec
-	if err := dec.Decode(&cs); err != nil {
-		specFile.Close()
-		return rep.fail(fmt.Errorf("reading sandbox spec: %w", err))
+	err := dec.Decode(&cs)
+	specFile.Close()
+	if err != nil {
+		return rep.Fail(fmt.Errorf("reading sandbox spec: %w", err))
 	}
-	// A RUN child learns on the same pipe when the parent has placed it in
-	// the step's cgroup; see runChild.
-	waitPlaced := func() error {
-		defer specFile.Close()
-		var p placement
-		if err := dec.Decode(&p); err != nil || !p.Placed {
-			return fmt.Errorf("waiting to be placed in the step's cgroup: %v", err)
-		}
-		return nil
+	if cs.Mode != "copy" {
+		return rep.Fail(fmt.Errorf("the copy child runs copies only, not mode %q", cs.Mode))
 	}
-	// Modes below are meant literally; the command gets the usual 022.
-	unix.Umask(0)
-	// Our mount namespace starts as a copy of the host's; with shared
-	// propagation every mount below would appear on the host too.
-	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
-		return rep.fail(fmt.Errorf("making / private: %w", err))
+	if err := stepinit.Prepare(); err != nil {
+		return rep.Fail(err)
 	}
-	switch cs.Mode {
-	case "run":
-		return runChildRun(rep, &cs, waitPlaced)
-	case "copy":
-		specFile.Close()
-		return runChildCopy(rep, &cs)
-	}
-	return rep.fail(fmt.Errorf("unknown sandbox mode %q", cs.Mode))
+	return runChildCopy(rep, &cs)
 }
 
 // In the copy child's root, the destination and the source are mounted
@@ -91,35 +46,35 @@ const (
 // /proc/self/fd, which the copier's *at calls without an *at form go
 // through. The host's root is detached, so a path the copier got wrong
 // cannot reach it: rooted is the first guard, this is the second.
-func runChildCopy(rep reporter, cs *childSpec) int {
-	if err := mountStepTmpfs(cs.StepDir, "empty", "dst", "src", "root"); err != nil {
-		return rep.fail(err)
+func runChildCopy(rep stepinit.Reporter, cs *childSpec) int {
+	if err := stepinit.MountStepTmpfs(cs.StepDir, "empty", "dst", "src", "root"); err != nil {
+		return rep.Fail(err)
 	}
 	empty := filepath.Join(cs.StepDir, "empty")
 	dst := filepath.Join(cs.StepDir, "dst")
-	used, err := mountOverlay(dst, overlay{
-		lowers: cs.Rootfs.Lowers, empty: empty,
-		upper: cs.Rootfs.Upper, work: cs.Rootfs.Work, volatile: cs.Volatile,
+	used, err := stepinit.MountOverlay(dst, stepinit.Overlay{
+		Lowers: cs.Rootfs.Lowers, Empty: empty,
+		Upper: cs.Rootfs.Upper, Work: cs.Rootfs.Work, Volatile: cs.Volatile,
 	})
 	if err != nil {
-		return rep.fail(err)
+		return rep.Fail(err)
 	}
 	if cs.Volatile && !used {
-		rep.send(childMsg{NoVolatile: true})
+		rep.Send(childMsg{NoVolatile: true})
 	}
 	src := cs.SourceDir
 	if len(cs.Source.Lowers) > 0 {
 		src = filepath.Join(cs.StepDir, "src")
-		if _, err := mountOverlay(src, overlay{lowers: cs.Source.Lowers, empty: empty}); err != nil {
-			return rep.fail(err)
+		if _, err := stepinit.MountOverlay(src, stepinit.Overlay{Lowers: cs.Source.Lowers, Empty: empty}); err != nil {
+			return rep.Fail(err)
 		}
 	}
 	newRoot := filepath.Join(cs.StepDir, "root")
 	if err := copyRoot(newRoot, dst, src); err != nil {
-		return rep.fail(fmt.Errorf("preparing the copy's root: %w", err))
+		return rep.Fail(fmt.Errorf("preparing the copy's root: %w", err))
 	}
-	if err := pivotRoot(newRoot); err != nil {
-		return rep.fail(err)
+	if err := stepinit.PivotRoot(newRoot); err != nil {
+		return rep.Fail(err)
 	}
 	inSrc := ""
 	if src != "" {
@@ -128,10 +83,10 @@ func runChildCopy(rep reporter, cs *childSpec) int {
 	if err := copier.Do(inSrc, copyRootDst, cs.Op); err != nil {
 		m := childMsg{Done: true, Error: err.Error()}
 		notFoundInfo(err, &m)
-		rep.send(m)
+		rep.Send(m)
 		return 0
 	}
-	rep.send(childMsg{Done: true})
+	rep.Send(childMsg{Done: true})
 	return 0
 }
 
@@ -140,7 +95,7 @@ func runChildCopy(rep reporter, cs *childSpec) int {
 // and this process's fd directory at /proc/self/fd — only ours, so no
 // other process's root or files are reachable through it.
 func copyRoot(dir, dst, src string) error {
-	if err := mount("tmpfs", dir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "mode=755,size=1m"); err != nil {
+	if err := stepinit.MountFS("tmpfs", dir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "mode=755,size=1m"); err != nil {
 		return err
 	}
 	for _, d := range []string{copyRootDst, copyRootSrc, "/proc/self/fd"} {
@@ -157,7 +112,7 @@ func copyRoot(dir, dst, src string) error {
 		}
 	}
 	// /proc/self resolves when mounted: this binds our own fd directory.
-	if err := bindReadOnly("/proc/self/fd", filepath.Join(dir, "/proc/self/fd"), unix.MS_NOEXEC); err != nil {
+	if err := stepinit.BindReadOnly("/proc/self/fd", filepath.Join(dir, "/proc/self/fd"), unix.MS_NOEXEC); err != nil {
 		return err
 	}
 	// The root itself read-only: nothing but the destination is written.

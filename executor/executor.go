@@ -1,7 +1,8 @@
 // Package executor runs Dockerfile steps against overlay root filesystems:
-// RUN in a fresh namespaced sandbox, COPY/ADD/WORKDIR through the copier, both
-// in a re-executed child of the kiln binary so that every mount dies with the
-// child's mount namespace.
+// RUN in a fresh namespaced sandbox whose PID 1 is kiln-init (package
+// stepinit; kiln itself re-executed when built without it), COPY/ADD/WORKDIR
+// through the copier in a re-executed child of the kiln binary; either way
+// every mount dies with the child's mount namespace.
 package executor
 
 import (

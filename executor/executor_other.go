@@ -32,3 +32,6 @@ func Rootless() bool { return false }
 
 // RootlessError: nothing was attempted outside Linux.
 func RootlessError() error { return nil }
+
+// SandboxInit: there is no sandbox outside Linux.
+func SandboxInit() string { return "none (RUN steps need Linux)" }

@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/kiln-build/kiln/executor/cgroups"
+	"github.com/kiln-build/kiln/executor/stepinit"
 	"github.com/kiln-build/kiln/internal/userns"
 )
 
@@ -32,7 +33,7 @@ func TestRunHardening(t *testing.T) {
 	// out of the expectation.
 	probe := ""
 	want := ""
-	for _, p := range maskedPaths {
+	for _, p := range stepinit.MaskedPaths {
 		fi, err := os.Stat(p)
 		if err != nil {
 			continue
@@ -44,7 +45,7 @@ func TestRunHardening(t *testing.T) {
 		}
 		want += p + " 0\n"
 	}
-	for _, p := range readonlyPaths {
+	for _, p := range stepinit.ReadonlyPaths {
 		if _, err := os.Stat(p); err != nil {
 			continue
 		}

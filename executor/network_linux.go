@@ -18,11 +18,13 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/kiln-build/kiln/executor/stepinit"
 )
 
 // netnsFD is where a RUN child finds the network namespace to join
 // (childSpec.JoinNet): the third of its ExtraFiles.
-const netnsFD = 5
+const netnsFD = stepinit.NetnsFD
 
 // pastaDNS is the address that pasta answers DNS on inside the namespace,
 // forwarding to the host's first resolver: that one may listen on the
@@ -227,7 +229,7 @@ func newNetNS() (*os.File, error) {
 		}
 		ns, err := os.Open("/proc/thread-self/ns/net")
 		if err == nil {
-			if err = loopbackUp(); err != nil {
+			if err = stepinit.LoopbackUp(); err != nil {
 				ns.Close()
 				ns = nil
 			}
@@ -489,17 +491,4 @@ func prepareNetwork(ctx context.Context, spec RunSpec, cs *childSpec) (cloneflag
 	}
 	cs.JoinNet, cs.netns, cs.ResolvConf = true, n.ns, n.resolvConf
 	return 0, release, nil
-}
-
-// joinNetwork makes the sandbox child's thread, and so the command it
-// starts, enter the build's network namespace (fd netnsFD).
-func joinNetwork(cs *childSpec) error {
-	if !cs.JoinNet {
-		return nil
-	}
-	defer unix.Close(netnsFD)
-	if err := unix.Setns(netnsFD, unix.CLONE_NEWNET); err != nil {
-		return fmt.Errorf("joining the build's network namespace: %w", err)
-	}
-	return nil
 }

@@ -14,6 +14,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/kiln-build/kiln/executor/stepinit"
 	"github.com/kiln-build/kiln/internal/userns"
 )
 
@@ -164,7 +165,7 @@ func runInUserNS() (int, error) {
 	}
 	// Before Start: a ^C in between must reach the child, not end us.
 	sigs := make(chan os.Signal, 8)
-	signal.Notify(sigs, forwarded...)
+	signal.Notify(sigs, stepinit.Forwarded...)
 	defer signal.Stop(sigs)
 	if err := cmd.Start(); err != nil {
 		syncR.Close()

@@ -18,13 +18,14 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/kiln-build/kiln/executor/copier"
+	"github.com/kiln-build/kiln/executor/stepinit"
 	"github.com/kiln-build/kiln/trace"
 )
 
 // sandboxArg is the hidden argv[1] that makes Init run the sandbox child.
 // An argument rather than an environment variable: the child's environment
 // is empty, and argv is what shows in /proc/1/cmdline inside the sandbox.
-const sandboxArg = "__kiln-sandbox"
+const sandboxArg = stepinit.SandboxArg
 
 const defaultHostname = "buildkitsandbox"
 
@@ -33,66 +34,38 @@ const defaultHostname = "buildkitsandbox"
 // not pay for the failed mount again.
 var volatileUnsupported atomic.Bool
 
-// childSpec is what the parent sends the sandbox child on fd 3.
+// childSpec is what the parent sends the sandbox child on fd 3: a RUN
+// child (kiln-init, or kiln re-executed) reads the stepinit.Spec in it, a
+// copy child the copy's fields as well.
 type childSpec struct {
-	Mode     string `json:"mode"` // "run" or "copy"
-	StepDir  string `json:"stepDir"`
-	Rootfs   Rootfs `json:"rootfs"`
-	Volatile bool   `json:"volatile,omitempty"`
+	stepinit.Spec
 
-	Args     []string `json:"args,omitempty"`
-	Env      []string `json:"env,omitempty"`
-	Cwd      string   `json:"cwd,omitempty"`
-	User     string   `json:"user,omitempty"`
-	Hostname string   `json:"hostname,omitempty"`
-	NetNone  bool     `json:"netNone,omitempty"`
-	Files    []File   `json:"files,omitempty"`
-	// Interactive: the command reads the child's stdin (RunSpec.Stdin).
-	Interactive bool     `json:"interactive,omitempty"`
-	stdin       *os.File // RunSpec.Stdin, handed to the child as its fd 0
-	Mounts      []Mount  `json:"mounts,omitempty"`
-	Insecure    bool     `json:"insecure,omitempty"`
-	Guards      guards   `json:"guards"`
+	stdin *os.File // RunSpec.Stdin, handed to the child as its fd 0
+	netns *os.File // handed to the child as netnsFD
 
-	// JoinNet: the child joins the network namespace on netnsFD (the
-	// build's, see network_linux.go), and binds ResolvConf.
-	JoinNet    bool     `json:"joinNet,omitempty"`
-	ResolvConf string   `json:"resolvConf,omitempty"`
-	netns      *os.File // handed to the child as netnsFD
-
-	SourceDir string    `json:"sourceDir,omitempty"`
-	Source    Rootfs    `json:"source"`
-	Op        copier.Op `json:"op"`
+	SourceDir string          `json:"sourceDir,omitempty"`
+	Source    stepinit.Rootfs `json:"source"`
+	Op        copier.Op       `json:"op"`
 }
 
-// placement is the parent's second message to a RUN child: it is in the
-// step's cgroup now.
-type placement struct {
-	Placed bool `json:"placed"`
-}
+// placement is the parent's second message to a RUN child.
+type placement = stepinit.Placement
 
-// childMsg is one report from the child on fd 4; the last one has Done
-// set.
-type childMsg struct {
-	NoVolatile bool `json:"noVolatile,omitempty"`
-
-	Done       bool   `json:"done,omitempty"`
-	Error      string `json:"error,omitempty"`    // setup or copier error
-	NotFound   string `json:"notFound,omitempty"` // a *copier.NotFoundError's fields
-	ExcludedBy string `json:"excludedBy,omitempty"`
-	Exit       *int   `json:"exit,omitempty"` // RUN command status
-	Signal     string `json:"signal,omitempty"`
-	Reason     string `json:"reason,omitempty"`
-}
+// childMsg is one report from the child on fd 4.
+type childMsg = stepinit.Msg
 
 // Init runs the sandbox child when this process is one, and never returns
 // in that case. It must be the first thing main (or TestMain) does: the
-// sandbox re-executes the current binary.
+// sandbox re-executes the current binary when kiln was built without
+// kiln-init, and for COPY, ADD and WORKDIR steps.
 func Init() {
 	if len(os.Args) < 2 || os.Args[1] != sandboxArg {
 		return
 	}
-	os.Exit(childMain())
+	if len(os.Args) > 2 && os.Args[2] == "copy" {
+		os.Exit(copyChildMain())
+	}
+	os.Exit(stepinit.Main())
 }
 
 // Run runs one RUN step in a fresh sandbox over spec.Rootfs. A command that
@@ -137,17 +110,21 @@ func Run(ctx context.Context, spec RunSpec) (err error) {
 	if cwd == "" {
 		cwd = "/"
 	}
-	cs := childSpec{
+	cs := childSpec{Spec: stepinit.Spec{
 		Mode:     "run",
-		Rootfs:   spec.Rootfs,
+		Rootfs:   stepinit.Rootfs(spec.Rootfs),
 		Args:     spec.Args,
 		Env:      spec.Env,
 		Cwd:      cwd,
 		User:     spec.User,
 		Hostname: hostname,
-		Files:    spec.Files,
-		Mounts:   spec.Mounts,
 		Insecure: insecure,
+	}}
+	for _, f := range spec.Files {
+		cs.Files = append(cs.Files, stepinit.File(f))
+	}
+	for _, m := range spec.Mounts {
+		cs.Mounts = append(cs.Mounts, stepinit.Mount(m))
 	}
 	_, netSpan := trace.Start(ctx, "sandbox: network")
 	netFlags, releaseNet, err := prepareNetwork(ctx, spec, &cs)
@@ -233,10 +210,9 @@ func Copy(ctx context.Context, spec CopySpec) error {
 		return errors.New("copying: destination rootfs needs an upper and a work dir")
 	}
 	cs := childSpec{
-		Mode:      "copy",
-		Rootfs:    spec.Rootfs,
+		Spec:      stepinit.Spec{Mode: "copy", Rootfs: stepinit.Rootfs(spec.Rootfs)},
 		SourceDir: spec.SourceDir,
-		Source:    spec.Source,
+		Source:    stepinit.Rootfs(spec.Source),
 		Op:        spec.Op,
 	}
 	// A Go runtime crash in the child is the only thing it writes; keep a
@@ -274,7 +250,7 @@ func runChild(ctx context.Context, cs childSpec, cloneflags uintptr, stdout, std
 	_, startSpan := trace.Start(ctx, "sandbox: start")
 	defer startSpan.End()
 	// No descriptor of ours reaches the child but those passed below.
-	if err := closeExtraFDs(); err != nil {
+	if err := stepinit.CloseExtraFDs(); err != nil {
 		return nil, err
 	}
 	cs.Volatile = !volatileUnsupported.Load()
@@ -323,8 +299,17 @@ func runChild(ctx context.Context, cs childSpec, cloneflags uintptr, stdout, std
 	defer resR.Close()
 	defer resW.Close()
 
+	// A RUN child is kiln-init when kiln carries it; a copy child, and a
+	// RUN child of a kiln built without kiln-init, is kiln itself. Both
+	// are "kiln" in /proc/1/cmdline: kiln-init is kiln's own init.
+	prog := "/proc/self/exe"
+	if cs.Mode == "run" {
+		if p, _ := initProgram(); p != "" {
+			prog = p
+		}
+	}
 	newCmd := func(cgroupFD int) *exec.Cmd {
-		cmd := exec.CommandContext(ctx, "/proc/self/exe", sandboxArg, cs.Mode)
+		cmd := exec.CommandContext(ctx, prog, sandboxArg, cs.Mode)
 		cmd.Args[0] = "kiln"
 		// The child must not inherit kiln's environment (the command gets
 		// exactly the step's Env). GOMAXPROCS spares the child's Go runtime
@@ -365,10 +350,23 @@ func runChild(ctx context.Context, cs childSpec, cloneflags uintptr, stdout, std
 	// CLONE_INTO_CGROUP, Linux 5.7): no migration to wait for.
 	var cmd *exec.Cmd
 	bornInCgroup := false
+	// start starts cmd, once more as kiln itself if the kernel would not
+	// execute kiln-init.
+	start := func(cgroupFD int) (*exec.Cmd, error) {
+		cmd := newCmd(cgroupFD)
+		err := cmd.Start()
+		if err != nil && prog != "/proc/self/exe" && initExecFailed(err) {
+			prog = "/proc/self/exe"
+			cmd = newCmd(cgroupFD)
+			err = cmd.Start()
+		}
+		return cmd, err
+	}
 	if fd := cg.cloneFD(); fd >= 0 {
 		defer unix.Close(fd)
-		cmd = newCmd(fd)
-		switch err := cmd.Start(); {
+		var err error
+		cmd, err = start(fd)
+		switch {
 		case err == nil:
 			bornInCgroup = true
 		case errors.Is(err, syscall.ENOSYS), errors.Is(err, syscall.EINVAL), errors.Is(err, syscall.E2BIG):
@@ -378,8 +376,8 @@ func runChild(ctx context.Context, cs childSpec, cloneflags uintptr, stdout, std
 		}
 	}
 	if cmd == nil {
-		cmd = newCmd(-1)
-		if err := cmd.Start(); err != nil {
+		var err error
+		if cmd, err = start(-1); err != nil {
 			if errors.Is(err, syscall.EPERM) && os.Geteuid() != 0 {
 				// Namespaces and overlay mounts need root, or root of a
 				// user namespace, which EnterUserNS could not set up.

@@ -42,18 +42,21 @@ var version, gitCommit string
 
 // versionInfo is what `kiln version` prints.
 type versionInfo struct {
-	Version   string   `json:"version"`
-	GitCommit string   `json:"gitCommit"`
-	Modified  bool     `json:"modified,omitempty"` // built from a tree with uncommitted changes
-	BuildTime string   `json:"buildTime,omitempty"`
-	GoVersion string   `json:"goVersion"`
-	OS        string   `json:"os"`
-	Arch      string   `json:"arch"`
-	Host      hostInfo `json:"host"`
+	Version   string `json:"version"`
+	GitCommit string `json:"gitCommit"`
+	Modified  bool   `json:"modified,omitempty"` // built from a tree with uncommitted changes
+	BuildTime string `json:"buildTime,omitempty"`
+	GoVersion string `json:"goVersion"`
+	OS        string `json:"os"`
+	Arch      string `json:"arch"`
+	// SandboxInit is the program that runs as PID 1 of RUN steps.
+	SandboxInit string   `json:"sandboxInit"`
+	Host        hostInfo `json:"host"`
 }
 
 func currentVersion() versionInfo {
-	v := versionInfo{Version: version, GitCommit: gitCommit, GoVersion: runtime.Version(), OS: runtime.GOOS, Arch: runtime.GOARCH}
+	v := versionInfo{Version: version, GitCommit: gitCommit, GoVersion: runtime.Version(), OS: runtime.GOOS, Arch: runtime.GOARCH,
+		SandboxInit: executor.SandboxInit()}
 	if bi, ok := debug.ReadBuildInfo(); ok {
 		if v.Version == "" {
 			v.Version = bi.Main.Version
@@ -117,7 +120,8 @@ func printVersion(w io.Writer, v versionInfo) {
 	if v.BuildTime != "" {
 		rows = append(rows, [2]string{"Commit time", v.BuildTime})
 	}
-	rows = append(rows, [2]string{"Go version", v.GoVersion}, [2]string{"OS/Arch", v.OS + "/" + v.Arch})
+	rows = append(rows, [2]string{"Go version", v.GoVersion}, [2]string{"OS/Arch", v.OS + "/" + v.Arch},
+		[2]string{"Sandbox init", v.SandboxInit})
 	fmt.Fprintln(w, "kiln:")
 	table(w, rows)
 	fmt.Fprintln(w, "Host:")

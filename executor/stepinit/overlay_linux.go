@@ -1,4 +1,4 @@
-package executor
+package stepinit
 
 import (
 	"errors"
@@ -35,24 +35,24 @@ func fixedOpts() string {
 	return overlayFixedOpts
 }
 
-// overlay describes one overlay mount.
-type overlay struct {
-	// stubs is our layer of missing mount points, stacked on top of
-	// lowers; "" for none.
-	stubs string
-	// lowers are the caller's layers, top-most first.
-	lowers []string
-	// empty is an empty directory: the only lower when there is none
+// Overlay describes one overlay mount.
+type Overlay struct {
+	// Stubs is our layer of missing mount points, stacked on top of
+	// Lowers; "" for none.
+	Stubs string
+	// Lowers are the caller's layers, top-most first.
+	Lowers []string
+	// Empty is an empty directory: the only lower when there is none
 	// (FROM scratch), and the bottom of a one-lower read-only view, since
 	// overlay needs two lowers without an upper (an overlay rather than a
 	// bind mount, so that whiteouts in the lower stay hidden).
-	empty string
-	// upper and work are "" for a read-only view.
-	upper, work string
-	// volatile asks overlay not to fsync copy-ups: a sandbox is
+	Empty string
+	// Upper and Work are "" for a read-only view.
+	Upper, Work string
+	// Volatile asks overlay not to fsync copy-ups: a sandbox is
 	// disposable, and the fsyncs cost more than the step on large
 	// copy-ups.
-	volatile bool
+	Volatile bool
 }
 
 // lowerdirs lists every lowerdir, top-most first, and which of them are
@@ -66,12 +66,12 @@ type overlay struct {
 // holds — whiteouts and opaque directories included — is answered by
 // that occurrence before lookup can reach a lower copy, and a path the
 // layer lacks gets nothing from the copy either.
-func (o overlay) lowerdirs() (dirs []string, callers []bool) {
-	if o.stubs != "" {
-		dirs, callers = append(dirs, o.stubs), append(callers, false)
+func (o Overlay) lowerdirs() (dirs []string, callers []bool) {
+	if o.Stubs != "" {
+		dirs, callers = append(dirs, o.Stubs), append(callers, false)
 	}
-	seen := make(map[string]bool, len(o.lowers))
-	for _, l := range o.lowers {
+	seen := make(map[string]bool, len(o.Lowers))
+	for _, l := range o.Lowers {
 		key := filepath.Clean(l)
 		if seen[key] {
 			continue
@@ -79,20 +79,20 @@ func (o overlay) lowerdirs() (dirs []string, callers []bool) {
 		seen[key] = true
 		dirs, callers = append(dirs, l), append(callers, true)
 	}
-	if len(dirs) == 0 || (o.upper == "" && len(dirs) == 1) {
-		dirs, callers = append(dirs, o.empty), append(callers, false)
+	if len(dirs) == 0 || (o.Upper == "" && len(dirs) == 1) {
+		dirs, callers = append(dirs, o.Empty), append(callers, false)
 	}
 	return dirs, callers
 }
 
-// mountOverlay mounts o at target, read-only when it has no upper dir. It
+// MountOverlay mounts o at target, read-only when it has no upper dir. It
 // reports whether volatile was used: the kernel refuses it before Linux
 // 5.10.
-func mountOverlay(target string, o overlay) (usedVolatile bool, err error) {
+func MountOverlay(target string, o Overlay) (usedVolatile bool, err error) {
 	var flags uintptr
-	if o.upper == "" {
+	if o.Upper == "" {
 		flags = unix.MS_RDONLY
-		o.volatile = false
+		o.Volatile = false
 	}
 	data, dir, err := overlayOptions(o, unix.Getpagesize()-1)
 	if err != nil {
@@ -106,7 +106,7 @@ func mountOverlay(target string, o overlay) (usedVolatile bool, err error) {
 		}
 		defer unix.Chdir("/")
 	}
-	if o.volatile {
+	if o.Volatile {
 		err = unix.Mount("overlay", target, "overlay", flags, data+",volatile")
 		if err == nil {
 			return true, nil
@@ -124,12 +124,12 @@ func mountOverlay(target string, o overlay) (usedVolatile bool, err error) {
 	return false, nil
 }
 
-// mountStepTmpfs mounts a small tmpfs over the step directory, in the
+// MountStepTmpfs mounts a small tmpfs over the step directory, in the
 // child's own mount namespace: mount points, the stub layer and the hosts
 // file are created there at memory speed instead of as metadata writes on
 // the build disk, and vanish with the namespace.
-func mountStepTmpfs(stepDir string, dirs ...string) error {
-	if err := mount("tmpfs", stepDir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=700,size=64m"); err != nil {
+func MountStepTmpfs(stepDir string, dirs ...string) error {
+	if err := MountFS("tmpfs", stepDir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=700,size=64m"); err != nil {
 		return err
 	}
 	for _, d := range dirs {
@@ -146,7 +146,7 @@ func mountStepTmpfs(stepDir string, dirs ...string) error {
 // chdir into before mounting; dir is that directory, or "" when not needed.
 // Our own lowerdirs stay absolute: they live elsewhere, and overlay
 // resolves each lowerdir on its own.
-func overlayOptions(o overlay, limit int) (data, dir string, err error) {
+func overlayOptions(o Overlay, limit int) (data, dir string, err error) {
 	dirs, callers := o.lowerdirs()
 	build := func(base string) (string, error) {
 		esc := make([]string, len(dirs))
@@ -161,9 +161,9 @@ func overlayOptions(o overlay, limit int) (data, dir string, err error) {
 		var b strings.Builder
 		b.WriteString("lowerdir=")
 		b.WriteString(strings.Join(esc, ":"))
-		if o.upper != "" {
-			b.WriteString(",upperdir=" + escapeOverlayPath(o.upper))
-			b.WriteString(",workdir=" + escapeOverlayPath(o.work))
+		if o.Upper != "" {
+			b.WriteString(",upperdir=" + escapeOverlayPath(o.Upper))
+			b.WriteString(",workdir=" + escapeOverlayPath(o.Work))
 		}
 		b.WriteString("," + fixedOpts())
 		return b.String(), nil
@@ -173,7 +173,7 @@ func overlayOptions(o overlay, limit int) (data, dir string, err error) {
 	if data, err = build(""); err != nil || len(data) <= limit {
 		return data, "", err
 	}
-	dir = commonDir(o.lowers)
+	dir = commonDir(o.Lowers)
 	if data, err = build(dir); err != nil {
 		return "", "", err
 	}

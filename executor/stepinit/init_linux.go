@@ -1,4 +1,4 @@
-package executor
+package stepinit
 
 import (
 	"bytes"
@@ -26,15 +26,15 @@ import (
 // PATH; the command's environment stays exactly the step's.
 const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
-// forwarded are the signals PID 1 passes on to the command. The command
+// Forwarded are the signals PID 1 passes on to the command. The command
 // runs in its own session, so a terminal's ^C reaches it only this way.
-var forwarded = []os.Signal{unix.SIGINT, unix.SIGTERM, unix.SIGHUP, unix.SIGQUIT, unix.SIGUSR1, unix.SIGUSR2}
+var Forwarded = []os.Signal{unix.SIGINT, unix.SIGTERM, unix.SIGHUP, unix.SIGQUIT, unix.SIGUSR1, unix.SIGUSR2}
 
 // hardenCommand applies, on the calling thread that the command is then
 // forked from, what the command inherits: a cgroup namespace, the
 // capability bounding set and the seccomp filter. Seccomp is last: from
 // there on this thread can no longer mount or unshare.
-func hardenCommand(cs *childSpec) error {
+func hardenCommand(cs *Spec) error {
 	// A cgroup namespace rooted at the step's cgroup: the command sees its
 	// cgroup as "/", not the host's layout. Only this thread, and so the
 	// command forked from it, enters it.
@@ -65,7 +65,7 @@ func hardenCommand(cs *childSpec) error {
 // double forks), and exit when the command exits. Our exit ends the PID
 // namespace: the kernel kills whatever the command left running, as when
 // a container's main process exits.
-func runInit(rep reporter, cs *childSpec, id identity) int {
+func runInit(rep Reporter, cs *Spec, id identity) int {
 	path, err := lookPath(cs.Args[0], cs.Env)
 	if err != nil {
 		return reportExit(rep, 127, "", err.Error())
@@ -95,13 +95,13 @@ func runInit(rep reporter, cs *childSpec, id identity) int {
 	}
 	// Before Start, so that a signal arriving in between is not lost.
 	sigs := make(chan os.Signal, 8)
-	signal.Notify(sigs, forwarded...)
+	signal.Notify(sigs, Forwarded...)
 	// Right before the fork and exec, whatever the init opened since it
 	// started (or a library opened without O_CLOEXEC) must not reach the
 	// command: a directory fd would lead out of the root (runc's
 	// CVE-2024-21626). Start passes exactly 0, 1 and 2.
-	if err := closeExtraFDs(); err != nil {
-		return rep.fail(err)
+	if err := CloseExtraFDs(); err != nil {
+		return rep.Fail(err)
 	}
 	if err := cmd.Start(); err != nil {
 		code := 126 // found but not executable, as a shell reports it
@@ -124,7 +124,7 @@ func runInit(rep reporter, cs *childSpec, id identity) int {
 			continue
 		}
 		if err != nil {
-			return rep.fail(fmt.Errorf("waiting for the command: %w", err))
+			return rep.Fail(fmt.Errorf("waiting for the command: %w", err))
 		}
 		if wpid != pid {
 			continue // an orphan, now reaped
@@ -142,14 +142,14 @@ func runInit(rep reporter, cs *childSpec, id identity) int {
 	}
 }
 
-// closeExtraFDs marks every descriptor from 3 up close-on-exec. The
+// CloseExtraFDs marks every descriptor from 3 up close-on-exec. The
 // sandbox init calls it right before it starts the command; kiln calls it
 // before it starts a sandbox child, for descriptors it inherited without
 // close-on-exec (from a CI runner, say): Go opens its own with it, and
 // exec.Cmd hands a child its ExtraFiles whatever their flag. close_range
 // needs Linux 5.11; older kernels get the same from a walk of
 // /proc/self/fd.
-func closeExtraFDs() error {
+func CloseExtraFDs() error {
 	if err := unix.CloseRange(3, math.MaxUint32, unix.CLOSE_RANGE_CLOEXEC); err == nil {
 		return nil
 	}
@@ -172,8 +172,8 @@ func closeExtraFDs() error {
 	return nil
 }
 
-func reportExit(rep reporter, code int, signal, reason string) int {
-	rep.send(childMsg{Done: true, Exit: &code, Signal: signal, Reason: reason})
+func reportExit(rep Reporter, code int, signal, reason string) int {
+	rep.Send(Msg{Done: true, Exit: &code, Signal: signal, Reason: reason})
 	return code
 }
 

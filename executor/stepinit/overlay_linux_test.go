@@ -1,4 +1,4 @@
-package executor
+package stepinit
 
 import (
 	"os"
@@ -78,7 +78,7 @@ func TestOverlayOptions(t *testing.T) {
 			if tt.upper != "" {
 				work = "/s/work"
 			}
-			o := overlay{stubs: tt.stubs, lowers: tt.lowers, empty: "/e", upper: tt.upper, work: work}
+			o := Overlay{Stubs: tt.stubs, Lowers: tt.lowers, Empty: "/e", Upper: tt.upper, Work: work}
 			data, dir, err := overlayOptions(o, 4095)
 			if tt.wantError {
 				if err == nil {
@@ -166,5 +166,12 @@ func TestResolveInRoot(t *testing.T) {
 	}
 	if rel, exists, err := resolveInRoot("", "/etc/../proc"); err != nil || exists || rel != "proc" {
 		t.Errorf("empty root: %q %v %v", rel, exists, err)
+	}
+}
+
+func must(tb testing.TB, err error) {
+	tb.Helper()
+	if err != nil {
+		tb.Fatal(err)
 	}
 }

@@ -1,4 +1,4 @@
-package executor
+package stepinit
 
 import (
 	"errors"
@@ -13,18 +13,18 @@ import (
 	"github.com/kiln-build/kiln/executor/devices"
 )
 
-// mount is unix.Mount with the error phrased for the build log.
-func mount(source, target, fstype string, flags uintptr, data string) error {
+// MountFS is unix.Mount with the error phrased for the build log.
+func MountFS(source, target, fstype string, flags uintptr, data string) error {
 	if err := unix.Mount(source, target, fstype, flags, data); err != nil {
 		return fmt.Errorf("mounting %s at %s: %w", fstype, target, err)
 	}
 	return nil
 }
 
-// bindReadOnly bind-mounts source at target read-only, with extra mount
+// BindReadOnly bind-mounts source at target read-only, with extra mount
 // flags. A bind mount takes the flags of its source; read-only needs a
 // second, remount call.
-func bindReadOnly(source, target string, extra uintptr) error {
+func BindReadOnly(source, target string, extra uintptr) error {
 	if err := unix.Mount(source, target, "", unix.MS_BIND, ""); err != nil {
 		return fmt.Errorf("binding %s at %s: %w", source, target, err)
 	}
@@ -58,7 +58,7 @@ const devSource = "kiln-dev"
 // devpts, shm and mqueue. The image's own /dev (often device nodes frozen
 // in a layer) is hidden: the command must not reach host devices.
 func mountDev(dst string) error {
-	if err := mount(devSource, dst, "tmpfs", unix.MS_NOSUID|unix.MS_STRICTATIME, "mode=755,size=65536k"); err != nil {
+	if err := MountFS(devSource, dst, "tmpfs", unix.MS_NOSUID|unix.MS_STRICTATIME, "mode=755,size=65536k"); err != nil {
 		return err
 	}
 	for _, d := range devices.Nodes {
@@ -89,7 +89,7 @@ func mountDev(dst string) error {
 		if err := os.Mkdir(p, os.FileMode(d.mode&0o777)); err != nil {
 			return fmt.Errorf("creating %s: %w", p, err)
 		}
-		if err := mount(d.fstype, p, d.fstype, d.flags, d.data); err != nil {
+		if err := MountFS(d.fstype, p, d.fstype, d.flags, d.data); err != nil {
 			return err
 		}
 	}
@@ -269,14 +269,14 @@ func bindDevice(source, target string) error {
 	return unix.Mount(source, target, "", unix.MS_BIND, "")
 }
 
-// pivotRoot makes newRoot the root of our mount namespace. pivot_root
+// PivotRoot makes newRoot the root of our mount namespace. pivot_root
 // rather than chroot: chroot leaves the host tree mounted and reachable
 // (a chroot is escaped with a second chroot and "cd .."); after
 // pivot_root and detaching the old root, nothing of the host remains in
 // the namespace. pivot_root(".", ".") stacks the old root on top of the
 // new one, so no directory for it is needed in the image, where it would
 // end up in the layer.
-func pivotRoot(newRoot string) error {
+func PivotRoot(newRoot string) error {
 	if err := unix.Chdir(newRoot); err != nil {
 		return fmt.Errorf("entering %s: %w", newRoot, err)
 	}
@@ -292,9 +292,9 @@ func pivotRoot(newRoot string) error {
 	return nil
 }
 
-// loopbackUp brings lo up in a new network namespace, where it starts
+// LoopbackUp brings lo up in a new network namespace, where it starts
 // down; builds with --network=none still expect localhost to work.
-func loopbackUp() error {
+func LoopbackUp() error {
 	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return fmt.Errorf("bringing up lo: %w", err)
@@ -314,24 +314,25 @@ func loopbackUp() error {
 	return nil
 }
 
-// maskedPaths are hidden from a RUN step as in Docker and BuildKit: kernel
+// MaskedPaths are hidden from a RUN step as in Docker and BuildKit: kernel
 // memory, key and timer information, firmware and power controls.
-var maskedPaths = []string{
+var MaskedPaths = []string{
 	"/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
 	"/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi",
 	"/sys/firmware", "/sys/devices/virtual/powercap",
 }
 
-// readonlyPaths are kernel knobs a RUN step may read but not turn.
-var readonlyPaths = []string{"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"}
+// ReadonlyPaths are kernel knobs a RUN step may read but not turn; all of
+// them below /proc (see maskPaths).
+var ReadonlyPaths = []string{"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"}
 
-// maskPaths hides maskedPaths (/dev/null over a file, an empty read-only
-// tmpfs over a directory) and makes readonlyPaths read-only in the new
+// maskPaths hides MaskedPaths (/dev/null over a file, an empty read-only
+// tmpfs over a directory) and makes ReadonlyPaths read-only in the new
 // root, before pivot_root. Every path is resolved inside root, so an image
 // that plants /proc or /dev as a symlink only moves where our own proc
 // and /dev are mounted, never onto the host. Paths the kernel lacks are
 // skipped.
-func maskPaths(root string) error {
+func maskPaths(root, roProc string) error {
 	null, err := inRoot(root, "/dev/null")
 	if err != nil {
 		return err
@@ -340,7 +341,7 @@ func maskPaths(root string) error {
 	if err := unix.Lstat(null, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFCHR || st.Rdev != unix.Mkdev(1, 3) {
 		return fmt.Errorf("masking paths: %s is not the null device", null)
 	}
-	for _, p := range maskedPaths {
+	for _, p := range MaskedPaths {
 		dst, err := inRoot(root, p)
 		if err != nil {
 			return err
@@ -351,7 +352,7 @@ func maskPaths(root string) error {
 			return fmt.Errorf("masking %s: %w", p, err)
 		}
 		if st.Mode&unix.S_IFMT == unix.S_IFDIR {
-			err = mount("tmpfs", dst, "tmpfs", unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "size=0")
+			err = MountFS("tmpfs", dst, "tmpfs", unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "size=0")
 		} else if err = unix.Mount(null, dst, "", unix.MS_BIND, ""); err != nil {
 			err = fmt.Errorf("masking %s: %w", p, err)
 		}
@@ -359,7 +360,12 @@ func maskPaths(root string) error {
 			return err
 		}
 	}
-	for _, p := range readonlyPaths {
+	// Each read-only path is bound from one read-only bind of the step's
+	// proc at roProc (outside the new root, gone with the old one): a
+	// bind starts with the flags of its source, so each takes one mount
+	// call instead of a bind and a remount.
+	procBound := false
+	for _, p := range ReadonlyPaths {
 		dst, err := inRoot(root, p)
 		if err != nil {
 			return err
@@ -367,8 +373,23 @@ func maskPaths(root string) error {
 		if err := unix.Lstat(dst, &st); errors.Is(err, unix.ENOENT) {
 			continue
 		}
-		if err := bindReadOnly(dst, dst, unix.MS_NOEXEC); err != nil {
-			return err
+		if !procBound {
+			proc, err := inRoot(root, "/proc")
+			if err != nil {
+				return err
+			}
+			if err := BindReadOnly(proc, roProc, unix.MS_NOEXEC); err != nil {
+				return err
+			}
+			procBound = true
+		}
+		rel, ok := strings.CutPrefix(p, "/proc/")
+		if !ok {
+			return fmt.Errorf("making %s read-only: not below /proc", p)
+		}
+		src := filepath.Join(roProc, rel)
+		if err := unix.Mount(src, dst, "", unix.MS_BIND, ""); err != nil {
+			return fmt.Errorf("binding %s read-only: %w", p, err)
 		}
 	}
 	return nil

@@ -1,8 +1,8 @@
-package executor
+package stepinit
 
 import (
+	"errors"
 	"fmt"
-	"github.com/kiln-build/kiln/rooted"
 	"io/fs"
 	"os"
 	"path"
@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/kiln-build/kiln/internal/userns"
+	"github.com/kiln-build/kiln/rooted"
 )
 
 // rootMount is a mount on a path of the image's own tree (as opposed to
@@ -25,18 +26,18 @@ type rootMount struct {
 	mount  func(dst string) error
 }
 
-// runChildRun sets up the RUN sandbox and runs the command as PID 1's
+// runStep sets up the RUN sandbox and runs the command as PID 1's
 // child. It returns the exit status for the sandbox child.
 //
 // waitPlaced returns once the parent has placed us in the step's cgroup;
 // the root is set up in the meantime.
-func runChildRun(rep reporter, cs *childSpec, waitPlaced func() error) int {
+func runStep(rep Reporter, cs *Spec, waitPlaced func() error) int {
 	// First: sysfs shows the network devices of the mounter's namespace.
 	if err := joinNetwork(cs); err != nil {
-		return rep.fail(err)
+		return rep.Fail(err)
 	}
-	if err := mountStepTmpfs(cs.StepDir, "empty", "probe", "stubs", "root"); err != nil {
-		return rep.fail(err)
+	if err := MountStepTmpfs(cs.StepDir, "empty", "probe", "stubs", "root", "proc"); err != nil {
+		return rep.Fail(err)
 	}
 	var (
 		empty  = filepath.Join(cs.StepDir, "empty")
@@ -44,17 +45,21 @@ func runChildRun(rep reporter, cs *childSpec, waitPlaced func() error) int {
 		stubs  = filepath.Join(cs.StepDir, "stubs")
 		merged = filepath.Join(cs.StepDir, "root")
 		hosts  = filepath.Join(cs.StepDir, "hosts")
+		resolv = filepath.Join(cs.StepDir, "resolv.conf")
+		// roProc is where maskPaths binds a read-only view of the step's
+		// /proc.
+		roProc = filepath.Join(cs.StepDir, "proc")
 	)
 	hostsData := fmt.Sprintf("127.0.0.1\tlocalhost %s\n::1\tlocalhost ip6-localhost ip6-loopback\n", cs.Hostname)
 	if err := os.WriteFile(hosts, []byte(hostsData), 0o644); err != nil {
-		return rep.fail(fmt.Errorf("writing hosts file: %w", err))
+		return rep.Fail(fmt.Errorf("writing hosts file: %w", err))
 	}
 
 	mounts := []rootMount{
 		{target: "/proc", dir: true, mount: func(dst string) error {
 			// A new proc for the new PID namespace: the command sees only
 			// its own processes.
-			return mount("proc", dst, "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "")
+			return MountFS("proc", dst, "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "")
 		}},
 		{target: "/dev", dir: true, mount: mountDev},
 		{target: "/sys", dir: true, mount: func(dst string) error {
@@ -73,21 +78,28 @@ func runChildRun(rep reporter, cs *childSpec, waitPlaced func() error) int {
 			if cs.Insecure {
 				flags &^= unix.MS_RDONLY
 			}
-			return mount("sysfs", dst, "sysfs", flags, "")
+			return MountFS("sysfs", dst, "sysfs", flags, "")
 		}},
-		{target: "/etc/hosts", mount: func(dst string) error { return bindReadOnly(hosts, dst, unix.MS_NOEXEC) }},
+		{target: "/etc/hosts", mount: func(dst string) error { return bindFromStep(hosts, dst) }},
 	}
-	// Without a resolv.conf on the host there is nothing to bind, and the
-	// image's own (if any) stays visible, as with BuildKit.
-	if cs.ResolvConf != "" {
-		// The build network's, which points at its DNS forwarder.
+	// The build network's resolv.conf, which points at its DNS forwarder,
+	// or else the host's. Without one on the host there is nothing to
+	// bind, and the image's own (if any) stays visible, as with BuildKit.
+	// A copy on our tmpfs rather than a bind of the host's file: it is
+	// then read-only with the tmpfs, without a mount call of its own.
+	resolvSrc := cs.ResolvConf
+	if resolvSrc == "" {
+		resolvSrc = "/etc/resolv.conf"
+	}
+	if data, err := os.ReadFile(resolvSrc); err == nil {
+		if err := os.WriteFile(resolv, data, 0o644); err != nil {
+			return rep.Fail(fmt.Errorf("writing resolv.conf: %w", err))
+		}
 		mounts = append(mounts, rootMount{target: "/etc/resolv.conf", mount: func(dst string) error {
-			return bindReadOnly(cs.ResolvConf, dst, unix.MS_NOEXEC)
+			return bindFromStep(resolv, dst)
 		}})
-	} else if _, err := os.Stat("/etc/resolv.conf"); err == nil {
-		mounts = append(mounts, rootMount{target: "/etc/resolv.conf", mount: func(dst string) error {
-			return bindReadOnly("/etc/resolv.conf", dst, unix.MS_NOEXEC)
-		}})
+	} else if cs.ResolvConf != "" || !errors.Is(err, fs.ErrNotExist) {
+		return rep.Fail(fmt.Errorf("reading resolv.conf: %w", err))
 	}
 
 	// RUN --mount mounts come after ours, so that a mount below /dev or
@@ -95,7 +107,7 @@ func runChildRun(rep reporter, cs *childSpec, waitPlaced func() error) int {
 	for _, m := range cs.Mounts {
 		rm, err := userMount(m)
 		if err != nil {
-			return rep.fail(err)
+			return rep.Fail(err)
 		}
 		mounts = append(mounts, rm)
 	}
@@ -111,10 +123,11 @@ func runChildRun(rep reporter, cs *childSpec, waitPlaced func() error) int {
 		}
 		src := filepath.Join(cs.StepDir, fmt.Sprintf("file-%d", i))
 		if err := writeFile(src, f); err != nil {
-			return rep.fail(err)
+			return rep.Fail(err)
 		}
-		// Executable: a file may be a script, as in /dev/pipes.
-		mounts = append(mounts, rootMount{target: p, mount: func(dst string) error { return bindReadOnly(src, dst, 0) }})
+		// Executable (our tmpfs is not noexec): a file may be a script,
+		// as in /dev/pipes.
+		mounts = append(mounts, rootMount{target: p, mount: func(dst string) error { return bindFromStep(src, dst) }})
 	}
 
 	// Mount points missing from the image go into a stub layer on our
@@ -124,8 +137,8 @@ func runChildRun(rep reporter, cs *childSpec, waitPlaced func() error) int {
 	// missing is decided on a read-only view of the lowers.
 	view := ""
 	if len(cs.Rootfs.Lowers) > 0 {
-		if _, err := mountOverlay(probe, overlay{lowers: cs.Rootfs.Lowers, empty: empty}); err != nil {
-			return rep.fail(err)
+		if _, err := MountOverlay(probe, Overlay{Lowers: cs.Rootfs.Lowers, Empty: empty}); err != nil {
+			return rep.Fail(err)
 		}
 		view = probe
 	}
@@ -133,93 +146,108 @@ func runChildRun(rep reporter, cs *childSpec, waitPlaced func() error) int {
 	for _, m := range mounts {
 		rel, exists, err := resolveInRoot(view, m.target)
 		if err != nil {
-			return rep.fail(fmt.Errorf("resolving mount point %s: %w", m.target, err))
+			return rep.Fail(fmt.Errorf("resolving mount point %s: %w", m.target, err))
 		}
 		if !exists {
 			if err := createStub(view, stubs, rel, m.dir); err != nil {
-				return rep.fail(fmt.Errorf("creating mount point %s: %w", m.target, err))
+				return rep.Fail(fmt.Errorf("creating mount point %s: %w", m.target, err))
 			}
 			needStubs = true
 		}
 	}
-	o := overlay{
-		lowers: cs.Rootfs.Lowers, empty: empty,
-		upper: cs.Rootfs.Upper, work: cs.Rootfs.Work, volatile: cs.Volatile,
+	// Everything on our tmpfs is written: from here on it is read-only,
+	// and so is every bind of a file from it (a bind mount starts with
+	// the flags of the mount it comes from), one mount call for all.
+	if err := unix.Mount("", cs.StepDir, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV, ""); err != nil {
+		return rep.Fail(fmt.Errorf("making the step's tmpfs read-only: %w", err))
+	}
+	o := Overlay{
+		Lowers: cs.Rootfs.Lowers, Empty: empty,
+		Upper: cs.Rootfs.Upper, Work: cs.Rootfs.Work, Volatile: cs.Volatile,
 	}
 	if needStubs {
-		o.stubs = stubs
+		o.Stubs = stubs
 	}
-	used, err := mountOverlay(merged, o)
+	used, err := MountOverlay(merged, o)
 	if err != nil {
-		return rep.fail(err)
+		return rep.Fail(err)
 	}
 	if cs.Volatile && !used {
-		rep.send(childMsg{NoVolatile: true})
+		rep.Send(Msg{NoVolatile: true})
 	}
 	for _, m := range mounts {
 		dst, err := mountPoint(merged, m)
 		if err != nil {
-			return rep.fail(err)
+			return rep.Fail(err)
 		}
 		if err := m.mount(dst); err != nil {
-			return rep.fail(err)
+			return rep.Fail(err)
 		}
 	}
 
 	if cs.Guards.NoDevices {
 		if err := nodevBelow(merged); err != nil {
-			return rep.fail(err)
+			return rep.Fail(err)
 		}
 	}
 	if !cs.Insecure {
-		if err := maskPaths(merged); err != nil {
-			return rep.fail(err)
+		if err := maskPaths(merged, roProc); err != nil {
+			return rep.Fail(err)
 		}
 	}
-	if err := pivotRoot(merged); err != nil {
-		return rep.fail(err)
+	if err := PivotRoot(merged); err != nil {
+		return rep.Fail(err)
 	}
 	for _, f := range devFiles {
 		if err := os.MkdirAll(filepath.Dir(f.Path), 0o755); err != nil {
-			return rep.fail(fmt.Errorf("creating %s: %w", filepath.Dir(f.Path), err))
+			return rep.Fail(fmt.Errorf("creating %s: %w", filepath.Dir(f.Path), err))
 		}
 		if err := writeFile(f.Path, f); err != nil {
-			return rep.fail(err)
+			return rep.Fail(err)
 		}
 	}
 	if err := unix.Sethostname([]byte(cs.Hostname)); err != nil {
-		return rep.fail(fmt.Errorf("setting hostname: %w", err))
+		return rep.Fail(fmt.Errorf("setting hostname: %w", err))
 	}
 	if cs.NetNone {
-		if err := loopbackUp(); err != nil {
-			return rep.fail(err)
+		if err := LoopbackUp(); err != nil {
+			return rep.Fail(err)
 		}
 	}
 	id, err := lookupUser(cs.User)
 	if err != nil {
-		return rep.fail(err)
+		return rep.Fail(err)
 	}
 	if err := os.MkdirAll(cs.Cwd, 0o755); err != nil {
-		return rep.fail(fmt.Errorf("creating working directory %s: %w", cs.Cwd, err))
+		return rep.Fail(fmt.Errorf("creating working directory %s: %w", cs.Cwd, err))
 	}
 	if err := unix.Chdir(cs.Cwd); err != nil {
-		return rep.fail(fmt.Errorf("entering working directory %s: %w", cs.Cwd, err))
+		return rep.Fail(fmt.Errorf("entering working directory %s: %w", cs.Cwd, err))
 	}
 	// WORKDIR /proc/self/fd/N would reach whatever directory the init
 	// holds open as fd N (runc's CVE-2024-21626 was a leaked host cgroup
 	// directory). The init holds none, and getcwd makes sure: a directory
 	// outside the new root has no path from it.
 	if _, err := unix.Getwd(); err != nil {
-		return rep.fail(fmt.Errorf("entering working directory %s: it is outside the container's root", cs.Cwd))
+		return rep.Fail(fmt.Errorf("entering working directory %s: it is outside the container's root", cs.Cwd))
 	}
 	// Nothing of the command may run outside the step's cgroup.
 	if err := waitPlaced(); err != nil {
-		return rep.fail(err)
+		return rep.Fail(err)
 	}
 	if err := hardenCommand(cs); err != nil {
-		return rep.fail(err)
+		return rep.Fail(err)
 	}
 	return runInit(rep, cs, id)
+}
+
+// bindFromStep binds src, a file on the step's tmpfs, at dst. The bind is
+// read-only, nosuid and nodev as the tmpfs is by then.
+func bindFromStep(src, dst string) error {
+	if err := unix.Mount(src, dst, "", unix.MS_BIND, ""); err != nil {
+		return fmt.Errorf("binding %s at %s: %w", src, dst, err)
+	}
+	return nil
 }
 
 // writeFile creates one of the step's Files at p.
@@ -354,7 +382,7 @@ func userMount(m Mount) (rootMount, error) {
 			data = "size=" + strconv.FormatInt(m.Size, 10)
 		}
 		return rootMount{target: m.Target, dir: true, mount: func(dst string) error {
-			return mount("tmpfs", dst, "tmpfs", flags, data)
+			return MountFS("tmpfs", dst, "tmpfs", flags, data)
 		}}, nil
 	case "bind":
 		fi, err := os.Stat(m.Source)
@@ -366,7 +394,7 @@ func userMount(m Mount) (rootMount, error) {
 		}}, nil
 	case "layers":
 		return rootMount{target: m.Target, dir: true, mount: func(dst string) error {
-			if _, err := mountOverlay(m.Stage, overlay{lowers: m.Lowers, upper: m.Upper, work: m.Work}); err != nil {
+			if _, err := MountOverlay(m.Stage, Overlay{Lowers: m.Lowers, Upper: m.Upper, Work: m.Work}); err != nil {
 				return err
 			}
 			rel, _, err := resolveInRoot(m.Stage, m.SubPath)
@@ -377,4 +405,17 @@ func userMount(m Mount) (rootMount, error) {
 		}}, nil
 	}
 	return rootMount{}, fmt.Errorf("mounting %s: unknown mount type %q", m.Target, m.Type)
+}
+
+// joinNetwork makes the sandbox child's thread, and so the command it
+// starts, enter the build's network namespace (fd NetnsFD).
+func joinNetwork(cs *Spec) error {
+	if !cs.JoinNet {
+		return nil
+	}
+	defer unix.Close(NetnsFD)
+	if err := unix.Setns(NetnsFD, unix.CLONE_NEWNET); err != nil {
+		return fmt.Errorf("joining the build's network namespace: %w", err)
+	}
+	return nil
 }

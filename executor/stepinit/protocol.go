@@ -1,0 +1,121 @@
+// Package stepinit is PID 1 of a RUN step's sandbox: it mounts the step's
+// root (overlay, /proc, /dev, /sys, masks, RUN --mount mounts), pivots into
+// it, drops capabilities, loads the seccomp filter, switches to the step's
+// user, runs the command, forwards signals to it and reaps orphans.
+//
+// It is the whole of cmd/kiln-init, a small static program that kiln embeds
+// and executes for each RUN step instead of re-executing itself: it must
+// link nothing a step's PID 1 does not need (no BuildKit parser, protobuf,
+// HTTP or compressors), because their package initialisation and page
+// faults are paid at every step. The imports are checked by a test.
+//
+// kiln (package executor) speaks to it over two pipes: the Spec, then a
+// Placement, as JSON on fd SpecFD; Msg reports back on fd ReportFD.
+package stepinit
+
+import "os"
+
+// SandboxArg is the argv[1] of every sandbox child, whether it is
+// kiln-init or kiln re-executed: it is what shows in /proc/1/cmdline
+// inside the sandbox, and what makes a re-executed kiln become the child.
+const SandboxArg = "__kiln-sandbox"
+
+// The child's descriptors, as the parent hands them over (exec.Cmd's
+// ExtraFiles).
+const (
+	SpecFD   = 3 // the Spec, then the Placement
+	ReportFD = 4 // Msgs to the parent
+	// NetnsFD is where a RUN child finds the network namespace to join
+	// (Spec.JoinNet).
+	NetnsFD = 5
+)
+
+// Rootfs is an overlay view, as executor.Rootfs (which converts to it).
+type Rootfs struct {
+	Lowers []string
+	Upper  string
+	Work   string
+}
+
+// File is a file provided to the command, as executor.File.
+type File struct {
+	Path string
+	Data []byte
+	Mode os.FileMode
+}
+
+// Mount is a RUN --mount mount, as executor.Mount.
+type Mount struct {
+	Type     string `json:"type"`
+	Source   string `json:"source,omitempty"`
+	Target   string `json:"target"`
+	Readonly bool   `json:"readonly,omitempty"`
+	Size     int64  `json:"size,omitempty"`
+
+	Lowers  []string `json:"lowers,omitempty"`
+	Upper   string   `json:"upper,omitempty"`
+	Work    string   `json:"work,omitempty"`
+	Stage   string   `json:"stage,omitempty"`
+	SubPath string   `json:"subPath,omitempty"`
+}
+
+// Guards are the guards that the child applies itself because the host
+// could not give the step the usual ones.
+type Guards struct {
+	// NoDevices: the step has no device filter (no cgroup, or the kernel
+	// refused the filter), so the child drops CAP_MKNOD and remounts every
+	// mount of the root nodev but its own /dev: no device node the step
+	// can open but the few kiln put in /dev.
+	NoDevices bool `json:"noDevices,omitempty"`
+	// NoSeccomp: kiln has no system call table for this architecture and
+	// the build allows running without a filter.
+	NoSeccomp bool `json:"noSeccomp,omitempty"`
+}
+
+// Spec is what the parent sends a sandbox child on SpecFD. Mode "run" is
+// this package's; kiln's copy child reads a Spec extended with the copy's
+// fields.
+type Spec struct {
+	Mode     string `json:"mode"` // "run" or "copy"
+	StepDir  string `json:"stepDir"`
+	Rootfs   Rootfs `json:"rootfs"`
+	Volatile bool   `json:"volatile,omitempty"`
+
+	Args     []string `json:"args,omitempty"`
+	Env      []string `json:"env,omitempty"`
+	Cwd      string   `json:"cwd,omitempty"`
+	User     string   `json:"user,omitempty"`
+	Hostname string   `json:"hostname,omitempty"`
+	NetNone  bool     `json:"netNone,omitempty"`
+	Files    []File   `json:"files,omitempty"`
+	// Interactive: the command reads the child's stdin.
+	Interactive bool    `json:"interactive,omitempty"`
+	Mounts      []Mount `json:"mounts,omitempty"`
+	Insecure    bool    `json:"insecure,omitempty"`
+	Guards      Guards  `json:"guards"`
+
+	// JoinNet: the child joins the network namespace on NetnsFD, and
+	// binds ResolvConf.
+	JoinNet    bool   `json:"joinNet,omitempty"`
+	ResolvConf string `json:"resolvConf,omitempty"`
+}
+
+// Placement is the parent's second message to a RUN child: it is in the
+// step's cgroup now.
+type Placement struct {
+	Placed bool `json:"placed"`
+}
+
+// Msg is one report from the child on ReportFD; the last one has Done
+// set.
+type Msg struct {
+	NoVolatile bool `json:"noVolatile,omitempty"`
+
+	Done       bool   `json:"done,omitempty"`
+	Error      string `json:"error,omitempty"`    // setup or copier error
+	NotFound   string `json:"notFound,omitempty"` // a copier NotFoundError's fields
+	ExcludedBy string `json:"excludedBy,omitempty"`
+	Exit       *int   `json:"exit,omitempty"` // RUN command status
+	Signal     string `json:"signal,omitempty"`
+	Reason     string `json:"reason,omitempty"`
+}
