@@ -37,6 +37,17 @@ func CgroupsAvailable() error {
 	return cgroups.Available()
 }
 
+// CgroupsExpected is CgroupsAvailable's answer as an earlier kiln of
+// this boot found it, without asking the kernel again (see
+// cgroups.Expected): for checks before the build. A RUN step always
+// asks CgroupsAvailable.
+func CgroupsExpected() error {
+	if hostLacks("cgroup") {
+		return fmt.Errorf("cgroups are marked missing by %s", hostLacksEnv)
+	}
+	return cgroups.Expected()
+}
+
 // guards are the parent's decisions about how a RUN child hardens the
 // step, sent with its spec.
 type guards struct {

@@ -24,6 +24,9 @@ func Copy(ctx context.Context, spec CopySpec) error {
 // CgroupsAvailable: cgroups are Linux's.
 func CgroupsAvailable() error { return errors.ErrUnsupported }
 
+// CgroupsExpected: cgroups are Linux's.
+func CgroupsExpected() error { return errors.ErrUnsupported }
+
 // EnterUserNS does nothing outside Linux: kiln runs as it was started.
 func EnterUserNS() (code int, done bool) { return 0, false }
 

@@ -16,6 +16,7 @@ import (
 	"github.com/kiln-build/kiln/executor"
 	"github.com/kiln-build/kiln/export"
 	"github.com/kiln-build/kiln/image"
+	"github.com/kiln-build/kiln/internal/features"
 	"github.com/kiln-build/kiln/parser"
 	"github.com/kiln-build/kiln/planner"
 	"github.com/kiln-build/kiln/progress"
@@ -166,6 +167,7 @@ func runBuild(cmd *cobra.Command, root, contextDir string, f buildFlags) error {
 		return err
 	}
 
+	features.Use(root) // what earlier builds found out about the host
 	sandbox, err := f.sandbox()
 	if err != nil {
 		return err
