@@ -48,6 +48,11 @@ func CgroupsExpected() error {
 	return cgroups.Expected()
 }
 
+// WaitCgroupsRemoved waits until the cgroups of the steps that ran are
+// removed (they are removed in the background); kiln calls it before it
+// exits. The error names a cgroup that could not be removed.
+func WaitCgroupsRemoved() error { return cgroups.WaitRemoved() }
+
 // guards are the parent's decisions about how a RUN child hardens the
 // step, sent with its spec.
 type guards struct {
@@ -134,7 +139,14 @@ func (cg *stepCgroup) cloneFD() int {
 
 func (cg *stepCgroup) add(pid int) error { return cg.Add(pid) }
 func (cg *stepCgroup) kill()             { cg.Kill() }
-func (cg *stepCgroup) remove() error     { return cg.Remove() }
+// remove hands the cgroup to a background removal (cgroups.RemoveLater):
+// the step that ran in it is over and its counters read, and the next
+// step must not wait for the kernel to tear it down. Its error, if any,
+// comes from WaitCgroupsRemoved.
+func (cg *stepCgroup) remove() error {
+	cg.RemoveLater()
+	return nil
+}
 func (cg *stepCgroup) oomKilled() bool   { return cg.OOMKilled() }
 func (cg *stepCgroup) pidsLimitHit() bool {
 	return cg.PidsLimitHit()

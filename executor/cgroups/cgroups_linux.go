@@ -668,6 +668,44 @@ func (cg *Step) PidsLimitHit() bool {
 	return cg.counter("pids", "pids.events", "max") > 0
 }
 
+// removals are the step cgroups RemoveLater is removing.
+var removals struct {
+	wg  sync.WaitGroup
+	mu  sync.Mutex
+	err error // the first removal that failed
+}
+
+// RemoveLater removes the step's cgroup in the background, so that the
+// next step never waits for it: an rmdir of a cgroup waits for the kernel
+// (an RCU grace period, the last exiting task). The step's processes must
+// be gone and its counters read. WaitRemoved waits for every such
+// removal: kiln calls it before it exits, and a kiln killed before then
+// leaves empty cgroups that the next one removes (removeStale).
+func (cg *Step) RemoveLater() {
+	removals.wg.Add(1)
+	go func() {
+		defer removals.wg.Done()
+		if err := cg.Remove(); err != nil {
+			removals.mu.Lock()
+			if removals.err == nil {
+				removals.err = err
+			}
+			removals.mu.Unlock()
+		}
+	}()
+}
+
+// WaitRemoved waits until every cgroup RemoveLater was given is removed,
+// and returns the first removal that failed (since the last call).
+func WaitRemoved() error {
+	removals.wg.Wait()
+	removals.mu.Lock()
+	defer removals.mu.Unlock()
+	err := removals.err
+	removals.err = nil
+	return err
+}
+
 // Remove deletes the step's cgroup. Its processes are dead by now, but the
 // kernel may still be tearing them down: rmdir is retried briefly.
 func (cg *Step) Remove() error {
