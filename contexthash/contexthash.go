@@ -307,35 +307,35 @@ func encodeMemo(m map[string]memoEntry) []byte {
 }
 
 func decodeMemo(data []byte) map[string]memoEntry {
-	m := map[string]memoEntry{}
 	s := string(data)
 	if !strings.HasPrefix(s, memoHeader) {
-		return m
+		return map[string]memoEntry{}
 	}
 	s = s[len(memoHeader):]
+	// Sized once and cut field by field, without a slice per line: a
+	// no-op rebuild reads the memo of every file of the context.
+	m := make(map[string]memoEntry, strings.Count(s, "\n"))
 	for len(s) > 0 {
 		line, rest, _ := strings.Cut(s, "\n")
 		s = rest
-		f := strings.SplitN(line, " ", 6)
-		if len(f) != 6 {
-			return map[string]memoEntry{}
-		}
 		var e memoEntry
-		var err error
+		var f [5]string
+		for i := range f {
+			var ok bool
+			if f[i], line, ok = strings.Cut(line, " "); !ok {
+				return map[string]memoEntry{}
+			}
+		}
+		var err [4]error
 		e.Sum = f[0]
-		if e.Size, err = strconv.ParseInt(f[1], 10, 64); err != nil {
+		e.Size, err[0] = strconv.ParseInt(f[1], 10, 64)
+		e.Mtime, err[1] = strconv.ParseInt(f[2], 10, 64)
+		e.Ctime, err[2] = strconv.ParseInt(f[3], 10, 64)
+		e.Ino, err[3] = strconv.ParseUint(f[4], 10, 64)
+		if err != [4]error{} {
 			return map[string]memoEntry{}
 		}
-		if e.Mtime, err = strconv.ParseInt(f[2], 10, 64); err != nil {
-			return map[string]memoEntry{}
-		}
-		if e.Ctime, err = strconv.ParseInt(f[3], 10, 64); err != nil {
-			return map[string]memoEntry{}
-		}
-		if e.Ino, err = strconv.ParseUint(f[4], 10, 64); err != nil {
-			return map[string]memoEntry{}
-		}
-		m[f[5]] = e
+		m[line] = e
 	}
 	return m
 }

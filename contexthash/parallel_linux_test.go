@@ -107,3 +107,39 @@ func TestChecksumParallelMatchesSerial(t *testing.T) {
 		})
 	}
 }
+
+// BenchmarkChecksumNoop is a no-op rebuild's context hash: 10,000 files
+// in 50 directories, every digest in the memo, so one lstat per entry.
+func BenchmarkChecksumNoop(b *testing.B) {
+	dir, memo := b.TempDir(), b.TempDir()
+	for d := 0; d < 50; d++ {
+		if err := os.MkdirAll(filepath.Join(dir, fmt.Sprintf("d%02d", d)), 0o755); err != nil {
+			b.Fatal(err)
+		}
+		for f := 0; f < 200; f++ {
+			if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("d%02d/f%05d.txt", d, f)), []byte("x\n"), 0o644); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	h, err := Open(memo, dir)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, _, err := h.Checksum([]string{"."}, []string{".complete"}); err != nil {
+		b.Fatal(err)
+	}
+	if err := h.Save(); err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		h, err := Open(memo, dir)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, _, err := h.Checksum([]string{"."}, []string{".complete"}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
