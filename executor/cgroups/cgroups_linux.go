@@ -86,8 +86,11 @@ func cacheScope() (string, error) {
 // Host finds kiln's cgroups, once; the error says why steps cannot have
 // cgroups of their own. The answer is remembered for Expected.
 var Host = sync.OnceValues(func() (*Hierarchy, error) {
+	// The scope as the next kiln will see it: finding the cgroups may
+	// move this one into a leaf of its own.
+	scope, serr := cacheScope()
 	h, err := findCgroups()
-	if scope, serr := cacheScope(); serr == nil {
+	if serr == nil {
 		var c cachedAnswer
 		if err != nil {
 			c.Err = err.Error()
