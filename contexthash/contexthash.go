@@ -32,9 +32,18 @@ type Hasher struct {
 	// background, so that it overlaps resolving the base image.
 	loaded chan struct{}
 
-	mu    sync.Mutex
-	memo  map[string]memoEntry
-	dirty bool
+	mu         sync.Mutex
+	memo       map[string]memoEntry
+	dirty      bool
+	prefetched map[string]*prefetch // by sources and excludes
+}
+
+// prefetch is a Checksum started before it was asked for.
+type prefetch struct {
+	done    chan struct{}
+	sum     string
+	entries []Entry
+	err     error
 }
 
 // memoEntry is a remembered file digest and the stat it is valid for.
@@ -101,15 +110,65 @@ type batch struct {
 	done  chan struct{} // closed when every item has its record
 }
 
+// Prefetch starts hashing sources in the background, so that a build
+// hashes its context while it resolves its base image: the next Checksum
+// of the same sources and excludes returns this result. The context is
+// hashed a little earlier, as if the build had started then; a COPY still
+// checks that it reads exactly what was hashed.
+func (h *Hasher) Prefetch(sources, excludes []string) {
+	key := prefetchKey(sources, excludes)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if _, ok := h.prefetched[key]; ok {
+		return
+	}
+	if h.prefetched == nil {
+		h.prefetched = map[string]*prefetch{}
+	}
+	p := &prefetch{done: make(chan struct{})}
+	h.prefetched[key] = p
+	go func() {
+		defer close(p.done)
+		p.sum, p.entries, p.err = h.checksum(sources, excludes)
+	}()
+}
+
+// prefetchKey frames sources and excludes into one map key.
+func prefetchKey(sources, excludes []string) string {
+	var b []byte
+	for _, s := range sources {
+		b = copier.AppendFrame(b, "source", s)
+	}
+	for _, e := range excludes {
+		b = copier.AppendFrame(b, "exclude", e)
+	}
+	return string(b)
+}
+
 // Checksum hashes what a COPY of sources (as written, after .dockerignore
 // excludes) reads from the context.
+func (h *Hasher) Checksum(sources, excludes []string) (string, []Entry, error) {
+	h.mu.Lock()
+	p := h.prefetched[prefetchKey(sources, excludes)]
+	h.mu.Unlock()
+	if p != nil {
+		<-p.done
+		if p.err == nil {
+			return p.sum, p.entries, nil
+		}
+		// hashed again, so that the error is this call's own
+	}
+	return h.checksum(sources, excludes)
+}
+
+// checksum hashes what Checksum asks for.
 //
 // The walk only lstats, looks up the memo and opens the files it has to
 // read; workers (one per CPU) read those and compute the entries'
 // records, and the records are framed into the total in the walk's
 // order: an unchanged context costs one lstat per entry, spread over the
 // cores, and a changed one is read by every core.
-func (h *Hasher) Checksum(sources, excludes []string) (string, []Entry, error) {
+func (h *Hasher) checksum(sources, excludes []string) (string, []Entry, error) {
 	<-h.loaded
 	workers := runtime.GOMAXPROCS(0)
 	work := make(chan *batch, workers)
@@ -261,6 +320,15 @@ func (h *Hasher) records(b *batch) {
 // on the next build.
 func (h *Hasher) Save() error {
 	<-h.loaded
+	h.mu.Lock()
+	pending := make([]*prefetch, 0, len(h.prefetched))
+	for _, p := range h.prefetched {
+		pending = append(pending, p)
+	}
+	h.mu.Unlock()
+	for _, p := range pending {
+		<-p.done // what it read goes into the memo too
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if !h.dirty {

@@ -143,3 +143,42 @@ func BenchmarkChecksumNoop(b *testing.B) {
 		}
 	}
 }
+
+// A prefetched checksum is the one Checksum would compute, for the same
+// sources and excludes only; Save keeps what the prefetch read.
+func TestPrefetch(t *testing.T) {
+	dir := t.TempDir()
+	write(t, dir, "src/a.txt", "a\n")
+	write(t, dir, "src/b.log", "b\n")
+	write(t, dir, "other.txt", "o\n")
+	excludes := []string{"*/*.log"}
+	for _, tt := range []struct {
+		name                 string
+		prefetch, sources    []string
+		prefetchEx, excludes []string
+	}{
+		{"same sources", []string{"/src"}, []string{"/src"}, excludes, excludes},
+		{"other sources", []string{"/"}, []string{"/src"}, excludes, excludes},
+		{"other excludes", []string{"/src"}, []string{"/src"}, nil, excludes},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			wantSum, wantEntries := serialChecksum(t, dir, tt.sources, tt.excludes)
+			memo := t.TempDir()
+			h, err := Open(memo, dir)
+			must(t, err)
+			h.Prefetch(tt.prefetch, tt.prefetchEx)
+			sum, entries, err := h.Checksum(tt.sources, tt.excludes)
+			must(t, err)
+			if sum != wantSum || !reflect.DeepEqual(entries, wantEntries) {
+				t.Errorf("checksum %s (%d entries), want %s (%d)", sum, len(entries), wantSum, len(wantEntries))
+			}
+			must(t, h.Save())
+			h2, err := Open(memo, dir)
+			must(t, err)
+			<-h2.loaded
+			if _, ok := h2.memo["/src/a.txt"]; !ok {
+				t.Error("the memo lacks what the build hashed")
+			}
+		})
+	}
+}

@@ -209,6 +209,13 @@ func Build(ctx context.Context, opt Options) (*Result, error) {
 		}
 	}
 	mark(target)
+	if b.ctxHash != nil {
+		for _, st := range b.stages {
+			if reach[st] {
+				prefetchContext(b.ctxHash, st, opt.Excludes)
+			}
+		}
+	}
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
