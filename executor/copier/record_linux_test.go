@@ -45,11 +45,12 @@ func TestRecordMatchesFrames(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	must(os.WriteFile(filepath.Join(dir, "f"), []byte("x"), 0o4755))
+	must(os.WriteFile(filepath.Join(dir, "f"), []byte("x"), 0o755))
+	must(os.Chmod(filepath.Join(dir, "f"), 0o755|os.ModeSetuid))
 	must(os.WriteFile(long, nil, 0o600))
 	must(os.Symlink("f", filepath.Join(dir, "l")))
 	must(os.Mkdir(filepath.Join(dir, "d"), 0o1777))
-	must(os.Chmod(filepath.Join(dir, "d"), 0o1777))
+	must(os.Chmod(filepath.Join(dir, "d"), 0o777|os.ModeSticky))
 	must(os.Chown(filepath.Join(dir, "f"), os.Getuid(), os.Getgid()))
 	tests := []struct {
 		name, path, rel, content, link string
