@@ -13,6 +13,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -27,9 +28,22 @@ type Hasher struct {
 	dir      string // the context, absolute
 	memoPath string
 
-	mu    sync.Mutex
-	memo  map[string]memoEntry
-	dirty bool
+	// loaded is closed once the memo has been read: Open reads it in the
+	// background, so that it overlaps resolving the base image.
+	loaded chan struct{}
+
+	mu         sync.Mutex
+	memo       map[string]memoEntry
+	dirty      bool
+	prefetched map[string]*prefetch // by sources and excludes
+}
+
+// prefetch is a Checksum started before it was asked for.
+type prefetch struct {
+	done    chan struct{}
+	sum     string
+	entries []Entry
+	err     error
 }
 
 // memoEntry is a remembered file digest and the stat it is valid for.
@@ -55,98 +69,266 @@ func Open(memoDir, contextDir string) (*Hasher, error) {
 		return nil, fmt.Errorf("hashing context %s: %w", contextDir, err)
 	}
 	id := sha256.Sum256([]byte(abs))
-	h := &Hasher{dir: abs, memoPath: filepath.Join(memoDir, hex.EncodeToString(id[:16])+".memo"), memo: map[string]memoEntry{}}
-	if data, err := os.ReadFile(h.memoPath); err == nil {
-		h.memo = decodeMemo(data) // a damaged memo is ignored
-	}
+	h := &Hasher{dir: abs, memoPath: filepath.Join(memoDir, hex.EncodeToString(id[:16])+".memo"), memo: map[string]memoEntry{}, loaded: make(chan struct{})}
+	go func() {
+		defer close(h.loaded)
+		if data, err := os.ReadFile(h.memoPath); err == nil {
+			m := decodeMemo(data) // a damaged memo is ignored
+			h.mu.Lock()
+			h.memo = m
+			h.mu.Unlock()
+		}
+	}()
 	return h, nil
+}
+
+// The walk hands its entries to workers in batches: a batch is flushed at
+// batchEntries entries, or earlier once it holds batchFiles open files to
+// read, which bounds the descriptors a cold context keeps open.
+const (
+	batchEntries = 256
+	batchFiles   = 16
+)
+
+// item is one selected entry on its way from the walk to the total.
+type item struct {
+	source    string
+	newSource bool // first entry of its source: the total frames the source
+	rel       string
+	fi        fs.FileInfo
+	key       memoEntry // the file's stat, and its digest once known
+	keyed     bool      // key holds a stat the memo can remember
+	f         *os.File  // a file the memo does not know: read by a worker
+	link      string
+	rec       []byte
+	sum       string // copier.EntrySum(rec)
+	err       error
+}
+
+type batch struct {
+	items []item
+	done  chan struct{} // closed when every item has its record
+}
+
+// Prefetch starts hashing sources in the background, so that a build
+// hashes its context while it resolves its base image: the next Checksum
+// of the same sources and excludes returns this result. The context is
+// hashed a little earlier, as if the build had started then; a COPY still
+// checks that it reads exactly what was hashed.
+func (h *Hasher) Prefetch(sources, excludes []string) {
+	key := prefetchKey(sources, excludes)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if _, ok := h.prefetched[key]; ok {
+		return
+	}
+	if h.prefetched == nil {
+		h.prefetched = map[string]*prefetch{}
+	}
+	p := &prefetch{done: make(chan struct{})}
+	h.prefetched[key] = p
+	go func() {
+		defer close(p.done)
+		p.sum, p.entries, p.err = h.checksum(sources, excludes)
+	}()
+}
+
+// prefetchKey frames sources and excludes into one map key.
+func prefetchKey(sources, excludes []string) string {
+	var b []byte
+	for _, s := range sources {
+		b = copier.AppendFrame(b, "source", s)
+	}
+	for _, e := range excludes {
+		b = copier.AppendFrame(b, "exclude", e)
+	}
+	return string(b)
 }
 
 // Checksum hashes what a COPY of sources (as written, after .dockerignore
 // excludes) reads from the context.
 func (h *Hasher) Checksum(sources, excludes []string) (string, []Entry, error) {
+	h.mu.Lock()
+	p := h.prefetched[prefetchKey(sources, excludes)]
+	h.mu.Unlock()
+	if p != nil {
+		<-p.done
+		if p.err == nil {
+			return p.sum, p.entries, nil
+		}
+		// hashed again, so that the error is this call's own
+	}
+	return h.checksum(sources, excludes)
+}
+
+// checksum hashes what Checksum asks for.
+//
+// The walk only lstats, looks up the memo and opens the files it has to
+// read; workers (one per CPU) read those and compute the entries'
+// records, and the records are framed into the total in the walk's
+// order: an unchanged context costs one lstat per entry, spread over the
+// cores, and a changed one is read by every core.
+func (h *Hasher) checksum(sources, excludes []string) (string, []Entry, error) {
+	<-h.loaded
+	workers := runtime.GOMAXPROCS(0)
+	work := make(chan *batch, workers)
+	ordered := make(chan *batch, 1024)
+	var wg sync.WaitGroup
+	for i := 0; i < workers; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for b := range work {
+				h.records(b)
+				close(b.done)
+			}
+		}()
+	}
 	total := sha256.New()
 	var entries []Entry
-	idx := -1
-	last := ""
-	err := copier.SelectAt(h.dir, sources, excludes, func(source, rel string, fi fs.FileInfo, dir *rooted.Dir, name string) error {
-		if source != last || idx < 0 {
-			idx++
-			last = source
-			copier.Frame(total, "source", source)
+	var firstErr error
+	framed := make(chan struct{})
+	go func() {
+		defer close(framed)
+		var buf []byte
+		for b := range ordered {
+			<-b.done
+			buf = buf[:0]
+			for i := range b.items {
+				it := &b.items[i]
+				if it.err != nil {
+					if firstErr == nil {
+						firstErr = it.err
+					}
+					continue
+				}
+				if it.newSource {
+					buf = copier.AppendFrame(buf, "source", it.source)
+				}
+				buf = copier.AppendFrame(buf, "entry", string(it.rec))
+				entries = append(entries, Entry{Path: it.rel, Sum: it.sum})
+			}
+			total.Write(buf)
 		}
-		rec, err := h.record(rel, fi, dir, name)
-		if err != nil {
+	}()
+
+	cur := &batch{done: make(chan struct{})}
+	files := 0
+	flush := func() {
+		if len(cur.items) == 0 {
+			return
+		}
+		ordered <- cur
+		work <- cur
+		cur = &batch{items: make([]item, 0, batchEntries), done: make(chan struct{})}
+		files = 0
+	}
+	last := ""
+	first := true
+	walkErr := copier.SelectAt(h.dir, sources, excludes, func(source, rel string, fi fs.FileInfo, dir *rooted.Dir, name string) error {
+		it := item{source: source, newSource: first || source != last, rel: rel, fi: fi}
+		first, last = false, source
+		if err := h.prepare(&it, dir, name); err != nil {
 			return err
 		}
-		copier.Frame(total, "entry", string(rec))
-		entries = append(entries, Entry{Path: rel, Sum: copier.EntrySum(rec)})
+		if it.f != nil {
+			files++
+		}
+		cur.items = append(cur.items, it)
+		if len(cur.items) >= batchEntries || files >= batchFiles {
+			flush()
+		}
 		return nil
 	})
-	if err != nil {
-		return "", nil, err
+	flush()
+	close(work)
+	close(ordered)
+	wg.Wait()
+	<-framed
+	if walkErr != nil {
+		return "", nil, walkErr
+	}
+	if firstErr != nil {
+		return "", nil, firstErr
 	}
 	return hex.EncodeToString(total.Sum(nil)), entries, nil
 }
 
-// record is the framed description of one entry (copier.Record, the
-// same the copier computes over what it copies). The entry is read
-// through its parent directory's handle: no path is resolved again.
-func (h *Hasher) record(rel string, fi fs.FileInfo, dir *rooted.Dir, name string) ([]byte, error) {
-	st, _ := fi.Sys().(*syscall.Stat_t)
-	content, link := "", ""
+// prepare does, for one entry, what needs its parent directory's handle
+// (valid only during the walk's callback): a symlink's target, and the
+// opening of a file whose digest the memo does not know. The entry is
+// read through that handle: no path is resolved again.
+func (h *Hasher) prepare(it *item, dir *rooted.Dir, name string) error {
 	switch {
-	case fi.Mode().IsRegular():
-		sum, err := h.fileSum(rel, fi, st, dir, name)
-		if err != nil {
-			return nil, err
+	case it.fi.Mode().IsRegular():
+		st, _ := it.fi.Sys().(*syscall.Stat_t)
+		if st != nil {
+			it.key = memoEntry{Size: it.fi.Size(), Mtime: st.Mtim.Nano(), Ctime: st.Ctim.Nano(), Ino: st.Ino}
+			it.keyed = true
+			h.mu.Lock()
+			m, ok := h.memo[it.rel]
+			h.mu.Unlock()
+			if ok && m.Size == it.key.Size && m.Mtime == it.key.Mtime && m.Ctime == it.key.Ctime && m.Ino == it.key.Ino {
+				it.key.Sum = m.Sum
+				return nil
+			}
 		}
-		content = sum
-	case fi.Mode()&fs.ModeSymlink != 0:
+		f, err := dir.OpenRegular(name)
+		if err != nil {
+			return fmt.Errorf("hashing context file %s: %w", it.rel, err)
+		}
+		it.f = f
+	case it.fi.Mode()&fs.ModeSymlink != 0:
 		target, err := dir.Readlink(name)
 		if err != nil {
-			return nil, fmt.Errorf("hashing context: %w", err)
+			return fmt.Errorf("hashing context: %w", err)
 		}
-		link = target
+		it.link = target
 	}
-	return copier.Record(rel, fi, content, link), nil
+	return nil
 }
 
-// fileSum returns the file's content digest, from the memo when its stat is
-// unchanged.
-func (h *Hasher) fileSum(rel string, fi fs.FileInfo, st *syscall.Stat_t, dir *rooted.Dir, name string) (string, error) {
-	var key memoEntry
-	if st != nil {
-		key = memoEntry{Size: fi.Size(), Mtime: st.Mtim.Nano(), Ctime: st.Ctim.Nano(), Ino: st.Ino}
+// records reads the files of b the memo did not know, remembers their
+// digests, and computes each entry's framed description (copier.Record,
+// the same the copier computes over what it copies).
+func (h *Hasher) records(b *batch) {
+	for i := range b.items {
+		it := &b.items[i]
+		if it.f != nil {
+			d := sha256.New()
+			_, err := io.Copy(d, it.f)
+			it.f.Close()
+			it.f = nil
+			if err != nil {
+				it.err = fmt.Errorf("hashing context file %s: %w", it.rel, err)
+				continue
+			}
+			it.key.Sum = hex.EncodeToString(d.Sum(nil))
+			if it.keyed {
+				h.mu.Lock()
+				h.memo[it.rel] = it.key
+				h.dirty = true
+				h.mu.Unlock()
+			}
+		}
+		it.rec = copier.Record(it.rel, it.fi, it.key.Sum, it.link)
+		it.sum = copier.EntrySum(it.rec)
 	}
-	h.mu.Lock()
-	m, ok := h.memo[rel]
-	h.mu.Unlock()
-	if ok && st != nil && m.Size == key.Size && m.Mtime == key.Mtime && m.Ctime == key.Ctime && m.Ino == key.Ino {
-		return m.Sum, nil
-	}
-	f, err := dir.OpenRegular(name)
-	if err != nil {
-		return "", fmt.Errorf("hashing context file %s: %w", rel, err)
-	}
-	defer f.Close()
-	d := sha256.New()
-	if _, err := io.Copy(d, f); err != nil {
-		return "", fmt.Errorf("hashing context file %s: %w", rel, err)
-	}
-	key.Sum = hex.EncodeToString(d.Sum(nil))
-	if st != nil {
-		h.mu.Lock()
-		h.memo[rel] = key
-		h.dirty = true
-		h.mu.Unlock()
-	}
-	return key.Sum, nil
 }
 
 // Save writes the memo back, atomically; failing to save only costs time
 // on the next build.
 func (h *Hasher) Save() error {
+	<-h.loaded
+	h.mu.Lock()
+	pending := make([]*prefetch, 0, len(h.prefetched))
+	for _, p := range h.prefetched {
+		pending = append(pending, p)
+	}
+	h.mu.Unlock()
+	for _, p := range pending {
+		<-p.done // what it read goes into the memo too
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if !h.dirty {
@@ -193,35 +375,35 @@ func encodeMemo(m map[string]memoEntry) []byte {
 }
 
 func decodeMemo(data []byte) map[string]memoEntry {
-	m := map[string]memoEntry{}
 	s := string(data)
 	if !strings.HasPrefix(s, memoHeader) {
-		return m
+		return map[string]memoEntry{}
 	}
 	s = s[len(memoHeader):]
+	// Sized once and cut field by field, without a slice per line: a
+	// no-op rebuild reads the memo of every file of the context.
+	m := make(map[string]memoEntry, strings.Count(s, "\n"))
 	for len(s) > 0 {
 		line, rest, _ := strings.Cut(s, "\n")
 		s = rest
-		f := strings.SplitN(line, " ", 6)
-		if len(f) != 6 {
-			return map[string]memoEntry{}
-		}
 		var e memoEntry
-		var err error
+		var f [5]string
+		for i := range f {
+			var ok bool
+			if f[i], line, ok = strings.Cut(line, " "); !ok {
+				return map[string]memoEntry{}
+			}
+		}
+		var err [4]error
 		e.Sum = f[0]
-		if e.Size, err = strconv.ParseInt(f[1], 10, 64); err != nil {
+		e.Size, err[0] = strconv.ParseInt(f[1], 10, 64)
+		e.Mtime, err[1] = strconv.ParseInt(f[2], 10, 64)
+		e.Ctime, err[2] = strconv.ParseInt(f[3], 10, 64)
+		e.Ino, err[3] = strconv.ParseUint(f[4], 10, 64)
+		if err != [4]error{} {
 			return map[string]memoEntry{}
 		}
-		if e.Mtime, err = strconv.ParseInt(f[2], 10, 64); err != nil {
-			return map[string]memoEntry{}
-		}
-		if e.Ctime, err = strconv.ParseInt(f[3], 10, 64); err != nil {
-			return map[string]memoEntry{}
-		}
-		if e.Ino, err = strconv.ParseUint(f[4], 10, 64); err != nil {
-			return map[string]memoEntry{}
-		}
-		m[f[5]] = e
+		m[line] = e
 	}
 	return m
 }

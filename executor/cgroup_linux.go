@@ -38,6 +38,22 @@ func CgroupsAvailable() error {
 	return cgroups.Available()
 }
 
+// CgroupsExpected is CgroupsAvailable's answer as an earlier kiln of
+// this boot found it, without asking the kernel again (see
+// cgroups.Expected): for checks before the build. A RUN step always
+// asks CgroupsAvailable.
+func CgroupsExpected() error {
+	if hostLacks("cgroup") {
+		return fmt.Errorf("cgroups are marked missing by %s", hostLacksEnv)
+	}
+	return cgroups.Expected()
+}
+
+// WaitCgroupsRemoved waits until the cgroups of the steps that ran are
+// removed (they are removed in the background); kiln calls it before it
+// exits. The error names a cgroup that could not be removed.
+func WaitCgroupsRemoved() error { return cgroups.WaitRemoved() }
+
 // guards are the guards the child applies itself; see stepinit.Guards.
 type guards = stepinit.Guards
 
@@ -114,8 +130,16 @@ func (cg *stepCgroup) cloneFD() int {
 
 func (cg *stepCgroup) add(pid int) error { return cg.Add(pid) }
 func (cg *stepCgroup) kill()             { cg.Kill() }
-func (cg *stepCgroup) remove() error     { return cg.Remove() }
-func (cg *stepCgroup) oomKilled() bool   { return cg.OOMKilled() }
+
+// remove hands the cgroup to a background removal (cgroups.RemoveLater):
+// the step that ran in it is over and its counters read, and the next
+// step must not wait for the kernel to tear it down. Its error, if any,
+// comes from WaitCgroupsRemoved.
+func (cg *stepCgroup) remove() error {
+	cg.RemoveLater()
+	return nil
+}
+func (cg *stepCgroup) oomKilled() bool { return cg.OOMKilled() }
 func (cg *stepCgroup) pidsLimitHit() bool {
 	return cg.PidsLimitHit()
 }

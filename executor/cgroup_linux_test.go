@@ -30,6 +30,10 @@ func needCgroups(t *testing.T) *cgroups.Hierarchy {
 // assertNoStepCgroups fails when a step's cgroup outlived it.
 func assertNoStepCgroups(t *testing.T, h *cgroups.Hierarchy) {
 	t.Helper()
+	// removed in the background: as kiln does before it exits
+	if err := WaitCgroupsRemoved(); err != nil {
+		t.Error(err)
+	}
 	for c, dir := range h.Dirs {
 		left, _ := filepath.Glob(filepath.Join(dir, fmt.Sprintf("kiln-step-%d-*", os.Getpid())))
 		if len(left) > 0 {

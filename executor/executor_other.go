@@ -24,6 +24,12 @@ func Copy(ctx context.Context, spec CopySpec) error {
 // CgroupsAvailable: cgroups are Linux's.
 func CgroupsAvailable() error { return errors.ErrUnsupported }
 
+// WaitCgroupsRemoved: there are no step cgroups to wait for.
+func WaitCgroupsRemoved() error { return nil }
+
+// CgroupsExpected: cgroups are Linux's.
+func CgroupsExpected() error { return errors.ErrUnsupported }
+
 // EnterUserNS does nothing outside Linux: kiln runs as it was started.
 func EnterUserNS() (code int, done bool) { return 0, false }
 

@@ -229,6 +229,13 @@ func Build(ctx context.Context, opt Options) (*Result, error) {
 	}
 	mark(target)
 	b.wantNet = b.needsNetwork(reach)
+	if b.ctxHash != nil {
+		for _, st := range b.stages {
+			if reach[st] {
+				prefetchContext(b.ctxHash, st, opt.Excludes)
+			}
+		}
+	}
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"path/filepath"
 	"time"
 )
@@ -31,14 +30,16 @@ type Display struct {
 	// ID is the build's ID, the name of its log directory.
 	ID string
 	// LogDir is where the build's logs are kept; "" when they are not.
+	// A build that ran nothing and failed nothing keeps none: it does not
+	// exist then.
 	LogDir string
 }
 
 // Modes are the values of --progress that New knows, besides auto.
 var Modes = []string{"plain", "tty", "rawjson", "quiet"}
 
-// New starts showing a build. Old builds' log directories beyond the
-// newest KeepLogs are removed.
+// New starts showing a build. When the build's logs are kept, old builds'
+// log directories beyond the newest KeepLogs are removed.
 func New(c Config) (*Display, error) {
 	now := c.Now
 	if now == nil {
@@ -47,18 +48,9 @@ func New(c Config) (*Display, error) {
 	d := &Display{ID: NewBuildID(now())}
 	var views []view
 	if c.LogsDir != "" {
-		if err := os.MkdirAll(c.LogsDir, 0o755); err != nil {
-			return nil, fmt.Errorf("creating the log directory: %w", err)
-		}
-		// Another build may prune at the same time: losing that race
-		// costs only old logs, never this build's.
-		_ = pruneLogs(c.LogsDir, KeepLogs-1)
+		// made when there is something to keep (see logView)
 		d.LogDir = filepath.Join(c.LogsDir, d.ID)
-		lv, err := openLogView(d.LogDir)
-		if err != nil {
-			return nil, err
-		}
-		views = append(views, lv)
+		views = append(views, newLogView(c.LogsDir, d.LogDir))
 	}
 	var tty *ttyView
 	switch c.Mode {

@@ -387,3 +387,56 @@ func TestConcurrent(t *testing.T) {
 		}
 	}
 }
+
+// A build that ran nothing (a no-op rebuild: the base resolved, every
+// step cached) makes no log directory and prunes none; one that fails
+// keeps its transcript even when no step wrote anything.
+func TestLogsOnlyWhenSomethingRan(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		run  func(p Printer)
+		kept bool
+	}{
+		{"no-op rebuild", func(p Printer) {
+			from := p.Step("[1/2] FROM registry.example/busybox:latest")
+			from.Done()
+			p.Step("[2/2] COPY . /data/").Cached()
+			Summarize(p, Summary{ImageID: "sha256:1111"})
+		}, false},
+		{"failure without output", func(p Printer) {
+			p.Step("[1/1] COPY missing /").Fail(errors.New("missing: not found"))
+		}, true},
+		{"build failed outside a step", func(p Printer) {
+			p.Step("[1/1] FROM registry.example/busybox:latest").Done()
+		}, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			logs := t.TempDir()
+			old := filepath.Join(logs, "20200101-000000-000000")
+			for i := 0; i < KeepLogs+1; i++ {
+				if err := os.Mkdir(fmt.Sprintf("%s%d", old, i), 0o755); err != nil {
+					t.Fatal(err)
+				}
+			}
+			d, err := New(Config{Mode: "quiet", LogsDir: logs})
+			if err != nil {
+				t.Fatal(err)
+			}
+			tt.run(d)
+			if err := d.Close(); err != nil {
+				t.Fatal(err)
+			}
+			_, err = os.Stat(filepath.Join(d.LogDir, "build.log"))
+			if kept := err == nil; kept != tt.kept {
+				t.Errorf("build.log kept: %v, want %v", kept, tt.kept)
+			}
+			ents, err := os.ReadDir(logs)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := KeepLogs + 1; !tt.kept && len(ents) != want {
+				t.Errorf("%d log directories after a build that kept none, want the %d there were", len(ents), want)
+			}
+		})
+	}
+}

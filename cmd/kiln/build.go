@@ -17,6 +17,7 @@ import (
 	"github.com/kiln-build/kiln/executor"
 	"github.com/kiln-build/kiln/export"
 	"github.com/kiln-build/kiln/image"
+	"github.com/kiln-build/kiln/internal/features"
 	"github.com/kiln-build/kiln/parser"
 	"github.com/kiln-build/kiln/planner"
 	"github.com/kiln-build/kiln/progress"
@@ -186,6 +187,7 @@ func runBuild(cmd *cobra.Command, root, contextDir string, f buildFlags) (err er
 	}
 	loadSpan.End()
 
+	features.Use(root) // what earlier builds found out about the host
 	sandbox, err := f.sandbox()
 	if err != nil {
 		return err

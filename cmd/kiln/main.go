@@ -33,6 +33,10 @@ func main() {
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
 	go func() { interrupted.Store(<-sigs) }()
 	err := newRootCmd().ExecuteContext(ctx)
+	// Step cgroups are removed in the background; none outlives kiln.
+	if cerr := executor.WaitCgroupsRemoved(); cerr != nil {
+		fmt.Fprintf(os.Stderr, "kiln: warning: %v (the cgroup is empty; the next kiln removes it)\n", cerr)
+	}
 	code := exitCode(ctx, err)
 	stop()
 	os.Exit(code)

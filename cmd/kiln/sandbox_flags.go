@@ -93,7 +93,9 @@ func (f *sandboxFlags) sandbox() (executor.Sandbox, error) {
 	if err := s.Check(); err != nil {
 		return s, usagef("sandbox settings: %v", err)
 	}
-	if err := executor.CgroupsAvailable(); err != nil {
+	// What an earlier build of this boot found: a RUN step asks the
+	// kernel again, and a build without one asks nothing.
+	if err := executor.CgroupsExpected(); err != nil {
 		// Say so rather than silently build without limits.
 		if s.Limited() {
 			return s, fmt.Errorf("resource limits (--memory, --cpus, --pids-limit ...) are unavailable: %w", err)

@@ -24,6 +24,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/kiln-build/kiln/executor/devices"
+	"github.com/kiln-build/kiln/internal/features"
 )
 
 // v1Controllers are the cgroup v1 controllers a step uses; the first
@@ -38,15 +39,66 @@ type Hierarchy struct {
 }
 
 // Available reports why RUN steps cannot get cgroups of their own
-// (rootless without delegation, no controllers mounted), or nil.
+// (rootless without delegation, no controllers mounted), or nil. It asks
+// the kernel (once per process): what a step's guards rely on.
 func Available() error {
 	_, err := Host()
 	return err
 }
 
+// Expected is Available's answer without asking the kernel when an
+// earlier kiln of this boot, as the same user in the same cgroup, found
+// it already (features cache): for checks before the build, such as
+// flag validation. Never a guard: New asks the kernel itself, and fails
+// if a cached "available" has become wrong.
+func Expected() error {
+	scope, err := cacheScope()
+	if err != nil {
+		return Available()
+	}
+	var c cachedAnswer
+	if features.Load(cacheName, scope, &c) {
+		if c.Err != "" {
+			return errors.New(c.Err)
+		}
+		return nil
+	}
+	return Available()
+}
+
+// cacheName is the features cache entry of Available's answer.
+const cacheName = "cgroups"
+
+type cachedAnswer struct {
+	Err string `json:"err,omitempty"` // why steps get no cgroup; "" when they do
+}
+
+// cacheScope is what Available's answer depends on besides the boot and
+// kiln: the user kiln runs as and the cgroups it is in.
+func cacheScope() (string, error) {
+	own, err := os.ReadFile("/proc/self/cgroup")
+	if err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("euid %d\n%s", os.Geteuid(), own), nil
+}
+
 // Host finds kiln's cgroups, once; the error says why steps cannot have
-// cgroups of their own.
-var Host = sync.OnceValues(findCgroups)
+// cgroups of their own. The answer is remembered for Expected.
+var Host = sync.OnceValues(func() (*Hierarchy, error) {
+	// The scope as the next kiln will see it: finding the cgroups may
+	// move this one into a leaf of its own.
+	scope, serr := cacheScope()
+	h, err := findCgroups()
+	if serr == nil {
+		var c cachedAnswer
+		if err != nil {
+			c.Err = err.Error()
+		}
+		features.Save(cacheName, scope, c)
+	}
+	return h, err
+})
 
 func findCgroups() (*Hierarchy, error) {
 	own, err := os.ReadFile("/proc/self/cgroup")
@@ -110,12 +162,13 @@ func findCgroups() (*Hierarchy, error) {
 		}
 	}
 	removeStale(h)
-	// Writable? A probe costs one mkdir and rmdir, once.
-	probe := filepath.Join(h.Dirs["pids"], "kiln-probe-"+strconv.Itoa(os.Getpid()))
-	if err := os.Mkdir(probe, 0o755); err != nil {
-		return nil, fmt.Errorf("creating a cgroup in %s: %w", h.Dirs["pids"], err)
+	// Writable? The kernel checks a mkdir there as access(2) does: no
+	// cgroup has to be made and removed to find out.
+	for _, c := range v1Controllers[:3] {
+		if err := unix.Faccessat(unix.AT_FDCWD, h.Dirs[c], unix.W_OK|unix.X_OK, unix.AT_EACCESS); err != nil {
+			return nil, fmt.Errorf("creating a cgroup in %s: %w", h.Dirs[c], err)
+		}
 	}
-	os.Remove(probe)
 	return h, nil
 }
 
@@ -616,6 +669,44 @@ func (cg *Step) PidsLimitHit() bool {
 		return cg.counter("", "pids.events", "max") > 0
 	}
 	return cg.counter("pids", "pids.events", "max") > 0
+}
+
+// removals are the step cgroups RemoveLater is removing.
+var removals struct {
+	wg  sync.WaitGroup
+	mu  sync.Mutex
+	err error // the first removal that failed
+}
+
+// RemoveLater removes the step's cgroup in the background, so that the
+// next step never waits for it: an rmdir of a cgroup waits for the kernel
+// (an RCU grace period, the last exiting task). The step's processes must
+// be gone and its counters read. WaitRemoved waits for every such
+// removal: kiln calls it before it exits, and a kiln killed before then
+// leaves empty cgroups that the next one removes (removeStale).
+func (cg *Step) RemoveLater() {
+	removals.wg.Add(1)
+	go func() {
+		defer removals.wg.Done()
+		if err := cg.Remove(); err != nil {
+			removals.mu.Lock()
+			if removals.err == nil {
+				removals.err = err
+			}
+			removals.mu.Unlock()
+		}
+	}()
+}
+
+// WaitRemoved waits until every cgroup RemoveLater was given is removed,
+// and returns the first removal that failed (since the last call).
+func WaitRemoved() error {
+	removals.wg.Wait()
+	removals.mu.Lock()
+	defer removals.mu.Unlock()
+	err := removals.err
+	removals.err = nil
+	return err
 }
 
 // Remove deletes the step's cgroup. Its processes are dead by now, but the

@@ -11,6 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/kiln-build/kiln/executor/devices"
+	"github.com/kiln-build/kiln/internal/features"
 )
 
 func TestRemoveStale(t *testing.T) {
@@ -74,6 +75,39 @@ func TestNewReportsRefusedFilter(t *testing.T) {
 			}
 			if tt.want && !errors.Is(cg.DeviceFilterErr, unix.EPERM) {
 				t.Errorf("DeviceFilterErr = %v, want EPERM", cg.DeviceFilterErr)
+			}
+		})
+	}
+}
+
+// Expected answers from the features cache when an earlier kiln of this
+// boot saved an answer for the same user and cgroups, and asks the kernel
+// otherwise.
+func TestExpected(t *testing.T) {
+	scope, err := cacheScope()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		name, scope string
+		saved       cachedAnswer
+		want        string // "" is Available's answer
+	}{
+		{"cached answer", scope, cachedAnswer{Err: "no cgroups, as an earlier kiln found"}, "no cgroups, as an earlier kiln found"},
+		{"another cgroup's answer", "euid 0\n0::/elsewhere\n", cachedAnswer{Err: "elsewhere"}, ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			features.Use(t.TempDir())
+			features.Save(cacheName, tt.scope, tt.saved)
+			got := Expected()
+			if tt.want == "" {
+				if want := Available(); fmt.Sprint(got) != fmt.Sprint(want) {
+					t.Errorf("Expected() = %v, want Available's %v", got, want)
+				}
+				return
+			}
+			if got == nil || got.Error() != tt.want {
+				t.Errorf("Expected() = %v, want %q", got, tt.want)
 			}
 		})
 	}

@@ -2,7 +2,10 @@ package copier
 
 import (
 	"io/fs"
+	"runtime"
 	"sort"
+	"sync"
+	"syscall"
 
 	"github.com/kiln-build/kiln/rooted"
 )
@@ -92,11 +95,12 @@ func (c *copier) selectDir(source string, d *rooted.Dir, st matchState, fn func(
 		return err
 	}
 	sort.Strings(names)
-	for _, name := range names {
+	stats, errs := lstatAll(d, names)
+	for i, name := range names {
 		if isWhiteoutName(name) {
 			continue
 		}
-		cst, err := d.Lstat(name)
+		cst, err := stats[i], errs[i]
 		if err != nil {
 			if isNotExist(err) {
 				continue
@@ -142,4 +146,36 @@ func (c *copier) selectDir(source string, d *rooted.Dir, st matchState, fn func(
 		}
 	}
 	return nil
+}
+
+// lstatAll lstats the names of d, a large directory's spread over the
+// cores: a no-op rebuild's hash of the context is one lstat per entry,
+// and they are most of its time.
+func lstatAll(d *rooted.Dir, names []string) ([]*syscall.Stat_t, []error) {
+	stats, errs := make([]*syscall.Stat_t, len(names)), make([]error, len(names))
+	one := func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			if !isWhiteoutName(names[i]) {
+				stats[i], errs[i] = d.Lstat(names[i])
+			}
+		}
+	}
+	const chunk = 64 // below this, a goroutine costs more than it saves
+	n := min(runtime.GOMAXPROCS(0), len(names)/chunk)
+	if n < 2 {
+		one(0, len(names))
+		return stats, errs
+	}
+	var wg sync.WaitGroup
+	per := (len(names) + n - 1) / n
+	for lo := per; lo < len(names); lo += per {
+		wg.Add(1)
+		go func(lo, hi int) {
+			defer wg.Done()
+			one(lo, hi)
+		}(lo, min(lo+per, len(names)))
+	}
+	one(0, min(per, len(names)))
+	wg.Wait()
+	return stats, errs
 }
