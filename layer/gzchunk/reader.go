@@ -38,10 +38,11 @@ type Reader struct {
 	out    []byte // what the last verified member holds and Read has not returned
 	outBuf []byte // out's whole buffer, for the pool
 
-	jobs    chan *rjob
-	workers sync.WaitGroup
-	closed  atomic.Bool
-	err     error // sticky, io.EOF included
+	jobs     chan *rjob
+	workers  sync.WaitGroup
+	nworkers int
+	closed   atomic.Bool
+	err      error // sticky, io.EOF included
 
 	parallel int // members inflated by the workers (for tests)
 }
@@ -165,15 +166,17 @@ func (z *Reader) fill() {
 	}
 }
 
-// dispatch queues j and hands it to a worker, starting the workers on the
-// first member read whole.
+// dispatch queues j and hands it to a worker, starting one more worker
+// (up to GOMAXPROCS) with each of the first members: a one-member layer
+// starts one.
 func (z *Reader) dispatch(j *rjob) {
 	if z.jobs == nil {
 		z.jobs = make(chan *rjob, z.depth)
-		for range runtime.GOMAXPROCS(0) {
-			z.workers.Add(1)
-			go z.work()
-		}
+	}
+	if z.nworkers < runtime.GOMAXPROCS(0) {
+		z.nworkers++
+		z.workers.Add(1)
+		go z.work()
 	}
 	z.queue = append(z.queue, j)
 	z.jobs <- j
@@ -223,13 +226,24 @@ func (z *Reader) startStream() error {
 func (z *Reader) work() {
 	defer z.workers.Done()
 	var fr io.ReadCloser
+	if f, ok := flatePool.Get().(io.ReadCloser); ok {
+		fr = f
+	}
 	for j := range z.jobs {
 		if !z.closed.Load() {
 			fr = inflate(j, fr)
 		}
 		close(j.done)
 	}
+	if fr != nil {
+		fr.(flate.Resetter).Reset(bytes.NewReader(nil), nil)
+		flatePool.Put(fr)
+	}
 }
+
+// flatePool keeps inflaters (a 32 KiB window and tables each) across
+// Readers: a build reads many small layers.
+var flatePool sync.Pool
 
 // inflate decodes member j.raw into j.out, reusing fr (nil at first) and
 // returning it. j.ok says whether the member is exactly what its header
@@ -241,7 +255,10 @@ func inflate(j *rjob, fr io.ReadCloser) io.ReadCloser {
 	} else {
 		fr.(flate.Resetter).Reset(body, nil)
 	}
-	out := getOut()
+	// The trailer's size is only a hint (bounded like the rest): the
+	// right capacity spares growing the buffer, or a chunk's worth of
+	// memory for a small member.
+	out := getOut(int(min(le.Uint32(j.raw[len(j.raw)-4:]), maxMember)) + 1)
 	for {
 		if len(out) == cap(out) {
 			if len(out) > maxMember {
@@ -313,14 +330,20 @@ var rawPool sync.Pool
 
 // getRaw returns a buffer of n bytes for a member read whole.
 func getRaw(n int) []byte {
-	if b, ok := rawPool.Get().(*[]byte); ok && cap(*b) >= n {
-		return (*b)[:n]
+	if b, ok := rawPool.Get().(*[]byte); ok {
+		if cap(*b) >= n {
+			return (*b)[:n]
+		}
+		rawPool.Put(b)
 	}
-	return make([]byte, n, max(n, outCap))
+	if n > ChunkSize/2 {
+		return make([]byte, n, max(n, outCap))
+	}
+	return make([]byte, n)
 }
 
 func putRaw(b []byte) {
-	if cap(b) >= outCap && cap(b) <= maxMember {
+	if cap(b) >= ChunkSize/2 && cap(b) <= maxMember {
 		rawPool.Put(&b)
 	}
 }

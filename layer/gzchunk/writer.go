@@ -54,8 +54,8 @@ func (z *Writer) Write(p []byte) (int, error) {
 		if z.buf == nil {
 			z.buf = getChunk()
 		}
-		c := copy(z.buf[len(z.buf):ChunkSize], p)
-		z.buf = z.buf[:len(z.buf)+c]
+		c := min(ChunkSize-len(z.buf), len(p))
+		z.buf = append(z.buf, p[:c]...)
 		p = p[c:]
 		if len(z.buf) == ChunkSize {
 			if err := z.submit(z.buf); err != nil {
@@ -80,7 +80,7 @@ func (z *Writer) submit(in []byte) error {
 	j := &wjob{in: in, done: make(chan struct{})}
 	z.queue = append(z.queue, j)
 	go func() {
-		j.out, j.err = compressMember(getOut(), j.in, z.level)
+		j.out, j.err = compressMember(getOut(outCap), j.in, z.level)
 		close(j.done)
 	}()
 	for len(z.queue) > 0 {
@@ -125,13 +125,10 @@ func (z *Writer) Close() error {
 		return nil
 	}
 	if z.err == nil && (len(z.buf) > 0 || !z.any) {
-		if z.buf == nil {
-			z.buf = getChunk()
-		}
 		if len(z.queue) == 0 {
 			// One small (or the only) chunk: compressing it here spares
 			// a goroutine, which matters for the many tiny layers.
-			out, err := compressMember(getOut(), z.buf, z.level)
+			out, err := compressMember(getOut(len(z.buf)+len(z.buf)/64+1024), z.buf, z.level)
 			putChunk(z.buf)
 			z.buf = nil
 			z.any = true
@@ -202,15 +199,18 @@ var (
 	flatePools [flate.BestCompression - flate.HuffmanOnly + 1]sync.Pool
 )
 
+// getChunk returns a buffer for a chunk: a pooled one of ChunkSize, or
+// none (nil), which the first writes grow as needed: a small layer never
+// costs a whole chunk.
 func getChunk() []byte {
 	if b, ok := chunkPool.Get().(*[]byte); ok {
 		return (*b)[:0]
 	}
-	return make([]byte, 0, ChunkSize)
+	return nil
 }
 
 func putChunk(b []byte) {
-	if cap(b) == ChunkSize {
+	if cap(b) >= ChunkSize && cap(b) <= 2*ChunkSize {
 		chunkPool.Put(&b)
 	}
 }
@@ -218,15 +218,22 @@ func putChunk(b []byte) {
 // outCap holds a member of ChunkSize incompressible bytes without growing.
 const outCap = ChunkSize + ChunkSize/64 + 1024
 
-func getOut() []byte {
+// getOut returns an empty buffer of capacity n at least: pooled when one
+// is large enough, else new.
+func getOut(n int) []byte {
 	if b, ok := outPool.Get().(*[]byte); ok {
-		return (*b)[:0]
+		if cap(*b) >= n {
+			return (*b)[:0]
+		}
+		outPool.Put(b)
 	}
-	return make([]byte, 0, outCap)
+	return make([]byte, 0, n)
 }
 
+// putOut pools the large buffers, those a chunk fills; small ones (of a
+// small layer) are left to the collector.
 func putOut(b []byte) {
-	if cap(b) >= outCap && cap(b) <= 2*outCap {
+	if cap(b) >= ChunkSize && cap(b) <= 2*maxMember {
 		outPool.Put(&b)
 	}
 }
