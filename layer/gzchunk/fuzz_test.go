@@ -38,6 +38,12 @@ func FuzzReader(f *testing.F) {
 	f.Add(std.Bytes())
 	f.Add(append(kilnStream(f, 1, text), std.Bytes()...))
 	f.Add(append(append(std.Bytes(), kilnStream(f, 1, text, text)...), 0, 0))
+	lying := kilnStream(f, 6, text, text, text)
+	le.PutUint32(lying[16:20], le.Uint32(lying[16:20])+3) // the first member's length is off
+	f.Add(lying)
+	bad := kilnStream(f, 6, text, text)
+	bad[len(bad)-5] ^= 1 // the last member's CRC
+	f.Add(bad)
 	f.Fuzz(func(t *testing.T, b []byte) {
 		checkSame(t, b)
 	})
