@@ -336,14 +336,16 @@ func getRaw(n int) []byte {
 		}
 		rawPool.Put(b)
 	}
-	if n > ChunkSize/2 {
+	if n > 64<<10 {
 		return make([]byte, n, max(n, outCap))
 	}
 	return make([]byte, n)
 }
 
+// putRaw pools the buffers of members of a sizable layer, whatever their
+// compressed size; those of a small one are left to the collector.
 func putRaw(b []byte) {
-	if cap(b) >= ChunkSize/2 && cap(b) <= maxMember {
+	if cap(b) >= outCap && cap(b) <= maxMember {
 		rawPool.Put(&b)
 	}
 }
