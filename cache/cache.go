@@ -43,8 +43,9 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
-	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
+
+	"github.com/kiln-build/kiln/layer/gzchunk"
 )
 
 // Store is an opened store root. It is safe for concurrent use, and other
@@ -382,7 +383,9 @@ func decompress(br *bufio.Reader) (r io.Reader, closeFn func(), err error) {
 	magic, _ := br.Peek(6) // a short peek just means a short (plain) stream
 	switch {
 	case bytes.HasPrefix(magic, gzipMagic):
-		gz, err := gzip.NewReader(br)
+		// kiln's own layers inflate on every core; any other gzip
+		// reads exactly as klauspost's gzip.Reader reads it.
+		gz, err := gzchunk.NewReader(br)
 		if err != nil {
 			return nil, nil, fmt.Errorf("reading gzip header: %w", err)
 		}

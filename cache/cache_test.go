@@ -194,13 +194,17 @@ func TestCommitDir(t *testing.T) {
 	if !bytes.Equal(again.Bytes(), want.Bytes()) {
 		t.Error("tar of the stored fs/ differs from the tar of the committed dir")
 	}
-	// Deterministic gzip: no name, zero mtime.
+	// Deterministic gzip: no name, zero mtime; kiln's chunked gzip
+	// (FEXTRA with the member length, and nothing else).
 	blob, err := os.ReadFile(s.blobPath(info.Digest))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if flags, mtime := blob[3], blob[4:8]; flags != 0 || !bytes.Equal(mtime, []byte{0, 0, 0, 0}) {
-		t.Errorf("gzip header flags %#x mtime %x, want no name and zero mtime", flags, mtime)
+	if flags, mtime := blob[3], blob[4:8]; flags != 0x04 || !bytes.Equal(mtime, []byte{0, 0, 0, 0}) {
+		t.Errorf("gzip header flags %#x mtime %x, want FEXTRA alone (no name) and zero mtime", flags, mtime)
+	}
+	if sub := blob[12:14]; string(sub) != "KC" {
+		t.Errorf("gzip extra subfield %q, want kiln's member length (KC)", sub)
 	}
 	for _, mt := range []types.MediaType{"", types.OCILayer, types.DockerLayer} {
 		l := s.Layer(info, mt)

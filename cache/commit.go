@@ -12,15 +12,14 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"runtime"
 	"syscall"
-	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
-	"github.com/klauspost/pgzip"
+	"github.com/klauspost/compress/flate"
 
 	"github.com/kiln-build/kiln/layer"
+	"github.com/kiln-build/kiln/layer/gzchunk"
 	"github.com/kiln-build/kiln/trace"
 )
 
@@ -171,7 +170,7 @@ func (s *Store) compress(ctx context.Context, dir string, opt layer.TarOptions) 
 	diffHash, digestHash := sha256.New(), sha256.New()
 	bw := bufio.NewWriterSize(f, 1<<20)
 	counted := &countingWriter{w: io.MultiWriter(bw, digestHash)}
-	gz, err := newGzipWriter(counted, pgzip.DefaultCompression)
+	gz, err := newGzipWriter(counted, flate.DefaultCompression)
 	if err != nil {
 		return nil, err
 	}
@@ -212,25 +211,16 @@ func (s *Store) compress(ctx context.Context, dir string, opt layer.TarOptions) 
 	return blob, nil
 }
 
-// gzipBlockSize is the input pgzip compresses as one block. The blocks are
-// what makes the compressed bytes what they are (each is deflated on its
-// own, primed with the previous block's last 32 KiB), so it is fixed: a
-// layer's digest must not depend on the machine. How many blocks are in
-// flight at once (the concurrency) changes only the speed.
-const gzipBlockSize = 1 << 20
-
 // newGzipWriter is kiln's one gzip encoder for layers, so that a layer
 // compressed by a commit and by a recompression to gzip give the same
-// bytes for the same tar: fixed block size, the given level, no name, a
-// zero mtime in the header. pgzip (parallel deflate) because compression
-// is where a build spends its time (DESIGN.md).
-func newGzipWriter(w io.Writer, level int) (*pgzip.Writer, error) {
-	gz, err := pgzip.NewWriterLevel(w, level)
+// bytes for the same tar: kiln's chunked gzip (package gzchunk: fixed
+// 1 MiB members, the given level, no name, a zero mtime), compressed on
+// every core because compression is where a build spends its time
+// (DESIGN.md), and inflated on every core by whoever pulls the layer
+// with kiln — any other gzip reader reads it as a plain gzip stream.
+func newGzipWriter(w io.Writer, level int) (*gzchunk.Writer, error) {
+	gz, err := gzchunk.NewWriter(w, level)
 	if err != nil {
-		return nil, fmt.Errorf("starting gzip: %w", err)
-	}
-	gz.ModTime = time.Unix(0, 0) // pgzip writes a zero time.Time as a non-zero mtime
-	if err := gz.SetConcurrency(gzipBlockSize, 2*runtime.GOMAXPROCS(0)); err != nil {
 		return nil, fmt.Errorf("starting gzip: %w", err)
 	}
 	return gz, nil

@@ -39,7 +39,7 @@ func layerLikeInput() []byte {
 }
 
 // compressWith encodes in with c under the given GOMAXPROCS (which sets
-// pgzip's blocks in flight and zstd's encoder concurrency), writing in
+// the gzip members in flight and zstd's encoder concurrency), writing in
 // chunks of chunk bytes (how a tar stream happens to arrive).
 func compressWith(t *testing.T, in []byte, c Compression, procs, chunk int) []byte {
 	t.Helper()

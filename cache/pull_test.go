@@ -13,6 +13,7 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/klauspost/compress/flate"
 )
 
 // sizedLayer declares a compressed size its bytes do not have.
@@ -46,6 +47,21 @@ func gzipLayer(t testing.TB, tarBytes []byte) *bytesLayer {
 	return &bytesLayer{compressed: gzipBytes(t, tarBytes), diffID: sha256Of(tarBytes), mt: types.OCILayer}
 }
 
+// chunkedLayer is tarBytes as kiln compresses its layers: chunked gzip,
+// inflated by the workers of gzchunk.Reader when pulled.
+func chunkedLayer(t testing.TB, tarBytes []byte) *bytesLayer {
+	var buf bytes.Buffer
+	zw, err := newGzipWriter(&buf, flate.DefaultCompression)
+	if err != nil {
+		t.Fatal(err)
+	}
+	zw.Write(tarBytes)
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return &bytesLayer{compressed: buf.Bytes(), diffID: sha256Of(tarBytes), mt: types.OCILayer}
+}
+
 // checkEmpty asserts that a failed pull left nothing in the store: no
 // layer, no blob, no staging directory.
 func checkEmpty(t *testing.T, s *Store) {
@@ -70,6 +86,7 @@ func TestPullLayerBounds(t *testing.T) {
 		t.Fatalf("the at-limit tar is %d bytes", len(atLimit))
 	}
 	good := gzipLayer(t, sampleTar(t))
+	chunkedBomb := chunkedLayer(t, zerosTar(t, 16<<20, 0)) // 17 members
 	tests := []struct {
 		name    string
 		layer   v1.Layer
@@ -86,6 +103,10 @@ func TestPullLayerBounds(t *testing.T) {
 		{name: "more bytes than declared", layer: sizedLayer{Layer: good, size: int64(len(good.compressed)) - 100}, want: new(*LayerDigestError), wantMsg: "more than"},
 		{name: "fewer bytes than declared", layer: sizedLayer{Layer: good, size: int64(len(good.compressed)) + 100}, want: new(*LayerDigestError), wantMsg: "manifest declares"},
 		{name: "wrong digest", layer: lyingLayer{Layer: good, digest: ptr(sha256Of([]byte("other")))}, want: new(*LayerDigestError), wantMsg: "verifying digest"},
+		{name: "chunked gzip bomb", layer: chunkedBomb, limit: limit, want: new(*LayerTooLargeError), wantMsg: "--max-layer-size"},
+		{name: "chunked gzip under a raised limit", layer: chunkedBomb, limit: 32 << 20},
+		{name: "chunked gzip, exactly at the limit", layer: chunkedLayer(t, atLimit), limit: limit},
+		{name: "chunked gzip, wrong digest", layer: lyingLayer{Layer: chunkedBomb, digest: ptr(sha256Of([]byte("other")))}, limit: 32 << 20, want: new(*LayerDigestError), wantMsg: "verifying digest"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -12,8 +12,8 @@ import (
 	"runtime"
 
 	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/klauspost/compress/flate"
 	"github.com/klauspost/compress/zstd"
-	"github.com/klauspost/pgzip"
 )
 
 // Compression names a layer encoding an export can ask for.
@@ -149,7 +149,7 @@ func newLayerEncoder(w io.Writer, c Compression) (io.WriteCloser, types.MediaTyp
 		}
 		return zw, types.OCILayerZStd, nil
 	case "gzip":
-		level := pgzip.DefaultCompression
+		level := flate.DefaultCompression
 		if c.Level > 0 {
 			level = c.Level
 		}

@@ -12,11 +12,11 @@ import (
 	"os"
 	"strings"
 
-	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
 	"github.com/ulikunitz/xz"
 
 	"github.com/kiln-build/kiln/layer"
+	"github.com/kiln-build/kiln/layer/gzchunk"
 	"github.com/kiln-build/kiln/rooted"
 )
 
@@ -88,7 +88,9 @@ func openTar(f *os.File) (io.Reader, func()) {
 	case bytes.HasPrefix(magic, []byte{0x42, 0x5A, 0x68}):
 		r = bzip2.NewReader(br)
 	case bytes.HasPrefix(magic, []byte{0x1F, 0x8B, 0x08}):
-		zr, err := gzip.NewReader(br)
+		// Only Read touches br; the workers inflate members already
+		// read, so nothing runs ahead on another thread.
+		zr, err := gzchunk.NewReader(br)
 		if err != nil {
 			return nil, nil
 		}

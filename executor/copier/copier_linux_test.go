@@ -26,6 +26,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/kiln-build/kiln/internal/testutil"
+	"github.com/kiln-build/kiln/layer/gzchunk"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata")
@@ -897,6 +898,16 @@ func TestAddArchives(t *testing.T) {
 			w.Close()
 			return b.Bytes()
 		},
+		"tar.kiln.gz": func() []byte { // kiln's chunked gzip
+			var b bytes.Buffer
+			w, err := gzchunk.NewWriter(&b, 6)
+			if err != nil {
+				t.Fatal(err)
+			}
+			w.Write(plain)
+			w.Close()
+			return b.Bytes()
+		},
 		"tar.xz": func() []byte {
 			var b bytes.Buffer
 			w, err := xz.NewWriter(&b)
@@ -919,7 +930,7 @@ func TestAddArchives(t *testing.T) {
 		},
 		"tar.bz2": func() []byte { return bzip2Fixture(t, plain) },
 	}
-	for _, ext := range []string{"tar", "tar.gz", "tar.bz2", "tar.xz", "tar.zst"} {
+	for _, ext := range []string{"tar", "tar.gz", "tar.kiln.gz", "tar.bz2", "tar.xz", "tar.zst"} {
 		t.Run(ext, func(t *testing.T) {
 			data := compress[ext]()
 			src := func(b builder) {
