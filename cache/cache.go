@@ -62,6 +62,12 @@ type Store struct {
 	// record). It must be set before the Store is used.
 	Warn func(msg string)
 
+	// Detach, when set, is how Close hands the syncs it would wait for
+	// to another process, which calls FinishDurable(root, until): kiln
+	// starts a detached copy of itself so that a build does not wait for
+	// the disk at its end. Unset (or failing), Close waits.
+	Detach func(root string, until int64) error
+
 	pulls   keyedLock  // one download per layer within this process
 	lock    *storeLock // shared lock on ROOT/lock: this process uses the store
 	durable durability // background syncs of what was published unsynced
@@ -98,12 +104,12 @@ func Open(root string) (*Store, error) {
 	return s, nil
 }
 
-// Close waits for the background syncs of what this process stored, then
-// releases the store's lock: from then on prune may remove anything this
+// Close waits for the background syncs of what this process stored (or
+// hands them to another process: Detach), then releases the store's lock: from then on prune may remove anything this
 // process read from the store, and the Store must not be used. It is safe
 // to call more than once.
 func (s *Store) Close() error {
-	err := s.waitDurable()
+	err := s.closeDurable()
 	if cerr := s.lock.Close(); err == nil {
 		err = cerr
 	}

@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -180,20 +181,37 @@ func (s *Store) syncLoop(idle chan struct{}) {
 // boot before t is on disk. Another process may raise it at the same time;
 // losing that race only leaves a record lower than it could be, which
 // costs a re-pull after a crash, never trust in lost data.
-func (s *Store) recordSynced(t int64) error {
+func (s *Store) recordSynced(t int64) error { return recordSynced(s.Root, t) }
+
+// FinishDurable is what a detached process does for a Store that closed
+// with publishes not yet synced (Store.Detach): one syncfs of the store's
+// filesystem, then the record that everything this boot published before
+// until is durable.
+func FinishDurable(root string, until int64) error {
+	if currentBoot() == "" {
+		return errors.New("no boot id: nothing to record")
+	}
+	if err := syncFilesystem(root); err != nil {
+		return err
+	}
+	return recordSynced(root, until)
+}
+
+func recordSynced(root string, t int64) error {
 	boot := currentBoot()
-	path := filepath.Join(s.durableDir(), boot)
+	durableDir := filepath.Join(root, "durable")
+	path := filepath.Join(durableDir, boot)
 	if data, err := os.ReadFile(path); err == nil {
 		if n, err := strconv.ParseInt(strings.TrimSpace(string(data)), 10, 64); err == nil && n >= t {
 			return nil
 		}
 	}
-	if err := os.MkdirAll(s.durableDir(), 0o755); err != nil {
+	if err := os.MkdirAll(durableDir, 0o755); err != nil {
 		return err
 	}
 	// Written like writeAtomic, but the temp file lives next to the
 	// record: ROOT/tmp is for builds, and may be emptied under us.
-	f, err := os.CreateTemp(s.durableDir(), ".write-")
+	f, err := os.CreateTemp(durableDir, ".write-")
 	if err != nil {
 		return err
 	}
@@ -214,7 +232,24 @@ func (s *Store) recordSynced(t int64) error {
 		os.Remove(f.Name())
 		return fmt.Errorf("recording synced layers: %w", err)
 	}
-	return syncDir(s.durableDir())
+	return syncDir(durableDir)
+}
+
+// closeDurable is Close's part: with syncs still running or pending and
+// a Detach, they are handed to another process (at most a syncfs and one
+// small write) so that the command exits at once; otherwise it waits for
+// them.
+func (s *Store) closeDurable() error {
+	d := &s.durable
+	d.mu.Lock()
+	busy := d.pending || (d.idle != nil && !isClosed(d.idle))
+	d.mu.Unlock()
+	if busy && s.Detach != nil && currentBoot() != "" {
+		if err := s.Detach(s.Root, bootTime()); err == nil {
+			return nil
+		}
+	}
+	return s.waitDurable()
 }
 
 // waitDurable blocks until the background syncer is idle and returns its

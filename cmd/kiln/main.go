@@ -22,6 +22,7 @@ const (
 
 func main() {
 	executor.Init() // a sandbox child never returns from here
+	finishDurable() // nor does the detached sync of a closed store
 	// A normal user's kiln runs again as root of a user namespace; this
 	// process only waits for it.
 	if code, done := executor.EnterUserNS(); done {

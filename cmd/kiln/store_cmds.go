@@ -36,6 +36,7 @@ func storeOpen(root string) (*cache.Store, error) {
 		return nil, fmt.Errorf("opening kiln's store at %s (set --root or KILN_ROOT): %w", root, err)
 	}
 	s.Warn = func(msg string) { fmt.Fprintf(os.Stderr, "kiln: warning: %s\n", msg) }
+	s.Detach = detachDurable
 	// kiln load unpacks layers too: kiln.toml's bound on one layer holds
 	// there as in a build. A broken config file is the build's to report.
 	if cfg, err := registry.LoadConfig(registry.ConfigPath()); err == nil {

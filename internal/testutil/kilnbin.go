@@ -26,6 +26,10 @@ func RunWithKiln(m *testing.M, pkgDir string, bin *string) {
 		os.RemoveAll(dir)
 		os.Exit(1)
 	}
+	// kiln's closing syncs stay in the command (no detached process
+	// outlives a test and its temp dirs); TestDetachedSync covers the
+	// other way.
+	os.Setenv("KILN_SYNC", "wait")
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
