@@ -40,8 +40,8 @@ import (
 const (
 	// chunkMax is the largest buffer one queued piece of a file takes.
 	chunkMax = 256 << 10
-	// maxChunks bounds the buffers in flight (at most 16 MiB).
-	maxChunks = 64
+	// maxChunks bounds the buffers in flight (at most 8 MiB).
+	maxChunks = 32
 	// maxQueued bounds the files queued and not yet written.
 	maxQueued = 256
 )

@@ -21,21 +21,21 @@ import (
 	"github.com/kiln-build/kiln/rooted"
 )
 
-// TestWritersMatchSerial applies tars that reorder, replace and remove
-// what queued files touch, with the file writers and without them, and
-// wants the same trees and the same errors.
-func TestWritersMatchSerial(t *testing.T) {
-	requireRoot(t)
+// writerCase is a sequence of tars applied to one LayerDir.
+type writerCase struct {
+	name string
+	tars [][]byte
+}
+
+// writerCases reorder, replace and remove what queued files touch.
+func writerCases(t testing.TB) []writerCase {
 	reg := func(name, data string) tarEntry { return tarEntry{name: name, typ: tar.TypeReg, data: data} }
 	dirE := func(name string) tarEntry { return tarEntry{name: name, typ: tar.TypeDir} }
 	sym := func(name, target string) tarEntry { return tarEntry{name: name, typ: tar.TypeSymlink, link: target} }
 	hard := func(name, target string) tarEntry { return tarEntry{name: name, typ: tar.TypeLink, link: target} }
 	big := strings.Repeat("0123456789abcdef", 40000) // 640,000 bytes: three pieces
 	mk := func(entries ...tarEntry) []byte { return makeTar(t, entries) }
-	tests := []struct {
-		name string
-		tars [][]byte // applied one after the other
-	}{
+	cases := []writerCase{
 		{"dir replaces file", [][]byte{mk(reg("a", "1"), dirE("a/"), reg("a/b", "2"))}},
 		{"file replaces dir with files", [][]byte{mk(dirE("d/"), reg("d/x", "x"), reg("d/y", "y"), reg("d", "file"))}},
 		{"file replaces implicit dir", [][]byte{mk(reg("x/y/z", "1"), reg("x", "2"), reg("x2", "3"))}},
@@ -57,12 +57,16 @@ func TestWritersMatchSerial(t *testing.T) {
 		{"mixed", [][]byte{mixedTar(t, 300, 1)}},
 	}
 	for _, s := range fuzzSeeds(t) {
-		tests = append(tests, struct {
-			name string
-			tars [][]byte
-		}{"seed " + s.name, [][]byte{s.data}})
+		cases = append(cases, writerCase{"seed " + s.name, [][]byte{s.data}})
 	}
-	for _, tc := range tests {
+	return cases
+}
+
+// TestWritersMatchSerial applies tars with the file writers and without
+// them, and wants the same trees and the same errors.
+func TestWritersMatchSerial(t *testing.T) {
+	requireRoot(t)
+	for _, tc := range writerCases(t) {
 		t.Run(tc.name, func(t *testing.T) {
 			want, wantErr := applyTree(t, tc.tars, true)
 			got, gotErr := applyTree(t, tc.tars, false)
@@ -77,7 +81,7 @@ func TestWritersMatchSerial(t *testing.T) {
 }
 
 // applyTree applies tars to a fresh LayerDir and describes the result.
-func applyTree(t *testing.T, tars [][]byte, serial bool) (map[string]string, error) {
+func applyTree(t testing.TB, tars [][]byte, serial bool) (map[string]string, error) {
 	dir := filepath.Join(t.TempDir(), "root")
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		t.Fatal(err)
@@ -108,7 +112,7 @@ func applyTree(t *testing.T, tars [][]byte, serial bool) (map[string]string, err
 // describeTree renders every path below dir: type, mode, owner, size,
 // mtime, link count, which earlier path shares its inode, content digest
 // or link target, xattrs.
-func describeTree(t *testing.T, dir string) map[string]string {
+func describeTree(t testing.TB, dir string) map[string]string {
 	out := map[string]string{}
 	inodes := map[uint64]string{}
 	err := filepath.Walk(dir, func(p string, fi os.FileInfo, err error) error {
@@ -313,4 +317,35 @@ func BenchmarkUnpack(b *testing.B) {
 			b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N)/float64(entries), "µs/entry")
 		})
 	}
+}
+
+// FuzzUnpackWriters applies arbitrary tars to a LayerDir with the file
+// writers and without them: the errors must be the same, and so must the
+// trees when both succeed (a failed Apply may have applied more with the
+// writers, which is why a failed unpack is discarded whole).
+func FuzzUnpackWriters(f *testing.F) {
+	for _, c := range writerCases(f) {
+		if len(c.tars) == 1 && len(c.tars[0]) < 1<<20 {
+			f.Add(c.tars[0])
+		}
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		if os.Geteuid() != 0 {
+			t.Skip("needs root: a LayerDir is made with mknod and chown")
+		}
+		if !boundedTar(data) {
+			t.Skip("declares more content than the fuzz bound")
+		}
+		want, wantErr := applyTree(t, [][]byte{data}, true)
+		got, gotErr := applyTree(t, [][]byte{data}, false)
+		if fmt.Sprint(gotErr) != fmt.Sprint(wantErr) {
+			t.Fatalf("error with writers: %v\nserially: %v", gotErr, wantErr)
+		}
+		if wantErr != nil {
+			return
+		}
+		if diff := diffTrees(want, got); diff != "" {
+			t.Fatalf("trees differ (serial vs writers):\n%s", diff)
+		}
+	})
 }
