@@ -122,7 +122,8 @@ type Applier struct {
 	// pw writes regular files during Apply (LayerDir); nil: the tar loop
 	// writes them itself.
 	pw *writers
-	// serial turns the writers off (tests compare both ways).
+	// serial turns the writers off (tests compare both ways, and so does
+	// BenchmarkUnpack).
 	serial bool
 }
 
@@ -162,12 +163,13 @@ func (a *Applier) Apply(ctx context.Context, r io.Reader) error {
 	}
 	// archive/tar reads each header with a 512-byte read: buffer them.
 	br := bufio.NewReaderSize(r, 64<<10)
-	if a.opts.Sink == LayerDir && a.opts.Record == nil && !a.serial {
+	if a.opts.Sink == LayerDir && a.opts.Record == nil && !a.serial && takeWriters() {
 		a.pw = newWriters(ctx, a)
 	}
 	err := a.apply(ctx, br)
 	if a.pw != nil {
 		a.pw.stop()
+		writersBusy.Store(false)
 		// A queued file precedes whatever stopped the loop.
 		if werr := a.pw.error(); werr != nil {
 			err = werr
@@ -951,6 +953,11 @@ func opaqueXattr() string {
 // Unpack needs root (mknod, chown, trusted.* xattrs), or a user namespace
 // (device nodes are then left out). It reads r to EOF, past the
 // end-of-archive marker, so a caller hashing r sees every byte.
+//
+// Regular files are written by a few goroutines while the tar is read on
+// (see writers_linux.go); the result is the same as writing them in tar
+// order. When Unpack fails, dir holds part of the layer — possibly files
+// that come after the failed entry — and is to be discarded.
 func Unpack(ctx context.Context, r io.Reader, dir string) error {
 	root, err := rooted.Open(dir)
 	if err != nil {
