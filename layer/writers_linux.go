@@ -46,8 +46,14 @@ const (
 	maxQueued = 256
 )
 
-// chunkPools hold buffers of 4 KiB << 2i, up to chunkMax.
-var chunkPools [4]sync.Pool
+// freeChunks keep buffers of 4 KiB << 2i, up to chunkMax, between files
+// and between unpacks: a sync.Pool would hand them to the collector at
+// every cycle, and a fresh buffer costs page faults and zeroing. Only one
+// Apply has writers at a time, so maxChunks of each size is enough.
+var freeChunks = [4]chan []byte{
+	make(chan []byte, maxChunks), make(chan []byte, maxChunks),
+	make(chan []byte, maxChunks), make(chan []byte, maxChunks),
+}
 
 func chunkClass(n int) int {
 	if n <= 4<<10 {
@@ -58,10 +64,12 @@ func chunkClass(n int) int {
 
 func getChunk(n int) []byte {
 	c := chunkClass(n)
-	if b, ok := chunkPools[c].Get().(*[]byte); ok {
-		return (*b)[:n]
+	select {
+	case b := <-freeChunks[c]:
+		return b[:n]
+	default:
+		return make([]byte, n, 4<<10<<(2*c))
 	}
-	return make([]byte, n, 4<<10<<(2*c))
 }
 
 func putChunk(b []byte) {
@@ -69,8 +77,10 @@ func putChunk(b []byte) {
 	if cap(b) != 4<<10<<(2*c) {
 		return
 	}
-	b = b[:cap(b)]
-	chunkPools[c].Put(&b)
+	select {
+	case freeChunks[c] <- b[:cap(b)]:
+	default:
+	}
 }
 
 // fileJob is one regular file handed to a writer.
