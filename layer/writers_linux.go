@@ -34,8 +34,16 @@ import (
 // nothing else touches its path or anything below it. Before an entry
 // acts, the tar loop waits for every queued file its path (or hardlink
 // target) runs through or names; anything that removes a tree, and every
-// whiteout or opaque marker, waits for all of them; Finish and the end of
-// Apply wait for all of them.
+// whiteout or opaque marker, waits for all of them, and so does the end of
+// Apply. A writer that finds its name taken (by something from before
+// this tar, or a directory this tar made) waits for the files queued
+// before its own, then replaces it as the tar loop would; when that was a
+// directory, the tar loop forgets its cached handles before the next
+// entry. Nothing here follows a symlink: a file is created with O_EXCL
+// and O_NOFOLLOW in a handle the tar loop verified.
+//
+// The tar loop holds at most maxChunks buffers (8 MiB) in flight, and
+// about as much stays allocated for the next unpack.
 
 const (
 	// chunkMax is the largest buffer one queued piece of a file takes.
