@@ -2,6 +2,7 @@ package layer
 
 import (
 	"archive/tar"
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -118,6 +119,12 @@ type Applier struct {
 	// layer holds 128-bit hashes of the paths the current tar wrote, for
 	// an opaque marker to keep them (Rootfs with whiteouts only).
 	layer map[[16]byte]struct{}
+	// pw writes regular files during Apply (LayerDir); nil: the tar loop
+	// writes them itself.
+	pw *writers
+	// serial turns the writers off (tests compare both ways, and so does
+	// BenchmarkUnpack).
+	serial bool
 }
 
 // dirMeta is what Finish sets on a directory.
@@ -154,6 +161,31 @@ func (a *Applier) Apply(ctx context.Context, r io.Reader) error {
 		a.layer = map[[16]byte]struct{}{}
 		defer func() { a.layer = nil }()
 	}
+	// archive/tar reads each header with a 512-byte read: buffer them.
+	br := bufio.NewReaderSize(r, 64<<10)
+	if a.opts.Sink == LayerDir && a.opts.Record == nil && !a.serial && takeWriters() {
+		a.pw = newWriters(ctx, a)
+	}
+	err := a.apply(ctx, br)
+	if a.pw != nil {
+		a.pw.stop()
+		writersBusy.Store(false)
+		// A queued file precedes whatever stopped the loop.
+		if werr := a.pw.error(); werr != nil {
+			err = werr
+		}
+		a.pw = nil
+	}
+	if err != nil {
+		return err
+	}
+	if _, err := copyBuffer(ctx, io.Discard, br, -1, a.buf); err != nil {
+		return fmt.Errorf("reading past the end of the tar: %w", err)
+	}
+	return nil
+}
+
+func (a *Applier) apply(ctx context.Context, r io.Reader) error {
 	tr := tar.NewReader(r)
 	for {
 		if err := ctx.Err(); err != nil {
@@ -173,8 +205,32 @@ func (a *Applier) Apply(ctx context.Context, r io.Reader) error {
 			return fmt.Errorf("%s: %w", hdr.Name, err)
 		}
 	}
-	if _, err := copyBuffer(ctx, io.Discard, r, -1, a.buf); err != nil {
-		return fmt.Errorf("reading past the end of the tar: %w", err)
+	return nil
+}
+
+// await makes the entry naming name (and hdr's hardlink target) wait for
+// the queued files it could see or change, and forgets cached handles a
+// writer's replacement of a directory made stale.
+func (a *Applier) await(name string, hdr *tar.Header, base string) error {
+	if a.pw == nil {
+		return nil
+	}
+	if err := a.pw.error(); err != nil {
+		return err
+	}
+	switch {
+	case base == OpaqueMarker || strings.HasPrefix(base, WhiteoutPrefix):
+		if err := a.pw.wait(); err != nil {
+			return err
+		}
+	default:
+		a.pw.waitFor(name)
+		if hdr.Typeflag == tar.TypeLink {
+			a.pw.waitFor(rooted.Clean(hdr.Linkname))
+		}
+	}
+	if a.pw.dirRemoved.Swap(false) {
+		a.w.truncate(0)
 	}
 	return nil
 }
@@ -196,6 +252,9 @@ func (a *Applier) entry(ctx context.Context, hdr *tar.Header, r io.Reader) error
 	}
 	comps := rooted.Split(name)
 	base, parent := comps[len(comps)-1], comps[:len(comps)-1]
+	if err := a.await(name, hdr, base); err != nil {
+		return err
+	}
 
 	if a.whiteouts() {
 		if base == OpaqueMarker {
@@ -225,6 +284,9 @@ func (a *Applier) entry(ctx context.Context, hdr *tar.Header, r io.Reader) error
 	case tar.TypeDir:
 		return a.mkdir(d, depth, base, p, hdr)
 	case tar.TypeReg:
+		if a.pw != nil {
+			return a.pw.queue(ctx, a.w.ref(depth), base, p, hdr, r)
+		}
 		return a.writeFile(ctx, d, depth, base, p, hdr, r)
 	case tar.TypeLink:
 		return a.hardlink(d, depth, base, p, hdr)
@@ -300,6 +362,12 @@ func (a *Applier) madeDir(parent *rooted.Dir, name, rel string) error {
 // tree for a directory, never following a symlink, and forgets cached
 // handles it invalidates.
 func (a *Applier) remove(d *rooted.Dir, depth int, name string) error {
+	if a.pw != nil {
+		// A tree may hold queued files.
+		if err := a.pw.wait(); err != nil {
+			return err
+		}
+	}
 	if depth < len(a.w.names) && a.w.names[depth] == name {
 		a.w.truncate(depth)
 	}
@@ -398,26 +466,9 @@ func (a *Applier) writeFile(ctx context.Context, d *rooted.Dir, depth int, name,
 			a.opts.Record(p, hdr, st.Ino)
 			return nil
 		}
-		// chown first: it clears setuid/setgid and file capabilities, so
-		// the mode and the xattrs must come after it.
-		uid, gid := a.owner(hdr)
-		if err := a.chownErr(unix.Fchown(fd, uid, gid)); err != nil {
-			return a.ownerErr(d, name, uid, gid, err)
-		}
-		if err := unix.Fchmod(fd, uint32(hdr.Mode&0o7777)); err != nil {
-			return d.Err("chmod", name, err)
-		}
-		return a.setXattrs(hdr, false, func(k string, v []byte) error {
-			if err := unix.Fsetxattr(fd, k, v, 0); err != nil {
-				return d.Err("setxattr "+k, name, err)
-			}
-			return nil
-		})
+		return a.fileMeta(fd, d, name, hdr)
 	}()
-	if err != nil || a.opts.Record != nil {
-		return err
-	}
-	return d.Utimes(name, a.atime(hdr), a.mtime(hdr))
+	return err
 }
 
 // hardlink links name to the entry's Linkname, which resolves inside the
@@ -465,6 +516,11 @@ func (a *Applier) hardlink(d *rooted.Dir, depth int, name, p string, hdr *tar.He
 	// The chain may have moved: d is at an unknown depth now, so removal
 	// forgets every cached handle below the root when it hits a directory.
 	if err := d.Link(td, tbase, name); errors.Is(err, fs.ErrExist) {
+		if a.pw != nil {
+			if err := a.pw.wait(); err != nil {
+				return err
+			}
+		}
 		if err := a.w.removeAny(d, name); err != nil {
 			return err
 		}
@@ -897,6 +953,11 @@ func opaqueXattr() string {
 // Unpack needs root (mknod, chown, trusted.* xattrs), or a user namespace
 // (device nodes are then left out). It reads r to EOF, past the
 // end-of-archive marker, so a caller hashing r sees every byte.
+//
+// Regular files are written by a few goroutines while the tar is read on
+// (see writers_linux.go); the result is the same as writing them in tar
+// order. When Unpack fails, dir holds part of the layer — possibly files
+// that come after the failed entry — and is to be discarded.
 func Unpack(ctx context.Context, r io.Reader, dir string) error {
 	root, err := rooted.Open(dir)
 	if err != nil {

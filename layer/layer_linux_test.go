@@ -702,29 +702,6 @@ func BenchmarkWriteTar(b *testing.B) {
 	}
 }
 
-func BenchmarkUnpack(b *testing.B) {
-	requireRoot(b)
-	dir := b.TempDir()
-	build(b, dir, smallFiles(b, 10000))
-	tarball := writeTar(b, dir)
-	b.SetBytes(int64(len(tarball)))
-	b.ResetTimer()
-	for b.Loop() {
-		b.StopTimer()
-		dst, err := os.MkdirTemp(b.TempDir(), "")
-		if err != nil {
-			b.Fatal(err)
-		}
-		b.StartTimer()
-		if err := Unpack(context.Background(), bytes.NewReader(tarball), dst); err != nil {
-			b.Fatal(err)
-		}
-		b.StopTimer()
-		os.RemoveAll(dst)
-		b.StartTimer()
-	}
-}
-
 type countWriter int64
 
 func (c *countWriter) Write(p []byte) (int, error) {

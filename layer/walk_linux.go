@@ -27,10 +27,14 @@ const maxDepth = 512
 type walker struct {
 	root  *rooted.Root
 	names []string
-	dirs  []*rooted.Dir
+	dirs  []*dirRef
+	// rootRef stands for the root's handle, which the root owns.
+	rootRef dirRef
 }
 
-func newWalker(root *rooted.Root) *walker { return &walker{root: root} }
+func newWalker(root *rooted.Root) *walker {
+	return &walker{root: root, rootRef: dirRef{d: root.Dir(), root: true}}
+}
 
 // close releases every cached handle.
 func (w *walker) close() { w.truncate(0) }
@@ -42,7 +46,7 @@ func (w *walker) truncate(n int) {
 		return
 	}
 	for _, d := range w.dirs[n:] {
-		d.Close()
+		d.release()
 	}
 	clear(w.dirs[n:])
 	w.names, w.dirs = w.names[:n], w.dirs[:n]
@@ -50,9 +54,13 @@ func (w *walker) truncate(n int) {
 
 // at is the handle of the directory at depth n of the current chain (0 is
 // the root).
-func (w *walker) at(n int) *rooted.Dir {
+func (w *walker) at(n int) *rooted.Dir { return w.ref(n).d }
+
+// ref is the shared handle at depth n, for a holder that may outlive the
+// chain's hold (acquire it).
+func (w *walker) ref(n int) *dirRef {
 	if n == 0 {
-		return w.root.Dir()
+		return &w.rootRef
 	}
 	return w.dirs[n-1]
 }
@@ -153,7 +161,7 @@ func (w *walker) lookup(comps []string, m lookupMode, made func(parent *rooted.D
 		}
 		w.truncate(depth)
 		w.names = append(w.names, c)
-		w.dirs = append(w.dirs, next)
+		w.dirs = append(w.dirs, newDirRef(next))
 		depth++
 	}
 	return depth, nil
