@@ -125,7 +125,9 @@ func runChildCopy(rep reporter, cs *childSpec) int {
 	if src != "" {
 		inSrc = copyRootSrc
 	}
-	if err := copier.Do(inSrc, copyRootDst, cs.Op); err != nil {
+	// Files are copied on every core: this process was cloned into its
+	// mount namespace and pivoted root whole, so every thread is in it.
+	if err := copier.DoWith(inSrc, copyRootDst, cs.Op, copier.Options{Workers: runtime.GOMAXPROCS(0)}); err != nil {
 		m := childMsg{Done: true, Error: err.Error()}
 		notFoundInfo(err, &m)
 		rep.send(m)

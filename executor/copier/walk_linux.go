@@ -49,6 +49,8 @@ type copier struct {
 	// pending are excluded directories entered because an exception may
 	// keep something inside; they are created when that happens.
 	pending []*pendingDir
+	// pool, when set, copies regular files beside the walk.
+	pool *filePool
 }
 
 // node is one entry addressed through its parent directory's handle, or a
@@ -147,6 +149,16 @@ func (c *copier) copyNode(s node, fi fs.FileInfo, st matchState, parent *lazyDir
 			content = first.content
 			break
 		}
+		if sys.Nlink <= 1 && c.pool != nil {
+			// Nothing later depends on this file: copy it on a worker.
+			// Its place in the key's order is checked now, its bytes
+			// when the worker has read them.
+			e, err := c.verify.claim(s.rel())
+			if err != nil {
+				return err
+			}
+			return c.pool.run(func() error { return c.copyFile(s, fi, d, e) })
+		}
 		var err error
 		if content, err = c.copyFileData(s, d); err != nil {
 			return err
@@ -215,6 +227,9 @@ func (c *copier) copyDir(s node, fi fs.FileInfo, st matchState, parent *lazyDir,
 		}
 		defer sdir.Close()
 	}
+	// Jobs use sdir and self's handle: on every way out, they are done
+	// before the handles are closed.
+	defer c.pool.wait()
 	names, err := sdir.Names()
 	if err != nil {
 		return err
@@ -255,6 +270,10 @@ func (c *copier) copyDir(s node, fi fs.FileInfo, st matchState, parent *lazyDir,
 			return nil
 		}
 		created = pd.created
+	}
+	// Every file created in it must be there before its times are set.
+	if err := c.pool.wait(); err != nil {
+		return err
 	}
 	d := node{dir: parent.d, name: name}
 	if created || !top {
@@ -386,6 +405,19 @@ func setTimes(d node, fi fs.FileInfo) error {
 		return nil
 	}
 	return d.dir.Lutimes(d.name, time.Unix(sys.Atim.Sec, sys.Atim.Nsec), time.Unix(sys.Mtim.Sec, sys.Mtim.Nsec))
+}
+
+// copyFile is a regular file's copy on a worker: its bytes, checked
+// against the key's entry e when verifying, then its metadata.
+func (c *copier) copyFile(s node, fi fs.FileInfo, d node, e *Entry) error {
+	content, err := c.copyFileData(s, d)
+	if err != nil {
+		return err
+	}
+	if e != nil && EntrySum(Record(s.rel(), fi, content, "")) != e.Sum {
+		return &ContextChangedError{Path: relName(s.rel())}
+	}
+	return c.applyMeta(s, fi, d)
 }
 
 // copyFileData copies a regular file's bytes into a new file and returns

@@ -1,0 +1,118 @@
+package copier
+
+import (
+	"sync"
+)
+
+// Options change how DoWith works; the zero value is Do.
+type Options struct {
+	// Workers, above 1, copies the bytes and metadata of regular files on
+	// that many goroutines while the walk goes on, so that a COPY of
+	// thousands of files keeps every core busy (creating an inode is most
+	// of a small file's cost). The other goroutines run on other threads:
+	// the caller's mount namespace and root must be the whole process's,
+	// as in the copy sandbox child, never a namespace one locked thread
+	// entered on its own.
+	Workers int
+}
+
+// filePool runs file jobs on a few goroutines. The walk submits a job
+// only for an entry whose outcome nothing later in the same copy depends
+// on (a regular file that is its inode's only link), and waits for every
+// job before it sets a directory's times (creating a file changes them)
+// and before a match ends (a later source may write the same name). A
+// job uses the walk's directory handles, so the walk waits before it
+// closes them. A nil pool runs each job at once.
+type filePool struct {
+	jobs    chan func() error
+	pending sync.WaitGroup
+	workers sync.WaitGroup
+	mu      sync.Mutex
+	err     error // the first job error
+}
+
+func newFilePool(n int) *filePool {
+	if n <= 1 {
+		return nil
+	}
+	p := &filePool{jobs: make(chan func() error, 4*n)}
+	p.workers.Add(n)
+	for range n {
+		go func() {
+			defer p.workers.Done()
+			for job := range p.jobs {
+				if err := job(); err != nil {
+					p.mu.Lock()
+					if p.err == nil {
+						p.err = err
+					}
+					p.mu.Unlock()
+				}
+				p.pending.Done()
+			}
+		}()
+	}
+	return p
+}
+
+// run runs job, on a worker when there is a pool. It returns the first
+// error of an earlier job, so that the walk stops soon after one fails.
+func (p *filePool) run(job func() error) error {
+	if p == nil {
+		return job()
+	}
+	if err := p.firstErr(); err != nil {
+		return err
+	}
+	p.pending.Add(1)
+	p.jobs <- job
+	return nil
+}
+
+func (p *filePool) firstErr() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.err
+}
+
+// wait returns once every submitted job is done, with the first error.
+func (p *filePool) wait() error {
+	if p == nil {
+		return nil
+	}
+	p.pending.Wait()
+	return p.firstErr()
+}
+
+// close waits for the jobs and stops the workers.
+func (p *filePool) close() error {
+	if p == nil {
+		return nil
+	}
+	err := p.wait()
+	close(p.jobs)
+	p.workers.Wait()
+	return err
+}
+
+// claim is check's first half, for a file whose content a job hashes:
+// the entry must be the next one the key lists. The returned entry (nil
+// when not verifying) is what checkContent compares with.
+func (v *verifier) claim(rel string) (*Entry, error) {
+	if v == nil {
+		return nil, nil
+	}
+	if v.i >= len(v.expect) {
+		return nil, &ContextChangedError{Path: relName(rel)}
+	}
+	e := &v.expect[v.i]
+	v.i++
+	if e.Path != rel {
+		p := e.Path
+		if rel < p {
+			p = rel
+		}
+		return nil, &ContextChangedError{Path: relName(p)}
+	}
+	return e, nil
+}
