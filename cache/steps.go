@@ -89,8 +89,20 @@ func (s *Store) PutStep(key string, rec StepRecord) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("recording step %s: %w", key, err)
 	}
-	if err := s.writeAtomic(s.stepPath(key), data); err != nil {
+	// A record is a hint, never the only copy of anything: one lost or
+	// torn by a crash is a miss (Step treats what does not decode, or
+	// names a missing or suspect layer, as absent), so within a boot the
+	// background syncer makes it durable with the layers (durable.go)
+	// and a step's commit waits for no fsync.
+	write := s.writeAtomic
+	if currentBoot() != "" {
+		write = s.writeUnsynced
+	}
+	if err := write(s.stepPath(key), data); err != nil {
 		return fmt.Errorf("recording step %s: %w", key, err)
+	}
+	if currentBoot() != "" {
+		s.published()
 	}
 	return nil
 }
