@@ -141,11 +141,11 @@ func copyBlob(ctx context.Context, w io.Writer, b blob) error {
 			return err
 		}
 	}
-	src := io.Reader(ctxReader{ctx, rc})
+	dst := w
 	if h != nil {
-		src = io.TeeReader(src, h)
+		dst = io.MultiWriter(w, h)
 	}
-	n, err := copyOverlapped(w, src)
+	n, err := io.CopyBuffer(dst, ctxReader{ctx, rc}, make([]byte, 1<<20))
 	if err != nil {
 		return fmt.Errorf("copying blob %s: %w", b.digest, err)
 	}
@@ -166,74 +166,6 @@ func copyBlob(ctx context.Context, w io.Writer, b blob) error {
 // second time.
 type digestVerifier interface {
 	VerifiesDigest() v1.Hash
-}
-
-// copyChunk is how much copyOverlapped reads at once; a few are in flight.
-const copyChunk = 1 << 20
-
-// copyOverlapped copies src to dst to src's end with the reads (and the
-// hashing in them) on one goroutine and the writes on this one, so that a
-// large layer's copy keeps two cores busy; at most three chunks are in
-// memory. It stops at the first error of either side.
-func copyOverlapped(dst io.Writer, src io.Reader) (int64, error) {
-	type chunk struct {
-		buf []byte
-		err error
-	}
-	full := make(chan chunk, 1)
-	free := make(chan []byte, 3)
-	for range 3 {
-		free <- make([]byte, copyChunk)
-	}
-	stop := make(chan struct{})
-	go func() {
-		defer close(full)
-		for {
-			var buf []byte
-			select {
-			case buf = <-free:
-			case <-stop:
-				return
-			}
-			n, err := io.ReadFull(src, buf)
-			if err == io.ErrUnexpectedEOF {
-				err = io.EOF
-			}
-			if n > 0 || err != nil {
-				select {
-				case full <- chunk{buf: buf[:n], err: err}:
-				case <-stop:
-					return
-				}
-			}
-			if err != nil {
-				return
-			}
-		}
-	}()
-	defer func() {
-		close(stop)
-		for range full { // wait for the reader: src must not be read after we return
-		}
-	}()
-	var written int64
-	for c := range full {
-		if len(c.buf) > 0 {
-			n, err := dst.Write(c.buf)
-			written += int64(n)
-			if err != nil {
-				return written, err
-			}
-		}
-		if c.err == io.EOF {
-			return written, nil
-		}
-		if c.err != nil {
-			return written, c.err
-		}
-		free <- c.buf[:cap(c.buf)]
-	}
-	return written, nil
 }
 
 func newHasher(alg string) (hash.Hash, error) {

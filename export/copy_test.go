@@ -4,77 +4,16 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
-	"errors"
 	"fmt"
 	"io"
+	"path/filepath"
 	"strings"
 	"testing"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/static"
+	"github.com/google/go-containerregistry/pkg/v1/types"
 )
-
-func TestCopyOverlapped(t *testing.T) {
-	errRead, errWrite := errors.New("read failed"), errors.New("write failed")
-	for _, tc := range []struct {
-		name      string
-		size      int
-		failRead  int // fail the read once this many bytes are out (-1: never)
-		failWrite int // fail the write once this many bytes are in (-1: never)
-		want      error
-	}{
-		{"empty", 0, -1, -1, nil},
-		{"one byte", 1, -1, -1, nil},
-		{"chunk-1", copyChunk - 1, -1, -1, nil},
-		{"chunk", copyChunk, -1, -1, nil},
-		{"chunk+1", copyChunk + 1, -1, -1, nil},
-		{"many chunks", 7*copyChunk + 12345, -1, -1, nil},
-		{"read error", 5 * copyChunk, 2*copyChunk + 7, -1, errRead},
-		{"write error", 5 * copyChunk, -1, 3 * copyChunk, errWrite},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			data := bytes.Repeat([]byte("0123456789abcdef"), tc.size/16+1)[:tc.size]
-			var src io.Reader = bytes.NewReader(data)
-			if tc.failRead >= 0 {
-				src = io.MultiReader(io.LimitReader(src, int64(tc.failRead)), failing{errRead})
-			}
-			var out bytes.Buffer
-			var dst io.Writer = &out
-			if tc.failWrite >= 0 {
-				dst = &limitedWriter{w: &out, left: tc.failWrite, err: errWrite}
-			}
-			n, err := copyOverlapped(dst, src)
-			if !errors.Is(err, tc.want) {
-				t.Fatalf("error %v, want %v", err, tc.want)
-			}
-			if n != int64(out.Len()) {
-				t.Errorf("returned %d bytes written, wrote %d", n, out.Len())
-			}
-			if tc.want == nil && !bytes.Equal(out.Bytes(), data) {
-				t.Errorf("copied %d bytes that differ from the %d of the source", out.Len(), len(data))
-			}
-		})
-	}
-}
-
-type failing struct{ err error }
-
-func (f failing) Read([]byte) (int, error) { return 0, f.err }
-
-type limitedWriter struct {
-	w    io.Writer
-	left int
-	err  error
-}
-
-func (l *limitedWriter) Write(p []byte) (int, error) {
-	if len(p) > l.left {
-		n, _ := l.w.Write(p[:l.left])
-		l.left = 0
-		return n, l.err
-	}
-	l.left -= len(p)
-	return l.w.Write(p)
-}
 
 // claimingReader says it verifies a digest, and does not.
 type claimingReader struct {
@@ -112,5 +51,23 @@ func TestCopyBlobTrustsOnlyItsDigest(t *testing.T) {
 				t.Fatalf("error %v, want error: %v", err, tc.wantErr)
 			}
 		})
+	}
+}
+
+// BenchmarkOCIArchive100MB exports an image with one 100 MB layer to an
+// OCI archive: the blob is read, checked against its digest and written.
+func BenchmarkOCIArchive100MB(b *testing.B) {
+	data := make([]byte, 100<<20)
+	for i := range data {
+		data[i] = byte(i * 7 >> 3)
+	}
+	img := imageOf(b, static.NewLayer(data, types.OCILayer))
+	dest := filepath.Join(b.TempDir(), "out.tar")
+	b.SetBytes(int64(len(data)))
+	b.ResetTimer()
+	for range b.N {
+		if err := OCIArchive(context.Background(), img, dest, nil); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
