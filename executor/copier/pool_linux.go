@@ -16,13 +16,13 @@ type Options struct {
 	Workers int
 }
 
-// filePool runs file jobs on a few goroutines. The walk submits a job
-// only for an entry whose outcome nothing later in the same copy depends
-// on (a regular file that is its inode's only link), and waits for every
-// job before it sets a directory's times (creating a file changes them)
-// and before a match ends (a later source may write the same name). A
-// job uses the walk's directory handles, so the walk waits before it
-// closes them. A nil pool runs each job at once.
+// filePool runs jobs on a few goroutines: one per directory, which copies
+// the directory's regular files that are their inode's only link (nothing
+// later in the copy depends on them) and then sets the directory's own
+// metadata (creating a file changes its times). A job owns the directory
+// handles it uses. The walk waits for every job before a match ends (a
+// later source may write the same names). A nil pool runs each job at
+// once.
 type filePool struct {
 	jobs    chan func() error
 	pending sync.WaitGroup
