@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/types"
@@ -259,5 +260,50 @@ func TestDamagedBlobReplaced(t *testing.T) {
 	}
 	if _, ok, err := f.s.Image("app"); err != nil || !ok {
 		t.Errorf("image after its manifest was written again: %v %v", ok, err)
+	}
+}
+
+// TestStoredBlobVerifiesItsDigest: a stored layer's compressed reader
+// says which digest it checks (so an export does not hash it again), and
+// fails at its end when the bytes on disk do not have it.
+func TestStoredBlobVerifiesItsDigest(t *testing.T) {
+	requireRoot(t)
+	s := openStore(t)
+	dir, err := s.TempDir("upper-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	buildTree(t, dir)
+	info, _, err := s.CommitDir(context.Background(), dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	read := func() error {
+		rc, err := s.Layer(info, types.OCILayer).Compressed()
+		if err != nil {
+			return err
+		}
+		defer rc.Close()
+		v, ok := rc.(interface{ VerifiesDigest() v1.Hash })
+		if !ok || v.VerifiesDigest() != info.Digest {
+			t.Fatalf("reader %T does not say it verifies %s", rc, info.Digest)
+		}
+		_, err = io.Copy(io.Discard, rc)
+		return err
+	}
+	if err := read(); err != nil {
+		t.Fatalf("reading the intact blob: %v", err)
+	}
+	p := s.blobPath(info.Digest)
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[len(b)/2] ^= 0xff
+	if err := os.WriteFile(p, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := read(); err == nil || !strings.Contains(err.Error(), "damaged") {
+		t.Fatalf("reading the damaged blob: %v, want an error saying it is damaged", err)
 	}
 }
