@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -13,6 +14,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+	"golang.org/x/sys/unix"
 )
 
 // verifyFixture is a store with two built layers ("a" used by the image
@@ -305,5 +307,50 @@ func TestStoredBlobVerifiesItsDigest(t *testing.T) {
 	}
 	if err := read(); err == nil || !strings.Contains(err.Error(), "damaged") {
 		t.Fatalf("reading the damaged blob: %v, want an error saying it is damaged", err)
+	}
+}
+
+// TestCommitContentsFromTarWalk: the contents list a commit writes from
+// its tar walk holds the very lines a separate lstat walk of fs/ gives
+// (in the tar's order), for every kind of entry.
+func TestCommitContentsFromTarWalk(t *testing.T) {
+	requireRoot(t)
+	s := openStore(t)
+	dir, err := s.TempDir("upper-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	buildTree(t, dir)
+	if err := unix.Mkfifo(filepath.Join(dir, "home/app/fifo"), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mknod(filepath.Join(dir, "usr/bin/dev"), unix.S_IFBLK|0o600, int(unix.Mkdev(7, 3))); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("../a \"quoted\" target", filepath.Join(dir, "usr/bin/odd name")); err != nil {
+		t.Fatal(err)
+	}
+	info, _, err := s.CommitDir(context.Background(), dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(filepath.Join(filepath.Dir(info.Dir), contentsFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := listContents(info.Dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sorted := func(b []byte) string {
+		lines := strings.Split(strings.TrimSuffix(string(b), "\n"), "\n")
+		slices.Sort(lines)
+		return strings.Join(lines, "\n")
+	}
+	if sorted(got) != sorted(want) {
+		t.Errorf("contents list from the tar walk:\n%s\nwant (lstat walk of fs/):\n%s", got, want)
+	}
+	if diffs, err := checkContents(filepath.Dir(info.Dir)); err != nil || len(diffs) > 0 {
+		t.Errorf("checking the committed layer: %v %v", diffs, err)
 	}
 }
