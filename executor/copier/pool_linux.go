@@ -4,6 +4,48 @@ import (
 	"sync"
 )
 
+// batchFiles bounds the files a directory's job holds: a directory with
+// more has them copied by jobs of this many as the walk goes, so memory
+// does not grow with the directory.
+const batchFiles = 256
+
+// dirBatch is the regular files of one directory not yet handed to a
+// job, and the jobs already running some of them (its last job waits for
+// them before it sets the directory's metadata).
+type dirBatch struct {
+	files []func() error
+	parts sync.WaitGroup
+}
+
+// add queues a file of the directory, and hands a full batch to a job.
+func (b *dirBatch) add(p *filePool, f func() error) error {
+	b.files = append(b.files, f)
+	if len(b.files) < batchFiles {
+		return nil
+	}
+	files := b.files
+	b.files = nil
+	b.parts.Add(1)
+	err := p.run(func() error {
+		defer b.parts.Done()
+		return runFiles(files)
+	})
+	if err != nil {
+		b.parts.Done() // not queued
+	}
+	return err
+}
+
+// runFiles runs file copies in order up to the first error.
+func runFiles(files []func() error) error {
+	for _, f := range files {
+		if err := f(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // Options change how DoWith works; the zero value is Do.
 type Options struct {
 	// Workers, above 1, copies the bytes and metadata of regular files on

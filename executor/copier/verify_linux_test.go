@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"os"
@@ -180,5 +181,39 @@ func TestUserFileFIFO(t *testing.T) {
 				t.Fatal("the lookup blocked on the FIFO")
 			}
 		})
+	}
+}
+
+// TestWorkersLargeDirectory copies directories of more files than one job
+// holds (batchFiles), verified, with and without workers: the trees must
+// be the same, directory times included.
+func TestWorkersLargeDirectory(t *testing.T) {
+	requireRoot(t)
+	tmp := t.TempDir()
+	src := filepath.Join(tmp, "src")
+	b := builder{t, src}
+	for i := range 2*batchFiles + 17 {
+		b.file(fmt.Sprintf("big/f%04d", i), strings.Repeat("x", i), 0o644)
+	}
+	for i := range 40 {
+		b.file(fmt.Sprintf("big/sub%d/g", i%5), "", 0o600)
+		b.file(fmt.Sprintf("small%02d/h", i), "h", 0o640)
+	}
+	setTimesUnder(t, src, srcTime)
+	sources := []string{"."}
+	var got []string
+	for _, opt := range []Options{{}, {Workers: 3}} {
+		dst := filepath.Join(tmp, fmt.Sprintf("dst%d", opt.Workers))
+		if err := os.Mkdir(dst, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		op := Op{Kind: "copy", Sources: sources, Dest: "/app/", Verify: true, Expect: expectedEntries(t, src, sources, nil)}
+		if err := DoWith(src, dst, op, opt); err != nil {
+			t.Fatalf("workers %d: %v", opt.Workers, err)
+		}
+		got = append(got, listing(t, dst))
+	}
+	if got[0] != got[1] {
+		t.Errorf("with workers the tree differs:\n%s\nwithout:\n%s", got[1], got[0])
 	}
 }

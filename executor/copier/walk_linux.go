@@ -56,7 +56,7 @@ type copier struct {
 	pool *filePool
 	// batch collects the regular files of the directory being walked,
 	// for its job.
-	batch *[]func() error
+	batch *dirBatch
 }
 
 // node is one entry addressed through its parent directory's handle, or a
@@ -163,8 +163,7 @@ func (c *copier) copyNode(s node, fi fs.FileInfo, st matchState, parent *lazyDir
 			if err != nil {
 				return err
 			}
-			*c.batch = append(*c.batch, func() error { return c.copyFile(s, fi, d, e) })
-			return nil
+			return c.batch.add(c.pool, func() error { return c.copyFile(s, fi, d, e) })
 		}
 		var err error
 		if content, err = c.copyFileData(s, d); err != nil {
@@ -251,20 +250,18 @@ func (c *copier) copyDir(s node, fi fs.FileInfo, st matchState, parent *lazyDir,
 			}
 		}()
 	}
-	var batch []func() error
+	batch := &dirBatch{}
 	if c.pool != nil {
 		outer := c.batch
-		c.batch = &batch
+		c.batch = batch
 		defer func() { c.batch = outer }()
 		defer func() {
-			// A failed copy leaves what the walk had reached, as
-			// without a pool: the files before the failing entry.
 			if err != nil && !handedOff {
-				for _, f := range batch {
-					if f() != nil {
-						break
-					}
-				}
+				// The handles are closed next: no job may still use them.
+				batch.parts.Wait()
+				// A failed copy leaves what the walk had reached, as
+				// without a pool: the files before the failing entry.
+				runFiles(batch.files)
 			}
 		}()
 	}
@@ -341,10 +338,10 @@ func (c *copier) copyDir(s node, fi fs.FileInfo, st matchState, parent *lazyDir,
 	job := func() error {
 		defer closeAll()
 		// Files first: creating one changes the directory's times.
-		for _, f := range batch {
-			if err := f(); err != nil {
-				return err
-			}
+		err := runFiles(batch.files)
+		batch.parts.Wait()
+		if err != nil {
+			return err
 		}
 		return meta(node{dir: sparent, name: s.name}, dparent)
 	}
