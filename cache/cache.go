@@ -351,6 +351,11 @@ type storedBlob struct {
 
 func (b *storedBlob) Close() error { return b.f.Close() }
 
+// VerifiesDigest is the digest the blob's bytes are checked against: a
+// read that reaches the end fails unless they have it (so an export need
+// not hash them again).
+func (b *storedBlob) VerifiesDigest() v1.Hash { return b.want }
+
 func (l *storedLayer) Uncompressed() (io.ReadCloser, error) {
 	f, err := l.open()
 	if err != nil {

@@ -821,11 +821,28 @@ func bigFile(fill func(io.Writer, int64)) func(testing.TB, string) {
 	}
 }
 
+// commitTrees add the commits at the ends of the scale: a step that
+// changed nothing, one that wrote a small file (most RUN steps), and a
+// 100 MiB layer.
+var commitTrees = append([]struct {
+	name  string
+	build func(testing.TB, string)
+	size  int64
+}{
+	{"empty", func(testing.TB, string) {}, 0},
+	{"1-small", func(t testing.TB, dir string) {
+		if err := os.WriteFile(filepath.Join(dir, "step1"), []byte("1\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}, 2},
+	{"100MiB-text", bigFile(textish), 100 << 20},
+}, benchTrees...)
+
 // BenchmarkCommitDir measures a RUN step's commit: tar, gzip, hashes,
 // blob write and making the dirty upper dir durable.
 func BenchmarkCommitDir(b *testing.B) {
 	requireRoot(b)
-	for _, bc := range benchTrees {
+	for _, bc := range commitTrees {
 		b.Run(bc.name, func(b *testing.B) {
 			b.SetBytes(bc.size)
 			for b.Loop() {

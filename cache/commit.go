@@ -62,21 +62,24 @@ func (s *Store) CommitDirWith(ctx context.Context, dir string, opt layer.TarOpti
 		return LayerInfo{}, false, fmt.Errorf("committing %s: not on the store's filesystem (use Store.TempDir)", dir)
 	}
 
-	// The contents list (what kiln verify checks) is one lstat walk, done
-	// while the layer is compressed. Durability comes after publishing
-	// (durable.go).
+	// The contents list (what kiln verify checks) is written from the
+	// lstat of each entry the tar walk makes anyway. Durability comes
+	// after publishing (durable.go).
 	listed := make(chan error, 1)
+	if currentBoot() == "" {
+		go func() {
+			_, span := trace.Start(ctx, "sync")
+			listed <- syncFilesystem(dir) // no boot id to scope an unsynced publish by
+			span.End()
+		}()
+	} else {
+		listed <- nil
+	}
 	var list []byte
-	go func() {
-		_, span := trace.Start(ctx, "list")
-		var err error
-		list, err = listContents(dir)
-		if err == nil && currentBoot() == "" {
-			err = syncFilesystem(dir) // no boot id to scope an unsynced publish by
-		}
-		span.End()
-		listed <- err
-	}()
+	opt.Entry = func(e layer.TreeEntry) error {
+		list = appendContentsLine(list, e)
+		return nil
+	}
 	_, tarSpan := trace.Start(ctx, "tar + compress")
 	blob, err := s.compress(ctx, dir, opt)
 	tarSpan.End()

@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"github.com/kiln-build/kiln/layer"
 )
 
 // Every layer directory holds, beside fs/, a list of what fs/ held when it
@@ -75,6 +77,31 @@ func contentsLine(fsDir, p string) (string, error) {
 		line += " " + strconv.Quote(target)
 	}
 	return line, nil
+}
+
+// appendContentsLine appends the contents line of an entry the tar walk
+// reached: the line contentsLine makes of the same lstat.
+func appendContentsLine(b []byte, e layer.TreeEntry) []byte {
+	size := int64(0)
+	if e.Mode.IsRegular() {
+		size = e.Size
+	}
+	b = strconv.AppendUint(b, uint64(uint32(e.Mode)), 8)
+	b = append(b, ' ')
+	b = strconv.AppendUint(b, uint64(e.UID), 10)
+	b = append(b, ':')
+	b = strconv.AppendUint(b, uint64(e.GID), 10)
+	b = append(b, ' ')
+	b = strconv.AppendInt(b, size, 10)
+	b = append(b, ' ')
+	b = strconv.AppendUint(b, e.Rdev, 10)
+	b = append(b, ' ')
+	b = strconv.AppendQuote(b, e.Path)
+	if e.Mode&fs.ModeSymlink != 0 {
+		b = append(b, ' ')
+		b = strconv.AppendQuote(b, e.Link)
+	}
+	return append(b, '\n')
 }
 
 // errNoContents means a layer was published by a kiln that wrote no

@@ -6,12 +6,15 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+	"golang.org/x/sys/unix"
 )
 
 // verifyFixture is a store with two built layers ("a" used by the image
@@ -259,5 +262,95 @@ func TestDamagedBlobReplaced(t *testing.T) {
 	}
 	if _, ok, err := f.s.Image("app"); err != nil || !ok {
 		t.Errorf("image after its manifest was written again: %v %v", ok, err)
+	}
+}
+
+// TestStoredBlobVerifiesItsDigest: a stored layer's compressed reader
+// says which digest it checks (so an export does not hash it again), and
+// fails at its end when the bytes on disk do not have it.
+func TestStoredBlobVerifiesItsDigest(t *testing.T) {
+	requireRoot(t)
+	s := openStore(t)
+	dir, err := s.TempDir("upper-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	buildTree(t, dir)
+	info, _, err := s.CommitDir(context.Background(), dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	read := func() error {
+		rc, err := s.Layer(info, types.OCILayer).Compressed()
+		if err != nil {
+			return err
+		}
+		defer rc.Close()
+		v, ok := rc.(interface{ VerifiesDigest() v1.Hash })
+		if !ok || v.VerifiesDigest() != info.Digest {
+			t.Fatalf("reader %T does not say it verifies %s", rc, info.Digest)
+		}
+		_, err = io.Copy(io.Discard, rc)
+		return err
+	}
+	if err := read(); err != nil {
+		t.Fatalf("reading the intact blob: %v", err)
+	}
+	p := s.blobPath(info.Digest)
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[len(b)/2] ^= 0xff
+	if err := os.WriteFile(p, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := read(); err == nil || !strings.Contains(err.Error(), "damaged") {
+		t.Fatalf("reading the damaged blob: %v, want an error saying it is damaged", err)
+	}
+}
+
+// TestCommitContentsFromTarWalk: the contents list a commit writes from
+// its tar walk holds the very lines a separate lstat walk of fs/ gives
+// (in the tar's order), for every kind of entry.
+func TestCommitContentsFromTarWalk(t *testing.T) {
+	requireRoot(t)
+	s := openStore(t)
+	dir, err := s.TempDir("upper-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	buildTree(t, dir)
+	if err := unix.Mkfifo(filepath.Join(dir, "home/app/fifo"), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mknod(filepath.Join(dir, "usr/bin/dev"), unix.S_IFBLK|0o600, int(unix.Mkdev(7, 3))); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("../a \"quoted\" target", filepath.Join(dir, "usr/bin/odd name")); err != nil {
+		t.Fatal(err)
+	}
+	info, _, err := s.CommitDir(context.Background(), dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(filepath.Join(filepath.Dir(info.Dir), contentsFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := listContents(info.Dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sorted := func(b []byte) string {
+		lines := strings.Split(strings.TrimSuffix(string(b), "\n"), "\n")
+		slices.Sort(lines)
+		return strings.Join(lines, "\n")
+	}
+	if sorted(got) != sorted(want) {
+		t.Errorf("contents list from the tar walk:\n%s\nwant (lstat walk of fs/):\n%s", got, want)
+	}
+	if diffs, err := checkContents(filepath.Dir(info.Dir)); err != nil || len(diffs) > 0 {
+		t.Errorf("checking the committed layer: %v %v", diffs, err)
 	}
 }

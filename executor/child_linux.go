@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 
 	"golang.org/x/sys/unix"
 
@@ -80,7 +81,9 @@ func runChildCopy(rep stepinit.Reporter, cs *childSpec) int {
 	if src != "" {
 		inSrc = copyRootSrc
 	}
-	if err := copier.Do(inSrc, copyRootDst, cs.Op); err != nil {
+	// Files are copied on every core: this process was cloned into its
+	// mount namespace and pivoted root whole, so every thread is in it.
+	if err := copier.DoWith(inSrc, copyRootDst, cs.Op, copier.Options{Workers: runtime.GOMAXPROCS(0)}); err != nil {
 		m := childMsg{Done: true, Error: err.Error()}
 		notFoundInfo(err, &m)
 		rep.Send(m)

@@ -26,6 +26,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"io/fs"
 	"strings"
 	"sync"
 	"time"
@@ -72,6 +73,22 @@ type TarOptions struct {
 	// the layers a build creates, which makes a layer's bytes independent
 	// of when its files were written.
 	ClampMtime *time.Time
+	// Entry, when set, is called for every entry below the directory as
+	// WriteTarWith reaches it, in the tar's order, sockets and whiteouts
+	// included (by their names on disk): what a listing of the tree
+	// needs, without a second walk. An error stops the tar.
+	Entry func(TreeEntry) error
+}
+
+// TreeEntry is one entry of a directory WriteTarWith walks, as lstat
+// found it.
+type TreeEntry struct {
+	Path     string      // relative to the directory, slash-separated
+	Mode     fs.FileMode // type and permission bits, as os.Lstat spells them
+	UID, GID uint32
+	Size     int64  // st_size
+	Rdev     uint64 // device number (0:0 for a whiteout)
+	Link     string // a symlink's target
 }
 
 // EscapeError reports a tar entry or hardlink target that would resolve

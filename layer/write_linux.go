@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -14,6 +15,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/kiln-build/kiln/rooted"
 )
 
 // WriteTar writes the overlay-format directory dir as an uncompressed layer
@@ -39,11 +42,12 @@ func WriteTarWith(ctx context.Context, dir string, w io.Writer, opt TarOptions) 
 	bp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bp)
 	tb := &tarWriter{
-		root:  dir,
-		tw:    tw,
-		links: make(map[inode]string),
-		buf:   *bp,
-		clamp: opt.ClampMtime,
+		root:    dir,
+		tw:      tw,
+		links:   make(map[inode]string),
+		buf:     *bp,
+		clamp:   opt.ClampMtime,
+		onEntry: opt.Entry,
 	}
 	if err := tb.dir(ctx, ""); err != nil {
 		return err
@@ -60,12 +64,13 @@ func WriteTarWith(ctx context.Context, dir string, w io.Writer, opt TarOptions) 
 type inode struct{ dev, ino uint64 }
 
 type tarWriter struct {
-	root  string
-	tw    *tar.Writer
-	links map[inode]string // first path seen of each multiply-linked inode
-	buf   []byte           // file copy buffer
-	xbuf  []byte           // xattr name list buffer
-	clamp *time.Time       // latest mtime written, if any
+	root    string
+	tw      *tar.Writer
+	links   map[inode]string // first path seen of each multiply-linked inode
+	buf     []byte           // file copy buffer
+	xbuf    []byte           // xattr name list buffer
+	clamp   *time.Time       // latest mtime written, if any
+	onEntry func(TreeEntry) error
 }
 
 // child is a directory entry, lstat'ed before sorting because a whiteout's
@@ -127,6 +132,18 @@ func (t *tarWriter) entry(ctx context.Context, parent string, c *child) error {
 		mtime = *t.clamp
 	}
 	typ := st.Mode & unix.S_IFMT
+	var link string
+	if typ == unix.S_IFLNK {
+		var err error
+		if link, err = os.Readlink(full); err != nil {
+			return fmt.Errorf("reading symlink %s: %w", full, err)
+		}
+	}
+	if t.onEntry != nil {
+		if err := t.onEntry(TreeEntry{Path: rel, Mode: fileMode(st.Mode), UID: st.Uid, GID: st.Gid, Size: st.Size, Rdev: st.Rdev, Link: link}); err != nil {
+			return err
+		}
+	}
 
 	// Since Linux 5.8 overlayfs makes whiteouts by linking one shared
 	// device, so they must be handled before hardlinks.
@@ -194,11 +211,7 @@ func (t *tarWriter) entry(ctx context.Context, parent string, c *child) error {
 		return t.contents(ctx, full, st.Size)
 	case unix.S_IFLNK:
 		hdr.Typeflag = tar.TypeSymlink
-		target, err := os.Readlink(full)
-		if err != nil {
-			return fmt.Errorf("reading symlink %s: %w", full, err)
-		}
-		hdr.Linkname = target
+		hdr.Linkname = link
 	case unix.S_IFCHR, unix.S_IFBLK:
 		hdr.Typeflag = tar.TypeChar
 		if typ == unix.S_IFBLK {
@@ -212,6 +225,26 @@ func (t *tarWriter) entry(ctx context.Context, parent string, c *child) error {
 		return fmt.Errorf("writing %s: unknown file type %#o", full, typ)
 	}
 	return t.header(hdr, full)
+}
+
+// fileMode is st_mode in Go's spelling, as os.Lstat gives it.
+func fileMode(mode uint32) fs.FileMode {
+	m := rooted.PermBits(mode)
+	switch mode & unix.S_IFMT {
+	case unix.S_IFBLK:
+		m |= fs.ModeDevice
+	case unix.S_IFCHR:
+		m |= fs.ModeDevice | fs.ModeCharDevice
+	case unix.S_IFDIR:
+		m |= fs.ModeDir
+	case unix.S_IFIFO:
+		m |= fs.ModeNamedPipe
+	case unix.S_IFLNK:
+		m |= fs.ModeSymlink
+	case unix.S_IFSOCK:
+		m |= fs.ModeSocket
+	}
+	return m
 }
 
 func (t *tarWriter) header(hdr *tar.Header, full string) error {

@@ -816,8 +816,17 @@ func requireRoot(t *testing.T) {
 }
 
 // runCase builds the trees, runs Do, and compares the destination listing
-// (and error) with testdata/<name>.golden.
+// (and error) with testdata/<name>.golden; then the same with files
+// copied on several workers (DoWith), which must give the same tree.
 func runCase(t *testing.T, name string, src, dst func(builder), op func(srcRoot string) Op, check func(*testing.T, error)) {
+	t.Helper()
+	runCaseWith(t, name, src, dst, op, check, Options{})
+	t.Run("workers", func(t *testing.T) {
+		runCaseWith(t, name, src, dst, op, check, Options{Workers: 4})
+	})
+}
+
+func runCaseWith(t *testing.T, name string, src, dst func(builder), op func(srcRoot string) Op, check func(*testing.T, error), opt Options) {
 	t.Helper()
 	tmp := t.TempDir()
 	srcRoot, dstRoot := filepath.Join(tmp, "src"), filepath.Join(tmp, "dst")
@@ -838,7 +847,7 @@ func runCase(t *testing.T, name string, src, dst func(builder), op func(srcRoot 
 	setTimesUnder(t, srcRoot, srcTime)
 	setTimesUnder(t, dstRoot, dstTime)
 
-	err := Do(srcRoot, dstRoot, op(srcRoot))
+	err := DoWith(srcRoot, dstRoot, op(srcRoot), opt)
 	if check != nil {
 		check(t, err)
 	}

@@ -26,6 +26,12 @@ import (
 // that locked its thread into a private mount namespace sees every file
 // operation happen there.
 func Do(srcRoot, dstRoot string, op Op) error {
+	return DoWith(srcRoot, dstRoot, op, Options{})
+}
+
+// DoWith is Do with options: with Workers, regular files are copied on
+// several goroutines (see Options).
+func DoWith(srcRoot, dstRoot string, op Op, opt Options) error {
 	if srcRoot != "" {
 		srcRoot = filepath.Clean(srcRoot)
 	}
@@ -42,7 +48,7 @@ func Do(srcRoot, dstRoot string, op Op) error {
 			err = fmt.Errorf("creating directory %q: %w", op.Dest, err)
 		}
 	case "copy", "add":
-		err = doCopy(srcRoot, dstRoot, droot, op)
+		err = doCopy(srcRoot, dstRoot, droot, op, opt)
 	default:
 		err = fmt.Errorf("unknown copy kind %q", op.Kind)
 	}
@@ -72,7 +78,7 @@ func doMkdir(dst *rooted.Root, op Op) error {
 	return d.Close()
 }
 
-func doCopy(srcRoot, dstRoot string, droot *rooted.Root, op Op) error {
+func doCopy(srcRoot, dstRoot string, droot *rooted.Root, op Op, opt Options) (err error) {
 	mode, err := parseChmod(op.Chmod)
 	if err != nil {
 		return err
@@ -97,8 +103,15 @@ func doCopy(srcRoot, dstRoot string, droot *rooted.Root, op Op) error {
 	if op.Kind == "add" {
 		verb = "adding"
 	}
+	pool := newFilePool(opt.Workers)
+	defer func() {
+		if perr := pool.close(); err == nil && perr != nil {
+			err = perr
+		}
+	}()
 	for _, s := range op.Sources {
 		c := &copier{
+			pool:      pool,
 			src:       src,
 			droot:     droot,
 			chown:     chown,
@@ -152,7 +165,12 @@ func (c *copier) copySource(src, dest string) error {
 				c.verify.i = mark
 			}
 		}
-		if err := c.copyMatch(m, dest); err != nil {
+		err := c.copyMatch(m, dest)
+		// A later match or source may write the same names.
+		if werr := c.pool.wait(); err == nil {
+			err = werr
+		}
+		if err != nil {
 			return err
 		}
 	}
@@ -283,7 +301,12 @@ func (c *copier) copyMatch(srcPath, dest string) error {
 	} else if dstRel == "/" {
 		dname = ""
 	}
-	return c.copyNode(s, fi, st, dparent, dname, true)
+	err = c.copyNode(s, fi, st, dparent, dname, true)
+	// A job may use the handles closed on the way out.
+	if werr := c.pool.wait(); err == nil {
+		err = werr
+	}
+	return err
 }
 
 // notFound turns a failed source lookup into a NotFoundError when the

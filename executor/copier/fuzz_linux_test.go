@@ -120,8 +120,8 @@ func fuzzExpect(t *testing.T, src string, sources, excludes []string) ([]Entry, 
 	return expectedEntries(t, src, sources, excludes), true
 }
 
-// FuzzCopy copies random COPY specs between random trees. Whatever the
-// input: no panic, nothing outside the destination root changes (a canary
+// FuzzCopy copies random COPY specs between random trees, with and
+// without workers. Whatever the input: no panic, nothing outside the destination root changes (a canary
 // directory beside it, and the source), and nothing .dockerignore excludes
 // is copied.
 func FuzzCopy(f *testing.F) {
@@ -166,8 +166,12 @@ func FuzzCopy(f *testing.F) {
 			// "context changed" would fail good builds.
 			op.Expect, op.Verify = fuzzExpect(t, src, op.Sources, op.Excludes)
 		}
+		var opt Options
+		if in.next()%2 == 0 {
+			opt.Workers = 2 // files on workers, as the copy child runs them
+		}
 		before := snapshot(t, canary) + snapshot(t, src)
-		err := Do(src, dst, op) // errors are fine; escapes and panics are not
+		err := DoWith(src, dst, op, opt) // errors are fine; escapes and panics are not
 		var cc *ContextChangedError
 		if errors.As(err, &cc) {
 			t.Fatalf("%+v: the copy disagrees with Select on an unchanged tree: %v", op, err)

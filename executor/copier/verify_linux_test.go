@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"os"
@@ -84,47 +85,57 @@ func TestVerifyContextChanged(t *testing.T) {
 			change: func(src string) error { return os.WriteFile(filepath.Join(src, "a.txt"), []byte("x"), 0o644) }},
 	}
 	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			tmp := t.TempDir()
-			src, dst := filepath.Join(tmp, "src"), filepath.Join(tmp, "dst")
-			b := builder{t, src}
-			b.file("a.txt", "alpha\n", 0o644)
-			b.file("dir/b.txt", "bravo\n", 0o644)
-			b.symlink("dir/link", "../a.txt")
-			b.file("secret.env", "x", 0o600)
-			if err := os.Mkdir(dst, 0o755); err != nil {
-				t.Fatal(err)
+		for _, workers := range []int{0, 4} {
+			name := tc.name
+			if workers > 0 {
+				name += ", files on workers"
 			}
-			excludes := []string{"*.env"}
-			op := Op{Kind: "copy", Sources: tc.sources, Dest: "/app/", Excludes: excludes, Verify: true,
-				Expect: expectedEntries(t, src, tc.sources, excludes)}
-			if strings.HasPrefix(tc.name, "ADD") {
-				op.Kind = "add"
+			t.Run(name, func(t *testing.T) { verifyCase(t, tc.name, tc.sources, tc.change, tc.want, Options{Workers: workers}) })
+		}
+	}
+}
+
+// verifyCase copies a small context with the key computed before change
+// runs; want is the path the ContextChangedError must name ("": none).
+func verifyCase(t *testing.T, name string, sources []string, change func(src string) error, want string, opt Options) {
+	tmp := t.TempDir()
+	src, dst := filepath.Join(tmp, "src"), filepath.Join(tmp, "dst")
+	b := builder{t, src}
+	b.file("a.txt", "alpha\n", 0o644)
+	b.file("dir/b.txt", "bravo\n", 0o644)
+	b.symlink("dir/link", "../a.txt")
+	b.file("secret.env", "x", 0o600)
+	if err := os.Mkdir(dst, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	excludes := []string{"*.env"}
+	op := Op{Kind: "copy", Sources: sources, Dest: "/app/", Excludes: excludes, Verify: true,
+		Expect: expectedEntries(t, src, sources, excludes)}
+	if strings.HasPrefix(name, "ADD") {
+		op.Kind = "add"
+	}
+	if change != nil {
+		testHookBeforeCopy = func() {
+			if err := change(src); err != nil {
+				t.Error(err)
 			}
-			if tc.change != nil {
-				testHookBeforeCopy = func() {
-					if err := tc.change(src); err != nil {
-						t.Error(err)
-					}
-				}
-				defer func() { testHookBeforeCopy = nil }()
-			}
-			err := Do(src, dst, op)
-			if tc.want == "" {
-				if err != nil {
-					t.Fatalf("Do: %v", err)
-				}
-				return
-			}
-			var cc *ContextChangedError
-			if !errors.As(err, &cc) || cc.Path != tc.want {
-				t.Fatalf("error %v, want a ContextChangedError naming %s", err, tc.want)
-			}
-			want := "the build context changed while it was being copied: " + tc.want + "; rerun the build"
-			if err.Error() != want {
-				t.Errorf("message %q, want %q", err.Error(), want)
-			}
-		})
+		}
+		defer func() { testHookBeforeCopy = nil }()
+	}
+	err := DoWith(src, dst, op, opt)
+	if want == "" {
+		if err != nil {
+			t.Fatalf("Do: %v", err)
+		}
+		return
+	}
+	var cc *ContextChangedError
+	if !errors.As(err, &cc) || cc.Path != want {
+		t.Fatalf("error %v, want a ContextChangedError naming %s", err, want)
+	}
+	msg := "the build context changed while it was being copied: " + want + "; rerun the build"
+	if err.Error() != msg {
+		t.Errorf("message %q, want %q", err.Error(), msg)
 	}
 }
 
@@ -170,5 +181,39 @@ func TestUserFileFIFO(t *testing.T) {
 				t.Fatal("the lookup blocked on the FIFO")
 			}
 		})
+	}
+}
+
+// TestWorkersLargeDirectory copies directories of more files than one job
+// holds (batchFiles), verified, with and without workers: the trees must
+// be the same, directory times included.
+func TestWorkersLargeDirectory(t *testing.T) {
+	requireRoot(t)
+	tmp := t.TempDir()
+	src := filepath.Join(tmp, "src")
+	b := builder{t, src}
+	for i := range 2*batchFiles + 17 {
+		b.file(fmt.Sprintf("big/f%04d", i), strings.Repeat("x", i), 0o644)
+	}
+	for i := range 40 {
+		b.file(fmt.Sprintf("big/sub%d/g", i%5), "", 0o600)
+		b.file(fmt.Sprintf("small%02d/h", i), "h", 0o640)
+	}
+	setTimesUnder(t, src, srcTime)
+	sources := []string{"."}
+	var got []string
+	for _, opt := range []Options{{}, {Workers: 3}} {
+		dst := filepath.Join(tmp, fmt.Sprintf("dst%d", opt.Workers))
+		if err := os.Mkdir(dst, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		op := Op{Kind: "copy", Sources: sources, Dest: "/app/", Verify: true, Expect: expectedEntries(t, src, sources, nil)}
+		if err := DoWith(src, dst, op, opt); err != nil {
+			t.Fatalf("workers %d: %v", opt.Workers, err)
+		}
+		got = append(got, listing(t, dst))
+	}
+	if got[0] != got[1] {
+		t.Errorf("with workers the tree differs:\n%s\nwithout:\n%s", got[1], got[0])
 	}
 }

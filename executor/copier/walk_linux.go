@@ -49,6 +49,14 @@ type copier struct {
 	// pending are excluded directories entered because an exception may
 	// keep something inside; they are created when that happens.
 	pending []*pendingDir
+	// pool, when set, copies each directory's regular files and then sets
+	// its metadata in one job beside the walk: jobs for different
+	// directories run at once (creating files in one directory is
+	// serialised by the kernel, in different ones it is not).
+	pool *filePool
+	// batch collects the regular files of the directory being walked,
+	// for its job.
+	batch *dirBatch
 }
 
 // node is one entry addressed through its parent directory's handle, or a
@@ -147,6 +155,16 @@ func (c *copier) copyNode(s node, fi fs.FileInfo, st matchState, parent *lazyDir
 			content = first.content
 			break
 		}
+		if sys.Nlink <= 1 && c.batch != nil {
+			// Nothing later depends on this file: its directory's job
+			// copies it. Its place in the key's order is checked now,
+			// its bytes when the job has read them.
+			e, err := c.verify.claim(s.rel())
+			if err != nil {
+				return err
+			}
+			return c.batch.add(c.pool, func() error { return c.copyFile(s, fi, d, e) })
+		}
 		var err error
 		if content, err = c.copyFileData(s, d); err != nil {
 			return err
@@ -181,7 +199,7 @@ func (c *copier) copyNode(s node, fi fs.FileInfo, st matchState, parent *lazyDir
 // copyDir copies a directory and what it holds. Like fsutil, an existing
 // directory below the top is merged and takes the source's metadata; the top
 // (dest itself) keeps its mode and owner and only takes the timestamps.
-func (c *copier) copyDir(s node, fi fs.FileInfo, st matchState, parent *lazyDir, name string, top bool) error {
+func (c *copier) copyDir(s node, fi fs.FileInfo, st matchState, parent *lazyDir, name string, top bool) (err error) {
 	// An excluded directory below the top is in BuildKit's context only as
 	// the parent of something an exception keeps: create it lazily.
 	lazy := !top && st.excluded
@@ -190,8 +208,16 @@ func (c *copier) copyDir(s node, fi fs.FileInfo, st matchState, parent *lazyDir,
 			return err
 		}
 	}
+	// With a pool, the directory's regular files and then its own
+	// metadata are one job, which owns sdir and self's handle once it is
+	// submitted (handedOff).
+	handedOff := false
 	self := &lazyDir{}
-	defer func() { self.d.Close() }()
+	defer func() {
+		if !handedOff {
+			self.d.Close()
+		}
+	}()
 	var pd *pendingDir
 	created := false
 	if lazy {
@@ -208,12 +234,36 @@ func (c *copier) copyDir(s node, fi fs.FileInfo, st matchState, parent *lazyDir,
 	}
 
 	sdir := s.dir
-	if s.name != "" {
+	if s.name != "" || c.pool != nil {
 		var err error
-		if sdir, err = s.dir.OpenDir(s.name); err != nil {
+		if s.name != "" {
+			sdir, err = s.dir.OpenDir(s.name)
+		} else {
+			sdir, err = s.dir.Dup()
+		}
+		if err != nil {
 			return err
 		}
-		defer sdir.Close()
+		defer func() {
+			if !handedOff {
+				sdir.Close()
+			}
+		}()
+	}
+	batch := &dirBatch{}
+	if c.pool != nil {
+		outer := c.batch
+		c.batch = batch
+		defer func() { c.batch = outer }()
+		defer func() {
+			if err != nil && !handedOff {
+				// The handles are closed next: no job may still use them.
+				batch.parts.Wait()
+				// A failed copy leaves what the walk had reached, as
+				// without a pool: the files before the failing entry.
+				runFiles(batch.files)
+			}
+		}()
 	}
 	names, err := sdir.Names()
 	if err != nil {
@@ -256,11 +306,50 @@ func (c *copier) copyDir(s node, fi fs.FileInfo, st matchState, parent *lazyDir,
 		}
 		created = pd.created
 	}
-	d := node{dir: parent.d, name: name}
-	if created || !top {
-		return c.applyMeta(s, fi, d)
+	meta := func(s node, parent *rooted.Dir) error {
+		d := node{dir: parent, name: name}
+		if created || !top {
+			return c.applyMeta(s, fi, d)
+		}
+		return setTimes(d, fi)
 	}
-	return setTimes(d, fi)
+	if c.pool == nil {
+		return meta(s, parent.d)
+	}
+	// The job outlives this call and the callers' handles: it gets its
+	// own of the source's and the destination's parents.
+	sparent, err := s.dir.Dup()
+	if err != nil {
+		return err
+	}
+	dparent, err := parent.d.Dup()
+	if err != nil {
+		sparent.Close()
+		return err
+	}
+	handedOff = true
+	dself := self.d
+	closeAll := func() {
+		sparent.Close()
+		dparent.Close()
+		sdir.Close()
+		dself.Close()
+	}
+	job := func() error {
+		defer closeAll()
+		// Files first: creating one changes the directory's times.
+		err := runFiles(batch.files)
+		batch.parts.Wait()
+		if err != nil {
+			return err
+		}
+		return meta(node{dir: sparent, name: s.name}, dparent)
+	}
+	if err := c.pool.run(job); err != nil {
+		closeAll()
+		return err
+	}
+	return nil
 }
 
 // makePending creates the excluded directories entered so far, now that
@@ -386,6 +475,19 @@ func setTimes(d node, fi fs.FileInfo) error {
 		return nil
 	}
 	return d.dir.Lutimes(d.name, time.Unix(sys.Atim.Sec, sys.Atim.Nsec), time.Unix(sys.Mtim.Sec, sys.Mtim.Nsec))
+}
+
+// copyFile is a regular file's copy on a worker: its bytes, checked
+// against the key's entry e when verifying, then its metadata.
+func (c *copier) copyFile(s node, fi fs.FileInfo, d node, e *Entry) error {
+	content, err := c.copyFileData(s, d)
+	if err != nil {
+		return err
+	}
+	if e != nil && EntrySum(Record(s.rel(), fi, content, "")) != e.Sum {
+		return &ContextChangedError{Path: relName(s.rel())}
+	}
+	return c.applyMeta(s, fi, d)
 }
 
 // copyFileData copies a regular file's bytes into a new file and returns
