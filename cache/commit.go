@@ -1,7 +1,6 @@
 package cache
 
 import (
-	"bufio"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -12,6 +11,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"sync"
 	"syscall"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -153,6 +153,10 @@ func (b *tempBlob) discard() {
 	}
 }
 
+// copyBufs holds the buffers tar bytes are copied into the compressor
+// with: a small layer's commit should not allocate a quarter MiB.
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, 256<<10); return &b }}
+
 // compress writes the tar of dir, gzipped, to a temp blob. WriteTar runs in
 // its own goroutine through a pipe so that walking and reading files (and
 // the diffID hash) overlap with compression, the slow part.
@@ -171,8 +175,9 @@ func (s *Store) compress(ctx context.Context, dir string, opt layer.TarOptions) 
 	}()
 
 	diffHash, digestHash := sha256.New(), sha256.New()
-	bw := bufio.NewWriterSize(f, 1<<20)
-	counted := &countingWriter{w: io.MultiWriter(bw, digestHash)}
+	// No buffer in front of the file: the chunked writer hands over whole
+	// members (up to a MiB each), and a small layer is one write.
+	counted := &countingWriter{w: io.MultiWriter(f, digestHash)}
 	gz, err := newGzipWriter(counted, flate.DefaultCompression)
 	if err != nil {
 		return nil, err
@@ -184,8 +189,9 @@ func (s *Store) compress(ctx context.Context, dir string, opt layer.TarOptions) 
 		defer close(done)
 		pw.CloseWithError(layer.WriteTarWith(ctx, dir, io.MultiWriter(pw, diffHash), opt))
 	}()
-	buf := make([]byte, 256<<10)
-	_, err = io.CopyBuffer(gz, pr, buf)
+	bufp := copyBufs.Get().(*[]byte)
+	_, err = io.CopyBuffer(gz, pr, *bufp)
+	copyBufs.Put(bufp)
 	// Unblocks the writer if compression failed, and waits for it: dir
 	// must not be walked once it is renamed or removed.
 	pr.CloseWithError(errors.New("layer compression stopped"))
@@ -195,9 +201,6 @@ func (s *Store) compress(ctx context.Context, dir string, opt layer.TarOptions) 
 	}
 	if err := gz.Close(); err != nil {
 		return nil, fmt.Errorf("compressing layer: %w", err)
-	}
-	if err := bw.Flush(); err != nil {
-		return nil, fmt.Errorf("writing blob: %w", err)
 	}
 	if currentBoot() == "" {
 		if err := syncFile(f); err != nil {
