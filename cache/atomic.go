@@ -22,13 +22,20 @@ var syncFile = (*os.File).Sync
 // a crash one of them is there, complete — never an empty or partial file,
 // which is what a rename of an unsynced file can leave on ext4 or xfs.
 func (s *Store) writeAtomic(path string, data []byte) error {
-	f, err := os.CreateTemp(s.tmp(), "write-")
+	return writeReplacing(s.tmp(), path, data, true)
+}
+
+// writeReplacing writes data to a temp file in tmpDir (on path's
+// filesystem) and renames it onto path; with sync, the file is synced
+// before the rename and path's directory after it.
+func writeReplacing(tmpDir, path string, data []byte, sync bool) error {
+	f, err := os.CreateTemp(tmpDir, "write-")
 	if err != nil {
 		return err
 	}
 	tmp := f.Name()
 	_, err = f.Write(data)
-	if err == nil {
+	if err == nil && sync {
 		err = syncFile(f)
 	}
 	if cerr := f.Close(); err == nil {
@@ -44,6 +51,9 @@ func (s *Store) writeAtomic(path string, data []byte) error {
 	if err != nil {
 		os.Remove(tmp)
 		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	if !sync {
+		return nil
 	}
 	return syncDir(filepath.Dir(path))
 }

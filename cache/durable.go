@@ -209,30 +209,9 @@ func recordSynced(root string, t int64) error {
 	if err := os.MkdirAll(durableDir, 0o755); err != nil {
 		return err
 	}
-	// Written like writeAtomic, but the temp file lives next to the
-	// record: ROOT/tmp is for builds, and may be emptied under us.
-	f, err := os.CreateTemp(durableDir, ".write-")
-	if err != nil {
-		return err
-	}
-	_, err = f.WriteString(strconv.FormatInt(t, 10) + "\n")
-	if err == nil {
-		err = syncFile(f)
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Chmod(f.Name(), 0o644)
-	}
-	if err == nil {
-		err = os.Rename(f.Name(), path)
-	}
-	if err != nil {
-		os.Remove(f.Name())
-		return fmt.Errorf("recording synced layers: %w", err)
-	}
-	return syncDir(durableDir)
+	// The temp file lives next to the record: ROOT/tmp is for builds,
+	// and may be emptied under us.
+	return writeReplacing(durableDir, path, []byte(strconv.FormatInt(t, 10)+"\n"), true)
 }
 
 // closeDurable is Close's part: with syncs still running or pending and
@@ -274,26 +253,7 @@ func (s *Store) waitDurable() error {
 // content or the new one; what survives a crash is for the boot mark to
 // judge.
 func (s *Store) writeUnsynced(path string, data []byte) error {
-	f, err := os.CreateTemp(s.tmp(), "write-")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	_, err = f.Write(data)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Chmod(tmp, 0o644)
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	return nil
+	return writeReplacing(s.tmp(), path, data, false)
 }
 
 // dropSuspect moves a layer directory from another boot's unsynced publish

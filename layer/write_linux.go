@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -140,7 +139,7 @@ func (t *tarWriter) entry(ctx context.Context, parent string, c *child) error {
 		}
 	}
 	if t.onEntry != nil {
-		if err := t.onEntry(TreeEntry{Path: rel, Mode: fileMode(st.Mode), UID: st.Uid, GID: st.Gid, Size: st.Size, Rdev: st.Rdev, Link: link}); err != nil {
+		if err := t.onEntry(TreeEntry{Path: rel, Mode: rooted.FileMode(st.Mode), UID: st.Uid, GID: st.Gid, Size: st.Size, Rdev: st.Rdev, Link: link}); err != nil {
 			return err
 		}
 	}
@@ -225,26 +224,6 @@ func (t *tarWriter) entry(ctx context.Context, parent string, c *child) error {
 		return fmt.Errorf("writing %s: unknown file type %#o", full, typ)
 	}
 	return t.header(hdr, full)
-}
-
-// fileMode is st_mode in Go's spelling, as os.Lstat gives it.
-func fileMode(mode uint32) fs.FileMode {
-	m := rooted.PermBits(mode)
-	switch mode & unix.S_IFMT {
-	case unix.S_IFBLK:
-		m |= fs.ModeDevice
-	case unix.S_IFCHR:
-		m |= fs.ModeDevice | fs.ModeCharDevice
-	case unix.S_IFDIR:
-		m |= fs.ModeDir
-	case unix.S_IFIFO:
-		m |= fs.ModeNamedPipe
-	case unix.S_IFLNK:
-		m |= fs.ModeSymlink
-	case unix.S_IFSOCK:
-		m |= fs.ModeSocket
-	}
-	return m
 }
 
 func (t *tarWriter) header(hdr *tar.Header, full string) error {

@@ -25,9 +25,12 @@ func (fi *fileInfo) IsDir() bool        { return fi.Mode().IsDir() }
 func (fi *fileInfo) Sys() any           { return fi.st }
 
 // Mode converts st_mode as os does.
-func (fi *fileInfo) Mode() fs.FileMode {
-	var m fs.FileMode
-	switch fi.st.Mode & syscall.S_IFMT {
+func (fi *fileInfo) Mode() fs.FileMode { return FileMode(fi.st.Mode) }
+
+// FileMode is st_mode in Go's spelling, as os.Lstat gives it.
+func FileMode(mode uint32) fs.FileMode {
+	m := PermBits(mode)
+	switch mode & syscall.S_IFMT {
 	case syscall.S_IFBLK:
 		m |= fs.ModeDevice
 	case syscall.S_IFCHR:
@@ -41,7 +44,7 @@ func (fi *fileInfo) Mode() fs.FileMode {
 	case syscall.S_IFSOCK:
 		m |= fs.ModeSocket
 	}
-	return m | PermBits(fi.st.Mode)
+	return m
 }
 
 // PermBits turns the permission and setuid, setgid and sticky bits of an

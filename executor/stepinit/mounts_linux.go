@@ -137,26 +137,9 @@ func bindSys(dst string, readonly bool) error {
 // the kernel refuses a remount that would change it (or drop any of the
 // other three).
 func remountReadOnly(p string) error {
-	var st unix.Statfs_t
-	if err := unix.Statfs(p, &st); err != nil {
-		return fmt.Errorf("reading the mount flags of %s: %w", p, err)
-	}
 	// nosuid, nodev and noexec as root's sysfs has them; adding flags is
 	// allowed.
-	flags := uintptr(unix.MS_BIND | unix.MS_REMOUNT | unix.MS_RDONLY | unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC)
-	for _, f := range []struct{ st, ms uintptr }{
-		{unix.ST_NOATIME, unix.MS_NOATIME},
-		{unix.ST_NODIRATIME, unix.MS_NODIRATIME},
-		{unix.ST_RELATIME, unix.MS_RELATIME},
-	} {
-		if uintptr(st.Flags)&f.st != 0 {
-			flags |= f.ms
-		}
-	}
-	if err := unix.Mount("", p, "", flags, ""); err != nil {
-		return fmt.Errorf("making %s read-only: %w", p, err)
-	}
-	return nil
+	return remountAdding(p, unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC)
 }
 
 // mountsBelow lists the mount points at and below dir, parents first, from
@@ -255,7 +238,7 @@ func remountAdding(p string, add uintptr) error {
 		}
 	}
 	if err := unix.Mount("", p, "", flags, ""); err != nil {
-		return fmt.Errorf("remounting %s nodev: %w", p, err)
+		return fmt.Errorf("remounting %s with flags %#x: %w", p, add, err)
 	}
 	return nil
 }
