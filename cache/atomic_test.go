@@ -29,15 +29,7 @@ func TestAtomicWritesSync(t *testing.T) {
 			return s.imagePath("docker.io/library/app:latest")
 		}},
 		{"variant record", func(t *testing.T, s *Store) string {
-			dir, err := s.TempDir("upper-")
-			if err != nil {
-				t.Fatal(err)
-			}
-			buildTree(t, dir)
-			info, _, err := s.CommitDir(ctx, dir)
-			if err != nil {
-				t.Fatal(err)
-			}
+			info := commitTree(t, s)
 			if _, err := s.Recompressed(ctx, []LayerInfo{info}, Compression{Kind: "zstd"}); err != nil {
 				t.Fatal(err)
 			}

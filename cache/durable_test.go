@@ -21,15 +21,7 @@ func TestDurableAfterPublish(t *testing.T) {
 	}
 	ctx := context.Background()
 	s := openStore(t)
-	dir, err := s.TempDir("upper-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	buildTree(t, dir)
-	info, _, err := s.CommitDir(ctx, dir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	info := commitTree(t, s)
 	infoPath := filepath.Join(filepath.Dir(info.Dir), "info.json")
 	f := readInfoFile(t, infoPath)
 	if f.Unsynced == nil || f.Unsynced.Boot != currentBoot() {
@@ -60,15 +52,7 @@ func TestDurableAfterPublish(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := openStore(t)
-			dir, err := s.TempDir("upper-")
-			if err != nil {
-				t.Fatal(err)
-			}
-			buildTree(t, dir)
-			info, _, err := s.CommitDir(ctx, dir)
-			if err != nil {
-				t.Fatal(err)
-			}
+			info := commitTree(t, s)
 			if err := s.waitDurable(); err != nil {
 				t.Fatal(err)
 			}
@@ -122,4 +106,19 @@ func readInfoFile(t *testing.T, path string) infoFile {
 		t.Fatal(err)
 	}
 	return f
+}
+
+// commitTree commits buildTree's tree as a new layer of s.
+func commitTree(t *testing.T, s *Store) LayerInfo {
+	t.Helper()
+	dir, err := s.TempDir("upper-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	buildTree(t, dir)
+	info, _, err := s.CommitDir(context.Background(), dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info
 }
