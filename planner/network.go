@@ -80,9 +80,10 @@ func (b *build) prepareNetwork() {
 // of its overlay work dir and mount points) off the step's path: in the
 // background when the caller gave Options.Background to wait on. The store
 // empties ROOT/tmp of whatever a killed kiln leaves.
-func (b *build) removeLater(ctx context.Context, dir string) {
+func (b *build) removeLater(dir string) {
 	remove := func() {
-		_, span := trace.Start(ctx, "remove step directory")
+		// Under the build, not the step: the step may be over.
+		_, span := trace.Start(b.outer, "remove step directory")
 		os.RemoveAll(dir)
 		span.End()
 	}

@@ -275,7 +275,7 @@ func (b *build) runStep(ctx context.Context, s *stage, name string, k *stepKey, 
 		log.Fail(err)
 		return err
 	}
-	defer b.removeLater(ctx, dir)
+	defer b.removeLater(dir)
 	var layers []cache.LayerInfo
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() (err error) {
