@@ -25,6 +25,8 @@
 #   RUNS              repetitions of warm measurements, median (default 3)
 #   BUILDCTL, BUILDKIT_ADDR   BuildKit client and daemon
 #                     (default /tmp/peers/bin/buildctl, unix:///tmp/peers/buildkitd.sock)
+#   BUILDKIT_VERSION  the BuildKit version to print when buildkitd reports none
+#                     (one built from its Go module without version stamping)
 #   BENCH_BUILDKIT=0  skip BuildKit even if it answers
 #   BENCH_ONLY=run    only the RUN workloads (2. and 4.), e.g. to try the
 #                     script quickly
@@ -238,6 +240,8 @@ if [ $bk = 1 ]; then
 	# "BuildKit: github.com/moby/buildkit v0.34.2 <commit>"
 	bkversion=$("$BUILDCTL" --addr "$BUILDKIT_ADDR" debug info 2>/dev/null | grep -o 'v[0-9][0-9.]*' | head -1 || true)
 	[ "$bkversion" != v0.0.0 ] || bkversion= # a build without version information
+	# buildkitd built from its Go module carries no version: say it
+	bkversion=${BUILDKIT_VERSION:-$bkversion}
 fi
 started=$(date -u +%Y-%m-%d)
 echo "bench: kiln at $commit, BuildKit: $([ $bk = 1 ] && echo "yes ${bkversion:-}" || echo no), base $base"
