@@ -370,3 +370,57 @@ func TestReaderClose(t *testing.T) {
 		t.Fatal("read after Close: no error")
 	}
 }
+
+// TestIncompressibleStored: a chunk of random bytes is stored, not
+// deflated (its member is the input plus framing), and reads back; a
+// compressible chunk still shrinks.
+func TestIncompressibleStored(t *testing.T) {
+	random := make([]byte, ChunkSize)
+	if _, err := rand.New(rand.NewSource(1)).Read(random); err != nil {
+		t.Fatal(err)
+	}
+	text := bytes.Repeat([]byte("kiln builds images; "), ChunkSize/20)
+	for _, tc := range []struct {
+		name   string
+		in     []byte
+		stored bool
+	}{
+		{"random", random, true},
+		{"text", text, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := incompressible(tc.in); got != tc.stored {
+				t.Errorf("incompressible: %v, want %v", got, tc.stored)
+			}
+			var buf bytes.Buffer
+			w, err := NewWriter(&buf, flate.DefaultCompression)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := w.Write(tc.in); err != nil {
+				t.Fatal(err)
+			}
+			if err := w.Close(); err != nil {
+				t.Fatal(err)
+			}
+			overhead := buf.Len() - len(tc.in)
+			if tc.stored && (overhead < 0 || overhead > len(tc.in)/100) {
+				t.Errorf("random chunk: %d bytes out of %d, want it stored", buf.Len(), len(tc.in))
+			}
+			if !tc.stored && buf.Len() > len(tc.in)/10 {
+				t.Errorf("text chunk: %d bytes out of %d, want it deflated", buf.Len(), len(tc.in))
+			}
+			r, err := NewReader(&buf)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := io.ReadAll(r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(got, tc.in) {
+				t.Error("round trip changed the bytes")
+			}
+		})
+	}
+}

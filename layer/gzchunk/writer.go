@@ -161,8 +161,15 @@ func (z *Writer) Close() error {
 	return nil
 }
 
-// compressMember appends to dst the member holding in.
+// compressMember appends to dst the member holding in. A chunk that does
+// not compress (already compressed or random data: a tarball, a model
+// file, /dev/urandom) is stored rather than deflated, which costs a copy
+// instead of seconds of CPU per hundred MiB; the choice depends on the
+// bytes alone, so the output stays reproducible.
 func compressMember(dst, in []byte, level int) ([]byte, error) {
+	if level != flate.NoCompression && level != flate.HuffmanOnly && incompressible(in) {
+		level = flate.NoCompression
+	}
 	start := len(dst)
 	dst = append(dst, make([]byte, headerLen)...)
 	fw := getFlate(level)
@@ -252,4 +259,41 @@ func getFlate(level int) *flate.Writer {
 func putFlate(level int, fw *flate.Writer) {
 	fw.Reset(nil)
 	flatePools[level-flate.HuffmanOnly].Put(fw)
+}
+
+// Sampling: two stretches of a chunk (its start and its middle) are
+// deflated at the fastest level; if that saves under 2% of them, the chunk
+// is taken for incompressible.
+const (
+	sampleLen      = 16 << 10
+	minSampledSize = 4 * sampleLen
+)
+
+func incompressible(in []byte) bool {
+	if len(in) < minSampledSize {
+		return false
+	}
+	fw := getFlate(flate.BestSpeed)
+	defer putFlate(flate.BestSpeed, fw)
+	var c countWriter
+	fw.Reset(&c)
+	mid := len(in) / 2
+	if _, err := fw.Write(in[:sampleLen]); err != nil {
+		return false
+	}
+	if _, err := fw.Write(in[mid : mid+sampleLen]); err != nil {
+		return false
+	}
+	if err := fw.Close(); err != nil {
+		return false
+	}
+	return c.n*100 >= 2*sampleLen*98
+}
+
+// countWriter counts what is written to it.
+type countWriter struct{ n int }
+
+func (c *countWriter) Write(p []byte) (int, error) {
+	c.n += len(p)
+	return len(p), nil
 }
