@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"os"
@@ -121,4 +122,53 @@ func commitTree(t *testing.T, s *Store) LayerInfo {
 		t.Fatal(err)
 	}
 	return info
+}
+
+// TestStoredBlobCopyTo: a stored blob copies itself whole into a file and
+// checks its digest on the way; a damaged one fails and is removed, as a
+// read of it would.
+func TestStoredBlobCopyTo(t *testing.T) {
+	requireRoot(t)
+	s := openStore(t)
+	info := commitTree(t, s)
+	copyTo := func() (*os.File, int64, error) {
+		rc, err := s.Layer(info, "").Compressed()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rc.Close()
+		dst, err := os.CreateTemp(t.TempDir(), "copy-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { dst.Close() })
+		n, err := rc.(*storedBlob).CopyTo(context.Background(), dst)
+		return dst, n, err
+	}
+	dst, n, err := copyTo()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := os.ReadFile(s.blobPath(info.Digest))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(dst.Name())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != int64(len(want)) || !bytes.Equal(got, want) {
+		t.Fatalf("copied %d bytes, not the blob's %d", n, len(want))
+	}
+	damaged := append([]byte(nil), want...)
+	damaged[len(damaged)/2] ^= 0xff
+	if err := os.WriteFile(s.blobPath(info.Digest), damaged, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := copyTo(); err == nil || !strings.Contains(err.Error(), "damaged") {
+		t.Fatalf("copy of a damaged blob: %v, want it refused as damaged", err)
+	}
+	if _, err := os.Stat(s.blobPath(info.Digest)); !os.IsNotExist(err) {
+		t.Errorf("the damaged blob is still in the store: %v", err)
+	}
 }

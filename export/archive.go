@@ -92,7 +92,13 @@ func writeArchive(ctx context.Context, a Artifact, dest string, names []string, 
 					return err
 				}
 			}
-			if err := tw.WriteHeader(fileHeader(b.layoutPath(), b.size, 0o444)); err != nil {
+			hdr := fileHeader(b.layoutPath(), b.size, 0o444)
+			if done, err := copyBlobInKernel(ctx, w, tw, hdr, b); err != nil {
+				return err
+			} else if done {
+				continue
+			}
+			if err := tw.WriteHeader(hdr); err != nil {
 				return err
 			}
 			if err := copyBlob(ctx, tw, b); err != nil {

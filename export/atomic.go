@@ -33,7 +33,7 @@ func writeFileAtomic(ctx context.Context, dest string, write func(w io.Writer) e
 			os.Remove(f.Name())
 		}
 	}()
-	bw := bufio.NewWriterSize(f, 1<<20)
+	bw := &fileWriter{Writer: bufio.NewWriterSize(f, 1<<20), f: f}
 	if err := write(bw); err != nil {
 		return fmt.Errorf("writing %s: %w", dest, err)
 	}
@@ -55,4 +55,11 @@ func writeFileAtomic(ctx context.Context, dest string, write func(w io.Writer) e
 		return fmt.Errorf("moving %s into place: %w", dest, err)
 	}
 	return nil
+}
+
+// fileWriter is the buffered writer of a file being written, which a blob
+// copy may bypass (after a Flush) to copy in the kernel.
+type fileWriter struct {
+	*bufio.Writer
+	f *os.File
 }
