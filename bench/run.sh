@@ -184,7 +184,7 @@ cold() {
 	local label=$1 dfname=$2 ctx=$3
 	record "$label"
 	sync
-	rm -rf "$work/root"
+	rmstore "$work/root"
 	kiln_build "$dfname" "$ctx" "kiln-$(slug "$label")"
 	timed "$logs/kiln-$label" "${CMD[@]}"
 	KT[$label]=$T KM[$label]=$M
@@ -203,7 +203,7 @@ cold_kiln() {
 	shift 3
 	record "$label"
 	sync
-	rm -rf "$work/root"
+	rmstore "$work/root"
 	kiln_build "$dfname" "$ctx" "kiln-$(slug "$label")" "$@"
 	timed "$logs/kiln-$label" "${CMD[@]}"
 	KT[$label]=$T KM[$label]=$M
@@ -230,6 +230,10 @@ warm() {
 	KM[$label]=$(printf '%s\n' "${ms[@]}" | sort -n | tail -1)
 	[ $bk = 0 ] || BT[$label]=$(printf '%s\n' "${bts[@]}" | median)
 }
+
+# rmstore removes a store; a detached kiln may still be finishing that
+# store's last sync (one small write), so a busy directory gets a retry.
+rmstore() { rm -rf "$1" 2>/dev/null || { sleep 1; rm -rf "$1"; }; }
 
 change_one() { printf 'changed by run %s\n' "$1" >>"$onefile"; }
 
@@ -269,7 +273,7 @@ if command -v go >/dev/null; then
 	netbench=$(cd "$repo" && go test -run '^$' -bench 'BenchmarkNetworkSetup|BenchmarkRunNetwork/(default|host)$' \
 		-benchtime "${BENCH_NET_TIME:-20x}" ./executor 2>&1 | grep -E '^Benchmark' || true)
 fi
-rm -rf "$work/root" "$work/out"
+rmstore "$work/root"; rm -rf "$work/out"
 [ $bk = 0 ] || bk_prune
 
 # --- report ------------------------------------------------------------------

@@ -89,7 +89,7 @@ func Open(root string) (*Store, error) {
 		return nil, fmt.Errorf("opening store %s: %w", root, err)
 	}
 	s := &Store{Root: abs}
-	for _, d := range []string{filepath.Join(abs, "blobs", "sha256"), filepath.Join(abs, "layers")} {
+	for _, d := range []string{filepath.Join(abs, "blobs", "sha256"), filepath.Join(abs, "layers"), filepath.Join(abs, "durable")} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return nil, fmt.Errorf("opening store %s: %w", abs, err)
 		}
@@ -365,7 +365,7 @@ func (b *storedBlob) CopyTo(ctx context.Context, dst *os.File) (int64, error) {
 	hashed := make(chan error, 1)
 	go func() {
 		h := sha256.New()
-		_, err := io.Copy(h, io.NewSectionReader(b.f, 0, 1<<62))
+		_, err := io.CopyBuffer(h, io.NewSectionReader(b.f, 0, 1<<62), make([]byte, 1<<20))
 		if err == nil {
 			if got := sum(h); got != b.want {
 				err = b.bad(&LayerDigestError{Want: b.want, Got: got, Size: -1})

@@ -3,6 +3,7 @@ package cache
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -206,7 +207,8 @@ func recordSynced(root string, t int64) error {
 			return nil
 		}
 	}
-	if err := os.MkdirAll(durableDir, 0o755); err != nil {
+	// Mkdir, not MkdirAll: a store removed meanwhile must stay removed.
+	if err := os.Mkdir(durableDir, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
 		return err
 	}
 	// The temp file lives next to the record: ROOT/tmp is for builds,

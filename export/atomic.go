@@ -51,8 +51,26 @@ func writeFileAtomic(ctx context.Context, dest string, write func(w io.Writer) e
 	if err := f.Close(); err != nil {
 		return fmt.Errorf("writing %s: %w", dest, err)
 	}
+	// The old file goes aside before the new one takes its name, and is
+	// removed after: renaming onto an existing file makes ext4
+	// (auto_da_alloc) write the new file's data out first, up to a second
+	// for a 500 MB archive. Between the two renames the name is missing
+	// for an instant; the old file is still whole under its other name.
+	aside := ""
+	if fi, err := os.Lstat(dest); err == nil && fi.Mode().IsRegular() {
+		aside = f.Name() + ".old"
+		if err := os.Rename(dest, aside); err != nil {
+			aside = "" // replace it in one rename, as before
+		}
+	}
 	if err := os.Rename(f.Name(), dest); err != nil {
+		if aside != "" {
+			os.Rename(aside, dest)
+		}
 		return fmt.Errorf("moving %s into place: %w", dest, err)
+	}
+	if aside != "" {
+		os.Remove(aside)
 	}
 	return nil
 }

@@ -92,3 +92,45 @@ func TestCopyBlobInKernel(t *testing.T) {
 		t.Fatalf("a damaged blob: got %v, want the copy's error", err)
 	}
 }
+
+// TestWriteFileAtomicReplaces: writing over an existing archive leaves the
+// new bytes under the name and nothing else in the directory; a failed
+// write leaves the old file as it was.
+func TestWriteFileAtomicReplaces(t *testing.T) {
+	dir := t.TempDir()
+	dest := filepath.Join(dir, "out.tar")
+	if err := os.WriteFile(dest, []byte("old"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	write := func(data string, fail error) error {
+		return writeFileAtomic(context.Background(), dest, func(w io.Writer) error {
+			if _, err := io.WriteString(w, data); err != nil {
+				return err
+			}
+			return fail
+		})
+	}
+	if err := write("new", errors.New("stopped")); err == nil {
+		t.Fatal("a failed write reported success")
+	}
+	if got, _ := os.ReadFile(dest); string(got) != "old" {
+		t.Fatalf("after a failed write: %q, want the old file", got)
+	}
+	if err := write("new", nil); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := os.ReadFile(dest); string(got) != "new" {
+		t.Fatalf("after the write: %q, want the new bytes", got)
+	}
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ents) != 1 {
+		var names []string
+		for _, e := range ents {
+			names = append(names, e.Name())
+		}
+		t.Errorf("directory holds %v, want only out.tar", names)
+	}
+}

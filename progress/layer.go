@@ -1,7 +1,9 @@
 package progress
 
 import (
+	"context"
 	"io"
+	"os"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
@@ -32,7 +34,37 @@ func (l *watchedLayer) Compressed() (io.ReadCloser, error) {
 		id = ShortDigest(d)
 	}
 	size, _ := l.Layer.Size() // 0, "unknown", when the registry did not say
-	return &readCloser{Reader: NewReader(l.s, id, rc, size), Closer: rc}, nil
+	watched := &readCloser{Reader: NewReader(l.s, id, rc, size), Closer: rc}
+	if fb, ok := rc.(fileBlob); ok {
+		// Keep what the store's blob can do beyond a read: an export
+		// copies it in the kernel and need not hash it again.
+		return &watchedFileBlob{readCloser: watched, fb: fb, t: l.s.(Transferrer), id: id, total: size}, nil
+	}
+	return watched, nil
+}
+
+// fileBlob is a store blob's way of being copied whole into a file
+// (cache's storedBlob; export uses it).
+type fileBlob interface {
+	VerifiesDigest() v1.Hash
+	CopyTo(ctx context.Context, dst *os.File) (int64, error)
+}
+
+// watchedFileBlob is a watched read of a fileBlob that is still one.
+type watchedFileBlob struct {
+	*readCloser
+	fb    fileBlob
+	t     Transferrer
+	id    string
+	total int64
+}
+
+func (w *watchedFileBlob) VerifiesDigest() v1.Hash { return w.fb.VerifiesDigest() }
+
+func (w *watchedFileBlob) CopyTo(ctx context.Context, dst *os.File) (int64, error) {
+	n, err := w.fb.CopyTo(ctx, dst)
+	w.t.Transfer(w.id, n, w.total)
+	return n, err
 }
 
 type readCloser struct {
