@@ -645,6 +645,9 @@ func TestConcurrent(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			// Closed before the temp dir goes: Close waits for the
+			// store's background syncs.
+			t.Cleanup(func() { first.Close() })
 			const n = 8
 			dirs := make([]string, n)
 			for i := range dirs {
@@ -663,6 +666,7 @@ func TestConcurrent(t *testing.T) {
 						if s, errs[i] = Open(root); errs[i] != nil {
 							return
 						}
+						defer s.Close()
 					}
 					if i%2 == 0 {
 						infos[i], _, errs[i] = s.CommitDir(ctx, dirs[i])

@@ -11,7 +11,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"sync"
 	"syscall"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -153,10 +152,6 @@ func (b *tempBlob) discard() {
 	}
 }
 
-// copyBufs holds the buffers tar bytes are copied into the compressor
-// with: a small layer's commit should not allocate a quarter MiB.
-var copyBufs = sync.Pool{New: func() any { b := make([]byte, 256<<10); return &b }}
-
 // compress writes the tar of dir, gzipped, to a temp blob. WriteTar runs in
 // its own goroutine through a pipe so that walking and reading files (and
 // the diffID hash) overlap with compression, the slow part.
@@ -183,18 +178,16 @@ func (s *Store) compress(ctx context.Context, dir string, opt layer.TarOptions) 
 		return nil, err
 	}
 
-	pr, pw := io.Pipe()
+	pipe := newBufPipe()
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		pw.CloseWithError(layer.WriteTarWith(ctx, dir, io.MultiWriter(pw, diffHash), opt))
+		pipe.CloseWithError(layer.WriteTarWith(ctx, dir, io.MultiWriter(pipe, diffHash), opt))
 	}()
-	bufp := copyBufs.Get().(*[]byte)
-	_, err = io.CopyBuffer(gz, pr, *bufp)
-	copyBufs.Put(bufp)
+	_, err = pipe.WriteTo(gz)
 	// Unblocks the writer if compression failed, and waits for it: dir
 	// must not be walked once it is renamed or removed.
-	pr.CloseWithError(errors.New("layer compression stopped"))
+	pipe.CloseRead(errors.New("layer compression stopped"))
 	<-done
 	if err != nil {
 		return nil, fmt.Errorf("writing layer tar: %w", err)

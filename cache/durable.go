@@ -20,11 +20,13 @@ import (
 // on a fresh runner that is the wait for hundreds of megabytes to reach the
 // disk before the next step may start, and on a warm laptop a few
 // milliseconds per RUN step. Instead a layer is published at once, its
-// info.json naming the boot it was written in and when (CLOCK_BOOTTIME),
-// and a goroutine of the Store syncs the filesystem in the background and
-// then records in ROOT/durable/BOOT up to when that boot's publishes are on
-// disk. Store.Close waits for it, so a store a command leaves behind is
-// durable as before; no layer directory is touched again.
+// info.json naming the boot it was written in and when (CLOCK_BOOTTIME);
+// later one syncfs of the store's filesystem is followed by a record in
+// ROOT/durable/BOOT of up to when that boot's publishes are on disk. With
+// Store.Detach (kiln) that sync is a detached process's, started by Close,
+// so the command never waits for the disk; without it a goroutine of the
+// Store syncs in the background and Close waits for it. No layer directory
+// is touched again.
 //
 // Why that is safe: until the data reaches the disk it is in the page
 // cache, which every process of the same boot sees — a killed kiln loses
@@ -135,6 +137,12 @@ func (s *Store) published() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.pending = true
+	if s.Detach != nil {
+		// All of it goes to the detached process at Close: a syncfs
+		// running here would hold up this process's exit until it
+		// returns (a thread in a syscall cannot be cut short).
+		return
+	}
 	if d.idle == nil || isClosed(d.idle) {
 		d.idle = make(chan struct{})
 		go s.syncLoop(d.idle)

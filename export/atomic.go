@@ -7,6 +7,8 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
+	"sync"
 )
 
 // writeFileAtomic writes dest through a temporary file in the same
@@ -51,13 +53,13 @@ func writeFileAtomic(ctx context.Context, dest string, write func(w io.Writer) e
 	if err := f.Close(); err != nil {
 		return fmt.Errorf("writing %s: %w", dest, err)
 	}
-	// The old file goes aside before the new one takes its name, and is
-	// removed after: renaming onto an existing file makes ext4
+	// A large old file goes aside before the new one takes its name, and
+	// is removed after: renaming onto an existing file makes ext4
 	// (auto_da_alloc) write the new file's data out first, up to a second
 	// for a 500 MB archive. Between the two renames the name is missing
 	// for an instant; the old file is still whole under its other name.
 	aside := ""
-	if fi, err := os.Lstat(dest); err == nil && fi.Mode().IsRegular() {
+	if fi, err := os.Lstat(dest); err == nil && fi.Mode().IsRegular() && fi.Size() >= 16<<20 {
 		aside = f.Name() + ".old"
 		if err := os.Rename(dest, aside); err != nil {
 			aside = "" // replace it in one rename, as before
@@ -70,9 +72,37 @@ func writeFileAtomic(ctx context.Context, dest string, write func(w io.Writer) e
 		return fmt.Errorf("moving %s into place: %w", dest, err)
 	}
 	if aside != "" {
-		os.Remove(aside)
+		// Freeing a large file's blocks takes a while (0.4 s for 500 MB
+		// here): not on the build's path. kiln removes it when the
+		// command is done (TakeReplaced).
+		replacedMu.Lock()
+		replaced = append(replaced, aside)
+		replacedMu.Unlock()
 	}
 	return nil
+}
+
+var (
+	replacedMu sync.Mutex
+	replaced   []string
+)
+
+// TakeReplaced returns the files that exports replaced and moved aside,
+// for the caller to remove once the command is done; each is returned
+// once.
+func TakeReplaced() []string {
+	replacedMu.Lock()
+	defer replacedMu.Unlock()
+	out := replaced
+	replaced = nil
+	return out
+}
+
+// IsReplacedName reports whether path has the name of a file an export
+// moved aside (".NAME.kiln-N.old"), which is all a detached kiln removes.
+func IsReplacedName(path string) bool {
+	base := filepath.Base(path)
+	return strings.HasPrefix(base, ".") && strings.Contains(base, ".kiln-") && strings.HasSuffix(base, ".old")
 }
 
 // fileWriter is the buffered writer of a file being written, which a blob

@@ -99,7 +99,8 @@ func TestCopyBlobInKernel(t *testing.T) {
 func TestWriteFileAtomicReplaces(t *testing.T) {
 	dir := t.TempDir()
 	dest := filepath.Join(dir, "out.tar")
-	if err := os.WriteFile(dest, []byte("old"), 0o644); err != nil {
+	oldBytes := bytes.Repeat([]byte("old "), 5<<20) // 20 MiB: large enough to go aside
+	if err := os.WriteFile(dest, oldBytes, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	write := func(data string, fail error) error {
@@ -113,8 +114,8 @@ func TestWriteFileAtomicReplaces(t *testing.T) {
 	if err := write("new", errors.New("stopped")); err == nil {
 		t.Fatal("a failed write reported success")
 	}
-	if got, _ := os.ReadFile(dest); string(got) != "old" {
-		t.Fatalf("after a failed write: %q, want the old file", got)
+	if got, _ := os.ReadFile(dest); !bytes.Equal(got, oldBytes) {
+		t.Fatalf("after a failed write: %d bytes, want the old file", len(got))
 	}
 	if err := write("new", nil); err != nil {
 		t.Fatal(err)
@@ -122,6 +123,14 @@ func TestWriteFileAtomicReplaces(t *testing.T) {
 	if got, _ := os.ReadFile(dest); string(got) != "new" {
 		t.Fatalf("after the write: %q, want the new bytes", got)
 	}
+	old := TakeReplaced() // the old file, for the command to remove
+	if len(old) != 1 || !IsReplacedName(old[0]) {
+		t.Fatalf("replaced files %v, want the old out.tar moved aside", old)
+	}
+	if got, _ := os.ReadFile(old[0]); !bytes.Equal(got, oldBytes) {
+		t.Fatalf("the file moved aside holds %d bytes, want the old ones", len(got))
+	}
+	os.Remove(old[0])
 	ents, err := os.ReadDir(dir)
 	if err != nil {
 		t.Fatal(err)

@@ -7,6 +7,7 @@ import (
 	"syscall"
 
 	"github.com/kiln-build/kiln/cache"
+	"github.com/kiln-build/kiln/export"
 )
 
 // durableArg is the hidden argv[1] of the detached process that finishes
@@ -21,7 +22,10 @@ func detachDurable(root string, until int64) error {
 	if os.Getenv("KILN_SYNC") == "wait" {
 		return errNoDetach
 	}
-	cmd := exec.Command("/proc/self/exe", durableArg, root, strconv.FormatInt(until, 10))
+	// The files exports replaced go with it: freeing their blocks is
+	// disk work too.
+	args := append([]string{durableArg, root, strconv.FormatInt(until, 10)}, export.TakeReplaced()...)
+	cmd := exec.Command("/proc/self/exe", args...)
 	cmd.Args[0] = "kiln"
 	cmd.Env = []string{}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
@@ -39,8 +43,13 @@ var errNoDetach error = noDetach{}
 
 // finishDurable is the detached process: it never returns.
 func finishDurable() {
-	if len(os.Args) != 4 || os.Args[1] != durableArg {
+	if len(os.Args) < 4 || os.Args[1] != durableArg {
 		return
+	}
+	for _, p := range os.Args[4:] {
+		if export.IsReplacedName(p) {
+			os.Remove(p)
+		}
 	}
 	until, err := strconv.ParseInt(os.Args[3], 10, 64)
 	if err != nil {

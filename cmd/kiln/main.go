@@ -11,6 +11,7 @@ import (
 	"syscall"
 
 	"github.com/kiln-build/kiln/executor"
+	"github.com/kiln-build/kiln/export"
 )
 
 // Exit codes: 1 the build failed, 2 the command line was wrong, 128+signal
@@ -37,6 +38,10 @@ func main() {
 	// Step cgroups are removed in the background; none outlives kiln.
 	if cerr := executor.WaitCgroupsRemoved(); cerr != nil {
 		fmt.Fprintf(os.Stderr, "kiln: warning: %v (the cgroup is empty; the next kiln removes it)\n", cerr)
+	}
+	// Archives an export replaced, unless a detached kiln took them.
+	for _, p := range export.TakeReplaced() {
+		os.Remove(p)
 	}
 	code := exitCode(ctx, err)
 	stop()
