@@ -15,11 +15,11 @@ type bufPipe struct {
 	cur  []byte // the writer's slice being filled
 	pool sync.Pool
 
-	mu   sync.Mutex
-	werr error         // why the writer stopped (io.EOF: it finished)
-	rerr error         // why the reader stopped
-	done chan struct{} // closed when the reader stops
-	left  []byte // the reader's unread rest of slice
+	mu    sync.Mutex
+	werr  error         // why the writer stopped (io.EOF: it finished)
+	rerr  error         // why the reader stopped
+	done  chan struct{} // closed when the reader stops
+	left  []byte        // the reader's unread rest of slice
 	slice []byte
 }
 
