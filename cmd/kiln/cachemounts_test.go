@@ -237,7 +237,7 @@ func TestCacheMountsRootless(t *testing.T) {
 		}
 		cmd := exec.Command(bin, append(args, ctxDir)...)
 		cmd.Dir = home
-		cmd.Env = []string{"HOME=" + home, "PATH=" + os.Getenv("PATH"), "USER=" + name}
+		cmd.Env = []string{"HOME=" + home, "PATH=" + os.Getenv("PATH"), "USER=" + name, "KILN_SYNC=wait"}
 		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}}
 		log, err := cmd.CombinedOutput()
 		if err != nil {

@@ -48,7 +48,7 @@ func TestRootlessUnderMasks(t *testing.T) {
 			// The masks live in a mount namespace of their own, as a
 			// container's do; kiln runs in it as the user.
 			script := tc.masks + "exec setpriv --reuid=" + strconv.Itoa(uid) + " --regid=" + strconv.Itoa(gid) + " --init-groups " +
-				"env HOME=" + home + " USER=" + name + " " + bin + " build --root " + dir("root"+strconv.Itoa(i)) + " --progress=plain " + tc.network + " " + ctxDir
+				"env HOME=" + home + " USER=" + name + " KILN_SYNC=wait " + bin + " build --root " + dir("root"+strconv.Itoa(i)) + " --progress=plain " + tc.network + " " + ctxDir
 			out, err := exec.Command("unshare", "--mount", "--propagation", "private", "sh", "-c", script).CombinedOutput()
 			switch {
 			case tc.wantErr == "" && err != nil:

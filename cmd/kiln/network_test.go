@@ -594,7 +594,7 @@ func TestRootlessNetwork(t *testing.T) {
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, "build", "--root", filepath.Join(top, "root"), "--progress=plain", "-o", "type=local,dest="+out, filepath.Join(top, "ctx"))
 	cmd.Dir = top
-	cmd.Env = []string{"HOME=" + top, "PATH=" + os.Getenv("PATH"), "USER=" + name}
+	cmd.Env = []string{"HOME=" + top, "PATH=" + os.Getenv("PATH"), "USER=" + name, "KILN_SYNC=wait"}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}}
 	log, code := kilnCmd(t, cmd)
 

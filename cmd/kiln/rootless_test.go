@@ -71,7 +71,7 @@ func TestRootlessBuild(t *testing.T) {
 		netArgs = []string{"--network=none"}
 		cmd := exec.Command(bin, "build", "--root", root, "--progress=plain", ctxDir)
 		cmd.Dir = home
-		cmd.Env = []string{"HOME=" + home, "PATH=" + os.Getenv("PATH"), "USER=" + name}
+		cmd.Env = []string{"HOME=" + home, "PATH=" + os.Getenv("PATH"), "USER=" + name, "KILN_SYNC=wait"}
 		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}}
 		if out, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(out), "needs /dev/net/tun") {
 			t.Errorf("rootless build without /dev/net/tun: %v, want an error about it:\n%s", err, out)
@@ -81,7 +81,7 @@ func TestRootlessBuild(t *testing.T) {
 	userOut := filepath.Join(out, "user.tar")
 	cmd := exec.Command(bin, append(append([]string{"build", "--root", root, "--progress=plain", "-o", "type=docker,dest=" + userOut}, netArgs...), ctxDir)...)
 	cmd.Dir = home
-	cmd.Env = []string{"HOME=" + home, "PATH=" + os.Getenv("PATH"), "USER=" + name}
+	cmd.Env = []string{"HOME=" + home, "PATH=" + os.Getenv("PATH"), "USER=" + name, "KILN_SYNC=wait"}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}}
 	var log bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &log, &log
@@ -168,7 +168,7 @@ func TestRootlessNoRange(t *testing.T) {
 	copyFile(t, kilnBin, bin, 0o755)
 	writeFile(t, filepath.Join(top, "Dockerfile"), "FROM scratch\n")
 	cmd := exec.Command(bin, "build", "--root", filepath.Join(top, "root"), top)
-	cmd.Env = []string{"HOME=" + top, "PATH=" + os.Getenv("PATH")}
+	cmd.Env = []string{"HOME=" + top, "PATH=" + os.Getenv("PATH"), "KILN_SYNC=wait"}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}}
 	got, _ := cmd.CombinedOutput()
 	want := fmt.Sprintf("rootless builds need a range in /etc/subuid and /etc/subgid for %[1]s (usermod --add-subuids 100000-165535 --add-subgids 100000-165535 %[1]s)", name)
