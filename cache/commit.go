@@ -65,7 +65,7 @@ func (s *Store) CommitDirWith(ctx context.Context, dir string, opt layer.TarOpti
 	// lstat of each entry the tar walk makes anyway. Durability comes
 	// after publishing (durable.go).
 	listed := make(chan error, 1)
-	if currentBoot() == "" {
+	if syncInline() {
 		go func() {
 			_, span := trace.Start(ctx, "sync")
 			listed <- syncFilesystem(dir) // no boot id to scope an unsynced publish by
@@ -195,7 +195,7 @@ func (s *Store) compress(ctx context.Context, dir string, opt layer.TarOptions) 
 	if err := gz.Close(); err != nil {
 		return nil, fmt.Errorf("compressing layer: %w", err)
 	}
-	if currentBoot() == "" {
+	if syncInline() {
 		if err := syncFile(f); err != nil {
 			return nil, fmt.Errorf("syncing blob: %w", err)
 		}
@@ -251,7 +251,7 @@ func (s *Store) storeBlob(b *tempBlob) error {
 		return fmt.Errorf("storing blob %s: %w", b.digest, err)
 	}
 	b.path = ""
-	if currentBoot() != "" {
+	if !syncInline() {
 		s.published() // synced in the background (durable.go)
 		return nil
 	}

@@ -46,6 +46,11 @@ var currentBoot = sync.OnceValue(func() string {
 	return strings.TrimSpace(string(data))
 })
 
+// syncInline reports whether what the store writes must be synced before
+// it is published, as before boot-scoped durability: where there is no
+// boot id to scope an unsynced publish by.
+func syncInline() bool { return currentBoot() == "" }
+
 // unsyncedMark is what info.json says of a layer published unsynced.
 type unsyncedMark struct {
 	Boot string `json:"boot"`
@@ -233,7 +238,7 @@ func (s *Store) closeDurable() error {
 	d.mu.Lock()
 	busy := d.pending || (d.idle != nil && !isClosed(d.idle))
 	d.mu.Unlock()
-	if busy && s.Detach != nil && currentBoot() != "" {
+	if busy && s.Detach != nil && !syncInline() {
 		if err := s.Detach(s.Root, bootTime()); err == nil {
 			return nil
 		}

@@ -96,7 +96,7 @@ func (s *Store) pull(ctx context.Context, l v1.Layer, diffID v1.Hash) (LayerInfo
 	// far slower). Where there is no boot id to scope an unsynced publish
 	// by, one syncfs makes them durable first; otherwise the background
 	// syncer does it after publishing (durable.go).
-	if currentBoot() == "" {
+	if syncInline() {
 		if err := syncFilesystem(fsDir); err != nil {
 			return LayerInfo{}, err
 		}
@@ -317,7 +317,7 @@ func (s *Store) downloadTo(ctx context.Context, l v1.Layer, unpack func(context.
 	if err := bw.Flush(); err != nil {
 		return blob, fmt.Errorf("writing blob: %w", err)
 	}
-	if currentBoot() == "" {
+	if syncInline() {
 		if err := f.Sync(); err != nil {
 			return blob, fmt.Errorf("syncing blob: %w", err)
 		}

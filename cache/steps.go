@@ -93,7 +93,7 @@ func (s *Store) PutStep(key string, rec StepRecord) error {
 	// milliseconds a RUN cannot spare): the background syncer makes it
 	// durable before the command exits, and one that a crash tore or lost
 	// is a miss (Step), so the step runs again.
-	if currentBoot() == "" {
+	if syncInline() {
 		if err := s.writeAtomic(s.stepPath(key), data); err != nil {
 			return fmt.Errorf("recording step %s: %w", key, err)
 		}

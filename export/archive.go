@@ -92,16 +92,7 @@ func writeArchive(ctx context.Context, a Artifact, dest string, names []string, 
 					return err
 				}
 			}
-			hdr := fileHeader(b.layoutPath(), b.size, 0o444)
-			if done, err := copyBlobInKernel(ctx, w, tw, hdr, b); err != nil {
-				return err
-			} else if done {
-				continue
-			}
-			if err := tw.WriteHeader(hdr); err != nil {
-				return err
-			}
-			if err := copyBlob(ctx, tw, b); err != nil {
+			if err := writeBlobEntry(ctx, w, tw, b); err != nil {
 				return err
 			}
 		}
@@ -190,4 +181,22 @@ func writeFile(tw *tar.Writer, name string, data []byte, mode int64) error {
 	}
 	_, err := tw.Write(data)
 	return err
+}
+
+// writeBlobEntry writes b as the archive entry at its layout path: copied
+// in the kernel when it can be, else through tw. The blob is opened once.
+func writeBlobEntry(ctx context.Context, w io.Writer, tw *tar.Writer, b blob) error {
+	rc, err := b.open()
+	if err != nil {
+		return fmt.Errorf("opening blob %s: %w", b.digest, err)
+	}
+	defer rc.Close()
+	hdr := fileHeader(b.layoutPath(), b.size, 0o444)
+	if done, err := copyBlobInKernel(ctx, w, tw, hdr, b, rc); done || err != nil {
+		return err
+	}
+	if err := tw.WriteHeader(hdr); err != nil {
+		return err
+	}
+	return copyBlobFrom(ctx, tw, b, rc)
 }

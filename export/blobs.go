@@ -137,6 +137,12 @@ func copyBlob(ctx context.Context, w io.Writer, b blob) error {
 		return fmt.Errorf("opening blob %s: %w", b.digest, err)
 	}
 	defer rc.Close()
+	return copyBlobFrom(ctx, w, b, rc)
+}
+
+// copyBlobFrom is copyBlob from the already opened rc.
+func copyBlobFrom(ctx context.Context, w io.Writer, b blob, rc io.ReadCloser) error {
+	var err error
 	var h hash.Hash
 	if v, ok := rc.(digestVerifier); !ok || v.VerifiesDigest() != b.digest {
 		if h, err = newHasher(b.digest.Algorithm); err != nil {
@@ -173,17 +179,12 @@ type fileCopier interface {
 // writing, with b's bytes copied file to file by the kernel rather than
 // through tw: a 500 MB layer is then one copy_file_range, hashed
 // alongside. It reports false, having written nothing, when w is not a
-// file or b not such a blob; tw must be between entries.
-func copyBlobInKernel(ctx context.Context, w io.Writer, tw *tar.Writer, hdr *tar.Header, b blob) (bool, error) {
+// file or rc (b, opened) not such a blob; tw must be between entries.
+func copyBlobInKernel(ctx context.Context, w io.Writer, tw *tar.Writer, hdr *tar.Header, b blob, rc io.ReadCloser) (bool, error) {
 	fw, ok := w.(*fileWriter)
 	if !ok || b.size < 1<<20 { // small blobs: not worth the syscalls
 		return false, nil
 	}
-	rc, err := b.open()
-	if err != nil {
-		return false, fmt.Errorf("opening blob %s: %w", b.digest, err)
-	}
-	defer rc.Close()
 	fc, ok := rc.(fileCopier)
 	if !ok || fc.VerifiesDigest() != b.digest {
 		return false, nil

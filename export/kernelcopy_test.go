@@ -50,8 +50,12 @@ func TestCopyBlobInKernel(t *testing.T) {
 			hdr := fileHeader(b.layoutPath(), b.size, 0o444)
 			done := false
 			if kernel {
-				var err error
-				if done, err = copyBlobInKernel(context.Background(), w, tw, hdr, b); err != nil {
+				rc, err := b.open()
+				if err != nil {
+					return err
+				}
+				defer rc.Close()
+				if done, err = copyBlobInKernel(context.Background(), w, tw, hdr, b, rc); err != nil {
 					return err
 				}
 				if !done {

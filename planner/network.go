@@ -76,41 +76,35 @@ func (b *build) prepareNetwork() {
 	})
 }
 
-// removeLater removes a finished step's scratch directory (what is left
-// of its overlay work dir and mount points) off the step's path: in the
-// background when the caller gave Options.Background to wait on. The store
-// empties ROOT/tmp of whatever a killed kiln leaves.
-func (b *build) removeLater(dir string) {
-	remove := func() {
-		// Under the build, not the step: the step may be over.
-		_, span := trace.Start(b.outer, "remove step directory")
-		os.RemoveAll(dir)
-		span.End()
-	}
+// later runs f off the caller's path: in the background when the caller
+// of Build gave Options.Background to wait on, else at once.
+func (b *build) later(f func()) {
 	if b.opt.Background == nil {
-		remove()
+		f()
 		return
 	}
 	b.opt.Background.Add(1)
 	go func() {
 		defer b.opt.Background.Done()
-		remove()
+		f()
 	}()
 }
 
-// closeNetwork tears the build's network down once no step runs: in the
-// background when the caller gave Options.Background to wait on.
-func (b *build) closeNetwork() {
-	if b.opt.Background != nil {
-		b.opt.Background.Add(1)
-		go func() {
-			defer b.opt.Background.Done()
-			b.closeNetworkNow()
-		}()
-		return
-	}
-	b.closeNetworkNow()
+// removeLater removes a finished step's scratch directory (what is left
+// of its overlay work dir and mount points) off the step's path. The
+// store empties ROOT/tmp of whatever a killed kiln leaves.
+func (b *build) removeLater(dir string) {
+	b.later(func() {
+		// Under the build, not the step: the step may be over.
+		_, span := trace.Start(b.outer, "remove step directory")
+		os.RemoveAll(dir)
+		span.End()
+	})
 }
+
+// closeNetwork tears the build's network down once no step runs, off the
+// build's path.
+func (b *build) closeNetwork() { b.later(b.closeNetworkNow) }
 
 func (b *build) closeNetworkNow() {
 	b.netMu.Lock()

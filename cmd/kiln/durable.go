@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"os"
 	"os/exec"
 	"strconv"
@@ -20,7 +21,7 @@ const durableArg = "__kiln-durable"
 // theirs outlives them).
 func detachDurable(root string, until int64) error {
 	if os.Getenv("KILN_SYNC") == "wait" {
-		return errNoDetach
+		return errors.New("KILN_SYNC=wait")
 	}
 	// The files exports replaced go with it: freeing their blocks is
 	// disk work too.
@@ -34,12 +35,6 @@ func detachDurable(root string, until int64) error {
 	}
 	return cmd.Process.Release()
 }
-
-type noDetach struct{}
-
-func (noDetach) Error() string { return "KILN_SYNC=wait" }
-
-var errNoDetach error = noDetach{}
 
 // finishDurable is the detached process: it never returns.
 func finishDurable() {
