@@ -8,7 +8,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/kiln-build/kiln/internal/testutil"
 )
@@ -240,5 +242,63 @@ RUN --network=host --mount=type=ssh git clone -q ssh://root@127.0.0.1:%d%s /src 
 				t.Errorf("cloned README: %q, %v", b, err)
 			}
 		})
+	}
+}
+
+// TestRootlessSSHMount: a normal user's kiln forwards the user's own agent
+// and key file, with the socket owned as asked inside the user namespace.
+func TestRootlessSSHMount(t *testing.T) {
+	needRootless(t)
+	reg := registryWithBases(t)
+	base := sshBase(t, reg)
+	name, uid, gid := throwawayUser(t)
+	dir := userTree(t, "kiln-rl-ssh-", uid, gid)
+	bin, home, root, ctxDir, keys, out := filepath.Join(dir("bin"), "kiln"), dir("home"), dir("root"), dir("ctx"), dir("keys"), filepath.Join(dir("out"), "image")
+	copyFile(t, kilnBin, bin, 0o755)
+	k1, k2 := testutil.SSHKey(t, keys, "agent"), testutil.SSHKey(t, keys, "file")
+	for _, p := range []string{k1, k1 + ".pub", k2, k2 + ".pub"} {
+		must(t, os.Chown(p, uid, gid))
+	}
+	asUser := func(cmd *exec.Cmd, env ...string) *exec.Cmd {
+		cmd.Dir = home
+		cmd.Env = append([]string{"HOME=" + home, "PATH=" + os.Getenv("PATH"), "USER=" + name, "KILN_SYNC=wait"}, env...)
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}}
+		return cmd
+	}
+	sock := filepath.Join(keys, "agent.sock")
+	agent := asUser(exec.Command("ssh-agent", "-D", "-a", sock))
+	must(t, agent.Start())
+	t.Cleanup(func() { agent.Process.Kill(); agent.Wait() })
+	for i := 0; ; i++ {
+		if _, err := os.Stat(sock); err == nil {
+			break
+		} else if i > 200 {
+			t.Fatal("ssh-agent did not come up")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if o, err := asUser(exec.Command("ssh-add", k1), "SSH_AUTH_SOCK="+sock).CombinedOutput(); err != nil {
+		t.Fatalf("ssh-add: %v\n%s", err, o)
+	}
+	writeFile(t, filepath.Join(ctxDir, "Dockerfile"), "FROM "+base+`
+RUN --mount=type=ssh ssh-add -l > /agent.keys
+RUN --mount=type=ssh,id=file,uid=1000,gid=1000,mode=0600 stat -c '%u %g %a' $SSH_AUTH_SOCK > /file.stat && ssh-add -l > /file.keys
+`)
+	must(t, os.Chown(filepath.Join(ctxDir, "Dockerfile"), uid, gid))
+	cmd := asUser(exec.Command(bin, "build", "--root", root, "--progress=plain", "--network=none",
+		"--ssh", "default", "--ssh", "file="+k2, "-o", "type=local,dest="+out, ctxDir), "SSH_AUTH_SOCK="+sock)
+	o, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("rootless build: %v\n%s", err, o)
+	}
+	for file, want := range map[string]string{
+		"agent.keys": testutil.SSHFingerprint(t, k1),
+		"file.keys":  testutil.SSHFingerprint(t, k2),
+		"file.stat":  "1000 1000 600",
+	} {
+		b, err := os.ReadFile(filepath.Join(out, file))
+		if err != nil || !strings.Contains(string(b), want) {
+			t.Errorf("%s: %q %v, want %q", file, b, err, want)
+		}
 	}
 }
