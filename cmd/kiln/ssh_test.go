@@ -302,3 +302,36 @@ RUN --mount=type=ssh,id=file,uid=1000,gid=1000,mode=0600 stat -c '%u %g %a' $SSH
 		}
 	}
 }
+
+// TestSSHMountSymlinkTarget: an ssh mount target reached through a
+// symlink the image planted to a host directory (absolute, and climbing
+// with ..) lands inside the image's tree; the host directory is untouched
+// and the agent still answers there.
+func TestSSHMountSymlinkTarget(t *testing.T) {
+	needRoot(t)
+	reg := registryWithBases(t)
+	base := sshBase(t, reg)
+	key := testutil.SSHKey(t, t.TempDir(), "k")
+	for _, link := range []string{"abs", "rel"} {
+		t.Run(link, func(t *testing.T) {
+			canary := testutil.NewCanary(t)
+			target := canary.Dir
+			if link == "rel" {
+				target = canary.Rel()
+			}
+			dir, out := t.TempDir(), t.TempDir()
+			writeFile(t, filepath.Join(dir, "Dockerfile"), fmt.Sprintf(`FROM %s
+RUN mkdir -p %s && ln -s %s /t
+RUN --mount=type=ssh,target=/t/agent ssh-add -l > /keys
+`, base, canary.Dir, target))
+			log, code := kiln(t, "build", "--root", t.TempDir(), "--progress=plain", "--ssh", "default="+key, "-o", "type=local,dest="+out, dir)
+			canary.Check(t)
+			if code != 0 {
+				t.Fatalf("build: exit %d\n%s", code, log)
+			}
+			if b, err := os.ReadFile(filepath.Join(out, "keys")); err != nil || !strings.Contains(string(b), testutil.SSHFingerprint(t, key)) {
+				t.Errorf("ssh-add -l at the symlinked target: %q %v", b, err)
+			}
+		})
+	}
+}
