@@ -27,6 +27,7 @@ import (
 	"github.com/kiln-build/kiln/executor"
 	"github.com/kiln-build/kiln/parser"
 	"github.com/kiln-build/kiln/progress"
+	"github.com/kiln-build/kiln/sshforward"
 	"github.com/kiln-build/kiln/trace"
 )
 
@@ -78,6 +79,8 @@ type Options struct {
 	Jobs int
 	// Secrets are the --secret values by id, for RUN --mount=type=secret.
 	Secrets map[string][]byte
+	// SSH are the --ssh agents by id, for RUN --mount=type=ssh.
+	SSH sshforward.Agents
 	// KeepFailedDir, when set, is where a failing RUN's filesystem and
 	// process settings are kept for kiln debug (--on-error=keep).
 	KeepFailedDir string

@@ -42,6 +42,11 @@ type runMounts struct {
 	lazy map[int][]cache.LayerInfo
 	// fetchLayers materializes lazy layers, with progress on the step.
 	fetchLayers func(context.Context, []cache.LayerInfo, progress.Step) ([]cache.LayerInfo, error)
+	// ssh are the ssh mounts whose agent the build has (sshmounts.go);
+	// nSSH counts all of them, sshErr is a required one it lacks.
+	ssh    []sshMount
+	nSSH   int
+	sshErr error
 }
 
 // fetch gets what the mounts of a step that runs need from the store or
@@ -288,6 +293,10 @@ func (b *build) resolveMounts(ctx context.Context, s *stage, c *instructions.Run
 			}
 			rm.files = append(rm.files, executor.File{Path: target, Data: data, Mode: mode})
 			k.add(name, "secret "+id+" target="+target)
+		case instructions.MountTypeSSH:
+			if err := b.resolveSSH(s, m, name, rm, k); err != nil {
+				return nil, err
+			}
 		default:
 			return nil, fmt.Errorf("RUN --mount=type=%s is not supported by kiln yet; remove the mount or build this Dockerfile with BuildKit", m.Type)
 		}
@@ -348,21 +357,25 @@ func (rm *runMounts) cacheIDs() []string {
 
 // prepare makes the throwaway overlay dirs of layered mounts inside the
 // step directory and gets the snapshots of context mounts from snapshot
-// (cache mounts were picked by fetch). The returned function is for the
-// caller to defer.
+// (cache mounts were picked by fetch), and starts the ssh agent sockets.
+// The returned function is for the caller to defer.
 func (rm *runMounts) prepare(ctx context.Context, stepDir string, snapshot func(context.Context, contextSnapshot) (string, error), log progress.Step) (func(), error) {
+	stopSSH, err := rm.startSSH(stepDir)
+	if err != nil {
+		return stopSSH, err
+	}
 	for n, i := range rm.layered {
 		base := filepath.Join(stepDir, fmt.Sprintf("mount-%d", n))
 		for _, d := range []string{"upper", "work", "stage"} {
 			if err := os.MkdirAll(filepath.Join(base, d), 0o755); err != nil {
-				return func() {}, err
+				return stopSSH, err
 			}
 		}
 		m := &rm.mounts[i]
 		if snap, ok := rm.snapshots[i]; ok {
 			dir, err := snapshot(ctx, snap)
 			if err != nil {
-				return func() {}, err
+				return stopSSH, err
 			}
 			m.Lowers = []string{dir}
 		}
@@ -371,12 +384,12 @@ func (rm *runMounts) prepare(ctx context.Context, stepDir string, snapshot func(
 			// a stage without layers: an empty tree
 			empty := filepath.Join(base, "empty")
 			if err := os.Mkdir(empty, 0o755); err != nil {
-				return func() {}, err
+				return stopSSH, err
 			}
 			m.Lowers = []string{empty}
 		}
 	}
-	return func() {}, nil
+	return stopSSH, nil
 }
 
 // secretEnvNames lists the variables that carry secrets, which must not

@@ -21,6 +21,7 @@ import (
 	"github.com/kiln-build/kiln/parser"
 	"github.com/kiln-build/kiln/planner"
 	"github.com/kiln-build/kiln/progress"
+	"github.com/kiln-build/kiln/sshforward"
 	"github.com/kiln-build/kiln/trace"
 )
 
@@ -29,6 +30,7 @@ type buildFlags struct {
 	tags, buildArgs, labels, outputs                   []string
 	noCache, explainCache, quiet                       bool
 	noCacheFilter, secrets                             []string
+	ssh                                                []string
 	onError                                            string
 	trace                                              string // --trace FILE
 	provenance                                         string
@@ -74,6 +76,7 @@ func newBuildCmd(root *string) *cobra.Command {
 	fl.StringArrayVar(&f.noCacheFilter, "no-cache-filter", nil, "do not reuse the steps of this stage (repeatable)")
 	fl.BoolVar(&f.explainCache, "explain-cache", false, "for each step that runs, say which of its inputs changed since the last build")
 	fl.StringArrayVar(&f.secrets, "secret", nil, "expose a secret to RUN --mount=type=secret: id=ID,src=FILE or id=ID,env=VAR (repeatable)")
+	fl.StringArrayVar(&f.ssh, "ssh", nil, "forward an ssh agent to RUN --mount=type=ssh: default (the agent at $SSH_AUTH_SOCK), ID=SOCKET or ID=KEYFILE[,KEYFILE] (repeatable)")
 	fl.StringVar(&f.onError, "on-error", "fail", "what a failing RUN leaves: fail (nothing), or keep (its filesystem, for kiln debug)")
 	fl.IntVar(&f.jobs, "jobs", 0, "steps of independent stages run at once (default: number of CPUs)")
 	fl.StringArrayVar(&f.labels, "label", nil, "add a label K=V to the image (repeatable)")
@@ -129,6 +132,10 @@ func runBuild(cmd *cobra.Command, root, contextDir string, f buildFlags) (err er
 	secrets, err := parseSecrets(f.secrets)
 	if err != nil {
 		return err
+	}
+	sshAgents, err := sshforward.Parse(f.ssh, os.Getenv)
+	if err != nil {
+		return usagef("%v", err)
 	}
 	labels := map[string]string{}
 	for _, l := range f.labels {
@@ -269,6 +276,7 @@ func runBuild(cmd *cobra.Command, root, contextDir string, f buildFlags) (err er
 		DockerfileID:  dfID,
 		Jobs:          f.jobs,
 		Secrets:       secrets,
+		SSH:           sshAgents,
 		KeepFailedDir: keepDir(f.onError, store.Root, printer.ID),
 
 		KeepTimestamps: keepTimes, // rewrite-timestamp=false
