@@ -67,6 +67,9 @@ type RunSpec struct {
 	Security string
 	// Mounts are RUN --mount mounts, applied after the rootfs is mounted.
 	Mounts []Mount
+	// Warm, when set, is the build's supply of sandbox children started
+	// ahead of their steps (NewWarm).
+	Warm *Warm
 }
 
 // Sandbox holds the build-wide settings of every RUN sandbox. The zero

@@ -41,3 +41,18 @@ func RootlessError() error { return nil }
 
 // SandboxInit: there is no sandbox outside Linux.
 func SandboxInit() string { return "none (RUN steps need Linux)" }
+
+// PrepareInit does nothing: RUN steps need Linux.
+func PrepareInit() {}
+
+// Warm does nothing: RUN steps need Linux.
+type Warm struct{}
+
+// NewWarm returns a Warm that starts nothing.
+func NewWarm(context.Context) *Warm { return &Warm{} }
+
+// Close does nothing.
+func (*Warm) Close() {}
+
+// Prestart does nothing.
+func (*Warm) Prestart(*Network, Sandbox) {}

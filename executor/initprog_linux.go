@@ -48,9 +48,17 @@ var sandboxInit struct {
 // (embedded by make build) or, when kiln was built without it or the
 // host refuses to run it, kiln itself.
 func SandboxInit() string {
-	_, desc := initProgram()
+	path, desc := initProgram()
+	if bin := initbin.Binary(); path != "" && bin != nil {
+		sum := sha256.Sum256(bin)
+		desc = fmt.Sprintf("kiln-init (embedded, %d KiB, sha256:%s)", len(bin)>>10, hex.EncodeToString(sum[:6]))
+	}
 	return desc
 }
+
+// PrepareInit loads the sandbox init in the background, for a caller that
+// knows RUN steps will run soon: the first one then finds it ready.
+func PrepareInit() { go initProgram() }
 
 // initProgram returns the path the RUN child is executed from ("" for
 // kiln itself) and a description of it.
@@ -66,12 +74,13 @@ func initProgram() (path, desc string) {
 }
 
 // loadInit puts bin into a sealed memfd, kept open for the life of kiln.
+// The description names kiln-init's digest only when asked for (kiln
+// version): hashing 2.5 MB would be on the first step's path.
 func loadInit(bin []byte) (path, desc string) {
 	if bin == nil {
 		return "", "kiln itself (built without kiln-init: make build embeds it)"
 	}
-	sum := sha256.Sum256(bin)
-	what := fmt.Sprintf("kiln-init (embedded, %d KiB, sha256:%s)", len(bin)>>10, hex.EncodeToString(sum[:6]))
+	what := "kiln-init"
 	if err := checkELF(bin); err != nil {
 		return "", "kiln itself (the embedded kiln-init is unusable: " + err.Error() + "; rebuild with make build)"
 	}

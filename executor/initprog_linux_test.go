@@ -29,7 +29,7 @@ func TestLoadInit(t *testing.T) {
 			bin      []byte
 			wantPath bool
 			wantDesc string
-		}{name: "embedded", bin: bin, wantPath: true, wantDesc: "kiln-init (embedded"})
+		}{name: "embedded", bin: bin, wantPath: true, wantDesc: "kiln-init"})
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

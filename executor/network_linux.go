@@ -393,11 +393,21 @@ func (n *Network) alive() error {
 
 // Close stops the user-mode network and releases the namespace; it dies
 // with the last process in it.
-func (n *Network) Close() error {
+func (n *Network) Close() error { return n.close(true) }
+
+// Release is Close without waiting for the helper to exit: it is killed
+// and reaped in the background. Its exit takes tens of milliseconds, which
+// the end of a build need not wait for: were kiln to exit first, the
+// helper's parent-death signal ends it all the same.
+func (n *Network) Release() error { return n.close(false) }
+
+func (n *Network) close(wait bool) error {
 	n.closeOnce.Do(func() {
 		if n.stop != nil {
 			close(n.stop)
-			<-n.stopped
+			if wait {
+				<-n.stopped
+			}
 		}
 		if n.ns != nil {
 			n.ns.Close()

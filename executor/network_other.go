@@ -24,3 +24,6 @@ func NewNetwork(ctx context.Context, dir string) (*Network, error) {
 
 // Close does nothing outside Linux.
 func (n *Network) Close() error { return nil }
+
+// Release is Close without waiting for the helper to exit.
+func (n *Network) Release() error { return nil }

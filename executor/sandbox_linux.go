@@ -134,11 +134,35 @@ func Run(ctx context.Context, spec RunSpec) (err error) {
 		return fmt.Errorf("running step: %w", err)
 	}
 	flags |= netFlags
-	_, cgSpan := trace.Start(ctx, "sandbox: cgroup")
-	cg, g, err := newStepCgroup(spec.Sandbox, insecure)
-	cgSpan.End()
-	if err != nil {
-		return fmt.Errorf("running step: %w", err)
+	// A child started ahead by the build's Warm serves the step when it
+	// was started as this step would start one: an interactive step, or
+	// one whose output goes to two writers, starts its own.
+	var (
+		warm    *warmChild
+		warmKey warmKey
+		cg      *stepCgroup
+		g       guards
+	)
+	useWarm := spec.Warm != nil && spec.Stdin == nil && sameWriter(spec.Stdout, spec.Stderr)
+	if useWarm {
+		warmKey = newWarmKey(flags, cs.netns, spec.Sandbox, insecure)
+		_, warmSpan := trace.Start(ctx, "sandbox: take the warm child")
+		warm = spec.Warm.take(warmKey)
+		warmSpan.End()
+	}
+	if warm != nil {
+		cg, g = warm.c.cg, warm.g
+	} else {
+		_, cgSpan := trace.Start(ctx, "sandbox: cgroup")
+		cg, g, err = newStepCgroup(spec.Sandbox, insecure)
+		cgSpan.End()
+		if err != nil {
+			return fmt.Errorf("running step: %w", err)
+		}
+	}
+	if useWarm {
+		// The next step's child starts while this one runs.
+		spec.Warm.fill(warmKey, spec.Sandbox, insecure)
 	}
 	cs.Guards = g
 	runCtx := ctx
@@ -150,7 +174,12 @@ func Run(ctx context.Context, spec RunSpec) (err error) {
 	if spec.Stdin != nil {
 		cs.Interactive, cs.stdin = true, spec.Stdin
 	}
-	msgs, err := runChild(runCtx, cs, flags, spec.Stdout, spec.Stderr, cg)
+	var msgs []childMsg
+	if warm != nil {
+		msgs, err = warm.serve(runCtx, cs, spec.Stdout)
+	} else {
+		msgs, err = runChild(runCtx, cs, flags, spec.Stdout, spec.Stderr, cg)
+	}
 	if cg != nil {
 		// After runChild: the sandbox and all its processes are gone.
 		defer func() {
@@ -248,68 +277,71 @@ func runChild(ctx context.Context, cs childSpec, cloneflags uintptr, stdout, std
 		return nil, errors.New("running step: the sandbox needs its own mount, PID, IPC and UTS namespaces")
 	}
 	_, startSpan := trace.Start(ctx, "sandbox: start")
-	defer startSpan.End()
+	c, err := startChild(ctx, childStart{mode: cs.Mode, cloneflags: cloneflags, netns: cs.netns, stdin: cs.stdin, stdout: stdout, stderr: stderr, cg: cg})
+	startSpan.End()
+	if err != nil {
+		return nil, err
+	}
+	return c.serve(ctx, cs, nil)
+}
+
+// childStart is what a sandbox child is started with: everything but its
+// spec, which it reads once started.
+type childStart struct {
+	mode           string // "run" or "copy"
+	cloneflags     uintptr
+	netns, stdin   *os.File
+	stdout, stderr io.Writer
+	cg             *stepCgroup
+}
+
+// child is a started sandbox child waiting for its spec.
+type child struct {
+	cmd          *exec.Cmd
+	cg           *stepCgroup
+	specW, resR  *os.File
+	placeErr     error // placing it in its cgroup, if that failed
+	placed       bool  // place has run
+	bornInCgroup bool
+}
+
+// startChild starts a sandbox child and places it in its cgroup; it then
+// waits for its spec on fd 3.
+func startChild(ctx context.Context, st childStart) (c *child, err error) {
 	// No descriptor of ours reaches the child but those passed below.
 	if err := stepinit.CloseExtraFDs(); err != nil {
 		return nil, err
 	}
-	cs.Volatile = !volatileUnsupported.Load()
-	if cs.Rootfs.Work != "" {
-		// A step may mount the same upper dir more than once (a COPY with
-		// several heredocs); overlayfs refuses a work dir left "incompat"
-		// by an earlier volatile mount, and nothing in it outlives a mount.
-		if err := resetDir(cs.Rootfs.Work); err != nil {
-			return nil, fmt.Errorf("resetting overlay work dir: %w", err)
-		}
-	}
-	// The step directory is where the child mounts its tmpfs of mount
-	// points; on the host it stays empty. Next to Upper, because the caller
-	// owns that directory and cleans it up if we crash; a read-only view
-	// has no Upper.
-	parent := os.TempDir()
-	if cs.Rootfs.Upper != "" {
-		parent = filepath.Dir(cs.Rootfs.Upper)
-	}
-	cs.StepDir, err = os.MkdirTemp(parent, ".kiln-step-")
-	if err != nil {
-		return nil, fmt.Errorf("creating step directory: %w", err)
-	}
-	defer func() {
-		// By now the child's mount namespace, and the tmpfs with it, is
-		// gone: an rmdir is enough.
-		rerr := os.Remove(cs.StepDir)
-		if rerr != nil {
-			rerr = os.RemoveAll(cs.StepDir)
-		}
-		if rerr != nil && err == nil {
-			err = fmt.Errorf("removing step directory: %w", rerr)
-		}
-	}()
-
 	specR, specW, err := os.Pipe()
 	if err != nil {
 		return nil, fmt.Errorf("creating spec pipe: %w", err)
 	}
 	defer specR.Close()
-	defer specW.Close()
 	resR, resW, err := os.Pipe()
 	if err != nil {
+		specW.Close()
 		return nil, fmt.Errorf("creating report pipe: %w", err)
 	}
-	defer resR.Close()
 	defer resW.Close()
+	defer func() {
+		if err != nil {
+			specW.Close()
+			resR.Close()
+		}
+	}()
 
 	// A RUN child is kiln-init when kiln carries it; a copy child, and a
 	// RUN child of a kiln built without kiln-init, is kiln itself. Both
 	// are "kiln" in /proc/1/cmdline: kiln-init is kiln's own init.
 	prog := "/proc/self/exe"
-	if cs.Mode == "run" {
+	if st.mode == "run" {
 		if p, _ := initProgram(); p != "" {
 			prog = p
 		}
 	}
+	cg := st.cg
 	newCmd := func(cgroupFD int) *exec.Cmd {
-		cmd := exec.CommandContext(ctx, prog, sandboxArg, cs.Mode)
+		cmd := exec.CommandContext(ctx, prog, sandboxArg, st.mode)
 		cmd.Args[0] = "kiln"
 		// The child must not inherit kiln's environment (the command gets
 		// exactly the step's Env). GOMAXPROCS spares the child's Go runtime
@@ -318,17 +350,22 @@ func runChild(ctx context.Context, cs childSpec, cloneflags uintptr, stdout, std
 		// cgroup CPU files open for its whole life (Go 1.25+): no
 		// descriptor of the host's cgroups belongs in a sandbox's PID 1.
 		cmd.Env = []string{"GOMAXPROCS=" + strconv.Itoa(runtime.GOMAXPROCS(0)), "GODEBUG=containermaxprocs=0"}
-		cmd.Stdout = stdout
-		if cs.stdin != nil {
-			cmd.Stdin = cs.stdin
+		if st.mode == "run" {
+			// A RUN's init allocates little, once, and then waits for the
+			// command: no collection should stall its set-up.
+			cmd.Env = append(cmd.Env, "GOGC=off")
 		}
-		cmd.Stderr = stderr
+		cmd.Stdout = st.stdout
+		if st.stdin != nil {
+			cmd.Stdin = st.stdin
+		}
+		cmd.Stderr = st.stderr
 		cmd.ExtraFiles = []*os.File{specR, resW} // fds 3 and 4
-		if cs.netns != nil {
-			cmd.ExtraFiles = append(cmd.ExtraFiles, cs.netns) // netnsFD
+		if st.netns != nil {
+			cmd.ExtraFiles = append(cmd.ExtraFiles, st.netns) // netnsFD
 		}
 		cmd.SysProcAttr = &syscall.SysProcAttr{
-			Cloneflags: cloneflags,
+			Cloneflags: st.cloneflags,
 			// If kiln dies, its sandbox must not outlive it; killing PID 1
 			// of the namespace takes every process in it along.
 			Pdeathsig: syscall.SIGKILL,
@@ -389,11 +426,76 @@ func runChild(ctx context.Context, cs childSpec, cloneflags uintptr, stdout, std
 			return nil, fmt.Errorf("starting sandbox: %w", err)
 		}
 	}
-	specR.Close()
-	resW.Close()
-	startSpan.End()
-	// Until the child's init reports when it starts the command, its root
-	// set-up (mounts, pivot_root) and the command are one span.
+	return &child{cmd: cmd, cg: cg, specW: specW, resR: resR, bornInCgroup: bornInCgroup}, nil
+}
+
+// place moves the child into its cgroup, unless it was born there. Until
+// it is placed, a RUN child sets up its root but does not start the
+// command.
+func (c *child) place() {
+	c.placed = true
+	if c.cg != nil && !c.bornInCgroup {
+		c.placeErr = c.cg.add(c.cmd.Process.Pid)
+	}
+}
+
+// kill ends a child that will not serve a step, and reaps it.
+func (c *child) kill() {
+	c.cmd.Process.Kill()
+	c.specW.Close()
+	c.resR.Close()
+	c.cmd.Wait()
+}
+
+// serve sends the child cs and collects its reports until it exits. Until
+// the child's init reports when it starts the command, its root set-up
+// (mounts, pivot_root) and the command are one span. done, when set, is
+// waited for after the child has exited (the copying of its output).
+func (c *child) serve(ctx context.Context, cs childSpec, done func()) (msgs []childMsg, err error) {
+	cmd := c.cmd
+	defer c.specW.Close()
+	defer c.resR.Close()
+	fail := func(err error) ([]childMsg, error) {
+		cmd.Process.Kill()
+		cmd.Wait()
+		if done != nil {
+			done()
+		}
+		return nil, err
+	}
+	cs.Volatile = !volatileUnsupported.Load()
+	if cs.Rootfs.Work != "" {
+		// A step may mount the same upper dir more than once (a COPY with
+		// several heredocs); overlayfs refuses a work dir left "incompat"
+		// by an earlier volatile mount, and nothing in it outlives a mount.
+		if err := resetDir(cs.Rootfs.Work); err != nil {
+			return fail(fmt.Errorf("resetting overlay work dir: %w", err))
+		}
+	}
+	// The step directory is where the child mounts its tmpfs of mount
+	// points; on the host it stays empty. Next to Upper, because the caller
+	// owns that directory and cleans it up if we crash; a read-only view
+	// has no Upper.
+	parent := os.TempDir()
+	if cs.Rootfs.Upper != "" {
+		parent = filepath.Dir(cs.Rootfs.Upper)
+	}
+	cs.StepDir, err = os.MkdirTemp(parent, ".kiln-step-")
+	if err != nil {
+		return fail(fmt.Errorf("creating step directory: %w", err))
+	}
+	defer func() {
+		// By now the child's mount namespace, and the tmpfs with it, is
+		// gone: an rmdir is enough.
+		rerr := os.Remove(cs.StepDir)
+		if rerr != nil {
+			rerr = os.RemoveAll(cs.StepDir)
+		}
+		if rerr != nil && err == nil {
+			err = fmt.Errorf("removing step directory: %w", rerr)
+		}
+	}()
+
 	childName := "sandbox: set up + run"
 	if cs.Mode != "run" {
 		childName = "sandbox: set up + copy"
@@ -410,30 +512,43 @@ func runChild(ctx context.Context, cs childSpec, cloneflags uintptr, stdout, std
 	placed := make(chan bool, 1)
 	writeErr := make(chan error, 1)
 	go func() {
-		enc := json.NewEncoder(specW)
+		enc := json.NewEncoder(c.specW)
 		err := enc.Encode(cs)
 		if err == nil && cs.Mode == "run" && <-placed {
 			// The child may be gone already (a setup error): not ours
 			// to report.
 			_ = enc.Encode(placement{Placed: true})
 		}
-		specW.Close()
+		c.specW.Close()
 		writeErr <- err
 	}()
-	if cg != nil && !bornInCgroup {
-		if err := cg.add(cmd.Process.Pid); err != nil {
-			placed <- false
-			cmd.Process.Kill()
-			cmd.Wait()
-			<-writeErr
-			return nil, err
+	if !c.placed {
+		c.place()
+	}
+	if c.placeErr != nil {
+		placed <- false
+		cmd.Process.Kill()
+		cmd.Wait()
+		<-writeErr
+		if done != nil {
+			done()
 		}
+		return nil, c.placeErr
 	}
 	placed <- true
+	// A child started ahead of its step was started under the build's
+	// context: the step's own ends it here.
+	stop := context.AfterFunc(ctx, func() {
+		cmd.Process.Kill()
+		if c.cg != nil {
+			c.cg.kill()
+		}
+	})
+	defer stop()
 	readDone := make(chan struct{})
 	go func() {
 		defer close(readDone)
-		dec := json.NewDecoder(resR)
+		dec := json.NewDecoder(c.resR)
 		for {
 			var m childMsg
 			if dec.Decode(&m) != nil {
@@ -448,6 +563,9 @@ func runChild(ctx context.Context, cs childSpec, cloneflags uintptr, stdout, std
 
 	waitErr := cmd.Wait()
 	<-readDone
+	if done != nil {
+		done()
+	}
 	childSpan.End()
 	werr := <-writeErr
 	if ctx.Err() != nil {

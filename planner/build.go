@@ -155,7 +155,10 @@ type build struct {
 	netMu sync.Mutex
 	// wantNet: a RUN will need the build's network; netOnce starts
 	// setting it up early.
-	wantNet   bool
+	wantNet bool
+	// warm starts each RUN step's sandbox child while the step before it
+	// runs.
+	warm      *executor.Warm
 	netClosed bool // closeNetwork ran: no network may be set up after
 	netOnce   sync.Once
 	net       *executor.Network // the RUN steps' network, once one needs it
@@ -245,6 +248,8 @@ func Build(ctx context.Context, opt Options) (*Result, error) {
 	b.cancel = cancel
 	// After every stage has returned, and so every step has ended.
 	defer b.closeNetwork()
+	b.warm = executor.NewWarm(ctx)
+	defer b.warm.Close()
 	for _, st := range b.stages {
 		if reach[st] {
 			b.start(ctx, st)

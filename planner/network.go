@@ -68,11 +68,17 @@ func (b *build) needsNetwork(reach map[*stage]bool) bool {
 // build cached through to the end sets up none). A failure here is left
 // for that RUN to meet and report.
 func (b *build) prepareNetwork() {
+	// The sandbox init too: the first RUN finds it loaded.
+	executor.PrepareInit()
 	if !b.wantNet {
 		return
 	}
 	b.netOnce.Do(func() {
-		go b.network(b.outer)
+		go func() {
+			if n, err := b.network(b.outer); err == nil {
+				b.warm.Prestart(n, b.opt.Sandbox)
+			}
+		}()
 	})
 }
 
@@ -116,7 +122,7 @@ func (b *build) closeNetworkNow() {
 	// Nothing of the build depends on it any more: a failure to tidy up
 	// is not the build's.
 	_, span := trace.Start(b.outer, "tear down the build network")
-	b.net.Close()
+	b.net.Release()
 	span.End()
 	if b.netDir != "" {
 		os.RemoveAll(b.netDir)

@@ -89,6 +89,11 @@ func (b *build) pull(ctx context.Context, ref string, log progress.Step) (docker
 		}
 		return cfg, infos, canonical, nil
 	}
+	if missingLayer(b.opt.Store, ls) {
+		// A base to download means steps on it will run: the build
+		// network and the sandbox init are set up while the layers come.
+		b.prepareNetwork()
+	}
 	infos := make([]cache.LayerInfo, len(ls))
 	pctx, pullSpan := trace.Start(ctx, "pull "+canonical)
 	defer pullSpan.End()
@@ -112,6 +117,20 @@ func (b *build) pull(ctx context.Context, ref string, log progress.Step) (docker
 		return cfg, nil, "", err
 	}
 	return cfg, infos, canonical, nil
+}
+
+// missingLayer reports whether one of ls is not in the store yet.
+func missingLayer(store *cache.Store, ls []v1.Layer) bool {
+	for _, l := range ls {
+		d, err := l.DiffID()
+		if err != nil {
+			return true
+		}
+		if _, ok, err := store.LayerByDiffID(d); err != nil || !ok {
+			return true
+		}
+	}
+	return false
 }
 
 func (b *build) imageLayers(ctx context.Context, ref string) ([]cache.LayerInfo, string, error) {
@@ -408,6 +427,7 @@ func (b *build) dispatchRun(ctx context.Context, s *stage, c *instructions.RunCo
 			Sandbox:  b.opt.Sandbox,
 			Stdout:   log,
 			Stderr:   log,
+			Warm:     b.warm,
 		})
 		if err == nil {
 			err = addMountPointDirs(rf)

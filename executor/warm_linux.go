@@ -1,0 +1,194 @@
+package executor
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+)
+
+// Warm keeps one RUN sandbox child started ahead of the step that will use
+// it. Starting a child is the fixed part of every RUN: the clone with its
+// namespaces, the exec of kiln-init and its runtime start, the step's
+// cgroup and, on cgroup v1, the move into it, which waits for an RCU grace
+// period. A build's next RUN step is started while the current one runs,
+// on the other core; the child then waits for its spec, which says what
+// to mount and run. It is started exactly as the step would start it
+// (same namespaces, network, cgroup settings and security); a step that
+// needs anything else starts its own child as before.
+//
+// A Warm belongs to one build; Close ends the child nobody took.
+type Warm struct {
+	ctx    context.Context // the build's: the child outlives the step that started it
+	mu     sync.Mutex
+	next   *warmChild
+	closed bool
+}
+
+// NewWarm returns a Warm whose children live at most as long as ctx.
+func NewWarm(ctx context.Context) *Warm { return &Warm{ctx: ctx} }
+
+// warmKey is what a child is started with, besides its spec.
+type warmKey struct {
+	cloneflags uintptr
+	netns      *os.File
+	sandbox    string // the build's Sandbox and the step's security
+}
+
+func newWarmKey(cloneflags uintptr, netns *os.File, sb Sandbox, insecure bool) warmKey {
+	return warmKey{cloneflags: cloneflags, netns: netns, sandbox: fmt.Sprintf("%+v insecure=%v", sb, insecure)}
+}
+
+// warmChild is a child being started, or started, ahead of its step.
+type warmChild struct {
+	key   warmKey
+	ready chan struct{} // closed once c, guards, out and err are set
+	c     *child
+	g     guards
+	out   *os.File // the read end of the child's stdout and stderr
+	err   error
+}
+
+// take returns the child started for key k, once it is started; nil if
+// there is none, or it failed to start (the step then starts its own).
+func (w *Warm) take(k warmKey) *warmChild {
+	if w == nil {
+		return nil
+	}
+	w.mu.Lock()
+	wc := w.next
+	w.next = nil
+	w.mu.Unlock()
+	if wc == nil {
+		return nil
+	}
+	if wc.key != k {
+		wc.discard()
+		return nil
+	}
+	<-wc.ready
+	if wc.err != nil {
+		return nil
+	}
+	return wc
+}
+
+// fill starts the next child for key k in the background, unless one is
+// there already or the build is over.
+func (w *Warm) fill(k warmKey, sb Sandbox, insecure bool) {
+	if w == nil {
+		return
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.closed || w.next != nil || w.ctx.Err() != nil {
+		return
+	}
+	wc := &warmChild{key: k, ready: make(chan struct{})}
+	w.next = wc
+	go func() {
+		defer close(wc.ready)
+		wc.c, wc.g, wc.out, wc.err = startWarm(w.ctx, k, sb, insecure)
+	}()
+}
+
+// startWarm starts a RUN child for key k whose standard output and error
+// are one pipe, as a step's are when both go to its log: the step copies
+// it to its writers once it takes the child.
+func startWarm(ctx context.Context, k warmKey, sb Sandbox, insecure bool) (*child, guards, *os.File, error) {
+	cg, g, err := newStepCgroup(sb, insecure)
+	if err != nil {
+		return nil, g, nil, err
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		if cg != nil {
+			cg.remove()
+		}
+		return nil, g, nil, err
+	}
+	c, err := startChild(ctx, childStart{mode: "run", cloneflags: k.cloneflags, netns: k.netns, stdout: w, stderr: w, cg: cg})
+	w.Close()
+	if err != nil {
+		r.Close()
+		if cg != nil {
+			cg.remove()
+		}
+		return nil, g, nil, err
+	}
+	c.place()
+	return c, g, r, nil
+}
+
+// serve runs the step cs in the child, its output copied to out.
+func (wc *warmChild) serve(ctx context.Context, cs childSpec, out io.Writer) ([]childMsg, error) {
+	if out == nil {
+		out = io.Discard
+	}
+	copied := make(chan struct{})
+	go func() {
+		defer close(copied)
+		// Until every process of the sandbox has closed it: they all die
+		// with its PID 1.
+		io.Copy(out, wc.out)
+	}()
+	return wc.c.serve(ctx, cs, func() {
+		<-copied
+		wc.out.Close()
+	})
+}
+
+// discard ends a child that no step will take: it is killed at once and
+// its cgroup handed to the background removal (which the end of kiln waits
+// for); reaping it is left to the background.
+func (wc *warmChild) discard() {
+	<-wc.ready
+	if wc.err != nil {
+		return
+	}
+	wc.c.cmd.Process.Kill()
+	if wc.c.cg != nil {
+		wc.c.cg.remove()
+	}
+	go func() {
+		wc.c.kill()
+		wc.out.Close()
+	}()
+}
+
+// Close ends the child started for a step that never came.
+func (w *Warm) Close() {
+	if w == nil {
+		return
+	}
+	w.mu.Lock()
+	w.closed = true
+	wc := w.next
+	w.next = nil
+	w.mu.Unlock()
+	if wc != nil {
+		wc.discard()
+	}
+}
+
+// sameWriter reports whether a and b are the same writer, as a step's
+// standard output and error are when both go to its log.
+func sameWriter(a, b io.Writer) (same bool) {
+	defer func() {
+		if recover() != nil {
+			same = false // an incomparable writer
+		}
+	}()
+	return a == b
+}
+
+// Prestart starts the child of a build's first RUN step of the default
+// network, once the build network net is up: its start, and its move into
+// a cgroup, then overlap the pull of the base image instead of the step.
+func (w *Warm) Prestart(net *Network, sb Sandbox) {
+	if w == nil || net == nil || net.ns == nil {
+		return
+	}
+	w.fill(newWarmKey(runCloneflags, net.ns, sb, false), sb, false)
+}
