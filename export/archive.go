@@ -79,7 +79,7 @@ func writeArchive(ctx context.Context, a Artifact, dest string, names []string, 
 		}
 	}
 
-	return writeFileAtomic(ctx, dest, func(w io.Writer) error {
+	return writeDest(ctx, dest, func(w io.Writer) error {
 		tw := tar.NewWriter(w)
 		if err := writeDir(tw, "blobs/"); err != nil {
 			return err

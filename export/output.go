@@ -5,6 +5,7 @@ import (
 	"encoding/csv"
 	"errors"
 	"fmt"
+	"io"
 	"slices"
 	"strconv"
 	"strings"
@@ -18,7 +19,8 @@ type Output struct {
 	// buildx's type=image,push=true).
 	Type string
 	// Dest is the file (oci, docker, tar) or directory (local, oci with
-	// tar=false) written.
+	// tar=false) written; StdoutDest for a stream. A docker output without
+	// Dest is for a Docker engine to load (the caller's --load).
 	Dest string
 	// Tar is true when Dest is a single tar file: always for docker and
 	// tar, by default for oci, never for local.
@@ -33,6 +35,8 @@ type Output struct {
 	// registry output, which then holds an index of the image and its
 	// attestation manifest. Other types cannot hold them: Write refuses.
 	Attest Attester
+	// Stdout receives an output whose Dest is StdoutDest (stream.go).
+	Stdout io.Writer
 }
 
 // keysByType lists the keys each output type accepts beyond type and dest;
@@ -75,8 +79,9 @@ func ParseOutputs(specs []string) ([]Output, error) {
 }
 
 func parseOutput(spec string) (Output, error) {
-	if spec == "-" {
-		return Output{}, errors.New("writing to stdout is not supported yet; give a file with type=…,dest=FILE")
+	if spec == StdoutDest {
+		// buildx: -o - is the root filesystem as a tar on stdout.
+		return Output{Type: "tar", Dest: StdoutDest, Tar: true, Attrs: map[string]string{}}, nil
 	}
 	if spec == "" {
 		return Output{}, errors.New("empty output")
@@ -154,11 +159,13 @@ func parseOutput(spec string) (Output, error) {
 	if _, _, err := RewriteTimestamp(out); err != nil {
 		return Output{}, err
 	}
-	switch out.Dest {
-	case "":
+	if err := streamDest(&out, tarValue); err != nil {
+		return Output{}, err
+	}
+	if out.Dest == "" && out.Type != "docker" {
+		// type=docker without dest= is loaded into a Docker engine by
+		// the caller (--load), as buildx does.
 		return Output{}, fmt.Errorf("type=%s needs dest=", out.Type)
-	case "-":
-		return Output{}, errors.New("writing to stdout (dest=-) is not supported yet; give a file")
 	}
 
 	out.Tar = out.Type != "local"
@@ -182,6 +189,12 @@ func Write(ctx context.Context, img v1.Image, out Output, names []string) error 
 				names = append(names, s)
 			}
 		}
+	}
+	if out.Dest == StdoutDest {
+		if out.Stdout == nil {
+			return fmt.Errorf("writing type=%s to stdout: no stream given", out.Type)
+		}
+		ctx = withStream(ctx, out.Stdout)
 	}
 	if out.Attest != nil && out.Type != "oci" && out.Type != "registry" {
 		return fmt.Errorf("writing type=%s: attestations need an oci or registry output", out.Type)

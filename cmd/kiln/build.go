@@ -35,6 +35,7 @@ type buildFlags struct {
 	attests                                            []string
 	jobs                                               int
 	pull                                               bool // --pull: see imageResolver
+	load                                               bool // --load: outputs.go
 	sandbox                                            func() (executor.Sandbox, error)
 	registry                                           *registryOptions
 	cache                                              *cacheFlags
@@ -83,6 +84,7 @@ func newBuildCmd(root *string) *cobra.Command {
 	fl.StringVar(&f.progress, "progress", "auto", "progress output: auto (tty on a terminal, else plain), plain, tty, rawjson or quiet")
 	fl.BoolVarP(&f.quiet, "quiet", "q", false, "print only the image ID (--progress=quiet)")
 	fl.StringArrayVarP(&f.outputs, "output", "o", nil, "export (repeatable): type=oci,dest=FILE | type=oci,dest=DIR,tar=false | type=docker,dest=FILE | type=local,dest=DIR | type=tar,dest=FILE | type=registry[,name=REF][,oci-mediatypes=false] | type=image,push=true")
+	fl.BoolVar(&f.load, "load", false, "load the image into the Docker engine of DOCKER_HOST or /var/run/docker.sock (= -o type=docker)")
 	fl.StringVar(&f.trace, "trace", "", "write a Chrome trace-event JSON of where the build's time went to this file (open it in ui.perfetto.dev or chrome://tracing)")
 	fl.StringVar(&f.provenance, "provenance", "", "attach SLSA v1 provenance to oci and registry outputs: true (= mode=min), false, mode=min|max[,builder-id=URI] (default: min on pushes)")
 	fl.StringArrayVar(&f.attests, "attest", nil, "attestation, buildx spelling: type=provenance[,mode=min|max][,disabled=true]")
@@ -141,6 +143,10 @@ func runBuild(cmd *cobra.Command, root, contextDir string, f buildFlags) (err er
 	outputs, err := export.ParseOutputs(f.outputs)
 	if err != nil {
 		return &usageError{err}
+	}
+	outputs, targets, err := prepareOutputs(ctx, outputs, f.load, cmd.OutOrStdout())
+	if err != nil {
+		return err
 	}
 	propagateSourceDateEpoch(buildArgs)
 	keepTimes, err := keepTimestamps(outputs)
@@ -321,7 +327,7 @@ func runBuild(cmd *cobra.Command, root, contextDir string, f buildFlags) (err er
 			outSpan.End()
 			continue
 		}
-		if err := export.Write(ctx, progress.WatchImage(step, img), out, f.tags); err != nil {
+		if err := targets.writeOutput(ctx, progress.WatchImage(step, img), out, f.tags); err != nil {
 			err = fmt.Errorf("exporting %s to %s: %w", out.Type, out.Dest, err)
 			step.Fail(err)
 			return err
@@ -372,7 +378,7 @@ func runBuild(cmd *cobra.Command, root, contextDir string, f buildFlags) (err er
 		}
 	}
 	if f.progress == "quiet" {
-		fmt.Fprintln(cmd.OutOrStdout(), id)
+		fmt.Fprintln(targets.idWriter(cmd.OutOrStdout(), cmd.ErrOrStderr()), id)
 	}
 	var size int64
 	for _, l := range res.Layers {

@@ -1,0 +1,78 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/kiln-build/kiln/export"
+	"github.com/kiln-build/kiln/progress"
+)
+
+// outputTargets are what the outputs need beyond their specs: the stream
+// of the one written to stdout, and the Docker engine of --load.
+type outputTargets struct {
+	engine *export.Engine
+	// toStdout: an output writes to stdout, which then carries nothing
+	// else (the image ID of --quiet goes to stderr).
+	toStdout bool
+}
+
+// prepareOutputs adds --load's output, hands stdout to the output that
+// writes there, refusing a terminal as buildx does, and finds the Docker
+// engine before the build rather than after it.
+func prepareOutputs(ctx context.Context, outs []export.Output, load bool, stdout io.Writer) ([]export.Output, outputTargets, error) {
+	var t outputTargets
+	if load {
+		outs = append(outs, export.Output{Type: "docker", Attrs: map[string]string{}})
+	}
+	loads := 0
+	for i := range outs {
+		out := &outs[i]
+		switch {
+		case out.Dest == export.StdoutDest:
+			if t.toStdout {
+				return nil, t, usagef("-o: only one output can write to stdout")
+			}
+			if f, ok := stdout.(*os.File); ok && progress.IsTerminal(f) {
+				return nil, t, usagef("-o type=%s to stdout: refusing to write an archive to a terminal; redirect stdout to a file or pipe, or give dest=FILE", out.Type)
+			}
+			t.toStdout = true
+			out.Stdout = stdout
+		case out.Type == "docker" && out.Dest == "":
+			loads++
+		}
+	}
+	if loads > 1 {
+		return nil, t, usagef("--load and -o type=docker without dest= both load the image: give one")
+	}
+	if loads == 1 {
+		e, err := export.DockerEngine(ctx)
+		if err != nil {
+			return nil, t, fmt.Errorf("--load (or -o type=docker without dest=): %w", err)
+		}
+		t.engine = e
+	}
+	return outs, t, nil
+}
+
+// writeOutput writes one output: loaded into the Docker engine, or
+// written by package export.
+func (t outputTargets) writeOutput(ctx context.Context, img v1.Image, out export.Output, names []string) error {
+	if out.Type == "docker" && out.Dest == "" {
+		return t.engine.Load(ctx, img, names)
+	}
+	return export.Write(ctx, img, out, names)
+}
+
+// idWriter is where --quiet prints the image ID: stdout, unless an
+// output writes there.
+func (t outputTargets) idWriter(stdout, stderr io.Writer) io.Writer {
+	if t.toStdout {
+		return stderr
+	}
+	return stdout
+}
