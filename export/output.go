@@ -107,7 +107,10 @@ func parseOutput(spec string) (Output, error) {
 		if !ok {
 			return Output{}, fmt.Errorf("field %q is not key=value", f)
 		}
-		k = strings.ToLower(strings.TrimSpace(k))
+		if k = strings.TrimSpace(k); !isAnnotationAttr(k) {
+			// An annotation's key keeps its case.
+			k = strings.ToLower(k)
+		}
 		if seen[k] {
 			return Output{}, fmt.Errorf("key %q given twice", k)
 		}
@@ -148,9 +151,12 @@ func parseOutput(spec string) (Output, error) {
 		return checkRegistryOutput(out)
 	}
 	for k := range out.Attrs {
-		if !slices.Contains(allowed, k) {
+		if !slices.Contains(allowed, k) && !(isAnnotationAttr(k) && out.Type != "local" && out.Type != "tar") {
 			return Output{}, fmt.Errorf("unknown key %q for type=%s", k, out.Type)
 		}
+	}
+	if _, err := annotationsOf(out); err != nil {
+		return Output{}, err
 	}
 
 	if err := checkCompression(out); err != nil {
@@ -201,7 +207,7 @@ func Write(ctx context.Context, img v1.Image, out Output, names []string) error 
 	}
 	switch out.Type {
 	case "oci":
-		a, err := Attach(img, out.Attest, names, true)
+		a, err := annotate(img, out, func(img v1.Image) (Artifact, error) { return Attach(img, out.Attest, names, true) })
 		if err != nil {
 			return err
 		}
@@ -211,12 +217,17 @@ func Write(ctx context.Context, img v1.Image, out Output, names []string) error 
 			}
 			return OCIIndexLayout(ctx, idx, out.Dest, names)
 		}
+		img = a.(v1.Image)
 		if out.Tar {
 			return OCIArchive(ctx, img, out.Dest, names)
 		}
 		return OCILayout(ctx, img, out.Dest, names)
 	case "docker":
-		return DockerArchive(ctx, img, out.Dest, names)
+		a, err := annotate(img, out, func(img v1.Image) (Artifact, error) { return img, nil })
+		if err != nil {
+			return err
+		}
+		return DockerArchive(ctx, a.(v1.Image), out.Dest, names)
 	case "local":
 		return Local(ctx, img, out.Dest)
 	case "tar":
@@ -230,7 +241,7 @@ func Write(ctx context.Context, img v1.Image, out Output, names []string) error 
 		if v, ok := out.Attrs["oci-mediatypes"]; ok {
 			oci, _ = strconv.ParseBool(v) // checked by ParseOutputs
 		}
-		return Registry(ctx, p, img, names, oci, out.Attest)
+		return pushOutput(ctx, p, img, names, oci, out.Attest, out)
 	default:
 		return fmt.Errorf("writing output: unknown type %q", out.Type)
 	}
@@ -245,7 +256,13 @@ func checkRegistryOutput(out Output) (Output, error) {
 	if err := checkCompression(out); err != nil {
 		return Output{}, err
 	}
+	if _, err := annotationsOf(out); err != nil {
+		return Output{}, err
+	}
 	for k, v := range out.Attrs {
+		if isAnnotationAttr(k) {
+			continue
+		}
 		if !slices.Contains(keysByType["registry"], k) {
 			return Output{}, fmt.Errorf("unknown key %q for type=registry", k)
 		}

@@ -36,6 +36,7 @@ type buildFlags struct {
 	jobs                                               int
 	pull                                               bool // --pull: see imageResolver
 	load                                               bool // --load: outputs.go
+	annotations                                        []string
 	sandbox                                            func() (executor.Sandbox, error)
 	registry                                           *registryOptions
 	cache                                              *cacheFlags
@@ -84,6 +85,7 @@ func newBuildCmd(root *string) *cobra.Command {
 	fl.StringVar(&f.progress, "progress", "auto", "progress output: auto (tty on a terminal, else plain), plain, tty, rawjson or quiet")
 	fl.BoolVarP(&f.quiet, "quiet", "q", false, "print only the image ID (--progress=quiet)")
 	fl.StringArrayVarP(&f.outputs, "output", "o", nil, "export (repeatable): type=oci,dest=FILE | type=oci,dest=DIR,tar=false | type=docker,dest=FILE | type=local,dest=DIR | type=tar,dest=FILE | type=registry[,name=REF][,oci-mediatypes=false] | type=image,push=true")
+	fl.StringArrayVar(&f.annotations, "annotation", nil, annotateFlagHelp)
 	fl.BoolVar(&f.load, "load", false, "load the image into the Docker engine of DOCKER_HOST or /var/run/docker.sock (= -o type=docker)")
 	fl.StringVar(&f.trace, "trace", "", "write a Chrome trace-event JSON of where the build's time went to this file (open it in ui.perfetto.dev or chrome://tracing)")
 	fl.StringVar(&f.provenance, "provenance", "", "attach SLSA v1 provenance to oci and registry outputs: true (= mode=min), false, mode=min|max[,builder-id=URI] (default: min on pushes)")
@@ -144,7 +146,7 @@ func runBuild(cmd *cobra.Command, root, contextDir string, f buildFlags) (err er
 	if err != nil {
 		return &usageError{err}
 	}
-	outputs, targets, err := prepareOutputs(ctx, outputs, f.load, cmd.OutOrStdout())
+	outputs, targets, err := prepareOutputs(ctx, outputs, f.load, f.annotations, cmd.OutOrStdout())
 	if err != nil {
 		return err
 	}
@@ -355,6 +357,7 @@ func runBuild(cmd *cobra.Command, root, contextDir string, f buildFlags) (err er
 	if f.registry.pushFlag {
 		pushAttest = prov.attester(export.Output{Type: "registry"})
 	}
+	f.registry.annotations = targets.annotations
 	if err := f.registry.push(ctx, img, f.tags, printer.Messages(), pushAttest); err != nil {
 		return err
 	}

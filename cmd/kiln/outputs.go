@@ -12,6 +12,9 @@ import (
 	"github.com/kiln-build/kiln/progress"
 )
 
+// annotateFlagHelp is the help of --annotation.
+const annotateFlagHelp = "add an annotation to the image: KEY=VALUE (on the manifest), or TYPE[PLATFORM]:KEY=VALUE with TYPE manifest, index, manifest-descriptor or index-descriptor (comma-separated; repeatable)"
+
 // outputTargets are what the outputs need beyond their specs: the stream
 // of the one written to stdout, and the Docker engine of --load.
 type outputTargets struct {
@@ -19,15 +22,35 @@ type outputTargets struct {
 	// toStdout: an output writes to stdout, which then carries nothing
 	// else (the image ID of --quiet goes to stderr).
 	toStdout bool
+	// annotations holds the --annotation values as output options, for
+	// the push of --push.
+	annotations export.Output
 }
 
 // prepareOutputs adds --load's output, hands stdout to the output that
 // writes there, refusing a terminal as buildx does, and finds the Docker
 // engine before the build rather than after it.
-func prepareOutputs(ctx context.Context, outs []export.Output, load bool, stdout io.Writer) ([]export.Output, outputTargets, error) {
+func prepareOutputs(ctx context.Context, outs []export.Output, load bool, annotations []string, stdout io.Writer) ([]export.Output, outputTargets, error) {
 	var t outputTargets
 	if load {
 		outs = append(outs, export.Output{Type: "docker", Attrs: map[string]string{}})
+	}
+	anns, err := export.ParseAnnotationFlags(annotations)
+	if err != nil {
+		return nil, t, usagef("--annotation %v", err)
+	}
+	t.annotations = export.Output{Type: "registry", Attrs: map[string]string{}}
+	for _, a := range anns {
+		t.annotations.Attrs[a.AttrKey()] = a.Value
+		// As buildx: every image output gets them, its own options first.
+		for i := range outs {
+			switch outs[i].Type {
+			case "oci", "docker", "registry":
+				if _, set := outs[i].Attrs[a.AttrKey()]; !set {
+					outs[i].Attrs[a.AttrKey()] = a.Value
+				}
+			}
+		}
 	}
 	loads := 0
 	for i := range outs {
