@@ -318,7 +318,7 @@ func runBuild(cmd *cobra.Command, root, contextDir string, f buildFlags) (err er
 		if err != nil {
 			return err
 		}
-		step := printer.Step(fmt.Sprintf("exporting to %s %s", out.Type, out.Dest))
+		step := printer.Step(targets.stepName(out))
 		memo := exportMemo(store.Root, img, out, f.tags)
 		if out.Attest != nil {
 			memo = outputMemo{} // the provenance's times differ on every build

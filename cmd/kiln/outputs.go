@@ -99,3 +99,14 @@ func (t outputTargets) idWriter(stdout, stderr io.Writer) io.Writer {
 	}
 	return stdout
 }
+
+// stepName is the progress line of an output.
+func (t outputTargets) stepName(out export.Output) string {
+	switch {
+	case out.Type == "docker" && out.Dest == "":
+		return "loading into the Docker engine at " + t.engine.Host
+	case out.Dest == export.StdoutDest:
+		return fmt.Sprintf("exporting to %s on stdout", out.Type)
+	}
+	return fmt.Sprintf("exporting to %s %s", out.Type, out.Dest)
+}

@@ -229,6 +229,9 @@ func TestLoad(t *testing.T) {
 			if code != 0 {
 				t.Fatalf("exit %d:\n%s", code, out)
 			}
+			if !strings.Contains(out, "loading into the Docker engine at unix://"+sock) {
+				t.Errorf("progress does not say where the image went:\n%s", out)
+			}
 			resp, err := client.Get("http://docker/images/" + tt.tag + "/json")
 			if err != nil {
 				t.Fatal(err)
