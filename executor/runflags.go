@@ -60,8 +60,9 @@ func ParseHostIP(s string) (HostIP, error) {
 // String is the entry as --add-host takes it back.
 func (h HostIP) String() string { return h.Host + ":" + h.IP.String() }
 
-// ulimitNames are the resources --ulimit names, as docker spells them.
-var ulimitNames = []string{"as", "core", "cpu", "data", "fsize", "locks", "memlock", "msgqueue",
+// ulimitNames are the resources --ulimit names, as docker spells them
+// (go-units): no "as", which docker leaves out as unusable.
+var ulimitNames = []string{"core", "cpu", "data", "fsize", "locks", "memlock", "msgqueue",
 	"nice", "nofile", "nproc", "rss", "rtprio", "rttime", "sigpending", "stack"}
 
 // ParseUlimit reads an --ulimit value, NAME=SOFT[:HARD] as docker: the hard
