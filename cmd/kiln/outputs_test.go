@@ -93,7 +93,13 @@ func TestOutputStdout(t *testing.T) {
 			if err := cmd.Run(); err != nil {
 				t.Fatalf("%v:\n%s", err, stderr.String())
 			}
-			tt.check(t, tarEntries(t, stdout.Bytes()))
+			// Nothing but the archive: whole tar blocks, ending in the
+			// two zero blocks of its end.
+			b := stdout.Bytes()
+			if len(b)%512 != 0 || len(b) < 1024 || !bytes.Equal(b[len(b)-1024:], make([]byte, 1024)) {
+				t.Errorf("stdout is not a tar stream alone (%d bytes, ends %q)", len(b), b[max(0, len(b)-64):])
+			}
+			tt.check(t, tarEntries(t, b))
 			quiet := slices.Contains(tt.args, "-q")
 			if !quiet && !strings.Contains(stderr.String(), "exporting to") {
 				t.Errorf("no progress on stderr:\n%s", stderr.String())
