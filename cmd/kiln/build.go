@@ -330,7 +330,7 @@ func runBuild(cmd *cobra.Command, root, contextDir string, f buildFlags) (err er
 			continue
 		}
 		if err := targets.writeOutput(ctx, progress.WatchImage(step, img), out, f.tags); err != nil {
-			err = fmt.Errorf("exporting %s to %s: %w", out.Type, out.Dest, err)
+			err = exportError(out, err)
 			step.Fail(err)
 			return err
 		}

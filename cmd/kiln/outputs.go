@@ -110,3 +110,15 @@ func (t outputTargets) stepName(out export.Output) string {
 	}
 	return fmt.Sprintf("exporting to %s %s", out.Type, out.Dest)
 }
+
+// exportError says which output failed; a load's error already names the
+// engine.
+func exportError(out export.Output, err error) error {
+	switch {
+	case out.Type == "docker" && out.Dest == "":
+		return err
+	case out.Dest == export.StdoutDest:
+		return fmt.Errorf("exporting %s to stdout: %w", out.Type, err)
+	}
+	return fmt.Errorf("exporting %s to %s: %w", out.Type, out.Dest, err)
+}
