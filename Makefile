@@ -20,7 +20,7 @@ SHELL       := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 .ONESHELL:
 
-.PHONY: build init mkbase test deps demo bench clean
+.PHONY: build print-ldflags init mkbase test deps demo bench clean
 
 # kiln embeds kiln-init (internal/initbin): a plain `go build` without it
 # still works, and RUN steps then re-execute kiln, which starts slower.
@@ -30,8 +30,18 @@ INIT := internal/initbin/files/kiln-init
 init:
 	CGO_ENABLED=0 $(GO) build -trimpath -buildvcs=false -ldflags '-s -w' -o $(INIT) ./cmd/kiln-init
 
+# kiln version: the tag (or commit) and commit of the tree, stamped at
+# link time; without git, Go's own VCS stamp (ReadBuildInfo) is the fallback.
+VERSION    ?= $(shell git describe --tags --always --dirty 2>/dev/null)
+GIT_COMMIT ?= $(shell git rev-parse HEAD 2>/dev/null)
+LDFLAGS    := -X main.version=$(VERSION) -X main.gitCommit=$(GIT_COMMIT)
+
 build: init
-	CGO_ENABLED=0 $(GO) build -o $(BIN)/kiln ./cmd/kiln
+	CGO_ENABLED=0 $(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/kiln ./cmd/kiln
+
+# The link flags `make build` uses, for tests that build kiln the same way.
+print-ldflags:
+	@echo '$(LDFLAGS)'
 
 mkbase:
 	CGO_ENABLED=0 $(GO) build -o $(BIN)/mkbase ./internal/testutil/cmd/mkbase

@@ -105,6 +105,14 @@ type Sandbox struct {
 	// EntitlementNoCgroup and EntitlementNoSeccomp let RUN steps run on a
 	// host that cannot give them a cgroup or a seccomp filter.
 	Allow []string
+
+	// ExtraHosts are added to every step's /etc/hosts (--add-host); like
+	// the rest of the file they never reach a layer.
+	ExtraHosts []HostIP
+	// ShmSize is the size of /dev/shm in bytes; 0 is DefaultShmSize.
+	ShmSize int64
+	// Ulimits are set on every RUN command (--ulimit).
+	Ulimits []Ulimit
 }
 
 // DefaultPidsLimit caps the processes of a step when Sandbox.PidsLimit is
@@ -171,6 +179,9 @@ func (s Sandbox) Check() error {
 		}
 	default:
 		return fmt.Errorf("user namespace mode %q is not supported (host, or auto for a rootless build)", s.UserNS)
+	}
+	if err := s.checkRunFlags(); err != nil {
+		return err
 	}
 	for _, e := range s.Allow {
 		if err := checkEntitlement(e); err != nil {

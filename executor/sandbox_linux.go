@@ -120,6 +120,7 @@ func Run(ctx context.Context, spec RunSpec) (err error) {
 		Hostname: hostname,
 		Insecure: insecure,
 	}}
+	setRunFlags(spec.Sandbox, &cs.Spec)
 	for _, f := range spec.Files {
 		cs.Files = append(cs.Files, stepinit.File(f))
 	}

@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -60,6 +61,7 @@ func writeArchive(ctx context.Context, a Artifact, dest string, names []string, 
 	if err != nil {
 		return fmt.Errorf("listing blobs of the image for %s: %w", dest, err)
 	}
+	desc.Annotations = descriptorAnnotations(a)
 	index, err := json.Marshal(v1.IndexManifest{
 		SchemaVersion: 2,
 		MediaType:     "application/vnd.oci.image.index.v1+json",
@@ -79,7 +81,7 @@ func writeArchive(ctx context.Context, a Artifact, dest string, names []string, 
 		}
 	}
 
-	return writeFileAtomic(ctx, dest, func(w io.Writer) error {
+	return writeDest(ctx, dest, func(w io.Writer) error {
 		tw := tar.NewWriter(w)
 		if err := writeDir(tw, "blobs/"); err != nil {
 			return err
@@ -120,10 +122,10 @@ func namedDescriptors(desc v1.Descriptor, names []imageName) []v1.Descriptor {
 	out := make([]v1.Descriptor, 0, len(names))
 	for _, n := range names {
 		d := desc
-		d.Annotations = map[string]string{
-			annotationImageName: n.full,
-			annotationRefName:   n.tag,
-		}
+		d.Annotations = map[string]string{}
+		maps.Copy(d.Annotations, desc.Annotations) // --annotation manifest-descriptor / index-descriptor
+		d.Annotations[annotationImageName] = n.full
+		d.Annotations[annotationRefName] = n.tag
 		out = append(out, d)
 	}
 	return out

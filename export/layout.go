@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
 
@@ -41,6 +42,7 @@ func writeLayout(ctx context.Context, a Artifact, dir string, names []string) er
 	if err != nil {
 		return fmt.Errorf("listing blobs of the image for %s: %w", dir, err)
 	}
+	desc.Annotations = descriptorAnnotations(a)
 
 	// Blobs first, index last: a reader that sees the new index entry must
 	// find every blob it points to.
@@ -119,7 +121,9 @@ func updateIndex(ctx context.Context, dir string, desc v1.Descriptor, names []im
 	var entries []v1.Descriptor
 	if len(names) == 0 {
 		d := desc
-		d.Annotations = map[string]string{annotationRefName: "latest"}
+		d.Annotations = map[string]string{}
+		maps.Copy(d.Annotations, desc.Annotations)
+		d.Annotations[annotationRefName] = "latest"
 		entries = []v1.Descriptor{d}
 	} else {
 		entries = namedDescriptors(desc, names)

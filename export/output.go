@@ -5,6 +5,7 @@ import (
 	"encoding/csv"
 	"errors"
 	"fmt"
+	"io"
 	"slices"
 	"strconv"
 	"strings"
@@ -18,7 +19,8 @@ type Output struct {
 	// buildx's type=image,push=true).
 	Type string
 	// Dest is the file (oci, docker, tar) or directory (local, oci with
-	// tar=false) written.
+	// tar=false) written; StdoutDest for a stream. A docker output without
+	// Dest is for a Docker engine to load (the caller's --load).
 	Dest string
 	// Tar is true when Dest is a single tar file: always for docker and
 	// tar, by default for oci, never for local.
@@ -33,6 +35,8 @@ type Output struct {
 	// registry output, which then holds an index of the image and its
 	// attestation manifest. Other types cannot hold them: Write refuses.
 	Attest Attester
+	// Stdout receives an output whose Dest is StdoutDest (stream.go).
+	Stdout io.Writer
 }
 
 // keysByType lists the keys each output type accepts beyond type and dest;
@@ -75,8 +79,9 @@ func ParseOutputs(specs []string) ([]Output, error) {
 }
 
 func parseOutput(spec string) (Output, error) {
-	if spec == "-" {
-		return Output{}, errors.New("writing to stdout is not supported yet; give a file with type=…,dest=FILE")
+	if spec == StdoutDest {
+		// buildx: -o - is the root filesystem as a tar on stdout.
+		return Output{Type: "tar", Dest: StdoutDest, Tar: true, Attrs: map[string]string{}}, nil
 	}
 	if spec == "" {
 		return Output{}, errors.New("empty output")
@@ -102,7 +107,10 @@ func parseOutput(spec string) (Output, error) {
 		if !ok {
 			return Output{}, fmt.Errorf("field %q is not key=value", f)
 		}
-		k = strings.ToLower(strings.TrimSpace(k))
+		if k = strings.TrimSpace(k); !isAnnotationAttr(k) {
+			// An annotation's key keeps its case.
+			k = strings.ToLower(k)
+		}
 		if seen[k] {
 			return Output{}, fmt.Errorf("key %q given twice", k)
 		}
@@ -143,9 +151,12 @@ func parseOutput(spec string) (Output, error) {
 		return checkRegistryOutput(out)
 	}
 	for k := range out.Attrs {
-		if !slices.Contains(allowed, k) {
+		if !slices.Contains(allowed, k) && !(isAnnotationAttr(k) && out.Type != "local" && out.Type != "tar") {
 			return Output{}, fmt.Errorf("unknown key %q for type=%s", k, out.Type)
 		}
+	}
+	if _, err := annotationsOf(out); err != nil {
+		return Output{}, err
 	}
 
 	if err := checkCompression(out); err != nil {
@@ -154,11 +165,13 @@ func parseOutput(spec string) (Output, error) {
 	if _, _, err := RewriteTimestamp(out); err != nil {
 		return Output{}, err
 	}
-	switch out.Dest {
-	case "":
+	if err := streamDest(&out, tarValue); err != nil {
+		return Output{}, err
+	}
+	if out.Dest == "" && out.Type != "docker" {
+		// type=docker without dest= is loaded into a Docker engine by
+		// the caller (--load), as buildx does.
 		return Output{}, fmt.Errorf("type=%s needs dest=", out.Type)
-	case "-":
-		return Output{}, errors.New("writing to stdout (dest=-) is not supported yet; give a file")
 	}
 
 	out.Tar = out.Type != "local"
@@ -183,12 +196,18 @@ func Write(ctx context.Context, img v1.Image, out Output, names []string) error 
 			}
 		}
 	}
+	if out.Dest == StdoutDest {
+		if out.Stdout == nil {
+			return fmt.Errorf("writing type=%s to stdout: no stream given", out.Type)
+		}
+		ctx = withStream(ctx, out.Stdout)
+	}
 	if out.Attest != nil && out.Type != "oci" && out.Type != "registry" {
 		return fmt.Errorf("writing type=%s: attestations need an oci or registry output", out.Type)
 	}
 	switch out.Type {
 	case "oci":
-		a, err := Attach(img, out.Attest, names, true)
+		a, err := annotate(img, out, func(img v1.Image) (Artifact, error) { return Attach(img, out.Attest, names, true) })
 		if err != nil {
 			return err
 		}
@@ -198,12 +217,17 @@ func Write(ctx context.Context, img v1.Image, out Output, names []string) error 
 			}
 			return OCIIndexLayout(ctx, idx, out.Dest, names)
 		}
+		img = a.(v1.Image)
 		if out.Tar {
 			return OCIArchive(ctx, img, out.Dest, names)
 		}
 		return OCILayout(ctx, img, out.Dest, names)
 	case "docker":
-		return DockerArchive(ctx, img, out.Dest, names)
+		a, err := annotate(img, out, func(img v1.Image) (Artifact, error) { return img, nil })
+		if err != nil {
+			return err
+		}
+		return DockerArchive(ctx, a.(v1.Image), out.Dest, names)
 	case "local":
 		return Local(ctx, img, out.Dest)
 	case "tar":
@@ -217,7 +241,7 @@ func Write(ctx context.Context, img v1.Image, out Output, names []string) error 
 		if v, ok := out.Attrs["oci-mediatypes"]; ok {
 			oci, _ = strconv.ParseBool(v) // checked by ParseOutputs
 		}
-		return Registry(ctx, p, img, names, oci, out.Attest)
+		return pushOutput(ctx, p, img, names, oci, out.Attest, out)
 	default:
 		return fmt.Errorf("writing output: unknown type %q", out.Type)
 	}
@@ -232,7 +256,13 @@ func checkRegistryOutput(out Output) (Output, error) {
 	if err := checkCompression(out); err != nil {
 		return Output{}, err
 	}
+	if _, err := annotationsOf(out); err != nil {
+		return Output{}, err
+	}
 	for k, v := range out.Attrs {
+		if isAnnotationAttr(k) {
+			continue
+		}
 		if !slices.Contains(keysByType["registry"], k) {
 			return Output{}, fmt.Errorf("unknown key %q for type=registry", k)
 		}

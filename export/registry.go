@@ -29,6 +29,11 @@ var DefaultPusher Pusher
 // (oci-mediatypes=false), for registries and tools that predate OCI. A
 // non-nil attest pushes an index of img and its attestations instead.
 func Registry(ctx context.Context, p Pusher, img v1.Image, names []string, oci bool, attest Attester) error {
+	return pushOutput(ctx, p, img, names, oci, attest, Output{})
+}
+
+// pushOutput is Registry with the annotations an output asks for.
+func pushOutput(ctx context.Context, p Pusher, img v1.Image, names []string, oci bool, attest Attester, out Output) error {
 	if len(names) == 0 {
 		return errors.New("pushing: no name to push to (give -t NAME or name=NAME)")
 	}
@@ -41,7 +46,7 @@ func Registry(ctx context.Context, p Pusher, img v1.Image, names []string, oci b
 			return err
 		}
 	}
-	a, err := Attach(img, attest, names, oci)
+	a, err := annotate(img, out, func(img v1.Image) (Artifact, error) { return Attach(img, attest, names, oci) })
 	if err != nil {
 		return err
 	}

@@ -87,6 +87,10 @@ func RootfsTar(ctx context.Context, img v1.Image, dest string) (err error) {
 		return fmt.Errorf("resolving output file %s: %w", dest, err)
 	}
 	parent := filepath.Dir(abs)
+	if dest == StdoutDest {
+		// A stream has no disk of its own for the scratch tree.
+		abs, parent = StdoutDest, os.TempDir()
+	}
 	if err := os.MkdirAll(parent, 0o755); err != nil {
 		return fmt.Errorf("creating parent of %s: %w", dest, err)
 	}
@@ -107,7 +111,7 @@ func RootfsTar(ctx context.Context, img v1.Image, dest string) (err error) {
 		return fmt.Errorf("flattening root filesystem for %s: %w", dest, err)
 	}
 	defer f.close()
-	return writeFileAtomic(ctx, abs, func(w io.Writer) error { return f.writeTar(ctx, w) })
+	return writeDest(ctx, abs, func(w io.Writer) error { return f.writeTar(ctx, w) })
 }
 
 // xattrPrefix starts the PAX records that carry extended attributes.

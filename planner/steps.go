@@ -390,6 +390,9 @@ func (b *build) dispatchRun(ctx context.Context, s *stage, c *instructions.RunCo
 	k.add("user", s.user)
 	k.add("network", network)
 	k.add("security", instructions.GetSecurity(c))
+	if rf := b.opt.Sandbox.RunFlagsKey(); rf != "" { // --add-host, --shm-size, --ulimit
+		k.add("run-flags", rf)
+	}
 	for _, f := range files {
 		k.add("file "+f.Path, string(f.Data))
 	}

@@ -37,6 +37,8 @@ type buildFlags struct {
 	attests                                            []string
 	jobs                                               int
 	pull                                               bool // --pull: see imageResolver
+	load                                               bool // --load: outputs.go
+	annotations                                        []string
 	sandbox                                            func() (executor.Sandbox, error)
 	registry                                           *registryOptions
 	cache                                              *cacheFlags
@@ -86,6 +88,8 @@ func newBuildCmd(root *string) *cobra.Command {
 	fl.StringVar(&f.progress, "progress", "auto", "progress output: auto (tty on a terminal, else plain), plain, tty, rawjson or quiet")
 	fl.BoolVarP(&f.quiet, "quiet", "q", false, "print only the image ID (--progress=quiet)")
 	fl.StringArrayVarP(&f.outputs, "output", "o", nil, "export (repeatable): type=oci,dest=FILE | type=oci,dest=DIR,tar=false | type=docker,dest=FILE | type=local,dest=DIR | type=tar,dest=FILE | type=registry[,name=REF][,oci-mediatypes=false] | type=image,push=true")
+	fl.StringArrayVar(&f.annotations, "annotation", nil, annotateFlagHelp)
+	fl.BoolVar(&f.load, "load", false, "load the image into the Docker engine of DOCKER_HOST or /var/run/docker.sock (= -o type=docker)")
 	fl.StringVar(&f.trace, "trace", "", "write a Chrome trace-event JSON of where the build's time went to this file (open it in ui.perfetto.dev or chrome://tracing)")
 	fl.StringVar(&f.provenance, "provenance", "", "attach SLSA v1 provenance to oci and registry outputs: true (= mode=min), false, mode=min|max[,builder-id=URI] (default: min on pushes)")
 	fl.StringArrayVar(&f.attests, "attest", nil, "attestation, buildx spelling: type=provenance[,mode=min|max][,disabled=true]")
@@ -148,6 +152,10 @@ func runBuild(cmd *cobra.Command, root, contextDir string, f buildFlags) (err er
 	outputs, err := export.ParseOutputs(f.outputs)
 	if err != nil {
 		return &usageError{err}
+	}
+	outputs, targets, err := prepareOutputs(ctx, outputs, f.load, f.annotations, cmd.OutOrStdout())
+	if err != nil {
+		return err
 	}
 	propagateSourceDateEpoch(buildArgs)
 	keepTimes, err := keepTimestamps(outputs)
@@ -318,7 +326,7 @@ func runBuild(cmd *cobra.Command, root, contextDir string, f buildFlags) (err er
 		if err != nil {
 			return err
 		}
-		step := printer.Step(fmt.Sprintf("exporting to %s %s", out.Type, out.Dest))
+		step := printer.Step(targets.stepName(out))
 		memo := exportMemo(store.Root, img, out, f.tags)
 		if out.Attest != nil {
 			memo = outputMemo{} // the provenance's times differ on every build
@@ -329,8 +337,8 @@ func runBuild(cmd *cobra.Command, root, contextDir string, f buildFlags) (err er
 			outSpan.End()
 			continue
 		}
-		if err := export.Write(ctx, progress.WatchImage(step, img), out, f.tags); err != nil {
-			err = fmt.Errorf("exporting %s to %s: %w", out.Type, out.Dest, err)
+		if err := targets.writeOutput(ctx, progress.WatchImage(step, img), out, f.tags); err != nil {
+			err = exportError(out, err)
 			step.Fail(err)
 			return err
 		}
@@ -357,6 +365,7 @@ func runBuild(cmd *cobra.Command, root, contextDir string, f buildFlags) (err er
 	if f.registry.pushFlag {
 		pushAttest = prov.attester(export.Output{Type: "registry"})
 	}
+	f.registry.annotations = targets.annotations
 	if err := f.registry.push(ctx, img, f.tags, printer.Messages(), pushAttest); err != nil {
 		return err
 	}
@@ -380,7 +389,7 @@ func runBuild(cmd *cobra.Command, root, contextDir string, f buildFlags) (err er
 		}
 	}
 	if f.progress == "quiet" {
-		fmt.Fprintln(cmd.OutOrStdout(), id)
+		fmt.Fprintln(targets.idWriter(cmd.OutOrStdout(), cmd.ErrOrStderr()), id)
 	}
 	var size int64
 	for _, l := range res.Layers {

@@ -35,7 +35,7 @@ type memoRecord struct {
 }
 
 func exportMemo(root string, img v1.Image, out export.Output, names []string) outputMemo {
-	if !out.Tar || out.Dest == "" || (out.Type != "oci" && out.Type != "docker") {
+	if !out.Tar || out.Dest == "" || out.Dest == export.StdoutDest || (out.Type != "oci" && out.Type != "docker") {
 		return outputMemo{}
 	}
 	abs, err := filepath.Abs(out.Dest)

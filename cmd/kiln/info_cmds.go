@@ -32,7 +32,8 @@ func infoCommands(root *string) []*cobra.Command {
 	return []*cobra.Command{newVersionCmd(), newInfoCmd(root), newCompletionCmd()}
 }
 
-// Set at link time by release builds:
+// Set at link time by `make build` (git describe and rev-parse; see
+// make print-ldflags) and release builds:
 //
 //	go build -ldflags "-X main.version=v1.2.0 -X main.gitCommit=$(git rev-parse HEAD)"
 //
@@ -73,6 +74,9 @@ func currentVersion() versionInfo {
 				v.Modified = s.Value == "true"
 			}
 		}
+	}
+	if strings.HasSuffix(v.Version, "-dirty") {
+		v.Modified = true // git describe --dirty, as make build stamps it
 	}
 	if v.Version == "" {
 		v.Version = "(devel)"

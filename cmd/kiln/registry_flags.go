@@ -26,6 +26,7 @@ type registryOptions struct {
 	insecure     []string
 	mirrors      []string
 	pushFlag     bool
+	annotations  export.Output // --annotation, for the push of --push
 	metadataFile string
 	maxLayerSize string
 	fs           *pflag.FlagSet
@@ -180,7 +181,9 @@ func (o *registryOptions) push(ctx context.Context, img v1.Image, names []string
 		o.log = log
 	}
 	if o.pushFlag {
-		a, err := export.Attach(img, attest, names, true)
+		a, err := export.Annotate(img, o.annotations, func(img v1.Image) (export.Artifact, error) {
+			return export.Attach(img, attest, names, true)
+		})
 		if err != nil {
 			return err
 		}

@@ -23,12 +23,13 @@ type sandboxFlags struct {
 	stepTimeout                      time.Duration
 	allow                            []string
 	fs                               *pflag.FlagSet
+	run                              func(*executor.Sandbox) error // run_flags.go
 }
 
 // addSandboxFlags registers the flags that shape every RUN sandbox and
 // returns the function that reads them once parsed.
 func addSandboxFlags(fs *pflag.FlagSet) func() (executor.Sandbox, error) {
-	f := &sandboxFlags{fs: fs}
+	f := &sandboxFlags{fs: fs, run: addRunFlags(fs)}
 	fs.StringVarP(&f.memory, "memory", "m", "", "memory limit of each RUN step, e.g. 512m or 2g (default unlimited)")
 	fs.StringVar(&f.memorySwap, "memory-swap", "", "memory plus swap limit of each RUN step; -1 for unlimited swap (default twice --memory)")
 	fs.Uint64Var(&f.cpuShares, "cpu-shares", 0, "relative CPU weight of RUN steps (1024 is the normal weight)")
@@ -68,6 +69,9 @@ func (f *sandboxFlags) sandbox() (executor.Sandbox, error) {
 		return s, usagef("--userns host: a normal user's kiln runs in a user namespace of its own; use auto, or run kiln as root")
 	case f.userns != "host":
 		s.UserNS = f.userns
+	}
+	if err := f.run(&s); err != nil {
+		return s, err
 	}
 	var err error
 	if f.memory != "" {

@@ -6,6 +6,7 @@ import (
 	"github.com/kiln-build/kiln/internal/mountinfo"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -57,7 +58,11 @@ const devSource = "kiln-dev"
 // mountDev mounts a small tmpfs at dst with the standard devices, a private
 // devpts, shm and mqueue. The image's own /dev (often device nodes frozen
 // in a layer) is hidden: the command must not reach host devices.
-func mountDev(dst string) error {
+// shmSize is the size of /dev/shm in bytes, 0 for 64 MiB.
+func mountDev(dst string, shmSize int64) error {
+	if shmSize <= 0 {
+		shmSize = 64 << 20
+	}
 	if err := MountFS(devSource, dst, "tmpfs", unix.MS_NOSUID|unix.MS_STRICTATIME, "mode=755,size=65536k"); err != nil {
 		return err
 	}
@@ -81,7 +86,7 @@ func mountDev(dst string) error {
 		// newinstance: a devpts of our own, so ptys of the command are not
 		// the host's. gid 5 is "tty" by convention, as runc does.
 		{"pts", "devpts", "newinstance,ptmxmode=0666,mode=0620,gid=5", unix.MS_NOSUID | unix.MS_NOEXEC, 0o755},
-		{"shm", "tmpfs", "mode=1777,size=65536k", unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC, 0o1777},
+		{"shm", "tmpfs", "mode=1777,size=" + strconv.FormatInt(shmSize, 10), unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC, 0o1777},
 		{"mqueue", "mqueue", "", unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC, 0o755},
 	}
 	for _, d := range dirs {

@@ -98,6 +98,21 @@ type Spec struct {
 	// binds ResolvConf.
 	JoinNet    bool   `json:"joinNet,omitempty"`
 	ResolvConf string `json:"resolvConf,omitempty"`
+
+	// ExtraHosts are lines appended to the step's /etc/hosts.
+	ExtraHosts string `json:"extraHosts,omitempty"`
+	// ShmSize is the size of /dev/shm in bytes; 0 is 64 MiB.
+	ShmSize int64 `json:"shmSize,omitempty"`
+	// Rlimits are set before the command starts, which inherits them.
+	Rlimits []Rlimit `json:"rlimits,omitempty"`
+}
+
+// Rlimit is one resource limit of the command: Resource is the kernel's
+// RLIMIT_* number, and ^uint64(0) is unlimited.
+type Rlimit struct {
+	Resource int    `json:"resource"`
+	Soft     uint64 `json:"soft"`
+	Hard     uint64 `json:"hard"`
 }
 
 // Placement is the parent's second message to a RUN child: it is in the

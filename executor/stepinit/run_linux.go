@@ -50,7 +50,7 @@ func runStep(rep Reporter, cs *Spec, waitPlaced func() error) int {
 		// /proc.
 		roProc = filepath.Join(cs.StepDir, "proc")
 	)
-	hostsData := fmt.Sprintf("127.0.0.1\tlocalhost %s\n::1\tlocalhost ip6-localhost ip6-loopback\n", cs.Hostname)
+	hostsData := fmt.Sprintf("127.0.0.1\tlocalhost %s\n::1\tlocalhost ip6-localhost ip6-loopback\n", cs.Hostname) + cs.ExtraHosts
 	if err := os.WriteFile(hosts, []byte(hostsData), 0o644); err != nil {
 		return rep.Fail(fmt.Errorf("writing hosts file: %w", err))
 	}
@@ -61,7 +61,7 @@ func runStep(rep Reporter, cs *Spec, waitPlaced func() error) int {
 			// its own processes.
 			return MountFS("proc", dst, "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "")
 		}},
-		{target: "/dev", dir: true, mount: mountDev},
+		{target: "/dev", dir: true, mount: func(dst string) error { return mountDev(dst, cs.ShmSize) }},
 		{target: "/sys", dir: true, mount: func(dst string) error {
 			if userns.Running() && !cs.NetNone && !cs.JoinNet {
 				// The kernel lets a user namespace mount sysfs only for a
@@ -233,6 +233,11 @@ func runStep(rep Reporter, cs *Spec, waitPlaced func() error) int {
 	}
 	// Nothing of the command may run outside the step's cgroup.
 	if err := waitPlaced(); err != nil {
+		return rep.Fail(err)
+	}
+	// Before the seccomp filter and the capability drop: raising a hard
+	// limit needs CAP_SYS_RESOURCE.
+	if err := setRlimits(cs.Rlimits); err != nil {
 		return rep.Fail(err)
 	}
 	if err := hardenCommand(cs); err != nil {
@@ -416,6 +421,19 @@ func joinNetwork(cs *Spec) error {
 	defer unix.Close(NetnsFD)
 	if err := unix.Setns(NetnsFD, unix.CLONE_NEWNET); err != nil {
 		return fmt.Errorf("joining the build's network namespace: %w", err)
+	}
+	return nil
+}
+
+// setRlimits sets the --ulimit limits on PID 1, from which the command
+// inherits them. Through package syscall, which then hands a changed
+// RLIMIT_NOFILE to the children it starts instead of the one the
+// process started with.
+func setRlimits(limits []Rlimit) error {
+	for _, l := range limits {
+		if err := syscall.Setrlimit(l.Resource, &syscall.Rlimit{Cur: l.Soft, Max: l.Hard}); err != nil {
+			return fmt.Errorf("setting resource limit %d (--ulimit): %w", l.Resource, err)
+		}
 	}
 	return nil
 }
