@@ -30,3 +30,7 @@ func dockerfileFrontend(ref string) (ok, labs bool) {
 func isRegistryHost(s string) bool {
 	return strings.ContainsAny(s, ".:") || s == "localhost"
 }
+
+// CheckSyntax refuses a "# syntax=" line naming a frontend other than the
+// Dockerfile one, with its line, as Parse does.
+func CheckSyntax(name string, src []byte) error { return checkSyntax(name, src) }
