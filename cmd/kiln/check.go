@@ -14,6 +14,7 @@ import (
 	"github.com/kiln-build/kiln/lint"
 	"github.com/kiln-build/kiln/parser"
 	"github.com/kiln-build/kiln/planner"
+	"github.com/kiln-build/kiln/trace"
 )
 
 // callMode reads --call (buildx's spelling) and --check, its alias:
@@ -87,6 +88,8 @@ func runCheck(ctx context.Context, stdout io.Writer, root, contextDir, dfPath, d
 // after the build's summary; with # check=error=true they fail the build
 // before any step runs.
 func lintBuild(ctx context.Context, src []byte, df *parser.Dockerfile, target string, explicitPlatform bool, buildArgs map[string]string, excludes []string, images planner.ImageResolver) ([]lint.Warning, error) {
+	ctx, span := trace.Start(ctx, "lint")
+	defer span.End()
 	res, err := lint.Run(ctx, src, lint.Options{
 		Name:             df.Name,
 		BuildArgs:        buildArgs,

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"regexp"
 	"strings"
 	"testing"
@@ -168,6 +169,36 @@ COPY greeting.txt /srv/$WHO/
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("progress lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+func TestCallMode(t *testing.T) {
+	tests := []struct {
+		call    string
+		check   bool
+		want    string
+		wantErr string
+	}{
+		{call: "build", want: "build"},
+		{call: "check", want: "check"},
+		{call: "build", check: true, want: "check"},
+		{call: "check", check: true, want: "check"},
+		{call: "outline", wantErr: "--call outline"},
+		{call: "targets", check: true, wantErr: "--call targets"},
+		{call: "check,format=json", wantErr: "--call check,format=json"},
+	}
+	for _, tt := range tests {
+		got, err := callMode(tt.call, tt.check)
+		var ue *usageError
+		if tt.wantErr != "" {
+			if !errors.As(err, &ue) || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Errorf("callMode(%q, %v) error %v, want a usage error naming %q", tt.call, tt.check, err, tt.wantErr)
+			}
+			continue
+		}
+		if err != nil || got != tt.want {
+			t.Errorf("callMode(%q, %v) = %q, %v; want %q", tt.call, tt.check, got, err, tt.want)
 		}
 	}
 }
