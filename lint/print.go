@@ -23,7 +23,9 @@ func PrintCheck(w io.Writer, name string, src []byte, warnings []Warning) {
 		fmt.Fprintf(&b, "Check complete, %d warnings have been found!\n", len(warnings))
 	}
 	sorted := append([]Warning(nil), warnings...)
-	sort.SliceStable(sorted, func(i, j int) bool {
+	// sort.Slice, not SliceStable: warnings of one line come out in the
+	// order BuildKit's (unstable, but deterministic) sort leaves them.
+	sort.Slice(sorted, func(i, j int) bool {
 		li, lj := len(sorted[i].Location), len(sorted[j].Location)
 		if li == 0 || lj == 0 {
 			if li == 0 && lj == 0 {

@@ -10,7 +10,8 @@ import (
 )
 
 // The titles are the ones BuildKit v0.34's plain progress prints for the
-// same lines (checked with buildctl against the peers' buildkitd).
+// same lines (compared with buildctl --progress=plain against the peers'
+// buildkitd: loops, quotes, escapes, secrets, heredocs, COPY, WORKDIR).
 func TestStepTitles(t *testing.T) {
 	tests := []struct {
 		line string
