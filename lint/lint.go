@@ -142,10 +142,10 @@ func config(src []byte, buildArgs map[string]string) (*linter.Config, error) {
 		}
 		return cfg, nil
 	}
-	v, _, _, _ := bkparser.ParseDirective("check", src)
+	v, _, loc, _ := bkparser.ParseDirective("check", src)
 	cfg, err := linter.ParseLintOptions(v)
 	if err != nil {
-		return nil, fmt.Errorf("# check=%s: %w (want skip=Rule1,Rule2|all;error=true|false)", v, err)
+		return nil, bkparser.WithLocation(fmt.Errorf("# check=%s: %w (want skip=Rule1,Rule2|all;error=true|false)", v, err), loc)
 	}
 	return cfg, nil
 }
