@@ -107,16 +107,12 @@ func checkSyntax(name string, src []byte) error {
 	if !ok {
 		return nil
 	}
-	r := strings.TrimPrefix(strings.TrimPrefix(ref, "docker.io/"), "index.docker.io/")
-	if i := strings.IndexAny(r, ":@"); i >= 0 {
-		r = r[:i]
-	}
-	if r == "docker/dockerfile" || r == "docker/dockerfile-upstream" {
+	if ok, _ := dockerfileFrontend(ref); ok {
 		return nil
 	}
 	start, end := span(loc)
 	return &Error{File: name, Start: start, End: end,
-		Err: fmt.Errorf("syntax %q: kiln builds only the Dockerfile frontend (docker/dockerfile); remove the # syntax line or point it at docker/dockerfile:1", ref)}
+		Err: fmt.Errorf("syntax %q: kiln builds only the Dockerfile frontend (docker/dockerfile); remove the # syntax line or point it at docker/dockerfile:1 (any registry: docker.io/docker/dockerfile, mirror.gcr.io/docker/dockerfile …)", ref)}
 }
 
 // Check refuses flags and sources kiln does not implement, naming them.

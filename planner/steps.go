@@ -402,7 +402,7 @@ func (b *build) dispatchRun(ctx context.Context, s *stage, c *instructions.RunCo
 	}
 	files = append(files, rm.files...)
 	env = append(env, rm.env...)
-	name := s.stepName("RUN "+expandForDisplay(s, c.String()[len("RUN "):]), onbuild)
+	name := s.stepName(runDisplay(s, c), onbuild)
 	rm.fetchLayers = b.materialize
 	err = b.runStep(ctx, s, name, k, func(ctx context.Context, log progress.Step, rf executor.Rootfs) error {
 		release, err := rm.prepare(ctx, filepath.Dir(rf.Upper), b.contextSnapshot, log)
@@ -531,14 +531,6 @@ func proxyEnv(args map[string]string) []string {
 	return out
 }
 
-func expandForDisplay(s *stage, text string) string {
-	w, _, err := s.lex.ProcessWord(text, s.env)
-	if err != nil {
-		return text
-	}
-	return w
-}
-
 type copyCmd struct {
 	sd           instructions.SourcesAndDest
 	from         string
@@ -649,7 +641,7 @@ func (b *build) dispatchCopy(ctx context.Context, s *stage, c copyCmd) error {
 	}
 	msg += " " + c.sd.DestPath
 
-	err = b.runStep(ctx, s, s.stepName(expandForDisplay(s, c.text), c.onbuild), k, func(ctx context.Context, log progress.Step, rf executor.Rootfs) error {
+	err = b.runStep(ctx, s, s.stepName(wordDisplay(s, c.text), c.onbuild), k, func(ctx context.Context, log progress.Step, rf executor.Rootfs) error {
 		spec.Rootfs = rf
 		if c.from != "" {
 			src, err := b.materialize(ctx, fromLayers, log)
@@ -722,7 +714,7 @@ func (b *build) dispatchWorkdir(ctx context.Context, s *stage, c *instructions.W
 	k := newStepKey("workdir", s.key)
 	k.add("path", wd)
 	k.add("user", s.img.Config.User)
-	err = b.runStep(ctx, s, s.stepName(expandForDisplay(s, c.String()), onbuild), k, func(ctx context.Context, log progress.Step, rf executor.Rootfs) error {
+	err = b.runStep(ctx, s, s.stepName(wordDisplay(s, c.String()), onbuild), k, func(ctx context.Context, log progress.Step, rf executor.Rootfs) error {
 		return executor.Copy(ctx, executor.CopySpec{Rootfs: rf, Op: copier.Op{Kind: "mkdir", Dest: wd, User: s.img.Config.User}})
 	})
 	if err != nil {

@@ -36,9 +36,11 @@ type buildFlags struct {
 	provenance                                         string
 	attests                                            []string
 	jobs                                               int
-	pull                                               bool // --pull: see imageResolver
-	load                                               bool // --load: outputs.go
+	pull                                               bool   // --pull: see imageResolver
+	load                                               bool   // --load: outputs.go
 	annotations                                        []string
+	call                                               string // --call: build or check
+	check                                              bool   // --check, = --call=check
 	sandbox                                            func() (executor.Sandbox, error)
 	registry                                           *registryOptions
 	cache                                              *cacheFlags
@@ -93,6 +95,8 @@ func newBuildCmd(root *string) *cobra.Command {
 	fl.StringVar(&f.trace, "trace", "", "write a Chrome trace-event JSON of where the build's time went to this file (open it in ui.perfetto.dev or chrome://tracing)")
 	fl.StringVar(&f.provenance, "provenance", "", "attach SLSA v1 provenance to oci and registry outputs: true (= mode=min), false, mode=min|max[,builder-id=URI] (default: min on pushes)")
 	fl.StringArrayVar(&f.attests, "attest", nil, "attestation, buildx spelling: type=provenance[,mode=min|max][,disabled=true]")
+	fl.StringVar(&f.call, "call", "build", "what to do: build, or check (run BuildKit's Dockerfile lint rules and build nothing; exit 1 on warnings)")
+	fl.BoolVar(&f.check, "check", false, "shorthand for --call=check")
 	f.sandbox = addSandboxFlags(fl)
 	f.registry = addRegistryFlags(fl)
 	f.cache = addCacheFlags(fl)
@@ -192,6 +196,12 @@ func runBuild(cmd *cobra.Command, root, contextDir string, f buildFlags) (err er
 		return fmt.Errorf("reading Dockerfile: %w", err)
 	}
 	dockerfileSource = src
+	if call, err := callMode(f.call, f.check); err != nil {
+		return err
+	} else if call == "check" {
+		loadSpan.End()
+		return runCheck(ctx, cmd.OutOrStdout(), root, contextDir, dfPath, dfName, src, f, buildArgs)
+	}
 	df, err := parser.Parse(dfName, src)
 	if err != nil {
 		return err
@@ -250,7 +260,14 @@ func runBuild(cmd *cobra.Command, root, contextDir string, f buildFlags) (err er
 	ictx, importSpan := trace.Start(ctx, "import cache")
 	remote := importCaches(ictx, f.registry.res, cacheFrom, printer.Messages())
 	importSpan.End()
-	recorder := &recordingResolver{next: imageResolver(store, resolver, f.pull)}
+	bases := memoize(imageResolver(store, resolver, f.pull))
+	recorder := &recordingResolver{next: bases}
+	lintWarnings, err := lintBuild(ctx, src, df, f.target, f.platform != "", buildArgs, excludes, bases)
+	if err != nil {
+		// the live view still runs: its message lines are drawn above it
+		printLintSummary(printer.Messages(), f.progress, lintWarnings)
+		return err
+	}
 	prov := &provenanceInputs{
 		req:            provReq,
 		contextDir:     contextDir,
@@ -396,6 +413,7 @@ func runBuild(cmd *cobra.Command, root, contextDir string, f buildFlags) (err er
 		size += l.Size
 	}
 	progress.Summarize(printer, progress.Summary{ImageID: id.String(), Digest: dg.String(), Size: size, Layers: len(res.Layers), Names: f.tags})
+	printLintSummary(cmd.ErrOrStderr(), f.progress, lintWarnings)
 	return nil
 }
 
