@@ -36,8 +36,8 @@ type buildFlags struct {
 	provenance                                         string
 	attests                                            []string
 	jobs                                               int
-	pull                                               bool   // --pull: see imageResolver
-	load                                               bool   // --load: outputs.go
+	pull                                               bool // --pull: see imageResolver
+	load                                               bool // --load: outputs.go
 	annotations                                        []string
 	call                                               string // --call: build or check
 	check                                              bool   // --check, = --call=check
