@@ -38,6 +38,7 @@ type buildFlags struct {
 	sandbox                                            func() (executor.Sandbox, error)
 	registry                                           *registryOptions
 	cache                                              *cacheFlags
+	buildContexts                                      []string // --build-context NAME=VALUE
 }
 
 func newBuildCmd(root *string) *cobra.Command {
@@ -86,6 +87,7 @@ func newBuildCmd(root *string) *cobra.Command {
 	fl.StringVar(&f.trace, "trace", "", "write a Chrome trace-event JSON of where the build's time went to this file (open it in ui.perfetto.dev or chrome://tracing)")
 	fl.StringVar(&f.provenance, "provenance", "", "attach SLSA v1 provenance to oci and registry outputs: true (= mode=min), false, mode=min|max[,builder-id=URI] (default: min on pushes)")
 	fl.StringArrayVar(&f.attests, "attest", nil, "attestation, buildx spelling: type=provenance[,mode=min|max][,disabled=true]")
+	fl.StringArrayVar(&f.buildContexts, "build-context", nil, "a named context NAME=VALUE for FROM NAME, COPY --from=NAME and RUN --mount from=NAME (repeatable): a directory, docker-image://REF, oci-layout://PATH[:TAG|@DIGEST], an https:// URL or a git URL")
 	f.sandbox = addSandboxFlags(fl)
 	f.registry = addRegistryFlags(fl)
 	f.cache = addCacheFlags(fl)
@@ -156,6 +158,10 @@ func runBuild(cmd *cobra.Command, root, contextDir string, f buildFlags) (err er
 		return err
 	}
 	provReq, err := parseProvenanceFlags(f.provenance, f.attests)
+	if err != nil {
+		return err
+	}
+	namedContexts, err := parseBuildContexts(f.buildContexts)
 	if err != nil {
 		return err
 	}
@@ -273,6 +279,7 @@ func runBuild(cmd *cobra.Command, root, contextDir string, f buildFlags) (err er
 
 		KeepTimestamps: keepTimes, // rewrite-timestamp=false
 		Remote:         remote,
+		NamedContexts:  namedContexts,
 	})
 	if err != nil {
 		return err
