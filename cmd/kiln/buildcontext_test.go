@@ -7,6 +7,16 @@ import (
 	"strings"
 	"testing"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/layout"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/google/go-containerregistry/pkg/v1/validate"
+
+	"github.com/kiln-build/kiln/internal/conformance"
+	"github.com/kiln-build/kiln/internal/testutil"
 	"github.com/kiln-build/kiln/planner"
 )
 
@@ -215,4 +225,60 @@ func TestBuildContextRemoteUnsupported(t *testing.T) {
 	if code != 1 || !strings.Contains(log, "not supported by this kiln yet") {
 		t.Errorf("exit %d, want 1 and a clear refusal:\n%s", code, log)
 	}
+}
+
+// TestBuildContextCase builds testdata/buildcontext/oci-layout FROM an OCI
+// layout holding a two-platform index and compares the image config and
+// its changes on busybox with the expected files, like a conformance case
+// (conform.sh has no way to pass --build-context).
+func TestBuildContextCase(t *testing.T) {
+	needRoot(t)
+	root := t.TempDir()
+	caseDir := filepath.Join("testdata", "buildcontext", "oci-layout")
+	ctxDir := filepath.Join(t.TempDir(), "ctx")
+	if err := conformance.PrepareContext(caseDir, ctxDir); err != nil {
+		t.Fatal(err)
+	}
+	busybox := testutil.BusyboxImage(t)
+	arm := testutil.ImageOn(t, busybox, testutil.CraftedLayer(t, testutil.File("arm64", 0o644, "wrong platform\n")))
+	arm, err := mutate.ConfigFile(arm, &v1.ConfigFile{OS: "linux", Architecture: "arm64", RootFS: v1.RootFS{Type: "layers"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	layoutDir := filepath.Join(t.TempDir(), "layout")
+	p, err := layout.Write(layoutDir, empty.Index)
+	if err != nil {
+		t.Fatal(err)
+	}
+	idx := mutate.AppendManifests(mutate.IndexMediaType(empty.Index, types.OCIImageIndex),
+		mutate.IndexAddendum{Add: arm, Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: "linux", Architecture: "arm64"}}},
+		mutate.IndexAddendum{Add: busybox, Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: "linux", Architecture: "amd64"}}},
+	)
+	if err := p.AppendIndex(idx, layout.WithAnnotations(map[string]string{"org.opencontainers.image.ref.name": "v1"})); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(t.TempDir(), "image.tar")
+	log, code := kiln(t, "build", "--root", root, "--progress=plain", "-t", "case/oci-layout:latest", "-o", "type=docker,dest="+out,
+		"--build-context", "base=oci-layout://"+layoutDir+":v1", "--build-context", "files="+filepath.Join(ctxDir, "files"), ctxDir)
+	checkNoLeaks(t, root)
+	if code != 0 {
+		t.Fatalf("kiln build exited %d:\n%s", code, log)
+	}
+	img, err := tarball.ImageFromPath(out, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := validate.Image(img); err != nil {
+		t.Errorf("image does not validate: %v", err)
+	}
+	cfg, err := conformance.Config(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	delta, err := conformance.DeltaOf(busybox, img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	compare(t, filepath.Join(caseDir, "expected", "config.txt"), cfg)
+	compare(t, filepath.Join(caseDir, "expected", "fs.txt"), strings.Join(delta, "\n")+"\n")
 }
