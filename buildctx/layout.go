@@ -181,12 +181,19 @@ func (l *layout) image(raw []byte, mt types.MediaType) (v1.Image, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reading config: %w", err)
 	}
-	layers := map[v1.Hash]v1.Descriptor{}
-	for _, d := range m.Layers {
+	var cf v1.ConfigFile
+	if err := json.Unmarshal(cfg, &cf); err != nil {
+		return nil, fmt.Errorf("decoding config: %w", err)
+	}
+	if len(cf.RootFS.DiffIDs) != len(m.Layers) {
+		return nil, fmt.Errorf("the manifest has %d layers and its config %d diff_ids", len(m.Layers), len(cf.RootFS.DiffIDs))
+	}
+	layers := map[v1.Hash]layoutLayer{}
+	for i, d := range m.Layers {
 		if _, err := blobName(d.Digest); err != nil {
 			return nil, err
 		}
-		layers[d.Digest] = d
+		layers[d.Digest] = layoutLayer{l: l, desc: d, diffID: cf.RootFS.DiffIDs[i]}
 	}
 	if mt == "" {
 		mt = types.OCIManifestSchema1
@@ -199,7 +206,7 @@ type layoutImage struct {
 	raw    []byte
 	cfg    []byte
 	mt     types.MediaType
-	layers map[v1.Hash]v1.Descriptor
+	layers map[v1.Hash]layoutLayer
 }
 
 func (i *layoutImage) RawConfigFile() ([]byte, error)      { return i.cfg, nil }
@@ -207,17 +214,23 @@ func (i *layoutImage) MediaType() (types.MediaType, error) { return i.mt, nil }
 func (i *layoutImage) RawManifest() ([]byte, error)        { return i.raw, nil }
 
 func (i *layoutImage) LayerByDigest(h v1.Hash) (partial.CompressedLayer, error) {
-	d, ok := i.layers[h]
+	l, ok := i.layers[h]
 	if !ok {
 		return nil, fmt.Errorf("layer %s is not in the manifest", h)
 	}
-	return &layoutLayer{l: i.l, desc: d}, nil
+	return &l, nil
 }
 
+// layoutLayer is a layer blob of the layout. Its diffID is the config's
+// (the store checks it while unpacking): without it, asking for the
+// diffID would decompress the whole blob on every build.
 type layoutLayer struct {
-	l    *layout
-	desc v1.Descriptor
+	l      *layout
+	desc   v1.Descriptor
+	diffID v1.Hash
 }
+
+func (l *layoutLayer) DiffID() (v1.Hash, error) { return l.diffID, nil }
 
 func (l *layoutLayer) Digest() (v1.Hash, error)            { return l.desc.Digest, nil }
 func (l *layoutLayer) Size() (int64, error)                { return l.desc.Size, nil }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -189,6 +190,50 @@ func TestBuildContextOCILayout(t *testing.T) {
 	log, code := kiln(t, "build", "--root", root, "--progress=plain", "--build-context", "base=oci-layout://"+layout+":v2", ctx2)
 	if code != 1 || !strings.Contains(log, `no image tagged "v2"`) || !strings.Contains(log, "--build-context base") {
 		t.Errorf("a missing tag: exit %d\n%s", code, log)
+	}
+
+	// A tampered layer blob is refused, and so is a blobs dir that is a
+	// symlink to somewhere else; a fresh store has nothing to reuse.
+	blobs := filepath.Join(layout, "blobs", "sha256")
+	ents, err := os.ReadDir(blobs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var biggest string
+	var size int64
+	for _, e := range ents {
+		if fi, err := e.Info(); err == nil && fi.Size() > size {
+			biggest, size = e.Name(), fi.Size()
+		}
+	}
+	// a well-formed layer, but not the one the manifest names
+	rc, err := testutil.CraftedLayer(t, testutil.File("planted", 0o644, "planted\n")).Compressed()
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := io.ReadAll(rc)
+	rc.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(blobs, biggest), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	writeTree(t, ctx2, map[string]string{"Dockerfile": "FROM base\nRUN true\n"})
+	log, code = kiln(t, "build", "--root", t.TempDir(), "--progress=plain", "--build-context", "base=oci-layout://"+layout+":v1", ctx2)
+	if code != 1 || !strings.Contains(log, "tampered") {
+		t.Errorf("a tampered layer: exit %d\n%s", code, log)
+	}
+	moved := filepath.Join(t.TempDir(), "blobs")
+	if err := os.Rename(filepath.Join(layout, "blobs"), moved); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(moved, filepath.Join(layout, "blobs")); err != nil {
+		t.Fatal(err)
+	}
+	log, code = kiln(t, "build", "--root", t.TempDir(), "--progress=plain", "--build-context", "base=oci-layout://"+layout+":v1", ctx2)
+	if code != 1 || !strings.Contains(log, "not a symlink") {
+		t.Errorf("a symlinked blobs dir: exit %d\n%s", code, log)
 	}
 }
 
