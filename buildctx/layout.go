@@ -42,28 +42,41 @@ var hexDigest = regexp.MustCompile(`^[a-f0-9]{64}$`)
 // rooted, blobs only from a real blobs/sha256 directory (no symlink on the
 // way), and every blob is checked against its digest as it is read.
 func OpenLayout(src Source, platform v1.Platform) (v1.Image, string, error) {
-	root, err := rooted.Open(src.Dir)
-	if err != nil {
-		return nil, "", fmt.Errorf("opening OCI layout %s: %w", src.Dir, err)
-	}
-	l := &layout{root: root, path: src.Dir}
+	l := &layout{path: src.Dir}
 	img, dgst, err := l.open(src, platform)
 	if err != nil {
-		root.Close()
 		return nil, "", fmt.Errorf("reading OCI layout %s: %w", src.Dir, err)
 	}
-	// The root stays open for the image's lazy layers; the build is one
-	// process and a handful of layouts, so it is released at exit.
 	return img, "oci-layout@" + dgst.String(), nil
 }
 
+// layout is an OCI layout directory. It is opened anew for every read
+// rather than held open: its lazy layers may be read long after the
+// build that resolved it (by an export).
 type layout struct {
-	root *rooted.Root
 	path string
 }
 
+// withRoot runs f on the layout opened as a root.
+func (l *layout) withRoot(f func(r *rooted.Root) error) error {
+	r, err := rooted.Open(l.path)
+	if err != nil {
+		return fmt.Errorf("opening OCI layout %s: %w", l.path, err)
+	}
+	defer r.Close()
+	return f(r)
+}
+
+func (l *layout) readFile(name string, limit int64) (b []byte, err error) {
+	err = l.withRoot(func(r *rooted.Root) error {
+		b, err = r.ReadFile(name, limit)
+		return err
+	})
+	return b, err
+}
+
 func (l *layout) open(src Source, platform v1.Platform) (v1.Image, v1.Hash, error) {
-	b, err := l.root.ReadFile("/oci-layout", 4096)
+	b, err := l.readFile("/oci-layout", 4096)
 	if err != nil {
 		return nil, v1.Hash{}, fmt.Errorf("reading oci-layout file: %w (is %s an OCI image layout, as written by -o type=oci,tar=false?)", err, l.path)
 	}
@@ -82,7 +95,7 @@ func (l *layout) open(src Source, platform v1.Platform) (v1.Image, v1.Hash, erro
 		// The media type comes from the blob itself.
 		desc = v1.Descriptor{Digest: h}
 	} else {
-		raw, err := l.root.ReadFile("/index.json", maxManifest)
+		raw, err := l.readFile("/index.json", maxManifest)
 		if err != nil {
 			return nil, v1.Hash{}, fmt.Errorf("reading index.json: %w", err)
 		}
@@ -262,16 +275,19 @@ func (l *layout) openBlob(h v1.Hash) (*os.File, error) {
 	if err != nil {
 		return nil, err
 	}
-	d, err := l.root.OpenDir("/blobs/sha256")
-	if err != nil {
-		return nil, fmt.Errorf("opening blobs/sha256 (it must be a directory, not a symlink): %w", err)
-	}
-	defer d.Close()
-	f, err := d.OpenRegular(n)
-	if err != nil {
-		return nil, fmt.Errorf("opening blob %s: %w", h, err)
-	}
-	return f, nil
+	var f *os.File
+	err = l.withRoot(func(r *rooted.Root) error {
+		d, err := r.OpenDir("/blobs/sha256")
+		if err != nil {
+			return fmt.Errorf("opening blobs/sha256 (it must be a directory, not a symlink): %w", err)
+		}
+		defer d.Close()
+		if f, err = d.OpenRegular(n); err != nil {
+			return fmt.Errorf("opening blob %s: %w", h, err)
+		}
+		return nil
+	})
+	return f, err
 }
 
 // readBlob reads a small blob whole and checks its digest.
