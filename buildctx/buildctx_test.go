@@ -174,8 +174,10 @@ func TestOpenLayout(t *testing.T) {
 	}
 	// One image and no tag: the layout's only image, as buildx picks it.
 	single := writeLayout(t, arm, "something", nil)
-	if _, _, err := OpenLayout(Source{Kind: Layout, Dir: single}, amd64); err != nil {
-		t.Errorf("single image layout: %v", err)
+	for _, tag := range []string{"", "other"} {
+		if _, _, err := OpenLayout(Source{Kind: Layout, Dir: single, Tag: tag}, amd64); err != nil {
+			t.Errorf("single image layout, tag %q: %v", tag, err)
+		}
 	}
 }
 

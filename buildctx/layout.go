@@ -37,7 +37,7 @@ var hexDigest = regexp.MustCompile(`^[a-f0-9]{64}$`)
 // platform when the layout holds an index: by digest when src.Digest is
 // set, else by src.Tag (default "latest") among index.json's
 // org.opencontainers.image.ref.name annotations, else the layout's only
-// image, as buildx picks it. The second result names the image by its
+// image (whatever its tag), as buildx picks it. The second result names the image by its
 // manifest digest. Every path is opened inside the layout through package
 // rooted, blobs only from a real blobs/sha256 directory (no symlink on the
 // way), and every blob is checked against its digest as it is read.
@@ -114,7 +114,8 @@ func (l *layout) open(src Source, platform v1.Platform) (v1.Image, v1.Hash, erro
 				break
 			}
 		}
-		if !found && len(idx.Manifests) == 1 && src.Tag == "" {
+		// buildx's rule: a layout of one image needs no (right) tag
+		if !found && len(idx.Manifests) == 1 {
 			desc, found = idx.Manifests[0], true
 		}
 		if !found {

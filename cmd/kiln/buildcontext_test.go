@@ -161,7 +161,7 @@ func TestBuildContextOCILayout(t *testing.T) {
 	ctxDir := t.TempDir()
 	writeTree(t, ctxDir, map[string]string{"Dockerfile": "FROM " + reg + "/library/busybox:latest\nRUN echo layered > /marker\nENV FROM_LAYOUT=1\n"})
 	layout := filepath.Join(t.TempDir(), "layout")
-	if log, code := kiln(t, "build", "--root", root, "--progress=plain", "-t", "base:v1", "-o", "type=oci,dest="+layout+",tar=false", ctxDir); code != 0 {
+	if log, code := kiln(t, "build", "--root", root, "--progress=plain", "-t", "base:v1", "-t", "base:v3", "-o", "type=oci,dest="+layout+",tar=false", ctxDir); code != 0 {
 		t.Fatalf("building the layout: exit %d\n%s", code, log)
 	}
 	raw, err := os.ReadFile(filepath.Join(layout, "index.json"))
@@ -175,7 +175,7 @@ func TestBuildContextOCILayout(t *testing.T) {
 		t.Fatalf("index.json: %v %s", err, raw)
 	}
 	// another store: nothing of the base is known there
-	for _, spec := range []string{layout + ":v1", layout + "@" + idx.Manifests[0].Digest, layout} {
+	for _, spec := range []string{layout + ":v1", layout + "@" + idx.Manifests[0].Digest, layout + ":v3"} {
 		t.Run(filepath.Base(spec), func(t *testing.T) {
 			df := "FROM base\nCOPY --from=base /marker /copied\nRUN cat /marker > /seen && echo $FROM_LAYOUT > /env\n"
 			out, _ := buildWith(t, t.TempDir(), df, "--build-context", "base=oci-layout://"+spec)
@@ -184,7 +184,8 @@ func TestBuildContextOCILayout(t *testing.T) {
 			wantFile(t, out, "env", "1\n")
 		})
 	}
-	// a tag the layout lacks
+	// a tag the layout lacks (it holds two: a layout of one image would
+	// give that image whatever the tag, as buildx does)
 	ctx2 := t.TempDir()
 	writeTree(t, ctx2, map[string]string{"Dockerfile": "FROM base\n"})
 	log, code := kiln(t, "build", "--root", root, "--progress=plain", "--build-context", "base=oci-layout://"+layout+":v2", ctx2)
