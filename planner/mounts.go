@@ -230,7 +230,9 @@ func (b *build) resolveMounts(ctx context.Context, s *stage, c *instructions.Run
 				// hashed — what .dockerignore keeps, verified entry by
 				// entry while copied — as a lower dir: writes to a rw bind
 				// go to a throwaway upper, never to the user's files.
-				op := copier.Op{Kind: "copy", Sources: []string{src}, Dest: src, Excludes: cs.excludes, FromStage: true, Verify: true}
+				// Owned by root, as BuildKit's client sends every local
+				// directory (uid and gid reset to 0), not by the host owner.
+				op := copier.Op{Kind: "copy", Sources: []string{src}, Dest: src, Excludes: cs.excludes, Verify: true}
 				for _, e := range entries {
 					op.Expect = append(op.Expect, copier.Entry{Path: e.Path, Sum: e.Sum})
 				}

@@ -89,8 +89,13 @@ func TestBuildContextDir(t *testing.T) {
 FROM ` + reg + `/library/busybox:latest
 COPY --from=foo /a.txt /copied
 COPY --from=fromdir / /fromdir/
-RUN --mount=from=foo,target=/m cat /m/a.txt > /mounted && if test -e /m/ignored.txt; then echo leaked; exit 1; fi
+RUN --mount=from=foo,target=/m cat /m/a.txt > /mounted && if test -e /m/ignored.txt; then echo leaked; exit 1; fi && stat -c %u:%g /m/sub/b.txt > /owner
 `
+	// BuildKit's client sends local directories with uid and gid 0: a
+	// mount shows them as root's, like a COPY does.
+	if err := os.Chown(filepath.Join(other, "sub", "b.txt"), 1234, 5678); err != nil {
+		t.Fatal(err)
+	}
 	flag := "--build-context=foo=" + other
 	out, _ := buildWith(t, root, df, flag)
 	wantFile(t, out, "copied", "from other\n")
@@ -98,6 +103,7 @@ RUN --mount=from=foo,target=/m cat /m/a.txt > /mounted && if test -e /m/ignored.
 	wantFile(t, out, "fromdir/a.txt", "from other\n")
 	wantFile(t, out, "fromdir/sub/b.txt", "b\n")
 	wantMissing(t, out, "fromdir/ignored.txt")
+	wantFile(t, out, "owner", "0:0\n")
 
 	_, log := buildWith(t, root, df, flag)
 	if strings.Count(log, "CACHED") < 4 {
