@@ -109,6 +109,9 @@ func (b *build) planNamed(s *stage) {
 	if s.name != "" {
 		if ns := b.namedFor(s.name); ns != nil {
 			s.named, s.replaced, s.base = ns, true, nil
+			// Nothing of the stage's own is looked at again: no context
+			// prefetch, no network for its RUNs.
+			s.st.Commands = nil
 			s.baseName = ns.name
 			if ns.src.Kind == buildctx.Image && ns.src.Ref == "scratch" {
 				s.baseName = "scratch"
