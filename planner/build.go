@@ -22,6 +22,7 @@ import (
 	"github.com/moby/buildkit/frontend/dockerfile/shell"
 	dockerspec "github.com/moby/docker-image-spec/specs-go/v1"
 
+	"github.com/kiln-build/kiln/buildctx"
 	"github.com/kiln-build/kiln/cache"
 	"github.com/kiln-build/kiln/contexthash"
 	"github.com/kiln-build/kiln/executor"
@@ -93,6 +94,10 @@ type Options struct {
 	// Its hits are lazy, and so are base-image layers: nothing is
 	// downloaded until a step that runs needs the filesystem.
 	Remote RemoteRecords
+	// NamedContexts are the --build-context values by name: they stand
+	// for the stage or image of that name in FROM, COPY --from and RUN
+	// --mount from= (see namedctx.go).
+	NamedContexts map[string]buildctx.Source
 }
 
 // RemoteRecords are step records imported from remote caches.
@@ -152,6 +157,9 @@ type build struct {
 	// context it was resolved with.
 	outer context.Context
 
+	// named are the --build-context values, by normalised name.
+	named map[string]*namedSource
+
 	netMu sync.Mutex
 	// wantNet: a RUN will need the build's network; netOnce starts
 	// setting it up early.
@@ -185,6 +193,8 @@ func Build(ctx context.Context, opt Options) (*Result, error) {
 	if b.now.IsZero() {
 		b.now = time.Now().UTC()
 	}
+	b.initNamed()
+	defer b.closeNamed()
 	_, planSpan := trace.Start(ctx, "plan")
 	err := b.plan()
 	planSpan.End()
@@ -359,6 +369,7 @@ func (b *build) plan() error {
 		if bs, ok := b.byName[base]; ok {
 			s.base = bs
 		}
+		b.planNamed(s)
 		if s.name == "" {
 			s.displayName = fmt.Sprintf("stage-%d", i)
 		} else {
@@ -371,6 +382,9 @@ func (b *build) plan() error {
 		b.stages[0].displayName = ""
 	}
 	for _, s := range b.stages {
+		if s.replaced {
+			continue // a named context: none of its instructions run
+		}
 		if err := b.linkFromDeps(s, s.st.Commands); err != nil {
 			return err
 		}

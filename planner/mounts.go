@@ -220,15 +220,13 @@ func (b *build) resolveMounts(ctx context.Context, s *stage, c *instructions.Run
 		case instructions.MountTypeBind:
 			src := path.Clean("/" + m.Source)
 			mt := executor.Mount{Type: "layers", Target: target, Readonly: m.ReadOnly, SubPath: src}
-			if m.From == "" {
-				if b.opt.ContextDir == "" || b.ctxHash == nil {
-					return nil, fmt.Errorf("RUN --mount=type=bind: no build context")
-				}
-				abs, err := filepath.Abs(b.opt.ContextDir)
-				if err != nil {
-					return nil, err
-				}
-				sum, entries, err := b.ctxHash.Checksum([]string{src}, b.opt.Excludes)
+			cs, err := b.mountContext(ctx, m.From)
+			if err != nil {
+				return nil, fmt.Errorf("RUN --mount=type=bind: %w", err)
+			}
+			if cs != nil {
+				abs := cs.dir
+				sum, entries, err := cs.hasher.Checksum([]string{src}, cs.excludes)
 				if err != nil {
 					return nil, fmt.Errorf("RUN --mount=type=bind,source=%s: %w", m.Source, err)
 				}
@@ -237,7 +235,9 @@ func (b *build) resolveMounts(ctx context.Context, s *stage, c *instructions.Run
 				// hashed — what .dockerignore keeps, verified entry by
 				// entry while copied — as a lower dir: writes to a rw bind
 				// go to a throwaway upper, never to the user's files.
-				op := copier.Op{Kind: "copy", Sources: []string{src}, Dest: src, Excludes: b.opt.Excludes, FromStage: true, Verify: true}
+				// Owned by root, as BuildKit's client sends every local
+				// directory (uid and gid reset to 0), not by the host owner.
+				op := copier.Op{Kind: "copy", Sources: []string{src}, Dest: src, Excludes: cs.excludes, Verify: true}
 				for _, e := range entries {
 					op.Expect = append(op.Expect, copier.Entry{Path: e.Path, Sum: e.Sum})
 				}

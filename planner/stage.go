@@ -38,6 +38,8 @@ type stage struct {
 	triggers    []instructions.Command // ONBUILD of a base stage
 	total       int                    // steps shown as [i/total]
 	cmdIndex    int
+	named       *namedSource // --build-context replacing the stage, or its FROM directory
+	replaced    bool         // the stage's name is a named context's: it is that context
 
 	done      chan struct{}
 	errOnce   sync.Once
@@ -145,6 +147,10 @@ func (b *build) runStage(ctx context.Context, s *stage) (err error) {
 	at := func(err error) error { return parser.At(b.df.Name, s.st.Location, err) }
 	triggers := s.triggers
 	switch {
+	case s.named != nil && s.named.isDir():
+		if err := b.fromNamedDir(ctx, s); err != nil {
+			return at(err)
+		}
 	case s.base != nil:
 		if err := b.waitFor(ctx, s.base); err != nil {
 			return err
@@ -201,6 +207,9 @@ func (b *build) runStage(ctx context.Context, s *stage) (err error) {
 			t := *h.Created
 			s.lastTime = &t
 		}
+	}
+	if s.replaced {
+		return nil
 	}
 
 	for i, c := range triggers {

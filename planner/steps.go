@@ -579,6 +579,11 @@ func (b *build) dispatchCopy(ctx context.Context, s *stage, c copyCmd) error {
 	var spec executor.CopySpec
 	var fromLayers []cache.LayerInfo // COPY --from: unpacked only if the step runs
 	switch {
+	case b.namedDirFor(c.from) != nil:
+		if err := b.copyFromNamedDir(ctx, b.namedDirFor(c.from), &op, &spec, k); err != nil {
+			return err
+		}
+		c.from = "" // from here on, a copy from a context directory
 	case c.from != "":
 		op.FromStage = true
 		var layers []cache.LayerInfo

@@ -44,6 +44,7 @@ type buildFlags struct {
 	sandbox                                            func() (executor.Sandbox, error)
 	registry                                           *registryOptions
 	cache                                              *cacheFlags
+	buildContexts                                      []string // --build-context NAME=VALUE
 }
 
 func newBuildCmd(root *string) *cobra.Command {
@@ -97,6 +98,7 @@ func newBuildCmd(root *string) *cobra.Command {
 	fl.StringArrayVar(&f.attests, "attest", nil, "attestation, buildx spelling: type=provenance[,mode=min|max][,disabled=true]")
 	fl.StringVar(&f.call, "call", "build", "what to do: build, or check (run BuildKit's Dockerfile lint rules and build nothing; exit 1 on warnings)")
 	fl.BoolVar(&f.check, "check", false, "shorthand for --call=check")
+	fl.StringArrayVar(&f.buildContexts, "build-context", nil, "a named context NAME=VALUE for FROM NAME, COPY --from=NAME and RUN --mount from=NAME (repeatable): a directory, docker-image://REF, oci-layout://PATH[:TAG|@DIGEST], an https:// URL or a git URL")
 	f.sandbox = addSandboxFlags(fl)
 	f.registry = addRegistryFlags(fl)
 	f.cache = addCacheFlags(fl)
@@ -175,6 +177,10 @@ func runBuild(cmd *cobra.Command, root, contextDir string, f buildFlags) (err er
 		return err
 	}
 	provReq, err := parseProvenanceFlags(f.provenance, f.attests)
+	if err != nil {
+		return err
+	}
+	namedContexts, err := parseBuildContexts(f.buildContexts)
 	if err != nil {
 		return err
 	}
@@ -306,6 +312,7 @@ func runBuild(cmd *cobra.Command, root, contextDir string, f buildFlags) (err er
 
 		KeepTimestamps: keepTimes, // rewrite-timestamp=false
 		Remote:         remote,
+		NamedContexts:  namedContexts,
 	})
 	if err != nil {
 		return err
