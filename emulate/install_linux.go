@@ -1,0 +1,21 @@
+package emulate
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"golang.org/x/sys/unix"
+)
+
+// mountBinfmt mounts binfmt_misc at Dir unless it is there already (systemd
+// usually mounts it; minimal VMs and containers do not).
+func mountBinfmt() error {
+	if _, err := os.Stat(filepath.Join(Dir, "register")); err == nil {
+		return nil
+	}
+	if err := unix.Mount("binfmt_misc", Dir, "binfmt_misc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
+		return fmt.Errorf("mounting binfmt_misc at %s: %w (load it with `modprobe binfmt_misc`)", Dir, err)
+	}
+	return nil
+}
