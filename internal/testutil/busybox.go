@@ -143,8 +143,13 @@ func baseImage(l v1.Layer, cmd string) (v1.Image, error) {
 	return img, nil
 }
 
-func busyboxTar() ([]byte, error) {
-	bin, err := os.ReadFile(BusyboxPath)
+func busyboxTar() ([]byte, error) { return busyboxTarOf(BusyboxPath) }
+
+// busyboxTarOf makes the busybox rootfs around the busybox at path (another
+// architecture's, too: the applets are listed by the host's, as peers.sh
+// does).
+func busyboxTarOf(path string) ([]byte, error) {
+	bin, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, ErrNoBusybox
 	}

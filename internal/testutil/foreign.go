@@ -1,9 +1,11 @@
 package testutil
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -286,4 +288,31 @@ func makeForeignDebianRootfs(ctx context.Context, cacheDir, platform, arch, dest
 		return fmt.Errorf("caching %s debian rootfs: %w", arch, err)
 	}
 	return nil
+}
+
+// NewForeignBusyboxImage returns the busybox base for platform (e.g.
+// linux/arm64): NewBusyboxImage's layout around Debian's busybox-static for
+// that architecture (ForeignBusyboxBinary), with the platform in its
+// config. It is the image peers.sh pushes as library/busybox:arm64, byte
+// for byte.
+func NewForeignBusyboxImage(ctx context.Context, platform string) (v1.Image, error) {
+	bin, err := ForeignBusyboxBinary(ctx, platform)
+	if err != nil {
+		return nil, err
+	}
+	b, err := busyboxTarOf(bin)
+	if err != nil {
+		return nil, err
+	}
+	l, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) {
+		return io.NopCloser(bytes.NewReader(b)), nil
+	}, tarball.WithMediaType(types.DockerLayer))
+	if err != nil {
+		return nil, fmt.Errorf("making the %s busybox layer: %w", platform, err)
+	}
+	img, err := baseImage(plainLayer{l}, "sh")
+	if err != nil {
+		return nil, err
+	}
+	return withPlatform(img, platforms.Normalize(platforms.MustParse(platform)))
 }
