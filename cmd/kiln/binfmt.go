@@ -97,7 +97,10 @@ func gatherEmulation() emulationInfo {
 	r.Runnable, _ = emulate.Runnable()
 	for _, h := range hs {
 		e := emulatedRunner{Handler: h}
-		arch := strings.TrimPrefix(h.Platforms[0], "linux/")
+		arch := h.Platforms[0] // linux/arm/v7: --platform arm
+		if parts := strings.Split(arch, "/"); len(parts) > 1 {
+			arch = parts[1]
+		}
 		switch {
 		case !h.Enabled:
 			e.Why = "disabled: run `kiln binfmt --install --platform " + arch + "`"
