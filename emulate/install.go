@@ -175,20 +175,29 @@ func install(q QEMU) (Action, error) {
 		return a, err
 	}
 	a.Did = "registered"
+	var kept *Action
 	for _, h := range hs {
 		if !slices.Contains(h.Platforms, q.Platform) {
 			continue
 		}
 		if h.Usable() {
 			// Another usable entry (docker's tonistiigi/binfmt, say)
-			// already runs it: the kernel would pick the newest, so
-			// adding ours changes nothing but the machine's state.
-			return Action{Platform: q.Platform, Name: h.Name, Interpreter: h.Interpreter, Did: "kept"}, nil
+			// already runs it: adding ours would change nothing but the
+			// machine's state.
+			if kept == nil {
+				kept = &Action{Platform: q.Platform, Name: h.Name, Interpreter: h.Interpreter, Did: "kept"}
+			}
+			continue
 		}
+		// The kernel tries the newest entry first: an unusable one must
+		// go even when a usable one stays.
 		if err := Remove(h.Name); err != nil {
 			return a, err
 		}
 		a.Did = "replaced"
+	}
+	if kept != nil {
+		return *kept, nil
 	}
 	// An entry of our name for another magic (a hand-made one) would make
 	// the registration fail with EEXIST.

@@ -220,4 +220,31 @@ func TestInstall(t *testing.T) {
 			}
 		})
 	}
+
+	// A usable entry of another name is kept; ours without F, which the
+	// kernel would try first, goes.
+	t.Run("other name usable", func(t *testing.T) {
+		remove(t)
+		e := noFix
+		e.Name, e.Flags = other, "F"
+		if err := emulate.Register(e); err != nil {
+			t.Fatal(err)
+		}
+		if err := emulate.Register(noFix); err != nil {
+			t.Fatal(err)
+		}
+		done, err := emulate.Install(qs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(done) != 1 || done[0].Did != "kept" || done[0].Name != other {
+			t.Fatalf("Install = %+v, want %s kept", done, other)
+		}
+		if _, err := os.Stat(filepath.Join(emulate.Dir, name)); err == nil {
+			t.Errorf("%s without F is still registered", name)
+		}
+		if err := emulate.Check(q.Platform); err != nil {
+			t.Errorf("Check(%s): %v", q.Platform, err)
+		}
+	})
 }

@@ -79,7 +79,11 @@ type emulationInfo struct {
 }
 
 type emulatedRunner struct {
-	emulate.Handler
+	Name        string   `json:"name"`
+	Interpreter string   `json:"interpreter"`
+	Platforms   []string `json:"platforms"`
+	Enabled     bool     `json:"enabled"`
+	Fix         bool     `json:"fixBinary"` // the F flag
 	// Why is empty for a usable handler, and otherwise says what is wrong
 	// and what to do.
 	Why string `json:"unusable,omitempty"`
@@ -96,7 +100,7 @@ func gatherEmulation() emulationInfo {
 	}
 	r.Runnable, _ = emulate.Runnable()
 	for _, h := range hs {
-		e := emulatedRunner{Handler: h}
+		e := emulatedRunner{Name: h.Name, Interpreter: h.Interpreter, Platforms: h.Platforms, Enabled: h.Enabled, Fix: h.Fix}
 		arch := h.Platforms[0] // linux/arm/v7: --platform arm
 		if parts := strings.Split(arch, "/"); len(parts) > 1 {
 			arch = parts[1]
