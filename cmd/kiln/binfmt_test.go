@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -9,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/kiln-build/kiln/emulate"
+	"github.com/kiln-build/kiln/internal/testutil"
 )
 
 // fakeBinfmt points emulate at a binfmt_misc directory of the test's own
@@ -97,5 +100,44 @@ func TestBinfmtCmd(t *testing.T) {
 				t.Errorf("output lacks %q:\n%s", tc.want, out.String())
 			}
 		})
+	}
+}
+
+// TestEmulatedRun runs RUN steps of an arm64 base through the machine's
+// QEMU handler: the F flag is what makes the emulator usable inside the
+// sandbox's root, where no /usr/bin/qemu-* exists.
+func TestEmulatedRun(t *testing.T) {
+	needRoot(t)
+	if err := emulate.Check("linux/arm64"); err != nil {
+		testutil.SkipHost(t, err)
+	}
+	img, err := testutil.NewForeignBusyboxImage(context.Background(), "linux/arm64")
+	var skip *testutil.SkipError
+	if errors.As(err, &skip) {
+		testutil.SkipHost(t, skip.Reason)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := testutil.Registry(t)
+	ref := testutil.Push(t, img, reg+"/library/busybox:arm64")
+	ctxDir := t.TempDir()
+	df := "FROM " + ref + "\nRUN uname -m > /machine\n"
+	if err := os.WriteFile(filepath.Join(ctxDir, "Dockerfile"), []byte(df), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	rootfs := filepath.Join(t.TempDir(), "rootfs")
+	log, code := kiln(t, "build", "--root", t.TempDir(), "--progress=plain", "-o", "type=local,dest="+rootfs, ctxDir)
+	if code != 0 {
+		t.Fatalf("kiln build exited %d:\n%s", code, log)
+	}
+	for file, want := range map[string]string{"machine": "aarch64"} {
+		got, err := os.ReadFile(filepath.Join(rootfs, file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.TrimSpace(string(got)) != want {
+			t.Errorf("/%s = %q, want %q", file, got, want)
+		}
 	}
 }
