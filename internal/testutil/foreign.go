@@ -17,7 +17,6 @@ import (
 
 	"github.com/containerd/platforms"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
@@ -50,7 +49,8 @@ func DebianArch(platform string) (string, error) {
 	return "", fmt.Errorf("platform %s has no Debian architecture", platform)
 }
 
-var foreignBusybox sync.Mutex
+// foreignBusyboxMu keeps this process to one download at a time.
+var foreignBusyboxMu sync.Mutex
 
 // ForeignBusyboxBinary returns the path of Debian's busybox-static for
 // platform (linux/arm64, linux/arm/v7 …), downloaded with `apt-get download
@@ -62,8 +62,8 @@ func ForeignBusyboxBinary(ctx context.Context, platform string) (string, error) 
 	if err != nil {
 		return "", err
 	}
-	foreignBusybox.Lock()
-	defer foreignBusybox.Unlock()
+	foreignBusyboxMu.Lock()
+	defer foreignBusyboxMu.Unlock()
 	cacheDir := CacheDir()
 	dest := filepath.Join(cacheDir, "busybox-static-"+arch)
 	bin := filepath.Join(dest, "bin", "busybox")
@@ -204,33 +204,14 @@ func NewDebianImageFor(ctx context.Context, cacheDir, platform string) (v1.Image
 	if err != nil {
 		return nil, fmt.Errorf("reading cached debian layer %s: %w", blob, err)
 	}
-	img, err := baseImage(plainLayer{l}, "bash")
+	img, err := baseImageFor(plainLayer{l}, "bash", v1.Platform{OS: p.OS, Architecture: p.Architecture, Variant: p.Variant})
 	if err != nil {
-		return nil, err
-	}
-	if img, err = withPlatform(img, p); err != nil {
 		return nil, err
 	}
 	if foreignDebian.imgs == nil {
 		foreignDebian.imgs = map[string]v1.Image{}
 	}
 	foreignDebian.imgs[key] = img
-	return img, nil
-}
-
-// withPlatform sets the config's architecture and variant, as `crane mutate
-// --set-platform` does.
-func withPlatform(img v1.Image, p platforms.Platform) (v1.Image, error) {
-	cfg, err := img.ConfigFile()
-	if err != nil {
-		return nil, fmt.Errorf("reading base config: %w", err)
-	}
-	cfg = cfg.DeepCopy()
-	cfg.OS, cfg.Architecture, cfg.Variant = p.OS, p.Architecture, p.Variant
-	img, err = mutate.ConfigFile(img, cfg)
-	if err != nil {
-		return nil, fmt.Errorf("setting base platform: %w", err)
-	}
 	return img, nil
 }
 
@@ -294,13 +275,18 @@ func makeForeignDebianRootfs(ctx context.Context, cacheDir, platform, arch, dest
 // linux/arm64): NewBusyboxImage's layout around Debian's busybox-static for
 // that architecture (ForeignBusyboxBinary), with the platform in its
 // config. It is the image peers.sh pushes as library/busybox:arm64, byte
-// for byte.
+// for byte, and the same as NewBusyboxFor's (which takes Debian's
+// architecture names and caches the binary elsewhere).
 func NewForeignBusyboxImage(ctx context.Context, platform string) (v1.Image, error) {
 	bin, err := ForeignBusyboxBinary(ctx, platform)
 	if err != nil {
 		return nil, err
 	}
-	b, err := busyboxTarOf(bin)
+	data, err := os.ReadFile(bin)
+	if err != nil {
+		return nil, fmt.Errorf("reading %s: %w", bin, err)
+	}
+	b, err := busyboxTarOf(data)
 	if err != nil {
 		return nil, err
 	}
@@ -310,9 +296,6 @@ func NewForeignBusyboxImage(ctx context.Context, platform string) (v1.Image, err
 	if err != nil {
 		return nil, fmt.Errorf("making the %s busybox layer: %w", platform, err)
 	}
-	img, err := baseImage(plainLayer{l}, "sh")
-	if err != nil {
-		return nil, err
-	}
-	return withPlatform(img, platforms.Normalize(platforms.MustParse(platform)))
+	p := platforms.Normalize(platforms.MustParse(platform))
+	return baseImageFor(plainLayer{l}, "sh", v1.Platform{OS: p.OS, Architecture: p.Architecture, Variant: p.Variant})
 }
