@@ -11,7 +11,14 @@
 #      network (kiln only), whose differences from 2. are the once-per-build
 #      cost of the isolated network (pasta) and its per-RUN overhead; the
 #      same measured precisely by the executor's Go benchmarks when Go is
-#      installed.
+#      installed;
+#   5. emulated: 11 RUN steps of a linux/arm64 build under QEMU (a gzip of
+#      30 MB, then 300 short emulated processes), cold, both builders using
+#      the same binfmt_misc handlers; skipped, with the reason in the report,
+#      where there is no usable arm64 handler (apt-get install
+#      qemu-user-static && kiln binfmt --install), where dpkg lacks arm64
+#      (the base is Debian's busybox-static:arm64), or where this kiln cannot
+#      build --platform linux/arm64.
 #
 # Every build exports an OCI archive (kiln -o type=oci, buildctl --output
 # type=oci). Wall time and peak RSS come from /usr/bin/time; BuildKit's RSS
@@ -28,8 +35,9 @@
 #   BUILDKIT_VERSION  the BuildKit version to print when buildkitd reports none
 #                     (one built from its Go module without version stamping)
 #   BENCH_BUILDKIT=0  skip BuildKit even if it answers
-#   BENCH_ONLY=run    only the RUN workloads (2. and 4.), e.g. to try the
-#                     script quickly
+#   BENCH_ONLY=run    only the RUN workloads (2., 4. and 5.), e.g. to try
+#                     the script quickly
+#   BENCH_EMULATED=0  skip the emulated arm64 row (5.)
 #   BENCH_FLEET=0     skip the fleet benchmark (bench/fleet: FLEET_RUNNERS
 #                     empty stores in a row sharing a registry cache)
 #   BENCH_FLEET_DEBIAN=0  skip the fleet's Debian apt + Go module workload
@@ -78,10 +86,30 @@ traces=$work/traces
 rm -rf "$logs" "$traces" "$work/out" "$work/root" "$work/df"
 mkdir -p "$logs" "$traces" "$work/out" "$work/df"
 
-# --- the base image, from a registry of our own -----------------------------
+# --- can this machine run the emulated row? ----------------------------------
+# It needs a usable arm64 handler (F flag) and dpkg's arm64 architecture, for
+# mkbase's busybox:arm64 (Debian's busybox-static:arm64).
+# (Outputs are read whole first: grep -q exiting early would fail the
+# pipeline under pipefail.)
+emu_skip=
+runnable=$("$KILN" binfmt 2>/dev/null | grep '^RUN can execute:' || true)
+foreign_archs=$(dpkg --print-foreign-architectures 2>/dev/null || true)
+if [ "${BENCH_EMULATED:-1}" = 0 ]; then
+	emu_skip="BENCH_EMULATED=0"
+elif [ "$(uname -m)" = aarch64 ]; then
+	emu_skip="arm64 is native here"
+elif ! printf '%s\n' "$runnable" | grep -Eq ' linux/arm64(,|$)'; then
+	emu_skip="no arm64 handler (apt-get install qemu-user-static && kiln binfmt --install)"
+elif ! printf '%s\n' "$foreign_archs" | grep -qx arm64; then
+	emu_skip="dpkg lacks arm64 for the busybox-static:arm64 base (dpkg --add-architecture arm64 && apt-get update)"
+fi
+
+# --- the base images, from a registry of our own ------------------------------
 addr_file=$work/registry.addr
 rm -f "$addr_file"
-"$MKBASE" -busybox -serve 127.0.0.1:0 -addr-file "$addr_file" >"$logs/mkbase.log" 2>&1 &
+mkbase_args=(-busybox)
+[ -n "$emu_skip" ] || mkbase_args+=(-platforms linux/arm64)
+"$MKBASE" "${mkbase_args[@]}" -serve 127.0.0.1:0 -addr-file "$addr_file" >"$logs/mkbase.log" 2>&1 &
 mkbase_pid=$!
 cleanup() {
 	kill "$mkbase_pid" 2>/dev/null || true
@@ -95,6 +123,7 @@ for _ in $(seq 600); do
 done
 [ -s "$addr_file" ] || { echo "bench: mkbase did not start serving" >&2; exit 1; }
 base="$(cat "$addr_file")/library/busybox:latest"
+base_arm64="$(cat "$addr_file")/library/busybox:arm64"
 
 # --- workloads ---------------------------------------------------------------
 ctx10k=$work/ctx10k
@@ -134,6 +163,15 @@ ARG BASE
 FROM $BASE
 RUN head -c 500000000 /dev/urandom > /big
 EOF
+# RUN-heavy under emulation: CPU in one step, process start-up (each exec is
+# a new QEMU) in the others.
+{
+	printf 'ARG BASE_ARM64\nFROM $BASE_ARM64\nRUN head -c 30000000 /dev/zero | gzip | md5sum > /gzip.md5\n'
+	for i in $(seq 10); do
+		printf 'RUN i=0; while [ $i -lt 30 ]; do /bin/uname -m > /dev/null; i=$((i+1)); done; echo %d > /step%d\n' "$i" "$i"
+	done
+} | dockerfile emu-arm64
+printf 'ARG BASE_ARM64\nFROM $BASE_ARM64\n' | dockerfile probe-arm64
 
 # --- measuring ---------------------------------------------------------------
 # timed LOG CMD...: runs CMD, sets T (seconds) and M (peak RSS, MB).
@@ -237,6 +275,33 @@ rmstore() { rm -rf "$1" 2>/dev/null || { sleep 1; rm -rf "$1"; }; }
 
 change_one() { printf 'changed by run %s\n' "$1" >>"$onefile"; }
 
+# cold_emulated LABEL DF: a cold linux/arm64 build of DF on busybox:arm64,
+# with kiln and BuildKit. A kiln that cannot build --platform linux/arm64
+# (one probe build) skips the row instead of failing the bench.
+cold_emulated() {
+	local label=$1 dfname=$2
+	local emu=(--platform linux/arm64 --build-arg BASE_ARM64="$base_arm64")
+	rmstore "$work/root"
+	kiln_build probe-arm64 "$empty" kiln-probe-arm64 "${emu[@]}"
+	if ! "${CMD[@]}" >"$logs/kiln-probe-arm64" 2>&1; then
+		emu_skip="this kiln cannot build --platform linux/arm64: $(tail -n 1 "$logs/kiln-probe-arm64")"
+		return
+	fi
+	record "$label"
+	sync
+	rmstore "$work/root"
+	kiln_build "$dfname" "$empty" "kiln-$(slug "$label")" "${emu[@]}"
+	timed "$logs/kiln-$label" "${CMD[@]}"
+	KT[$label]=$T KM[$label]=$M
+	if [ $bk = 1 ]; then
+		bk_prune
+		sync
+		bk_build "$dfname" "$empty" --no-cache --opt platform=linux/arm64 --opt build-arg:BASE_ARM64="$base_arm64"
+		timed "$logs/bk-$label" "${CMD[@]}"
+		BT[$label]=$T
+	fi
+}
+
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 commit=$(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo "?")
 bkversion=
@@ -264,6 +329,7 @@ cold "1 RUN step cold" run1 "$empty"
 hostnet=(--network=host --allow network.host)
 cold_kiln "30 RUN steps, host network" run30 "$empty" "${hostnet[@]}"
 cold_kiln "1 RUN step, host network" run1 "$empty" "${hostnet[@]}"
+[ -n "$emu_skip" ] || cold_emulated "arm64 emulated RUN steps cold" emu-arm64
 
 # The executor's benchmarks of the same, without the noise of whole builds:
 # set up and tear down the build network; one RUN of /bin/true in it, and
@@ -318,6 +384,7 @@ cpu=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
 			printf 'RUN network, executor benchmarks: %s\n' "$netbench"
 		fi
 	fi
+	[ -z "$emu_skip" ] || echo "emulated arm64 row: skipped: $emu_skip"
 	echo "(warm rows: median of $RUNS runs; load average $load_before before, $(cut -d' ' -f1-3 /proc/loadavg) after:"
 	echo " other work on the machine skews both builders; compare ratios from one run; logs in $logs)"
 	echo "traces of every kiln build (kiln build --trace; open in ui.perfetto.dev): $traces"
@@ -327,7 +394,7 @@ cpu=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
 # their traces, the 15 longest phases; a step's phases are within "step").
 if command -v go >/dev/null && (cd "$repo" && go build -o "$work/tracesum" ./bench/tracesum); then
 	for n in kiln-10k-files-cold kiln-10k-files-no-op-rebuild-1 kiln-10k-files-one-file-changed-1 \
-		kiln-30-RUN-steps-cold kiln-500-MB-RUN-OCI-export; do
+		kiln-30-RUN-steps-cold kiln-500-MB-RUN-OCI-export kiln-arm64-emulated-RUN-steps-cold; do
 		[ -e "$traces/$n.json" ] || continue
 		echo
 		echo "where the time went, $n ($traces/$n.json):"

@@ -129,6 +129,7 @@ type results struct {
 	PerRun   [2]float64 // ms, kiln and BuildKit (0: not measured)
 	NetLine  string     // the RUN network summary
 	NetBench string     // the executor's network benchmarks
+	EmuSkip  string     // why the emulated arm64 row is missing, if it is
 	Fleets   []fleet
 }
 
@@ -204,6 +205,8 @@ func parse(r io.Reader) (*results, error) {
 			res.Rows = append(res.Rows, rw)
 		case strings.HasPrefix(line, "RUN network (default"):
 			res.NetLine = line
+		case strings.HasPrefix(line, "emulated arm64 row: skipped: "):
+			res.EmuSkip = strings.TrimPrefix(line, "emulated arm64 row: skipped: ")
 		case strings.HasPrefix(line, "RUN network, executor benchmarks: "):
 			res.NetBench = strings.TrimPrefix(line, "RUN network, executor benchmarks: ")
 		case fleetRE.MatchString(line):
@@ -279,6 +282,7 @@ var workloads = []struct{ label, name, target string }{
 	{"10k-files one file changed", "the same, one file changed", "≤0.1×"},
 	{"30 RUN steps cold", "30 trivial RUN steps, cold", "≤0.1×"},
 	{"500 MB RUN, OCI export", "one RUN writing 500 MB, OCI archive export", "≤0.25×"},
+	{"arm64 emulated RUN steps cold", "11 RUN steps of a linux/arm64 build under QEMU (both with the same binfmt_misc handlers): gzip of 30 MB, 300 emulated processes, cold", "–"},
 }
 
 var derivedRows = map[string]bool{"1 RUN step cold": true, "30 RUN steps, host network": true, "1 RUN step, host network": true}
@@ -335,6 +339,9 @@ func renderMain(res *results) string {
 	}
 	if res.NetBench != "" {
 		fmt.Fprintf(&b, " The executor's benchmarks of the same: %s.", strings.TrimSuffix(res.NetBench, "."))
+	}
+	if res.EmuSkip != "" {
+		fmt.Fprintf(&b, " The emulated arm64 row was skipped: %s.", strings.TrimSuffix(res.EmuSkip, "."))
 	}
 	b.WriteString("\n")
 	return b.String()

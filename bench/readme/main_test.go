@@ -52,8 +52,8 @@ func TestParse(t *testing.T) {
 	if res.Date != "2026-12-05" || res.Commit != "c2f3ace" || res.BuildKit != "v0.34.2" || !res.HasBK {
 		t.Errorf("header: %+v", res)
 	}
-	if len(res.Rows) != 8 {
-		t.Errorf("%d rows, want 8", len(res.Rows))
+	if len(res.Rows) != 9 {
+		t.Errorf("%d rows, want 9", len(res.Rows))
 	}
 	if r := res.Rows[5]; r.Label != "500 MB RUN, OCI export" || r.Kiln != 3.25 || r.RSS != 32 || r.BuildKit != 11.28 {
 		t.Errorf("row 6: %+v", r)

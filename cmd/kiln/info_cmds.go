@@ -331,6 +331,7 @@ type infoReport struct {
 	Config     string                         `json:"config"`
 	ConfigRead bool                           `json:"configRead"`
 	Registries map[string]registry.HostConfig `json:"registries"`
+	Emulation  emulationInfo                  `json:"emulation"`
 }
 
 func newInfoCmd(root *string) *cobra.Command {
@@ -365,6 +366,7 @@ func gatherInfo(root string) (infoReport, error) {
 		return r, fmt.Errorf("finding the store: %w", err)
 	}
 	r.Store.Path = abs
+	r.Emulation = gatherEmulation()
 	// info only looks: it must not create a store where there is none,
 	// as cache.Open would (in /tmp, say, after a wrong --root)
 	if _, err := os.Stat(filepath.Join(abs, "blobs")); err == nil {
@@ -441,6 +443,7 @@ func printInfo(w io.Writer, r infoReport) {
 		}
 	}
 	table(w, rows)
+	printEmulation(w, r.Emulation)
 	state := "read"
 	if !r.ConfigRead {
 		state = "not present"

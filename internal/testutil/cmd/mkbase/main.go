@@ -4,6 +4,8 @@
 //
 //	mkbase -busybox -o DIR            add busybox:latest to an OCI layout
 //	mkbase -busybox -push HOST:PORT   push HOST:PORT/library/busybox:latest
+//	mkbase -busybox -platforms linux/arm64 …  also busybox:arm64 (Debian's
+//	                                  busybox-static:arm64; -debian: debian:bookworm-arm64)
 //	mkbase -busybox -serve ADDR       serve an in-process registry holding it
 //	                                  on ADDR (127.0.0.1:0 picks a port) until
 //	                                  killed; prints the address and, with
@@ -22,6 +24,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -53,6 +56,7 @@ func run(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("mkbase", flag.ContinueOnError)
 	busybox := fs.Bool("busybox", false, "make the busybox base (library/busybox:latest)")
 	debian := fs.Bool("debian", false, "make the debian base (library/debian:bookworm; debootstrap, cached in "+testutil.CacheDir()+")")
+	foreign := fs.String("platforms", "", "also make the bases for these other `PLATFORMS` (comma-separated, e.g. linux/arm64,linux/arm/v7), tagged busybox:ARCH and debian:bookworm-ARCH with Debian's ARCH (arm64, armhf); debian under QEMU: see kiln binfmt")
 	out := fs.String("o", "", "add the images to the OCI layout directory `DIR`")
 	pushTo := fs.String("push", "", "push the images to the registry `HOST:PORT`")
 	serve := fs.String("serve", "", "serve the images from an in-process registry on `ADDR` until killed")
@@ -68,6 +72,25 @@ func run(ctx context.Context, args []string) error {
 		bases = append(bases, base{"library/debian", "bookworm", func(ctx context.Context) (v1.Image, error) {
 			return testutil.NewDebianImage(ctx, testutil.CacheDir())
 		}})
+	}
+	for _, pl := range strings.Split(*foreign, ",") {
+		if pl = strings.TrimSpace(pl); pl == "" {
+			continue
+		}
+		arch, err := testutil.DebianArch(pl)
+		if err != nil {
+			return fmt.Errorf("-platforms: %w", err)
+		}
+		if *busybox {
+			bases = append(bases, base{"library/busybox", arch, func(ctx context.Context) (v1.Image, error) {
+				return testutil.NewForeignBusyboxImage(ctx, pl)
+			}})
+		}
+		if *debian {
+			bases = append(bases, base{"library/debian", "bookworm-" + arch, func(ctx context.Context) (v1.Image, error) {
+				return testutil.NewDebianImageFor(ctx, testutil.CacheDir(), pl)
+			}})
+		}
 	}
 	if len(bases) == 0 {
 		return errors.New("choose at least one of -busybox and -debian")
