@@ -261,3 +261,59 @@ func removeGitDir(dir string) error {
 	defer r.Close()
 	return r.Dir().RemoveAll(".git")
 }
+
+// MaxDockerfileSize bounds a Dockerfile read from a fetched context.
+const MaxDockerfileSize = 16 << 20
+
+// ContextFiles copies the Dockerfile named name (a path inside the
+// context, as `docker build -f` means it for a remote context) and its
+// NAME.dockerignore, if any, out of the fetched context ctxDir into outDir
+// through package rooted, and returns the copy's host path: a symlink in
+// the context is resolved inside it, and a FIFO or device is refused
+// without blocking. It also makes the context's own .dockerignore a
+// regular file (its target's bytes, or nothing), so that the build's
+// plain read of it can neither leave the tree nor block.
+func ContextFiles(ctxDir, name, outDir string) (string, error) {
+	r, err := rooted.Open(ctxDir)
+	if err != nil {
+		return "", err
+	}
+	defer r.Close()
+	df, err := r.ReadFile(name, MaxDockerfileSize)
+	if err != nil {
+		return "", fmt.Errorf("reading the Dockerfile %s in the build context: %w (name it with -f, relative to the context)", name, err)
+	}
+	if err := os.MkdirAll(outDir, 0o700); err != nil {
+		return "", err
+	}
+	out := filepath.Join(outDir, filepath.Base(rooted.Clean(name)))
+	if err := os.WriteFile(out, df, 0o600); err != nil {
+		return "", err
+	}
+	if ig, err := r.ReadFile(name+".dockerignore", MaxDockerfileSize); err == nil {
+		if err := os.WriteFile(out+".dockerignore", ig, 0o600); err != nil {
+			return "", err
+		}
+	}
+	if st, err := r.Lstat("/.dockerignore"); err == nil && st.Mode&syscall.S_IFMT != syscall.S_IFREG {
+		ig, rerr := r.ReadFile("/.dockerignore", MaxDockerfileSize)
+		if err := r.Dir().RemoveAll(".dockerignore"); err != nil {
+			return "", err
+		}
+		if rerr == nil {
+			fd, err := r.Dir().Create(".dockerignore", 0o644)
+			if err != nil {
+				return "", err
+			}
+			f := os.NewFile(uintptr(fd), ".dockerignore")
+			_, err = f.Write(ig)
+			if cerr := f.Close(); err == nil {
+				err = cerr
+			}
+			if err != nil {
+				return "", err
+			}
+		}
+	}
+	return out, nil
+}

@@ -31,3 +31,6 @@ func ReadStdinContext(context.Context, io.Reader, string) (Context, error) {
 func SubdirPath(root, subdir string) (string, error) { return "", errNotSupported }
 
 func removeGitDir(string) error { return errNotSupported }
+
+// ContextFiles needs Linux (package rooted).
+func ContextFiles(ctxDir, name, outDir string) (string, error) { return "", errNotSupported }

@@ -56,7 +56,7 @@ func newBuildCmd(root *string) *cobra.Command {
   kiln build -o type=local,dest=rootfs .`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) != 1 {
-				return usagef("build takes exactly one CONTEXT argument (a directory), got %d", len(args))
+				return usagef("build takes exactly one CONTEXT argument (a directory, -, a git or an http(s) URL), got %d", len(args))
 			}
 			return nil
 		},
@@ -109,6 +109,12 @@ func runBuild(cmd *cobra.Command, root, contextDir string, f buildFlags) (err er
 			}
 		}()
 	}
+	contextDir, dockerfile, cleanupContext, err := resolveContext(ctx, contextDir, f.file)
+	if err != nil {
+		return err
+	}
+	defer cleanupContext()
+	f.file = dockerfile
 	st, err := os.Stat(contextDir)
 	if err != nil || !st.IsDir() {
 		return usagef("build context %q is not a directory", contextDir)
