@@ -143,6 +143,9 @@ func (r *remoteSource) addKey(k *stepKey, i int) {
 func (r *remoteSource) copy(ctx context.Context, rf executor.Rootfs, op copier.Op, scratch string, unpack bool) error {
 	op.FromStage, op.Excludes, op.Verify, op.Expect = false, nil, false, nil
 	op.Kind = "copy"
+	if err := os.MkdirAll(scratch, 0o755); err != nil {
+		return err
+	}
 	var srcDir string
 	switch {
 	case r.git != nil:

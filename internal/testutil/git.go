@@ -47,8 +47,9 @@ type GitRepo struct {
 	V1, Main string
 }
 
-// NewGitRepo makes the test repository: at v1 README ("one\n") and
-// sub/a.txt ("a1\n"), sub/link -> a.txt; main changes sub/a.txt to
+// NewGitRepo makes the test repository: at v1 README ("one\n"),
+// sub/a.txt ("a1\n"), sub/link -> a.txt and sub/Dockerfile (COPY . /ctx/,
+// for a context at sub); main changes sub/a.txt to
 // "a2\n" and adds sub/b.txt.
 func NewGitRepo(t testing.TB) *GitRepo {
 	t.Helper()
@@ -65,6 +66,7 @@ func NewGitRepo(t testing.TB) *GitRepo {
 	}
 	write("README", "one\n")
 	write("sub/a.txt", "a1\n")
+	write("sub/Dockerfile", "FROM scratch\nCOPY . /ctx/\n")
 	if err := os.Symlink("a.txt", filepath.Join(work, "sub", "link")); err != nil {
 		t.Fatal(err)
 	}
