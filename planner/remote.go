@@ -2,11 +2,13 @@ package planner
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 
@@ -28,6 +30,10 @@ type remoteSource struct {
 	checksum digest.Digest // --checksum, when given
 	file     source.File   // fetched while planning (no --checksum)
 	dir      string        // where file is; removed by cleanup
+	// revalidated: the server answered 304 to the ETag of an earlier
+	// download, file is that download's record and the step downloads
+	// the bytes only if it runs.
+	revalidated bool
 	// git
 	git     *source.GitRef
 	commit  source.Resolved
@@ -104,8 +110,19 @@ func (b *build) remoteADD(ctx context.Context, c copyCmd) (local []string, remot
 		}
 		dirs = append(dirs, d)
 		r.dir = d
-		if r.file, err = source.HTTP(ctx, r.url, d, source.HTTPOptions{Filename: r.name}); err != nil {
+		opts := source.HTTPOptions{Filename: r.name}
+		rec, haveRec := b.httpRecord(r.url)
+		if haveRec && rec.Name == r.name {
+			opts.ETag = rec.ETag
+		}
+		if r.file, err = source.HTTP(ctx, r.url, d, opts); err != nil {
 			return nil, nil, cleanup, err
+		}
+		if r.file.NotModified {
+			r.file = source.File{Name: rec.Name, Digest: rec.Digest, ModTime: rec.ModTime, LastModified: rec.LastModified, ETag: rec.ETag}
+			r.revalidated = true
+		} else if r.file.ETag != "" {
+			b.putHTTPRecord(r.url, r.file)
 		}
 	}
 	return local, remotes, cleanup, nil
@@ -157,12 +174,18 @@ func (r *remoteSource) copy(ctx context.Context, rf executor.Rootfs, op copier.O
 		op.Sources = []string{"/" + r.git.Subdir}
 	default:
 		srcDir = r.dir
-		if r.checksum != "" {
+		if want := r.checksum; want != "" || r.revalidated {
+			if r.revalidated {
+				want = r.file.Digest
+			}
 			srcDir = filepath.Join(scratch, "download")
 			if err := os.Mkdir(srcDir, 0o700); err != nil {
 				return err
 			}
-			if _, err := source.HTTP(ctx, r.url, srcDir, source.HTTPOptions{Filename: r.name, Checksum: r.checksum}); err != nil {
+			if _, err := source.HTTP(ctx, r.url, srcDir, source.HTTPOptions{Filename: r.name, Checksum: want}); err != nil {
+				if r.revalidated {
+					return fmt.Errorf("%w (the server said the file was unchanged, then served other bytes: build again)", err)
+				}
 				return err
 			}
 		}
@@ -172,4 +195,57 @@ func (r *remoteSource) copy(ctx context.Context, rf executor.Rootfs, op copier.O
 		}
 	}
 	return executor.Copy(ctx, executor.CopySpec{Rootfs: rf, SourceDir: srcDir, Op: op})
+}
+
+// httpRecord is what kiln remembers of a download that had an entity tag,
+// so that a rebuild revalidates it (If-None-Match) instead of downloading
+// it again. Kept under ROOT/sources/http, one small file per URL digest.
+type httpRecord struct {
+	ETag         string        `json:"etag"`
+	Digest       digest.Digest `json:"digest"`
+	Name         string        `json:"name"`
+	ModTime      time.Time     `json:"mtime"`
+	LastModified bool          `json:"lastModified,omitempty"`
+}
+
+func (b *build) httpRecordPath(url string) string {
+	if b.opt.Store == nil {
+		return ""
+	}
+	return filepath.Join(b.opt.Store.Root, "sources", "http", digest.FromString(url).Encoded()+".json")
+}
+
+func (b *build) httpRecord(url string) (httpRecord, bool) {
+	var rec httpRecord
+	p := b.httpRecordPath(url)
+	if p == "" {
+		return rec, false
+	}
+	data, err := os.ReadFile(p)
+	if err != nil || json.Unmarshal(data, &rec) != nil || rec.ETag == "" || rec.Digest.Validate() != nil {
+		return httpRecord{}, false
+	}
+	return rec, true
+}
+
+// putHTTPRecord remembers f; failing to is no error (the next build
+// downloads again).
+func (b *build) putHTTPRecord(url string, f source.File) {
+	p := b.httpRecordPath(url)
+	if p == "" {
+		return
+	}
+	data, err := json.Marshal(httpRecord{ETag: f.ETag, Digest: f.Digest, Name: f.Name, ModTime: f.ModTime, LastModified: f.LastModified})
+	if err != nil || os.MkdirAll(filepath.Dir(p), 0o700) != nil {
+		return
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(p), ".tmp-")
+	if err != nil {
+		return
+	}
+	_, err = tmp.Write(data)
+	if cerr := tmp.Close(); err == nil && cerr == nil && os.Rename(tmp.Name(), p) == nil {
+		return
+	}
+	os.Remove(tmp.Name())
 }

@@ -35,6 +35,10 @@ type HTTPOptions struct {
 	MaxSize int64
 	// Client, when set, is used instead of one built by NewClient.
 	Client *http.Client
+	// ETag, when set, is sent as If-None-Match: a 304 answer makes HTTP
+	// return a File with NotModified set and write nothing (BuildKit
+	// revalidates a download it has by its entity tag the same way).
+	ETag string
 }
 
 // File is a downloaded file.
@@ -52,6 +56,9 @@ type File struct {
 	LastModified bool
 	// ETag is the server's entity tag, if any.
 	ETag string
+	// NotModified is set when the server answered 304 to HTTPOptions.ETag:
+	// only ETag is set then, and nothing was written.
+	NotModified bool
 }
 
 // NewClient returns the HTTP client downloads use: the proxy from
@@ -93,11 +100,24 @@ func HTTP(ctx context.Context, rawURL, dir string, opts HTTPOptions) (File, erro
 	if err != nil {
 		return File{}, fmt.Errorf("downloading %s: %w", redact(rawURL), err)
 	}
+	if opts.ETag != "" {
+		req.Header.Set("If-None-Match", opts.ETag)
+	}
 	resp, err := client.Do(req)
 	if err != nil {
 		return File{}, fmt.Errorf("downloading %s: %w (check the URL, and HTTPS_PROXY/NO_PROXY if a proxy is needed)", redact(rawURL), err)
 	}
 	defer resp.Body.Close()
+	if opts.ETag != "" && resp.StatusCode == http.StatusNotModified {
+		etag := resp.Header.Get("ETag")
+		if etag == "" {
+			etag = opts.ETag
+		}
+		if etag == opts.ETag {
+			return File{ETag: etag, NotModified: true}, nil
+		}
+		return File{}, fmt.Errorf("downloading %s: the server answered 304 for another entity tag (%s, asked %s)", redact(rawURL), etag, opts.ETag)
+	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		return File{}, fmt.Errorf("downloading %s: the server answered %s", redact(rawURL), resp.Status)
 	}

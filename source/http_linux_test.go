@@ -122,3 +122,33 @@ func TestHTTPStatus(t *testing.T) {
 }
 
 func contains(s, sub string) bool { return strings.Contains(s, sub) }
+
+func TestHTTPNotModified(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("ETag", `"v1"`)
+		if r.Header.Get("If-None-Match") == `"v1"` {
+			w.WriteHeader(http.StatusNotModified)
+			return
+		}
+		fmt.Fprint(w, "body")
+	}))
+	defer srv.Close()
+	for _, tt := range []struct {
+		etag    string
+		wantNM  bool
+		wantErr bool
+	}{{etag: `"v1"`, wantNM: true}, {etag: `"v0"`}, {etag: ""}} {
+		dir := t.TempDir()
+		f, err := HTTP(context.Background(), srv.URL+"/f", dir, HTTPOptions{ETag: tt.etag})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f.NotModified != tt.wantNM || f.ETag != `"v1"` {
+			t.Errorf("ETag %s: NotModified %v ETag %s", tt.etag, f.NotModified, f.ETag)
+		}
+		ents, _ := os.ReadDir(dir)
+		if tt.wantNM != (len(ents) == 0) {
+			t.Errorf("ETag %s: the directory holds %d entries", tt.etag, len(ents))
+		}
+	}
+}

@@ -48,6 +48,8 @@ type tlsFiles struct {
 	mu  chan struct{}
 	// body of /files/app.txt, changeable between builds
 	app string
+	// full (200) answers for /files/app.txt, and 304 ones
+	full, notModified int
 }
 
 const remoteLastModified = "Wed, 03 Mar 2021 04:05:06 GMT"
@@ -60,10 +62,17 @@ func newTLSFiles(t *testing.T) *tlsFiles {
 		switch r.URL.Path {
 		case "/files/app.txt":
 			f.mu <- struct{}{}
-			body := f.app
-			<-f.mu
+			defer func() { <-f.mu }()
+			etag := `"` + godigest.FromString(f.app).Encoded()[:12] + `"`
+			w.Header().Set("ETag", etag)
+			if r.Header.Get("If-None-Match") == etag {
+				f.notModified++
+				w.WriteHeader(http.StatusNotModified)
+				return
+			}
+			f.full++
 			w.Header().Set("Last-Modified", remoteLastModified)
-			io.WriteString(w, body)
+			io.WriteString(w, f.app)
 		case "/pkg.tar.gz":
 			w.Write(pkg)
 		case "/dl":
@@ -86,6 +95,15 @@ func newTLSFiles(t *testing.T) *tlsFiles {
 }
 
 func (f *tlsFiles) setApp(s string) { f.mu <- struct{}{}; f.app = s; <-f.mu }
+
+// counts returns and resets the full and 304 answers for /files/app.txt.
+func (f *tlsFiles) counts() (full, notModified int) {
+	f.mu <- struct{}{}
+	defer func() { <-f.mu }()
+	full, notModified = f.full, f.notModified
+	f.full, f.notModified = 0, 0
+	return full, notModified
+}
 
 func remoteTar(t *testing.T, files map[string]string) []byte {
 	t.Helper()
@@ -144,10 +162,11 @@ ADD --chown=7:8 --chmod=640 %[1]s/files/app.txt /c/
 	ctxDir := writeDockerfile(t, df)
 	root := t.TempDir()
 	out := filepath.Join(t.TempDir(), "rootfs")
-	build := func() string {
+	build := func(extra ...string) string {
 		t.Helper()
 		os.RemoveAll(out)
-		log, code := kilnWith(t, f.env, nil, "build", "--root", root, "--progress=plain", "-o", "type=local,dest="+out, ctxDir)
+		args := append([]string{"build", "--root", root, "--progress=plain", "-o", "type=local,dest=" + out}, extra...)
+		log, code := kilnWith(t, f.env, nil, append(args, ctxDir)...)
 		if code != 0 {
 			t.Fatalf("build failed (%d):\n%s", code, log)
 		}
@@ -185,10 +204,23 @@ ADD --chown=7:8 --chmod=640 %[1]s/files/app.txt /c/
 		t.Errorf("first build had cached steps:\n%s", log)
 	}
 
-	// Same content: every step is a hit.
+	f.counts()
+	// Same content: every step is a hit, and the unpinned downloads are
+	// revalidated by their ETag rather than downloaded again.
 	log = build()
 	if n := strings.Count(log, "CACHED"); n != 6 {
 		t.Errorf("rebuild: %d cached steps, want 6:\n%s", n, log)
+	}
+	if full, nm := f.counts(); full != 0 || nm != 2 {
+		t.Errorf("rebuild: %d downloads and %d revalidations of app.txt, want 0 and 2", full, nm)
+	}
+	// Revalidated but run (--no-cache): the step downloads the bytes then.
+	build("--no-cache")
+	if got := readFile(t, filepath.Join(out, "a/app.txt")); got != "app v1\n" {
+		t.Errorf("/a/app.txt = %q after a revalidated run", got)
+	}
+	if full, nm := f.counts(); full != 3 || nm != 2 {
+		t.Errorf("--no-cache: %d downloads and %d revalidations of app.txt, want 3 (pinned and the two revalidated, when they run) and 2", full, nm)
 	}
 	// New content behind the same URL: the unpinned steps run again; the
 	// pinned one is keyed by its checksum and stays a hit without a
