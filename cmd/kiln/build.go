@@ -65,7 +65,7 @@ func newBuildCmd(root *string) *cobra.Command {
 		},
 	}
 	fl := cmd.Flags()
-	fl.StringVarP(&f.file, "file", "f", "", "Dockerfile to build (default CONTEXT/Dockerfile; - reads stdin)")
+	fl.StringVarP(&f.file, "file", "f", "", "Dockerfile to build (default CONTEXT/Dockerfile; - reads stdin; a path inside the context when CONTEXT is - or a URL)")
 	fl.StringArrayVarP(&f.tags, "tag", "t", nil, "name the image (repeatable)")
 	fl.StringArrayVar(&f.buildArgs, "build-arg", nil, "set a build argument: K=V, or K to take it from the environment (repeatable)")
 	fl.StringVar(&f.target, "target", "", "build this stage (default: the last one)")
