@@ -170,7 +170,10 @@ func (r *remoteSource) copy(ctx context.Context, rf executor.Rootfs, op copier.O
 		if err := source.Git(ctx, r.git, r.commit, srcDir, r.keepGit); err != nil {
 			return err
 		}
-		// The copier resolves the subdir inside the checkout.
+		// A subdir of real directories only, as BuildKit's git source.
+		if _, err := source.SubdirPath(srcDir, r.git.Subdir); err != nil {
+			return fmt.Errorf("git source %s: %w", r.git.Remote, err)
+		}
 		op.Sources = []string{"/" + r.git.Subdir}
 	default:
 		srcDir = r.dir

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path"
 	"path/filepath"
 	"syscall"
 
@@ -224,11 +225,12 @@ func openArchive(br *bufio.Reader) (io.Reader, func(), error) {
 	return r, closeFn, nil
 }
 
-// SubdirPath returns the host path of the directory subdir inside root,
-// resolved through package rooted: a symlink on the way is followed inside
-// root, never out of it. subdir must name a directory.
+// SubdirPath returns the host path of the directory subdir inside root.
+// As BuildKit's git source, every component must be a real directory: a
+// symlink on the way is refused, so the path never leads elsewhere.
 func SubdirPath(root, subdir string) (string, error) {
-	if subdir == "" || subdir == "." {
+	comps := rooted.Split(rooted.Clean(subdir))
+	if len(comps) == 0 {
 		return root, nil
 	}
 	r, err := rooted.Open(root)
@@ -236,19 +238,16 @@ func SubdirPath(root, subdir string) (string, error) {
 		return "", err
 	}
 	defer r.Close()
-	p, exists, err := r.Resolve(subdir, true)
-	if err != nil {
-		return "", fmt.Errorf("subdir %s: %w", subdir, err)
-	}
-	if !exists {
-		return "", fmt.Errorf("subdir %s: not found in the repository", subdir)
-	}
-	st, err := r.Lstat(p)
-	if err != nil {
-		return "", fmt.Errorf("subdir %s: %w", subdir, err)
-	}
-	if st.Mode&syscall.S_IFMT != syscall.S_IFDIR {
-		return "", fmt.Errorf("subdir %s: not a directory", subdir)
+	p := "/"
+	for _, c := range comps {
+		p = path.Join(p, c)
+		st, err := r.Lstat(p)
+		if err != nil {
+			return "", fmt.Errorf("subdir %s: %w", subdir, err)
+		}
+		if st.Mode&syscall.S_IFMT != syscall.S_IFDIR {
+			return "", fmt.Errorf("subdir %s: %s is not a directory (a symlink is not followed)", subdir, p)
+		}
 	}
 	return filepath.Join(root, filepath.FromSlash(p)), nil
 }

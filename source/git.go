@@ -159,6 +159,19 @@ func Git(ctx context.Context, g *GitRef, res Resolved, dir string, keepGitDir bo
 	if _, err := git(ctx, dir, "-c", "advice.detachedHead=false", "checkout", "-q", "--detach", res.Commit); err != nil {
 		return wrap(err)
 	}
+	// Submodules, as BuildKit fetches them: their URLs come from the
+	// untrusted repository, and GitEnv keeps them to network transports.
+	if _, err := git(ctx, dir, "submodule", "update", "--init", "--recursive", "--depth=1"); err != nil {
+		return fmt.Errorf("fetching the submodules of %s: %w", g.Remote, err)
+	}
+	if keepGitDir {
+		// As BuildKit leaves a kept .git: origin without credentials, no
+		// FETCH_HEAD naming what was fetched.
+		if _, err := git(ctx, dir, "remote", "set-url", "origin", redact(g.Remote)); err != nil {
+			return wrap(err)
+		}
+		os.Remove(dir + "/.git/FETCH_HEAD")
+	}
 	if !keepGitDir {
 		if err := removeGitDir(dir); err != nil {
 			return wrap(err)

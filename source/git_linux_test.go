@@ -102,11 +102,41 @@ func TestSubdirPathContained(t *testing.T) {
 	if err := os.Symlink(canary.Rel(), filepath.Join(root, "rel")); err != nil {
 		t.Fatal(err)
 	}
-	for _, sub := range []string{"out", "rel", "../../" + canary.Dir} {
-		p, err := SubdirPath(root, sub)
-		if err == nil && !strings.HasPrefix(p, root+"/") && p != root {
-			t.Errorf("SubdirPath(%q) = %s, outside the checkout", sub, p)
+	if err := os.MkdirAll(filepath.Join(root, "real", "dir"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, sub := range []string{"out", "rel", "out/x", "../../" + canary.Dir} {
+		if p, err := SubdirPath(root, sub); err == nil {
+			t.Errorf("SubdirPath(%q) = %s, want a refusal (symlink or missing)", sub, p)
 		}
 	}
+	if p, err := SubdirPath(root, "../real/./dir/"); err != nil || p != filepath.Join(root, "real", "dir") {
+		t.Errorf("SubdirPath of a real directory = %s, %v", p, err)
+	}
 	canary.Check(t)
+}
+
+func TestGitSubmodules(t *testing.T) {
+	repo := testutil.NewGitRepo(t)
+	repo.AddSuperproject(t)
+	for name, base := range map[string]string{"daemon": testutil.GitDaemon(t, repo.Base), "smart-http": testutil.GitHTTP(t, repo.Base)} {
+		t.Run(name, func(t *testing.T) {
+			g, _, err := ParseGit(base + "/super.git#main")
+			if err != nil {
+				t.Fatal(err)
+			}
+			res, err := ResolveGit(context.Background(), g, "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			dir := filepath.Join(t.TempDir(), "co")
+			if err := Git(context.Background(), g, res, dir, false); err != nil {
+				t.Fatal(err)
+			}
+			b, err := os.ReadFile(filepath.Join(dir, "mod", "sub", "b.txt"))
+			if err != nil || string(b) != "b\n" {
+				t.Errorf("mod/sub/b.txt = %q, %v: the submodule was not checked out", b, err)
+			}
+		})
+	}
 }

@@ -149,3 +149,23 @@ func itoa(n int) string {
 	}
 	return string(b)
 }
+
+// AddSuperproject adds Base/super.git: a README and the submodule "mod"
+// (repo.git at main, by the relative URL ../repo.git, so it is fetched
+// from wherever super.git is served).
+func (r *GitRepo) AddSuperproject(t testing.TB) {
+	t.Helper()
+	work := filepath.Join(t.TempDir(), "super")
+	if err := os.MkdirAll(work, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(work, "README"), []byte("super\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	Git(t, work, "init", "-q", "-b", "main")
+	Git(t, work, "-c", "protocol.file.allow=always", "submodule", "add", "-q", filepath.Join(r.Base, "repo.git"), "mod")
+	Git(t, work, "config", "-f", ".gitmodules", "submodule.mod.url", "../repo.git")
+	Git(t, work, "add", ".")
+	Git(t, work, "commit", "-q", "-m", "super")
+	Git(t, r.Base, "clone", "-q", "--bare", work, "super.git")
+}
