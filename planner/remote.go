@@ -137,20 +137,20 @@ func (r *remoteSource) addKey(k *stepKey, i int) {
 		k.add(p+"commit", r.commit.Commit)
 		k.add(p+"subdir", r.git.Subdir)
 		k.add(p+"keep-git-dir", strconv.FormatBool(r.keepGit))
-		k.note("git "+r.git.Remote, r.commit.Commit)
+		k.note("git "+source.Redact(r.git.Remote), r.commit.Commit)
 	case r.checksum != "":
 		// BuildKit keys a pinned download by name and checksum only: the
 		// same bytes from another URL are the same step.
 		k.add(p+"file", r.name)
 		k.add(p+"checksum", r.checksum.String())
-		k.note("url "+r.url, r.checksum.Encoded())
+		k.note("url "+source.Redact(r.url), r.checksum.Encoded())
 	default:
 		k.add(p+"file", r.name)
 		k.add(p+"digest", r.file.Digest.String())
 		if r.file.LastModified {
 			k.add(p+"mtime", r.file.ModTime.UTC().Format("2006-01-02T15:04:05Z"))
 		}
-		k.note("url "+r.url, r.file.Digest.Encoded())
+		k.note("url "+source.Redact(r.url), r.file.Digest.Encoded())
 	}
 }
 
@@ -172,7 +172,7 @@ func (r *remoteSource) copy(ctx context.Context, rf executor.Rootfs, op copier.O
 		}
 		// A subdir of real directories only, as BuildKit's git source.
 		if _, err := source.SubdirPath(srcDir, r.git.Subdir); err != nil {
-			return fmt.Errorf("git source %s: %w", r.git.Remote, err)
+			return fmt.Errorf("git source %s: %w", source.Redact(r.git.Remote), err)
 		}
 		op.Sources = []string{"/" + r.git.Subdir}
 	default:

@@ -86,7 +86,7 @@ func FetchContext(ctx context.Context, ref, dir string) (Context, error) {
 	out := filepath.Join(dir, "context")
 	isTar, err := ReadContextTar(ctx, r, out)
 	if err != nil {
-		return Context{}, fmt.Errorf("build context %s: %w", redact(ref), err)
+		return Context{}, fmt.Errorf("build context %s: %w", Redact(ref), err)
 	}
 	if isTar {
 		os.Remove(f.Path)

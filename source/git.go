@@ -67,7 +67,7 @@ func ResolveGit(ctx context.Context, g *GitRef, checksum string) (Resolved, erro
 		checksum = g.Checksum
 	}
 	if checksum != "" && !isHex(checksum) {
-		return Resolved{}, fmt.Errorf("checksum %q of git source %s: want a hex commit name", checksum, g.Remote)
+		return Resolved{}, fmt.Errorf("checksum %q of git source %s: want a hex commit name", checksum, Redact(g.Remote))
 	}
 	var res Resolved
 	if isCommit(g.Ref) {
@@ -75,7 +75,7 @@ func ResolveGit(ctx context.Context, g *GitRef, checksum string) (Resolved, erro
 	} else {
 		out, err := git(ctx, "", "ls-remote", "--", g.Remote)
 		if err != nil {
-			return Resolved{}, fmt.Errorf("listing the refs of %s: %w", g.Remote, err)
+			return Resolved{}, fmt.Errorf("listing the refs of %s: %w", Redact(g.Remote), err)
 		}
 		refs := map[string]string{}
 		sc := bufio.NewScanner(bytes.NewReader(out))
@@ -106,11 +106,11 @@ func ResolveGit(ctx context.Context, g *GitRef, checksum string) (Resolved, erro
 			break
 		}
 		if res.Commit == "" {
-			return Resolved{}, fmt.Errorf("git source %s: no ref %q on the remote (name a tag, a branch or a full commit after '#')", g.Remote, want)
+			return Resolved{}, fmt.Errorf("git source %s: no ref %q on the remote (name a tag, a branch or a full commit after '#')", Redact(g.Remote), want)
 		}
 	}
 	if checksum != "" && !strings.HasPrefix(res.Commit, strings.ToLower(checksum)) {
-		return Resolved{}, fmt.Errorf("git source %s#%s: expected checksum to match %s, got %s; update --checksum or the ref", g.Remote, g.Ref, checksum, res.Commit)
+		return Resolved{}, fmt.Errorf("git source %s#%s: expected checksum to match %s, got %s; update --checksum or the ref", Redact(g.Remote), g.Ref, checksum, res.Commit)
 	}
 	return res, nil
 }
@@ -124,7 +124,7 @@ func Git(ctx context.Context, g *GitRef, res Resolved, dir string, keepGitDir bo
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("creating the checkout directory: %w", err)
 	}
-	wrap := func(err error) error { return fmt.Errorf("fetching %s at %s: %w", g.Remote, res.Commit, err) }
+	wrap := func(err error) error { return fmt.Errorf("fetching %s at %s: %w", Redact(g.Remote), res.Commit, err) }
 	if _, err := git(ctx, dir, "init", "-q"); err != nil {
 		return wrap(err)
 	}
@@ -162,12 +162,12 @@ func Git(ctx context.Context, g *GitRef, res Resolved, dir string, keepGitDir bo
 	// Submodules, as BuildKit fetches them: their URLs come from the
 	// untrusted repository, and GitEnv keeps them to network transports.
 	if _, err := git(ctx, dir, "submodule", "update", "--init", "--recursive", "--depth=1"); err != nil {
-		return fmt.Errorf("fetching the submodules of %s: %w", g.Remote, err)
+		return fmt.Errorf("fetching the submodules of %s: %w", Redact(g.Remote), err)
 	}
 	if keepGitDir {
 		// As BuildKit leaves a kept .git: origin without credentials, no
 		// FETCH_HEAD naming what was fetched.
-		if _, err := git(ctx, dir, "remote", "set-url", "origin", redact(g.Remote)); err != nil {
+		if _, err := git(ctx, dir, "remote", "set-url", "origin", Redact(g.Remote)); err != nil {
 			return wrap(err)
 		}
 		os.Remove(dir + "/.git/FETCH_HEAD")

@@ -81,7 +81,7 @@ func NewClient() *http.Client {
 func HTTP(ctx context.Context, rawURL, dir string, opts HTTPOptions) (File, error) {
 	u, err := url.Parse(rawURL)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return File{}, fmt.Errorf("downloading %s: want an http:// or https:// URL with a host", redact(rawURL))
+		return File{}, fmt.Errorf("downloading %s: want an http:// or https:// URL with a host", Redact(rawURL))
 	}
 	if opts.Checksum != "" {
 		if err := opts.Checksum.Validate(); err != nil {
@@ -98,14 +98,14 @@ func HTTP(ctx context.Context, rawURL, dir string, opts HTTPOptions) (File, erro
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, rawURL, nil)
 	if err != nil {
-		return File{}, fmt.Errorf("downloading %s: %w", redact(rawURL), err)
+		return File{}, fmt.Errorf("downloading %s: %w", Redact(rawURL), err)
 	}
 	if opts.ETag != "" {
 		req.Header.Set("If-None-Match", opts.ETag)
 	}
 	resp, err := client.Do(req)
 	if err != nil {
-		return File{}, fmt.Errorf("downloading %s: %w (check the URL, and HTTPS_PROXY/NO_PROXY if a proxy is needed)", redact(rawURL), err)
+		return File{}, fmt.Errorf("downloading %s: %w (check the URL, and HTTPS_PROXY/NO_PROXY if a proxy is needed)", Redact(rawURL), err)
 	}
 	defer resp.Body.Close()
 	if opts.ETag != "" && resp.StatusCode == http.StatusNotModified {
@@ -116,13 +116,13 @@ func HTTP(ctx context.Context, rawURL, dir string, opts HTTPOptions) (File, erro
 		if etag == opts.ETag {
 			return File{ETag: etag, NotModified: true}, nil
 		}
-		return File{}, fmt.Errorf("downloading %s: the server answered 304 for another entity tag (%s, asked %s)", redact(rawURL), etag, opts.ETag)
+		return File{}, fmt.Errorf("downloading %s: the server answered 304 for another entity tag (%s, asked %s)", Redact(rawURL), etag, opts.ETag)
 	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return File{}, fmt.Errorf("downloading %s: the server answered %s", redact(rawURL), resp.Status)
+		return File{}, fmt.Errorf("downloading %s: the server answered %s", Redact(rawURL), resp.Status)
 	}
 	if resp.ContentLength > limit {
-		return File{}, fmt.Errorf("downloading %s: %d bytes is over the limit of %d", redact(rawURL), resp.ContentLength, limit)
+		return File{}, fmt.Errorf("downloading %s: %d bytes is over the limit of %d", Redact(rawURL), resp.ContentLength, limit)
 	}
 
 	name := FileName(rawURL, opts.Filename, resp.Header.Get("Content-Disposition"))
@@ -142,7 +142,7 @@ func HTTP(ctx context.Context, rawURL, dir string, opts HTTPOptions) (File, erro
 	tmp := ".download-" + fmt.Sprint(time.Now().UnixNano())
 	f, err := d.create(tmp, 0o600)
 	if err != nil {
-		return File{}, fmt.Errorf("downloading %s: %w", redact(rawURL), err)
+		return File{}, fmt.Errorf("downloading %s: %w", Redact(rawURL), err)
 	}
 	n, err := io.Copy(io.MultiWriter(f, h, sum256), io.LimitReader(resp.Body, limit+1))
 	if cerr := f.Close(); err == nil {
@@ -153,12 +153,12 @@ func HTTP(ctx context.Context, rawURL, dir string, opts HTTPOptions) (File, erro
 	}
 	if err != nil {
 		d.remove(tmp)
-		return File{}, fmt.Errorf("downloading %s: %w", redact(rawURL), err)
+		return File{}, fmt.Errorf("downloading %s: %w", Redact(rawURL), err)
 	}
 	got := digest.NewDigest(algo, h)
 	if opts.Checksum != "" && got != opts.Checksum {
 		d.remove(tmp)
-		return File{}, &ChecksumError{URL: redact(rawURL), Got: got, Want: opts.Checksum}
+		return File{}, &ChecksumError{URL: Redact(rawURL), Got: got, Want: opts.Checksum}
 	}
 	mtime := time.Unix(0, 0)
 	lastMod := false
@@ -169,7 +169,7 @@ func HTTP(ctx context.Context, rawURL, dir string, opts HTTPOptions) (File, erro
 	}
 	if err := d.finish(tmp, name, mtime); err != nil {
 		d.remove(tmp)
-		return File{}, fmt.Errorf("downloading %s: %w", redact(rawURL), err)
+		return File{}, fmt.Errorf("downloading %s: %w", Redact(rawURL), err)
 	}
 	return File{
 		Name:         name,
@@ -243,8 +243,8 @@ func safeFileName(s string) string {
 	return name
 }
 
-// redact drops the password from a URL for messages.
-func redact(raw string) string {
+// Redact drops the password from a URL, for messages and records.
+func Redact(raw string) string {
 	u, err := url.Parse(raw)
 	if err != nil || u.User == nil {
 		return raw
