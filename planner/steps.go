@@ -521,13 +521,14 @@ type copyCmd struct {
 	from         string
 	chown, chmod string
 	add          bool
+	text         string
+	loc          any
+	onbuild      bool
+
 	// ADD only: --checksum, --keep-git-dir, --unpack (remote sources).
 	checksum   string
 	keepGitDir *bool
 	unpack     *bool
-	text       string
-	loc        any
-	onbuild    bool
 }
 
 func (b *build) dispatchCopy(ctx context.Context, s *stage, c copyCmd) error {
