@@ -143,20 +143,6 @@ func Check(c instructions.Command) error {
 		if len(c.ExcludePatterns) > 0 {
 			return unsupported("ADD --exclude")
 		}
-		if c.Checksum != "" {
-			return unsupported("ADD --checksum")
-		}
-		if c.KeepGitDir != nil {
-			return unsupported("ADD --keep-git-dir")
-		}
-		if c.Unpack != nil {
-			return unsupported("ADD --unpack")
-		}
-		for _, s := range c.SourcePaths {
-			if isRemote(s) {
-				return unsupported(fmt.Sprintf("ADD of a remote source (%s)", s))
-			}
-		}
 	}
 	return nil
 }

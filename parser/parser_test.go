@@ -25,11 +25,13 @@ func TestParse(t *testing.T) {
 		{name: "copy needs dest", src: "FROM scratch\n\nCOPY a\n", wantErr: "COPY requires at least two arguments", wantLine: 3},
 		{name: "cache mount ok", src: "FROM scratch\nRUN --mount=type=cache,target=/c true\n", stages: 1},
 		{name: "insecure", src: "FROM scratch\nRUN --security=insecure true\n", stages: 1},
-		{name: "add url", src: "FROM scratch\nADD https://example.com/x /x\n", wantErr: "remote source", wantLine: 2},
+		{name: "add url", src: "FROM scratch\nADD https://example.com/x /x\n", stages: 1},
+		{name: "add git", src: "FROM scratch\nADD --keep-git-dir git@example.com:x.git#v1:sub /x\n", stages: 1},
 		{name: "copy url", src: "FROM scratch\nCOPY https://example.com/x /x\n", wantErr: "use ADD", wantLine: 2},
 		{name: "copy parents", src: "FROM scratch\nCOPY --parents a /x/\n", wantErr: "COPY --parents", wantLine: 2},
 		{name: "copy link ok", src: "FROM scratch\nCOPY --link a /x/\n", stages: 1},
-		{name: "add checksum", src: "FROM scratch\nADD --checksum=sha256:00 a /x\n", wantErr: "ADD --checksum", wantLine: 2},
+		{name: "add checksum", src: "FROM scratch\nADD --checksum=sha256:00 https://example.com/a /x\n", stages: 1},
+		{name: "add unpack", src: "FROM scratch\nADD --unpack https://example.com/a.tgz /x/\n", stages: 1},
 		{name: "bad network", src: "FROM scratch\nRUN --network=bridge true\n", wantErr: "network", wantLine: 2},
 	}
 	for _, tt := range tests {

@@ -360,6 +360,7 @@ func (b *build) dispatch(ctx context.Context, s *stage, c instructions.Command, 
 	case *instructions.AddCommand:
 		return b.dispatchCopy(ctx, s, copyCmd{
 			sd: c.SourcesAndDest, chown: c.Chown, chmod: c.Chmod, add: true,
+			checksum: c.Checksum, keepGitDir: c.KeepGitDir, unpack: c.Unpack,
 			text: c.String(), loc: c.Location(), onbuild: onbuild,
 		})
 	default:

@@ -539,6 +539,11 @@ type copyCmd struct {
 	text         string
 	loc          any
 	onbuild      bool
+
+	// ADD only: --checksum, --keep-git-dir, --unpack (remote sources).
+	checksum   string
+	keepGitDir *bool
+	unpack     *bool
 }
 
 func (b *build) dispatchCopy(ctx context.Context, s *stage, c copyCmd) error {
@@ -558,10 +563,15 @@ func (b *build) dispatchCopy(ctx context.Context, s *stage, c copyCmd) error {
 		}
 	}
 	op := copier.Op{Kind: "copy", Dest: dest, Chown: c.chown, Chmod: c.chmod}
-	if c.add {
+	if c.add && (c.unpack == nil || *c.unpack) {
 		op.Kind = "add"
 	}
-	for _, src := range c.sd.SourcePaths {
+	localSources, remotes, cleanupRemote, err := b.remoteADD(ctx, c)
+	if err != nil {
+		return err
+	}
+	defer cleanupRemote()
+	for _, src := range localSources {
 		p, err := system.NormalizePath("/", src, targetOS, false)
 		if err != nil {
 			return err
@@ -630,6 +640,12 @@ func (b *build) dispatchCopy(ctx context.Context, s *stage, c copyCmd) error {
 	for _, hd := range c.sd.SourceContents {
 		k.add("heredoc "+hd.Path, hd.Data)
 	}
+	if c.unpack != nil {
+		k.add("unpack", strconv.FormatBool(*c.unpack))
+	}
+	for i, r := range remotes {
+		r.addKey(k, i)
+	}
 
 	msg := name
 	if c.chown != "" {
@@ -667,6 +683,12 @@ func (b *build) dispatchCopy(ctx context.Context, s *stage, c copyCmd) error {
 		if len(op.Sources) > 0 {
 			spec.Op = op
 			if err := executor.Copy(ctx, spec); err != nil {
+				return err
+			}
+		}
+		for i, r := range remotes {
+			unpack := c.unpack != nil && *c.unpack
+			if err := r.copy(ctx, rf, op, filepath.Join(dir, fmt.Sprintf("remote-%d", i)), unpack); err != nil {
 				return err
 			}
 		}

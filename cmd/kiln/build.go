@@ -63,7 +63,7 @@ func newBuildCmd(root *string) *cobra.Command {
   kiln build -o type=local,dest=rootfs .`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) != 1 {
-				return usagef("build takes exactly one CONTEXT argument (a directory), got %d", len(args))
+				return usagef("build takes exactly one CONTEXT argument (a directory, -, a git or an http(s) URL), got %d", len(args))
 			}
 			return nil
 		},
@@ -72,7 +72,7 @@ func newBuildCmd(root *string) *cobra.Command {
 		},
 	}
 	fl := cmd.Flags()
-	fl.StringVarP(&f.file, "file", "f", "", "Dockerfile to build (default CONTEXT/Dockerfile; - reads stdin)")
+	fl.StringVarP(&f.file, "file", "f", "", "Dockerfile to build (default CONTEXT/Dockerfile; - reads stdin; a path inside the context when CONTEXT is - or a URL)")
 	fl.StringArrayVarP(&f.tags, "tag", "t", nil, "name the image (repeatable)")
 	fl.StringArrayVar(&f.buildArgs, "build-arg", nil, "set a build argument: K=V, or K to take it from the environment (repeatable)")
 	fl.StringVar(&f.target, "target", "", "build this stage (default: the last one)")
@@ -122,6 +122,12 @@ func runBuild(cmd *cobra.Command, root, contextDir string, f buildFlags) (err er
 			}
 		}()
 	}
+	contextDir, dockerfile, cleanupContext, err := resolveContext(ctx, contextDir, f.file)
+	if err != nil {
+		return err
+	}
+	defer cleanupContext()
+	f.file = dockerfile
 	st, err := os.Stat(contextDir)
 	if err != nil || !st.IsDir() {
 		return usagef("build context %q is not a directory", contextDir)
