@@ -388,3 +388,32 @@ func TestRemoteContexts(t *testing.T) {
 		t.Errorf("-f - with context -: exit %d:\n%s", code, log)
 	}
 }
+
+// TestBuildContextRemote: --build-context NAME=URL with a git URL (the
+// checkout of the ref, its subdir as the root) and an https URL (a
+// directory holding the download as "context", not unpacked), as
+// BuildKit gives them to COPY --from and FROM.
+func TestBuildContextRemote(t *testing.T) {
+	needRoot(t)
+	f := newTLSFiles(t)
+	repo := testutil.NewGitRepo(t)
+	gitHTTP := testutil.GitHTTP(t, repo.Base) + "/repo.git"
+	ctxDir := t.TempDir()
+	writeTree(t, ctxDir, map[string]string{"Dockerfile": "FROM scratch\nCOPY --from=src a.txt /from-git\nCOPY --from=dl context /from-https\n"})
+	out := filepath.Join(t.TempDir(), "rootfs")
+	log, code := kilnWith(t, f.env, nil, "build", "--root", t.TempDir(), "--progress=plain", "-o", "type=local,dest="+out,
+		"--build-context", "src="+gitHTTP+"#v1:sub", "--build-context", "dl="+f.srv.URL+"/ctx.tar.gz", ctxDir)
+	if code != 0 {
+		t.Fatalf("build failed:\n%s", log)
+	}
+	if got := readFile(t, filepath.Join(out, "from-git")); got != "a1\n" {
+		t.Errorf("/from-git = %q, want the tag's a.txt", got)
+	}
+	want, err := os.ReadFile(filepath.Join(out, "from-https"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(want) < 2 || want[0] != 0x1f || want[1] != 0x8b {
+		t.Errorf("/from-https is not the gzip download itself (%d bytes)", len(want))
+	}
+}
