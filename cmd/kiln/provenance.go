@@ -12,6 +12,7 @@ import (
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/kiln-build/kiln/export"
 	"github.com/kiln-build/kiln/planner"
@@ -54,8 +55,8 @@ type recordingResolver struct {
 	seen []provenance.Base
 }
 
-func (r *recordingResolver) Resolve(ctx context.Context, ref string) (v1.Image, string, error) {
-	img, canonical, err := r.next.Resolve(ctx, ref)
+func (r *recordingResolver) ResolvePlatform(ctx context.Context, ref string, p ocispec.Platform) (v1.Image, string, error) {
+	img, canonical, err := r.next.ResolvePlatform(ctx, ref, p)
 	if err != nil {
 		return img, canonical, err
 	}
