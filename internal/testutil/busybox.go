@@ -124,6 +124,11 @@ type plainLayer struct{ v1.Layer }
 // config as peers.sh's `crane mutate --set-platform linux/amd64 --cmd CMD
 // --env PATH=…` does.
 func baseImage(l v1.Layer, cmd string) (v1.Image, error) {
+	return baseImageFor(l, cmd, v1.Platform{OS: "linux", Architecture: "amd64"})
+}
+
+// baseImageFor is baseImage for platform p (crane mutate --set-platform).
+func baseImageFor(l v1.Layer, cmd string, p v1.Platform) (v1.Image, error) {
 	img, err := mutate.AppendLayers(empty.Image, l)
 	if err != nil {
 		return nil, fmt.Errorf("appending base layer: %w", err)
@@ -133,7 +138,7 @@ func baseImage(l v1.Layer, cmd string) (v1.Image, error) {
 		return nil, fmt.Errorf("reading base config: %w", err)
 	}
 	cfg = cfg.DeepCopy()
-	cfg.OS, cfg.Architecture = "linux", "amd64"
+	cfg.OS, cfg.Architecture, cfg.Variant = p.OS, p.Architecture, p.Variant
 	cfg.Config.Cmd = []string{cmd}
 	cfg.Config.Env = append(cfg.Config.Env, DefaultPath)
 	img, err = mutate.ConfigFile(img, cfg)
@@ -151,6 +156,13 @@ func busyboxTar() ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reading busybox: %w", err)
 	}
+	return busyboxTarOf(bin)
+}
+
+// busyboxTarOf is the busybox root filesystem around bin, a busybox binary
+// of any architecture; the applets are the host busybox's, as peers.sh
+// lists them.
+func busyboxTarOf(bin []byte) ([]byte, error) {
 	out, err := exec.Command(BusyboxPath, "--list").Output()
 	if err != nil {
 		return nil, fmt.Errorf("listing busybox applets: %w", err)
