@@ -20,6 +20,7 @@ import (
 	"github.com/kiln-build/kiln/internal/features"
 	"github.com/kiln-build/kiln/parser"
 	"github.com/kiln-build/kiln/planner"
+	"github.com/kiln-build/kiln/platform"
 	"github.com/kiln-build/kiln/progress"
 	"github.com/kiln-build/kiln/trace"
 )
@@ -252,6 +253,7 @@ func runBuild(cmd *cobra.Command, root, contextDir string, f buildFlags) (err er
 		started:        started,
 		resolver:       recorder,
 		log:            printer.Messages(),
+		platform:       platform.Format(plats[0]),
 	}
 	opts := planner.Options{
 		Dockerfile: df,

@@ -92,6 +92,7 @@ func runMultiPlatform(ctx context.Context, cmd *cobra.Command, mb multiBuild) er
 	for i, p := range mb.platforms {
 		rec := &recordingResolver{next: mb.prov.resolver.next}
 		pb := &platformBuild{platform: p, prov: mb.prov.forResolver(rec)}
+		pb.prov.platform = platform.Format(p)
 		builds[i] = pb
 		o := mb.opts
 		o.Platform, o.MultiPlatform, o.Slots, o.Resolver = p, true, slots, rec
@@ -187,10 +188,18 @@ func runMultiPlatform(ctx context.Context, cmd *cobra.Command, mb multiBuild) er
 		}
 	}
 	if len(mb.cacheTo) > 0 {
+		// A stage built for the build platform in every graph has the
+		// same keys each time: its records go once.
 		var steps []planner.StepResult
+		seen := map[string]bool{}
 		for _, pb := range builds {
 			notePushed(f.registry, pb.res.Layers)
-			steps = append(steps, pb.res.Steps...)
+			for _, st := range pb.res.Steps {
+				if !seen[st.Key] {
+					seen[st.Key] = true
+					steps = append(steps, st)
+				}
+			}
 		}
 		cctx, sp := trace.Start(ctx, "export cache")
 		exportCaches(cctx, f.registry.res, mb.store, mb.cacheTo, steps, mb.opts.Remote, msgs)

@@ -133,6 +133,8 @@ RUN uname -m > /uname.txt && echo "$TARGETPLATFORM|$TARGETOS|$TARGETARCH|$TARGET
 		"linux/arm64": {"aarch64", "linux/arm64|linux|arm64||linux/amd64|linux|amd64|"},
 	}
 	seen, attestations := 0, 0
+	provenances := map[string]string{} // by the digest of their image
+	imagePlatform := map[string]string{}
 	for _, d := range im.Manifests {
 		if d.Platform == nil {
 			t.Fatalf("index entry %s has no platform", d.Digest)
@@ -140,6 +142,26 @@ RUN uname -m > /uname.txt && echo "$TARGETPLATFORM|$TARGETOS|$TARGETARCH|$TARGET
 		p := d.Platform.OS + "/" + d.Platform.Architecture
 		if p == "unknown/unknown" {
 			attestations++
+			// Each platform's provenance names its own image and bases.
+			img, err := idx.Image(d.Digest)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ls, err := img.Layers()
+			if err != nil || len(ls) != 1 {
+				t.Fatalf("attestation layers: %d, %v", len(ls), err)
+			}
+			rc, err := ls[0].Uncompressed()
+			if err != nil {
+				t.Fatal(err)
+			}
+			st, err := io.ReadAll(rc)
+			rc.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
+			ofImage := d.Annotations["vnd.docker.reference.digest"]
+			provenances[ofImage] = string(st)
 			continue
 		}
 		w, ok := want[p]
@@ -148,6 +170,7 @@ RUN uname -m > /uname.txt && echo "$TARGETPLATFORM|$TARGETOS|$TARGETARCH|$TARGET
 			continue
 		}
 		seen++
+		imagePlatform[d.Digest.String()] = p
 		img, err := idx.Image(d.Digest)
 		if err != nil {
 			t.Fatal(err)
@@ -175,6 +198,13 @@ RUN uname -m > /uname.txt && echo "$TARGETPLATFORM|$TARGETOS|$TARGETARCH|$TARGET
 	}
 	if attestations != 2 {
 		t.Errorf("%d attestation manifests, want one per platform (2)", attestations)
+	}
+	for dg, p := range imagePlatform {
+		st := provenances[dg]
+		want := "platform=" + strings.ReplaceAll(p, "/", "%2F")
+		if !strings.Contains(st, dg[len("sha256:"):]) || strings.Count(st, want) < 2 {
+			t.Errorf("the provenance of the %s image does not name it and its base for %s:\n%s", p, p, st)
+		}
 	}
 }
 
