@@ -2,15 +2,16 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"runtime"
 	"strings"
+	"sync"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/spf13/cobra"
-	"golang.org/x/sync/errgroup"
 
 	"github.com/kiln-build/kiln/cache"
 	"github.com/kiln-build/kiln/export"
@@ -88,7 +89,13 @@ func runMultiPlatform(ctx context.Context, cmd *cobra.Command, mb multiBuild) er
 		mb.prov.invocation = provenance.NewInvocationID()
 	}
 	builds := make([]*platformBuild, len(mb.platforms))
-	g, gctx := errgroup.WithContext(ctx)
+	// Not an errgroup's context: it ends when the group does, and the
+	// lazy layers of a remote cache keep the context they were resolved
+	// with until the exports below read them.
+	bctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errs := make([]error, len(mb.platforms))
+	var wg sync.WaitGroup
 	for i, p := range mb.platforms {
 		rec := &recordingResolver{next: mb.prov.resolver.next}
 		pb := &platformBuild{platform: p, prov: mb.prov.forResolver(rec)}
@@ -96,19 +103,23 @@ func runMultiPlatform(ctx context.Context, cmd *cobra.Command, mb multiBuild) er
 		builds[i] = pb
 		o := mb.opts
 		o.Platform, o.MultiPlatform, o.Slots, o.Resolver = p, true, slots, rec
-		g.Go(func() error {
-			res, err := planner.Build(gctx, o)
-			if err != nil {
-				return err
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			res, err := planner.Build(bctx, o)
+			if err == nil {
+				res.RawConfig, err = inlineConfig(mb.cacheTo, res)
 			}
-			if res.RawConfig, err = inlineConfig(mb.cacheTo, res); err != nil {
-				return err
+			if err != nil {
+				errs[i] = err
+				cancel() // the other platforms' builds stop too
+				return
 			}
 			pb.res = res
-			return nil
-		})
+		}()
 	}
-	if err := g.Wait(); err != nil {
+	wg.Wait()
+	if err := firstCause(errs); err != nil {
 		return err
 	}
 	msgs := mb.printer.Messages()
@@ -220,6 +231,24 @@ func runMultiPlatform(ctx context.Context, cmd *cobra.Command, mb multiBuild) er
 	fmt.Fprintf(msgs, "index %s: %s, %d layers, %s\n", dg, formatPlatforms(mb.platforms), layers, progress.HumanBytes(size))
 	progress.Summarize(mb.printer, progress.Summary{Names: f.tags})
 	return nil
+}
+
+// firstCause is the error that stopped a multi-platform build: the first
+// that is not the cancellation it caused in the other platforms' builds.
+func firstCause(errs []error) error {
+	var first error
+	for _, err := range errs {
+		if err == nil {
+			continue
+		}
+		if !errors.Is(err, context.Canceled) {
+			return err
+		}
+		if first == nil {
+			first = err
+		}
+	}
+	return first
 }
 
 // outputLayers are the layers an output writes: as built for a push (a

@@ -368,3 +368,53 @@ func TestMultiPlatformRefusals(t *testing.T) {
 		})
 	}
 }
+
+// TestMultiPlatformCache exports the cache of a two-platform build and
+// builds again from it in an empty store: every step is a hit.
+func TestMultiPlatformCache(t *testing.T) {
+	needRoot(t)
+	reg := registryWithBases(t)
+	base := testutil.PushBusyboxMulti(t, reg)
+	ctxDir := platformContext(t, "FROM --platform=$BUILDPLATFORM "+base+` AS build
+ARG TARGETARCH
+RUN echo "for $TARGETARCH" > /out.txt
+FROM `+base+`
+COPY --from=build /out.txt /
+`)
+	cacheDir := filepath.Join(t.TempDir(), "cache")
+	args := []string{"--progress=rawjson", "--platform", "linux/amd64,linux/arm64", "-o", "type=oci,dest=" + filepath.Join(t.TempDir(), "x.tar")}
+	out, code := kiln(t, append(append([]string{"build", "--root", t.TempDir()}, args...), "--cache-to", "type=local,dest="+cacheDir+",mode=max", ctxDir)...)
+	if code != 0 {
+		t.Fatalf("kiln build exited %d:\n%s", code, out)
+	}
+	out, code = kiln(t, append(append([]string{"build", "--root", t.TempDir()}, args...), "--cache-from", "type=local,src="+cacheDir, ctxDir)...)
+	if code != 0 {
+		t.Fatalf("kiln build from the cache exited %d:\n%s", code, out)
+	}
+	steps := map[int]string{}
+	cached := map[int]bool{}
+	for _, l := range strings.Split(out, "\n") {
+		var e progress.Event
+		if json.Unmarshal([]byte(l), &e) != nil {
+			continue
+		}
+		switch e.Type {
+		case "step":
+			steps[e.Step] = e.Name
+		case "cached":
+			cached[e.Step] = true
+		}
+	}
+	n := 0
+	for i, name := range steps {
+		if strings.Contains(name, "RUN ") || strings.Contains(name, "COPY ") {
+			n++
+			if !cached[i] {
+				t.Errorf("step %q ran again", name)
+			}
+		}
+	}
+	if n < 3 {
+		t.Errorf("%d RUN/COPY steps in the progress, want the RUN and a COPY per platform:\n%s", n, out)
+	}
+}
