@@ -103,6 +103,9 @@ func runMultiPlatform(ctx context.Context, cmd *cobra.Command, mb multiBuild) er
 		builds[i] = pb
 		o := mb.opts
 		o.Platform, o.MultiPlatform, o.Slots, o.Resolver = p, true, slots, rec
+		// --explain-cache compares a step with its last build for the
+		// same platform.
+		o.DockerfileID += "\x00" + platform.Format(p)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

@@ -12,9 +12,11 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/validate"
 
 	"github.com/kiln-build/kiln/emulate"
@@ -416,5 +418,47 @@ COPY --from=build /out.txt /
 	}
 	if n < 3 {
 		t.Errorf("%d RUN/COPY steps in the progress, want the RUN and a COPY per platform:\n%s", n, out)
+	}
+}
+
+// TestArmV7TakesV6 builds --platform linux/arm/v7 on an index whose only
+// 32-bit ARM image is linux/arm/v6: containerd's matching takes it, and
+// its RUN runs under QEMU with TARGETVARIANT v7.
+func TestArmV7TakesV6(t *testing.T) {
+	needRoot(t)
+	needEmulation(t, "linux/arm/v7")
+	reg := registryWithBases(t)
+	armhf := testutil.BusyboxFor(t, "armhf")
+	idx := mutate.AppendManifests(empty.Index,
+		mutate.IndexAddendum{Add: testutil.BusyboxImage(t), Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: "linux", Architecture: "amd64"}}},
+		mutate.IndexAddendum{Add: armhf, Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: "linux", Architecture: "arm", Variant: "v6"}}},
+	)
+	ref := reg + "/library/busybox:armv6"
+	r, err := name.ParseReference(ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.WriteIndex(r, idx); err != nil {
+		t.Fatal(err)
+	}
+	ctxDir := platformContext(t, "FROM "+ref+"\nARG TARGETARCH TARGETVARIANT\nRUN echo \"$TARGETARCH $TARGETVARIANT $(uname -m)\" > /arch.txt\n")
+	out := filepath.Join(t.TempDir(), "img.tar")
+	log, code := kiln(t, "build", "--root", t.TempDir(), "--progress=plain", "--platform", "linux/arm/v7", "-o", "type=docker,dest="+out, ctxDir)
+	if code != 0 {
+		t.Fatalf("kiln build exited %d:\n%s", code, log)
+	}
+	img, err := tarball.ImageFromPath(out, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cf, err := img.ConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := cf.OS + "/" + cf.Architecture + "/" + cf.Variant; got != "linux/arm/v7" {
+		t.Errorf("image config platform %s, want linux/arm/v7", got)
+	}
+	if got := strings.TrimSpace(fileOf(t, img, "/arch.txt")); !strings.HasPrefix(got, "arm v7 armv7") {
+		t.Errorf("/arch.txt = %q, want arm v7 armv7…", got)
 	}
 }
