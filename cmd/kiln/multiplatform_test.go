@@ -372,7 +372,8 @@ func TestMultiPlatformRefusals(t *testing.T) {
 }
 
 // TestMultiPlatformCache exports the cache of a two-platform build and
-// builds again from it in an empty store: every step is a hit.
+// builds again from it in an empty store: every step is a hit, whether
+// the cache is a local directory or inline in the pushed index.
 func TestMultiPlatformCache(t *testing.T) {
 	needRoot(t)
 	reg := registryWithBases(t)
@@ -384,40 +385,60 @@ FROM `+base+`
 COPY --from=build /out.txt /
 `)
 	cacheDir := filepath.Join(t.TempDir(), "cache")
-	args := []string{"--progress=rawjson", "--platform", "linux/amd64,linux/arm64", "-o", "type=oci,dest=" + filepath.Join(t.TempDir(), "x.tar")}
-	out, code := kiln(t, append(append([]string{"build", "--root", t.TempDir()}, args...), "--cache-to", "type=local,dest="+cacheDir+",mode=max", ctxDir)...)
-	if code != 0 {
-		t.Fatalf("kiln build exited %d:\n%s", code, out)
-	}
-	out, code = kiln(t, append(append([]string{"build", "--root", t.TempDir()}, args...), "--cache-from", "type=local,src="+cacheDir, ctxDir)...)
-	if code != 0 {
-		t.Fatalf("kiln build from the cache exited %d:\n%s", code, out)
-	}
-	steps := map[int]string{}
-	cached := map[int]bool{}
-	for _, l := range strings.Split(out, "\n") {
-		var e progress.Event
-		if json.Unmarshal([]byte(l), &e) != nil {
-			continue
-		}
-		switch e.Type {
-		case "step":
-			steps[e.Step] = e.Name
-		case "cached":
-			cached[e.Step] = true
-		}
-	}
-	n := 0
-	for i, name := range steps {
-		if strings.Contains(name, "RUN ") || strings.Contains(name, "COPY ") {
-			n++
-			if !cached[i] {
-				t.Errorf("step %q ran again", name)
+	image := reg + "/test/inline:1"
+	for _, tt := range []struct {
+		name          string
+		first, second []string
+		hits          []string // the steps that must be hits, by instruction
+		want          int
+	}{
+		{"local", []string{"--cache-to", "type=local,dest=" + cacheDir + ",mode=max"}, []string{"--cache-from", "type=local,src=" + cacheDir},
+			[]string{"RUN ", "COPY "}, 4},
+		// Inline cache is mode=min: the target stage's steps only.
+		{"inline", []string{"--cache-to", "type=inline", "-t", image, "--push"}, []string{"--cache-from", "type=registry,ref=" + image},
+			[]string{"COPY "}, 2},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			build := func(extra []string) string {
+				args := []string{"build", "--root", t.TempDir(), "--progress=rawjson", "--platform", "linux/amd64,linux/arm64",
+					"-o", "type=oci,dest=" + filepath.Join(t.TempDir(), "x.tar")}
+				out, code := kiln(t, append(append(args, extra...), ctxDir)...)
+				if code != 0 {
+					t.Fatalf("kiln build %v exited %d:\n%s", extra, code, out)
+				}
+				return out
 			}
-		}
-	}
-	if n < 3 {
-		t.Errorf("%d RUN/COPY steps in the progress, want the RUN and a COPY per platform:\n%s", n, out)
+			build(tt.first)
+			out := build(tt.second)
+			steps := map[int]string{}
+			cached := map[int]bool{}
+			for _, l := range strings.Split(out, "\n") {
+				var e progress.Event
+				if json.Unmarshal([]byte(l), &e) != nil {
+					continue
+				}
+				switch e.Type {
+				case "step":
+					steps[e.Step] = e.Name
+				case "cached":
+					cached[e.Step] = true
+				}
+			}
+			n := 0
+			for i, name := range steps {
+				for _, h := range tt.hits {
+					if strings.Contains(name, h) {
+						n++
+						if !cached[i] {
+							t.Errorf("step %q ran again", name)
+						}
+					}
+				}
+			}
+			if n != tt.want {
+				t.Errorf("%d %v steps in the progress, want %d (one per platform):\n%s", n, tt.hits, tt.want, out)
+			}
+		})
 	}
 }
 
