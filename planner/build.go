@@ -17,7 +17,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/containerd/platforms"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/moby/buildkit/frontend/dockerfile/instructions"
 	"github.com/moby/buildkit/frontend/dockerfile/shell"
@@ -173,10 +172,7 @@ func Build(ctx context.Context, opt Options) (*Result, error) {
 	if opt.Network == "" {
 		opt.Network = executor.NetworkDefault
 	}
-	if opt.Platform.OS == "" {
-		opt.Platform = platform.Native()
-	}
-	opt.Platform = platforms.Normalize(opt.Platform)
+	opt.Platform = targetPlatform(opt)
 	b := &build{
 		opt:    opt,
 		df:     opt.Dockerfile,
@@ -221,29 +217,10 @@ func Build(ctx context.Context, opt Options) (*Result, error) {
 		}()
 		defer b.removeSnapshots()
 	}
-	target := b.stages[len(b.stages)-1]
-	if opt.Target != "" {
-		t, ok := b.byName[strings.ToLower(opt.Target)]
-		if !ok {
-			return nil, fmt.Errorf("target stage %q could not be found%s", opt.Target, suggestStage(opt.Target, b.stageNames()))
-		}
-		target = t
+	target, reach, err := b.reachable()
+	if err != nil {
+		return nil, err
 	}
-	reach := map[*stage]bool{}
-	var mark func(s *stage)
-	mark = func(s *stage) {
-		if reach[s] {
-			return
-		}
-		reach[s] = true
-		if s.base != nil {
-			mark(s.base)
-		}
-		for _, d := range s.fromDeps {
-			mark(d)
-		}
-	}
-	mark(target)
 	// Before any work: a RUN that cannot execute here would fail after
 	// the pulls and every step before it.
 	if err := b.checkEmulation(reach); err != nil {
@@ -276,6 +253,34 @@ func Build(ctx context.Context, opt Options) (*Result, error) {
 		return nil, err
 	}
 	return b.finalize(target)
+}
+
+// reachable returns the target stage and every stage it needs.
+func (b *build) reachable() (*stage, map[*stage]bool, error) {
+	target := b.stages[len(b.stages)-1]
+	if b.opt.Target != "" {
+		t, ok := b.byName[strings.ToLower(b.opt.Target)]
+		if !ok {
+			return nil, nil, fmt.Errorf("target stage %q could not be found%s", b.opt.Target, suggestStage(b.opt.Target, b.stageNames()))
+		}
+		target = t
+	}
+	reach := map[*stage]bool{}
+	var mark func(s *stage)
+	mark = func(s *stage) {
+		if reach[s] {
+			return
+		}
+		reach[s] = true
+		if s.base != nil {
+			mark(s.base)
+		}
+		for _, d := range s.fromDeps {
+			mark(d)
+		}
+	}
+	mark(target)
+	return target, reach, nil
 }
 
 // start runs s in the background unless it already runs; a stage that

@@ -3,6 +3,7 @@ package planner
 import (
 	"fmt"
 
+	"github.com/containerd/platforms"
 	"github.com/moby/buildkit/frontend/dockerfile/instructions"
 	dockerspec "github.com/moby/docker-image-spec/specs-go/v1"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -12,6 +13,31 @@ import (
 	"github.com/kiln-build/kiln/platform"
 	"github.com/kiln-build/kiln/progress"
 )
+
+// targetPlatform is opt's target platform, normalised; the native one
+// when none is given.
+func targetPlatform(opt Options) ocispec.Platform {
+	if opt.Platform.OS == "" {
+		return platform.Native()
+	}
+	return platforms.Normalize(opt.Platform)
+}
+
+// CheckPlatform tells, without pulling or running anything, whether every
+// RUN that a build with opt would run can execute here; a multi-platform
+// build checks all its platforms before it starts any.
+func CheckPlatform(opt Options) error {
+	opt.Platform = targetPlatform(opt)
+	b := &build{opt: opt, df: opt.Dockerfile, byName: map[string]*stage{}}
+	if err := b.plan(); err != nil {
+		return err
+	}
+	_, reach, err := b.reachable()
+	if err != nil {
+		return err
+	}
+	return b.checkEmulation(reach)
+}
 
 // addPlatformKey puts a stage's platform into its root key, so that the
 // steps of two platforms never share a record even on the same base (FROM

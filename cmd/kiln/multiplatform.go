@@ -88,6 +88,15 @@ func runMultiPlatform(ctx context.Context, cmd *cobra.Command, mb multiBuild) er
 	if mb.prov.invocation == "" {
 		mb.prov.invocation = provenance.NewInvocationID()
 	}
+	// Every platform is checked before any starts: one that cannot run
+	// its RUN steps here fails the build before anything is pulled.
+	for _, p := range mb.platforms {
+		o := mb.opts
+		o.Platform = p
+		if err := planner.CheckPlatform(o); err != nil {
+			return err
+		}
+	}
 	builds := make([]*platformBuild, len(mb.platforms))
 	// Not an errgroup's context: it ends when the group does, and the
 	// lazy layers of a remote cache keep the context they were resolved

@@ -349,9 +349,13 @@ func TestMultiPlatformRefusals(t *testing.T) {
 		{"no handler", "FROM scratch\nCOPY Dockerfile /\nRUN true\nRUN false\n",
 			[]string{"--platform", noHandler},
 			1, []string{"Dockerfile:3", "RUN for " + noHandler, "kiln binfmt --install"}},
+		// With several platforms, none starts: not even the native one.
+		{"no handler among several", "FROM scratch\nCOPY Dockerfile /\nRUN true\n",
+			[]string{"--platform", "linux/amd64," + noHandler, "-o", "type=oci,dest=" + filepath.Join(t.TempDir(), "x.tar")},
+			1, []string{"Dockerfile:3", "RUN for " + noHandler, "kiln binfmt --install"}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			if tt.name == "no handler" && noHandler == "" {
+			if strings.HasPrefix(tt.name, "no handler") && noHandler == "" {
 				t.Skip("every candidate platform has a handler here") // sparc64 never does: not reached
 			}
 			ctxDir := platformContext(t, tt.dockerfile)
