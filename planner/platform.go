@@ -92,11 +92,23 @@ func (b *build) checkEmulation(reach map[*stage]bool) error {
 			if _, ok := c.(*instructions.RunCommand); !ok {
 				continue
 			}
-			if err := emulate.Check(platform.Format(s.platform)); err != nil {
-				return parser.At(b.df.Name, c.Location(), fmt.Errorf("RUN for %s: %w", platform.Format(s.platform), err))
+			if err := checkRunnable(s); err != nil {
+				return parser.At(b.df.Name, c.Location(), err)
 			}
 			break
 		}
+	}
+	return nil
+}
+
+// checkRunnable refuses a RUN of stage s that this machine cannot execute.
+func checkRunnable(s *stage) error {
+	e := emulated(s)
+	if e == "" {
+		return nil
+	}
+	if err := emulate.Check(e); err != nil {
+		return fmt.Errorf("RUN for %s: %w", e, err)
 	}
 	return nil
 }

@@ -358,6 +358,9 @@ func (b *build) dispatchRun(ctx context.Context, s *stage, c *instructions.RunCo
 	if c.PrependShell {
 		args = withShell(s.img, args)
 	}
+	if err := checkRunnable(s); err != nil {
+		return err // an ONBUILD trigger, which Build could not check up front
+	}
 	network := instructions.GetNetwork(c)
 	if network == instructions.NetworkDefault {
 		network = b.opt.Network
