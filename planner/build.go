@@ -21,30 +21,28 @@ import (
 	"github.com/moby/buildkit/frontend/dockerfile/instructions"
 	"github.com/moby/buildkit/frontend/dockerfile/shell"
 	dockerspec "github.com/moby/docker-image-spec/specs-go/v1"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/kiln-build/kiln/buildctx"
 	"github.com/kiln-build/kiln/cache"
 	"github.com/kiln-build/kiln/contexthash"
 	"github.com/kiln-build/kiln/executor"
 	"github.com/kiln-build/kiln/parser"
+	"github.com/kiln-build/kiln/platform"
 	"github.com/kiln-build/kiln/progress"
 	"github.com/kiln-build/kiln/sshforward"
 	"github.com/kiln-build/kiln/trace"
 )
 
-// The only platform kiln builds for; the sandbox runs the image's binaries
-// natively.
-const (
-	targetOS   = "linux"
-	targetArch = "amd64"
-	platformID = targetOS + "/" + targetArch
-)
+// targetOS is the OS of every image kiln builds, for path rules.
+const targetOS = "linux"
 
 // ImageResolver fetches images named in FROM and COPY --from.
 type ImageResolver interface {
-	// Resolve returns the linux/amd64 image for ref and its canonical name
+	// ResolvePlatform returns the image ref names for platform p (from an
+	// index, the entry that matches p best) and its canonical name
 	// (normalised, with digest) for messages and history.
-	Resolve(ctx context.Context, ref string) (v1.Image, string, error)
+	ResolvePlatform(ctx context.Context, ref string, p ocispec.Platform) (v1.Image, string, error)
 }
 
 // Options describe one build.
@@ -78,6 +76,16 @@ type Options struct {
 	DockerfileID string
 	// Jobs bounds the steps that run at once; 0 is the number of CPUs.
 	Jobs int
+	// Slots, when set, replaces Jobs: one token per running step, shared
+	// by the builds of several platforms so that together they stay
+	// within --jobs.
+	Slots chan struct{}
+	// Platform is the target platform (TARGETPLATFORM); zero is the
+	// native one. Stages without FROM --platform build for it.
+	Platform ocispec.Platform
+	// MultiPlatform prefixes step names with their platform, as BuildKit
+	// does when a build has several ("[linux/arm64 2/4] RUN …").
+	MultiPlatform bool
 	// Secrets are the --secret values by id, for RUN --mount=type=secret.
 	Secrets map[string][]byte
 	// SSH are the --ssh agents by id, for RUN --mount=type=ssh.
@@ -178,6 +186,7 @@ func Build(ctx context.Context, opt Options) (*Result, error) {
 	if opt.Network == "" {
 		opt.Network = executor.NetworkDefault
 	}
+	opt.Platform = targetPlatform(opt)
 	b := &build{
 		opt:    opt,
 		df:     opt.Dockerfile,
@@ -201,11 +210,14 @@ func Build(ctx context.Context, opt Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	jobs := opt.Jobs
-	if jobs <= 0 {
-		jobs = runtime.NumCPU()
+	b.jobs = opt.Slots
+	if b.jobs == nil {
+		jobs := opt.Jobs
+		if jobs <= 0 {
+			jobs = runtime.NumCPU()
+		}
+		b.jobs = make(chan struct{}, jobs)
 	}
-	b.jobs = make(chan struct{}, jobs)
 	if opt.ContextDir != "" && opt.Store != nil {
 		_, span := trace.Start(ctx, "context hash: load state")
 		h, err := contexthash.Open(filepath.Join(opt.Store.Root, "contexthash"), opt.ContextDir)
@@ -221,29 +233,15 @@ func Build(ctx context.Context, opt Options) (*Result, error) {
 		}()
 		defer b.removeSnapshots()
 	}
-	target := b.stages[len(b.stages)-1]
-	if opt.Target != "" {
-		t, ok := b.byName[strings.ToLower(opt.Target)]
-		if !ok {
-			return nil, fmt.Errorf("target stage %q could not be found%s", opt.Target, suggestStage(opt.Target, b.stageNames()))
-		}
-		target = t
+	target, reach, err := b.reachable()
+	if err != nil {
+		return nil, err
 	}
-	reach := map[*stage]bool{}
-	var mark func(s *stage)
-	mark = func(s *stage) {
-		if reach[s] {
-			return
-		}
-		reach[s] = true
-		if s.base != nil {
-			mark(s.base)
-		}
-		for _, d := range s.fromDeps {
-			mark(d)
-		}
+	// Before any work: a RUN that cannot execute here would fail after
+	// the pulls and every step before it.
+	if err := b.checkEmulation(reach); err != nil {
+		return nil, err
 	}
-	mark(target)
 	b.wantNet = b.needsNetwork(reach)
 	if b.ctxHash != nil {
 		for _, st := range b.stages {
@@ -273,6 +271,34 @@ func Build(ctx context.Context, opt Options) (*Result, error) {
 		return nil, err
 	}
 	return b.finalize(target)
+}
+
+// reachable returns the target stage and every stage it needs.
+func (b *build) reachable() (*stage, map[*stage]bool, error) {
+	target := b.stages[len(b.stages)-1]
+	if b.opt.Target != "" {
+		t, ok := b.byName[strings.ToLower(b.opt.Target)]
+		if !ok {
+			return nil, nil, fmt.Errorf("target stage %q could not be found%s", b.opt.Target, suggestStage(b.opt.Target, b.stageNames()))
+		}
+		target = t
+	}
+	reach := map[*stage]bool{}
+	var mark func(s *stage)
+	mark = func(s *stage) {
+		if reach[s] {
+			return
+		}
+		reach[s] = true
+		if s.base != nil {
+			mark(s.base)
+		}
+		for _, d := range s.fromDeps {
+			mark(d)
+		}
+	}
+	mark(target)
+	return target, reach, nil
 }
 
 // start runs s in the background unless it already runs; a stage that
@@ -323,7 +349,7 @@ func (b *build) plan() error {
 	if targetName == "" {
 		targetName = "default"
 	}
-	b.globalArgs = defaultArgs(b.opt.BuildArgs, targetName)
+	b.globalArgs = defaultArgs(b.opt.BuildArgs, targetName, platform.Native(), b.opt.Platform)
 	lex := shell.NewLex(df.Escape)
 	for _, a := range df.MetaArgs {
 		for _, kv := range a.Args {
@@ -356,13 +382,19 @@ func (b *build) plan() error {
 			return parser.At(df.Name, st.Location, fmt.Errorf("base name (%s) should not be blank", st.BaseName))
 		}
 		s.baseName = base
+		s.platform = b.opt.Platform
+		// Like BuildKit, FROM names only stages defined above it.
+		if bs, ok := b.byName[base]; ok {
+			s.base = bs
+			s.platform = bs.platform
+		}
 		if st.Platform != "" {
 			p, _, err := lex.ProcessWord(st.Platform, b.globalArgs)
 			if err != nil {
 				return parser.At(df.Name, st.Location, err)
 			}
-			if err := checkPlatform(p); err != nil {
-				return parser.At(df.Name, st.Location, fmt.Errorf("FROM --platform=%s: %w", st.Platform, err))
+			if s.platform, err = platform.Parse(p); err != nil {
+				return parser.At(df.Name, st.Location, fmt.Errorf("FROM --platform=%s: %w (want os/arch[/variant], e.g. linux/arm64)", st.Platform, err))
 			}
 		}
 		// Like BuildKit, FROM names only stages defined above it.
@@ -370,6 +402,7 @@ func (b *build) plan() error {
 			s.base = bs
 		}
 		b.planNamed(s)
+		s.prefix = b.platformPrefix(s.platform)
 		if s.name == "" {
 			s.displayName = fmt.Sprintf("stage-%d", i)
 		} else {
@@ -479,28 +512,21 @@ func checkCycles(b *build) error {
 	return nil
 }
 
-func checkPlatform(p string) error {
-	switch strings.ToLower(p) {
-	case "linux/amd64", "linux/amd64/v1", "linux/x86_64", "linux/x86-64":
-		return nil
-	}
-	return fmt.Errorf("platform %q is not supported: kiln builds linux/amd64 images only", p)
-}
-
 // defaultArgs are the platform ARGs BuildKit predefines in global scope.
-func defaultArgs(overrides map[string]string, target string) envList {
+// BUILD* describe this machine, TARGET* the platform being built.
+func defaultArgs(overrides map[string]string, target string, build, tgt ocispec.Platform) envList {
 	var env envList
 	for _, kv := range [][2]string{
-		{"BUILDPLATFORM", platformID},
-		{"BUILDOS", targetOS},
-		{"BUILDOSVERSION", ""},
-		{"BUILDARCH", targetArch},
-		{"BUILDVARIANT", ""},
-		{"TARGETPLATFORM", platformID},
-		{"TARGETOS", targetOS},
-		{"TARGETOSVERSION", ""},
-		{"TARGETARCH", targetArch},
-		{"TARGETVARIANT", ""},
+		{"BUILDPLATFORM", platform.Format(build)},
+		{"BUILDOS", build.OS},
+		{"BUILDOSVERSION", build.OSVersion},
+		{"BUILDARCH", build.Architecture},
+		{"BUILDVARIANT", build.Variant},
+		{"TARGETPLATFORM", platform.Format(tgt)},
+		{"TARGETOS", tgt.OS},
+		{"TARGETOSVERSION", tgt.OSVersion},
+		{"TARGETARCH", tgt.Architecture},
+		{"TARGETVARIANT", tgt.Variant},
 		{"TARGETSTAGE", target},
 	} {
 		v := kv[1]
@@ -522,7 +548,7 @@ func (b *build) finalize(target *stage) (*Result, error) {
 	for k, v := range b.opt.Labels {
 		img.Config.Labels[k] = v
 	}
-	img.OS, img.Architecture, img.Variant = targetOS, targetArch, ""
+	img.OS, img.Architecture, img.Variant = target.platform.OS, target.platform.Architecture, target.platform.Variant
 	// The image is as old as its newest step, so that a rebuild that runs
 	// nothing gives the same image ID; without any history, it is now.
 	var created time.Time

@@ -315,7 +315,7 @@ func (b *build) mountSource(ctx context.Context, s *stage, from string) ([]cache
 		}
 		return dep.layers, dep.key, nil
 	}
-	layers, canonical, err := b.imageLayers(ctx, from)
+	layers, canonical, err := b.imageLayers(ctx, from, s.platform)
 	if err != nil {
 		return nil, "", fmt.Errorf("RUN --mount from=%s: no stage is named %q and it is no usable image%s: %w", from, from, suggestStage(from, b.stageNames()), err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"os"
 	"path/filepath"
 	"strings"
@@ -274,7 +275,7 @@ func (b *build) fromNamedDir(ctx context.Context, s *stage) error {
 	if err != nil {
 		return err
 	}
-	s.img = emptyImage()
+	s.img = emptyImage(s.platform)
 	s.key = newStepKey("scratch", "").sum()
 	sum, entries, err := cs.hasher.Checksum([]string{"/"}, cs.excludes)
 	if err != nil {
@@ -299,8 +300,8 @@ func (b *build) fromNamedDir(ctx context.Context, s *stage) error {
 
 // targetPlatform is the platform an oci-layout context's index is
 // resolved for.
-func (b *build) targetPlatform() v1.Platform {
-	return v1.Platform{OS: targetOS, Architecture: targetArch}
+func (b *build) targetPlatform(p ocispec.Platform) v1.Platform {
+	return v1.Platform{OS: p.OS, Architecture: p.Architecture, Variant: p.Variant}
 }
 
 // namedResolver resolves the names of image contexts to their images:
@@ -311,27 +312,27 @@ type namedResolver struct {
 	next ImageResolver
 }
 
-func (r namedResolver) Resolve(ctx context.Context, ref string) (v1.Image, string, error) {
+func (r namedResolver) ResolvePlatform(ctx context.Context, ref string, p ocispec.Platform) (v1.Image, string, error) {
 	ns := r.b.namedFor(ref)
 	if r.next == nil && (ns == nil || ns.src.Kind == buildctx.Image) {
 		return nil, "", errors.New("no image resolver configured")
 	}
 	if ns == nil {
-		return r.next.Resolve(ctx, ref)
+		return r.next.ResolvePlatform(ctx, ref, p)
 	}
 	switch ns.src.Kind {
 	case buildctx.Image:
 		if ns.src.Ref == "scratch" {
 			return empty.Image, "scratch", nil
 		}
-		img, canonical, err := r.next.Resolve(ctx, ns.src.Ref)
+		img, canonical, err := r.next.ResolvePlatform(ctx, ns.src.Ref, p)
 		if err != nil {
 			return nil, "", fmt.Errorf("--build-context %s=%s: %w", ns.name, ns.src.Spec, err)
 		}
 		return img, canonical, nil
 	case buildctx.Layout:
 		ns.layoutOnce.Do(func() {
-			ns.layoutImg, ns.layoutName, ns.layoutErr = buildctx.OpenLayout(ns.src, r.b.targetPlatform())
+			ns.layoutImg, ns.layoutName, ns.layoutErr = buildctx.OpenLayout(ns.src, r.b.targetPlatform(p))
 			if ns.layoutErr != nil {
 				ns.layoutErr = fmt.Errorf("--build-context %s=%s: %w", ns.name, ns.src.Spec, ns.layoutErr)
 			}

@@ -37,6 +37,8 @@ type stage struct {
 	fromDeps    []*stage
 	triggers    []instructions.Command // ONBUILD of a base stage
 	total       int                    // steps shown as [i/total]
+	platform    ocispec.Platform       // what the stage builds for: FROM --platform, its base stage's, or the target
+	prefix      string                 // platform in step names when several are built ("linux/arm64 ")
 	cmdIndex    int
 	named       *namedSource // --build-context replacing the stage, or its FROM directory
 	replaced    bool         // the stage's name is a named context's: it is that context
@@ -110,7 +112,7 @@ func (s *stage) stepName(text string, onbuild bool) string {
 		return text
 	}
 	s.cmdIndex++
-	out := "["
+	out := "[" + s.prefix
 	if s.displayName != "" {
 		out += s.displayName + " "
 	}
@@ -163,8 +165,10 @@ func (b *build) runStage(ctx context.Context, s *stage) (err error) {
 		s.buildArgs = slices.Clone(bs.buildArgs)
 		s.key = bs.key
 	case s.baseName == "scratch":
-		s.img = emptyImage()
-		s.key = newStepKey("scratch", "").sum()
+		s.img = emptyImage(s.platform)
+		k := newStepKey("scratch", "")
+		addPlatformKey(k, s.platform)
+		s.key = k.sum()
 	default:
 		img, layers, canonical, err := b.pullBase(ctx, s)
 		if err != nil {
@@ -173,6 +177,7 @@ func (b *build) runStage(ctx context.Context, s *stage) (err error) {
 		s.img, s.layers = img, layers
 		k := newStepKey("from", "")
 		k.add("image", canonical)
+		addPlatformKey(k, s.platform)
 		s.key = k.sum()
 		for _, expr := range img.Config.OnBuild {
 			cmd, err := parseTrigger(expr)
@@ -431,9 +436,9 @@ func withShell(img dockerspec.DockerOCIImage, args []string) []string {
 	return append(sh, strings.Join(args, " "))
 }
 
-func emptyImage() dockerspec.DockerOCIImage {
+func emptyImage(p ocispec.Platform) dockerspec.DockerOCIImage {
 	var img dockerspec.DockerOCIImage
-	img.OS, img.Architecture = targetOS, targetArch
+	img.OS, img.Architecture, img.Variant = p.OS, p.Architecture, p.Variant
 	img.RootFS.Type = "layers"
 	img.Config.WorkingDir = "/"
 	img.Config.Env = []string{"PATH=" + system.DefaultPathEnvUnix}

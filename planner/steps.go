@@ -19,12 +19,14 @@ import (
 	bkparser "github.com/moby/buildkit/frontend/dockerfile/parser"
 	"github.com/moby/buildkit/util/system"
 	dockerspec "github.com/moby/docker-image-spec/specs-go/v1"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/kiln-build/kiln/cache"
 	"github.com/kiln-build/kiln/executor"
 	"github.com/kiln-build/kiln/executor/copier"
 	"github.com/kiln-build/kiln/layer"
+	"github.com/kiln-build/kiln/platform"
 	"github.com/kiln-build/kiln/progress"
 	"github.com/kiln-build/kiln/trace"
 )
@@ -40,18 +42,19 @@ type imageSource struct {
 // pullBase resolves a stage's FROM image and makes its layers available.
 func (b *build) pullBase(ctx context.Context, s *stage) (dockerspec.DockerOCIImage, []cache.LayerInfo, string, error) {
 	log := b.prog.Step(s.stepName("FROM "+s.baseName, false))
-	img, layers, canonical, err := b.pull(ctx, s.baseName, log)
+	img, layers, canonical, err := b.pull(ctx, s.baseName, s.platform, log)
 	if err != nil {
 		log.Fail(err)
 		return img, nil, "", err
 	}
+	warnPlatformMismatch(log, canonical, img, s.platform)
 	log.Done()
 	return img, layers, canonical, nil
 }
 
 // pull fetches ref's config and unpacks its layers into the store (layers
 // already stored are not downloaded).
-func (b *build) pull(ctx context.Context, ref string, log progress.Step) (dockerspec.DockerOCIImage, []cache.LayerInfo, string, error) {
+func (b *build) pull(ctx context.Context, ref string, p ocispec.Platform, log progress.Step) (dockerspec.DockerOCIImage, []cache.LayerInfo, string, error) {
 	var cfg dockerspec.DockerOCIImage
 	if b.opt.Resolver == nil {
 		return cfg, nil, "", errors.New("no image resolver configured")
@@ -61,7 +64,7 @@ func (b *build) pull(ctx context.Context, ref string, log progress.Step) (docker
 		rctx = b.outer
 	}
 	rctx, resolveSpan := trace.Start(rctx, "resolve "+ref)
-	img, canonical, err := b.opt.Resolver.Resolve(rctx, ref)
+	img, canonical, err := b.opt.Resolver.ResolvePlatform(rctx, ref, p)
 	resolveSpan.SetString("image", canonical)
 	resolveSpan.End()
 	if err != nil {
@@ -133,16 +136,17 @@ func missingLayer(store *cache.Store, ls []v1.Layer) bool {
 	return false
 }
 
-func (b *build) imageLayers(ctx context.Context, ref string) ([]cache.LayerInfo, string, error) {
+func (b *build) imageLayers(ctx context.Context, ref string, p ocispec.Platform) ([]cache.LayerInfo, string, error) {
+	id := ref + "\x00" + platform.Format(p)
 	b.imagesMu.Lock()
-	src, ok := b.images[ref]
+	src, ok := b.images[id]
 	if !ok {
 		src = &imageSource{}
-		b.images[ref] = src
+		b.images[id] = src
 	}
 	b.imagesMu.Unlock()
 	src.once.Do(func() {
-		_, src.layers, src.canonical, src.err = b.pull(ctx, ref, nil)
+		_, src.layers, src.canonical, src.err = b.pull(ctx, ref, p, nil)
 	})
 	return src.layers, src.canonical, src.err
 }
@@ -261,7 +265,7 @@ func (b *build) runStep(ctx context.Context, s *stage, name string, k *stepKey, 
 	defer func() { span.SetError(err); span.End() }()
 	tar := b.clampFor(k)
 	key := k.sum()
-	log := b.prog.Step(name)
+	log := b.stepLog(s, k, name)
 	_, lookupSpan := trace.Start(ctx, "cache lookup")
 	hit, err := b.lookup(s, key)
 	lookupSpan.End()
@@ -372,6 +376,9 @@ func (b *build) dispatchRun(ctx context.Context, s *stage, c *instructions.RunCo
 	}
 	if c.PrependShell {
 		args = withShell(s.img, args)
+	}
+	if err := checkRunnable(s); err != nil {
+		return err // an ONBUILD trigger, which Build could not check up front
 	}
 	network := instructions.GetNetwork(c)
 	if network == instructions.NetworkDefault {
@@ -608,7 +615,7 @@ func (b *build) dispatchCopy(ctx context.Context, s *stage, c copyCmd) error {
 			k.add("from", dep.key)
 		} else {
 			var canonical string
-			layers, canonical, err = b.imageLayers(ctx, c.from)
+			layers, canonical, err = b.imageLayers(ctx, c.from, s.platform)
 			if err != nil {
 				return fmt.Errorf("COPY --from=%s: no stage is named %q and it is no usable image%s: %w", c.from, c.from, suggestStage(c.from, b.stageNames()), err)
 			}

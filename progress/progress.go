@@ -160,10 +160,12 @@ func newPrinter(now func() time.Time, views ...view) *printer {
 	return &printer{now: now, start: now(), views: views}
 }
 
-func (p *printer) Step(name string) Step {
+func (p *printer) Step(name string) Step { return p.step(name, StepInfo{}) }
+
+func (p *printer) step(name string, info StepInfo) *step {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	s := &step{p: p, n: len(p.steps) + 1, name: name, start: p.now()}
+	s := &step{p: p, n: len(p.steps) + 1, name: name, info: info, start: p.now()}
 	p.steps = append(p.steps, s)
 	p.stats.Steps++
 	for _, v := range p.views {
@@ -237,6 +239,7 @@ type step struct {
 	p          *printer
 	n          int
 	name       string
+	info       StepInfo
 	start, end time.Time
 	state      state
 	err        error

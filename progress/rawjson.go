@@ -20,9 +20,12 @@ type Event struct {
 	Build   string `json:"build,omitempty"`   // start: the build ID
 	Logs    string `json:"logs,omitempty"`    // start: the build's log directory
 
-	Step int     `json:"step,omitempty"` // every step event: the step's number, from 1
-	Name string  `json:"name,omitempty"` // step
-	Line *string `json:"line,omitempty"` // log, message: one line, without its newline
+	Step int    `json:"step,omitempty"` // every step event: the step's number, from 1
+	Name string `json:"name,omitempty"` // step
+	// Emulated is the platform a RUN step runs for under emulation
+	// (QEMU); absent when it runs natively.
+	Emulated string  `json:"emulated,omitempty"` // step
+	Line     *string `json:"line,omitempty"`     // log, message: one line, without its newline
 
 	ID      string `json:"id,omitempty"`      // bytes: which transfer of the step
 	Current *int64 `json:"current,omitempty"` // bytes
@@ -77,7 +80,9 @@ func seconds(d time.Duration) *float64 {
 	return &f
 }
 
-func (v *jsonView) start(s *step)       { v.emit(Event{Type: "step", Step: s.n, Name: s.name}) }
+func (v *jsonView) start(s *step) {
+	v.emit(Event{Type: "step", Step: s.n, Name: s.name, Emulated: s.info.Emulated})
+}
 func (v *jsonView) write(*step, []byte) {}
 func (v *jsonView) line(s *step, l string) {
 	v.emit(Event{Type: "log", Step: s.n, Line: &l})

@@ -72,6 +72,9 @@ type Build struct {
 
 // Base is one image the build resolved.
 type Base struct {
+	// Platform is what it was resolved for ("linux/arm64"); "" is
+	// linux/amd64.
+	Platform string
 	// Ref is the name as the Dockerfile gave it (after ARG expansion).
 	Ref string
 	// Digest is the manifest digest it resolved to.
@@ -131,11 +134,16 @@ func Statement(b Build, m Mode, subjects []Subject) ([]byte, error) {
 // SubjectName is an image name as a subject name: a package URL, as
 // BuildKit writes it ("pkg:docker/app@1.0?platform=linux%2Famd64"); "_"
 // for an unnamed image.
-func SubjectName(ref string) string {
+func SubjectName(ref string) string { return SubjectNameFor(ref, "") }
+
+// SubjectNameFor is SubjectName for an image of platform ("linux/arm64";
+// "" is linux/amd64), as each platform's provenance of a multi-platform
+// build names it.
+func SubjectNameFor(ref, platform string) string {
 	if ref == "" {
 		return "_"
 	}
-	if p := purl(ref, v1.Hash{}); p != "" {
+	if p := purl(ref, v1.Hash{}, platform); p != "" {
 		return p
 	}
 	return ref
@@ -191,7 +199,7 @@ func predicate(b Build, m Mode) provenancePredicate {
 	})
 	seen := map[string]bool{}
 	for _, base := range bases {
-		uri := purl(base.Ref, base.Digest)
+		uri := purl(base.Ref, base.Digest, base.Platform)
 		if uri == "" {
 			uri = base.Ref
 		}
@@ -246,7 +254,7 @@ func digestSet(h v1.Hash) map[string]string {
 // images in provenance: pkg:docker/NAME@TAG?platform=linux%2Famd64, with
 // the digest as a qualifier when the reference had no tag. "" when ref does
 // not parse.
-func purl(ref string, dg v1.Hash) string {
+func purl(ref string, dg v1.Hash, platform string) string {
 	r, err := name.ParseReference(ref)
 	if err != nil {
 		return ""
@@ -269,7 +277,10 @@ func purl(ref string, dg v1.Hash) string {
 	if version == "" && dg.Hex != "" && q.Get("digest") == "" {
 		q.Set("digest", dg.String())
 	}
-	q.Set("platform", "linux/amd64")
+	if platform == "" {
+		platform = "linux/amd64"
+	}
+	q.Set("platform", platform)
 	var sb strings.Builder
 	sb.WriteString("pkg:docker/")
 	sb.WriteString(n)

@@ -136,7 +136,7 @@ func TestPurl(t *testing.T) {
 		{"Not A Ref", ""},
 	}
 	for _, tt := range tests {
-		if got := purl(tt.ref, dg); got != tt.want {
+		if got := purl(tt.ref, dg, ""); got != tt.want {
 			t.Errorf("purl(%q) = %q, want %q", tt.ref, got, tt.want)
 		}
 	}

@@ -24,7 +24,9 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/kiln-build/kiln/platform"
 	"github.com/kiln-build/kiln/trace"
 )
 
@@ -160,7 +162,7 @@ func (r *Resolver) Options(ctx context.Context) []remote.Option {
 	return []remote.Option{
 		remote.WithContext(ctx),
 		remote.WithAuthFromKeychain(r.keychain()),
-		remote.WithPlatform(pullPlatform),
+		remote.WithPlatform(platform.V1(platform.Legacy)),
 		remote.WithTransport(r.transport()),
 		remote.WithRetryBackoff(b),
 		// Registry operators see who is pulling; go-containerregistry adds
@@ -170,11 +172,19 @@ func (r *Resolver) Options(ctx context.Context) []remote.Option {
 }
 
 // Resolve returns the linux/amd64 image ref names and its canonical
+// name@digest: ResolvePlatform for platform.Legacy.
+func (r *Resolver) Resolve(ctx context.Context, ref string) (v1.Image, string, error) {
+	return r.ResolvePlatform(ctx, ref, platform.Legacy)
+}
+
+// ResolvePlatform returns the image ref names for platform want (from an
+// index, the entry containerd's matching prefers; a single image whatever
+// its config says, which the caller checks) and its canonical
 // name@digest. Mirrors of ref's registry are tried first, in order, then
 // the registry itself; the canonical name is always the origin's, so a
 // mirror changes where bytes come from, never what the build records.
 // Layers are fetched lazily by the caller, from wherever the manifest came.
-func (r *Resolver) Resolve(ctx context.Context, ref string) (v1.Image, string, error) {
+func (r *Resolver) ResolvePlatform(ctx context.Context, ref string, want ocispec.Platform) (v1.Image, string, error) {
 	n, err := r.Parse(ref)
 	if err != nil {
 		return nil, "", err
@@ -184,7 +194,7 @@ func (r *Resolver) Resolve(ctx context.Context, ref string) (v1.Image, string, e
 		mref, err := r.mirrorRef(n, m)
 		if err == nil {
 			var img v1.Image
-			if img, err = r.image(ctx, mref); err == nil {
+			if img, err = r.image(ctx, mref, want); err == nil {
 				return r.resolved(n, mref, img)
 			}
 		}
@@ -193,7 +203,7 @@ func (r *Resolver) Resolve(ctx context.Context, ref string) (v1.Image, string, e
 		}
 		mirrorErrs = append(mirrorErrs, fmt.Errorf("mirror %s: %w", m, err))
 	}
-	img, err := r.image(ctx, n)
+	img, err := r.image(ctx, n, want)
 	if err != nil {
 		if len(mirrorErrs) > 0 {
 			err = fmt.Errorf("%w (and through its mirrors: %w)", err, errors.Join(mirrorErrs...))
@@ -227,8 +237,8 @@ func (r *Resolver) resolved(n, src name.Reference, img v1.Image) (v1.Image, stri
 
 // image fetches the manifest of ref, explaining authentication, TLS and
 // schema 1 failures.
-func (r *Resolver) image(ctx context.Context, ref name.Reference) (v1.Image, error) {
-	img, err := r.boundedImage(ctx, ref)
+func (r *Resolver) image(ctx context.Context, ref name.Reference, want ocispec.Platform) (v1.Image, error) {
+	img, err := r.boundedImage(ctx, ref, want)
 	if err != nil {
 		return nil, r.explain(ctx, ref.Context().Registry, err)
 	}
@@ -240,7 +250,7 @@ func (r *Resolver) image(ctx context.Context, ref name.Reference) (v1.Image, err
 // the manifest declares, so the walk from index to image is done here, a
 // level at a time, and the image's declared sizes are checked before any
 // of its blobs is fetched.
-func (r *Resolver) boundedImage(ctx context.Context, ref name.Reference) (v1.Image, error) {
+func (r *Resolver) boundedImage(ctx context.Context, ref name.Reference, want ocispec.Platform) (v1.Image, error) {
 	lim := r.limits()
 	opts := r.Options(ctx)
 	desc, err := remote.Get(ref, opts...)
@@ -259,9 +269,9 @@ func (r *Resolver) boundedImage(ctx context.Context, ref name.Reference) (v1.Ima
 		if err != nil {
 			return nil, fmt.Errorf("reading image index %s: %w", desc.Digest, err)
 		}
-		child, ok := pickPlatform(im.Manifests, pullPlatform)
+		child, ok := platform.Pick(im.Manifests, want)
 		if !ok {
-			return nil, fmt.Errorf("image index %s has no %s image", ref, pullPlatform)
+			return nil, fmt.Errorf("image index %s has no %s image (it has %s); build for one of those with --platform, or use a base image published for %s", ref, platform.Format(want), indexPlatforms(im.Manifests), platform.Format(want))
 		}
 		if desc, err = remote.Get(ref.Context().Digest(child.Digest.String()), opts...); err != nil {
 			return nil, err
@@ -292,23 +302,23 @@ func (r *Resolver) boundedImage(ctx context.Context, ref name.Reference) (v1.Ima
 	return img, nil
 }
 
-// pullPlatform is the platform kiln builds for.
-var pullPlatform = v1.Platform{OS: "linux", Architecture: "amd64"}
-
-// pickPlatform returns the first entry of an index for platform want; an
-// entry without a platform is taken as linux/amd64, as go-containerregistry
-// and Docker do.
-func pickPlatform(ds []v1.Descriptor, want v1.Platform) (v1.Descriptor, bool) {
+// indexPlatforms lists the platforms of an index's images, for messages.
+func indexPlatforms(ds []v1.Descriptor) string {
+	var out []string
 	for _, d := range ds {
-		p := pullPlatform
+		p := platform.Legacy
 		if d.Platform != nil {
-			p = *d.Platform
+			p = platform.FromV1(*d.Platform)
 		}
-		if p.Satisfies(want) {
-			return d, true
+		if p.OS == "unknown" { // attestation manifests
+			continue
 		}
+		out = append(out, platform.Format(p))
 	}
-	return v1.Descriptor{}, false
+	if len(out) == 0 {
+		return "none"
+	}
+	return strings.Join(out, ", ")
 }
 
 // mirrorRef is ref as served by mirror (HOST[:PORT][/PATH]): the same

@@ -153,6 +153,11 @@ func importRegistry(ctx context.Context, res *registry.Resolver, ref string) (*s
 		return nil, fmt.Errorf("fetching %s: %w", n, err)
 	}
 	if desc.MediaType.IsIndex() {
+		// A multi-platform image holds an inline cache per platform
+		// (their keys differ): all of them are imported.
+		if all, err := platformImages(desc); err == nil && len(all) > 1 {
+			return importPlatforms(ctx, res, n, all)
+		}
 		// An image pushed with provenance is an index: its inline cache
 		// is in the image manifest's config, beside the attestation.
 		if desc, err = imageOfIndex(n, desc, opts); err != nil {
@@ -394,6 +399,54 @@ func readLimited(path string, limit int64) ([]byte, error) {
 		return nil, fmt.Errorf("reading %s: larger than %d bytes", path, limit)
 	}
 	return data, nil
+}
+
+// platformImages lists the image manifests of an index, attestation
+// manifests aside.
+func platformImages(desc *remote.Descriptor) ([]v1.Descriptor, error) {
+	idx, err := v1.ParseIndexManifest(bytes.NewReader(desc.Manifest))
+	if err != nil {
+		return nil, fmt.Errorf("parsing the index: %w", err)
+	}
+	var out []v1.Descriptor
+	for _, d := range idx.Manifests {
+		if d.MediaType.IsImage() && d.Annotations["vnd.docker.reference.type"] != "attestation-manifest" {
+			out = append(out, d)
+		}
+	}
+	return out, nil
+}
+
+// importPlatforms imports the inline cache of each image of a
+// multi-platform index; one that carries none is skipped, and only when
+// none does is the source not used.
+func importPlatforms(ctx context.Context, res *registry.Resolver, n name.Reference, images []v1.Descriptor) (*source, error) {
+	out := &source{steps: map[string]imported{}, mounts: map[string]Mount{}}
+	var errs []error
+	for _, d := range images {
+		m, err := importRegistry(ctx, res, n.Context().Digest(d.Digest.String()).String())
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		for k, v := range m.steps {
+			if _, ok := out.steps[k]; !ok {
+				out.steps[k] = v
+			}
+		}
+		for id, v := range m.mounts {
+			if _, ok := out.mounts[id]; !ok {
+				out.mounts[id] = v
+			}
+		}
+		if out.mountsErr == nil {
+			out.mountsErr = m.mountsErr
+		}
+	}
+	if len(errs) == len(images) {
+		return nil, errors.Join(errs...)
+	}
+	return out, nil
 }
 
 // imageOfIndex fetches the image manifest an index holds for linux/amd64,

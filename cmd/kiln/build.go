@@ -20,6 +20,7 @@ import (
 	"github.com/kiln-build/kiln/internal/features"
 	"github.com/kiln-build/kiln/parser"
 	"github.com/kiln-build/kiln/planner"
+	"github.com/kiln-build/kiln/platform"
 	"github.com/kiln-build/kiln/progress"
 	"github.com/kiln-build/kiln/sshforward"
 	"github.com/kiln-build/kiln/trace"
@@ -86,7 +87,7 @@ func newBuildCmd(root *string) *cobra.Command {
 	fl.IntVar(&f.jobs, "jobs", 0, "steps of independent stages run at once (default: number of CPUs)")
 	fl.StringArrayVar(&f.labels, "label", nil, "add a label K=V to the image (repeatable)")
 	fl.StringVar(&f.network, "network", "default", "network of RUN steps: default (an isolated network of the build's, outbound only, through pasta or slirp4netns), none, or host (needs --allow network.host)")
-	fl.StringVar(&f.platform, "platform", "", "target platform (only linux/amd64)")
+	fl.StringVar(&f.platform, "platform", "", "target platforms, comma-separated (default: this machine's): linux/amd64,linux/arm64,linux/arm/v7…")
 	fl.StringVar(&f.iidfile, "iidfile", "", "write the image ID (config digest) to this file")
 	fl.StringVar(&f.progress, "progress", "auto", "progress output: auto (tty on a terminal, else plain), plain, tty, rawjson or quiet")
 	fl.BoolVarP(&f.quiet, "quiet", "q", false, "print only the image ID (--progress=quiet)")
@@ -132,8 +133,9 @@ func runBuild(cmd *cobra.Command, root, contextDir string, f buildFlags) (err er
 	if err != nil || !st.IsDir() {
 		return usagef("build context %q is not a directory", contextDir)
 	}
-	if f.platform != "" && f.platform != "linux/amd64" {
-		return usagef("--platform %s: kiln builds linux/amd64 images only", f.platform)
+	plats, err := parsePlatformFlag(f.platform)
+	if err != nil {
+		return err
 	}
 	if f.quiet {
 		f.progress = "quiet"
@@ -167,6 +169,9 @@ func runBuild(cmd *cobra.Command, root, contextDir string, f buildFlags) (err er
 	}
 	outputs, targets, err := prepareOutputs(ctx, outputs, f.load, f.annotations, cmd.OutOrStdout())
 	if err != nil {
+		return err
+	}
+	if err := checkPlatformOutputs(plats, outputs); err != nil {
 		return err
 	}
 	propagateSourceDateEpoch(buildArgs)
@@ -292,8 +297,9 @@ func runBuild(cmd *cobra.Command, root, contextDir string, f buildFlags) (err er
 		started:        started,
 		resolver:       recorder,
 		log:            printer.Messages(),
+		platform:       platform.Format(plats[0]),
 	}
-	res, err := planner.Build(ctx, planner.Options{
+	opts := planner.Options{
 		Dockerfile: df,
 		ContextDir: contextDir,
 		Excludes:   excludes,
@@ -319,7 +325,13 @@ func runBuild(cmd *cobra.Command, root, contextDir string, f buildFlags) (err er
 		KeepTimestamps: keepTimes, // rewrite-timestamp=false
 		Remote:         remote,
 		NamedContexts:  namedContexts,
-	})
+		Platform:       plats[0],
+	}
+	if len(plats) > 1 {
+		return runMultiPlatform(ctx, cmd, multiBuild{f: f, opts: opts, platforms: plats, outputs: outputs,
+			store: store, prov: prov, cacheTo: cacheTo, printer: printer})
+	}
+	res, err := planner.Build(ctx, opts)
 	if err != nil {
 		return err
 	}

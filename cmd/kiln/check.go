@@ -2,8 +2,8 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
+	"github.com/containerd/platforms"
 	"io"
 	"strings"
 	"sync"
@@ -121,12 +121,7 @@ func printLintSummary(w io.Writer, mode string, warnings []lint.Warning) {
 // build's own resolver (kiln's store, then the registry).
 func baseImages(r planner.ImageResolver) lint.BaseImageFunc {
 	return func(ctx context.Context, ref string, p ocispecs.Platform) (*lint.Image, error) {
-		if p.OS != "linux" || p.Architecture != "amd64" {
-			// the resolver gives linux/amd64 images: another platform's
-			// config is unknown, and the rules that need it are skipped
-			return nil, errors.New("only linux/amd64 images are resolved")
-		}
-		img, _, err := r.Resolve(ctx, ref)
+		img, _, err := r.ResolvePlatform(ctx, ref, p)
 		if err != nil {
 			return nil, err
 		}
@@ -161,14 +156,15 @@ func memoize(r planner.ImageResolver) *memoResolver {
 	return &memoResolver{next: r, seen: map[string]*memoEntry{}}
 }
 
-func (m *memoResolver) Resolve(ctx context.Context, ref string) (v1.Image, string, error) {
+func (m *memoResolver) ResolvePlatform(ctx context.Context, ref string, p ocispecs.Platform) (v1.Image, string, error) {
+	key := ref + "\x00" + platforms.Format(p)
 	m.mu.Lock()
-	e, ok := m.seen[ref]
+	e, ok := m.seen[key]
 	if !ok {
 		e = &memoEntry{}
-		m.seen[ref] = e
+		m.seen[key] = e
 	}
 	m.mu.Unlock()
-	e.once.Do(func() { e.img, e.name, e.err = m.next.Resolve(ctx, ref) })
+	e.once.Do(func() { e.img, e.name, e.err = m.next.ResolvePlatform(ctx, ref, p) })
 	return e.img, e.name, e.err
 }

@@ -135,43 +135,96 @@ func TestConformance(t *testing.T) {
 			if strings.Contains(meta.Base, "debian") {
 				testutil.PushDebian(t, reg)
 			}
-			out := filepath.Join(t.TempDir(), "image.tar")
-			log, code := kiln(t, buildArgs(root, ctxDir, meta, "-t", "conform/"+name+":latest", "-o", "type=docker,dest="+out)...)
-			checkNoLeaks(t, root)
-			if code != 0 {
-				t.Fatalf("kiln build exited %d:\n%s", code, log)
+			if len(meta.Platforms) == 0 {
+				conformCase(t, root, ctxDir, caseDir, name, meta, "")
+				return
 			}
-			img, err := tarball.ImageFromPath(out, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := validate.Image(img); err != nil {
-				t.Errorf("image does not validate: %v", err)
-			}
-			base := baseImage(t, meta.Base)
-			cfg, err := conformance.Config(img)
-			if err != nil {
-				t.Fatal(err)
-			}
-			delta, err := conformance.DeltaOf(base, img)
-			if err != nil {
-				t.Fatal(err)
-			}
-			compare(t, filepath.Join(caseDir, "expected", "config.txt"), cfg)
-			got := strings.Join(delta, "\n") + "\n"
-			if meta.Loose && !*update {
-				want, err := os.ReadFile(filepath.Join(caseDir, "expected", "fs.txt"))
-				if err != nil {
-					t.Fatal(err)
-				}
-				if conformance.StripContent(string(want)) != conformance.StripContent(got) {
-					t.Errorf("fs.txt differs from BuildKit's result (sizes and digests aside):\n%s", conformance.StripContent(got))
-				}
-			} else {
-				compare(t, filepath.Join(caseDir, "expected", "fs.txt"), got)
+			// A case for several platforms is built once per platform,
+			// as conform.sh does, on the multi-platform busybox.
+			testutil.PushBusyboxMulti(t, reg)
+			for _, p := range meta.Platforms {
+				t.Run(strings.ReplaceAll(p, "/", "_"), func(t *testing.T) {
+					if p != "linux/amd64" {
+						needEmulation(t, p)
+					}
+					conformCase(t, root, ctxDir, caseDir, name, meta, p)
+				})
 			}
 		})
 	}
+}
+
+// conformCase builds one case (for platform p, when set) and compares it
+// with the expectations recorded from BuildKit.
+func conformCase(t *testing.T, root, ctxDir, caseDir, name string, meta conformance.Case, p string) {
+	t.Helper()
+	out := filepath.Join(t.TempDir(), "image.tar")
+	extra := []string{"-t", "conform/" + name + ":latest", "-o", "type=docker,dest=" + out}
+	if p != "" {
+		extra = append(extra, "--platform", p)
+	}
+	log, code := kiln(t, buildArgs(root, ctxDir, meta, extra...)...)
+	checkNoLeaks(t, root)
+	if code != 0 {
+		t.Fatalf("kiln build exited %d:\n%s", code, log)
+	}
+	img, err := tarball.ImageFromPath(out, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := validate.Image(img); err != nil {
+		t.Errorf("image does not validate: %v", err)
+	}
+	base := baseImageFor(t, meta.Base, p)
+	cfg, err := conformance.Config(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	delta, err := conformance.DeltaOf(base, img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	exp := conformance.ExpectedDir(caseDir, p)
+	if *update {
+		if err := os.MkdirAll(exp, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	compare(t, filepath.Join(exp, "config.txt"), cfg)
+	got := strings.Join(delta, "\n") + "\n"
+	if meta.Loose && !*update {
+		want, err := os.ReadFile(filepath.Join(exp, "fs.txt"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if conformance.StripContent(string(want)) != conformance.StripContent(got) {
+			t.Errorf("fs.txt differs from BuildKit's result (sizes and digests aside):\n%s", conformance.StripContent(got))
+		}
+	} else {
+		compare(t, filepath.Join(exp, "fs.txt"), got)
+	}
+}
+
+// baseImageFor is the case's base for platform p (from an index, the
+// entry of p), the default one when p is "".
+func baseImageFor(t *testing.T, ref, p string) v1.Image {
+	t.Helper()
+	if p == "" || ref == "scratch" {
+		return baseImage(t, ref)
+	}
+	r, err := name.ParseReference(ref, name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plat, err := v1.ParsePlatform(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := remote.Image(r, remote.WithPlatform(*plat))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return img
 }
 
 func baseImage(t *testing.T, ref string) v1.Image {

@@ -12,9 +12,11 @@ import (
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/kiln-build/kiln/export"
 	"github.com/kiln-build/kiln/planner"
+	"github.com/kiln-build/kiln/platform"
 	"github.com/kiln-build/kiln/provenance"
 )
 
@@ -54,14 +56,14 @@ type recordingResolver struct {
 	seen []provenance.Base
 }
 
-func (r *recordingResolver) Resolve(ctx context.Context, ref string) (v1.Image, string, error) {
-	img, canonical, err := r.next.Resolve(ctx, ref)
+func (r *recordingResolver) ResolvePlatform(ctx context.Context, ref string, p ocispec.Platform) (v1.Image, string, error) {
+	img, canonical, err := r.next.ResolvePlatform(ctx, ref, p)
 	if err != nil {
 		return img, canonical, err
 	}
 	if dg, err := img.Digest(); err == nil {
 		r.mu.Lock()
-		r.seen = append(r.seen, provenance.Base{Ref: ref, Digest: dg})
+		r.seen = append(r.seen, provenance.Base{Ref: ref, Digest: dg, Platform: platform.Format(p)})
 		r.mu.Unlock()
 	}
 	return img, canonical, nil
@@ -86,6 +88,9 @@ type provenanceInputs struct {
 	started        time.Time
 	resolver       *recordingResolver
 	log            io.Writer
+	// platform is the image's platform ("linux/arm64") for subject names;
+	// "" is linux/amd64.
+	platform string
 	// invocation is the build's invocation id, the same in every output's
 	// provenance, as BuildKit's is per build request.
 	invocation string
@@ -115,7 +120,11 @@ func (p *provenanceInputs) attester(out export.Output) export.Attester {
 	}
 	invocation := p.invocation
 	return func(subject v1.Descriptor, names []string) ([]export.Attestation, error) {
-		st, err := provenance.Statement(p.build(invocation), mode, provenanceSubjects(subject.Digest, names))
+		plat := p.platform
+		if subject.Platform != nil {
+			plat = subject.Platform.String()
+		}
+		st, err := provenance.Statement(p.build(invocation), mode, provenanceSubjects(subject.Digest, names, plat))
 		if err != nil {
 			return nil, err
 		}
@@ -130,13 +139,13 @@ func whyNoAttestation(typ string) string {
 	return "a root filesystem has no manifest to attach it to"
 }
 
-func provenanceSubjects(dg v1.Hash, names []string) []provenance.Subject {
+func provenanceSubjects(dg v1.Hash, names []string, plat string) []provenance.Subject {
 	if len(names) == 0 {
 		return []provenance.Subject{{Name: provenance.SubjectName(""), Digest: dg}}
 	}
 	out := make([]provenance.Subject, 0, len(names))
 	for _, n := range names {
-		out = append(out, provenance.Subject{Name: provenance.SubjectName(n), Digest: dg})
+		out = append(out, provenance.Subject{Name: provenance.SubjectNameFor(n, plat), Digest: dg})
 	}
 	return out
 }

@@ -245,6 +245,11 @@ func (o *registryOptions) writeMetadata(img v1.Image) error {
 	} else if tags := o.tags(); len(tags) > 0 {
 		md["image.name"] = strings.Join(tags, ",")
 	}
+	return o.writeMetadataMap(md)
+}
+
+// writeMetadataMap writes md as --metadata-file.
+func (o *registryOptions) writeMetadataMap(md map[string]any) error {
 	b, err := json.MarshalIndent(md, "", "  ")
 	if err != nil {
 		return fmt.Errorf("encoding --metadata-file: %w", err)

@@ -6,9 +6,11 @@ import (
 	"sync"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/kiln-build/kiln/cache"
 	"github.com/kiln-build/kiln/planner"
+	"github.com/kiln-build/kiln/platform"
 )
 
 // imageResolver is how a build finds the images its FROM, COPY --from and
@@ -29,10 +31,15 @@ type storeFirst struct {
 	next  planner.ImageResolver
 }
 
-func (r storeFirst) Resolve(ctx context.Context, ref string) (v1.Image, string, error) {
+func (r storeFirst) ResolvePlatform(ctx context.Context, ref string, p ocispec.Platform) (v1.Image, string, error) {
 	img, ok, err := r.store.Image(ref)
 	if err != nil {
 		return nil, "", fmt.Errorf("looking up %s in the local store: %w", ref, err)
+	}
+	if ok && !storedFor(img, p) {
+		// The store holds one platform of a name; another platform's
+		// build of it comes from the registry.
+		ok = false
 	}
 	if ok {
 		d, err := img.Digest()
@@ -45,7 +52,16 @@ func (r storeFirst) Resolve(ctx context.Context, ref string) (v1.Image, string, 
 		}
 		return img, name + "@" + d.String(), nil
 	}
-	return r.next.Resolve(ctx, ref)
+	return r.next.ResolvePlatform(ctx, ref, p)
+}
+
+// storedFor reports whether a stored image is for platform p.
+func storedFor(img v1.Image, p ocispec.Platform) bool {
+	cf, err := img.ConfigFile()
+	if err != nil {
+		return true // reading it again later says what is wrong
+	}
+	return platform.Matches(cf.OS, cf.Architecture, cf.Variant, p)
 }
 
 // registryOnly is --pull: every name is resolved against its registry,
@@ -69,16 +85,17 @@ type resolved struct {
 	err       error
 }
 
-func (r *registryOnly) Resolve(ctx context.Context, ref string) (v1.Image, string, error) {
+func (r *registryOnly) ResolvePlatform(ctx context.Context, ref string, p ocispec.Platform) (v1.Image, string, error) {
+	id := ref + "\x00" + platform.Format(p)
 	r.mu.Lock()
-	res, ok := r.seen[ref]
+	res, ok := r.seen[id]
 	if !ok {
 		res = &resolved{}
-		r.seen[ref] = res
+		r.seen[id] = res
 	}
 	r.mu.Unlock()
 	res.once.Do(func() {
-		res.img, res.canonical, res.err = r.next.Resolve(ctx, ref)
+		res.img, res.canonical, res.err = r.next.ResolvePlatform(ctx, ref, p)
 		if res.err == nil {
 			return
 		}

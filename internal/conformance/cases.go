@@ -26,6 +26,19 @@ type Case struct {
 	// Loose: file sizes and digests are not compared (a case whose content
 	// comes from a moving package archive).
 	Loose bool
+	// Platforms, from the platforms file (comma-separated), are built and
+	// compared one at a time, each against its own expectations
+	// (ExpectedDir); none means one build for the default platform.
+	Platforms []string
+}
+
+// ExpectedDir is where a case's expectations for platform p are:
+// expected/, or expected/linux_arm64/ … for a case with a platforms file.
+func ExpectedDir(caseDir, p string) string {
+	if p == "" {
+		return filepath.Join(caseDir, "expected")
+	}
+	return filepath.Join(caseDir, "expected", strings.ReplaceAll(p, "/", "_"))
 }
 
 // DefaultBase is the image most cases build on.
@@ -78,6 +91,17 @@ func ReadCase(dir string) (Case, error) {
 	if _, err := os.Stat(filepath.Join(dir, "loose")); err == nil {
 		c.Loose = true
 	}
+	pl, err := lines("platforms")
+	if err != nil {
+		return c, err
+	}
+	for _, l := range pl {
+		for _, p := range strings.Split(l, ",") {
+			if p = strings.TrimSpace(p); p != "" {
+				c.Platforms = append(c.Platforms, p)
+			}
+		}
+	}
 	return c, nil
 }
 
@@ -89,7 +113,7 @@ func StripContent(lines string) string {
 var sizeSum = regexp.MustCompile(` size=\d+ sum=[0-9a-f]*`)
 
 // metaFiles are a case's own files, not part of its build context.
-var metaFiles = []string{"build-args", "target", "secrets", "base", "error", "loose", "prepare.sh", "expected"}
+var metaFiles = []string{"build-args", "target", "secrets", "base", "error", "loose", "platforms", "prepare.sh", "expected"}
 
 // PrepareContext copies a case into dst (which must not exist) without its
 // metadata, and runs its prepare.sh there.

@@ -133,6 +133,14 @@ func Config(img v1.Image) (string, error) {
 		{"StopSignal", c.StopSignal}, {"Healthcheck", c.Healthcheck},
 		{"Shell", c.Shell}, {"OnBuild", c.OnBuild}, {"Labels", labels},
 	}
+	if cf.Variant != "" {
+		// Only when set, so that the expectations of the cases without
+		// one keep their lines.
+		fields = append(fields[:2:2], append([]struct {
+			k string
+			v any
+		}{{"variant", cf.Variant}}, fields[2:]...)...)
+	}
 	var sb strings.Builder
 	for _, f := range fields {
 		j, _ := json.Marshal(f.v)

@@ -6,7 +6,9 @@
 //
 // For each case it builds the Dockerfile with buildctl exactly as
 // conform.sh does, then stores expected/config.txt and expected/fs.txt (the
-// changes relative to the case's base image, see package conformance).
+// changes relative to the case's base image, see package conformance); a
+// case with a platforms file is built once per platform, into
+// expected/linux_arm64/ … (needs `peers.sh multiarch`).
 package main
 
 import (
@@ -81,10 +83,31 @@ func record(caseDir string) error {
 			return err
 		}
 	}
+	plats := meta.Platforms
+	if len(plats) == 0 {
+		plats = []string{""}
+	}
+	for _, p := range plats {
+		if err := recordPlatform(caseDir, ctxDir, work, meta, p); err != nil {
+			if p != "" {
+				err = fmt.Errorf("%s: %w", p, err)
+			}
+			return err
+		}
+	}
+	return nil
+}
+
+// recordPlatform builds the case for platform p ("" = buildkitd's default)
+// and writes its expectations into conformance.ExpectedDir.
+func recordPlatform(caseDir, ctxDir, work string, meta conformance.Case, p string) error {
 	out := filepath.Join(work, "image.tar")
 	args := []string{"--addr", "unix:///tmp/peers/buildkitd.sock", "build", "--progress=plain",
 		"--frontend", "dockerfile.v0", "--local", "context=" + ctxDir, "--local", "dockerfile=" + ctxDir,
 		"--output", "type=docker,name=conform/case:latest,dest=" + out}
+	if p != "" {
+		args = append(args, "--opt", "platform="+p)
+	}
 	for _, a := range meta.BuildArgs {
 		args = append(args, "--opt", "build-arg:"+a)
 	}
@@ -96,6 +119,7 @@ func record(caseDir string) error {
 	}
 	cmd := exec.Command("/tmp/peers/bin/buildctl", args...)
 	logb, err := cmd.CombinedOutput()
+	exp := conformance.ExpectedDir(caseDir, p)
 	if meta.ExpectError != "" {
 		if err == nil {
 			return fmt.Errorf("BuildKit built a case that expects an error")
@@ -109,7 +133,7 @@ func record(caseDir string) error {
 	if err != nil {
 		return err
 	}
-	base, err := baseImage(meta.Base)
+	base, err := baseImage(meta.Base, p)
 	if err != nil {
 		return err
 	}
@@ -121,16 +145,17 @@ func record(caseDir string) error {
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(filepath.Join(caseDir, "expected"), 0o755); err != nil {
+	if err := os.MkdirAll(exp, 0o755); err != nil {
 		return err
 	}
-	if err := os.WriteFile(filepath.Join(caseDir, "expected", "config.txt"), []byte(cfg), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(exp, "config.txt"), []byte(cfg), 0o644); err != nil {
 		return err
 	}
-	return os.WriteFile(filepath.Join(caseDir, "expected", "fs.txt"), []byte(strings.Join(delta, "\n")+"\n"), 0o644)
+	return os.WriteFile(filepath.Join(exp, "fs.txt"), []byte(strings.Join(delta, "\n")+"\n"), 0o644)
 }
 
-func baseImage(ref string) (v1.Image, error) {
+// baseImage is ref's image for platform p ("" = linux/amd64).
+func baseImage(ref, p string) (v1.Image, error) {
 	if ref == "scratch" {
 		return empty.Image, nil
 	}
@@ -138,7 +163,14 @@ func baseImage(ref string) (v1.Image, error) {
 	if err != nil {
 		return nil, err
 	}
-	return remote.Image(r)
+	if p == "" {
+		return remote.Image(r)
+	}
+	plat, err := v1.ParsePlatform(p)
+	if err != nil {
+		return nil, err
+	}
+	return remote.Image(r, remote.WithPlatform(*plat))
 }
 
 func tailLines(b []byte, n int) []byte {
