@@ -18,6 +18,7 @@ import (
 	"maps"
 	"runtime"
 	"slices"
+	"sync"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -236,6 +237,13 @@ func build(tables []abi) ([]unix.SockFilter, error) {
 	return a.assemble()
 }
 
+// builtFilter is Filter, built once: Prepare builds it while a sandbox
+// child waits for its step.
+var builtFilter = sync.OnceValues(Filter)
+
+// Prepare builds the filter ahead of Load.
+func Prepare() { builtFilter() }
+
 // Load installs the filter on the calling thread, which the command is
 // then forked from and inherits it with. Like Docker, without no_new_privs
 // (setuid programs keep working in the build): the init still holds
@@ -247,7 +255,7 @@ func Load() error {
 	if !Supported() {
 		return fmt.Errorf("loading the seccomp filter: kiln has no system call table for %s", Arch())
 	}
-	filter, err := Filter()
+	filter, err := builtFilter()
 	if err != nil {
 		return err
 	}

@@ -8,6 +8,8 @@ import (
 	"runtime"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/kiln-build/kiln/executor/seccomp"
 )
 
 // Reporter sends Msgs to the parent on ReportFD.
@@ -64,10 +66,19 @@ func Prepare() error {
 // on ReportFD, and returns its exit status.
 func Main() int {
 	rep, dec, specFile := Begin()
+	// What does not depend on the step is done before its spec is read:
+	// a child started ahead of its step (executor.Warm) waits for the
+	// spec, and the step then finds it done.
+	go warmUp()
+	prepErr := Prepare()
 	var cs Spec
 	if err := dec.Decode(&cs); err != nil {
 		specFile.Close()
 		return rep.Fail(fmt.Errorf("reading sandbox spec: %w", err))
+	}
+	if prepErr != nil {
+		specFile.Close()
+		return rep.Fail(prepErr)
 	}
 	if cs.Mode != "run" {
 		specFile.Close()
@@ -83,9 +94,15 @@ func Main() int {
 		}
 		return nil
 	}
-	if err := Prepare(); err != nil {
-		specFile.Close()
-		return rep.Fail(err)
-	}
 	return runStep(rep, &cs, waitPlaced)
+}
+
+// warmUp does once, off the step's path, what starting the command would
+// otherwise do first: build the seccomp filter, and Go's check that pidfds
+// work (os.StartProcess makes it on first use, cloning a child that exits).
+func warmUp() {
+	seccomp.Prepare()
+	if p, err := os.FindProcess(os.Getpid()); err == nil {
+		p.Release()
+	}
 }
