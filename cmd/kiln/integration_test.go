@@ -132,7 +132,12 @@ func TestConformance(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			caseDir := filepath.Join(dir, name)
 			ctxDir, meta := prepareCase(t, caseDir, reg)
-			if strings.Contains(meta.Base, "debian") {
+			switch {
+			case strings.HasSuffix(meta.Base, "bookworm-arm64"):
+				// an emulated Debian: built once per machine (minutes)
+				needEmulation(t, "linux/arm64")
+				testutil.PushDebianFor(t, reg, "linux/arm64")
+			case strings.Contains(meta.Base, "debian"):
 				testutil.PushDebian(t, reg)
 			}
 			if len(meta.Platforms) == 0 {
