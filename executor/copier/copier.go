@@ -42,6 +42,8 @@ type Op struct {
 	// (build context sources). An excluded path is treated as absent from
 	// the source root, as it is absent from BuildKit's transferred context.
 	Excludes []string `json:"excludes,omitempty"`
+	// Selection is what --exclude and --parents keep below each source.
+	Selection Selection `json:"selection,omitempty"`
 	// FromStage is true for COPY --from (stage or image): ownership of the
 	// source is kept unless Chown is set, like BuildKit.
 	FromStage bool `json:"fromStage,omitempty"`

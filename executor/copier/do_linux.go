@@ -120,7 +120,11 @@ func doCopy(srcRoot, dstRoot string, droot *rooted.Root, op Op, opt Options) (er
 			unpack:    op.Kind == "add",
 			verify:    v,
 		}
-		if err := c.copySource(s, op.Dest); err != nil {
+		base, err := c.selectSource(op.Selection, s)
+		if err != nil {
+			return fmt.Errorf("%s %q to %q: %w", verb, s, op.Dest, err)
+		}
+		if err := c.copySource(base, op.Dest); err != nil {
 			var cc *ContextChangedError
 			if errors.As(err, &cc) {
 				return err
@@ -247,6 +251,7 @@ func (c *copier) copyMatch(srcPath, dest string) error {
 	if err != nil {
 		return c.notFound(srcPath, err)
 	}
+	c.topRel = srcRel
 
 	dstIsDir := false
 	if dexists {
@@ -307,6 +312,28 @@ func (c *copier) copyMatch(srcPath, dest string) error {
 		err = werr
 	}
 	return err
+}
+
+// selectSource compiles the selection of one source and returns the path
+// to copy: for COPY --parents, the base before the pivot, after checking
+// that a path without wildcards exists (BuildKit's RequiredPaths).
+func (c *copier) selectSource(sel Selection, src string) (string, error) {
+	base, pattern := src, ""
+	if sel.Parents {
+		base, pattern = SplitParents(src)
+		if full := path.Join(base, pattern); !hasWildcard(full) {
+			rel, _, err := c.src.r.Resolve(full, true)
+			if err == nil {
+				_, err = c.src.lstat(rel)
+			}
+			if err != nil {
+				return "", c.notFound(full, err)
+			}
+		}
+	}
+	var err error
+	c.sel, err = sel.compile(pattern)
+	return base, err
 }
 
 // notFound turns a failed source lookup into a NotFoundError when the
