@@ -251,6 +251,7 @@ func (b *build) runStep(ctx context.Context, s *stage, name string, k *stepKey, 
 		return err
 	}
 	if hit {
+		chainLinked(s, k, key)
 		span.SetString("cache", "hit")
 		log.Cached()
 		return nil
@@ -279,6 +280,10 @@ func (b *build) runStep(ctx context.Context, s *stage, name string, k *stepKey, 
 	var layers []cache.LayerInfo
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() (err error) {
+		if k.linked {
+			// a linked copy writes into an empty tree
+			return nil
+		}
 		layers, err = b.materialize(gctx, s.layers, log)
 		return err
 	})
@@ -300,8 +305,10 @@ func (b *build) runStep(ctx context.Context, s *stage, name string, k *stepKey, 
 		log.Fail(err)
 		return err
 	}
-	s.layers = layers
-	rf := rootfs(s.layers)
+	if !k.linked {
+		s.layers = layers
+	}
+	rf := rootfs(layers)
 	rctx, runSpan := trace.Start(ctx, "run")
 	err = run(rctx, log, rf)
 	runSpan.End()
@@ -313,6 +320,7 @@ func (b *build) runStep(ctx context.Context, s *stage, name string, k *stepKey, 
 		log.Fail(err)
 		return err
 	}
+	chainLinked(s, k, key)
 	_, doneSpan := trace.Start(ctx, "progress: done")
 	log.Done()
 	doneSpan.End()
@@ -524,6 +532,11 @@ type copyCmd struct {
 	text         string
 	loc          any
 	onbuild      bool
+	// parents, excludes and link are COPY --parents, COPY/ADD --exclude
+	// and --link.
+	parents  bool
+	excludes []string
+	link     bool
 }
 
 func (b *build) dispatchCopy(ctx context.Context, s *stage, c copyCmd) error {
@@ -542,23 +555,33 @@ func (b *build) dispatchCopy(ctx context.Context, s *stage, c copyCmd) error {
 			return fmt.Errorf("invalid chmod parameter: '%v'. it should be octal string and between 0 and 07777", c.chmod)
 		}
 	}
-	op := copier.Op{Kind: "copy", Dest: dest, Chown: c.chown, Chmod: c.chmod}
+	op := copier.Op{Kind: "copy", Dest: dest, Chown: c.chown, Chmod: c.chmod,
+		Selection: copier.Selection{Excludes: c.excludes, Parents: c.parents}}
 	if c.add {
 		op.Kind = "add"
 	}
-	for _, src := range c.sd.SourcePaths {
-		p, err := system.NormalizePath("/", src, targetOS, false)
-		if err != nil {
-			return err
-		}
-		op.Sources = append(op.Sources, p)
+	sources, err := copySources(c.sd.SourcePaths, c.parents)
+	if err != nil {
+		return err
+	}
+	op.Sources = sources
+	// BuildKit links only a COPY without --chmod (dockerfile2llb: a
+	// merge op needs the capability and no chmod); names cannot be
+	// resolved on the empty tree a linked copy writes into.
+	link := c.link && c.chmod == ""
+	if c.link && chownByName(c.chown) {
+		return fmt.Errorf("--chown=%s: user and group names can't be resolved when used with --link, use numeric uid[:gid] instead", c.chown)
 	}
 
 	k := newStepKey(op.Kind, s.key)
+	if link {
+		k = newLinkedKey(op.Kind, s.key)
+	}
 	k.add("dest", dest)
 	k.add("chown", c.chown)
 	k.add("chmod", c.chmod)
 	k.addList("sources", op.Sources)
+	addSelection(k, op.Selection)
 	verb := strings.ToLower(name)
 
 	var spec executor.CopySpec
@@ -592,7 +615,7 @@ func (b *build) dispatchCopy(ctx context.Context, s *stage, c copyCmd) error {
 			return errors.New("no build context to copy from")
 		}
 		_, hashSpan := trace.Start(ctx, "context hash")
-		sum, entries, err := b.ctxHash.Checksum(op.Sources, op.Excludes)
+		sum, entries, err := b.ctxHash.ChecksumWith(op.Sources, op.Excludes, op.Selection)
 		hashSpan.SetInt("files", int64(len(entries)))
 		hashSpan.End()
 		if err != nil {
@@ -612,6 +635,9 @@ func (b *build) dispatchCopy(ctx context.Context, s *stage, c copyCmd) error {
 	}
 
 	msg := name
+	if c.parents {
+		msg += " --parents"
+	}
 	if c.chown != "" {
 		msg += " --chown=" + c.chown
 	}
@@ -670,6 +696,7 @@ func (b *build) dispatchCopy(ctx context.Context, s *stage, c copyCmd) error {
 			hop.Kind = "copy"
 			hop.FromStage = false
 			hop.Excludes = nil
+			hop.Selection = copier.Selection{}
 			hop.Verify, hop.Expect = false, nil
 			hop.Sources = []string{"/" + fname}
 			if err := executor.Copy(ctx, executor.CopySpec{Rootfs: rf, SourceDir: hdDir, Op: hop}); err != nil {
