@@ -1,14 +1,17 @@
 package copier
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
+	"github.com/kiln-build/kiln/internal/testutil"
 	"github.com/kiln-build/kiln/rooted"
 )
 
@@ -127,4 +130,65 @@ func selectedEntries(t *testing.T, srcRoot string, op Op) []Entry {
 		t.Fatal(err)
 	}
 	return out
+}
+
+// TestSelectionEscapes: --parents pivots and patterns with "..", symlinks
+// in the source pointing at a host directory, and destination symlinks
+// out of the root reach nothing outside the trees: the host canary is
+// unchanged and none of its content lands in the destination.
+func TestSelectionEscapes(t *testing.T) {
+	requireRoot(t)
+	c := testutil.NewCanary(t)
+	cases := []struct {
+		name    string
+		sources []string
+		dest    string
+		sel     Selection
+	}{
+		{"dotdot before pivot", []string{"../../../../" + strings.TrimPrefix(c.Dir, "/") + "/./file"}, "/out/", Selection{Parents: true}},
+		{"dotdot after pivot", []string{"a/./" + c.Rel()}, "/out/", Selection{Parents: true}},
+		{"abs link as base", []string{"abs/./file"}, "/out/", Selection{Parents: true}},
+		{"rel link as base", []string{"rel/./*"}, "/out/", Selection{Parents: true}},
+		{"links under the base", []string{"a/**"}, "/out/", Selection{Parents: true}},
+		{"into a dest link", []string{"a/b/./f"}, "/hostlink/", Selection{Parents: true}},
+		{"lazy parent is a dest link", []string{"a/./b/f"}, "/d/", Selection{Parents: true}},
+		{"exclude through links", []string{"a", "abs", "rel"}, "/x/", Selection{Excludes: []string{"*", "!**/file", "!b/f"}}},
+		{"exclude into a dest link", []string{"a"}, "/hostlink/", Selection{Excludes: []string{"nothing"}}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			tmp := t.TempDir()
+			src, dst := filepath.Join(tmp, "src"), filepath.Join(tmp, "dst")
+			b := builder{t, src}
+			os.MkdirAll(src, 0o755)
+			os.MkdirAll(filepath.Join(dst, "d"), 0o755)
+			b.file("a/b/f", "f\n", 0o644)
+			b.symlink("a/abs", c.Dir)
+			b.symlink("a/rel", c.Rel())
+			b.symlink("abs", c.Dir)
+			b.symlink("rel", c.Rel())
+			for name, target := range map[string]string{"hostlink": c.Dir, "d/b": c.Rel()} {
+				if err := os.Symlink(target, filepath.Join(dst, name)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			op := Op{Kind: "copy", Sources: tc.sources, Dest: tc.dest, Selection: tc.sel, FromStage: true}
+			for _, w := range []int{0, 2} {
+				_ = DoWith(src, dst, op, Options{Workers: w}) // an error is fine, an escape is not
+				c.Check(t)
+			}
+			canary, err := os.ReadFile(c.File())
+			if err != nil {
+				t.Fatal(err)
+			}
+			filepath.Walk(dst, func(p string, fi fs.FileInfo, err error) error {
+				if err == nil && fi.Mode().IsRegular() {
+					if data, _ := os.ReadFile(p); len(canary) > 0 && bytes.Equal(data, canary) {
+						t.Errorf("%s holds the host canary's content", p)
+					}
+				}
+				return nil
+			})
+		})
+	}
 }
