@@ -195,3 +195,52 @@ func layerFiles(t *testing.T, l v1.Layer) map[string]string {
 		}
 	}
 }
+
+// TestCopySelectionCache: what --exclude leaves out and what --parents
+// does not select are not in the COPY's key; what they keep is, and so
+// are the flags themselves.
+func TestCopySelectionCache(t *testing.T) {
+	needRoot(t)
+	ctxDir := t.TempDir()
+	df := func(exclude string) string {
+		return "FROM scratch\nCOPY --exclude=" + exclude + " docs /d/\nCOPY --parents src/./app/main.txt /p/\n"
+	}
+	writeFiles(t, ctxDir, map[string]string{
+		"Dockerfile":        df("*.md"),
+		"docs/a.txt":        "a\n",
+		"docs/b.md":         "b\n",
+		"src/app/main.txt":  "main\n",
+		"src/app/other.txt": "other\n",
+	})
+	root := t.TempDir()
+	const excl, par = "COPY --exclude=*.md docs /d/", "COPY --parents src/./app/main.txt /p/"
+	steps := []struct {
+		change   map[string]string
+		excl     string // the state of the --exclude COPY
+		par      string // of the --parents COPY
+		exclStep string
+	}{
+		{nil, "DONE", "DONE", excl},
+		{map[string]string{"docs/b.md": "changed\n", "src/app/other.txt": "changed\n"}, "CACHED", "CACHED", excl},
+		{map[string]string{"docs/a.txt": "changed\n", "src/app/main.txt": "changed\n"}, "DONE", "DONE", excl},
+		{map[string]string{"Dockerfile": df("*.txt")}, "DONE", "DONE", "COPY --exclude=*.txt docs /d/"}, // the step below changed
+	}
+	for i, st := range steps {
+		writeFiles(t, ctxDir, st.change)
+		out := filepath.Join(t.TempDir(), "rootfs")
+		log, code := kiln(t, "build", "--root", root, "--progress=plain", "-o", "type=local,dest="+out, ctxDir)
+		if code != 0 {
+			t.Fatalf("build %d exited %d:\n%s", i, code, log)
+		}
+		states := stepStates(log)
+		if states[st.exclStep] != st.excl || states[par] != st.par {
+			t.Errorf("build %d: --exclude COPY %s, --parents COPY %s; want %s and %s:\n%s", i, states[st.exclStep], states[par], st.excl, st.par, log)
+		}
+		if _, err := os.Stat(filepath.Join(out, "p/app/main.txt")); err != nil {
+			t.Errorf("build %d: --parents did not copy app/main.txt below the pivot: %v", i, err)
+		}
+		if _, err := os.Stat(filepath.Join(out, "p/app/other.txt")); err == nil {
+			t.Errorf("build %d: --parents copied a path it does not name", i)
+		}
+	}
+}
