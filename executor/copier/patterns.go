@@ -30,6 +30,10 @@ func (s Selection) empty() bool { return len(s.Excludes) == 0 && !s.Parents }
 type selection struct {
 	include *patternmatcher.PatternMatcher // --parents: the part after the pivot
 	exclude *patternmatcher.PatternMatcher // --exclude
+	// literal are the include pattern's leading components without a
+	// wildcard: only paths along them can match, so the walk skips the
+	// rest of the tree (the copy would only enter it to find nothing).
+	literal []string
 }
 
 // selState is the verdict of a selection for one entry.
@@ -66,6 +70,12 @@ func (s Selection) compile(pattern string) (*selection, error) {
 			return nil, fmt.Errorf("parsing --parents path %q: %w", pattern, err)
 		}
 		sel.include = pm
+		for _, c := range strings.Split(pattern, "/") {
+			if hasWildcard(c) || strings.Contains(c, `\`) {
+				break
+			}
+			sel.literal = append(sel.literal, c)
+		}
 	}
 	if len(s.Excludes) > 0 {
 		pm, err := patternmatcher.New(normalizePatterns(s.Excludes))
@@ -86,6 +96,9 @@ func (s Selection) compile(pattern string) (*selection, error) {
 // something inside it is copied.
 func (s *selection) child(parent selState, rel string, isDir bool) (st selState, skip bool, err error) {
 	include, excluded := true, false
+	if s.include != nil && !alongLiteral(rel, s.literal) {
+		return st, true, nil
+	}
 	if s.include != nil {
 		m, info, err := s.include.MatchesUsingParentResults(rel, parent.inc)
 		if err != nil {
@@ -114,4 +127,18 @@ func (s *selection) child(parent selState, rel string, isDir bool) (st selState,
 	}
 	st.lazy = true
 	return st, false, nil
+}
+
+// alongLiteral reports whether rel lies on the literal prefix (one is a
+// prefix of the other, by components).
+func alongLiteral(rel string, literal []string) bool {
+	for i, c := range strings.Split(rel, "/") {
+		if i >= len(literal) {
+			return true
+		}
+		if c != literal[i] {
+			return false
+		}
+	}
+	return true
 }
