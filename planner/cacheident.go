@@ -22,8 +22,10 @@ import (
 // created with (BuildKit mkdirs "/cache" on that base then). Two mounts of
 // one id that differ in any of those are different caches. A mount with
 // none of them keeps the bare id, so existing caches (and the cache mounts
-// of a --cache-from) keep their names. The parts are framed by NUL bytes,
-// which no mount option holds, so two identities never collide.
+// of a --cache-from) keep their names. The parts are appended in brackets,
+// readable in messages ("/c [uid=1000 gid=0 mode=0755]"); an id written to
+// look like another's identity only shares a cache its own Dockerfile could
+// already name.
 //
 // fill, for from=, copies the source path of the stage or image into a new
 // instance (BuildKit seeds the cache from that state); it is nil otherwise.
@@ -37,10 +39,11 @@ func (b *build) cacheMountIdentity(ctx context.Context, s *stage, m *instruction
 		if err != nil {
 			return "", init, nil, err
 		}
-		ident += "\x00from=" + key
+		ident += " [from=" + key
 		if src != "/" {
-			ident += "\x00source=" + src
+			ident += fmt.Sprintf(" source=%q", src)
 		}
+		ident += "]"
 		if src != "/" || !perms {
 			// With uid/gid/mode and no source, BuildKit shows a new
 			// directory made on the stage: nothing of it is seen.
@@ -50,7 +53,7 @@ func (b *build) cacheMountIdentity(ctx context.Context, s *stage, m *instruction
 		}
 	}
 	if perms && src == "/" {
-		ident += fmt.Sprintf("\x00uid=%d\x00gid=%d\x00mode=%#o", init.UID, init.GID, init.Mode)
+		ident += fmt.Sprintf(" [uid=%d gid=%d mode=%#o]", init.UID, init.GID, init.Mode)
 	}
 	return ident, init, fill, nil
 }
