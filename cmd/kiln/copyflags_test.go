@@ -244,3 +244,46 @@ func TestCopySelectionCache(t *testing.T) {
 		}
 	}
 }
+
+// TestCopySelectionContained: a context symlink to a host directory named
+// by COPY --parents (before and after the pivot) and copied with
+// --exclude is resolved inside the context, as every COPY source is: the
+// host canary is unchanged and none of its content is in the image.
+func TestCopySelectionContained(t *testing.T) {
+	needRoot(t)
+	c := testutil.NewCanary(t)
+	canary, err := os.ReadFile(c.File())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range []string{
+		"COPY --parents host/./file /p1/",
+		"COPY --parents d/./host/file* /p2/",
+		"COPY --parents ../../../../" + strings.TrimPrefix(c.Dir, "/") + "/./file* /p3/",
+		"COPY --parents d/** /p4/",
+		"COPY --exclude=nothing host d /e/",
+	} {
+		ctxDir := t.TempDir()
+		writeFiles(t, ctxDir, map[string]string{"Dockerfile": "FROM scratch\n" + line + "\n", "d/keep": "keep\n"})
+		for name, target := range map[string]string{"host": c.Dir, "d/host": c.Rel()} {
+			if err := os.Symlink(target, filepath.Join(ctxDir, name)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		out := filepath.Join(t.TempDir(), "rootfs")
+		log, code := kiln(t, "build", "--root", t.TempDir(), "--progress=plain", "-o", "type=local,dest="+out, ctxDir)
+		c.Check(t)
+		filepath.Walk(out, func(p string, fi os.FileInfo, err error) error {
+			if err == nil && fi.Mode().IsRegular() {
+				if data, _ := os.ReadFile(p); bytes.Equal(data, canary) {
+					t.Errorf("%s: %s holds the host canary's content", line, p)
+				}
+			}
+			return nil
+		})
+		if code != 0 && !strings.Contains(log, "not found") {
+			t.Errorf("%s: exit %d, want success or a source not found:\n%s", line, code, log)
+		}
+		t.Logf("%s: exit %d", line, code)
+	}
+}
