@@ -29,6 +29,13 @@ import (
 //
 // fill, for from=, copies the source path of the stage or image into a new
 // instance (BuildKit seeds the cache from that state); it is nil otherwise.
+//
+// One difference remains, on purpose: BuildKit makes one cache of the whole
+// from= state and shows source= as a subdirectory of it, so mounts of one
+// id and stage with different sources share it (checked with buildkitd
+// v0.34.2). Here each source is a cache of its own, seeded with that path
+// only: no copy of a whole base image per cache, and no bind mount of a
+// path inside a cache that a concurrent step could turn into a symlink.
 func (b *build) cacheMountIdentity(ctx context.Context, s *stage, m *instructions.Mount, id string) (ident string, init cache.CacheMountInit, fill func(ctx context.Context, dir string, log progress.Step) error, err error) {
 	ident = id
 	init = cacheMountInit(m)
