@@ -322,11 +322,7 @@ func (c *copier) selectSource(sel Selection, src string) (string, error) {
 	if sel.Parents {
 		base, pattern = SplitParents(src)
 		if full := path.Join(base, pattern); !hasWildcard(full) {
-			rel, _, err := c.src.r.Resolve(full, true)
-			if err == nil {
-				_, err = c.src.lstat(rel)
-			}
-			if err != nil {
+			if err := c.requirePath(base, pattern); err != nil {
 				return "", c.notFound(full, err)
 			}
 		}
@@ -334,6 +330,30 @@ func (c *copier) selectSource(sel Selection, src string) (string, error) {
 	var err error
 	c.sel, err = sel.compile(pattern)
 	return base, err
+}
+
+// requirePath checks that the copy of base with the --parents pattern
+// (no wildcards) will include the path they name, as BuildKit's checksum
+// checks RequiredPaths: against the paths its walk includes, named
+// without following symlinks — so a symlinked directory anywhere on the
+// path, before the pivot or after it, means "not found" (checked with
+// buildkitd v0.34.2), while the last component may be a symlink.
+func (c *copier) requirePath(base, pattern string) error {
+	rel := "/"
+	fi, err := c.src.lstat(rel)
+	if err != nil {
+		return err
+	}
+	for _, comp := range splitRooted(cleanRooted(path.Join(base, pattern))) {
+		if !fi.IsDir() {
+			return &fs.PathError{Op: "lstat", Path: path.Join(rel, comp), Err: fs.ErrNotExist}
+		}
+		rel = path.Join(rel, comp)
+		if fi, err = c.src.lstat(rel); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // notFound turns a failed source lookup into a NotFoundError when the

@@ -58,6 +58,15 @@ func selectCases() []copyCase {
 		parents("parents_exclude", []string{"test"}, "/x/", "**/baz", "**/bay"),
 		{name: "parents_missing", src: selectSrc, op: Op{Kind: "copy", Sources: []string{"test/nope"}, Dest: "/m/", Selection: Selection{Parents: true}},
 			check: wantNotFound("test/nope", "")},
+		// BuildKit: the path below the base is walked without following
+		// symlinks, so a symlinked directory on it includes nothing
+		{name: "parents_through_symlink", src: func(b builder) { selectSrc(b); b.symlink("t/zl", "../test/a") },
+			op: Op{Kind: "copy", Sources: []string{"t/./zl/b"}, Dest: "/m/", Selection: Selection{Parents: true}}, check: wantNotFound("t/zl/b", "")},
+		{name: "parents_symlink_named", src: func(b builder) { selectSrc(b); b.symlink("t/zl", "../test/a") },
+			op: Op{Kind: "copy", Sources: []string{"t/./zl"}, Dest: "/m/", Selection: Selection{Parents: true}}},
+		// and a symlinked base too, when no wildcard makes the path optional
+		{name: "parents_symlinked_base", src: func(b builder) { selectSrc(b); b.symlink("t/zl", "../test/a") },
+			op: Op{Kind: "copy", Sources: []string{"t/zl/./b/c"}, Dest: "/m/", Selection: Selection{Parents: true}}, check: wantNotFound("t/zl/b/c", "")},
 		{name: "parents_missing_wildcard", src: selectSrc, op: Op{Kind: "copy", Sources: []string{"test/a/b2*/c"}, Dest: "/m/", Selection: Selection{Parents: true}}},
 	}
 }
