@@ -67,7 +67,7 @@ func (s Selection) compile(pattern string) (*selection, error) {
 	if s.Parents && pattern != "" {
 		pm, err := patternmatcher.New([]string{pattern})
 		if err != nil {
-			return nil, fmt.Errorf("parsing --parents path %q: %w", pattern, err)
+			return nil, fmt.Errorf("COPY --parents path %q: %w; fix the path (wildcards *, ?, [a-z] and ** are allowed)", pattern, err)
 		}
 		sel.include = pm
 		for _, c := range strings.Split(pattern, "/") {
@@ -80,7 +80,7 @@ func (s Selection) compile(pattern string) (*selection, error) {
 	if len(s.Excludes) > 0 {
 		pm, err := patternmatcher.New(normalizePatterns(s.Excludes))
 		if err != nil {
-			return nil, fmt.Errorf("parsing --exclude patterns: %w", err)
+			return nil, fmt.Errorf("--exclude patterns %q: %w; fix the pattern (.dockerignore syntax: *, ?, [a-z], ** and ! exceptions)", s.Excludes, err)
 		}
 		sel.exclude = pm
 	}
