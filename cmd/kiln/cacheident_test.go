@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/kiln-build/kiln/internal/testutil"
 )
 
 // identityDockerfile uses the cache target /c as five different caches
@@ -78,6 +80,38 @@ func TestCacheMountIdentity(t *testing.T) {
 	} {
 		if got := readResult(t, r, c.file); got != c.want {
 			t.Errorf("from the exported cache: /%s = %q, want %q", c.file, got, c.want)
+		}
+	}
+}
+
+// TestCacheMountFromContained: a from= source that is a symlink to a host
+// directory is resolved inside the stage, like a COPY --from source: the
+// cache never shows the host's files, and writes to it stay in the store.
+func TestCacheMountFromContained(t *testing.T) {
+	needRoot(t)
+	_, _, base := cacheRegistry(t)
+	c := testutil.NewCanary(t)
+	canary, err := os.ReadFile(c.File())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctxDir := registryContext(t, "FROM "+base+" AS seed\n"+
+		"RUN mkdir -p /in && ln -s "+c.Dir+" /abs && ln -s "+c.Rel()+" /in/rel\n"+
+		"FROM "+base+"\n"+
+		"RUN --mount=type=cache,target=/c,from=seed,source=/abs sh -c 'cat /c/file > /abs.txt 2>&1; echo x > /c/file; true'\n"+
+		"RUN --mount=type=cache,target=/c,from=seed,source=/in/rel sh -c 'cat /c/file > /rel.txt 2>&1; echo x > /c/file; true'\n")
+	rootfs := filepath.Join(t.TempDir(), "rootfs")
+	out, code := kiln(t, "build", "--root", t.TempDir(), "--progress=plain", "-o", "type=local,dest="+rootfs, ctxDir)
+	c.Check(t)
+	if code != 0 {
+		if !strings.Contains(out, "not found") {
+			t.Fatalf("exit %d, want success or a source not found:\n%s", code, out)
+		}
+		return
+	}
+	for _, f := range []string{"abs.txt", "rel.txt"} {
+		if got := readResult(t, rootfs, f); strings.Contains(got, strings.TrimSpace(string(canary))) {
+			t.Errorf("/%s shows the host canary: %q", f, got)
 		}
 	}
 }
