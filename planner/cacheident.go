@@ -6,6 +6,8 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"syscall"
+	"time"
 
 	"github.com/moby/buildkit/frontend/dockerfile/instructions"
 
@@ -66,7 +68,10 @@ func (b *build) cacheMountIdentity(ctx context.Context, s *stage, m *instruction
 }
 
 // fillCacheMount copies src of the stage or image layers into dir, a new
-// cache mount instance, keeping owners and modes as COPY --from does.
+// cache mount instance: its contents, and its owner, mode and times, as
+// BuildKit shows the source directory itself (a uid/gid/mode given with a
+// source= are not used, as in BuildKit). Owners are kept as COPY --from
+// keeps them.
 func (b *build) fillCacheMount(ctx context.Context, dir string, layers []cache.LayerInfo, src string, log progress.Step) error {
 	layers, err := b.materialize(ctx, layers, log)
 	if err != nil {
@@ -77,13 +82,19 @@ func (b *build) fillCacheMount(ctx context.Context, dir string, layers []cache.L
 		return fmt.Errorf("seeding cache mount: %w", err)
 	}
 	defer os.RemoveAll(work)
+	// Copied to a new /seed with TopMeta, the source directory (a
+	// symlink naming it followed in the stage, as for any source) keeps
+	// its own owner, mode and times.
+	op := copier.Op{Kind: "copy", Sources: []string{src}, Dest: "/seed", FromStage: true, TopMeta: true}
 	spec := executor.CopySpec{
-		Rootfs: executor.Rootfs{Upper: dir, Work: filepath.Join(work, "work")},
+		Rootfs: executor.Rootfs{Upper: filepath.Join(work, "upper"), Work: filepath.Join(work, "work")},
 		Source: executor.Rootfs{Lowers: lowers(layers)},
-		Op:     copier.Op{Kind: "copy", Sources: []string{src}, Dest: "/", FromStage: true},
+		Op:     op,
 	}
-	if err := os.Mkdir(spec.Rootfs.Work, 0o755); err != nil {
-		return fmt.Errorf("seeding cache mount: %w", err)
+	for _, d := range []string{spec.Rootfs.Upper, spec.Rootfs.Work} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			return fmt.Errorf("seeding cache mount: %w", err)
+		}
 	}
 	if len(layers) == 0 {
 		empty := filepath.Join(work, "empty")
@@ -94,6 +105,40 @@ func (b *build) fillCacheMount(ctx context.Context, dir string, layers []cache.L
 	}
 	if err := executor.Copy(ctx, spec); err != nil {
 		return fmt.Errorf("seeding the cache mount from %s: %w", src, err)
+	}
+	return adoptDir(filepath.Join(spec.Rootfs.Upper, "seed"), dir, src)
+}
+
+// adoptDir moves what seed holds into dir and gives dir seed's owner,
+// mode and times. Both are kiln's own directories on one filesystem;
+// entries are renamed by name, never followed.
+func adoptDir(seed, dir, src string) error {
+	fi, err := os.Lstat(seed)
+	if err != nil {
+		return fmt.Errorf("seeding the cache mount from %s: %w", src, err)
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !fi.IsDir() || !ok {
+		return fmt.Errorf("seeding the cache mount from %s: it is not a directory; point source= at a directory of the stage", src)
+	}
+	ents, err := os.ReadDir(seed)
+	if err != nil {
+		return fmt.Errorf("seeding cache mount: %w", err)
+	}
+	for _, e := range ents {
+		if err := os.Rename(filepath.Join(seed, e.Name()), filepath.Join(dir, e.Name())); err != nil {
+			return fmt.Errorf("seeding cache mount: %w", err)
+		}
+	}
+	if err := os.Lchown(dir, int(st.Uid), int(st.Gid)); err != nil {
+		return fmt.Errorf("seeding cache mount: %w", err)
+	}
+	if err := os.Chmod(dir, fi.Mode()&(os.ModePerm|os.ModeSetuid|os.ModeSetgid|os.ModeSticky)); err != nil {
+		return fmt.Errorf("seeding cache mount: %w", err)
+	}
+	mtime := time.Unix(st.Mtim.Sec, st.Mtim.Nsec)
+	if err := os.Chtimes(dir, time.Unix(st.Atim.Sec, st.Atim.Nsec), mtime); err != nil {
+		return fmt.Errorf("seeding cache mount: %w", err)
 	}
 	return nil
 }

@@ -47,6 +47,11 @@ type Op struct {
 	// FromStage is true for COPY --from (stage or image): ownership of the
 	// source is kept unless Chown is set, like BuildKit.
 	FromStage bool `json:"fromStage,omitempty"`
+	// TopMeta gives a directory named as a source, when it is copied to a
+	// new destination, the source's owner, mode and times — a plain COPY
+	// gives it only its times. For a cache mount seeded from a stage's
+	// directory, which BuildKit shows as that directory itself.
+	TopMeta bool `json:"topMeta,omitempty"`
 	// User is the active USER, used by mkdir (WORKDIR) for ownership of the
 	// directories it creates.
 	User string `json:"user,omitempty"`

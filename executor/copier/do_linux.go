@@ -117,6 +117,7 @@ func doCopy(srcRoot, dstRoot string, droot *rooted.Root, op Op, opt Options) (er
 			chown:     chown,
 			mode:      mode,
 			fromStage: op.FromStage,
+			topMeta:   op.TopMeta,
 			unpack:    op.Kind == "add",
 			verify:    v,
 		}

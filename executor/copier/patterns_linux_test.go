@@ -67,6 +67,10 @@ func selectCases() []copyCase {
 		// and a symlinked base too, when no wildcard makes the path optional
 		{name: "parents_symlinked_base", src: func(b builder) { selectSrc(b); b.symlink("t/zl", "../test/a") },
 			op: Op{Kind: "copy", Sources: []string{"t/zl/./b/c"}, Dest: "/m/", Selection: Selection{Parents: true}}, check: wantNotFound("t/zl/b/c", "")},
+		// not a selection: a cache mount seeded from a stage's directory
+		// shows that directory's own owner and mode
+		{name: "top_meta", src: func(b builder) { selectSrc(b); b.chown("test/a/b", 9, 9) },
+			op: Op{Kind: "copy", Sources: []string{"test/a/b"}, Dest: "/m", FromStage: true, TopMeta: true}},
 		{name: "parents_missing_wildcard", src: selectSrc, op: Op{Kind: "copy", Sources: []string{"test/a/b2*/c"}, Dest: "/m/", Selection: Selection{Parents: true}}},
 	}
 }

@@ -40,6 +40,7 @@ type copier struct {
 	chown     *owner       // --chown; nil keeps the source owner (see owner)
 	mode      *chmodSpec   // --chmod; nil keeps the source mode
 	fromStage bool
+	topMeta   bool // Op.TopMeta
 	unpack    bool // ADD: extract local archives
 	// verify, when set, checks every entry read against the entries the
 	// step's key was computed from.
@@ -350,7 +351,7 @@ func (c *copier) copyDir(s node, fi fs.FileInfo, st matchState, parent *lazyDir,
 	}
 	meta := func(s node, parent *rooted.Dir) error {
 		d := node{dir: parent, name: name}
-		if created || !top {
+		if created || !top || c.topMeta {
 			return c.applyMeta(s, fi, d)
 		}
 		return setTimes(d, fi)
