@@ -53,6 +53,10 @@ type CacheMountInit struct {
 	// then created empty, as if there were no seed: a cache can make a
 	// step faster, never fail it.
 	SeedFailed func(error)
+	// Fill, when set, gives a new instance without Seed its first
+	// contents (RUN --mount=type=cache,from=…): it writes into dir, the
+	// instance being made.
+	Fill func(ctx context.Context, dir string) error
 }
 
 // cacheMountBase is the path of id's first instance.
@@ -139,6 +143,9 @@ func (s *Store) ensureCacheMount(ctx context.Context, dir string, init CacheMoun
 		err = os.Chown(tmp, init.UID, init.GID)
 	}
 	var state *mountState
+	if err == nil && len(init.Seed) == 0 && init.Fill != nil {
+		err = init.Fill(ctx, tmp)
+	}
 	if err == nil && len(init.Seed) > 0 {
 		var serr error
 		if state, serr = s.seedCacheMount(ctx, tmp, init.Seed, init.Wrap); serr != nil {

@@ -116,7 +116,7 @@ type batch struct {
 // hashed a little earlier, as if the build had started then; a COPY still
 // checks that it reads exactly what was hashed.
 func (h *Hasher) Prefetch(sources, excludes []string) {
-	key := prefetchKey(sources, excludes)
+	key := prefetchKey(sources, excludes, copier.Selection{})
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if _, ok := h.prefetched[key]; ok {
@@ -129,13 +129,19 @@ func (h *Hasher) Prefetch(sources, excludes []string) {
 	h.prefetched[key] = p
 	go func() {
 		defer close(p.done)
-		p.sum, p.entries, p.err = h.checksum(sources, excludes)
+		p.sum, p.entries, p.err = h.checksum(sources, excludes, copier.Selection{})
 	}()
 }
 
 // prefetchKey frames sources and excludes into one map key.
-func prefetchKey(sources, excludes []string) string {
+func prefetchKey(sources, excludes []string, sel copier.Selection) string {
 	var b []byte
+	for _, e := range sel.Excludes {
+		b = copier.AppendFrame(b, "copy-exclude", e)
+	}
+	if sel.Parents {
+		b = copier.AppendFrame(b, "parents", "")
+	}
 	for _, s := range sources {
 		b = copier.AppendFrame(b, "source", s)
 	}
@@ -148,8 +154,13 @@ func prefetchKey(sources, excludes []string) string {
 // Checksum hashes what a COPY of sources (as written, after .dockerignore
 // excludes) reads from the context.
 func (h *Hasher) Checksum(sources, excludes []string) (string, []Entry, error) {
+	return h.ChecksumWith(sources, excludes, copier.Selection{})
+}
+
+// ChecksumWith is Checksum for a COPY with --exclude or --parents (sel).
+func (h *Hasher) ChecksumWith(sources, excludes []string, sel copier.Selection) (string, []Entry, error) {
 	h.mu.Lock()
-	p := h.prefetched[prefetchKey(sources, excludes)]
+	p := h.prefetched[prefetchKey(sources, excludes, sel)]
 	h.mu.Unlock()
 	if p != nil {
 		<-p.done
@@ -158,7 +169,7 @@ func (h *Hasher) Checksum(sources, excludes []string) (string, []Entry, error) {
 		}
 		// hashed again, so that the error is this call's own
 	}
-	return h.checksum(sources, excludes)
+	return h.checksum(sources, excludes, sel)
 }
 
 // checksum hashes what Checksum asks for.
@@ -168,7 +179,7 @@ func (h *Hasher) Checksum(sources, excludes []string) (string, []Entry, error) {
 // records, and the records are framed into the total in the walk's
 // order: an unchanged context costs one lstat per entry, spread over the
 // cores, and a changed one is read by every core.
-func (h *Hasher) checksum(sources, excludes []string) (string, []Entry, error) {
+func (h *Hasher) checksum(sources, excludes []string, sel copier.Selection) (string, []Entry, error) {
 	<-h.loaded
 	workers := runtime.GOMAXPROCS(0)
 	work := make(chan *batch, workers)
@@ -225,7 +236,7 @@ func (h *Hasher) checksum(sources, excludes []string) (string, []Entry, error) {
 	}
 	last := ""
 	first := true
-	walkErr := copier.SelectAt(h.dir, sources, excludes, func(source, rel string, fi fs.FileInfo, dir *rooted.Dir, name string) error {
+	walkErr := copier.SelectAtWith(h.dir, sources, excludes, sel, func(source, rel string, fi fs.FileInfo, dir *rooted.Dir, name string) error {
 		it := item{source: source, newSource: first || source != last, rel: rel, fi: fi}
 		first, last = false, source
 		if err := h.prepare(&it, dir, name); err != nil {

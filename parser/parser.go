@@ -128,20 +128,10 @@ func Check(c instructions.Command) error {
 			return unsupported("RUN --device")
 		}
 	case *instructions.CopyCommand:
-		if c.Parents {
-			return unsupported("COPY --parents")
-		}
-		if len(c.ExcludePatterns) > 0 {
-			return unsupported("COPY --exclude")
-		}
 		for _, s := range c.SourcePaths {
 			if isRemote(s) {
 				return fmt.Errorf("COPY source %q: COPY takes no URL or git sources; use ADD", s)
 			}
-		}
-	case *instructions.AddCommand:
-		if len(c.ExcludePatterns) > 0 {
-			return unsupported("ADD --exclude")
 		}
 	}
 	return nil

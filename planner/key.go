@@ -26,6 +26,10 @@ type stepKey struct {
 	h      hash.Hash
 	kind   string
 	inputs []keyInput
+	// linked: a COPY --link, keyed without the steps below it; below is
+	// the key of those steps, which the stage's key after it includes.
+	linked bool
+	below  string
 }
 
 type keyInput struct {

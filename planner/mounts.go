@@ -75,6 +75,10 @@ func (rm *runMounts) fetch(ctx context.Context, log progress.Step) (release func
 		})
 	}
 	for _, c := range rm.caches {
+		if c.fill != nil {
+			fill := c.fill
+			c.init.Fill = func(ctx context.Context, dir string) error { return fill(ctx, dir, log) }
+		}
 		if len(c.init.Seed) > 0 {
 			id := c.id
 			c.init.Wrap = func(l v1.Layer) v1.Layer { return progress.WatchLayer(log, l) }
@@ -104,6 +108,8 @@ type cacheMount struct {
 	id      string
 	sharing cache.CacheSharing
 	init    cache.CacheMountInit
+	// fill seeds a new instance from a stage or image (from=).
+	fill func(ctx context.Context, dir string, log progress.Step) error
 }
 
 // contextSnapshot is what a bind mount of the context shows: the COPY
@@ -182,14 +188,15 @@ func (b *build) resolveMounts(ctx context.Context, s *stage, c *instructions.Run
 		name := fmt.Sprintf("mount %d", i)
 		switch m.Type {
 		case instructions.MountTypeCache:
-			if m.From != "" {
-				return nil, fmt.Errorf("RUN --mount=type=cache,from= is not supported by kiln yet; remove from=")
-			}
 			id := m.CacheID
 			if id == "" {
 				id = target
 			}
-			cm := cacheMount{index: len(rm.mounts), id: id, init: cacheMountInit(m)}
+			id, init, fill, err := b.cacheMountIdentity(ctx, s, m, id)
+			if err != nil {
+				return nil, err
+			}
+			cm := cacheMount{index: len(rm.mounts), id: id, init: init, fill: fill}
 			switch m.CacheSharing {
 			case instructions.MountSharingPrivate:
 				cm.sharing = cache.CachePrivate

@@ -24,11 +24,14 @@ func prefetchContext(h *contexthash.Hasher, s *stage, excludes []string) {
 		var sd instructions.SourcesAndDest
 		switch c := c.(type) {
 		case *instructions.CopyCommand:
-			if c.From != "" {
+			if c.From != "" || c.Parents || len(c.ExcludePatterns) > 0 {
 				return
 			}
 			sd = c.SourcesAndDest
 		case *instructions.AddCommand:
+			if len(c.ExcludePatterns) > 0 {
+				return
+			}
 			sd = c.SourcesAndDest
 		case *instructions.EnvCommand, *instructions.ArgCommand, *instructions.LabelCommand,
 			*instructions.MaintainerCommand, *instructions.UserCommand, *instructions.ExposeCommand,

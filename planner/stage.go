@@ -361,12 +361,14 @@ func (b *build) dispatch(ctx context.Context, s *stage, c instructions.Command, 
 		return b.dispatchCopy(ctx, s, copyCmd{
 			sd: c.SourcesAndDest, from: c.From, chown: c.Chown, chmod: c.Chmod,
 			text: c.String(), loc: c.Location(), onbuild: onbuild,
+			parents: c.Parents, excludes: c.ExcludePatterns, link: c.Link,
 		})
 	case *instructions.AddCommand:
 		return b.dispatchCopy(ctx, s, copyCmd{
 			sd: c.SourcesAndDest, chown: c.Chown, chmod: c.Chmod, add: true,
 			checksum: c.Checksum, keepGitDir: c.KeepGitDir, unpack: c.Unpack,
 			text: c.String(), loc: c.Location(), onbuild: onbuild,
+			excludes: c.ExcludePatterns, link: c.Link,
 		})
 	default:
 		return fmt.Errorf("instruction %s is not supported by kiln", c.Name())

@@ -274,6 +274,7 @@ func (b *build) runStep(ctx context.Context, s *stage, name string, k *stepKey, 
 		return err
 	}
 	if hit {
+		chainLinked(s, k, key)
 		span.SetString("cache", "hit")
 		log.Cached()
 		return nil
@@ -302,6 +303,10 @@ func (b *build) runStep(ctx context.Context, s *stage, name string, k *stepKey, 
 	var layers []cache.LayerInfo
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() (err error) {
+		if k.linked {
+			// a linked copy writes into an empty tree
+			return nil
+		}
 		layers, err = b.materialize(gctx, s.layers, log)
 		return err
 	})
@@ -323,8 +328,10 @@ func (b *build) runStep(ctx context.Context, s *stage, name string, k *stepKey, 
 		log.Fail(err)
 		return err
 	}
-	s.layers = layers
-	rf := rootfs(s.layers)
+	if !k.linked {
+		s.layers = layers
+	}
+	rf := rootfs(layers)
 	rctx, runSpan := trace.Start(ctx, "run")
 	err = run(rctx, log, rf)
 	runSpan.End()
@@ -336,6 +343,7 @@ func (b *build) runStep(ctx context.Context, s *stage, name string, k *stepKey, 
 		log.Fail(err)
 		return err
 	}
+	chainLinked(s, k, key)
 	_, doneSpan := trace.Start(ctx, "progress: done")
 	log.Done()
 	doneSpan.End()
@@ -551,6 +559,11 @@ type copyCmd struct {
 	checksum   string
 	keepGitDir *bool
 	unpack     *bool
+	// parents, excludes and link are COPY --parents, COPY/ADD --exclude
+	// and --link.
+	parents  bool
+	excludes []string
+	link     bool
 }
 
 func (b *build) dispatchCopy(ctx context.Context, s *stage, c copyCmd) error {
@@ -569,7 +582,8 @@ func (b *build) dispatchCopy(ctx context.Context, s *stage, c copyCmd) error {
 			return fmt.Errorf("invalid chmod parameter: '%v'. it should be octal string and between 0 and 07777", c.chmod)
 		}
 	}
-	op := copier.Op{Kind: "copy", Dest: dest, Chown: c.chown, Chmod: c.chmod}
+	op := copier.Op{Kind: "copy", Dest: dest, Chown: c.chown, Chmod: c.chmod,
+		Selection: copier.Selection{Excludes: c.excludes, Parents: c.parents}}
 	if c.add && (c.unpack == nil || *c.unpack) {
 		op.Kind = "add"
 	}
@@ -578,19 +592,28 @@ func (b *build) dispatchCopy(ctx context.Context, s *stage, c copyCmd) error {
 		return err
 	}
 	defer cleanupRemote()
-	for _, src := range localSources {
-		p, err := system.NormalizePath("/", src, targetOS, false)
-		if err != nil {
-			return err
-		}
-		op.Sources = append(op.Sources, p)
+	sources, err := copySources(localSources, c.parents)
+	if err != nil {
+		return err
+	}
+	op.Sources = sources
+	// BuildKit links only a COPY without --chmod (dockerfile2llb: a
+	// merge op needs the capability and no chmod); names cannot be
+	// resolved on the empty tree a linked copy writes into.
+	link := c.link && c.chmod == ""
+	if c.link && chownByName(c.chown) {
+		return fmt.Errorf("--chown=%s: user and group names can't be resolved when used with --link, use numeric uid[:gid] instead", c.chown)
 	}
 
 	k := newStepKey(op.Kind, s.key)
+	if link {
+		k = newLinkedKey(op.Kind, s.key)
+	}
 	k.add("dest", dest)
 	k.add("chown", c.chown)
 	k.add("chmod", c.chmod)
 	k.addList("sources", op.Sources)
+	addSelection(k, op.Selection)
 	verb := strings.ToLower(name)
 
 	var spec executor.CopySpec
@@ -629,7 +652,7 @@ func (b *build) dispatchCopy(ctx context.Context, s *stage, c copyCmd) error {
 			return errors.New("no build context to copy from")
 		}
 		_, hashSpan := trace.Start(ctx, "context hash")
-		sum, entries, err := b.ctxHash.Checksum(op.Sources, op.Excludes)
+		sum, entries, err := b.ctxHash.ChecksumWith(op.Sources, op.Excludes, op.Selection)
 		hashSpan.SetInt("files", int64(len(entries)))
 		hashSpan.End()
 		if err != nil {
@@ -655,6 +678,9 @@ func (b *build) dispatchCopy(ctx context.Context, s *stage, c copyCmd) error {
 	}
 
 	msg := name
+	if c.parents {
+		msg += " --parents"
+	}
 	if c.chown != "" {
 		msg += " --chown=" + c.chown
 	}
@@ -719,6 +745,7 @@ func (b *build) dispatchCopy(ctx context.Context, s *stage, c copyCmd) error {
 			hop.Kind = "copy"
 			hop.FromStage = false
 			hop.Excludes = nil
+			hop.Selection = copier.Selection{}
 			hop.Verify, hop.Expect = false, nil
 			hop.Sources = []string{"/" + fname}
 			if err := executor.Copy(ctx, executor.CopySpec{Rootfs: rf, SourceDir: hdDir, Op: hop}); err != nil {

@@ -42,9 +42,16 @@ type Op struct {
 	// (build context sources). An excluded path is treated as absent from
 	// the source root, as it is absent from BuildKit's transferred context.
 	Excludes []string `json:"excludes,omitempty"`
+	// Selection is what --exclude and --parents keep below each source.
+	Selection Selection `json:"selection,omitempty"`
 	// FromStage is true for COPY --from (stage or image): ownership of the
 	// source is kept unless Chown is set, like BuildKit.
 	FromStage bool `json:"fromStage,omitempty"`
+	// TopMeta gives a directory named as a source, when it is copied to a
+	// new destination, the source's owner, mode and times — a plain COPY
+	// gives it only its times. For a cache mount seeded from a stage's
+	// directory, which BuildKit shows as that directory itself.
+	TopMeta bool `json:"topMeta,omitempty"`
 	// User is the active USER, used by mkdir (WORKDIR) for ownership of the
 	// directories it creates.
 	User string `json:"user,omitempty"`

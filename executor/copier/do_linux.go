@@ -117,10 +117,15 @@ func doCopy(srcRoot, dstRoot string, droot *rooted.Root, op Op, opt Options) (er
 			chown:     chown,
 			mode:      mode,
 			fromStage: op.FromStage,
+			topMeta:   op.TopMeta,
 			unpack:    op.Kind == "add",
 			verify:    v,
 		}
-		if err := c.copySource(s, op.Dest); err != nil {
+		base, err := c.selectSource(op.Selection, s)
+		if err != nil {
+			return fmt.Errorf("%s %q to %q: %w", verb, s, op.Dest, err)
+		}
+		if err := c.copySource(base, op.Dest); err != nil {
 			var cc *ContextChangedError
 			if errors.As(err, &cc) {
 				return err
@@ -247,6 +252,7 @@ func (c *copier) copyMatch(srcPath, dest string) error {
 	if err != nil {
 		return c.notFound(srcPath, err)
 	}
+	c.topRel = srcRel
 
 	dstIsDir := false
 	if dexists {
@@ -307,6 +313,48 @@ func (c *copier) copyMatch(srcPath, dest string) error {
 		err = werr
 	}
 	return err
+}
+
+// selectSource compiles the selection of one source and returns the path
+// to copy: for COPY --parents, the base before the pivot, after checking
+// that a path without wildcards exists (BuildKit's RequiredPaths).
+func (c *copier) selectSource(sel Selection, src string) (string, error) {
+	base, pattern := src, ""
+	if sel.Parents {
+		base, pattern = SplitParents(src)
+		if full := path.Join(base, pattern); !hasWildcard(full) {
+			if err := c.requirePath(base, pattern); err != nil {
+				return "", c.notFound(full, err)
+			}
+		}
+	}
+	var err error
+	c.sel, err = sel.compile(pattern)
+	return base, err
+}
+
+// requirePath checks that the copy of base with the --parents pattern
+// (no wildcards) will include the path they name, as BuildKit's checksum
+// checks RequiredPaths: against the paths its walk includes, named
+// without following symlinks — so a symlinked directory anywhere on the
+// path, before the pivot or after it, means "not found" (checked with
+// buildkitd v0.34.2), while the last component may be a symlink.
+func (c *copier) requirePath(base, pattern string) error {
+	rel := "/"
+	fi, err := c.src.lstat(rel)
+	if err != nil {
+		return err
+	}
+	for _, comp := range splitRooted(cleanRooted(path.Join(base, pattern))) {
+		if !fi.IsDir() {
+			return &fs.PathError{Op: "lstat", Path: path.Join(rel, comp), Err: fs.ErrNotExist}
+		}
+		rel = path.Join(rel, comp)
+		if fi, err = c.src.lstat(rel); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // notFound turns a failed source lookup into a NotFoundError when the

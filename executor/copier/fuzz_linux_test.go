@@ -111,6 +111,18 @@ func snapshot(t *testing.T, dir string) string {
 	return strings.Join(lines, "\n")
 }
 
+// fuzzParents are COPY --parents sources: pivots, wildcards, symlinks
+// and ".." on either side of the pivot.
+var fuzzParents = []string{"dir/./sub", "link/./a", "*/./a", "../../x/./../../y", "./dir/**/a", "a/./../..", "link/./../../canary", "dir/./*"}
+
+// fuzzExpectWith is fuzzExpect for an op with a selection.
+func fuzzExpectWith(t *testing.T, src string, op Op) ([]Entry, bool) {
+	if err := SelectAtWith(src, op.Sources, op.Excludes, op.Selection, func(string, string, fs.FileInfo, *rooted.Dir, string) error { return nil }); err != nil {
+		return nil, false
+	}
+	return selectedEntries(t, src, op), true
+}
+
 // fuzzExpect is expectedEntries; false when Select fails, as then the
 // build fails at hashing and never copies.
 func fuzzExpect(t *testing.T, src string, sources, excludes []string) ([]Entry, bool) {
@@ -165,6 +177,16 @@ func FuzzCopy(f *testing.F) {
 			// The copy must read exactly what the cache hashed: a spurious
 			// "context changed" would fail good builds.
 			op.Expect, op.Verify = fuzzExpect(t, src, op.Sources, op.Excludes)
+		}
+		switch in.next() % 4 {
+		case 1:
+			op.Selection.Excludes = []string{in.pick(fuzzPatterns), in.pick(fuzzPatterns)}
+		case 2:
+			op.Selection.Parents = true
+			op.Sources = append(op.Sources, in.pick(fuzzParents))
+		}
+		if op.Verify {
+			op.Expect, op.Verify = fuzzExpectWith(t, src, op)
 		}
 		var opt Options
 		if in.next()%2 == 0 {

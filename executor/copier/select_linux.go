@@ -31,6 +31,11 @@ func Select(srcRoot string, sources, excludes []string, fn func(source, rel stri
 // SelectAt is Select that also hands fn the entry's parent directory and
 // name (a nil dir for the root itself), valid during the call only.
 func SelectAt(srcRoot string, sources, excludes []string, fn func(source, rel string, fi fs.FileInfo, dir *rooted.Dir, name string) error) error {
+	return SelectAtWith(srcRoot, sources, excludes, Selection{}, fn)
+}
+
+// SelectAtWith is SelectAt for a copy with --exclude or --parents (sel).
+func SelectAtWith(srcRoot string, sources, excludes []string, sel Selection, fn func(source, rel string, fi fs.FileInfo, dir *rooted.Dir, name string) error) error {
 	src, err := newSrcTree(srcRoot, excludes)
 	if err != nil {
 		return err
@@ -38,7 +43,11 @@ func SelectAt(srcRoot string, sources, excludes []string, fn func(source, rel st
 	defer src.Close()
 	c := &copier{src: src}
 	for _, s := range sources {
-		matches, err := c.expand(s)
+		base, err := c.selectSource(sel, s)
+		if err != nil {
+			return err
+		}
+		matches, err := c.expand(base)
 		if err != nil {
 			return err
 		}
@@ -64,6 +73,7 @@ func (c *copier) selectMatch(source, m string, fn func(source, rel string, fi fs
 	if err != nil {
 		return err
 	}
+	c.topRel = srcRel
 	if srcRel == "/" {
 		if err := fn(source, srcRel, fi, nil, ""); err != nil {
 			return err
@@ -130,7 +140,22 @@ func (c *copier) selectDir(source string, d *rooted.Dir, st matchState, fn func(
 				}
 			}
 		}
-		if err := fn(source, crel, cfi, d, name); err != nil {
+		if c.sel != nil {
+			xs, skip, err := c.sel.child(st.sel, c.relToTop(crel), cfi.IsDir())
+			if err != nil {
+				return err
+			}
+			if skip {
+				continue
+			}
+			cms.sel = xs
+		}
+		if cms.sel.lazy {
+			// reported once something below it is, as the copy makes it
+			c.selPending = append(c.selPending, &pendingSel{source: source, rel: crel, fi: cfi, dir: d, name: name})
+		} else if err := c.flushSelPending(fn); err != nil {
+			return err
+		} else if err := fn(source, crel, cfi, d, name); err != nil {
 			return err
 		}
 		if cfi.IsDir() {
@@ -143,6 +168,24 @@ func (c *copier) selectDir(source string, d *rooted.Dir, st matchState, fn func(
 			if err != nil {
 				return err
 			}
+		}
+		if cms.sel.lazy {
+			c.selPending = c.selPending[:len(c.selPending)-1]
+		}
+	}
+	return nil
+}
+
+// flushSelPending reports the lazy directories entered so far, outermost
+// first, before something inside them.
+func (c *copier) flushSelPending(fn func(source, rel string, fi fs.FileInfo, dir *rooted.Dir, name string) error) error {
+	for _, p := range c.selPending {
+		if p.done {
+			continue
+		}
+		p.done = true
+		if err := fn(p.source, p.rel, p.fi, p.dir, p.name); err != nil {
+			return err
 		}
 	}
 	return nil

@@ -38,6 +38,8 @@ type matchState struct {
 	// pruned: an excluded directory that fsutil does not walk into, so
 	// nothing below it is transferred.
 	pruned bool
+	// sel is the verdict of the COPY's own --exclude/--parents selection.
+	sel selState
 }
 
 // excludedError says why a path is absent; it matches fs.ErrNotExist.

@@ -12,6 +12,7 @@ import (
 	"path"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -39,6 +40,7 @@ type copier struct {
 	chown     *owner       // --chown; nil keeps the source owner (see owner)
 	mode      *chmodSpec   // --chmod; nil keeps the source mode
 	fromStage bool
+	topMeta   bool // Op.TopMeta
 	unpack    bool // ADD: extract local archives
 	// verify, when set, checks every entry read against the entries the
 	// step's key was computed from.
@@ -57,6 +59,33 @@ type copier struct {
 	// batch collects the regular files of the directory being walked,
 	// for its job.
 	batch *dirBatch
+	// sel is the source's --exclude/--parents selection (nil: none),
+	// matched against paths relative to topRel, the in-root path of the
+	// match being copied.
+	sel    *selection
+	topRel string
+	// selPending are the lazy directories Select has entered but not
+	// reported yet, outermost first.
+	selPending []*pendingSel
+}
+
+// pendingSel is a lazy directory Select reports once something below it
+// is reported, as the copy makes it then.
+type pendingSel struct {
+	source, rel string
+	fi          fs.FileInfo
+	dir         *rooted.Dir
+	name        string
+	done        bool
+}
+
+// relToTop is rel relative to the match being copied, as fsutil's copy
+// matches patterns.
+func (c *copier) relToTop(rel string) string {
+	if c.topRel == "/" {
+		return strings.TrimPrefix(rel, "/")
+	}
+	return strings.TrimPrefix(rel, c.topRel+"/")
 }
 
 // node is one entry addressed through its parent directory's handle, or a
@@ -202,8 +231,12 @@ func (c *copier) copyNode(s node, fi fs.FileInfo, st matchState, parent *lazyDir
 func (c *copier) copyDir(s node, fi fs.FileInfo, st matchState, parent *lazyDir, name string, top bool) (err error) {
 	// An excluded directory below the top is in BuildKit's context only as
 	// the parent of something an exception keeps: create it lazily.
-	lazy := !top && st.excluded
+	lazy := !top && (st.excluded || st.sel.lazy)
 	if !lazy {
+		// the lazy directories above it come first, in the key's order too
+		if err := c.makePending(); err != nil {
+			return err
+		}
 		if err := c.verify.check(s.rel(), fi, "", ""); err != nil {
 			return err
 		}
@@ -294,6 +327,16 @@ func (c *copier) copyDir(s node, fi fs.FileInfo, st matchState, parent *lazyDir,
 				continue
 			}
 		}
+		if c.sel != nil {
+			xs, skip, err := c.sel.child(st.sel, c.relToTop(pathIn(sdir, cname)), cfi.IsDir())
+			if err != nil {
+				return err
+			}
+			if skip {
+				continue
+			}
+			cms.sel = xs
+		}
 		if err := c.copyNode(node{dir: sdir, name: cname}, cfi, cms, self, cname, false); err != nil {
 			return err
 		}
@@ -308,7 +351,7 @@ func (c *copier) copyDir(s node, fi fs.FileInfo, st matchState, parent *lazyDir,
 	}
 	meta := func(s node, parent *rooted.Dir) error {
 		d := node{dir: parent, name: name}
-		if created || !top {
+		if created || !top || c.topMeta {
 			return c.applyMeta(s, fi, d)
 		}
 		return setTimes(d, fi)

@@ -1,0 +1,2 @@
+chmod 700 a/b
+chmod 750 a/b/c
