@@ -153,7 +153,10 @@ func copyBlobFrom(ctx context.Context, w io.Writer, b blob, rc io.ReadCloser) er
 	if h != nil {
 		dst = io.MultiWriter(w, h)
 	}
-	n, err := io.CopyBuffer(dst, ctxReader{ctx, rc}, make([]byte, 1<<20))
+	// A buffer no larger than the blob: an image's config and small layers
+	// are a few hundred bytes, and a MiB allocated (and zeroed) for each
+	// made a 30-layer export mostly garbage collection.
+	n, err := io.CopyBuffer(dst, ctxReader{ctx, rc}, make([]byte, min(max(b.size+1, 4<<10), 1<<20)))
 	if err != nil {
 		return fmt.Errorf("copying blob %s: %w", b.digest, err)
 	}

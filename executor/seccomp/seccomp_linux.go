@@ -131,29 +131,80 @@ func (a *bpfAsm) assemble() ([]unix.SockFilter, error) {
 	return a.prog, nil
 }
 
-// ranges jumps to label for every number of nrs, as ranges: a few dozen
-// comparisons instead of three hundred.
-func (a *bpfAsm) ranges(nrs []uint32, label string) {
-	nrs = slices.Clone(nrs)
-	slices.Sort(nrs)
-	nrs = slices.Compact(nrs)
-	for i := 0; i < len(nrs); {
-		j := i
-		for j+1 < len(nrs) && nrs[j+1] == nrs[j]+1 {
-			j++
+// segment is a run of system call numbers, from lo up to the next
+// segment's lo, that all go to label.
+type segment struct {
+	lo    uint32
+	label string
+}
+
+// segments partitions every number of ABI t (index i) into runs with the
+// same outcome: a number with argument conditions goes to its own
+// comparisons, an allowed one to allow, one refused with an errno to that
+// errno, and one the profile does not name to ENOSYS, as if the kernel
+// lacked it. A number in two lists takes the first of that order.
+func segments(t abi, i int, errnoLabel func(uint32) string) []segment {
+	to := map[uint32]string{}
+	for _, c := range t.conds {
+		if _, ok := to[c.nr]; !ok {
+			to[c.nr] = fmt.Sprintf("abi%d.nr%d", i, c.nr)
 		}
-		lo, hi := nrs[i], nrs[j]
-		if lo == hi {
-			a.jumpIf(unix.BPF_JEQ, lo, label)
-		} else {
-			// nr < lo: skip the next two; nr > hi: skip one; else jump.
-			a.prog = append(a.prog,
-				unix.SockFilter{Code: unix.BPF_JMP | unix.BPF_JGE | unix.BPF_K, Jt: 0, Jf: 2, K: lo},
-				unix.SockFilter{Code: unix.BPF_JMP | unix.BPF_JGT | unix.BPF_K, Jt: 1, Jf: 0, K: hi})
-			a.jump(label)
-		}
-		i = j + 1
 	}
+	for _, nr := range t.allow {
+		if _, ok := to[nr]; !ok {
+			to[nr] = "allow"
+		}
+	}
+	errs := slices.Clone(t.errno)
+	slices.SortStableFunc(errs, func(a, b errnoRule) int { return int(a.errno) - int(b.errno) })
+	for _, e := range errs {
+		if _, ok := to[e.nr]; !ok {
+			to[e.nr] = errnoLabel(e.errno)
+		}
+	}
+	nosys := errnoLabel(uint32(unix.ENOSYS))
+	var segs []segment
+	add := func(lo uint32, label string) {
+		if len(segs) > 0 && segs[len(segs)-1].label == label {
+			return
+		}
+		segs = append(segs, segment{lo, label})
+	}
+	next := uint32(0)
+	for _, nr := range slices.Sorted(maps.Keys(to)) {
+		if nr > next {
+			add(next, nosys)
+		}
+		add(nr, to[nr])
+		next = nr + 1
+	}
+	add(next, nosys)
+	return segs
+}
+
+// search jumps to the label of the segment holding the number in the
+// accumulator, by binary search: a few comparisons for any number, where
+// a list of ranges takes dozens. The kernel runs the filter once for every
+// number when it is loaded (to cache the ones always allowed), and then at
+// every system call the cache does not answer: both follow one path of
+// the tree.
+func (a *bpfAsm) search(segs []segment, prefix string) {
+	n := 0
+	var tree func(segs []segment)
+	tree = func(segs []segment) {
+		if len(segs) == 1 {
+			a.jump(segs[0].label)
+			return
+		}
+		mid := len(segs) / 2
+		n++
+		right := fmt.Sprintf("%s.t%d", prefix, n)
+		a.jumpIf(unix.BPF_JGE, segs[mid].lo, right)
+		tree(segs[:mid])
+		a.label(right)
+		tree(segs[mid:])
+	}
+	tree(segs)
 }
 
 // compare jumps to label when c holds for the argument in the
@@ -201,20 +252,10 @@ func build(tables []abi) ([]unix.SockFilter, error) {
 		if t.x32Bit != 0 {
 			a.jumpIf(unix.BPF_JGE, t.x32Bit, "kill")
 		}
-		for _, c := range t.conds {
-			a.jumpIf(unix.BPF_JEQ, c.nr, fmt.Sprintf("abi%d.nr%d", i, c.nr))
-		}
-		a.ranges(t.allow, "allow")
-		byErrno := map[uint32][]uint32{}
 		for _, e := range t.errno {
-			byErrno[e.errno] = append(byErrno[e.errno], e.nr)
 			errnos[e.errno] = true
 		}
-		for _, e := range slices.Sorted(maps.Keys(byErrno)) {
-			a.ranges(byErrno[e], errnoLabel(e))
-		}
-		// Not named by the profile: as if the kernel lacked it.
-		a.jump(errnoLabel(uint32(unix.ENOSYS)))
+		a.search(segments(t, i, errnoLabel), fmt.Sprintf("abi%d", i))
 		for _, c := range t.conds {
 			a.label(fmt.Sprintf("abi%d.nr%d", i, c.nr))
 			for _, cmp := range c.any {
