@@ -2,6 +2,7 @@ package lint
 
 import (
 	"context"
+	"github.com/kiln-build/kiln/internal/envlist"
 	"path/filepath"
 	"regexp"
 	"runtime"
@@ -226,7 +227,7 @@ func (w *walker) defaultArgs(target string) envList {
 		if o, ok := w.opt.BuildArgs[kv[0]]; ok {
 			v = o
 		}
-		env = env.set(kv[0], v)
+		env = env.Set(kv[0], v)
 	}
 	return env
 }
@@ -251,7 +252,7 @@ func metaArgValues(env envList, lex *shell.Lex, cmds []instructions.ArgCommand, 
 				value = &res.Result
 			}
 			if value != nil {
-				env = env.set(kv.Key, *value)
+				env = env.Set(kv.Key, *value)
 			}
 			defs = append(defs, argDef{key: kv.Key})
 		}
@@ -453,14 +454,14 @@ func autoDetectPlatform(img, target, build ocispecs.Platform) ocispecs.Platform 
 func (w *walker) dispatch(s *state) bool {
 	s.dispatched = true
 	if b := s.base; b != nil {
-		s.env = b.env.clone()
+		s.env = b.env.Clone()
 		s.envUnknown = b.envUnknown
 		s.shellCmd = b.shellCmd
 		s.platform = b.platform
 		s.workdirSet = b.workdirSet
 		s.buildArgs = append(s.buildArgs, b.buildArgs...)
 	} else if s.img != nil {
-		s.env = envList(nil).merge(s.img.Env)
+		s.env = envList(nil).Merge(s.img.Env)
 		s.shellCmd = s.img.Shell
 	} else {
 		s.envUnknown = true
@@ -470,7 +471,7 @@ func (w *walker) dispatch(s *state) bool {
 		s.platform = &p
 	}
 	if _, ok := s.env.Get("PATH"); !ok && s.platform.OS != "windows" {
-		s.env = s.env.set("PATH", system.DefaultPathEnv(s.platform.OS))
+		s.env = s.env.Set("PATH", system.DefaultPathEnv(s.platform.OS))
 	}
 	for _, c := range s.stage.Commands {
 		if !w.command(s, c) {
@@ -512,7 +513,7 @@ func (w *walker) command(s *state, c instructions.Command) bool {
 				l.Run(&linter.RuleLegacyKeyValueFormat, c.Location(), linter.RuleLegacyKeyValueFormat.Format(c.Name()))
 			}
 			secretKey("ENV", e.Key, c.Location(), l)
-			s.env = s.env.set(e.Key, e.Value)
+			s.env = s.env.Set(e.Key, e.Value)
 		}
 	case *instructions.LabelCommand:
 		for _, kv := range c.Labels {
@@ -596,7 +597,7 @@ func (w *walker) arg(s *state, c *instructions.ArgCommand, l *linter.Linter) boo
 			a.Value = &v
 		}
 		if a.Value != nil && !nonEnvArgs[a.Key] {
-			s.env = s.env.set(a.Key, *a.Value)
+			s.env = s.env.Set(a.Key, *a.Value)
 		}
 		s.buildArgs = append(s.buildArgs, a)
 	}
@@ -767,52 +768,4 @@ func secretKey(instruction, key string, loc []bkparser.Range, l *linter.Linter) 
 }
 
 // envList is an ordered environment: KEY=VALUE entries.
-type envList []string
-
-func (e envList) index(key string) int {
-	for i, kv := range e {
-		k, _, _ := strings.Cut(kv, "=")
-		if shell.EqualEnvKeys(k, key) {
-			return i
-		}
-	}
-	return -1
-}
-
-// Get implements shell.EnvGetter.
-func (e envList) Get(key string) (string, bool) {
-	if i := e.index(key); i >= 0 {
-		_, v, _ := strings.Cut(e[i], "=")
-		return v, true
-	}
-	return "", false
-}
-
-// Keys implements shell.EnvGetter.
-func (e envList) Keys() []string {
-	out := make([]string, 0, len(e))
-	for _, kv := range e {
-		k, _, _ := strings.Cut(kv, "=")
-		out = append(out, k)
-	}
-	return out
-}
-
-func (e envList) set(k, v string) envList {
-	if i := e.index(k); i >= 0 {
-		out := e.clone()
-		out[i] = k + "=" + v
-		return out
-	}
-	return append(e.clone(), k+"="+v)
-}
-
-func (e envList) merge(kvs []string) envList {
-	for _, kv := range kvs {
-		k, v, _ := strings.Cut(kv, "=")
-		e = e.set(k, v)
-	}
-	return e
-}
-
-func (e envList) clone() envList { return append(envList(nil), e...) }
+type envList = envlist.List

@@ -354,7 +354,7 @@ func (b *build) plan() error {
 	for _, a := range df.MetaArgs {
 		for _, kv := range a.Args {
 			if v, ok := b.opt.BuildArgs[kv.Key]; ok {
-				b.globalArgs = b.globalArgs.set(kv.Key, v)
+				b.globalArgs = b.globalArgs.Set(kv.Key, v)
 				continue
 			}
 			if kv.Value != nil {
@@ -362,7 +362,7 @@ func (b *build) plan() error {
 				if err != nil {
 					return parser.At(df.Name, a.Location(), err)
 				}
-				b.globalArgs = b.globalArgs.set(kv.Key, v)
+				b.globalArgs = b.globalArgs.Set(kv.Key, v)
 			}
 		}
 	}
@@ -533,7 +533,7 @@ func defaultArgs(overrides map[string]string, target string, build, tgt ocispec.
 		if ov, ok := overrides[kv[0]]; ok {
 			v = ov
 		}
-		env = env.set(kv[0], v)
+		env = env.Set(kv[0], v)
 	}
 	return env
 }

@@ -106,7 +106,7 @@ func TestStepKeyFraming(t *testing.T) {
 
 func TestEnvList(t *testing.T) {
 	e := envList{"A=1", "B=2"}
-	e2 := e.set("A", "3").set("C", "4")
+	e2 := e.Set("A", "3").Set("C", "4")
 	if !reflect.DeepEqual(e2, envList{"A=3", "B=2", "C=4"}) {
 		t.Errorf("set = %q", e2)
 	}

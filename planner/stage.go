@@ -161,7 +161,7 @@ func (b *build) runStage(ctx context.Context, s *stage) (err error) {
 		s.img = cloneImage(bs.img)
 		s.img.Config.OnBuild = nil
 		s.layers = slices.Clone(bs.layers)
-		s.env = bs.env.clone()
+		s.env = bs.env.Clone()
 		s.buildArgs = slices.Clone(bs.buildArgs)
 		s.key = bs.key
 	case s.baseName == "scratch":
@@ -196,7 +196,7 @@ func (b *build) runStage(ctx context.Context, s *stage) (err error) {
 	}
 	for _, kv := range s.img.Config.Env {
 		k, v, _ := strings.Cut(kv, "=")
-		s.env = s.env.set(k, v)
+		s.env = s.env.Set(k, v)
 	}
 	s.workdir = "/"
 	if wd := s.img.Config.WorkingDir; wd != "" {
@@ -265,8 +265,8 @@ func (b *build) dispatch(ctx context.Context, s *stage, c instructions.Command, 
 		msg := "ENV"
 		for _, e := range c.Env {
 			msg += " " + e.String()
-			s.env = s.env.set(e.Key, e.Value)
-			s.img.Config.Env = envList(s.img.Config.Env).set(e.Key, e.Value)
+			s.env = s.env.Set(e.Key, e.Value)
+			s.img.Config.Env = envList(s.img.Config.Env).Set(e.Key, e.Value)
 		}
 		s.history(msg, false, false)
 	case *instructions.LabelCommand:
@@ -396,7 +396,7 @@ func (b *build) dispatchArg(s *stage, c *instructions.ArgCommand) error {
 			arg.Value = &w
 		}
 		if arg.Value != nil {
-			s.env = s.env.set(arg.Key, *arg.Value)
+			s.env = s.env.Set(arg.Key, *arg.Value)
 		}
 		s.buildArgs = append(s.buildArgs, arg)
 		p := arg.Key

@@ -395,7 +395,7 @@ func (b *build) dispatchRun(ctx context.Context, s *stage, c *instructions.RunCo
 	if err := executor.CheckNetwork(network, b.opt.Sandbox); err != nil {
 		return fmt.Errorf("RUN --network=%s: %w", network, err)
 	}
-	env := s.env.clone()
+	env := s.env.Clone()
 	env = append(env, proxyEnv(b.opt.BuildArgs)...)
 
 	k := newStepKey("run", s.key)
