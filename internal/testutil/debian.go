@@ -99,27 +99,11 @@ func NewDebianImage(ctx context.Context, cacheDir string) (v1.Image, error) {
 	}
 	defer unlock()
 
-	rootfs := filepath.Join(cacheDir, "debian-bookworm.tar")
-	blob := rootfs + ".gz"
-	if !exists(rootfs) {
-		if err := makeDebianRootfs(ctx, cacheDir, rootfs); err != nil {
-			return nil, err
-		}
-	}
-	if !exists(blob) {
-		// go-containerregistry's own compression at its default level,
-		// as `crane append` does it, so the digest matches peers.sh's.
-		l, err := tarball.LayerFromFile(rootfs, tarball.WithMediaType(types.DockerLayer))
-		if err != nil {
-			return nil, fmt.Errorf("compressing %s: %w", rootfs, err)
-		}
-		if err := writeAtomic(blob, l.Compressed); err != nil {
-			return nil, fmt.Errorf("caching compressed debian layer: %w", err)
-		}
-	}
-	l, err := tarball.LayerFromFile(blob, tarball.WithMediaType(types.DockerLayer))
+	l, err := cachedDebianLayer(filepath.Join(cacheDir, "debian-bookworm.tar"), func(rootfs string) error {
+		return makeDebianRootfs(ctx, cacheDir, rootfs)
+	})
 	if err != nil {
-		return nil, fmt.Errorf("reading cached debian layer %s: %w", blob, err)
+		return nil, err
 	}
 	img, err := baseImage(plainLayer{l}, "bash")
 	if err != nil {
@@ -264,4 +248,31 @@ func tail(b []byte, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
+}
+
+// cachedDebianLayer is the layer of the Debian rootfs tar at rootfs, made
+// by mk when missing, and compressed once into rootfs.gz next to it with
+// go-containerregistry's own compression at its default level, as `crane
+// append` does it, so the digest matches peers.sh's.
+func cachedDebianLayer(rootfs string, mk func(rootfs string) error) (v1.Layer, error) {
+	blob := rootfs + ".gz"
+	if !exists(rootfs) {
+		if err := mk(rootfs); err != nil {
+			return nil, err
+		}
+	}
+	if !exists(blob) {
+		l, err := tarball.LayerFromFile(rootfs, tarball.WithMediaType(types.DockerLayer))
+		if err != nil {
+			return nil, fmt.Errorf("compressing %s: %w", rootfs, err)
+		}
+		if err := writeAtomic(blob, l.Compressed); err != nil {
+			return nil, fmt.Errorf("caching compressed debian layer: %w", err)
+		}
+	}
+	l, err := tarball.LayerFromFile(blob, tarball.WithMediaType(types.DockerLayer))
+	if err != nil {
+		return nil, fmt.Errorf("reading cached debian layer %s: %w", blob, err)
+	}
+	return l, nil
 }

@@ -184,25 +184,11 @@ func NewDebianImageFor(ctx context.Context, cacheDir, platform string) (v1.Image
 	}
 	defer unlock()
 
-	rootfs := filepath.Join(cacheDir, "debian-bookworm-"+arch+".tar")
-	blob := rootfs + ".gz"
-	if !exists(rootfs) {
-		if err := makeForeignDebianRootfs(ctx, cacheDir, key, arch, rootfs); err != nil {
-			return nil, err
-		}
-	}
-	if !exists(blob) {
-		l, err := tarball.LayerFromFile(rootfs, tarball.WithMediaType(types.DockerLayer))
-		if err != nil {
-			return nil, fmt.Errorf("compressing %s: %w", rootfs, err)
-		}
-		if err := writeAtomic(blob, l.Compressed); err != nil {
-			return nil, fmt.Errorf("caching compressed debian layer: %w", err)
-		}
-	}
-	l, err := tarball.LayerFromFile(blob, tarball.WithMediaType(types.DockerLayer))
+	l, err := cachedDebianLayer(filepath.Join(cacheDir, "debian-bookworm-"+arch+".tar"), func(rootfs string) error {
+		return makeForeignDebianRootfs(ctx, cacheDir, key, arch, rootfs)
+	})
 	if err != nil {
-		return nil, fmt.Errorf("reading cached debian layer %s: %w", blob, err)
+		return nil, err
 	}
 	img, err := baseImageFor(plainLayer{l}, "bash", v1.Platform{OS: p.OS, Architecture: p.Architecture, Variant: p.Variant})
 	if err != nil {
