@@ -136,10 +136,10 @@ func TestTrace(t *testing.T) {
 		{"context hash", 1},
 		{"cache lookup", 4},
 		{"run", 4},
-		{"sandbox: start", 3},
+		{"sandbox: start", 2}, // the COPYs' children; a RUN takes one started ahead
+		{"sandbox: take the warm child", 2},
 		{"sandbox: set up + run", 2},
 		{"sandbox: set up + copy", 2},
-		{"sandbox: cgroup", 2},
 		{"commit", 4},
 		{"tar + compress", 4},
 		{"publish", 3}, // the COPY --from layer is the RUN's: stored once
