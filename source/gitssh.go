@@ -50,7 +50,13 @@ const maxSocketPath = 107
 // for the user's own ssh), and a host not listed is accepted for this
 // fetch without being written anywhere (/dev/null comes first, and ssh
 // records new keys in the first file), as BuildKit does.
-const gitSSHCommand = `ssh -o BatchMode=yes -o IdentityAgent=SSH_AUTH_SOCK -o StrictHostKeyChecking=accept-new -o 'UserKnownHostsFile=/dev/null ~/.ssh/known_hosts' -o LogLevel=ERROR`
+func gitSSHCommand() string {
+	return "ssh -o BatchMode=yes -o IdentityAgent=SSH_AUTH_SOCK -o StrictHostKeyChecking=accept-new -o 'UserKnownHostsFile=/dev/null " + userKnownHosts + "' -o LogLevel=ERROR"
+}
+
+// userKnownHosts is the user's known_hosts as ssh expands it (from the
+// passwd entry, not $HOME); tests point it elsewhere.
+var userKnownHosts = "~/.ssh/known_hosts"
 
 // gitSession is the environment git runs with for one remote, and what to
 // stop when git is done.
@@ -94,7 +100,7 @@ func startGit(g *GitRef, opts []GitOption) (*gitSession, error) {
 		srv.Close()
 		os.RemoveAll(dir)
 	}
-	s.env = append(s.env, "SSH_AUTH_SOCK="+sock, "GIT_SSH_COMMAND="+gitSSHCommand)
+	s.env = append(s.env, "SSH_AUTH_SOCK="+sock, "GIT_SSH_COMMAND="+gitSSHCommand())
 	return s, nil
 }
 

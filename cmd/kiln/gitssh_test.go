@@ -37,9 +37,9 @@ func newGitSSHServer(t *testing.T) *gitSSHServer {
 	}
 }
 
-// kilnNoAgent runs kiln with no SSH_AUTH_SOCK and an empty HOME (no
-// ~/.ssh keys or known_hosts): whatever reaches the ssh server can only
-// be the agent given with --ssh.
+// kilnNoAgent runs kiln with no SSH_AUTH_SOCK (and no GIT_SSH*, an empty
+// HOME for git's config): as the sshd lets in the test key only, what
+// gets in can only be the agent given with --ssh.
 func kilnNoAgent(t *testing.T, args ...string) (string, int) {
 	t.Helper()
 	var env []string
