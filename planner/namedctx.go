@@ -20,12 +20,14 @@ import (
 	"github.com/kiln-build/kiln/executor/copier"
 	"github.com/kiln-build/kiln/progress"
 	"github.com/kiln-build/kiln/rooted"
+	"github.com/kiln-build/kiln/sshforward"
 )
 
 // FetchRemoteContext fetches a git or https --build-context into the
 // empty directory dest. Nil means this kiln cannot fetch them: such a
-// context is refused when a build uses it.
-var FetchRemoteContext func(ctx context.Context, url, dest string) error
+// context is refused when a build uses it. ssh is the build's --ssh
+// agents, for a git remote reached over ssh.
+var FetchRemoteContext func(ctx context.Context, url, dest string, ssh sshforward.Agents) error
 
 // namedSource is one --build-context of the build, prepared on first use.
 type namedSource struct {
@@ -160,7 +162,7 @@ func (b *build) dirSource(ctx context.Context, ns *namedSource) (*ctxSource, err
 				return
 			}
 			ns.cs = &ctxSource{dir: dir} // removed by closeNamed even if the fetch fails
-			if err := FetchRemoteContext(ctx, ns.src.URL, dir); err != nil {
+			if err := FetchRemoteContext(ctx, ns.src.URL, dir, b.opt.SSH); err != nil {
 				ns.err = fmt.Errorf("--build-context %s=%s: fetching: %w", ns.name, ns.src.URL, err)
 				return
 			}

@@ -15,6 +15,7 @@ import (
 	"github.com/kiln-build/kiln/executor"
 	"github.com/kiln-build/kiln/executor/copier"
 	"github.com/kiln-build/kiln/source"
+	"github.com/kiln-build/kiln/sshforward"
 )
 
 // remoteSource is one ADD source from outside the build context: an
@@ -38,6 +39,7 @@ type remoteSource struct {
 	git     *source.GitRef
 	commit  source.Resolved
 	keepGit bool
+	agents  sshforward.Agents // the build's --ssh, for an ssh remote
 }
 
 // remoteADD splits an ADD's sources into the build context's and the
@@ -88,7 +90,8 @@ func (b *build) remoteADD(ctx context.Context, c copyCmd) (local []string, remot
 			if c.checksum != "" && g.Checksum != "" && c.checksum != g.Checksum {
 				return nil, nil, cleanup, fmt.Errorf("checksum mismatch %q != %q", c.checksum, g.Checksum)
 			}
-			if r.commit, err = source.ResolveGit(ctx, g, c.checksum); err != nil {
+			r.agents = b.opt.SSH
+			if r.commit, err = b.resolveGit(ctx, g, c.checksum); err != nil {
 				return nil, nil, cleanup, err
 			}
 			continue
@@ -126,6 +129,22 @@ func (b *build) remoteADD(ctx context.Context, c copyCmd) (local []string, remot
 		}
 	}
 	return local, remotes, cleanup, nil
+}
+
+// resolveGit resolves g's ref on the remote, through the build's --ssh
+// default agent for an ssh remote, served from a directory of the store's
+// tmp.
+func (b *build) resolveGit(ctx context.Context, g *source.GitRef, checksum string) (source.Resolved, error) {
+	agentDir := ""
+	if g.UsesSSH() && len(b.opt.SSH) > 0 && b.opt.Store != nil {
+		d, err := b.opt.Store.TempDir("git-ssh-")
+		if err != nil {
+			return source.Resolved{}, err
+		}
+		defer os.RemoveAll(d)
+		agentDir = d
+	}
+	return source.ResolveGit(ctx, g, checksum, source.WithSSHAgents(b.opt.SSH, agentDir))
 }
 
 // addKey adds what identifies r's content to the step key.
@@ -167,7 +186,8 @@ func (r *remoteSource) copy(ctx context.Context, rf executor.Rootfs, op copier.O
 	switch {
 	case r.git != nil:
 		srcDir = filepath.Join(scratch, "checkout")
-		if err := source.Git(ctx, r.git, r.commit, srcDir, r.keepGit); err != nil {
+		// The agent's socket goes in the step's own scratch directory.
+		if err := source.Git(ctx, r.git, r.commit, srcDir, r.keepGit, source.WithSSHAgents(r.agents, scratch)); err != nil {
 			return err
 		}
 		// A subdir of real directories only, as BuildKit's git source.

@@ -45,7 +45,9 @@ func IsRemoteContext(ref string) bool { return IsGit(ref) || IsHTTP(ref) }
 //     ?keep-git-dir=true);
 //   - another http(s) URL: the download, unpacked if it is a tar (plain,
 //     gzip, bzip2, xz or zstd), else taken as a lone Dockerfile.
-func FetchContext(ctx context.Context, ref, dir string) (Context, error) {
+//
+// opts say how git reaches a git remote (WithSSHAgents).
+func FetchContext(ctx context.Context, ref, dir string, opts ...GitOption) (Context, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return Context{}, fmt.Errorf("creating the context directory: %w", err)
 	}
@@ -53,12 +55,12 @@ func FetchContext(ctx context.Context, ref, dir string) (Context, error) {
 		if err != nil {
 			return Context{}, err
 		}
-		res, err := ResolveGit(ctx, g, "")
+		res, err := ResolveGit(ctx, g, "", opts...)
 		if err != nil {
 			return Context{}, err
 		}
 		checkout := filepath.Join(dir, "checkout")
-		if err := Git(ctx, g, res, checkout, g.KeepGitDir != nil && *g.KeepGitDir); err != nil {
+		if err := Git(ctx, g, res, checkout, g.KeepGitDir != nil && *g.KeepGitDir, opts...); err != nil {
 			return Context{}, err
 		}
 		root, err := SubdirPath(checkout, g.Subdir)

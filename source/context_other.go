@@ -18,7 +18,7 @@ type Context struct {
 func IsRemoteContext(ref string) bool { return IsGit(ref) || IsHTTP(ref) }
 
 // FetchContext needs Linux (package rooted).
-func FetchContext(context.Context, string, string) (Context, error) {
+func FetchContext(context.Context, string, string, ...GitOption) (Context, error) {
 	return Context{}, errNotSupported
 }
 

@@ -35,10 +35,10 @@ func GitEnv() []string {
 
 // git runs the git CLI and returns its standard output; a failure carries
 // what git said.
-func git(ctx context.Context, dir string, args ...string) ([]byte, error) {
+func git(ctx context.Context, dir string, env []string, args ...string) ([]byte, error) {
 	cmd := exec.CommandContext(ctx, "git", args...)
 	cmd.Dir = dir
-	cmd.Env = GitEnv()
+	cmd.Env = env
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
@@ -61,8 +61,9 @@ func git(ctx context.Context, dir string, args ...string) ([]byte, error) {
 // the way git itself looks a short name up: a full ref name as is, then
 // refs/tags/NAME, then refs/heads/NAME; an empty ref is HEAD. A full
 // commit name is taken as it is, without asking. The commit must match
-// checksum (a hex prefix of it) when that is given.
-func ResolveGit(ctx context.Context, g *GitRef, checksum string) (Resolved, error) {
+// checksum (a hex prefix of it) when that is given. opts say how git
+// reaches the remote (WithSSHAgents).
+func ResolveGit(ctx context.Context, g *GitRef, checksum string, opts ...GitOption) (Resolved, error) {
 	if checksum == "" {
 		checksum = g.Checksum
 	}
@@ -73,8 +74,13 @@ func ResolveGit(ctx context.Context, g *GitRef, checksum string) (Resolved, erro
 	if isCommit(g.Ref) {
 		res = Resolved{Commit: strings.ToLower(g.Ref)}
 	} else {
-		out, err := git(ctx, "", "ls-remote", "--", g.Remote)
+		sess, err := startGit(g, opts)
 		if err != nil {
+			return Resolved{}, err
+		}
+		out, err := git(ctx, "", sess.env, "ls-remote", "--", g.Remote)
+		sess.stop()
+		if err = sess.wrap(err); err != nil {
 			return Resolved{}, fmt.Errorf("listing the refs of %s: %w", Redact(g.Remote), err)
 		}
 		refs := map[string]string{}
@@ -120,15 +126,31 @@ func ResolveGit(ctx context.Context, g *GitRef, checksum string) (Resolved, erro
 // where the server allows it, else a full fetch. Without keepGitDir the
 // .git directory is removed, as BuildKit's git source does. The subdir
 // is not applied here: callers read dir/g.Subdir through package rooted.
-func Git(ctx context.Context, g *GitRef, res Resolved, dir string, keepGitDir bool) error {
+// opts say how git reaches the remote (WithSSHAgents).
+func Git(ctx context.Context, g *GitRef, res Resolved, dir string, keepGitDir bool, opts ...GitOption) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("creating the checkout directory: %w", err)
 	}
-	wrap := func(err error) error { return fmt.Errorf("fetching %s at %s: %w", Redact(g.Remote), res.Commit, err) }
-	if _, err := git(ctx, dir, "init", "-q"); err != nil {
+	sess, err := startGit(g, opts)
+	if err != nil {
+		return err
+	}
+	defer sess.stop()
+	env := sess.env
+	wrap := func(err error) error {
+		return sess.wrap(fmt.Errorf("fetching %s at %s: %w", Redact(g.Remote), res.Commit, err))
+	}
+	run := func(ctx context.Context, dir string, args ...string) ([]byte, error) {
+		return git(ctx, dir, env, args...)
+	}
+	hasCommit := func(ctx context.Context, dir, commit string) bool {
+		_, err := run(ctx, dir, "cat-file", "-e", commit+"^{commit}")
+		return err == nil
+	}
+	if _, err := run(ctx, dir, "init", "-q"); err != nil {
 		return wrap(err)
 	}
-	if _, err := git(ctx, dir, "remote", "add", "origin", g.Remote); err != nil {
+	if _, err := run(ctx, dir, "remote", "add", "origin", g.Remote); err != nil {
 		return wrap(err)
 	}
 	fetched := false
@@ -137,37 +159,37 @@ func Git(ctx context.Context, g *GitRef, res Resolved, dir string, keepGitDir bo
 		if res.Name == "HEAD" {
 			spec = "HEAD"
 		}
-		if _, err := git(ctx, dir, "fetch", "-q", "--depth=1", "--no-tags", "origin", spec); err == nil {
+		if _, err := run(ctx, dir, "fetch", "-q", "--depth=1", "--no-tags", "origin", spec); err == nil {
 			fetched = hasCommit(ctx, dir, res.Commit)
 		}
 	}
 	if !fetched {
 		// By commit: servers speaking protocol v2 (or allowing any SHA-1 in
 		// want) serve it shallow.
-		if _, err := git(ctx, dir, "fetch", "-q", "--depth=1", "--no-tags", "origin", res.Commit); err == nil {
+		if _, err := run(ctx, dir, "fetch", "-q", "--depth=1", "--no-tags", "origin", res.Commit); err == nil {
 			fetched = hasCommit(ctx, dir, res.Commit)
 		}
 	}
 	if !fetched {
-		if _, err := git(ctx, dir, "fetch", "-q", "--tags", "origin", "+refs/heads/*:refs/remotes/origin/*"); err != nil {
+		if _, err := run(ctx, dir, "fetch", "-q", "--tags", "origin", "+refs/heads/*:refs/remotes/origin/*"); err != nil {
 			return wrap(err)
 		}
 		if !hasCommit(ctx, dir, res.Commit) {
 			return wrap(fmt.Errorf("the remote does not have commit %s (did the ref move while kiln fetched it? build again)", res.Commit))
 		}
 	}
-	if _, err := git(ctx, dir, "-c", "advice.detachedHead=false", "checkout", "-q", "--detach", res.Commit); err != nil {
+	if _, err := run(ctx, dir, "-c", "advice.detachedHead=false", "checkout", "-q", "--detach", res.Commit); err != nil {
 		return wrap(err)
 	}
 	// Submodules, as BuildKit fetches them: their URLs come from the
 	// untrusted repository, and GitEnv keeps them to network transports.
-	if _, err := git(ctx, dir, "submodule", "update", "--init", "--recursive", "--depth=1"); err != nil {
-		return fmt.Errorf("fetching the submodules of %s: %w", Redact(g.Remote), err)
+	if _, err := run(ctx, dir, "submodule", "update", "--init", "--recursive", "--depth=1"); err != nil {
+		return sess.wrap(fmt.Errorf("fetching the submodules of %s: %w", Redact(g.Remote), err))
 	}
 	if keepGitDir {
 		// As BuildKit leaves a kept .git: origin without credentials, no
 		// FETCH_HEAD naming what was fetched.
-		if _, err := git(ctx, dir, "remote", "set-url", "origin", Redact(g.Remote)); err != nil {
+		if _, err := run(ctx, dir, "remote", "set-url", "origin", Redact(g.Remote)); err != nil {
 			return wrap(err)
 		}
 		os.Remove(dir + "/.git/FETCH_HEAD")
@@ -178,9 +200,4 @@ func Git(ctx context.Context, g *GitRef, res Resolved, dir string, keepGitDir bo
 		}
 	}
 	return nil
-}
-
-func hasCommit(ctx context.Context, dir, commit string) bool {
-	_, err := git(ctx, dir, "cat-file", "-e", commit+"^{commit}")
-	return err == nil
 }

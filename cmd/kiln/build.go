@@ -123,7 +123,12 @@ func runBuild(cmd *cobra.Command, root, contextDir string, f buildFlags) (err er
 			}
 		}()
 	}
-	contextDir, dockerfile, cleanupContext, err := resolveContext(ctx, contextDir, f.file)
+	// Parsed first: a git context over ssh is fetched with --ssh default.
+	sshAgents, err := sshforward.Parse(f.ssh, os.Getenv)
+	if err != nil {
+		return usagef("%v", err)
+	}
+	contextDir, dockerfile, cleanupContext, err := resolveContext(ctx, contextDir, f.file, sshAgents)
 	if err != nil {
 		return err
 	}
@@ -150,10 +155,6 @@ func runBuild(cmd *cobra.Command, root, contextDir string, f buildFlags) (err er
 	secrets, err := parseSecrets(f.secrets)
 	if err != nil {
 		return err
-	}
-	sshAgents, err := sshforward.Parse(f.ssh, os.Getenv)
-	if err != nil {
-		return usagef("%v", err)
 	}
 	labels := map[string]string{}
 	for _, l := range f.labels {

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 
 	"github.com/kiln-build/kiln/source"
+	"github.com/kiln-build/kiln/sshforward"
 )
 
 // resolveContext turns the CONTEXT argument into a local directory: a
@@ -14,8 +15,10 @@ import (
 // an http(s) URL is fetched (package source). A fetched context is
 // untrusted: its Dockerfile (-f names it inside the context) is copied
 // out through package rooted, and dockerfile is that copy's path. cleanup
-// removes what was fetched.
-func resolveContext(ctx context.Context, arg, file string) (dir, dockerfile string, cleanup func(), err error) {
+// removes what was fetched. A git URL over ssh is fetched with the --ssh
+// default agent of ssh, served from a private directory of the fetch's
+// own temporary directory.
+func resolveContext(ctx context.Context, arg, file string, ssh sshforward.Agents) (dir, dockerfile string, cleanup func(), err error) {
 	cleanup = func() {}
 	if arg != "-" {
 		if st, err := os.Stat(arg); err == nil && st.IsDir() {
@@ -41,7 +44,7 @@ func resolveContext(ctx context.Context, arg, file string) (dir, dockerfile stri
 	if arg == "-" {
 		c, err = source.ReadStdinContext(ctx, os.Stdin, tmp)
 	} else {
-		c, err = source.FetchContext(ctx, arg, tmp)
+		c, err = source.FetchContext(ctx, arg, tmp, source.WithSSHAgents(ssh, tmp))
 	}
 	if err != nil {
 		return "", "", cleanup, err

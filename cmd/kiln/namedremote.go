@@ -8,6 +8,7 @@ import (
 
 	"github.com/kiln-build/kiln/planner"
 	"github.com/kiln-build/kiln/source"
+	"github.com/kiln-build/kiln/sshforward"
 )
 
 func init() { planner.FetchRemoteContext = fetchNamedContext }
@@ -16,10 +17,12 @@ func init() { planner.FetchRemoteContext = fetchNamedContext }
 // empty directory whose parent is the build's own scratch directory. As
 // BuildKit: a git URL is the checkout (its subdir as the root); another
 // https URL is not unpacked but is a directory holding the download as a
-// file named "context".
-func fetchNamedContext(ctx context.Context, url, dest string) error {
+// file named "context". A git remote over ssh is fetched with the
+// build's --ssh default agent, served from dest's parent.
+func fetchNamedContext(ctx context.Context, url, dest string, ssh sshforward.Agents) error {
 	if source.IsGit(url) {
-		fetched, err := source.FetchContext(ctx, url, filepath.Join(filepath.Dir(dest), "fetch"))
+		scratch := filepath.Dir(dest)
+		fetched, err := source.FetchContext(ctx, url, filepath.Join(scratch, "fetch"), source.WithSSHAgents(ssh, scratch))
 		if err != nil {
 			return err
 		}
