@@ -115,8 +115,10 @@ func (f TLSFiles) TLSConfig() (*tls.Config, error) {
 
 // Listen opens the listeners for hosts. A tcp address that is not
 // loopback is refused unless cfg requires client certificates: anyone
-// who reaches the API can build, and builds run as root.
-func Listen(hosts []string, cfg *tls.Config) ([]Listener, error) {
+// who reaches the API can build, and builds run as root. Unix sockets are
+// given to group when it is set and exists (mode 0660), else kept to
+// their owner (0600).
+func Listen(hosts []string, cfg *tls.Config, group string) ([]Listener, error) {
 	var out []Listener
 	fail := func(err error) ([]Listener, error) {
 		for _, l := range out {
@@ -131,7 +133,7 @@ func Listen(hosts []string, cfg *tls.Config) ([]Listener, error) {
 		}
 		switch ep.Network {
 		case "unix":
-			l, err := listenUnix(ep.Address)
+			l, err := listenUnix(ep.Address, group)
 			if err != nil {
 				return fail(err)
 			}

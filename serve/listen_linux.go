@@ -12,14 +12,15 @@ import (
 	"time"
 )
 
-// SocketGroup owns kiln serve's unix sockets when it exists: its members
-// may use the API (and so build as root), as the docker group does.
+// SocketGroup owns kiln serve's unix sockets when it exists and kiln runs
+// as root: its members may use the API (and so build as root), as the
+// docker group's do dockerd's.
 const SocketGroup = "kiln"
 
-// listenUnix creates the socket at path: mode 0660 and group kiln when
-// that group exists, else 0600 (root only). A socket file left by a
+// listenUnix creates the socket at path: mode 0660 and the given group
+// when it is set and exists, else 0600 (its owner only). A socket file left by a
 // server that is gone is replaced; one a server still answers on is not.
-func listenUnix(path string) (net.Listener, error) {
+func listenUnix(path, group string) (net.Listener, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return nil, fmt.Errorf("creating the directory of %s: %w", path, err)
 	}
@@ -36,9 +37,11 @@ func listenUnix(path string) (net.Listener, error) {
 		}
 	}
 	mode, gid := os.FileMode(0o600), -1
-	if g, err := user.LookupGroup(SocketGroup); err == nil {
-		if id, err := strconv.Atoi(g.Gid); err == nil {
-			mode, gid = 0o660, id
+	if group != "" {
+		if g, err := user.LookupGroup(group); err == nil {
+			if id, err := strconv.Atoi(g.Gid); err == nil {
+				mode, gid = 0o660, id
+			}
 		}
 	}
 	// The socket must never be wider open than mode, not even between
@@ -52,7 +55,7 @@ func listenUnix(path string) (net.Listener, error) {
 	if gid >= 0 {
 		if err := os.Chown(path, -1, gid); err != nil {
 			l.Close()
-			return nil, fmt.Errorf("giving %s to group %s: %w", path, SocketGroup, err)
+			return nil, fmt.Errorf("giving %s to group %s: %w", path, group, err)
 		}
 	}
 	if err := os.Chmod(path, mode); err != nil {

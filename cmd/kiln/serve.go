@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/kiln-build/kiln/cache"
+	"github.com/kiln-build/kiln/executor"
 	"github.com/kiln-build/kiln/serve"
 )
 
@@ -27,7 +28,8 @@ clients work with kiln unchanged:
   DOCKER_HOST=unix:///run/kiln/kiln.sock docker version
 
 A unix socket is created mode 0660 with group kiln when that group exists,
-else 0600 (root only): whoever can open it can build as root. A tcp://
+else 0600 (root only): whoever can open it can build as root. A normal
+user's kiln serve listens on $XDG_RUNTIME_DIR/kiln/kiln.sock, 0600. A tcp://
 address other than loopback needs --tlscacert, --tlscert and --tlskey,
 and then only clients with a certificate signed by that CA get in.
 
@@ -49,7 +51,7 @@ See docs/serve.md.`,
 				return err
 			}
 			if ls == nil {
-				if ls, err = serve.Listen(hosts, cfg); err != nil {
+				if ls, err = serve.Listen(hosts, cfg, socketGroup()); err != nil {
 					return &usageError{err}
 				}
 			} else if cmd.Flags().Changed("host") {
@@ -64,11 +66,33 @@ See docs/serve.md.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringArrayVarP(&hosts, "host", "H", []string{serve.DefaultHost}, "address to serve on: unix:///PATH or tcp://HOST:PORT (repeatable)")
+	f.StringArrayVarP(&hosts, "host", "H", []string{defaultServeHost()}, "address to serve on: unix:///PATH or tcp://HOST:PORT (repeatable)")
 	f.StringVar(&tlsFiles.CACert, "tlscacert", "", "CA certificate (PEM): clients must present a certificate it signed")
 	f.StringVar(&tlsFiles.Cert, "tlscert", "", "the server's TLS certificate (PEM)")
 	f.StringVar(&tlsFiles.Key, "tlskey", "", "the server's TLS key (PEM)")
 	return cmd
+}
+
+// defaultServeHost is /run/kiln/kiln.sock for root; a normal user's kiln
+// serve, like rootless dockerd, listens in the user's runtime directory.
+func defaultServeHost() string {
+	if os.Geteuid() == 0 && !executor.Rootless() {
+		return serve.DefaultHost
+	}
+	if d := os.Getenv("XDG_RUNTIME_DIR"); filepath.IsAbs(d) {
+		return "unix://" + filepath.Join(d, "kiln", "kiln.sock")
+	}
+	return serve.DefaultHost
+}
+
+// socketGroup is the group given kiln serve's sockets: the kiln group for
+// root's; none for a normal user's, whose user namespace maps no other
+// group (the socket stays the user's own, 0600).
+func socketGroup() string {
+	if os.Geteuid() == 0 && !executor.Rootless() {
+		return serve.SocketGroup
+	}
+	return ""
 }
 
 // serveBackend answers the server's questions from kiln's store.
