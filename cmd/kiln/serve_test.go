@@ -23,6 +23,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -37,7 +38,7 @@ import (
 type server struct {
 	cmd   *exec.Cmd
 	addrs []string // what it said it listens on
-	log   *strings.Builder
+	log   *serveLog
 	done  chan error
 }
 
@@ -61,7 +62,7 @@ func startServe(t *testing.T, n int, extra []*os.File, prefix string, args ...st
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("starting kiln serve: %v", err)
 	}
-	s := &server{cmd: cmd, log: &strings.Builder{}, done: make(chan error, 1)}
+	s := &server{cmd: cmd, log: &serveLog{}, done: make(chan error, 1)}
 	lines := make(chan string)
 	go func() {
 		sc := bufio.NewScanner(stderr)
@@ -100,6 +101,24 @@ func startServe(t *testing.T, n int, extra []*os.File, prefix string, args ...st
 		}
 	})
 	return s
+}
+
+// serveLog is kiln serve's stderr, written by the goroutine reading it.
+type serveLog struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *serveLog) WriteString(s string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.b.WriteString(s)
+}
+
+func (l *serveLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 // stop sends SIGTERM and returns the exit code.
