@@ -31,7 +31,7 @@ filesystem directory.`,
 	cmd.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return &usageError{err} })
 	cmd.PersistentFlags().StringVar(&root, "root", root, "directory for kiln's store and scratch space (env KILN_ROOT)")
 	cmd.AddCommand(newInspectCmd(), newDebugCmd(&root))
-	cmd.AddCommand(newBinfmtCmd())
+	cmd.AddCommand(newBinfmtCmd(), newServeCmd(&root))
 	cmd.AddCommand(registryCommands(&root)...)
 	cmd.AddCommand(storeCommands(&root)...)
 	cmd.AddCommand(append(infoCommands(&root), newBuildCmd(&root))...)
