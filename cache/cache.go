@@ -231,18 +231,6 @@ func (s *Store) blobPath(digest v1.Hash) string { return filepath.Join(s.blobDir
 
 func (s *Store) layersDir() string { return filepath.Join(s.Root, "layers") }
 
-// HasLayers reports whether the store holds any layer (a fresh store has
-// none, and so no step can be a hit on it).
-func (s *Store) HasLayers() bool {
-	f, err := os.Open(s.layersDir())
-	if err != nil {
-		return !errors.Is(err, fs.ErrNotExist)
-	}
-	defer f.Close()
-	names, _ := f.Readdirnames(1)
-	return len(names) > 0
-}
-
 func (s *Store) layerDir(diffID v1.Hash) string {
 	return filepath.Join(s.layersDir(), diffID.Hex[:24])
 }

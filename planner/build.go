@@ -258,11 +258,6 @@ func Build(ctx context.Context, opt Options) (*Result, error) {
 	defer b.closeNetwork()
 	b.warm = executor.NewWarm(ctx)
 	defer b.warm.Close()
-	if b.opt.Store != nil && !b.opt.Store.HasLayers() && b.opt.Remote == nil {
-		// An empty store (a fresh CI runner) has nothing to hit: every
-		// RUN will run, so the network comes up while bases resolve.
-		b.prepareNetwork()
-	}
 	for _, st := range b.stages {
 		if reach[st] {
 			b.start(ctx, st)
