@@ -149,3 +149,12 @@ func config(src []byte, buildArgs map[string]string) (*linter.Config, error) {
 	}
 	return cfg, nil
 }
+
+// BeforeBuild reports whether the check of src must be over before the
+// build starts: when its configuration is wrong (the build is refused) or
+// makes warnings errors (error=true fails the build before any step).
+// Otherwise it can run beside the build, off its path.
+func BeforeBuild(src []byte, buildArgs map[string]string) bool {
+	cfg, err := config(src, buildArgs)
+	return err != nil || cfg.ReturnAsError
+}

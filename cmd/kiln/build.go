@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"github.com/kiln-build/kiln/lint"
 	"io"
 	"os"
 	"path/filepath"
@@ -280,11 +281,25 @@ func runBuild(cmd *cobra.Command, root, contextDir string, f buildFlags) (err er
 	importSpan.End()
 	bases := memoize(imageResolver(store, resolver, f.pull))
 	recorder := &recordingResolver{next: bases}
-	lintWarnings, err := lintBuild(ctx, src, df, f.target, f.platform != "", buildArgs, excludes, bases)
-	if err != nil {
-		// the live view still runs: its message lines are drawn above it
-		printLintSummary(printer.Messages(), f.progress, lintWarnings)
-		return err
+	// The lint rules run beside the build (their base images are the
+	// build's, resolved once), unless their outcome can stop it.
+	var lintWarnings []lint.Warning
+	var lintErr error
+	linted := make(chan struct{})
+	runLint := func() {
+		defer close(linted)
+		lintWarnings, lintErr = lintBuild(ctx, src, df, f.target, f.platform != "", buildArgs, excludes, bases)
+	}
+	if lint.BeforeBuild(src, buildArgs) {
+		runLint()
+		if lintErr != nil {
+			// the live view still runs: its message lines are drawn above it
+			printLintSummary(printer.Messages(), f.progress, lintWarnings)
+			return lintErr
+		}
+	} else {
+		go runLint()
+		defer func() { <-linted }()
 	}
 	prov := &provenanceInputs{
 		req:            provReq,
@@ -439,6 +454,7 @@ func runBuild(cmd *cobra.Command, root, contextDir string, f buildFlags) (err er
 		size += l.Size
 	}
 	progress.Summarize(printer, progress.Summary{ImageID: id.String(), Digest: dg.String(), Size: size, Layers: len(res.Layers), Names: f.tags})
+	<-linted
 	printLintSummary(cmd.ErrOrStderr(), f.progress, lintWarnings)
 	return nil
 }
