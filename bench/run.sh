@@ -337,7 +337,11 @@ cold_kiln "1 RUN step, host network" run1 "$empty" "${hostnet[@]}"
 netbench=
 if command -v go >/dev/null; then
 	netbench=$(cd "$repo" && go test -run '^$' -bench 'BenchmarkNetworkSetup|BenchmarkRunNetwork/(default|host)$' \
-		-benchtime "${BENCH_NET_TIME:-20x}" ./executor 2>&1 | grep -E '^Benchmark' || true)
+		-benchtime "${BENCH_NET_TIME:-20x}" ./executor 2>&1 |
+		# A benchmark's name and its result can be split by a line the
+		# run writes in between: join them again.
+		awk '/^Benchmark/ && !/ns\/op/ {name = $1; next}
+			/ns\/op/ {if ($1 ~ /^Benchmark/) print; else if (name != "") {print name, $0; name = ""}}' || true)
 fi
 rmstore "$work/root"; rm -rf "$work/out"
 [ $bk = 0 ] || bk_prune
