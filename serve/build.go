@@ -167,7 +167,7 @@ func (s *Server) build(w http.ResponseWriter, r *http.Request, _ map[string]stri
 
 	body := &limitedBody{r: r.Body, left: s.buildOpts.MaxContextSize}
 	ctxDir := filepath.Join(scratch, "context")
-	isTar, err := source.ReadContextTar(r.Context(), body, ctxDir)
+	isTar, err := source.ReadContextTarChecked(r.Context(), body, ctxDir, newContextChecker().check)
 	if body.exceeded {
 		return &statusError{http.StatusRequestEntityTooLarge,
 			fmt.Errorf("the build context is larger than kiln serve's limit of %d bytes: make it smaller (.dockerignore) or raise kiln serve --max-context-size", s.buildOpts.MaxContextSize)}
