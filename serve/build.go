@@ -50,6 +50,9 @@ type BuildOptions struct {
 	// MaxContextSize limits the request body, in bytes; 0 means
 	// DefaultMaxContextSize.
 	MaxContextSize int64
+	// HostNetwork lets a build ask for networkmode=host: kiln serve
+	// was started with --allow network.host.
+	HostNetwork bool
 }
 
 // SetBuilder makes POST /build run builds through b. Without it the
@@ -155,6 +158,9 @@ func (s *Server) build(w http.ResponseWriter, r *http.Request, _ map[string]stri
 	req, dockerfile, quiet, err := buildQuery(r)
 	if err != nil {
 		return err
+	}
+	if req.Network == "host" && !s.buildOpts.HostNetwork {
+		return &statusError{http.StatusForbidden, errors.New("networkmode=host: this kiln serve does not grant builds the host's network; start it with --allow network.host, or build with the default network")}
 	}
 	if err := os.MkdirAll(s.buildOpts.ScratchDir, 0o700); err != nil {
 		return fmt.Errorf("creating the scratch directory %s (check kiln serve's --root): %w", s.buildOpts.ScratchDir, err)

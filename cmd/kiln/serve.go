@@ -8,6 +8,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -79,7 +80,8 @@ See docs/serve.md.`,
 			defer store.Close()
 			srv := serve.New(newServeBackend(*root))
 			srv.SetBuilder(serveBuilder(root, allow), serve.BuildOptions{
-				ScratchDir: filepath.Join(store.Root, "tmp"), MaxContextSize: maxSize})
+				ScratchDir: filepath.Join(store.Root, "tmp"), MaxContextSize: maxSize,
+				HostNetwork: slices.Contains(allow, "network.host")})
 			err = srv.Run(cmd.Context(), ls)
 			fmt.Fprintln(os.Stderr, "kiln serve: stopped")
 			return err

@@ -171,6 +171,7 @@ print(json.dumps(msgs))
 			{"bad buildargs", "buildargs=" + url.QueryEscape("{nope"), good, 400, "buildargs"},
 			{"bad labels", "labels=" + url.QueryEscape(`["a"]`), good, 400, "labels"},
 			{"bad networkmode", "networkmode=bridge2", good, 400, "networkmode"},
+			{"host network not granted", "networkmode=host", good, 403, "--allow network.host"},
 			{"no Dockerfile", "dockerfile=nope", good, 400, "dockerfile"},
 			{"Dockerfile outside", "dockerfile=" + url.QueryEscape(canary.Rel()+"/file"), good, 400, "dockerfile"},
 		} {
