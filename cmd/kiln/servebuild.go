@@ -8,15 +8,26 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 
 	"github.com/kiln-build/kiln/serve"
 )
+
+// serveBuilds runs one POST /build at a time: runBuild and printError
+// share package state (dockerfileSource, activeDisplay) that concurrent
+// builds would race on. Lifting this is the concurrency work of issue 13.
+var serveBuilds sync.Mutex
 
 // serveBuilder runs POST /build as `kiln build` of the unpacked context:
 // the same command, its flags made from the request, its plain progress
 // written to the client's stream.
 func serveBuilder(root *string, allow []string) serve.Builder {
 	return func(ctx context.Context, req serve.BuildRequest, progress io.Writer) (string, error) {
+		serveBuilds.Lock()
+		defer serveBuilds.Unlock()
+		if err := ctx.Err(); err != nil {
+			return "", err // the client left while waiting its turn
+		}
 		iid := filepath.Join(filepath.Dir(req.ContextDir), "iid")
 		args := []string{"--progress=plain", "--iidfile", iid, "-f", req.Dockerfile, "--network", req.Network}
 		for _, t := range req.Tags {
