@@ -29,6 +29,9 @@ const (
 type Server struct {
 	backend Backend
 	routes  []route
+
+	builder   Builder      // POST /build: SetBuilder
+	buildOpts BuildOptions // of POST /build
 }
 
 // handlerFunc serves one route; vars holds the route's {name} segments.

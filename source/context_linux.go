@@ -136,6 +136,13 @@ func ReadStdinContext(ctx context.Context, r io.Reader, dir string) (Context, er
 // symlink stay inside out. It reports false, having consumed none of r
 // when r is a *bufio.Reader, when r holds no tar.
 func ReadContextTar(ctx context.Context, r io.Reader, out string) (bool, error) {
+	return ReadContextTarChecked(ctx, r, out, nil)
+}
+
+// ReadContextTarChecked is ReadContextTar that also calls check with
+// every entry's header as the archive is read; an error it returns stops
+// the unpacking and is returned (what was unpacked so far stays in out).
+func ReadContextTarChecked(ctx context.Context, r io.Reader, out string, check func(*tar.Header) error) (_ bool, err error) {
 	if err := os.Mkdir(out, 0o755); err != nil {
 		return false, fmt.Errorf("creating the context directory: %w", err)
 	}
@@ -148,6 +155,15 @@ func ReadContextTar(ctx context.Context, r io.Reader, out string) (bool, error) 
 		return false, err
 	}
 	defer closeFn()
+	if check != nil {
+		var wait func() error
+		tr, wait = checkEntries(tr, check)
+		defer func() {
+			if cerr := wait(); cerr != nil && err == nil {
+				err = fmt.Errorf("unpacking the context archive: %w", cerr)
+			}
+		}()
+	}
 	root, err := rooted.Open(out)
 	if err != nil {
 		return false, err

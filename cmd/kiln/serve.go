@@ -5,8 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"math"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -18,6 +22,8 @@ import (
 func newServeCmd(root *string) *cobra.Command {
 	var hosts []string
 	var tlsFiles serve.TLSFiles
+	var allow []string
+	var maxContext string
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Serve the Docker Engine API's build and image endpoints on a socket",
@@ -60,7 +66,23 @@ See docs/serve.md.`,
 			for _, l := range ls {
 				fmt.Fprintf(os.Stderr, "kiln serve: listening on %s\n", l.Address)
 			}
-			err = serve.New(newServeBackend(*root)).Run(cmd.Context(), ls)
+			maxSize, err := parseContextSize(maxContext)
+			if err != nil {
+				return err
+			}
+			// Held while serving: a build's contexts are unpacked in the
+			// store's tmp, which the store clears when nobody holds it
+			// (a build opening it between two others would).
+			store, err := cache.Open(*root)
+			if err != nil {
+				return fmt.Errorf("opening kiln's store at %s (set --root or KILN_ROOT of kiln serve): %w", *root, err)
+			}
+			defer store.Close()
+			srv := serve.New(newServeBackend(*root))
+			srv.SetBuilder(serveBuilder(root, allow), serve.BuildOptions{
+				ScratchDir: filepath.Join(store.Root, "tmp"), MaxContextSize: maxSize,
+				HostNetwork: slices.Contains(allow, "network.host")})
+			err = srv.Run(cmd.Context(), ls)
 			fmt.Fprintln(os.Stderr, "kiln serve: stopped")
 			return err
 		},
@@ -70,7 +92,27 @@ See docs/serve.md.`,
 	f.StringVar(&tlsFiles.CACert, "tlscacert", "", "CA certificate (PEM): clients must present a certificate it signed")
 	f.StringVar(&tlsFiles.Cert, "tlscert", "", "the server's TLS certificate (PEM)")
 	f.StringVar(&tlsFiles.Key, "tlskey", "", "the server's TLS key (PEM)")
+	f.StringArrayVar(&allow, "allow", nil, "grant builds an entitlement (repeatable), as kiln build --allow: network.host lets POST /build use networkmode=host")
+	f.StringVar(&maxContext, "max-context-size", "10g", "largest build context a client may send, e.g. 500m or 10g; a bigger one is refused with 413")
 	return cmd
+}
+
+// parseContextSize reads --max-context-size: bytes, or with a k, m, g
+// or t suffix (powers of 1024).
+func parseContextSize(v string) (int64, error) {
+	s := strings.ToLower(strings.TrimSuffix(strings.TrimSpace(strings.ToLower(v)), "b"))
+	mult := int64(1)
+	if s != "" {
+		if i := strings.IndexByte("kmgt", s[len(s)-1]); i >= 0 {
+			mult = int64(1) << (10 * (i + 1))
+			s = s[:len(s)-1]
+		}
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n <= 0 || n > math.MaxInt64/mult {
+		return 0, usagef("--max-context-size %q: want a positive size such as 500m or 10g", v)
+	}
+	return n * mult, nil
 }
 
 // defaultServeHost is /run/kiln/kiln.sock for root; a normal user's kiln

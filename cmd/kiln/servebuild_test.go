@@ -1,0 +1,270 @@
+package main
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kiln-build/kiln/export"
+	"github.com/kiln-build/kiln/internal/testutil"
+)
+
+// tarOf is a context archive of entries.
+func tarOf(t *testing.T, entries ...testutil.TarEntry) []byte {
+	t.Helper()
+	var b bytes.Buffer
+	tw := tar.NewWriter(&b)
+	if err := testutil.WriteEntries(tw, entries); err != nil {
+		t.Fatal(err)
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return b.Bytes()
+}
+
+// postBuild sends body to POST /build?query and returns the status and
+// the answer.
+func postBuild(t *testing.T, c *http.Client, query string, body io.Reader) (int, string) {
+	t.Helper()
+	resp, err := c.Post("http://kiln/v1.41/build?"+query, "application/x-tar", body)
+	if err != nil {
+		t.Fatalf("POST /build: %v", err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
+		t.Errorf("POST /build answered Content-Type %q, want application/json", ct)
+	}
+	return resp.StatusCode, string(b)
+}
+
+// TestServeBuild drives POST /build with the docker CLI, docker-py and a
+// plain HTTP client: the image is kiln build's, recorded under its tag;
+// a failing RUN names its Dockerfile line; bad requests get 4xx JSON and
+// write nothing outside the build's scratch space.
+func TestServeBuild(t *testing.T) {
+	needRoot(t)
+	dir := t.TempDir()
+	root := filepath.Join(dir, "root")
+	archive := filepath.Join(dir, "bb.tar")
+	if err := export.OCIArchive(context.Background(), testutil.BusyboxImage(t), archive, []string{"test/busybox:1"}); err != nil {
+		t.Fatal(err)
+	}
+	if out, code := kiln(t, "--root", root, "load", "-i", archive); code != 0 {
+		t.Fatalf("kiln load: %s", out)
+	}
+	sock := filepath.Join(dir, "kiln.sock")
+	host := "unix://" + sock
+	s := startServe(t, 1, nil, "", "--root", root, "--host", host, "--max-context-size", "1m")
+	c := unixClient(sock)
+
+	ctxDir := filepath.Join(dir, "ctx")
+	writeFiles(t, ctxDir, map[string]string{
+		"f":               "hello\n",
+		"sub/Dockerfile":  "FROM test/busybox:1\nARG A\nRUN echo \"a=$A\" > /a\nCOPY f /f\n",
+		"fail/Dockerfile": "FROM test/busybox:1\nRUN echo about to fail\nRUN exit 3\n",
+	})
+
+	t.Run("docker", func(t *testing.T) {
+		needTool(t, "docker", "docker.io")
+		cmd := exec.Command("docker", "-H", host, "build", "--network", "none", "-t", "x", "--build-arg", "A=b", "-f", "sub/Dockerfile", ".")
+		cmd.Dir = ctxDir
+		cmd.Env = append(os.Environ(), "DOCKER_BUILDKIT=0", "DOCKER_CONFIG="+t.TempDir())
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("docker build: %v:\n%s\nserver:\n%s", err, out, s.log)
+		}
+		for _, want := range []string{"RUN echo \"a=b\" > /a", "COPY f /f", "Successfully built ", "Successfully tagged x:latest"} {
+			if !strings.Contains(string(out), want) {
+				t.Errorf("docker build output has no %q:\n%s", want, out)
+			}
+		}
+		// kiln build of the same inputs: the same image ID
+		iid := filepath.Join(t.TempDir(), "iid")
+		if o, code := kiln(t, "--root", root, "build", "--network", "none", "--build-arg", "A=b", "-f", filepath.Join(ctxDir, "sub/Dockerfile"), "--iidfile", iid, ctxDir); code != 0 {
+			t.Fatalf("kiln build: %s", o)
+		}
+		id, err := os.ReadFile(iid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		short := strings.TrimPrefix(string(id), "sha256:")[:12]
+		if !strings.Contains(string(out), "Successfully built "+short+"\n") {
+			t.Errorf("docker build built another image than kiln build's %s:\n%s", id, out)
+		}
+		images, _ := kiln(t, "--root", root, "images")
+		if !strings.Contains(images, short) || !strings.Contains(images, "x ") {
+			t.Errorf("kiln images does not list x as %s:\n%s", short, images)
+		}
+
+		cmd = exec.Command("docker", "-H", host, "build", "--network", "none", "-f", "fail/Dockerfile", ".")
+		cmd.Dir = ctxDir
+		cmd.Env = append(os.Environ(), "DOCKER_BUILDKIT=0", "DOCKER_CONFIG="+t.TempDir())
+		out, err = cmd.CombinedOutput()
+		if cmd.ProcessState.ExitCode() != 1 || !strings.Contains(string(out), "Dockerfile:3") {
+			t.Errorf("docker build of a failing RUN: %v, want exit 1 naming Dockerfile:3:\n%s", err, out)
+		}
+	})
+
+	t.Run("docker-py", func(t *testing.T) {
+		needTool(t, "python3", "python3")
+		if exec.Command("python3", "-c", "import docker").Run() != nil {
+			testutil.SkipHost(t, "needs docker-py (Debian package python3-docker)")
+		}
+		out, err := exec.Command("python3", "-c", `
+import docker, json, sys
+c = docker.APIClient(base_url=sys.argv[1])
+msgs = list(c.build(path=sys.argv[2], dockerfile="sub/Dockerfile", tag="py:1", buildargs={"A": "py"}, network_mode="none", decode=True))
+print(json.dumps(msgs))
+`, host, ctxDir).CombinedOutput()
+		if err != nil {
+			t.Fatalf("docker-py: %v:\n%s", err, out)
+		}
+		var msgs []map[string]any
+		if err := json.Unmarshal(out, &msgs); err != nil {
+			t.Fatalf("docker-py printed no messages: %v:\n%s", err, out)
+		}
+		var id string
+		streams := 0
+		for _, m := range msgs {
+			if aux, ok := m["aux"].(map[string]any); ok {
+				id, _ = aux["ID"].(string)
+			}
+			if _, ok := m["stream"]; ok {
+				streams++
+			}
+			if _, ok := m["error"]; ok {
+				t.Errorf("docker-py build failed: %v", m)
+			}
+		}
+		if !strings.HasPrefix(id, "sha256:") || streams < 3 {
+			t.Errorf("docker-py build: aux ID %q, %d stream messages:\n%s", id, streams, out)
+		}
+	})
+
+	t.Run("bad requests", func(t *testing.T) {
+		canary := testutil.NewCanary(t)
+		good := tarOf(t, testutil.File("Dockerfile", 0o644, "FROM scratch\n"))
+		big := tarOf(t, testutil.File("Dockerfile", 0o644, "FROM scratch\n"), testutil.File("big", 0o644, strings.Repeat("x", 2<<20)))
+		for _, tc := range []struct {
+			name, query string
+			body        []byte
+			code        int
+			want        string
+		}{
+			{"traversal", "", tarOf(t, testutil.File("Dockerfile", 0o644, "FROM scratch\n"), testutil.File(canary.Rel()+"/file", 0o644, "pwned")), 400, "reading the build context"},
+			{"symlink out", "", tarOf(t, testutil.Symlink("l", canary.Dir), testutil.File("l/file", 0o644, "pwned"), testutil.File("Dockerfile", 0o644, "FROM scratch\n")), 400, "reading the build context"},
+			{"too large", "", big, 413, "--max-context-size"},
+			{"not a tar", "", []byte("FROM scratch\n" + strings.Repeat("\n", 2000)), 400, "not a tar archive"},
+			{"bad buildargs", "buildargs=" + url.QueryEscape("{nope"), good, 400, "buildargs"},
+			{"bad labels", "labels=" + url.QueryEscape(`["a"]`), good, 400, "labels"},
+			{"bad networkmode", "networkmode=bridge2", good, 400, "networkmode"},
+			{"host network not granted", "networkmode=host", good, 403, "--allow network.host"},
+			{"no Dockerfile", "dockerfile=nope", good, 400, "dockerfile"},
+			{"Dockerfile outside", "dockerfile=" + url.QueryEscape(canary.Rel()+"/file"), good, 400, "dockerfile"},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				code, body := postBuild(t, c, tc.query, bytes.NewReader(tc.body))
+				var msg struct{ Message string }
+				if code != tc.code || json.Unmarshal([]byte(body), &msg) != nil || !strings.Contains(msg.Message, tc.want) {
+					t.Errorf("answer %d %s; want %d with a JSON message naming %q", code, body, tc.code, tc.want)
+				}
+			})
+		}
+		canary.Check(t)
+		if ents, err := os.ReadDir(filepath.Join(root, "tmp")); err != nil || len(ents) != 0 {
+			t.Errorf("the store's tmp after the refused builds: %v, %v; want it empty", ents, err)
+		}
+	})
+
+	t.Run("disconnect", func(t *testing.T) {
+		// A unique argument finds the RUN's process.
+		marker := fmt.Sprintf("%d", time.Now().UnixNano()%1000000+1000000)
+		df := "FROM test/busybox:1\nRUN echo is-$((1+1)); sleep " + marker + "\n"
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		req, err := http.NewRequestWithContext(ctx, "POST", "http://kiln/build?networkmode=none", bytes.NewReader(tarOf(t, testutil.File("Dockerfile", 0o644, df))))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatalf("POST /build: %v", err)
+		}
+		dec := json.NewDecoder(resp.Body)
+		for {
+			var m struct{ Stream string }
+			if err := dec.Decode(&m); err != nil {
+				t.Fatalf("the build ended before its RUN started: %v\n%s", err, s.log)
+			}
+			if strings.Contains(m.Stream, "is-2") {
+				break
+			}
+		}
+		for wait := time.Now().Add(30 * time.Second); !running(t, "sleep "+marker); time.Sleep(50 * time.Millisecond) {
+			if time.Now().After(wait) {
+				t.Fatalf("the RUN's sleep %s is not running", marker)
+			}
+		}
+		cancel()
+		resp.Body.Close()
+		deadline := time.Now().Add(60 * time.Second)
+		for running(t, "sleep "+marker) || mountsUnder(t, root) > 0 {
+			if time.Now().After(deadline) {
+				t.Fatalf("60s after the client went away: sleep running %v, %d mounts under the store", running(t, "sleep "+marker), mountsUnder(t, root))
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		// the server still serves
+		if got := ping(t, c, "http://kiln"); got != "200 OK" {
+			t.Errorf("/_ping after a cancelled build: %s", got)
+		}
+	})
+}
+
+// running reports whether a process has cmdline (space-joined) cmd.
+func running(t *testing.T, cmd string) bool {
+	t.Helper()
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err != nil {
+			continue
+		}
+		if strings.Contains(strings.ReplaceAll(string(b), "\x00", " "), cmd) {
+			return true
+		}
+	}
+	return false
+}
+
+// mountsUnder counts this mount namespace's mounts below dir.
+func mountsUnder(t *testing.T, dir string) int {
+	t.Helper()
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, l := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(l); len(f) > 4 && strings.HasPrefix(f[4], dir+"/") {
+			n++
+		}
+	}
+	return n
+}
