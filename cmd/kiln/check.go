@@ -64,7 +64,7 @@ func runCheck(ctx context.Context, stdout io.Writer, root, contextDir, dfPath, d
 		Target:           f.target,
 		AllStages:        f.target == "", // as buildx: no target, every stage
 		Ignore:           excludes,
-		BaseImage:        baseImages(imageResolver(store, resolver, f.pull)),
+		BaseImage:        baseImages(ctx, imageResolver(store, resolver, f.pull)),
 		ExplicitPlatform: f.platform != "",
 	})
 	if err != nil {
@@ -88,6 +88,10 @@ func runCheck(ctx context.Context, stdout io.Writer, root, contextDir, dfPath, d
 // after the build's summary; with # check=error=true they fail the build
 // before any step runs.
 func lintBuild(ctx context.Context, src []byte, df *parser.Dockerfile, target string, explicitPlatform bool, buildArgs map[string]string, excludes []string, images planner.ImageResolver) ([]lint.Warning, error) {
+	// Base images are resolved under the build, not the lint: the build
+	// shares them (and fetches their layers through them) after the lint
+	// has ended.
+	outer := ctx
 	ctx, span := trace.Start(ctx, "lint")
 	defer span.End()
 	res, err := lint.Run(ctx, src, lint.Options{
@@ -95,7 +99,7 @@ func lintBuild(ctx context.Context, src []byte, df *parser.Dockerfile, target st
 		BuildArgs:        buildArgs,
 		Target:           target,
 		Ignore:           excludes,
-		BaseImage:        baseImages(images),
+		BaseImage:        baseImages(outer, images),
 		ExplicitPlatform: explicitPlatform,
 	})
 	if err != nil {
@@ -119,8 +123,8 @@ func printLintSummary(w io.Writer, mode string, warnings []lint.Warning) {
 
 // baseImages gives the lint rules the config of a base image through the
 // build's own resolver (kiln's store, then the registry).
-func baseImages(r planner.ImageResolver) lint.BaseImageFunc {
-	return func(ctx context.Context, ref string, p ocispecs.Platform) (*lint.Image, error) {
+func baseImages(ctx context.Context, r planner.ImageResolver) lint.BaseImageFunc {
+	return func(_ context.Context, ref string, p ocispecs.Platform) (*lint.Image, error) {
 		img, _, err := r.ResolvePlatform(ctx, ref, p)
 		if err != nil {
 			return nil, err

@@ -69,7 +69,11 @@ func Main() int {
 	// What does not depend on the step is done before its spec is read:
 	// a child started ahead of its step (executor.Warm) waits for the
 	// spec, and the step then finds it done.
-	go warmUp()
+	warmed := make(chan struct{})
+	go func() {
+		defer close(warmed)
+		warmUp()
+	}()
 	prepErr := Prepare()
 	var cs Spec
 	if err := dec.Decode(&cs); err != nil {
@@ -94,6 +98,11 @@ func Main() int {
 		}
 		return nil
 	}
+	// Before any file of the step is opened: Go's pidfd check clones a
+	// child, which holds a copy of every descriptor until it exits, and a
+	// copy of a file open for writing on the step's tmpfs would make its
+	// remount read-only fail (EBUSY).
+	<-warmed
 	return runStep(rep, &cs, waitPlaced)
 }
 
