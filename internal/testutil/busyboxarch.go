@@ -1,12 +1,8 @@
 package testutil
 
 import (
-	"bytes"
+	"context"
 	"fmt"
-	"io"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"sync"
 	"testing"
 
@@ -15,7 +11,6 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
-	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 )
 
@@ -47,7 +42,8 @@ func BusyboxFor(t testing.TB, arch string) v1.Image {
 	return img
 }
 
-// NewBusyboxFor is BusyboxFor without a test.
+// NewBusyboxFor is BusyboxFor without a test: NewForeignBusyboxImage
+// under Debian's architecture name, made once per process.
 func NewBusyboxFor(arch string) (v1.Image, error) {
 	p, ok := debianArches[arch]
 	if !ok {
@@ -58,21 +54,11 @@ func NewBusyboxFor(arch string) (v1.Image, error) {
 	if img := foreignBusybox.imgs[arch]; img != nil {
 		return img, nil
 	}
-	bin, err := foreignBusyboxBinary(arch)
-	if err != nil {
-		return nil, err
+	platform := p.OS + "/" + p.Architecture
+	if p.Variant != "" {
+		platform += "/" + p.Variant
 	}
-	tb, err := busyboxTarOf(bin)
-	if err != nil {
-		return nil, err
-	}
-	l, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) {
-		return io.NopCloser(bytes.NewReader(tb)), nil
-	}, tarball.WithMediaType(types.DockerLayer))
-	if err != nil {
-		return nil, err
-	}
-	img, err := baseImageFor(plainLayer{l}, "sh", p)
+	img, err := NewForeignBusyboxImage(context.Background(), platform)
 	if err != nil {
 		return nil, err
 	}
@@ -81,53 +67,6 @@ func NewBusyboxFor(arch string) (v1.Image, error) {
 	}
 	foreignBusybox.imgs[arch] = img
 	return img, nil
-}
-
-// foreignBusyboxBinary returns /bin/busybox of Debian's busybox-static for
-// arch, downloading the package into the fixture cache once.
-func foreignBusyboxBinary(arch string) ([]byte, error) {
-	dir := filepath.Join(CacheDir(), "busybox-"+arch)
-	bin := filepath.Join(dir, "busybox")
-	if b, err := os.ReadFile(bin); err == nil {
-		return b, nil
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, &SkipError{fmt.Sprintf("creating fixture cache %s: %v (set KILN_TEST_CACHE)", dir, err)}
-	}
-	unlock, err := lockPath(filepath.Join(dir, "lock"))
-	if err != nil {
-		return nil, &SkipError{fmt.Sprintf("locking fixture cache %s: %v (set KILN_TEST_CACHE)", dir, err)}
-	}
-	defer unlock()
-	if b, err := os.ReadFile(bin); err == nil {
-		return b, nil
-	}
-	tmp, err := os.MkdirTemp(dir, "deb-")
-	if err != nil {
-		return nil, err
-	}
-	defer os.RemoveAll(tmp)
-	dl := exec.Command("apt-get", "download", "-qq", "busybox-static:"+arch)
-	dl.Dir = tmp
-	if out, err := dl.CombinedOutput(); err != nil {
-		return nil, &SkipError{fmt.Sprintf("apt-get download busybox-static:%s: %v: %s (run `dpkg --add-architecture %[1]s && apt-get update` as root once)", arch, err, bytes.TrimSpace(out))}
-	}
-	debs, _ := filepath.Glob(filepath.Join(tmp, "busybox-static_*_"+arch+".deb"))
-	if len(debs) != 1 {
-		return nil, fmt.Errorf("apt-get download busybox-static:%s left %d packages", arch, len(debs))
-	}
-	x := filepath.Join(tmp, "x")
-	if out, err := exec.Command("dpkg-deb", "-x", debs[0], x).CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("dpkg-deb -x %s: %v: %s", debs[0], err, bytes.TrimSpace(out))
-	}
-	b, err := os.ReadFile(filepath.Join(x, "bin", "busybox"))
-	if err != nil {
-		return nil, fmt.Errorf("reading busybox of %s: %w", debs[0], err)
-	}
-	if err := os.WriteFile(bin+".tmp", b, 0o755); err != nil {
-		return nil, err
-	}
-	return b, os.Rename(bin+".tmp", bin)
 }
 
 // PushBusyboxMulti pushes REGISTRY/library/busybox:multi, an index of the
