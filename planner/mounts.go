@@ -6,7 +6,6 @@ import (
 	"os"
 	"path"
 	"path/filepath"
-	"strings"
 	"sync"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -397,15 +396,4 @@ func (rm *runMounts) prepare(ctx context.Context, stepDir string, snapshot func(
 		}
 	}
 	return stopSSH, nil
-}
-
-// secretEnvNames lists the variables that carry secrets, which must not
-// reach history or keys.
-func (rm *runMounts) secretEnvNames() []string {
-	var out []string
-	for _, kv := range rm.env {
-		k, _, _ := strings.Cut(kv, "=")
-		out = append(out, k)
-	}
-	return out
 }
