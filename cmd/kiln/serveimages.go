@@ -181,11 +181,15 @@ func (b *serveImages) summary(g storeImage) (serve.ImageSummary, error) {
 		return serve.ImageSummary{}, err
 	}
 	size := g.entries[0].Size
+	var created int64
+	if !cfg.Created.IsZero() {
+		created = cfg.Created.Unix()
+	}
 	return serve.ImageSummary{
 		ID:          g.id.String(),
 		RepoTags:    g.tags(),
 		RepoDigests: g.repoDigests(),
-		Created:     cfg.Created.Unix(),
+		Created:     created,
 		Size:        size,
 		// dockerd 20.10 answers -1 for what it did not compute
 		SharedSize:  -1,
@@ -537,6 +541,10 @@ func (b *serveImages) DiskUsage(ctx context.Context) (serve.DiskUsage, error) {
 	images, err := b.Images(ctx)
 	if err != nil {
 		return serve.DiskUsage{}, err
+	}
+	for i := range images {
+		// df counts the containers using each image: kiln runs none
+		images[i].Containers = 0
 	}
 	out := serve.DiskUsage{LayersSize: du.Layers.Size + du.Blobs.Size, Images: images}
 	// kiln keeps no per-record build cache list: each kind of prunable
