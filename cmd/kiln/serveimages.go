@@ -552,8 +552,8 @@ func (b *serveImages) DiskUsage(ctx context.Context) (serve.DiskUsage, error) {
 	now := time.Now().UTC().Format(time.RFC3339Nano)
 	for _, r := range []struct {
 		id, typ, what string
-		u           cache.Usage
-		extra       int64
+		u             cache.Usage
+		extra         int64
 	}{
 		{"layers", "regular", "layers no image uses (unpacked and compressed)", du.Layers, du.Blobs.Reclaimable},
 		{"steps", "internal", "step records", du.Steps, 0},
