@@ -339,8 +339,12 @@ func (b *serveImages) RemoveImage(ctx context.Context, ref string, force, noPrun
 		// force only when they are all of one repository.
 		repos := map[string]bool{}
 		names = names[:0]
+		byDigest, hasDigest := digestRef(ref)
 		for _, e := range g.entries {
 			repo, _ := storeSplitTag(e.Name)
+			if hasDigest && (e.Digest != byDigest.digest || repo != byDigest.repo) {
+				continue // a digest reference names its repository's names only
+			}
 			repos[repo] = true
 			names = append(names, e.Name)
 		}
@@ -458,6 +462,30 @@ func (b *serveImages) SaveImages(ctx context.Context, refs []string, w io.Writer
 		return fmt.Errorf("saving %s: %w", strings.Join(refs, ", "), err)
 	}
 	return nil
+}
+
+type repoDigest struct {
+	repo   string // normalised
+	digest v1.Hash
+}
+
+// digestRef splits a digest reference (app@sha256:…) into its normalised
+// repository and manifest digest.
+func digestRef(ref string) (repoDigest, bool) {
+	d, err := name.NewDigest(ref)
+	if err != nil {
+		return repoDigest{}, false
+	}
+	h, err := v1.NewHash(d.DigestStr())
+	if err != nil {
+		return repoDigest{}, false
+	}
+	n, err := cache.NormalizeImageName(d.Context().Name())
+	if err != nil {
+		return repoDigest{}, false
+	}
+	repo, _ := storeSplitTag(n)
+	return repoDigest{repo: repo, digest: h}, true
 }
 
 // untaggedRepo is the normalised repository of ref when ref names a

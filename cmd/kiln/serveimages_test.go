@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
@@ -13,6 +14,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/kiln-build/kiln/export"
 	"github.com/kiln-build/kiln/internal/testutil"
@@ -193,6 +195,18 @@ print(json.dumps([c.images.get("app:1").id, tags]))
 			t.Errorf("docker system df:\n%s", out)
 		}
 		mustDocker(t, "tag", "app:1", "third/app:3")
+		// a digest reference removes the names of its repository only
+		digest := strings.TrimSpace(mustDocker(t, "image", "inspect", "--format", `{{range .RepoDigests}}{{println .}}{{end}}`, "third/app:3"))
+		var ref string
+		for _, d := range strings.Fields(digest) {
+			if strings.HasPrefix(d, "third/app@sha256:") {
+				ref = d
+			}
+		}
+		if out := mustDocker(t, "rmi", ref); strings.TrimSpace(out) != "Untagged: third/app:3" {
+			t.Errorf("docker rmi %s (RepoDigests %q):\n%s", ref, digest, out)
+		}
+		mustDocker(t, "tag", "app:1", "third/app:3")
 		out, code := dk(t, "rmi", short)
 		if code == 0 || !strings.Contains(out, "must be forced") {
 			t.Errorf("docker rmi of an ID with names in several repositories: exit %d, want the conflict:\n%s", code, out)
@@ -270,4 +284,97 @@ print(json.dumps([c.images.get("app:1").id, tags]))
 			t.Errorf("a refused load left a name:\n%s", out)
 		}
 	})
+}
+
+// TestServePruneWaitsForBuilds: POST /build/prune waits for a build that
+// uses the store (here one of the server's own) and prunes once it is
+// over, as kiln prune does; the server answers other requests meanwhile.
+func TestServePruneWaitsForBuilds(t *testing.T) {
+	needRoot(t)
+	dir := t.TempDir()
+	root := filepath.Join(dir, "root")
+	archive := filepath.Join(dir, "bb.tar")
+	if err := export.OCIArchive(context.Background(), testutil.BusyboxImage(t), archive, []string{"test/busybox:1"}); err != nil {
+		t.Fatal(err)
+	}
+	if out, code := kiln(t, "--root", root, "load", "-i", archive); code != 0 {
+		t.Fatalf("kiln load: %s", out)
+	}
+	sock := filepath.Join(dir, "kiln.sock")
+	s := startServe(t, 1, nil, "", "--root", root, "--host", "unix://"+sock)
+	c := unixClient(sock)
+
+	// A unique argument finds the RUN's process.
+	marker := fmt.Sprintf("%d", time.Now().UnixNano()%1000000+2000000)
+	df := "FROM test/busybox:1\nRUN echo is-$((1+1)); sleep " + marker + "\n"
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, "POST", "http://kiln/build?networkmode=none", bytes.NewReader(tarOf(t, testutil.File("Dockerfile", 0o644, df))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatalf("POST /build: %v", err)
+	}
+	defer resp.Body.Close()
+	dec := json.NewDecoder(resp.Body)
+	for {
+		var m struct{ Stream string }
+		if err := dec.Decode(&m); err != nil {
+			t.Fatalf("the build ended before its RUN started: %v\n%s", err, s.log)
+		}
+		if strings.Contains(m.Stream, "is-2") {
+			break
+		}
+	}
+
+	type answer struct {
+		code int
+		body string
+	}
+	pruned := make(chan answer, 1)
+	go func() {
+		resp, err := c.Post("http://kiln/v1.41/build/prune?all=1", "", nil)
+		if err != nil {
+			pruned <- answer{0, err.Error()}
+			return
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		pruned <- answer{resp.StatusCode, string(b)}
+	}()
+	for deadline := time.Now().Add(60 * time.Second); !strings.Contains(s.log.String(), "POST /build/prune waits for the builds"); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("prune did not say it waits for the running build:\n%s", s.log)
+		}
+	}
+	select {
+	case a := <-pruned:
+		t.Fatalf("prune answered while a build used the store: %d %s", a.code, a.body)
+	default:
+	}
+	if got := ping(t, c, "http://kiln"); got != "200 OK" {
+		t.Errorf("/_ping while prune waits: %s", got)
+	}
+	if !running(t, "sleep "+marker) {
+		t.Errorf("the build's RUN is gone while prune waited")
+	}
+	// the build ends (its client goes away): prune goes ahead
+	cancel()
+	select {
+	case a := <-pruned:
+		var rep struct {
+			CachesDeleted  []string
+			SpaceReclaimed *int64
+		}
+		if a.code != 200 || json.Unmarshal([]byte(a.body), &rep) != nil || rep.SpaceReclaimed == nil || rep.CachesDeleted == nil {
+			t.Errorf("POST /build/prune: %d %s", a.code, a.body)
+		}
+	case <-time.After(120 * time.Second):
+		t.Fatalf("prune did not answer after the build ended:\n%s", s.log)
+	}
+	if out, _ := kiln(t, "--root", root, "images", "-q"); strings.TrimSpace(out) == "" {
+		t.Errorf("prune removed test/busybox:1, a named image")
+	}
 }
