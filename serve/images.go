@@ -9,9 +9,11 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"path"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -41,7 +43,9 @@ type ImageBackend interface {
 	// LoadImages stores the images of a docker-save or OCI archive and
 	// returns the names loaded (familiar spelling).
 	LoadImages(ctx context.Context, archive io.Reader) ([]string, error)
-	// PruneBuildCache removes build cache as kiln prune does.
+	// PruneBuildCache removes build cache as kiln prune does. The
+	// server calls it while no request of its own has scratch in the
+	// store (see Server.HoldScratch).
 	PruneBuildCache(ctx context.Context, opts BuildPruneOptions) (BuildPruneReport, error)
 	// DiskUsage describes what the store holds.
 	DiskUsage(ctx context.Context) (DiskUsage, error)
@@ -170,9 +174,53 @@ type BuildCacheRecord struct {
 	UsageCount  int
 }
 
+// imageState is the server's part for the image endpoints.
+type imageState struct {
+	backend ImageBackend
+	// scratch is held shared by each request that has files in the
+	// store's tmp (a build's context, a load's archive) and exclusively
+	// by a prune, which empties tmp. The store's lock keeps prune and
+	// the builds of other processes apart, and this server's builds once
+	// they opened the store, but not the context a build unpacks before.
+	scratch sync.RWMutex
+}
+
 // SetImages serves the image endpoints, /build/prune and /system/df from
 // b. Without it they answer 501.
-func (s *Server) SetImages(b ImageBackend) { s.images = b }
+func (s *Server) SetImages(b ImageBackend) { s.images.backend = b }
+
+// HoldScratch keeps POST /build/prune from emptying the store's tmp
+// until the returned func is called: a handler that writes there (a
+// build unpacking its context) holds it for as long as its files are
+// there. Prunes wait for holders; holders wait for a prune under way.
+func (s *Server) HoldScratch() (release func()) {
+	s.images.scratch.RLock()
+	return s.images.scratch.RUnlock
+}
+
+// lockScratch takes the scratch space for a prune, calling wait first
+// when requests hold it; it gives up when ctx is done.
+func (s *Server) lockScratch(ctx context.Context, wait func()) (unlock func(), err error) {
+	if s.images.scratch.TryLock() {
+		return s.images.scratch.Unlock, nil
+	}
+	wait()
+	// Polling, as the store's lock does, so that a client going away
+	// stops the wait.
+	for tick := 10 * time.Millisecond; ; {
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(tick):
+		}
+		if s.images.scratch.TryLock() {
+			return s.images.scratch.Unlock, nil
+		}
+		if tick < 500*time.Millisecond {
+			tick *= 2
+		}
+	}
+}
 
 // imageRoutes adds the image endpoints; they answer 501 until SetImages.
 func (s *Server) imageRoutes() {
@@ -190,7 +238,7 @@ func (s *Server) imageRoutes() {
 
 func (s *Server) imagesHandler(h handlerFunc) handlerFunc {
 	return func(w http.ResponseWriter, r *http.Request, vars map[string]string) error {
-		if s.images == nil {
+		if s.images.backend == nil {
 			return &statusError{http.StatusNotImplemented,
 				fmt.Errorf("kiln serves builds and images only: %s %s is not implemented by this server", r.Method, r.URL.Path)}
 		}
@@ -316,7 +364,7 @@ func (s *Server) listImages(w http.ResponseWriter, r *http.Request, _ map[string
 	if err != nil {
 		return err
 	}
-	all, err := s.images.Images(r.Context())
+	all, err := s.images.backend.Images(r.Context())
 	if err != nil {
 		return err
 	}
@@ -331,7 +379,7 @@ func (s *Server) listImages(w http.ResponseWriter, r *http.Request, _ map[string
 }
 
 func (s *Server) inspectImage(w http.ResponseWriter, r *http.Request, vars map[string]string) error {
-	img, err := s.images.InspectImage(r.Context(), vars["name"])
+	img, err := s.images.backend.InspectImage(r.Context(), vars["name"])
 	if err != nil {
 		return err
 	}
@@ -340,7 +388,7 @@ func (s *Server) inspectImage(w http.ResponseWriter, r *http.Request, vars map[s
 }
 
 func (s *Server) imageHistory(w http.ResponseWriter, r *http.Request, vars map[string]string) error {
-	h, err := s.images.ImageHistory(r.Context(), vars["name"])
+	h, err := s.images.backend.ImageHistory(r.Context(), vars["name"])
 	if err != nil {
 		return err
 	}
@@ -380,7 +428,7 @@ func (s *Server) tagImage(w http.ResponseWriter, r *http.Request, vars map[strin
 	if err != nil {
 		return err
 	}
-	if err := s.images.TagImage(r.Context(), vars["name"], ref); err != nil {
+	if err := s.images.backend.TagImage(r.Context(), vars["name"], ref); err != nil {
 		return err
 	}
 	w.WriteHeader(http.StatusCreated)
@@ -389,7 +437,7 @@ func (s *Server) tagImage(w http.ResponseWriter, r *http.Request, vars map[strin
 
 func (s *Server) removeImage(w http.ResponseWriter, r *http.Request, vars map[string]string) error {
 	q := r.URL.Query()
-	items, err := s.images.RemoveImage(r.Context(), vars["name"], boolValue(q.Get("force")), boolValue(q.Get("noprune")))
+	items, err := s.images.backend.RemoveImage(r.Context(), vars["name"], boolValue(q.Get("force")), boolValue(q.Get("noprune")))
 	if err != nil {
 		return err
 	}
@@ -413,7 +461,7 @@ func (s *Server) saveImages(w http.ResponseWriter, r *http.Request, _ map[string
 // error answer; after it, the stream is cut short, as dockerd does.
 func (s *Server) save(w http.ResponseWriter, r *http.Request, names []string) error {
 	tw := &tarAnswer{w: w}
-	err := s.images.SaveImages(r.Context(), names, tw)
+	err := s.images.backend.SaveImages(r.Context(), names, tw)
 	if err != nil && !tw.started {
 		return err
 	}
@@ -462,7 +510,9 @@ func (s *Server) loadImages(w http.ResponseWriter, r *http.Request, _ map[string
 	if err != nil {
 		return err
 	}
-	names, err := s.images.LoadImages(r.Context(), body)
+	// the archive is spooled in the store's tmp
+	defer s.HoldScratch()()
+	names, err := s.images.backend.LoadImages(r.Context(), body)
 	if err != nil {
 		return err
 	}
@@ -483,7 +533,14 @@ func (s *Server) pruneBuildCache(w http.ResponseWriter, r *http.Request, _ map[s
 	if err != nil {
 		return err
 	}
-	rep, err := s.images.PruneBuildCache(r.Context(), opts)
+	unlock, err := s.lockScratch(r.Context(), func() {
+		fmt.Fprintln(os.Stderr, "kiln serve: POST /build/prune waits for the builds and loads using the store to finish")
+	})
+	if err != nil {
+		return fmt.Errorf("waiting for the requests using the store: %w", err)
+	}
+	defer unlock()
+	rep, err := s.images.backend.PruneBuildCache(r.Context(), opts)
 	if err != nil {
 		return err
 	}
@@ -529,7 +586,7 @@ func buildPruneQuery(q map[string][]string) (BuildPruneOptions, error) {
 }
 
 func (s *Server) diskUsage(w http.ResponseWriter, r *http.Request, _ map[string]string) error {
-	du, err := s.images.DiskUsage(r.Context())
+	du, err := s.images.backend.DiskUsage(r.Context())
 	if err != nil {
 		return err
 	}

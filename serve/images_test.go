@@ -228,3 +228,26 @@ func TestBuildPruneQuery(t *testing.T) {
 		})
 	}
 }
+
+// TestPruneWaitsForScratch: a prune does not run while a request holds
+// the store's scratch space (a build unpacking its context), and gives
+// up when its client goes away.
+func TestPruneWaitsForScratch(t *testing.T) {
+	b := &recordingImages{}
+	s := New(staticBackend{})
+	s.SetImages(b)
+	release := s.HoldScratch()
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	w := httptest.NewRecorder()
+	s.ServeHTTP(w, httptest.NewRequest("POST", "/build/prune?all=1", nil).WithContext(ctx))
+	if w.Code == http.StatusOK || b.prune.All {
+		t.Errorf("prune ran while the scratch space was held: %d %s", w.Code, w.Body)
+	}
+	release()
+	w = httptest.NewRecorder()
+	s.ServeHTTP(w, httptest.NewRequest("POST", "/build/prune?all=1", nil))
+	if w.Code != http.StatusOK || !b.prune.All {
+		t.Errorf("prune after the scratch space was released: %d %s", w.Code, w.Body)
+	}
+}

@@ -32,7 +32,7 @@ type Server struct {
 
 	builder   Builder      // POST /build: SetBuilder
 	buildOpts BuildOptions // of POST /build
-	images    ImageBackend // image endpoints: SetImages
+	images    imageState   // image endpoints: SetImages
 }
 
 // handlerFunc serves one route; vars holds the route's {name} segments.

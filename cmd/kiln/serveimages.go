@@ -12,7 +12,6 @@ import (
 	"slices"
 	"sort"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -28,14 +27,10 @@ import (
 // serve holds open for as long as it serves: its shared lock is what
 // keeps another process's Open from clearing ROOT/tmp under a load, and
 // prune must convert that same lock (a second Store of this process
-// would wait for the first one's lock forever).
+// would wait for the first one's lock forever). The server keeps its
+// own requests' scratch away from a prune (serve.Server.HoldScratch).
 type serveImages struct {
 	store *cache.Store
-	// tmp is held shared by what uses ROOT/tmp or reads blobs it is
-	// about to name (load, save, tag, rmi) and exclusively by prune,
-	// which empties ROOT/tmp: the store's lock keeps builds and other
-	// processes away from a prune, not this process's own requests.
-	tmp sync.RWMutex
 }
 
 func newServeImages(s *cache.Store) *serveImages {
@@ -310,8 +305,6 @@ func (b *serveImages) TagImage(ctx context.Context, ref, newName string) error {
 	if err != nil {
 		return serve.Invalid(fmt.Errorf("tagging %s: %w: give a name such as app:1.0 or registry.example.com/team/app:1.0", ref, err))
 	}
-	b.tmp.RLock()
-	defer b.tmp.RUnlock()
 	g, err := b.resolve(ref)
 	if err != nil {
 		return err
@@ -327,8 +320,6 @@ func (b *serveImages) TagImage(ctx context.Context, ref, newName string) error {
 }
 
 func (b *serveImages) RemoveImage(ctx context.Context, ref string, force, noPrune bool) ([]serve.DeleteItem, error) {
-	b.tmp.RLock()
-	defer b.tmp.RUnlock()
 	g, err := b.resolve(ref)
 	if err != nil {
 		return nil, err
@@ -383,8 +374,6 @@ type saveSet struct {
 }
 
 func (b *serveImages) SaveImages(ctx context.Context, refs []string, w io.Writer) error {
-	b.tmp.RLock()
-	defer b.tmp.RUnlock()
 	set := saveSet{names: map[v1.Hash][]string{}, imgs: map[v1.Hash]v1.Image{}}
 	add := func(g storeImage, n string) error {
 		if _, ok := set.imgs[g.id]; !ok {
@@ -507,8 +496,6 @@ func untaggedRepo(ref string) (string, bool) {
 }
 
 func (b *serveImages) LoadImages(ctx context.Context, archive io.Reader) ([]string, error) {
-	b.tmp.RLock()
-	defer b.tmp.RUnlock()
 	// The readers seek in the archive: it is spooled in the store's
 	// scratch space, as kiln load -i - does, and read from there by the
 	// same code (layers through the store's one tar applier).
@@ -547,8 +534,6 @@ func (c ctxReader) Read(p []byte) (int, error) {
 }
 
 func (b *serveImages) PruneBuildCache(ctx context.Context, opts serve.BuildPruneOptions) (serve.BuildPruneReport, error) {
-	b.tmp.Lock()
-	defer b.tmp.Unlock()
 	rep, err := b.store.Prune(ctx, cache.PruneOptions{
 		All: opts.All, Until: opts.Until, KeepStorage: opts.KeepStorage,
 		Wait: func() {
