@@ -162,6 +162,24 @@ func TestServeImages(t *testing.T) {
 		if out, code := kiln(t, "--root", other, "load", "-i", tarFile); code != 0 || !strings.Contains(out, "app:1") || !strings.Contains(out, "test/busybox:1") {
 			t.Errorf("kiln load of a two-image docker save: exit %d:\n%s", code, out)
 		}
+		if out := mustDocker(t, "load", "-i", tarFile); !strings.Contains(out, "Loaded image: app:1") || !strings.Contains(out, "Loaded image: test/busybox:1") {
+			t.Errorf("docker load of a two-image archive:\n%s", out)
+		}
+		// an OCI archive, gzip-compressed
+		ociFile := filepath.Join(t.TempDir(), "oci.tar")
+		if out, code := kiln(t, "--root", root, "save", "app:1", "--format", "oci", "-o", ociFile); code != 0 {
+			t.Fatalf("kiln save --format oci: %s", out)
+		}
+		if err := exec.Command("gzip", ociFile).Run(); err != nil {
+			t.Fatal(err)
+		}
+		mustDocker(t, "rmi", "app:1")
+		if out := mustDocker(t, "load", "-i", ociFile+".gz"); !strings.Contains(out, "Loaded image: app:1") {
+			t.Errorf("docker load of a gzipped OCI archive:\n%s", out)
+		}
+		if out := mustDocker(t, "image", "inspect", "--format", "{{.Id}}", "app:1"); strings.TrimSpace(out) != iid {
+			t.Errorf("app:1 after loading the OCI archive: %s, want %s", out, iid)
+		}
 	})
 
 	t.Run("docker-py", func(t *testing.T) {
