@@ -162,6 +162,7 @@ func (s *Server) build(w http.ResponseWriter, r *http.Request, _ map[string]stri
 	if req.Network == "host" && !s.buildOpts.HostNetwork {
 		return &statusError{http.StatusForbidden, errors.New("networkmode=host: this kiln serve does not grant builds the host's network; start it with --allow network.host, or build with the default network")}
 	}
+	defer s.HoldScratch()() // no prune empties tmp under the context
 	if err := os.MkdirAll(s.buildOpts.ScratchDir, 0o700); err != nil {
 		return fmt.Errorf("creating the scratch directory %s (check kiln serve's --root): %w", s.buildOpts.ScratchDir, err)
 	}

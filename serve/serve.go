@@ -32,6 +32,7 @@ type Server struct {
 
 	builder   Builder      // POST /build: SetBuilder
 	buildOpts BuildOptions // of POST /build
+	images    imageState   // image endpoints: SetImages
 }
 
 // handlerFunc serves one route; vars holds the route's {name} segments.
@@ -52,6 +53,7 @@ func New(b Backend) *Server {
 	s.handle("HEAD", "/_ping", s.ping)
 	s.handle("GET", "/version", s.version)
 	s.handle("GET", "/info", s.info)
+	s.imageRoutes()
 	return s
 }
 

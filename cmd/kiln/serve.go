@@ -82,6 +82,7 @@ See docs/serve.md.`,
 			srv.SetBuilder(serveBuilder(root, allow), serve.BuildOptions{
 				ScratchDir: filepath.Join(store.Root, "tmp"), MaxContextSize: maxSize,
 				HostNetwork: slices.Contains(allow, "network.host")})
+			srv.SetImages(newServeImages(store))
 			err = srv.Run(cmd.Context(), ls)
 			fmt.Fprintln(os.Stderr, "kiln serve: stopped")
 			return err

@@ -35,6 +35,13 @@ func storeOpen(root string) (*cache.Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("opening kiln's store at %s (set --root or KILN_ROOT): %w", root, err)
 	}
+	storeConfigure(s)
+	return s, nil
+}
+
+// storeConfigure sets what the store commands (and kiln serve's image
+// endpoints) want of a store they opened, before it is used.
+func storeConfigure(s *cache.Store) {
 	s.Warn = func(msg string) { fmt.Fprintf(os.Stderr, "kiln: warning: %s\n", msg) }
 	s.Detach = detachDurable
 	// kiln load unpacks layers too: kiln.toml's bound on one layer holds
@@ -42,7 +49,6 @@ func storeOpen(root string) (*cache.Store, error) {
 	if cfg, err := registry.LoadConfig(registry.ConfigPath()); err == nil {
 		s.MaxLayerSize = int64(cfg.Limits.WithDefaults().LayerSize)
 	}
-	return s, nil
 }
 
 // afterStoreRead runs once push or save has read its image from the store
