@@ -175,4 +175,3 @@ func (c *contextWriter) xattrs(dir *rooted.Dir, name string, hdr *tar.Header) er
 	}
 	return nil
 }
-
