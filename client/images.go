@@ -113,3 +113,18 @@ func (c *Client) BuildPrune(ctx context.Context, o PruneOptions) (PruneReport, e
 	err := c.callJSON(ctx, request{method: http.MethodPost, path: "/build/prune", query: o.Query()}, &rep)
 	return rep, err
 }
+
+// Tag sends POST /images/{name}/tag: the image name also goes by
+// repo:tag.
+func (c *Client) Tag(ctx context.Context, name, repo, tag string) error {
+	q := url.Values{"repo": {repo}}
+	if tag != "" {
+		q.Set("tag", tag)
+	}
+	resp, err := c.do(ctx, request{method: http.MethodPost, path: "/images/" + escapeName(name) + "/tag", query: q})
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	return nil
+}
