@@ -194,8 +194,13 @@ func newRemoteRender(p *progress.Display) *remoteRender {
 	return &remoteRender{p: p, steps: map[int]progress.Step{}, msgs: p.Messages()}
 }
 
+// messageStream is a JSON message stream: a *client.Stream.
+type messageStream interface {
+	Next() (client.Message, error)
+}
+
 // run reads the stream to its end and returns the image ID.
-func (r *remoteRender) run(st *client.Stream) (string, error) {
+func (r *remoteRender) run(st messageStream) (string, error) {
 	var id string
 	for {
 		m, err := st.Next()
@@ -204,6 +209,7 @@ func (r *remoteRender) run(st *client.Stream) (string, error) {
 		}
 		if err != nil {
 			r.end()
+			r.cancelSteps()
 			return "", err
 		}
 		if m.Stream != "" {
