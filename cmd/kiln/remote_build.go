@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/docker/cli/cli/config"
 	"github.com/spf13/cobra"
 
 	"github.com/kiln-build/kiln/client"
@@ -54,6 +55,7 @@ func runRemoteBuild(cmd *cobra.Command, contextArg string, f buildFlags) error {
 	defer rc.body.Close()
 	opts.Dockerfile = rc.dockerfile
 	opts.Quiet = f.progress == "quiet"
+	opts.RegistryConfig = pullCredentials(cmd.ErrOrStderr())
 
 	printer, err := openProgress(f.progress, cmd.ErrOrStderr(), "")
 	if err != nil {
@@ -376,4 +378,30 @@ func parseHumanBytes(s string) int64 {
 		}
 	}
 	return 0
+}
+
+// pullCredentials are this machine's registry credentials (docker login,
+// kiln login), for X-Registry-Config: the server pulls base images with
+// them, as dockerd does with the docker CLI's. A Docker config that
+// cannot be read sends none, and says so.
+func pullCredentials(stderr io.Writer) map[string]client.AuthConfig {
+	cf, err := config.Load(config.Dir())
+	if err != nil {
+		fmt.Fprintf(stderr, "kiln: warning: reading the Docker config for registry credentials: %v (the server pulls without them)\n", err)
+		return nil
+	}
+	all, err := cf.GetAllCredentials()
+	if err != nil {
+		fmt.Fprintf(stderr, "kiln: warning: reading registry credentials: %v (the server pulls without them)\n", err)
+		return nil
+	}
+	out := map[string]client.AuthConfig{}
+	for k, a := range all {
+		if a.Username == "" && a.Password == "" && a.IdentityToken == "" && a.RegistryToken == "" && a.Auth == "" {
+			continue
+		}
+		out[k] = client.AuthConfig{Username: a.Username, Password: a.Password, Auth: a.Auth, ServerAddress: a.ServerAddress,
+			IdentityToken: a.IdentityToken, RegistryToken: a.RegistryToken}
+	}
+	return out
 }
