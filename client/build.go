@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
-	"strings"
 )
 
 // BuildOptions are POST /build's query parameters, as the docker CLI
@@ -84,9 +83,8 @@ func (o BuildOptions) Query() url.Values {
 	setInt("cpushares", o.CPUShares)
 	setInt("cpuperiod", o.CPUPeriod)
 	setInt("cpuquota", o.CPUQuota)
-	if len(o.ExtraHosts) > 0 {
-		// dockerd reads one comma-separated list
-		q.Set("extrahosts", strings.Join(o.ExtraHosts, ","))
+	for _, h := range o.ExtraHosts {
+		q.Add("extrahosts", h) // one parameter per host, as the docker CLI sends them
 	}
 	if len(o.CacheFrom) > 0 {
 		q.Set("cachefrom", jsonString(o.CacheFrom))

@@ -122,7 +122,7 @@ func TestBuildRequest(t *testing.T) {
 		"dockerfile": {"sub/Dockerfile"}, "t": {"a:1", "b"}, "buildargs": {`{"A":"x","UNSET":null}`}, "labels": {`{"l":"v"}`},
 		"target": {"t"}, "nocache": {"1"}, "pull": {"1"}, "networkmode": {"none"}, "platform": {"linux/arm64"},
 		"memory": {"1048576"}, "memswap": {"-1"}, "shmsize": {"67108864"}, "cpushares": {"512"}, "cpuperiod": {"100000"},
-		"cpuquota": {"150000"}, "extrahosts": {"h:1.2.3.4,g:5.6.7.8"}, "cachefrom": {`["reg/cache:1"]`},
+		"cpuquota": {"150000"}, "extrahosts": {"h:1.2.3.4", "g:5.6.7.8"}, "cachefrom": {`["reg/cache:1"]`},
 	}
 	if !reflect.DeepEqual(r.query, want) {
 		t.Errorf("query\n%v\nwant\n%v", r.query, want)
