@@ -183,6 +183,10 @@ func (c *Client) do(ctx context.Context, r request) (*http.Response, error) {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err // the URL is a placeholder for a unix socket
+		}
 		return nil, fmt.Errorf("connecting to %s: %w (is kiln serve running there? check --host or KILN_HOST)", c.host, err)
 	}
 	if resp.StatusCode/100 == 2 {

@@ -67,7 +67,7 @@ func runRemoteBuild(cmd *cobra.Command, contextArg string, f buildFlags) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		return fmt.Errorf("building on %s: %w", c.Host(), err)
+		return remoteErr(c, "building", err)
 	}
 	defer st.Close()
 	r := newRemoteRender(printer)

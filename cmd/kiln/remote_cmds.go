@@ -68,7 +68,7 @@ func remoteErr(c *client.Client, what string, err error) error {
 	if client.NotImplemented(err) {
 		return fmt.Errorf("%s on %s: the server does not serve this endpoint (%w); run the command without --host, or upgrade the server", what, c.Host(), err)
 	}
-	return fmt.Errorf("%s on %s: %w", what, c.Host(), err)
+	return fmt.Errorf("%s: %w", what, err)
 }
 
 // runRemotePush is kiln push with --host: the server pushes an image of
