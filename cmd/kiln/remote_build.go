@@ -80,10 +80,10 @@ func runRemoteBuild(cmd *cobra.Command, contextArg string, f buildFlags) error {
 		if errors.As(err, &se) {
 			// the report (step output, Dockerfile excerpt, ERROR: line)
 			// came as the stream's text; say the error only if it did not
+			progress.Close(printer) // the live view ends before the report
 			if !r.saidError(se.Message) {
-				fmt.Fprintf(printer.Messages(), "ERROR: %s\n", se.Message)
+				fmt.Fprintf(cmd.ErrOrStderr(), "ERROR: %s\n", se.Message)
 			}
-			progress.Close(printer)
 			return &exitStatus{code: exitFailed}
 		}
 		return fmt.Errorf("building on %s: %w", c.Host(), err)

@@ -175,6 +175,13 @@ func TestRemoteBuild(t *testing.T) {
 		}
 	})
 
+	t.Run("failing RUN, quiet", func(t *testing.T) {
+		out, errOut, code := kilnClient(t, nil, "", "--host", s.host, "build", "-q", "--network", "none", "-f", filepath.Join(ctxDir, "fail/Dockerfile"), ctxDir)
+		if code != exitFailed || out != "" || !strings.Contains(errOut, "ERROR: Dockerfile:3") {
+			t.Errorf("kiln --host build -q of a failing RUN: exit %d, stdout %q, want %d and the error on stderr:\n%s", code, out, exitFailed, errOut)
+		}
+	})
+
 	t.Run("refused flags", func(t *testing.T) {
 		for _, tc := range []struct {
 			args []string
