@@ -1,6 +1,7 @@
 package main
 
 import (
+	"archive/tar"
 	"bytes"
 	"context"
 	"encoding/base64"
@@ -165,6 +166,29 @@ func TestRemoteBuild(t *testing.T) {
 		id, _ := remoteBuild(t, df, "-f", "-", ctxDir)
 		if want := local(t, df, "-f", "-", ctxDir); id != want {
 			t.Errorf("kiln --host build -f - made %s, kiln build %s", id, want)
+		}
+	})
+
+	t.Run("context tar on stdin", func(t *testing.T) {
+		var tarball bytes.Buffer
+		tw := tar.NewWriter(&tarball)
+		if err := testutil.WriteEntries(tw, []testutil.TarEntry{
+			testutil.File("Dockerfile", 0o644, "FROM test/busybox:1\nCOPY f /f\n"),
+			testutil.File("f", 0o644, "from a tar\n"),
+		}); err != nil {
+			t.Fatal(err)
+		}
+		tw.Close()
+		id, _ := remoteBuild(t, tarball.String(), "-")
+		if want := local(t, tarball.String(), "-"); id != want {
+			t.Errorf("kiln --host build - made %s, kiln build - %s", id, want)
+		}
+	})
+
+	t.Run("tty display", func(t *testing.T) {
+		_, errOut, code := kilnClient(t, []string{"TERM=xterm"}, "", "--host", s.host, "build", "--progress", "tty", "--network", "none", "--build-arg", "A=tty", ctxDir)
+		if code != 0 || !strings.Contains(errOut, "[+] Building") || !strings.Contains(errOut, "COPY . /ctx/") || !strings.Contains(errOut, "image sha256:") {
+			t.Errorf("kiln --host build --progress tty: exit %d:\n%s", code, errOut)
 		}
 	})
 
