@@ -70,6 +70,9 @@ func newBuildCmd(root *string) *cobra.Command {
 			return nil
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if remoteHost(cmd) != "" {
+				return runRemoteBuild(cmd, args[0], f)
+			}
 			return runBuild(cmd, *root, args[0], f)
 		},
 	}

@@ -98,6 +98,9 @@ found on this host: overlayfs, the cgroup version and controllers (for
 reports.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if remoteHost(cmd) != "" {
+				return runRemoteVersion(cmd, asJSON)
+			}
 			v := currentVersion()
 			v.Host = detectHost(os.DirFS("/"))
 			v.Host.addKilnFacts()

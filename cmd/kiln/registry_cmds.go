@@ -149,6 +149,9 @@ standard output.`,
 			return nil
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if remoteHost(cmd) != "" {
+				return runRemotePush(cmd, args)
+			}
 			ctx := cmd.Context()
 			img, srcName, cleanup, err := pushSource(*root, args[0], ociLayoutName)
 			if err != nil {

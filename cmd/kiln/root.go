@@ -30,6 +30,8 @@ filesystem directory.`,
 	}
 	cmd.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return &usageError{err} })
 	cmd.PersistentFlags().StringVar(&root, "root", root, "directory for kiln's store and scratch space (env KILN_ROOT)")
+	addRemoteFlags(cmd.PersistentFlags()) // --host: remote.go
+	cmd.PersistentPreRunE = refuseLocalWithHost
 	cmd.AddCommand(newInspectCmd(), newDebugCmd(&root))
 	cmd.AddCommand(newBinfmtCmd(), newServeCmd(&root))
 	cmd.AddCommand(registryCommands(&root)...)

@@ -75,6 +75,9 @@ func newImagesCmd(root *string) *cobra.Command {
 kiln load. FROM and COPY --from find them before asking any registry.`,
 		Args: storeNoArgs("images"),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if remoteHost(cmd) != "" {
+				return runRemoteImages(cmd, quiet)
+			}
 			s, err := storeOpen(*root)
 			if err != nil {
 				return err
@@ -341,6 +344,9 @@ for prune.`,
   kiln prune --all`,
 		Args: storeNoArgs("prune"),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if remoteHost(cmd) != "" {
+				return runRemotePrune(cmd, opts.All, keepStorage, filters)
+			}
 			if keepStorage != "" {
 				n, err := parseSize(keepStorage)
 				if err != nil {
