@@ -172,13 +172,19 @@ func prepareRemoteContext(ctx context.Context, contextArg, file string, stdin io
 		if dfPath != "-" {
 			base = filepath.Base(dfPath)
 		}
-		dockerfile = generatedName() + "/" + base
+		dir := generatedName()
+		dockerfile = dir + "/" + base
 		spec.Extra = append(spec.Extra, client.ExtraFile{Name: dockerfile, Data: extra})
-		if dfPath != "-" {
-			if ig, err := os.ReadFile(dfPath + ".dockerignore"); err == nil {
-				spec.Extra = append(spec.Extra, client.ExtraFile{Name: dockerfile + ".dockerignore", Data: ig})
-			}
+		// Its NAME.dockerignore holds the patterns this build uses and
+		// the generated directory itself, as the docker CLI adds its
+		// name to .dockerignore: COPY . must not copy it, so the image
+		// is the one a local build makes.
+		var ig strings.Builder
+		for _, p := range excludes {
+			ig.WriteString(p + "\n")
 		}
+		ig.WriteString("/" + dir + "\n")
+		spec.Extra = append(spec.Extra, client.ExtraFile{Name: dockerfile + ".dockerignore", Data: []byte(ig.String())})
 	}
 	pr, pw := io.Pipe()
 	go func() { pw.CloseWithError(client.WriteContext(ctx, pw, spec)) }()

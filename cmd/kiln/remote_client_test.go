@@ -162,7 +162,9 @@ func TestRemoteBuild(t *testing.T) {
 	})
 
 	t.Run("Dockerfile from stdin", func(t *testing.T) {
-		df := "FROM test/busybox:1\nCOPY sub/g /g\n"
+		// COPY . shows the generated directory the Dockerfile travels in
+		// is not part of the context, as docker build keeps it out
+		df := "FROM test/busybox:1\nCOPY sub/g /g\nCOPY . /all/\n"
 		id, _ := remoteBuild(t, df, "-f", "-", ctxDir)
 		if want := local(t, df, "-f", "-", ctxDir); id != want {
 			t.Errorf("kiln --host build -f - made %s, kiln build %s", id, want)
