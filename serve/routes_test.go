@@ -109,7 +109,8 @@ func TestOpenAPIDocumentsRoutes(t *testing.T) {
 }
 
 // TestOpenAPIWellFormed: each operation has responses, declares the
-// parameters of its path, and every $ref points at something there.
+// parameters of its path, every $ref points at something there, and no
+// key lacks its value. (openapi-spec-validator, pip's, checks the rest.)
 func TestOpenAPIWellFormed(t *testing.T) {
 	ops, doc := openAPIOperations(t)
 	paths := doc["paths"].(map[string]any)
@@ -144,6 +145,11 @@ func TestOpenAPIWellFormed(t *testing.T) {
 		switch v := v.(type) {
 		case map[string]any:
 			for k, e := range v {
+				if e == nil {
+					// a comma in a {…} description splits it into a key
+					// without a value
+					t.Errorf("%s/%s has no value (quote text with commas)", at, k)
+				}
 				if k == "$ref" {
 					if ref, _ := e.(string); resolve(doc, ref) == nil {
 						t.Errorf("%s: $ref %v leads nowhere", at, e)
