@@ -18,7 +18,7 @@
 #
 # Both daemons start empty but for the same busybox base (bin/mkbase's,
 # kiln load'ed into kiln's store and docker load'ed into dockerd's), under
-# WORK/serve; dockerd runs with its own --data-root, --exec-root and socket,
+# WORK/serve, removed at the end (the logs stay, WORK/logs/serve-*); dockerd runs with its own --data-root, --exec-root and socket,
 # without a bridge (builds use --network none, on both sides), and is
 # stopped at the end. Cold: the first build in the fresh store. No-op: the
 # same build again, median of RUNS.
@@ -70,6 +70,8 @@ cleanup() {
 	stop "$kiln_pid"
 	stop "$dockerd_pid"
 	rm -rf "$run"
+	# the stores and the context's copy: the logs are what stays
+	rm -rf "$dir" 2>/dev/null || echo "bench serve: could not remove $dir (a mount of dockerd's left?)" >&2
 }
 trap cleanup EXIT
 
