@@ -13,7 +13,7 @@
 
 GO       ?= go
 BIN      := bin
-PACKAGES := busybox-static debootstrap ca-certificates docker-registry uidmap passt slirp4netns iproute2 util-linux git openssh-client openssh-server docker.io python3-docker qemu-user-static
+PACKAGES := busybox-static debootstrap ca-certificates docker-registry uidmap passt slirp4netns iproute2 util-linux git openssh-client openssh-server docker.io python3-docker docker-compose qemu-user-static
 DEMO_OUT ?= /tmp/kiln-demo.tar
 
 # One shell per recipe, stopping at the first failing command: the demo
