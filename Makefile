@@ -7,11 +7,13 @@
 #   make deps    the Debian packages the test fixtures need (root; idempotent)
 #   make demo    build examples/hello against a throwaway local registry
 #   make bench   benchmarks (see issue 3)
+#   make bench-serve  only make bench's kiln serve rows (docker build
+#                through kiln serve vs dockerd's classic builder)
 #   make clean
 
 GO       ?= go
 BIN      := bin
-PACKAGES := busybox-static debootstrap ca-certificates docker-registry uidmap passt slirp4netns iproute2 util-linux git openssh-client openssh-server docker.io python3-docker qemu-user-static
+PACKAGES := busybox-static debootstrap ca-certificates docker-registry uidmap passt slirp4netns iproute2 util-linux git openssh-client openssh-server docker.io python3-docker docker-compose qemu-user-static
 DEMO_OUT ?= /tmp/kiln-demo.tar
 
 # One shell per recipe, stopping at the first failing command: the demo
@@ -20,7 +22,7 @@ SHELL       := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 .ONESHELL:
 
-.PHONY: build print-ldflags init mkbase test deps demo bench clean
+.PHONY: build print-ldflags init mkbase test deps demo bench bench-serve clean
 
 # kiln embeds kiln-init (internal/initbin): a plain `go build` without it
 # still works, and RUN steps then re-execute kiln, which starts slower.
@@ -92,6 +94,10 @@ demo: deps build mkbase
 # the hot paths: go test -run '^$$' -bench . ./cache ./layer ...
 bench: build mkbase
 	bench/run.sh
+
+# Only the kiln serve rows of make bench (bench/serve.sh): a few minutes.
+bench-serve: build mkbase
+	bench/run.sh serve
 
 clean:
 	rm -rf $(BIN) $(DEMO_OUT) $(INIT)

@@ -19,6 +19,14 @@
 #      qemu-user-static && kiln binfmt --install), where dpkg lacks arm64
 #      (the base is Debian's busybox-static:arm64), or where this kiln cannot
 #      build --platform linux/arm64.
+#   6. kiln serve (bench/serve.sh): `docker build` (DOCKER_BUILDKIT=0) of the
+#      10k-file context through kiln serve vs through dockerd 20.10's classic
+#      builder, cold and no-op, and the per-request overhead of the API path
+#      over kiln build; dockerd (Debian's docker.io) is started by the bench
+#      with its own data root and socket, and stopped after. Skipped, with
+#      the reason in the report, without dockerd and the docker CLI.
+#
+#   bench/run.sh serve (make bench-serve) runs 6. alone (BENCH_ONLY=serve).
 #
 # Every build exports an OCI archive (kiln -o type=oci, buildctl --output
 # type=oci). Wall time and peak RSS come from /usr/bin/time; BuildKit's RSS
@@ -37,6 +45,11 @@
 #   BENCH_BUILDKIT=0  skip BuildKit even if it answers
 #   BENCH_ONLY=run    only the RUN workloads (2., 4. and 5.), e.g. to try
 #                     the script quickly
+#   BENCH_ONLY=serve  only kiln serve's rows (6.)
+#   BENCH_SERVE=0     skip kiln serve's rows (6.)
+#   DOCKER, DOCKERD   the docker CLI and dockerd of 6. (default Debian's
+#                     /usr/bin/docker, else docker on PATH; dockerd)
+#   SERVE_REPS        repetitions of 6.'s overhead measurement (default 10)
 #   BENCH_EMULATED=0  skip the emulated arm64 row (5.)
 #   BENCH_FLEET=0     skip the fleet benchmark (bench/fleet: FLEET_RUNNERS
 #                     empty stores in a row sharing a registry cache)
@@ -59,6 +72,13 @@
 # the tables between the bench:begin and bench:end markers of README.md
 # (never edit them by hand).
 set -eu -o pipefail
+
+if [ "${1:-}" = serve ]; then
+	BENCH_ONLY=serve
+elif [ $# -gt 0 ]; then
+	echo "usage: bench/run.sh [serve]" >&2
+	exit 2
+fi
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
 KILN=${KILN:-$repo/bin/kiln}
@@ -317,25 +337,41 @@ echo "bench: kiln at $commit, BuildKit: $([ $bk = 1 ] && echo "yes ${bkversion:-
 
 # The cold 10k build leaves kiln's store and BuildKit's cache warm for the
 # rebuilds that follow; the other cold builds start from empty stores again.
-if [ "${BENCH_ONLY:-}" != run ]; then
-	cold "10k-files cold" 10k "$ctx10k"
-	warm "10k-files no-op rebuild" 10k "$ctx10k"
-	warm "10k-files one file changed" 10k "$ctx10k" change_one
-	cp "$work/onefile.orig" "$onefile"
+if [ "${BENCH_ONLY:-}" != serve ]; then
+	if [ "${BENCH_ONLY:-}" != run ]; then
+		cold "10k-files cold" 10k "$ctx10k"
+		warm "10k-files no-op rebuild" 10k "$ctx10k"
+		warm "10k-files one file changed" 10k "$ctx10k" change_one
+		cp "$work/onefile.orig" "$onefile"
+	fi
+	cold "30 RUN steps cold" run30 "$empty"
+	cold "1 RUN step cold" run1 "$empty"
+	[ "${BENCH_ONLY:-}" = run ] || cold "500 MB RUN, OCI export" big "$empty"
+	hostnet=(--network=host --allow network.host)
+	cold_kiln "30 RUN steps, host network" run30 "$empty" "${hostnet[@]}"
+	cold_kiln "1 RUN step, host network" run1 "$empty" "${hostnet[@]}"
+	[ -n "$emu_skip" ] || cold_emulated "arm64 emulated RUN steps cold" emu-arm64
 fi
-cold "30 RUN steps cold" run30 "$empty"
-cold "1 RUN step cold" run1 "$empty"
-[ "${BENCH_ONLY:-}" = run ] || cold "500 MB RUN, OCI export" big "$empty"
-hostnet=(--network=host --allow network.host)
-cold_kiln "30 RUN steps, host network" run30 "$empty" "${hostnet[@]}"
-cold_kiln "1 RUN step, host network" run1 "$empty" "${hostnet[@]}"
-[ -n "$emu_skip" ] || cold_emulated "arm64 emulated RUN steps cold" emu-arm64
+
+# kiln serve vs dockerd's classic builder (bench/serve.sh), on the 10k context.
+serve_txt= serve_skip=
+if [ "${BENCH_ONLY:-}" = run ]; then
+	serve_skip="BENCH_ONLY=run"
+elif [ "${BENCH_SERVE:-1}" = 0 ]; then
+	serve_skip="BENCH_SERVE=0"
+elif ! command -v "${DOCKERD:-dockerd}" >/dev/null || ! command -v "${DOCKER:-docker}" >/dev/null; then
+	serve_skip="no dockerd or docker CLI (apt-get install docker.io)"
+else
+	echo "bench: kiln serve vs dockerd's classic builder (bench/serve.sh)"
+	serve_txt=$(KILN=$KILN MKBASE=$MKBASE RUNS=$RUNS "$repo/bench/serve.sh" "$work" "$ctx10k") ||
+		{ echo "bench: the kiln serve rows failed (bench/serve.sh, logs in $logs/serve-*)" >&2; exit 1; }
+fi
 
 # The executor's benchmarks of the same, without the noise of whole builds:
 # set up and tear down the build network; one RUN of /bin/true in it, and
 # in the host's network.
 netbench=
-if command -v go >/dev/null; then
+if [ "${BENCH_ONLY:-}" != serve ] && command -v go >/dev/null; then
 	netbench=$(cd "$repo" && go test -run '^$' -bench 'BenchmarkNetworkSetup|BenchmarkRunNetwork/(default|host)$' \
 		-benchtime "${BENCH_NET_TIME:-20x}" ./executor 2>&1 |
 		# A benchmark's name and its result can be split by a line the
@@ -355,12 +391,14 @@ cpu=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
 	echo "kiln: $commit"
 	[ $bk = 0 ] || echo "BuildKit: ${bkversion:-unknown version}"
 	[ -z "${BENCH_ONLY:-}" ] || echo "partial: BENCH_ONLY=$BENCH_ONLY"
-	if [ $bk = 1 ]; then
+	if [ ${#order[@]} = 0 ]; then
+		: # BENCH_ONLY=serve: no workload table
+	elif [ $bk = 1 ]; then
 		printf '%-30s %10s %12s %12s %8s\n' workload "kiln (s)" "kiln RSS MB" "BuildKit (s)" ratio
 	else
 		printf '%-30s %10s %12s\n' workload "kiln (s)" "kiln RSS MB"
 	fi
-	for l in "${order[@]}"; do
+	for l in ${order[@]+"${order[@]}"}; do
 		if [ $bk = 1 ]; then
 			# kiln-only rows (the host-network ones) have no BuildKit time
 			printf '%-30s %10s %12s %12s %8s\n' "$l" "${KT[$l]}" "${KM[$l]}" "${BT[$l]:--}" \
@@ -370,14 +408,17 @@ cpu=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
 		fi
 	done
 	per_run() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.1f ms", (a-b)/29*1000}'; }
-	printf 'per-RUN overhead (30 RUN − 1 RUN)/29: kiln %s' "$(per_run "${KT[30 RUN steps cold]}" "${KT[1 RUN step cold]}")"
-	[ $bk = 0 ] || printf ', BuildKit %s' "$(per_run "${BT[30 RUN steps cold]}" "${BT[1 RUN step cold]}")"
-	echo
-	ms() { awk -v a="$1" -v b="$2" -v n="$3" 'BEGIN {printf "%.1f ms", (a-b)/n*1000}'; }
-	printf 'RUN network (default: isolated, through pasta): set up once per build %s (1 RUN step, default − host network); per-RUN %s with it, %s with the host network (target ≤25 ms)\n' \
-		"$(ms "${KT[1 RUN step cold]}" "${KT[1 RUN step, host network]}" 1)" \
-		"$(per_run "${KT[30 RUN steps cold]}" "${KT[1 RUN step cold]}")" \
-		"$(per_run "${KT[30 RUN steps, host network]}" "${KT[1 RUN step, host network]}")"
+	# (BENCH_ONLY=serve has no RUN rows)
+	if [ "${BENCH_ONLY:-}" != serve ]; then
+		printf 'per-RUN overhead (30 RUN − 1 RUN)/29: kiln %s' "$(per_run "${KT[30 RUN steps cold]}" "${KT[1 RUN step cold]}")"
+		[ $bk = 0 ] || printf ', BuildKit %s' "$(per_run "${BT[30 RUN steps cold]}" "${BT[1 RUN step cold]}")"
+		echo
+		ms() { awk -v a="$1" -v b="$2" -v n="$3" 'BEGIN {printf "%.1f ms", (a-b)/n*1000}'; }
+		printf 'RUN network (default: isolated, through pasta): set up once per build %s (1 RUN step, default − host network); per-RUN %s with it, %s with the host network (target ≤25 ms)\n' \
+			"$(ms "${KT[1 RUN step cold]}" "${KT[1 RUN step, host network]}" 1)" \
+			"$(per_run "${KT[30 RUN steps cold]}" "${KT[1 RUN step cold]}")" \
+			"$(per_run "${KT[30 RUN steps, host network]}" "${KT[1 RUN step, host network]}")"
+	fi
 	if [ -n "$netbench" ]; then
 		# ns/op of each benchmark, by name without the -CPUS suffix
 		nsop() { printf '%s\n' "$netbench" | awk -v b="$1" '{n=$1; sub(/-[0-9]+$/, "", n)} n == b {print $3}'; }
@@ -388,7 +429,12 @@ cpu=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
 			printf 'RUN network, executor benchmarks: %s\n' "$netbench"
 		fi
 	fi
-	[ -z "$emu_skip" ] || echo "emulated arm64 row: skipped: $emu_skip"
+	[ -z "$emu_skip" ] || [ "${BENCH_ONLY:-}" = serve ] || echo "emulated arm64 row: skipped: $emu_skip"
+	if [ -n "$serve_txt" ]; then
+		printf '%s\n' "$serve_txt"
+	else
+		echo "serve rows: skipped: $serve_skip"
+	fi
 	echo "(warm rows: median of $RUNS runs; load average $load_before before, $(cut -d' ' -f1-3 /proc/loadavg) after:"
 	echo " other work on the machine skews both builders; compare ratios from one run; logs in $logs)"
 	echo "traces of every kiln build (kiln build --trace; open in ui.perfetto.dev): $traces"
@@ -420,7 +466,7 @@ fi
 # KILN_TEST_CACHE/fleet-debian). Its RUN steps use the host's network
 # (--network=host --allow network.host) only so they reach those servers:
 # a bench-only choice, not a recommendation.
-if [ "${BENCH_ONLY:-}" != run ] && [ "${BENCH_FLEET:-1}" != 0 ]; then
+if [ -z "${BENCH_ONLY:-}" ] && [ "${BENCH_FLEET:-1}" != 0 ]; then
 	fleetctx=$work/fleet-mounts
 	rm -rf "$fleetctx"
 	mkdir -p "$fleetctx/src"

@@ -54,6 +54,7 @@ func New(b Backend) *Server {
 	s.handle("GET", "/version", s.version)
 	s.handle("GET", "/info", s.info)
 	s.imageRoutes()
+	s.networkRoutes()
 	return s
 }
 

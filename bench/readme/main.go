@@ -130,7 +130,25 @@ type results struct {
 	NetLine  string     // the RUN network summary
 	NetBench string     // the executor's network benchmarks
 	EmuSkip  string     // why the emulated arm64 row is missing, if it is
+	Serve    serveResults
 	Fleets   []fleet
+}
+
+// serveResults are bench/serve.sh's: docker build through kiln serve and
+// through dockerd's classic builder.
+type serveResults struct {
+	Client, Dockerd string // versions
+	RSS             int    // kiln serve's peak, MB
+	Rows            []serveRow
+	// the no-op build through the API and with kiln build, ms: of a
+	// one-file context, and of the 10k-file one
+	API, CLI, API10k, CLI10k float64
+	Skip                     string // why the rows are missing, if they are
+}
+
+type serveRow struct {
+	Label         string
+	Kiln, Dockerd float64 // s
 }
 
 type row struct {
@@ -161,13 +179,16 @@ var (
 	reexportRE = regexp.MustCompile(`^kiln, unchanged re-export\s+([0-9.]+)\s+([0-9.]+)\s+([0-9.]+)`)
 	digestRE   = regexp.MustCompile(`^cache digest across the unchanged re-export: (\S+)`)
 	fleetSumRE = regexp.MustCompile(`^runners 2–\d+: .*: ([0-9.]+)× \(target (.*)\)`)
+	serveRE    = regexp.MustCompile(`^serve: docker CLI (\S+), dockerd (\S+) .*; kiln serve peak RSS (\d+) MB`)
+	serveRowRE = regexp.MustCompile(`^(.*\S)\s+([0-9.]+)\s+([0-9.]+)\s+[0-9.]+x$`)
+	overheadRE = regexp.MustCompile(`^serve overhead: .* via kiln serve ([0-9.]+) ms, kiln build ([0-9.]+) ms: .*; 10k-file context ([0-9.]+) ms vs ([0-9.]+) ms`)
 )
 
 // parse reads a results.txt.
 func parse(r io.Reader) (*results, error) {
 	res := &results{}
 	sc := bufio.NewScanner(r)
-	inTable := false
+	inTable, inServe := false, false
 	var fl *fleet
 	for sc.Scan() {
 		line := strings.TrimRight(sc.Text(), " ")
@@ -197,6 +218,27 @@ func parse(r io.Reader) (*results, error) {
 			}
 			res.PerRun[0], _ = strconv.ParseFloat(m[1], 64)
 			res.PerRun[1], _ = strconv.ParseFloat(m[2], 64)
+		case serveRE.MatchString(line):
+			m := serveRE.FindStringSubmatch(line)
+			res.Serve.Client, res.Serve.Dockerd = m[1], m[2]
+			res.Serve.RSS, _ = strconv.Atoi(m[3])
+		case strings.HasPrefix(line, "serve workload "):
+			inServe = true
+		case strings.HasPrefix(line, "serve overhead: "):
+			inServe = false
+			m := overheadRE.FindStringSubmatch(line)
+			if m == nil {
+				return nil, fmt.Errorf("unreadable serve overhead line %q", line)
+			}
+			res.Serve.API, res.Serve.CLI, res.Serve.API10k, res.Serve.CLI10k = num(m[1]), num(m[2]), num(m[3]), num(m[4])
+		case inServe:
+			m := serveRowRE.FindStringSubmatch(line)
+			if m == nil {
+				return nil, fmt.Errorf("unreadable serve row %q", line)
+			}
+			res.Serve.Rows = append(res.Serve.Rows, serveRow{Label: m[1], Kiln: num(m[2]), Dockerd: num(m[3])})
+		case strings.HasPrefix(line, "serve rows: skipped: "):
+			res.Serve.Skip = strings.TrimPrefix(line, "serve rows: skipped: ")
 		case inTable:
 			rw, err := parseRow(line, res.HasBK)
 			if err != nil {
@@ -233,7 +275,7 @@ func parse(r io.Reader) (*results, error) {
 	if err := sc.Err(); err != nil {
 		return nil, err
 	}
-	if res.Machine == "" || len(res.Rows) == 0 {
+	if res.Machine == "" || len(res.Rows) == 0 && len(res.Serve.Rows) == 0 {
 		return nil, errors.New("no machine line or no workload table: not a make bench report")
 	}
 	return res, nil
@@ -309,6 +351,11 @@ func renderMain(res *results) string {
 		fmt.Fprintf(&b, "; a partial run: %s", res.Partial)
 	}
 	fmt.Fprintf(&b, "). Machine: %s.\n\n", machine(res.Machine))
+	if len(res.Rows) == 0 {
+		// bench/run.sh serve: kiln serve's rows alone
+		renderServe(&b, res)
+		return b.String()
+	}
 	fmt.Fprintf(&b, "| workload | kiln | peak RSS | %s | kiln / BuildKit | target |\n", bkName)
 	b.WriteString("|---|---|---|---|---|---|\n")
 	byLabel := map[string]row{}
@@ -343,8 +390,48 @@ func renderMain(res *results) string {
 	if res.EmuSkip != "" {
 		fmt.Fprintf(&b, " The emulated arm64 row was skipped: %s.", strings.TrimSuffix(res.EmuSkip, "."))
 	}
+	if res.Serve.Skip != "" {
+		fmt.Fprintf(&b, " The kiln serve rows were skipped: %s.", strings.TrimSuffix(res.Serve.Skip, "."))
+	}
 	b.WriteString("\n")
+	if len(res.Serve.Rows) > 0 {
+		b.WriteString("\n")
+		renderServe(&b, res)
+	}
 	return b.String()
+}
+
+// serveWorkloads are the README's names of bench/serve.sh's rows.
+var serveWorkloads = map[string]string{
+	"10k-files cold":          "10,000 files (~120 MB) with one COPY + 2 RUN, cold",
+	"10k-files no-op rebuild": "the same, no-op rebuild",
+}
+
+// renderServe is the table of kiln serve against dockerd's classic builder.
+func renderServe(b *strings.Builder, res *results) {
+	s := res.Serve
+	dockerd := "dockerd " + s.Dockerd
+	fmt.Fprintf(b, "`docker build` with the classic build API (docker CLI %s, `DOCKER_BUILDKIT=0`, `--network none`) through `kiln serve` and through %s's classic builder, each daemon started empty but for the busybox base:\n\n", s.Client, dockerd)
+	fmt.Fprintf(b, "| workload | through kiln serve | through %s | kiln serve / dockerd | target |\n", dockerd)
+	b.WriteString("|---|---|---|---|---|\n")
+	for _, r := range s.Rows {
+		name := serveWorkloads[r.Label]
+		if name == "" {
+			name = r.Label
+		}
+		fmt.Fprintf(b, "| %s | %s | %s | %s | – |\n", name, secs(r.Kiln), secsOrDash(r.Dockerd), ratio(r.Kiln, r.Dockerd))
+	}
+	if s.API > 0 || s.CLI > 0 {
+		fmt.Fprintf(b, "| per-request overhead of the API path: a no-op build of a one-file context, `docker build` through kiln serve (%.1f ms) − `kiln build` (%.1f ms) | %+.1f ms | | | ≤50 ms |\n", s.API, s.CLI, s.API-s.CLI)
+	}
+	b.WriteString("\n")
+	if s.RSS > 0 {
+		fmt.Fprintf(b, "kiln serve's peak RSS: %d MB.", s.RSS)
+	}
+	if s.API10k > 0 || s.CLI10k > 0 {
+		fmt.Fprintf(b, " The no-op rebuild of the 10,000-file context takes %s through kiln serve and %s with `kiln build` on the same store: the difference is the context, sent as a tar archive and unpacked by the server, which `kiln build` reads in place.", secs(s.API10k/1000), secs(s.CLI10k/1000))
+	}
+	b.WriteString("\n")
 }
 
 var netRE = regexp.MustCompile(`set up once per build ([0-9.]+ ms) .*; per-RUN ([0-9.]+ ms) with it, ([0-9.]+ ms) with the host network`)

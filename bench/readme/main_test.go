@@ -14,9 +14,11 @@ var update = flag.Bool("update", false, "rewrite the golden files")
 
 // The blocks of each report, against golden files: testdata/results.txt is
 // a whole make bench run (BuildKit and the fleet), results-kiln-only.txt a
-// partial one without BuildKit.
+// partial one without BuildKit (nor dockerd for the kiln serve rows),
+// results-serve.txt a whole one with the kiln serve rows, and
+// results-serve-only.txt those rows alone (bench/run.sh serve).
 func TestBlocks(t *testing.T) {
-	for _, name := range []string{"results", "results-kiln-only"} {
+	for _, name := range []string{"results", "results-kiln-only", "results-serve", "results-serve-only"} {
 		t.Run(name, func(t *testing.T) {
 			var out bytes.Buffer
 			if err := run(filepath.Join("testdata", name+".txt"), "", true, &out); err != nil {
@@ -73,12 +75,39 @@ func TestParse(t *testing.T) {
 	}
 }
 
+func TestParseServe(t *testing.T) {
+	f, err := os.Open("testdata/results-serve.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	res, err := parse(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := res.Serve
+	if s.Client != "20.10.24+dfsg1" || s.Dockerd != "20.10.24+dfsg1" || s.RSS != 65 || s.Skip != "" {
+		t.Errorf("serve header: %+v", s)
+	}
+	if len(s.Rows) != 2 || s.Rows[0] != (serveRow{"10k-files cold", 7.525, 15.286}) || s.Rows[1] != (serveRow{"10k-files no-op rebuild", 3.7, 6.016}) {
+		t.Errorf("serve rows: %+v", s.Rows)
+	}
+	if s.API != 45 || s.CLI != 9 || s.API10k != 4381 || s.CLI10k != 108 {
+		t.Errorf("serve overhead: %+v", s)
+	}
+	if len(res.Rows) != 9 {
+		t.Errorf("%d workload rows, want 9: the serve rows are not workload rows", len(res.Rows))
+	}
+}
+
 func TestParseRefuses(t *testing.T) {
 	for _, tt := range []struct{ name, text, want string }{
 		{"empty", "", "not a make bench report"},
 		{"no table", "machine: 2 CPUs\n", "not a make bench report"},
 		{"short row", "machine: x\nworkload a b\nfoo 12\n", "unreadable workload row"},
 		{"bad number", "machine: x\nworkload a b\nfoo 1.2.3 40\n", "workload row"},
+		{"bad serve row", "machine: x\nserve workload a b c\nfoo 1.0 x\n", "unreadable serve row"},
+		{"bad serve overhead", "machine: x\nserve workload a b c\nfoo 1.0 2.0 0.50x\nserve overhead: none\n", "unreadable serve overhead"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			_, err := parse(strings.NewReader(tt.text))
