@@ -110,6 +110,14 @@ func newBuildCmd(root *string) *cobra.Command {
 func runBuild(cmd *cobra.Command, root, contextDir string, f buildFlags) (err error) {
 	ctx := cmd.Context()
 	started := time.Now()
+	// what the error report quotes: the Dockerfile, the failing step's log
+	var report buildError
+	defer func() {
+		if err != nil && (report.dockerfile != nil || report.display != nil) {
+			report.err = err
+			err = &report
+		}
+	}()
 	if f.trace != "" {
 		// Written on every path: a failed build's trace is the one that
 		// says most.
@@ -214,7 +222,7 @@ func runBuild(cmd *cobra.Command, root, contextDir string, f buildFlags) (err er
 	if err != nil {
 		return fmt.Errorf("reading Dockerfile: %w", err)
 	}
-	dockerfileSource = src
+	report.dockerfile = src
 	if call, err := callMode(f.call, f.check); err != nil {
 		return err
 	} else if call == "check" {
@@ -272,6 +280,7 @@ func runBuild(cmd *cobra.Command, root, contextDir string, f buildFlags) (err er
 		return err
 	}
 	defer progress.Close(printer)
+	report.display = printer
 	// Work the build leaves to finish while its outputs are written (the
 	// build network's teardown): done before the store is closed.
 	var background sync.WaitGroup
