@@ -14,6 +14,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // The API versions kiln answers. 1.41 is what dockerd 20.10 (Debian's
@@ -32,6 +33,10 @@ type Server struct {
 
 	builder   Builder      // POST /build: SetBuilder
 	buildOpts BuildOptions // of POST /build
+	// concurrent builds: buildturn.go
+	buildSlots      chan struct{}
+	builds          inFlight
+	shutdownTimeout time.Duration
 }
 
 // handlerFunc serves one route; vars holds the route's {name} segments.
@@ -47,7 +52,7 @@ type route struct {
 
 // New returns the server answering from b.
 func New(b Backend) *Server {
-	s := &Server{backend: b}
+	s := &Server{backend: b, shutdownTimeout: DefaultShutdownTimeout}
 	s.handle("GET", "/_ping", s.ping)
 	s.handle("HEAD", "/_ping", s.ping)
 	s.handle("GET", "/version", s.version)

@@ -351,6 +351,8 @@ func runBuild(cmd *cobra.Command, root, contextDir string, f buildFlags) (err er
 		Remote:         remote,
 		NamedContexts:  namedContexts,
 		Platform:       plats[0],
+		Shared:         sharedSteps(ctx), // kiln serve's builds share steps
+		BuildID:        printer.ID,
 	}
 	if len(plats) > 1 {
 		return runMultiPlatform(ctx, cmd, multiBuild{f: f, opts: opts, platforms: plats, outputs: outputs,

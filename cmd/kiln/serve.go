@@ -24,6 +24,7 @@ func newServeCmd(root *string) *cobra.Command {
 	var tlsFiles serve.TLSFiles
 	var allow []string
 	var maxContext string
+	var builds *serveBuildFlags
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Serve the Docker Engine API's build and image endpoints on a socket",
@@ -79,9 +80,13 @@ See docs/serve.md.`,
 			}
 			defer store.Close()
 			srv := serve.New(newServeBackend(*root))
-			srv.SetBuilder(serveBuilder(root, allow), serve.BuildOptions{
+			closeEvents, err := builds.setup(srv, serve.BuildOptions{
 				ScratchDir: filepath.Join(store.Root, "tmp"), MaxContextSize: maxSize,
-				HostNetwork: slices.Contains(allow, "network.host")})
+				HostNetwork: slices.Contains(allow, "network.host")}, root, allow)
+			if err != nil {
+				return err
+			}
+			defer closeEvents()
 			err = srv.Run(cmd.Context(), ls)
 			fmt.Fprintln(os.Stderr, "kiln serve: stopped")
 			return err
@@ -94,6 +99,7 @@ See docs/serve.md.`,
 	f.StringVar(&tlsFiles.Key, "tlskey", "", "the server's TLS key (PEM)")
 	f.StringArrayVar(&allow, "allow", nil, "grant builds an entitlement (repeatable), as kiln build --allow: network.host lets POST /build use networkmode=host")
 	f.StringVar(&maxContext, "max-context-size", "10g", "largest build context a client may send, e.g. 500m or 10g; a bigger one is refused with 413")
+	builds = addServeBuildFlags(f)
 	return cmd
 }
 
