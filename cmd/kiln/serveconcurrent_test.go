@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -10,7 +11,9 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/kiln-build/kiln/export"
 	"github.com/kiln-build/kiln/inflight"
@@ -180,7 +183,138 @@ for m in c.build(path=sys.argv[2], dockerfile=sys.argv[3], tag=sys.argv[5], netw
 	if len(found) != len(users) {
 		t.Errorf("events of %d RUN steps, want %d: %v", len(found), len(users), byKey)
 	}
+	stopAndVerify(t, s, root)
+}
+
+// stopAndVerify sends kiln serve SIGTERM: it must exit 0, with no data
+// race found when the binary has the detector (KILN_TEST_RACE=1), no
+// mount left under the store, and the store must pass kiln verify.
+func stopAndVerify(t *testing.T, s *server, root string) {
+	t.Helper()
+	if code := s.stop(t); code != 0 {
+		t.Errorf("kiln serve exited %d after SIGTERM:\n%s", code, s.log)
+	}
+	if strings.Contains(s.log.String(), "DATA RACE") {
+		t.Errorf("kiln serve has a data race:\n%s", s.log)
+	}
+	if n := mountsUnder(t, root); n > 0 {
+		t.Errorf("%d mounts under the store once kiln serve stopped", n)
+	}
 	if out, code := kiln(t, "--root", root, "verify"); code != 0 {
-		t.Errorf("kiln verify after the builds: %s", out)
+		t.Errorf("kiln verify after kiln serve stopped: %s", out)
+	}
+}
+
+// dockerBuild starts `docker build` of dockerfile in dir through host.
+func dockerBuild(t *testing.T, host, dir, dockerfile string, out *bytes.Buffer) *exec.Cmd {
+	t.Helper()
+	writeFiles(t, dir, map[string]string{"Dockerfile": dockerfile})
+	cmd := exec.Command("docker", "-H", host, "build", "--network", "none", ".")
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "DOCKER_BUILDKIT=0", "DOCKER_CONFIG="+t.TempDir())
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	return cmd
+}
+
+// waitRunning waits until a process has cmdline cmd.
+func waitRunning(t *testing.T, cmd string, log fmt.Stringer) {
+	t.Helper()
+	for deadline := time.Now().Add(60 * time.Second); !running(t, cmd); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%q is not running:\n%s", cmd, log)
+		}
+	}
+}
+
+// waitGone waits until no process has cmdline cmd and nothing is mounted
+// under root.
+func waitGone(t *testing.T, cmd, root string) {
+	t.Helper()
+	for deadline := time.Now().Add(60 * time.Second); running(t, cmd) || mountsUnder(t, root) > 0; time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%q running: %v; %d mounts under the store", cmd, running(t, cmd), mountsUnder(t, root))
+		}
+	}
+}
+
+// marker is a number no other process has on its command line.
+func marker() string {
+	return fmt.Sprintf("%d", time.Now().UnixNano()%1000000+2000000)
+}
+
+// TestServeCancel: a docker CLI killed mid-RUN cancels its build only (its
+// RUN's processes die, nothing stays mounted, a concurrent build
+// succeeds); SIGTERM lets builds in flight finish within
+// --shutdown-timeout, and with --shutdown-timeout 0 cancels them; either
+// way kiln serve exits 0 and the store passes kiln verify.
+func TestServeCancel(t *testing.T) {
+	needRoot(t)
+	needTool(t, "docker", "docker.io")
+	dir := t.TempDir()
+	root := loadBusybox(t, dir)
+
+	t.Run("client killed", func(t *testing.T) {
+		sock := filepath.Join(t.TempDir(), "kiln.sock")
+		s := startServe(t, 1, nil, "", "--root", root, "--host", "unix://"+sock)
+		m := marker()
+		var killedOut, otherOut bytes.Buffer
+		killed := dockerBuild(t, "unix://"+sock, t.TempDir(), "FROM test/busybox:1\nRUN sleep "+m+"\n", &killedOut)
+		waitRunning(t, "sleep "+m, s.log)
+		other := dockerBuild(t, "unix://"+sock, t.TempDir(), "FROM test/busybox:1\nRUN sleep 2.5 && echo other-done\n", &otherOut)
+		waitRunning(t, "sleep 2.5", s.log)
+		killed.Process.Signal(syscall.SIGKILL)
+		killed.Wait()
+		if err := other.Wait(); err != nil || !strings.Contains(otherOut.String(), "Successfully built") {
+			t.Errorf("the other build, while one client was killed: %v:\n%s\nserver:\n%s", err, otherOut.String(), s.log)
+		}
+		waitGone(t, "sleep "+m, root)
+		stopAndVerify(t, s, root)
+	})
+
+	for _, tc := range []struct {
+		name    string
+		timeout string
+		succeed bool // the build in flight finishes
+	}{
+		{"SIGTERM finishes builds", "60s", true},
+		{"SIGTERM cancels builds", "0", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sock := filepath.Join(t.TempDir(), "kiln.sock")
+			s := startServe(t, 1, nil, "", "--root", root, "--host", "unix://"+sock, "--shutdown-timeout", tc.timeout)
+			m := marker()
+			df := "FROM test/busybox:1\nRUN sleep " + m + "\n"
+			if tc.succeed {
+				// a few seconds: SIGTERM comes while it runs
+				df = "FROM test/busybox:1\nRUN sleep 2.0" + m[len(m)-3:] + " && echo finished\n"
+				m = "2.0" + m[len(m)-3:]
+			}
+			var out bytes.Buffer
+			b := dockerBuild(t, "unix://"+sock, t.TempDir(), df, &out)
+			waitRunning(t, "sleep "+m, s.log)
+			if code := s.stop(t); code != 0 {
+				t.Errorf("kiln serve exited %d after SIGTERM:\n%s", code, s.log)
+			}
+			err := b.Wait()
+			if tc.succeed && (err != nil || !strings.Contains(out.String(), "Successfully built")) {
+				t.Errorf("the build in flight at SIGTERM: %v, want it finished:\n%s\nserver:\n%s", err, out.String(), s.log)
+			}
+			if !tc.succeed && err == nil {
+				t.Errorf("the build in flight at SIGTERM with --shutdown-timeout 0 succeeded, want it cancelled:\n%s", out.String())
+			}
+			if _, err := os.Stat(sock); err == nil {
+				t.Errorf("the socket %s is left after SIGTERM", sock)
+			}
+			waitGone(t, "sleep "+m, root)
+			if strings.Contains(s.log.String(), "DATA RACE") {
+				t.Errorf("kiln serve has a data race:\n%s", s.log)
+			}
+			if o, code := kiln(t, "--root", root, "verify"); code != 0 {
+				t.Errorf("kiln verify after kiln serve stopped: %s", o)
+			}
+		})
 	}
 }
