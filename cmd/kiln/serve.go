@@ -41,8 +41,10 @@ address other than loopback needs --tlscacert, --tlscert and --tlskey,
 and then only clients with a certificate signed by that CA get in.
 
 Under systemd socket activation (LISTEN_FDS) kiln serves the sockets it
-was given and ignores --host. SIGTERM or SIGINT stops it: it stops
-accepting, lets requests in flight finish, removes its sockets and exits 0.
+was given and ignores --host. Builds run at once (--max-concurrent-builds),
+and a step two of them need at the same time runs once. SIGTERM or SIGINT
+stops it: it stops accepting, lets builds in flight finish for up to
+--shutdown-timeout and cancels the rest, removes its sockets and exits 0.
 See docs/serve.md.`,
 		Example: `  kiln serve
   kiln serve --host unix:///run/kiln/kiln.sock --host tcp://127.0.0.1:2375
