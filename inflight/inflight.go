@@ -31,11 +31,12 @@ type Table struct {
 // Acquire waits until no one else runs key, then makes the caller its
 // runner. waited says another build was running key meanwhile: the
 // caller should look the key up again before running it, as that build
-// has probably stored its result. release ends the caller's turn (call it
+// has probably stored its result. onWait, when set, is called once when
+// the caller starts waiting. release ends the caller's turn (call it
 // once the step's result is stored, or when it failed); it must be
 // called, waited or not. Acquire returns ctx's error if ctx ends first,
 // and then the caller owns nothing.
-func (t *Table) Acquire(ctx context.Context, key string) (release func(), waited bool, err error) {
+func (t *Table) Acquire(ctx context.Context, key string, onWait func()) (release func(), waited bool, err error) {
 	if t == nil {
 		return func() {}, false, nil
 	}
@@ -60,8 +61,10 @@ func (t *Table) Acquire(ctx context.Context, key string) (release func(), waited
 			}, waited, nil
 		}
 		t.mu.Unlock()
+		if !waited && onWait != nil {
+			onWait()
+		}
 		waited = true
-		testHookWaiting()
 		select {
 		case <-ch:
 			// the runner is done, well or not: compete for the key again
@@ -70,9 +73,6 @@ func (t *Table) Acquire(ctx context.Context, key string) (release func(), waited
 		}
 	}
 }
-
-// testHookWaiting runs when a caller starts waiting for a key.
-var testHookWaiting = func() {}
 
 // Outcome is what became of one build's step.
 type Outcome string

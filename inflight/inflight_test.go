@@ -18,7 +18,7 @@ func TestAcquireOnce(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			release, w, err := tab.Acquire(context.Background(), "k")
+			release, w, err := tab.Acquire(context.Background(), "k", nil)
 			if err != nil {
 				t.Error(err)
 				return
@@ -56,9 +56,7 @@ func TestAcquireAfterFailure(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			var tab Table
 			waiting := make(chan struct{}, 1)
-			testHookWaiting = func() { waiting <- struct{}{} }
-			defer func() { testHookWaiting = func() {} }()
-			release, waited, err := tab.Acquire(context.Background(), "k")
+			release, waited, err := tab.Acquire(context.Background(), "k", nil)
 			if err != nil || waited {
 				t.Fatalf("first Acquire: waited %v, %v", waited, err)
 			}
@@ -71,11 +69,11 @@ func TestAcquireAfterFailure(t *testing.T) {
 			}
 			done := make(chan result)
 			go func() {
-				r, w, err := tab.Acquire(ctx, "k")
+				r, w, err := tab.Acquire(ctx, "k", func() { waiting <- struct{}{} })
 				done <- result{r, w, err}
 			}()
 			<-waiting
-			if other, w, err := tab.Acquire(context.Background(), "other"); err != nil || w {
+			if other, w, err := tab.Acquire(context.Background(), "other", nil); err != nil || w {
 				t.Errorf("another key waits: %v, %v", w, err)
 			} else {
 				other()
@@ -107,7 +105,7 @@ func TestAcquireAfterFailure(t *testing.T) {
 // TestNilTable shares nothing and reports nowhere.
 func TestNilTable(t *testing.T) {
 	var tab *Table
-	release, waited, err := tab.Acquire(context.Background(), "k")
+	release, waited, err := tab.Acquire(context.Background(), "k", nil)
 	if err != nil || waited {
 		t.Fatalf("nil table: waited %v, %v", waited, err)
 	}

@@ -24,7 +24,9 @@ func (b *build) shareStep(ctx context.Context, s *stage, name, key string, log p
 	if b.opt.Shared == nil || b.noCache(s) {
 		return func() {}, false, nil
 	}
-	release, waited, err := b.opt.Shared.Acquire(ctx, key)
+	release, waited, err := b.opt.Shared.Acquire(ctx, key, func() {
+		fmt.Fprintln(log, "waiting for a concurrent build running the same step")
+	})
 	if err != nil || !waited {
 		return release, false, err
 	}

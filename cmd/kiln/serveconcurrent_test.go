@@ -6,9 +6,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -206,7 +209,7 @@ func stopAndVerify(t *testing.T, s *server, root string) {
 }
 
 // dockerBuild starts `docker build` of dockerfile in dir through host.
-func dockerBuild(t *testing.T, host, dir, dockerfile string, out *bytes.Buffer) *exec.Cmd {
+func dockerBuild(t *testing.T, host, dir, dockerfile string, out io.Writer) *exec.Cmd {
 	t.Helper()
 	writeFiles(t, dir, map[string]string{"Dockerfile": dockerfile})
 	cmd := exec.Command("docker", "-H", host, "build", "--network", "none", ".")
@@ -317,4 +320,111 @@ func TestServeCancel(t *testing.T) {
 			}
 		})
 	}
+}
+
+// pids are the processes whose cmdline (space-joined) contains cmd.
+func pids(t *testing.T, cmd string) []string {
+	t.Helper()
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, e := range ents {
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err == nil && strings.Contains(strings.ReplaceAll(string(b), "\x00", " "), cmd) {
+			out = append(out, e.Name())
+		}
+	}
+	return out
+}
+
+// TestServeSharedStepRunnerCancelled: a build waiting for a step another
+// build runs does not fail when that build is cancelled: it runs the step
+// itself. The RUN waits for a file the test creates in its root, so
+// nothing depends on timing.
+func TestServeSharedStepRunnerCancelled(t *testing.T) {
+	needRoot(t)
+	needTool(t, "docker", "docker.io")
+	dir := t.TempDir()
+	root := loadBusybox(t, dir)
+	sock := filepath.Join(dir, "kiln.sock")
+	events := filepath.Join(dir, "events.jsonl")
+	s := startServe(t, 1, nil, "", "--root", root, "--host", "unix://"+sock, "--events", events)
+	m := marker()
+	gate := "/go-" + m
+	df := "FROM test/busybox:1\nRUN until [ -e " + gate + " ]; do sleep 0.1; done; echo passed > /passed\n"
+
+	// the runner: a plain HTTP client, cancelled below
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, "POST", "http://kiln/build?networkmode=none", bytes.NewReader(tarOf(t, testutil.File("Dockerfile", 0o644, df))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := unixClient(sock).Do(req)
+	if err != nil {
+		t.Fatalf("POST /build: %v", err)
+	}
+	defer resp.Body.Close()
+	waitRunning(t, gate, s.log)
+	runner := pids(t, gate)
+
+	// the waiter: the docker CLI
+	var out syncBuffer
+	waiter := dockerBuild(t, "unix://"+sock, t.TempDir(), df, &out)
+	for deadline := time.Now().Add(60 * time.Second); !strings.Contains(out.String(), "waiting for a concurrent build running the same step"); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the second build does not wait for the first:\n%s\nserver:\n%s", out.String(), s.log)
+		}
+	}
+	cancel()
+	resp.Body.Close()
+	// the runner's RUN dies; the waiter's starts
+	var mine []string
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the waiting build does not run the step itself:\n%s\nserver:\n%s", out.String(), s.log)
+		}
+		mine = pids(t, gate)
+		old := false
+		for _, p := range mine {
+			old = old || slices.Contains(runner, p)
+		}
+		if len(mine) > 0 && !old {
+			break
+		}
+	}
+	for _, p := range mine {
+		os.WriteFile(filepath.Join("/proc", p, "root", gate), nil, 0o644)
+	}
+	if err := waiter.Wait(); err != nil || !strings.Contains(out.String(), "Successfully built") {
+		t.Fatalf("the waiting build after the other was cancelled: %v:\n%s\nserver:\n%s", err, out.String(), s.log)
+	}
+	n := map[inflight.Outcome]int{}
+	for _, e := range readEvents(t, events) {
+		n[e.Outcome]++
+	}
+	if n[inflight.Ran] != 1 || n[inflight.Shared] != 0 {
+		t.Errorf("events: %v; want the step ran once, by the build that waited", n)
+	}
+	stopAndVerify(t, s, root)
+}
+
+// syncBuffer is a buffer a process writes while the test reads it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
 }
