@@ -236,6 +236,9 @@ func (s *Server) build(w http.ResponseWriter, r *http.Request, _ map[string]stri
 	st.flushLine()
 	if err != nil {
 		msg := err.Error()
+		if r.Context().Err() != nil && s.cancelled.Load() {
+			msg = "the build was cancelled: kiln serve is stopping and its --shutdown-timeout passed; build again once it is back"
+		}
 		st.send(streamMessage{Error: msg, ErrorDetail: &errorDetail{Message: msg}})
 		return nil
 	}

@@ -49,14 +49,16 @@ func (s *Server) Run(ctx context.Context, ls []Listener) error {
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.shutdownTimeout)
 	defer cancel()
 	if serr := hs.Shutdown(sctx); serr != nil {
+		s.cancelled.Store(true)
 		cancelBase()
+		// A cancelled build cleans up (its RUN processes, mounts,
+		// scratch space) and tells its client why before its connection
+		// is closed; the store must not be closed under it either.
+		s.builds.close()
 		hs.Close()
 	}
+	s.builds.close()
 	// Serve returned for every listener: they are closed, sockets gone.
 	wg.Wait()
-	// Close does not wait for handlers: a cancelled build is still
-	// cleaning up (its RUN processes, mounts, scratch space), and the
-	// store must not be closed under it.
-	s.builds.close()
 	return err
 }

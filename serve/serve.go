@@ -14,6 +14,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -36,6 +37,7 @@ type Server struct {
 	// concurrent builds: buildturn.go
 	buildSlots      chan struct{}
 	builds          inFlight
+	cancelled       atomic.Bool // Run cancelled the requests in flight
 	shutdownTimeout time.Duration
 }
 
