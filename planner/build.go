@@ -27,6 +27,7 @@ import (
 	"github.com/kiln-build/kiln/cache"
 	"github.com/kiln-build/kiln/contexthash"
 	"github.com/kiln-build/kiln/executor"
+	"github.com/kiln-build/kiln/inflight"
 	"github.com/kiln-build/kiln/parser"
 	"github.com/kiln-build/kiln/platform"
 	"github.com/kiln-build/kiln/progress"
@@ -106,6 +107,12 @@ type Options struct {
 	// for the stage or image of that name in FROM, COPY --from and RUN
 	// --mount from= (see namedctx.go).
 	NamedContexts map[string]buildctx.Source
+	// Shared, when set, is shared by the builds running at once in this
+	// process (kiln serve): a step another of them is running is waited
+	// for and its result used, not run twice. Step outcomes go to its
+	// Events, naming the build BuildID.
+	Shared  *inflight.Table
+	BuildID string
 }
 
 // RemoteRecords are step records imported from remote caches.

@@ -25,6 +25,7 @@ import (
 	"github.com/kiln-build/kiln/cache"
 	"github.com/kiln-build/kiln/executor"
 	"github.com/kiln-build/kiln/executor/copier"
+	"github.com/kiln-build/kiln/inflight"
 	"github.com/kiln-build/kiln/layer"
 	"github.com/kiln-build/kiln/platform"
 	"github.com/kiln-build/kiln/progress"
@@ -214,7 +215,7 @@ func (b *build) commit(ctx context.Context, s *stage, key, upper string, tar lay
 
 // lookup applies the cached result of key to the stage, if there is one.
 func (b *build) lookup(s *stage, key string) (bool, error) {
-	if b.opt.NoCache || slices.Contains(b.opt.NoCacheFilter, s.name) || slices.Contains(b.opt.NoCacheFilter, s.displayName) {
+	if b.noCache(s) {
 		return false, nil
 	}
 	rec, ok, err := b.opt.Store.Step(key)
@@ -276,9 +277,22 @@ func (b *build) runStep(ctx context.Context, s *stage, name string, k *stepKey, 
 	if hit {
 		chainLinked(s, k, key)
 		span.SetString("cache", "hit")
+		b.stepEvent(name, key, inflight.Cached)
 		log.Cached()
 		return nil
 	}
+	release, hit, err := b.shareStep(ctx, s, name, key, log)
+	if err != nil {
+		log.Fail(err)
+		return err
+	}
+	if hit {
+		chainLinked(s, k, key)
+		span.SetString("cache", "shared")
+		log.Cached()
+		return nil
+	}
+	defer release()
 	if msg := b.explain(s.pos, k); msg != "" {
 		fmt.Fprintln(log, msg)
 	}
@@ -344,6 +358,7 @@ func (b *build) runStep(ctx context.Context, s *stage, name string, k *stepKey, 
 		return err
 	}
 	chainLinked(s, k, key)
+	b.stepEvent(name, key, inflight.Ran)
 	_, doneSpan := trace.Start(ctx, "progress: done")
 	log.Done()
 	doneSpan.End()

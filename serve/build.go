@@ -35,6 +35,19 @@ type BuildRequest struct {
 	// Network is default, none or host.
 	Network  string
 	Platform string
+	// Resources of each RUN step (0 = kiln build's default): Memory and
+	// MemorySwap in bytes (MemorySwap -1 = unlimited swap), CPUShares
+	// the relative weight, CPUs in cores (from cpuquota/cpuperiod),
+	// ShmSize the size of /dev/shm in bytes.
+	Memory, MemorySwap int64
+	CPUShares          int64
+	CPUs               float64
+	ShmSize            int64
+	// ExtraHosts are HOST:IP lines for RUN steps' /etc/hosts.
+	ExtraHosts []string
+	// CacheFrom are images whose inline cache the build may use, as
+	// kiln build --cache-from REF.
+	CacheFrom []string
 }
 
 // Builder runs a build as kiln build does, writing its plain progress
@@ -53,6 +66,9 @@ type BuildOptions struct {
 	// HostNetwork lets a build ask for networkmode=host: kiln serve
 	// was started with --allow network.host.
 	HostNetwork bool
+	// MaxConcurrent bounds the builds that run at once; more wait for a
+	// turn (their clients see so). 0 means DefaultMaxConcurrentBuilds.
+	MaxConcurrent int
 }
 
 // SetBuilder makes POST /build run builds through b. Without it the
@@ -61,7 +77,11 @@ func (s *Server) SetBuilder(b Builder, opts BuildOptions) {
 	if opts.MaxContextSize <= 0 {
 		opts.MaxContextSize = DefaultMaxContextSize
 	}
+	if opts.MaxConcurrent <= 0 {
+		opts.MaxConcurrent = DefaultMaxConcurrentBuilds()
+	}
 	s.builder, s.buildOpts = b, opts
+	s.buildSlots = make(chan struct{}, opts.MaxConcurrent)
 	s.handle("POST", "/build", s.build)
 }
 
@@ -106,6 +126,9 @@ func buildQuery(r *http.Request) (BuildRequest, string, bool, error) {
 		if err := json.Unmarshal([]byte(v), &req.Labels); err != nil {
 			return req, "", false, badRequest(fmt.Errorf("invalid query parameter labels: want a JSON object of strings, such as {\"a\":\"b\"}: %w", err))
 		}
+	}
+	if err := resourceQuery(q, &req); err != nil {
+		return req, "", false, err
 	}
 	switch m := q.Get("networkmode"); m {
 	case "", "default", "bridge":
@@ -155,6 +178,10 @@ func (l *limitedBody) Read(p []byte) (int, error) {
 }
 
 func (s *Server) build(w http.ResponseWriter, r *http.Request, _ map[string]string) error {
+	if !s.builds.enter() {
+		return &statusError{http.StatusServiceUnavailable, errors.New("kiln serve is stopping: build again once it is back")}
+	}
+	defer s.builds.leave()
 	req, dockerfile, quiet, err := buildQuery(r)
 	if err != nil {
 		return err
@@ -198,10 +225,21 @@ func (s *Server) build(w http.ResponseWriter, r *http.Request, _ map[string]stri
 	if quiet {
 		progress = io.Discard
 	}
+	release, err := s.buildTurn(r.Context(), progress)
+	if err != nil {
+		// the client left, or kiln serve is stopping
+		msg := "waiting for a build slot: " + err.Error()
+		st.send(streamMessage{Error: msg, ErrorDetail: &errorDetail{Message: msg}})
+		return nil
+	}
+	defer release()
 	id, err := s.builder(r.Context(), req, progress)
 	st.flushLine()
 	if err != nil {
 		msg := err.Error()
+		if r.Context().Err() != nil && s.cancelled.Load() {
+			msg = "the build was cancelled: kiln serve is stopping and its --shutdown-timeout passed; build again once it is back"
+		}
 		st.send(streamMessage{Error: msg, ErrorDetail: &errorDetail{Message: msg}})
 		return nil
 	}

@@ -2,6 +2,8 @@ package serve
 
 import (
 	"archive/tar"
+	"context"
+	"errors"
 	"net/http/httptest"
 	"reflect"
 	"strings"
@@ -34,6 +36,32 @@ func TestBuildQuery(t *testing.T) {
 		{query: "labels=x", err: "invalid query parameter labels"},
 		{query: "networkmode=container:x", err: "invalid query parameter networkmode"},
 		{query: "t=", err: "invalid query parameter t"},
+		{
+			// what the docker CLI sends when none is set
+			query:      "memory=0&memswap=0&cpushares=0&cpuquota=0&cpuperiod=0&shmsize=0&cpusetcpus=&cachefrom=null",
+			want:       BuildRequest{Network: "default"},
+			dockerfile: "Dockerfile",
+		},
+		{
+			query: `memory=67108864&memswap=-1&cpushares=512&cpuquota=150000&shmsize=1048576&extrahosts=db:10.0.0.5&extrahosts=v6:fd00::1&cachefrom=["r/app:cache"]`,
+			want: BuildRequest{Network: "default", Memory: 64 << 20, MemorySwap: -1, CPUShares: 512, CPUs: 1.5, ShmSize: 1 << 20,
+				ExtraHosts: []string{"db:10.0.0.5", "v6:fd00::1"}, CacheFrom: []string{"r/app:cache"}},
+			dockerfile: "Dockerfile",
+		},
+		{query: "cpuquota=50000&cpuperiod=200000", want: BuildRequest{Network: "default", CPUs: 0.25}, dockerfile: "Dockerfile"},
+		{query: "memory=1.5g", err: "invalid query parameter memory"},
+		{query: "memory=-1", err: "invalid query parameter memory"},
+		{query: "memswap=-2", err: "invalid query parameter memswap"},
+		{query: "memory=100&memswap=50", err: "invalid query parameter memswap"},
+		{query: "memswap=100", err: "needs memory"},
+		{query: "cpushares=-1", err: "invalid query parameter cpushares"},
+		{query: "cpuquota=999", err: "invalid query parameter cpuquota"},
+		{query: "cpuquota=50000&cpuperiod=999", err: "invalid query parameter cpuperiod"},
+		{query: "cpusetcpus=0", err: "invalid query parameter cpusetcpus"},
+		{query: "shmsize=x", err: "invalid query parameter shmsize"},
+		{query: "extrahosts=db", err: "invalid query parameter extrahosts"},
+		{query: "cachefrom={}", err: "invalid query parameter cachefrom"},
+		{query: `cachefrom=["type=local,src=/"]`, err: "invalid query parameter cachefrom"},
 	} {
 		t.Run(tc.query, func(t *testing.T) {
 			r := httptest.NewRequest("POST", "/build?"+strings.ReplaceAll(tc.query, `"`, "%22"), nil)
@@ -97,4 +125,36 @@ func TestWithTag(t *testing.T) {
 			t.Errorf("withTag(%q) = %q, want %q", in, got, want)
 		}
 	}
+}
+
+// TestBuildTurn: past MaxConcurrent a build waits, saying so, and a
+// waiting build whose client leaves gives up its place.
+func TestBuildTurn(t *testing.T) {
+	s := New(nil)
+	s.SetBuilder(nil, BuildOptions{MaxConcurrent: 1})
+	var progress strings.Builder
+	release, err := s.buildTurn(context.Background(), &progress)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if progress.Len() != 0 {
+		t.Errorf("the first build waited: %q", progress.String())
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	var waiting strings.Builder
+	go func() {
+		_, err := s.buildTurn(ctx, &waiting)
+		done <- err
+	}()
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Errorf("a waiting build whose client left: %v, want context.Canceled", err)
+	}
+	release()
+	again, err := s.buildTurn(context.Background(), &progress)
+	if err != nil || progress.Len() != 0 {
+		t.Fatalf("after the first build: %v, %q", err, progress.String())
+	}
+	again()
 }

@@ -10,19 +10,17 @@ import (
 	"time"
 )
 
-// ShutdownGrace is how long Run lets requests in flight finish once its
-// context is done.
-const ShutdownGrace = 10 * time.Second
-
 // Run serves the API on ls until ctx is done, then stops accepting,
 // closes the listeners (removing the unix socket files it created) and
-// returns nil once the requests in flight are finished or ShutdownGrace
-// passed. It returns early with the error of a listener that fails.
+// returns nil once the requests in flight are finished or, when the
+// shutdown timeout (SetShutdownTimeout) passed first, cancelled and
+// cleaned up after. It returns early with the error of a listener that
+// fails.
 func (s *Server) Run(ctx context.Context, ls []Listener) error {
 	if len(ls) == 0 {
 		return errors.New("serving: no address to listen on: give --host")
 	}
-	// Requests in flight outlive ctx by up to ShutdownGrace: they see a
+	// Requests in flight outlive ctx by up to the shutdown timeout: they see a
 	// context of their own, cancelled when the grace is over (and, for
 	// each, when its client goes away).
 	base, cancelBase := context.WithCancel(context.WithoutCancel(ctx))
@@ -48,12 +46,18 @@ func (s *Server) Run(ctx context.Context, ls []Listener) error {
 	case <-ctx.Done():
 	case err = <-errs:
 	}
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), ShutdownGrace)
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.shutdownTimeout)
 	defer cancel()
 	if serr := hs.Shutdown(sctx); serr != nil {
+		s.cancelled.Store(true)
 		cancelBase()
+		// A cancelled build cleans up (its RUN processes, mounts,
+		// scratch space) and tells its client why before its connection
+		// is closed; the store must not be closed under it either.
+		s.builds.close()
 		hs.Close()
 	}
+	s.builds.close()
 	// Serve returned for every listener: they are closed, sockets gone.
 	wg.Wait()
 	return err

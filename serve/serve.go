@@ -14,6 +14,8 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync/atomic"
+	"time"
 )
 
 // The API versions kiln answers. 1.41 is what dockerd 20.10 (Debian's
@@ -33,6 +35,11 @@ type Server struct {
 	builder   Builder      // POST /build: SetBuilder
 	buildOpts BuildOptions // of POST /build
 	images    imageState   // image endpoints: SetImages
+	// concurrent builds: buildturn.go
+	buildSlots      chan struct{}
+	builds          inFlight
+	cancelled       atomic.Bool // Run cancelled the requests in flight
+	shutdownTimeout time.Duration
 }
 
 // handlerFunc serves one route; vars holds the route's {name} segments.
@@ -48,7 +55,7 @@ type route struct {
 
 // New returns the server answering from b.
 func New(b Backend) *Server {
-	s := &Server{backend: b}
+	s := &Server{backend: b, shutdownTimeout: DefaultShutdownTimeout}
 	s.handle("GET", "/_ping", s.ping)
 	s.handle("HEAD", "/_ping", s.ping)
 	s.handle("GET", "/version", s.version)

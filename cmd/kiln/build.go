@@ -113,6 +113,14 @@ func newBuildCmd(root *string) *cobra.Command {
 func runBuild(cmd *cobra.Command, root, contextDir string, f buildFlags) (err error) {
 	ctx := cmd.Context()
 	started := time.Now()
+	// what the error report quotes: the Dockerfile, the failing step's log
+	var report buildError
+	defer func() {
+		if err != nil && (report.dockerfile != nil || report.display != nil) {
+			report.err = err
+			err = &report
+		}
+	}()
 	if f.trace != "" {
 		// Written on every path: a failed build's trace is the one that
 		// says most.
@@ -217,7 +225,7 @@ func runBuild(cmd *cobra.Command, root, contextDir string, f buildFlags) (err er
 	if err != nil {
 		return fmt.Errorf("reading Dockerfile: %w", err)
 	}
-	dockerfileSource = src
+	report.dockerfile = src
 	if call, err := callMode(f.call, f.check); err != nil {
 		return err
 	} else if call == "check" {
@@ -275,6 +283,7 @@ func runBuild(cmd *cobra.Command, root, contextDir string, f buildFlags) (err er
 		return err
 	}
 	defer progress.Close(printer)
+	report.display = printer
 	// Work the build leaves to finish while its outputs are written (the
 	// build network's teardown): done before the store is closed.
 	var background sync.WaitGroup
@@ -345,6 +354,8 @@ func runBuild(cmd *cobra.Command, root, contextDir string, f buildFlags) (err er
 		Remote:         remote,
 		NamedContexts:  namedContexts,
 		Platform:       plats[0],
+		Shared:         sharedSteps(ctx), // kiln serve's builds share steps
+		BuildID:        printer.ID,
 	}
 	if len(plats) > 1 {
 		return runMultiPlatform(ctx, cmd, multiBuild{f: f, opts: opts, platforms: plats, outputs: outputs,

@@ -11,10 +11,21 @@ import (
 	"github.com/kiln-build/kiln/executor/copier"
 	"github.com/kiln-build/kiln/parser"
 	"github.com/kiln-build/kiln/planner"
+	"github.com/kiln-build/kiln/progress"
 )
 
-// dockerfileSource lets error reports quote the Dockerfile.
-var dockerfileSource []byte
+// buildError is a build's error with what its report quotes: the
+// Dockerfile and the build's display. It travels with the error rather
+// than in package state so that builds running at once in one process
+// (kiln serve) each report their own.
+type buildError struct {
+	err        error
+	dockerfile []byte
+	display    *progress.Display
+}
+
+func (e *buildError) Error() string { return e.err.Error() }
+func (e *buildError) Unwrap() error { return e.err }
 
 // printError reports a build failure like BuildKit: a failing RUN's last
 // output lines under its step's name, the Dockerfile excerpt with the
@@ -22,10 +33,15 @@ var dockerfileSource []byte
 // and where the complete output of the build is kept.
 func printError(w io.Writer, err error) {
 	var b strings.Builder
+	var src []byte
+	var display *progress.Display
+	if be := (*buildError)(nil); errors.As(err, &be) {
+		src, display = be.dockerfile, be.display
+	}
 	var re *planner.RunError
 	if errors.As(err, &re) && len(re.Tail) > 0 {
 		b.WriteString("------\n")
-		if name := activeDisplay.StepName(err); name != "" {
+		if name := display.StepName(err); name != "" {
 			fmt.Fprintf(&b, " > %s:\n", name)
 		}
 		for _, l := range re.Tail {
@@ -33,17 +49,17 @@ func printError(w io.Writer, err error) {
 		}
 		b.WriteString("------\n")
 	}
-	excerpt(&b, err)
+	excerpt(&b, src, err)
 	fmt.Fprintf(&b, "ERROR: %v\n", err)
 	for _, h := range hints(err) {
 		fmt.Fprintf(&b, "hint: %s\n", h)
 	}
 	// a RUN's output is worth reading whole; for other failures the
 	// build's transcript is what there is to see
-	if p := activeDisplay.StepLog(err); re != nil && p != "" {
+	if p := display.StepLog(err); re != nil && p != "" {
 		fmt.Fprintf(&b, "the step's complete output: %s\n", p)
-	} else if activeDisplay != nil && activeDisplay.LogDir != "" {
-		fmt.Fprintf(&b, "the build's logs: %s\n", activeDisplay.LogDir)
+	} else if display != nil && display.LogDir != "" {
+		fmt.Fprintf(&b, "the build's logs: %s\n", display.LogDir)
 	}
 	if re != nil && re.Kept != "" {
 		id := filepath.Base(filepath.Dir(re.Kept))
@@ -57,12 +73,12 @@ func printError(w io.Writer, err error) {
 
 // excerpt writes BuildKit's "Dockerfile:7" block: the failing lines
 // marked with >>>, two lines of context either side.
-func excerpt(w io.Writer, err error) {
+func excerpt(w io.Writer, src []byte, err error) {
 	var pe *parser.Error
-	if !errors.As(err, &pe) || pe.Start <= 0 || dockerfileSource == nil {
+	if !errors.As(err, &pe) || pe.Start <= 0 || src == nil {
 		return
 	}
-	lines := strings.Split(string(bytes.TrimRight(dockerfileSource, "\n")), "\n")
+	lines := strings.Split(string(bytes.TrimRight(src, "\n")), "\n")
 	if pe.Start > len(lines) {
 		return
 	}

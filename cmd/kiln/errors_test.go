@@ -39,9 +39,6 @@ func TestPrintError(t *testing.T) {
 		{"line-out-of-range", at(40, 40, errors.New("odd")), false},
 		{"no-line", errors.New("exporting oci to out.tar: disk full"), false},
 	}
-	old := dockerfileSource
-	defer func() { dockerfileSource, activeDisplay = old, nil }()
-	dockerfileSource = df
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			logs := t.TempDir()
@@ -50,7 +47,6 @@ func TestPrintError(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer d.Close()
-			activeDisplay = d
 			s := d.Step("[2/4] RUN make")
 			if tt.step {
 				var pe *parser.Error
@@ -58,7 +54,7 @@ func TestPrintError(t *testing.T) {
 				s.Fail(pe.Err)
 			}
 			var b bytes.Buffer
-			printError(&b, tt.err)
+			printError(&b, &buildError{err: tt.err, dockerfile: df, display: d})
 			n := normalizer{root: logs, reg: "\x00", ctx: "\x00"}
 			compareGolden(t, filepath.Join("testdata", "progress", "report", tt.name+".golden"), n.text(b.String()))
 		})

@@ -10,10 +10,6 @@ import (
 	"github.com/kiln-build/kiln/progress"
 )
 
-// activeDisplay is the running build's display, so that an error report
-// can name the failing step's log file. A kiln process runs one build.
-var activeDisplay *progress.Display
-
 // openProgress makes the display --progress asks for, keeping every
 // step's complete output under root/logs (nothing is kept when root is
 // ""). The caller ends it with progress.Summarize on success and
@@ -34,12 +30,7 @@ func openProgress(mode string, stderr io.Writer, root string) (*progress.Display
 	if root != "" {
 		cfg.LogsDir = filepath.Join(root, "logs")
 	}
-	d, err := progress.New(cfg)
-	if err != nil {
-		return nil, err
-	}
-	activeDisplay = d
-	return d, nil
+	return progress.New(cfg)
 }
 
 // autoMode is tty on a terminal that can move its cursor, plain elsewhere

@@ -24,6 +24,7 @@ func newServeCmd(root *string) *cobra.Command {
 	var tlsFiles serve.TLSFiles
 	var allow []string
 	var maxContext string
+	var builds *serveBuildFlags
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Serve the Docker Engine API's build and image endpoints on a socket",
@@ -40,8 +41,10 @@ address other than loopback needs --tlscacert, --tlscert and --tlskey,
 and then only clients with a certificate signed by that CA get in.
 
 Under systemd socket activation (LISTEN_FDS) kiln serves the sockets it
-was given and ignores --host. SIGTERM or SIGINT stops it: it stops
-accepting, lets requests in flight finish, removes its sockets and exits 0.
+was given and ignores --host. Builds run at once (--max-concurrent-builds),
+and a step two of them need at the same time runs once. SIGTERM or SIGINT
+stops it: it stops accepting, lets builds in flight finish for up to
+--shutdown-timeout and cancels the rest, removes its sockets and exits 0.
 See docs/serve.md.`,
 		Example: `  kiln serve
   kiln serve --host unix:///run/kiln/kiln.sock --host tcp://127.0.0.1:2375
@@ -79,9 +82,13 @@ See docs/serve.md.`,
 			}
 			defer store.Close()
 			srv := serve.New(newServeBackend(*root))
-			srv.SetBuilder(serveBuilder(root, allow), serve.BuildOptions{
+			closeEvents, err := builds.setup(srv, serve.BuildOptions{
 				ScratchDir: filepath.Join(store.Root, "tmp"), MaxContextSize: maxSize,
-				HostNetwork: slices.Contains(allow, "network.host")})
+				HostNetwork: slices.Contains(allow, "network.host")}, root, allow)
+			if err != nil {
+				return err
+			}
+			defer closeEvents()
 			srv.SetImages(newServeImages(store))
 			err = srv.Run(cmd.Context(), ls)
 			fmt.Fprintln(os.Stderr, "kiln serve: stopped")
@@ -95,6 +102,7 @@ See docs/serve.md.`,
 	f.StringVar(&tlsFiles.Key, "tlskey", "", "the server's TLS key (PEM)")
 	f.StringArrayVar(&allow, "allow", nil, "grant builds an entitlement (repeatable), as kiln build --allow: network.host lets POST /build use networkmode=host")
 	f.StringVar(&maxContext, "max-context-size", "10g", "largest build context a client may send, e.g. 500m or 10g; a bigger one is refused with 413")
+	builds = addServeBuildFlags(f)
 	return cmd
 }
 
