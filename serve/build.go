@@ -12,6 +12,8 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/google/go-containerregistry/pkg/authn"
+
 	"github.com/kiln-build/kiln/source"
 )
 
@@ -35,6 +37,9 @@ type BuildRequest struct {
 	// Network is default, none or host.
 	Network  string
 	Platform string
+	// Keychain holds the credentials of X-Registry-Config, the only
+	// ones the build's pulls use (auth.go).
+	Keychain authn.Keychain
 }
 
 // Builder runs a build as kiln build does, writing its plain progress
@@ -157,6 +162,9 @@ func (l *limitedBody) Read(p []byte) (int, error) {
 func (s *Server) build(w http.ResponseWriter, r *http.Request, _ map[string]string) error {
 	req, dockerfile, quiet, err := buildQuery(r)
 	if err != nil {
+		return err
+	}
+	if req.Keychain, err = BuildKeychain(r.Header); err != nil {
 		return err
 	}
 	if req.Network == "host" && !s.buildOpts.HostNetwork {

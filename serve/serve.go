@@ -52,6 +52,7 @@ func New(b Backend) *Server {
 	s.handle("HEAD", "/_ping", s.ping)
 	s.handle("GET", "/version", s.version)
 	s.handle("GET", "/info", s.info)
+	s.registryRoutes()
 	return s
 }
 

@@ -28,6 +28,7 @@ func serveBuilder(root *string, allow []string) serve.Builder {
 		if err := ctx.Err(); err != nil {
 			return "", err // the client left while waiting its turn
 		}
+		ctx = withRequestKeychain(ctx, req.Keychain) // the client's X-Registry-Config, for FROM (serveregistry.go)
 		iid := filepath.Join(filepath.Dir(req.ContextDir), "iid")
 		args := []string{"--progress=plain", "--iidfile", iid, "-f", req.Dockerfile, "--network", req.Network}
 		for _, t := range req.Tags {
