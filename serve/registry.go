@@ -37,7 +37,8 @@ type RegistryBackend interface {
 var (
 	// ErrUnknownImage is an image name the store does not have: 404.
 	ErrUnknownImage = errors.New("no such image")
-	// ErrRegistryDenied is a registry refusing credentials: 401.
+	// ErrRegistryDenied is a registry refusing credentials: POST /auth
+	// answers 401.
 	ErrRegistryDenied = errors.New("the registry refused the credentials")
 )
 
@@ -94,17 +95,10 @@ func (s *Server) registryBackend(what string) (RegistryBackend, error) {
 	return nil, &statusError{http.StatusNotImplemented, fmt.Errorf("this kiln serve does not %s", what)}
 }
 
-// registryStatus is the status an error of a RegistryBackend answers with
-// when no progress was sent yet.
-func registryStatus(err error) error {
-	switch {
-	case errors.Is(err, ErrUnknownImage):
-		return &statusError{http.StatusNotFound, err}
-	case errors.Is(err, ErrRegistryDenied):
-		return &statusError{http.StatusUnauthorized, err}
-	}
-	return err
-}
+// A push or pull that fails says so in its stream ({"error": …}) even
+// before any progress, not by status: the docker CLI answers a 401 there
+// by prompting for a password on its terminal, and waits. Only an image
+// the store lacks is a status, 404, as dockerd's.
 
 // POST /auth: docker login. The credentials are checked, not kept: the
 // client keeps them and sends them with each push, pull and build.
@@ -121,7 +115,10 @@ func (s *Server) auth(w http.ResponseWriter, r *http.Request, _ map[string]strin
 		return badRequest(errors.New("logging in: no username: give docker login -u USER"))
 	}
 	if err := rb.RegistryLogin(r.Context(), a); err != nil {
-		return registryStatus(err)
+		if errors.Is(err, ErrRegistryDenied) {
+			return &statusError{http.StatusUnauthorized, err}
+		}
+		return err
 	}
 	writeJSON(w, http.StatusOK, struct {
 		Status        string
@@ -171,8 +168,8 @@ func (s *Server) imagePush(w http.ResponseWriter, r *http.Request, vars map[stri
 		ps.layer(p, "Preparing", "Layer already exists", "Pushing", "Pushed")
 	})
 	if err != nil {
-		if !ps.started() {
-			return registryStatus(err)
+		if !ps.started() && errors.Is(err, ErrUnknownImage) {
+			return &statusError{http.StatusNotFound, err}
 		}
 		ps.fail(err)
 		return nil
@@ -232,7 +229,9 @@ func (s *Server) imageCreate(w http.ResponseWriter, r *http.Request, _ map[strin
 	var once sync.Once
 	started := func() {
 		once.Do(func() {
-			ps.send(jsonMessage{Status: "Pulling from " + familiarRepo(n.Context()), ID: n.Identifier()})
+			// dockerd names the repository by its path here:
+			// library/busybox, team/app.
+			ps.send(jsonMessage{Status: "Pulling from " + n.Context().RepositoryStr(), ID: n.Identifier()})
 		})
 	}
 	res, err := rb.PullImage(r.Context(), ref, q.Get("platform"), kc, func(p LayerProgress) {
@@ -240,9 +239,6 @@ func (s *Server) imageCreate(w http.ResponseWriter, r *http.Request, _ map[strin
 		ps.layer(p, "Pulling fs layer", "Already exists", "Downloading", "Pull complete")
 	})
 	if err != nil {
-		if !ps.started() {
-			return registryStatus(err)
-		}
 		ps.fail(err)
 		return nil
 	}
