@@ -6,7 +6,9 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"io"
 	"io/fs"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -218,6 +220,32 @@ func TestServeRegistry(t *testing.T) {
 			out, code = build(cfg)
 			if code != 1 || !strings.Contains(out, "authentication to registry "+reg.Host+" failed") {
 				t.Errorf("docker build FROM the private image with %s: exit %d, want 1 naming the refusal:\n%s", name, code, out)
+			}
+		}
+	})
+
+	t.Run("malformed headers", func(t *testing.T) {
+		c := unixClient(sock)
+		for _, tc := range []struct{ path, header, want string }{
+			{"/v1.41/build", "X-Registry-Config", "invalid X-Registry-Config header"},
+			{"/v1.41/images/" + app + "/push?tag=1", "X-Registry-Auth", "invalid X-Registry-Auth header"},
+			{"/v1.41/images/create?fromImage=" + app + "&tag=1", "X-Registry-Auth", "invalid X-Registry-Auth header"},
+		} {
+			body := tarOf(t, testutil.File("Dockerfile", 0o644, "FROM scratch\n"))
+			req, err := http.NewRequest("POST", "http://kiln"+tc.path, bytes.NewReader(body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.Header.Set(tc.header, base64.URLEncoding.EncodeToString([]byte(`{"user":`+password)))
+			resp, err := c.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			var m struct{ Message string }
+			if resp.StatusCode != 400 || json.Unmarshal(b, &m) != nil || !strings.Contains(m.Message, tc.want) || strings.Contains(m.Message, password) {
+				t.Errorf("POST %s with a malformed %s: %d %s; want 400 with %q", tc.path, tc.header, resp.StatusCode, b, tc.want)
 			}
 		}
 	})
