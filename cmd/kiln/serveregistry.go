@@ -63,13 +63,13 @@ type deniedError struct{ error }
 func (e deniedError) Unwrap() error        { return e.error }
 func (e deniedError) Is(target error) bool { return target == serve.ErrRegistryDenied }
 
-// forClient rewords a registry error for a client of kiln serve: the
+// forClient rewords a registry's refusal for a client of kiln serve: the
 // credentials are the client's (docker login on its side), not kiln
-// login's on the server.
+// login's on the server. Other errors are returned as they are.
 func forClient(doing string, err error) error {
 	var ae *registry.AuthError
 	if !errors.As(err, &ae) {
-		return fmt.Errorf("%s: %w", doing, err)
+		return err
 	}
 	host := ae.Registry
 	var msg string
@@ -146,24 +146,12 @@ func (b *serveBackend) PushImage(ctx context.Context, ref string, kc authn.Keych
 	}
 	pushed, err := res.Push(ctx, &trackedImage{Image: img, t: t}, []string{ref})
 	if err != nil {
-		return serve.Pushed{}, forClient("pushing "+ref, unwrapPushing(err))
+		return serve.Pushed{}, forClient("pushing "+ref, err)
 	}
 	// The layers not read were in the registry already (or mounted
 	// from another of its repositories).
 	t.rest(serve.LayerExists)
 	return serve.Pushed{Digest: pushed[0].Digest.String(), Size: size}, nil
-}
-
-// unwrapPushing drops registry.Push's "pushing REF: " prefix: forClient
-// adds its own.
-func unwrapPushing(err error) error {
-	if u := errors.Unwrap(err); u != nil {
-		var ae *registry.AuthError
-		if errors.As(err, &ae) {
-			return u
-		}
-	}
-	return err
 }
 
 // PullImage implements serve.RegistryBackend with the code of a build's
@@ -184,7 +172,7 @@ func (b *serveBackend) PullImage(ctx context.Context, ref, plat string, kc authn
 	}
 	img, _, err := res.ResolvePlatform(ctx, ref, want)
 	if err != nil {
-		return serve.Pulled{}, forClient("pulling "+ref, err)
+		return serve.Pulled{}, forClient("pulling "+ref, fmt.Errorf("pulling %s: %w", ref, err))
 	}
 	digest, err := img.Digest()
 	if err != nil {

@@ -179,8 +179,11 @@ func TestServeRegistry(t *testing.T) {
 		if code != 0 || !strings.Contains(out, "Status: Image is up to date for "+app+":1") || !strings.Contains(out, "Already exists") {
 			t.Errorf("second docker pull: exit %d:\n%s", code, out)
 		}
-		// in the store: kiln push from there gives the same digest, and
-		// a build uses it without the registry
+		out, code = dockerAs(t, loggedIn, "", nil, "-H", "unix://"+sock2, "pull", app+":nope")
+		if code != 1 || !strings.Contains(out, "has no such image") {
+			t.Errorf("docker pull of a tag the registry lacks: exit %d:\n%s", code, out)
+		}
+		// in the store: a build uses it without the registry
 		images, _ := kiln(t, "--root", root2, "images")
 		if !strings.Contains(images, app) {
 			t.Errorf("kiln images after docker pull:\n%s", images)
