@@ -12,6 +12,8 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/google/go-containerregistry/pkg/authn"
+
 	"github.com/kiln-build/kiln/source"
 )
 
@@ -48,6 +50,9 @@ type BuildRequest struct {
 	// CacheFrom are images whose inline cache the build may use, as
 	// kiln build --cache-from REF.
 	CacheFrom []string
+	// Keychain holds the credentials of X-Registry-Config, the only
+	// ones the build's pulls use (auth.go).
+	Keychain authn.Keychain
 }
 
 // Builder runs a build as kiln build does, writing its plain progress
@@ -184,6 +189,9 @@ func (s *Server) build(w http.ResponseWriter, r *http.Request, _ map[string]stri
 	defer s.builds.leave()
 	req, dockerfile, quiet, err := buildQuery(r)
 	if err != nil {
+		return err
+	}
+	if req.Keychain, err = BuildKeychain(r.Header); err != nil {
 		return err
 	}
 	if req.Network == "host" && !s.buildOpts.HostNetwork {

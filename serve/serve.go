@@ -62,6 +62,7 @@ func New(b Backend) *Server {
 	s.handle("GET", "/info", s.info)
 	s.imageRoutes()
 	s.networkRoutes()
+	s.registryRoutes()
 	return s
 }
 

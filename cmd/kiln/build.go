@@ -254,6 +254,7 @@ func runBuild(cmd *cobra.Command, root, contextDir string, f buildFlags) (err er
 	if err != nil {
 		return err
 	}
+	f.registry.useRequestKeychain(ctx) // kiln serve: the client's credentials (serveregistry.go)
 	_, storeSpan := trace.Start(ctx, "open store")
 	store, err := storeOpen(root)
 	storeSpan.End()

@@ -78,6 +78,7 @@ func sharedSteps(ctx context.Context) *inflight.Table {
 func serveBuilder(root *string, allow []string, shared *inflight.Table) serve.Builder {
 	return func(ctx context.Context, req serve.BuildRequest, progress io.Writer) (string, error) {
 		ctx = context.WithValue(ctx, sharedKey{}, shared)
+		ctx = withRequestKeychain(ctx, req.Keychain) // the client's X-Registry-Config, for FROM (serveregistry.go)
 		iid := filepath.Join(filepath.Dir(req.ContextDir), "iid")
 		args := []string{"--progress=plain", "--iidfile", iid, "-f", req.Dockerfile, "--network", req.Network}
 		for _, t := range req.Tags {
