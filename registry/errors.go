@@ -25,20 +25,28 @@ type AuthError struct {
 	// Login is true when the credentials were given to kiln login, not
 	// read from the Docker config.
 	Login bool
-	Err   error
+	// LoginCommand is what gives credentials to whoever made the
+	// request: "kiln login" unless the resolver says otherwise (kiln
+	// serve's clients log in with docker login).
+	LoginCommand string
+	Err          error
 }
 
 func (e *AuthError) Error() string {
 	host := e.Registry
+	login := e.LoginCommand
+	if login == "" {
+		login = "kiln login"
+	}
 	switch {
 	case e.Denied:
 		return fmt.Sprintf("registry %s denied access: the credentials kiln used do not allow this (check the repository name and your permissions): %v", host, e.Err)
 	case e.Login:
 		return fmt.Sprintf("authentication to registry %s failed: the registry rejected the username or password: %v", host, e.Err)
 	case e.Anonymous:
-		return fmt.Sprintf("authentication to registry %s failed: it requires credentials and none are configured for it (run `kiln login %s`): %v", host, host, e.Err)
+		return fmt.Sprintf("authentication to registry %s failed: it requires credentials and none are configured for it (run `%s %s`): %v", host, login, host, e.Err)
 	default:
-		return fmt.Sprintf("authentication to registry %s failed: the registry rejected the username or password (run `kiln login %s` again): %v", host, host, e.Err)
+		return fmt.Sprintf("authentication to registry %s failed: the registry rejected the username or password (run `%s %s` again): %v", host, login, host, e.Err)
 	}
 }
 
@@ -69,7 +77,7 @@ func (r *Resolver) explain(ctx context.Context, reg name.Registry, err error) er
 			}
 		}
 		if unauthorized || denied {
-			return &AuthError{Registry: host, Anonymous: r.anonymous(ctx, reg), Denied: denied && !unauthorized, Err: err}
+			return &AuthError{Registry: host, Anonymous: r.anonymous(ctx, reg), Denied: denied && !unauthorized, LoginCommand: r.LoginCommand, Err: err}
 		}
 		if unknown {
 			return fmt.Errorf("registry %s has no such image (check the name and the tag): %w", host, err)

@@ -45,6 +45,9 @@ type Resolver struct {
 	// Keychain finds credentials; nil means the Docker config
 	// (authn.DefaultKeychain).
 	Keychain authn.Keychain
+	// LoginCommand is the command an authentication error tells the user
+	// to run; empty means "kiln login".
+	LoginCommand string
 	// Transport, when set, replaces the per-host TLS transport (tests).
 	Transport http.RoundTripper
 	// Backoff paces retries of failed requests and uploads; the zero value

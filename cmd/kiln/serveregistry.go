@@ -40,6 +40,9 @@ func withRequestKeychain(ctx context.Context, kc authn.Keychain) context.Context
 func (o *registryOptions) useRequestKeychain(ctx context.Context) {
 	if kc, ok := ctx.Value(requestKeychainKey{}).(authn.Keychain); ok && o.res != nil {
 		o.res.Keychain = kc
+		// the client sends the credentials docker login (or kiln
+		// login, which writes the same config) stored on its machine
+		o.res.LoginCommand = "docker login"
 	}
 }
 
@@ -54,6 +57,7 @@ func clientResolver(kc authn.Keychain) (*registry.Resolver, error) {
 		kc = &serve.Keychain{}
 	}
 	res.Keychain = kc
+	res.LoginCommand = "docker login"
 	return res, nil
 }
 
