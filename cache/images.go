@@ -20,6 +20,8 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/partial"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/kiln-build/kiln/internal/ctxio"
 )
 
 // Named images live beside the blobs they are made of:
@@ -238,7 +240,7 @@ func (s *Store) putBlob(ctx context.Context, digest v1.Hash, r io.Reader) error 
 	blob := &tempBlob{path: f.Name()}
 	defer blob.discard()
 	h := sha256.New()
-	n, err := io.Copy(io.MultiWriter(f, h), ctxReader{ctx, r})
+	n, err := io.Copy(io.MultiWriter(f, h), ctxio.Reader(ctx, r))
 	if err == nil {
 		err = syncFile(f)
 	}
@@ -253,19 +255,6 @@ func (s *Store) putBlob(ctx context.Context, digest v1.Hash, r io.Reader) error 
 		return fmt.Errorf("storing blob %s: content has digest %s", digest, blob.digest)
 	}
 	return s.storeBlob(blob)
-}
-
-// ctxReader stops a long copy when the build is cancelled.
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
 }
 
 // Image returns the image a name refers to, served from stored blobs: its

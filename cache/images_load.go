@@ -16,6 +16,8 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
+
+	"github.com/kiln-build/kiln/internal/ctxio"
 )
 
 // Annotations that name an image in an OCI index, as containerd's and
@@ -165,7 +167,7 @@ func extractLayout(ctx context.Context, src, dir string) error {
 		if err != nil {
 			return err
 		}
-		_, err = io.Copy(out, ctxReader{ctx, tr})
+		_, err = io.Copy(out, ctxio.Reader(ctx, tr))
 		if cerr := out.Close(); err == nil {
 			err = cerr
 		}

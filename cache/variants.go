@@ -14,6 +14,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/klauspost/compress/flate"
 	"github.com/klauspost/compress/zstd"
+
+	"github.com/kiln-build/kiln/internal/ctxio"
 )
 
 // Compression names a layer encoding an export can ask for.
@@ -111,7 +113,7 @@ func (s *Store) encode(ctx context.Context, l LayerInfo, c Compression) (*tempBl
 	if err != nil {
 		return nil, "", err
 	}
-	if _, err := io.Copy(io.MultiWriter(enc, diffHash), ctxReader{ctx: ctx, r: src}); err != nil {
+	if _, err := io.Copy(io.MultiWriter(enc, diffHash), ctxio.Reader(ctx, src)); err != nil {
 		return nil, "", err
 	}
 	if err := enc.Close(); err != nil {

@@ -14,6 +14,8 @@ import (
 	"strings"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/kiln-build/kiln/internal/ctxio"
 )
 
 // blob is one content-addressed file of an image: its manifest, its config
@@ -156,7 +158,7 @@ func copyBlobFrom(ctx context.Context, w io.Writer, b blob, rc io.ReadCloser) er
 	// A buffer no larger than the blob: an image's config and small layers
 	// are a few hundred bytes, and a MiB allocated (and zeroed) for each
 	// made a 30-layer export mostly garbage collection.
-	n, err := io.CopyBuffer(dst, ctxReader{ctx, rc}, make([]byte, min(max(b.size+1, 4<<10), 1<<20)))
+	n, err := io.CopyBuffer(dst, ctxio.Reader(ctx, rc), make([]byte, min(max(b.size+1, 4<<10), 1<<20)))
 	if err != nil {
 		return fmt.Errorf("copying blob %s: %w", b.digest, err)
 	}
@@ -235,17 +237,4 @@ func newHasher(alg string) (hash.Hash, error) {
 		return nil, fmt.Errorf("verifying blob: unsupported digest algorithm %q", alg)
 	}
 	return sha256.New(), nil
-}
-
-// ctxReader makes a long copy stop soon after ctx is cancelled.
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
 }

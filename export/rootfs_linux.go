@@ -16,6 +16,7 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
+	"github.com/kiln-build/kiln/internal/ctxio"
 	"github.com/kiln-build/kiln/layer"
 	"github.com/kiln-build/kiln/rooted"
 )
@@ -280,7 +281,7 @@ func (t *treeWriter) entry(ctx context.Context, d *rooted.Dir, n, rel string, st
 		return err
 	}
 	defer file.Close()
-	_, err = io.Copy(t.tw, ctxReader{ctx, file})
+	_, err = io.Copy(t.tw, ctxio.Reader(ctx, file))
 	return err
 }
 

@@ -205,25 +205,14 @@ func runRemotePrune(cmd *cobra.Command, all bool, keepStorage string, filters []
 	if err := refuseFlags(cmd, "all", "keep-storage", "filter"); err != nil {
 		return err
 	}
-	o := client.PruneOptions{All: all}
-	if keepStorage != "" {
-		n, err := parseSize(keepStorage)
-		if err != nil {
-			return usagef("--keep-storage %s: %v", keepStorage, err)
-		}
-		o.KeepStorage = n
+	keep, until, err := pruneLimits(keepStorage, filters)
+	if err != nil {
+		return err
 	}
-	for _, f := range filters {
-		k, v, _ := strings.Cut(f, "=")
-		if k != "until" {
-			return usagef("--filter %s: the only filter is until=DURATION", f)
-		}
-		d, err := storeParseAge(v)
-		if err != nil {
-			return usagef("--filter %s: %v", f, err)
-		}
+	o := client.PruneOptions{All: all, KeepStorage: keep}
+	if until > 0 {
 		// dockerd reads a Go duration: 7d is sent as 168h0m0s
-		o.Filters = map[string][]string{"until": {d.String()}}
+		o.Filters = map[string][]string{"until": {until.String()}}
 	}
 	c, err := newRemoteClient(cmd)
 	if err != nil {

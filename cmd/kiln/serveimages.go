@@ -20,6 +20,7 @@ import (
 
 	"github.com/kiln-build/kiln/cache"
 	"github.com/kiln-build/kiln/export"
+	"github.com/kiln-build/kiln/internal/ctxio"
 	"github.com/kiln-build/kiln/serve"
 )
 
@@ -505,7 +506,7 @@ func (b *serveImages) LoadImages(ctx context.Context, archive io.Reader) ([]stri
 	}
 	defer os.RemoveAll(dir)
 	path := filepath.Join(dir, "archive.tar")
-	if err := spool(ctxReader{ctx, archive}, path); err != nil {
+	if err := spool(ctxio.Reader(ctx, archive), path); err != nil {
 		return nil, serve.Invalid(fmt.Errorf("reading the archive from the request: %w", err))
 	}
 	entries, err := b.store.Load(ctx, path)
@@ -518,19 +519,6 @@ func (b *serveImages) LoadImages(ctx context.Context, archive io.Reader) ([]stri
 		names = append(names, cache.FamiliarImageName(e.Name))
 	}
 	return names, nil
-}
-
-// ctxReader stops reading a request's body once the request is over.
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
 }
 
 func (b *serveImages) PruneBuildCache(ctx context.Context, opts serve.BuildPruneOptions) (serve.BuildPruneReport, error) {

@@ -347,23 +347,9 @@ for prune.`,
 			if remoteHost(cmd) != "" {
 				return runRemotePrune(cmd, opts.All, keepStorage, filters)
 			}
-			if keepStorage != "" {
-				n, err := parseSize(keepStorage)
-				if err != nil {
-					return usagef("--keep-storage %s: %v", keepStorage, err)
-				}
-				opts.KeepStorage = n
-			}
-			for _, f := range filters {
-				k, v, _ := strings.Cut(f, "=")
-				if k != "until" {
-					return usagef("--filter %s: the only filter is until=DURATION", f)
-				}
-				d, err := storeParseAge(v)
-				if err != nil {
-					return usagef("--filter %s: %v", f, err)
-				}
-				opts.Until = d
+			var err error
+			if opts.KeepStorage, opts.Until, err = pruneLimits(keepStorage, filters); err != nil {
+				return err
 			}
 			s, err := storeOpen(*root)
 			if err != nil {
@@ -467,4 +453,24 @@ func storePrintUsage(w io.Writer, root string, du cache.DiskUsage) {
 	}
 	tw.Flush()
 	fmt.Fprintf(w, "store: %s\n", root)
+}
+
+// pruneLimits reads kiln prune's --keep-storage and --filter until=,
+// locally and with --host alike.
+func pruneLimits(keepStorage string, filters []string) (keep int64, until time.Duration, err error) {
+	if keepStorage != "" {
+		if keep, err = parseSize(keepStorage); err != nil {
+			return 0, 0, usagef("--keep-storage %s: %v", keepStorage, err)
+		}
+	}
+	for _, f := range filters {
+		k, v, _ := strings.Cut(f, "=")
+		if k != "until" {
+			return 0, 0, usagef("--filter %s: the only filter is until=DURATION", f)
+		}
+		if until, err = storeParseAge(v); err != nil {
+			return 0, 0, usagef("--filter %s: %v", f, err)
+		}
+	}
+	return keep, until, nil
 }
