@@ -147,13 +147,9 @@ func (s *Server) imagePush(w http.ResponseWriter, r *http.Request, vars map[stri
 		return badRequest(fmt.Errorf("pushing %s: push a tag, not a digest", ref))
 	}
 	tag := n.Identifier()
-	auth, err := DecodeRegistryAuth(r.Header)
+	kc, err := requestKeychain(r, n)
 	if err != nil {
 		return err
-	}
-	kc, err := KeychainFor(n.Context().RegistryStr(), auth)
-	if err != nil {
-		return badRequest(fmt.Errorf("invalid X-Registry-Auth header: %w", err))
 	}
 
 	ps := newProgressStream(w)
@@ -216,13 +212,9 @@ func (s *Server) imageCreate(w http.ResponseWriter, r *http.Request, _ map[strin
 			return badRequest(fmt.Errorf("invalid query parameter platform=%q: %w (give OS/ARCH[/VARIANT], such as linux/arm64)", p, err))
 		}
 	}
-	auth, err := DecodeRegistryAuth(r.Header)
+	kc, err := requestKeychain(r, n)
 	if err != nil {
 		return err
-	}
-	kc, err := KeychainFor(n.Context().RegistryStr(), auth)
-	if err != nil {
-		return badRequest(fmt.Errorf("invalid X-Registry-Auth header: %w", err))
 	}
 
 	ps := newProgressStream(w)
@@ -372,4 +364,18 @@ func (p *progressStream) fail(err error) {
 		Message string `json:"message"`
 	}{msg}
 	p.send(m)
+}
+
+// requestKeychain is the keychain of a push or pull: the credentials of
+// its X-Registry-Auth, for the registry of n only.
+func requestKeychain(r *http.Request, n name.Reference) (authn.Keychain, error) {
+	auth, err := DecodeRegistryAuth(r.Header)
+	if err != nil {
+		return nil, err
+	}
+	kc, err := KeychainFor(n.Context().RegistryStr(), auth)
+	if err != nil {
+		return nil, badRequest(fmt.Errorf("invalid X-Registry-Auth header: %w", err))
+	}
+	return kc, nil
 }
