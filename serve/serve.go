@@ -37,6 +37,7 @@ type Server struct {
 	images    imageState   // image endpoints: SetImages
 	// concurrent builds: buildturn.go
 	buildSlots      chan struct{}
+	removals        chan struct{} // scratch removals under way: scratch.go
 	builds          inFlight
 	cancelled       atomic.Bool // Run cancelled the requests in flight
 	shutdownTimeout time.Duration

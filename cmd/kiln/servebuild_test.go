@@ -184,7 +184,7 @@ print(json.dumps(msgs))
 			})
 		}
 		canary.Check(t)
-		if ents, err := os.ReadDir(filepath.Join(root, "tmp")); err != nil || len(ents) != 0 {
+		if ents, err := scratchGone(filepath.Join(root, "tmp")); err != nil || len(ents) != 0 {
 			t.Errorf("the store's tmp after the refused builds: %v, %v; want it empty", ents, err)
 		}
 	})
@@ -267,4 +267,18 @@ func mountsUnder(t *testing.T, dir string) int {
 		}
 	}
 	return n
+}
+
+// scratchGone waits for kiln serve to remove the scratch directories in
+// tmp, which it does after each response, and returns what is left
+// once tmp is empty or a bound passed.
+func scratchGone(tmp string) ([]os.DirEntry, error) {
+	deadline := time.Now().Add(time.Minute)
+	for {
+		ents, err := os.ReadDir(tmp)
+		if err != nil || len(ents) == 0 || time.Now().After(deadline) {
+			return ents, err
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
