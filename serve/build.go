@@ -90,6 +90,7 @@ func (s *Server) SetBuilder(b Builder, opts BuildOptions) {
 	s.builder, s.buildOpts = b, opts
 	s.buildSlots = make(chan struct{}, opts.MaxConcurrent)
 	s.removals = make(chan struct{}, maxBackgroundRemovals)
+	s.files = source.NewFilePool(filepath.Join(opts.ScratchDir, FilePoolDir), maxPoolFiles)
 	s.handle("POST", "/build", s.build)
 }
 
@@ -210,7 +211,7 @@ func (s *Server) build(w http.ResponseWriter, r *http.Request, _ map[string]stri
 
 	body := &limitedBody{r: r.Body, left: s.buildOpts.MaxContextSize}
 	ctxDir = filepath.Join(scratch, "context")
-	isTar, sums, err := source.ReadContextTarHashed(r.Context(), body, ctxDir, newContextChecker().check)
+	isTar, sums, err := source.ReadContextTarHashed(r.Context(), body, ctxDir, newContextChecker().check, s.files)
 	if body.exceeded {
 		return &statusError{http.StatusRequestEntityTooLarge,
 			fmt.Errorf("the build context is larger than kiln serve's limit of %d bytes: make it smaller (.dockerignore) or raise kiln serve --max-context-size", s.buildOpts.MaxContextSize)}

@@ -13,6 +13,15 @@ import (
 // build's response waits for its own removal.
 const maxBackgroundRemovals = 2
 
+// FilePoolDir is the directory, in the scratch directory (the store's
+// tmp), where kiln serve keeps the emptied files of the contexts it
+// unpacked, whose inodes the next contexts reuse (source.FilePool).
+const FilePoolDir = "serve-inodes"
+
+// maxPoolFiles bounds the files kept for reuse: empty, they cost an
+// inode each and no data.
+const maxPoolFiles = 100_000
+
 // cleanScratch removes a build's scratch directory (if it made one),
 // forgets the context hash state kept for its context directory ctxDir,
 // then releases the scratch space and counts the build out of those in
@@ -24,6 +33,9 @@ const maxBackgroundRemovals = 2
 func (s *Server) cleanScratch(scratch, ctxDir string, release func()) {
 	clean := func() {
 		if scratch != "" {
+			if ctxDir != "" {
+				s.files.Fill(ctxDir)
+			}
 			os.RemoveAll(scratch)
 		}
 		if ctxDir != "" && s.buildOpts.ContextHashDir != "" {
