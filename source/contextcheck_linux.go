@@ -87,16 +87,18 @@ func scan(r io.Reader, check func(*tar.Header) error, sums map[string]contexthas
 
 // sumRecorder keeps the digest of what each rooted path holds as the
 // archive's entries are applied in order: a regular file its bytes'; a
-// hardlink its target's at that point; anything else none. An entry that
-// names a path below one of the archive's symlinks, or a hardlink whose
-// target does, records nothing: where the applier put it depends on the
-// link. A path whose record is stale (a directory replaced, and what was
-// below it gone) holds no regular file of that size afterwards, which
-// contexthash.Seed checks.
+// hardlink its target's at that point; anything else none. A hardlink
+// whose target lies below one of the archive's symlinks records nothing,
+// and an entry that does empties the record for good: where the applier
+// put it depends on the link (a context docker build sends has no such
+// entry; kiln serve refuses them). A path whose record is stale (a
+// directory replaced, and what was below it gone) holds no regular file
+// of that size afterwards, which contexthash.Seed checks.
 type sumRecorder struct {
 	sums     map[string]contexthash.FileSum
 	symlinks map[string]bool // every symlink the archive made, even if replaced since
 	buf      []byte
+	off      bool // an entry went through a symlink: nothing is recorded
 }
 
 func (s *sumRecorder) record(hdr *tar.Header, r io.Reader) error {
@@ -104,8 +106,14 @@ func (s *sumRecorder) record(hdr *tar.Header, r io.Reader) error {
 	if name == "/" || hdr.Typeflag == tar.TypeXGlobalHeader {
 		return nil
 	}
+	if s.off {
+		return nil
+	}
 	if s.belowSymlink(name) {
-		delete(s.sums, name)
+		// Where the applier put it depends on the symlink: it may have
+		// replaced any file recorded so far.
+		clear(s.sums)
+		s.off = true
 		return nil
 	}
 	switch hdr.Typeflag {
