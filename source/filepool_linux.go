@@ -219,11 +219,17 @@ func (p *FilePool) Create(d *rooted.Dir, name string) (int, error) {
 			p.giveBack(pname, pfd)
 			return -1, d.Err("open", name, fs.ErrExist)
 		}
-		// RENAME_NOREPLACE unsupported, another filesystem: no pool here
-		p.mu.Lock()
-		p.off = true
-		p.mu.Unlock()
 		unix.Unlinkat(pfd, pname, 0)
+		if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.EXDEV) || errors.Is(err, unix.ENOSYS) || errors.Is(err, unix.EOPNOTSUPP) {
+			// RENAME_NOREPLACE unsupported, another filesystem: no
+			// pool here
+			p.mu.Lock()
+			p.off = true
+			p.mu.Unlock()
+			continue
+		}
+		// a new file says what is wrong (no space, too many links)
+		return d.Create(name, 0o600)
 	}
 }
 
