@@ -69,6 +69,17 @@ func TestSeed(t *testing.T) {
 			if used := sum(seeded) != sum(fresh); used != tt.used {
 				t.Errorf("seeded digest used: %v, want %v", used, tt.used)
 			}
+			if len(tt.kept) == 2 && tt.change == nil {
+				// every file seeded: hashing reads none (the state is
+				// not dirtied by a digest it learnt)
+				h, err := Open(seeded, dir)
+				must(t, err)
+				_, _, err = h.Checksum([]string{"."}, nil)
+				must(t, err)
+				if h.dirty {
+					t.Errorf("hashing a fully seeded context read files")
+				}
+			}
 			Forget(seeded, dir)
 			if _, err := os.Stat(p); !os.IsNotExist(err) {
 				t.Errorf("state after Forget: %v", err)
