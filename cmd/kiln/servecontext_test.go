@@ -21,7 +21,8 @@ import (
 // image, with a .dockerignore, files no COPY reads, a symlink, a
 // hardlink and an executable; and so does a second docker build, whose
 // files come from the first one's. After each response the scratch
-// directory and its context hash state go away.
+// directory and its context hash state go away, and kiln serve stopped
+// right after a response removes its scratch directory before it exits.
 func TestServeContextHash(t *testing.T) {
 	needRoot(t)
 	needTool(t, "docker", "docker.io")
@@ -109,5 +110,20 @@ func TestServeContextHash(t *testing.T) {
 			// with none
 			os.RemoveAll(filepath.Join(root, "contexthash"))
 		})
+	}
+
+	// SIGTERM right after a response: kiln serve removes the scratch
+	// directory before it exits.
+	cmd := exec.Command("docker", "-H", host, "build", "-q", "--network", "none", "-f", "Dockerfile.some", ".")
+	cmd.Dir = ctxDir
+	cmd.Env = append(os.Environ(), "DOCKER_BUILDKIT=0", "DOCKER_CONFIG="+t.TempDir())
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("docker build: %v:\n%s\nserver:\n%s", err, out, s.log)
+	}
+	if code := s.stop(t); code != 0 {
+		t.Fatalf("kiln serve exited %d on SIGTERM:\n%s", code, s.log)
+	}
+	if left, _ := filepath.Glob(filepath.Join(tmp, "serve-build-*")); len(left) != 0 {
+		t.Errorf("kiln serve exited leaving %v", left)
 	}
 }
