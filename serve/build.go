@@ -90,7 +90,7 @@ func (s *Server) SetBuilder(b Builder, opts BuildOptions) {
 	s.builder, s.buildOpts = b, opts
 	s.buildSlots = make(chan struct{}, opts.MaxConcurrent)
 	s.removals = make(chan struct{}, maxBackgroundRemovals)
-	s.files = source.NewFilePool(filepath.Join(opts.ScratchDir, FilePoolDir), maxPoolFiles)
+	s.files = source.NewFilePool(opts.ScratchDir, FilePoolPrefix, maxPoolFiles)
 	s.handle("POST", "/build", s.build)
 }
 

@@ -13,10 +13,11 @@ import (
 // build's response waits for its own removal.
 const maxBackgroundRemovals = 2
 
-// FilePoolDir is the directory, in the scratch directory (the store's
-// tmp), where kiln serve keeps the emptied files of the contexts it
-// unpacked, whose inodes the next contexts reuse (source.FilePool).
-const FilePoolDir = "serve-inodes"
+// FilePoolPrefix starts the name of the directory, in the scratch
+// directory (the store's tmp), where kiln serve keeps the emptied files
+// of the contexts it unpacked, whose inodes the next contexts reuse
+// (source.FilePool). Run removes it when it returns.
+const FilePoolPrefix = "serve-inodes-"
 
 // maxPoolFiles bounds the files kept for reuse: empty, they cost an
 // inode each and no data.

@@ -89,7 +89,7 @@ func TestReadContextTarHashed(t *testing.T) {
 				dir := t.TempDir()
 				var pool *FilePool
 				if pooled {
-					pool = NewFilePool(filepath.Join(dir, "pool"), 100)
+					pool = NewFilePool(dir, "pool-", 100)
 					old := filepath.Join(dir, "old")
 					if _, err := ReadContextTar(context.Background(), bytes.NewReader(tarBytes(t, []testutil.TarEntry{
 						testutil.File("a", 0o4755, same('o')), testutil.File("d/a", 0o644, "old content\n"), testutil.File("p", 0o644, same('p')),

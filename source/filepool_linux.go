@@ -21,23 +21,34 @@ import (
 // to create, 0.25 s to take from a pool by rename). A file joins the
 // pool emptied, mode 0600 and with one link; it leaves it checked again
 // (through its descriptor), and only if it carries no xattr, so nothing
-// of a former context reaches the next one. The pool's directory must be
-// on the filesystem of the contexts, and nobody else writes there.
+// of a former context reaches the next one. The pool's directory is a
+// new one of its own, on the filesystem of the contexts.
 type FilePool struct {
-	dir string
-	max int
+	parent, prefix string
+	max            int
 
 	mu    sync.Mutex
-	fd    int // the pool's directory (O_PATH), -1 until filled
+	dir   string // the pool's directory, made when first filled
+	fd    int    // dir (O_PATH), -1 until filled
 	names []string
 	next  uint64
 	off   bool // the filesystem refuses what the pool needs
 }
 
-// NewFilePool returns a pool keeping up to max files in dir, which it
-// creates when it is first filled.
-func NewFilePool(dir string, max int) *FilePool {
-	return &FilePool{dir: dir, max: max, fd: -1}
+// NewFilePool returns a pool keeping up to max files in a directory it
+// makes in parent (os.MkdirTemp with prefix) when it is first filled.
+func NewFilePool(parent, prefix string, max int) *FilePool {
+	return &FilePool{parent: parent, prefix: prefix, max: max, fd: -1}
+}
+
+// Remove removes the pool's directory and forgets its files.
+func (p *FilePool) Remove() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.dir != "" {
+		os.RemoveAll(p.dir)
+	}
+	p.reset()
 }
 
 // Len is the number of files in the pool.
@@ -60,10 +71,10 @@ func (p *FilePool) reset() {
 	if p.fd >= 0 {
 		unix.Close(p.fd)
 	}
-	p.fd, p.names = -1, nil
+	p.fd, p.names, p.dir = -1, nil, ""
 }
 
-// dirFd returns the pool's directory, made again when it was removed (a
+// dirFd returns the pool's directory, made anew when it was removed (a
 // prune empties the store's tmp): mu held.
 func (p *FilePool) dirFd() (int, error) {
 	if p.fd >= 0 {
@@ -73,14 +84,16 @@ func (p *FilePool) dirFd() (int, error) {
 		}
 		p.reset()
 	}
-	if err := os.MkdirAll(p.dir, 0o700); err != nil {
-		return -1, err
-	}
-	fd, err := unix.Open(p.dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	dir, err := os.MkdirTemp(p.parent, p.prefix)
 	if err != nil {
 		return -1, err
 	}
-	p.fd = fd
+	fd, err := unix.Open(dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		os.Remove(dir)
+		return -1, err
+	}
+	p.dir, p.fd = dir, fd
 	return fd, nil
 }
 

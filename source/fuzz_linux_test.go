@@ -58,7 +58,7 @@ func FuzzReadContextTarHashed(f *testing.F) {
 		dir := t.TempDir()
 		var pool *FilePool
 		if pooled {
-			pool = NewFilePool(filepath.Join(dir, "pool"), 100)
+			pool = NewFilePool(dir, "pool-", 100)
 			old := filepath.Join(dir, "old")
 			if _, err := ReadContextTar(context.Background(), bytes.NewReader(tarBytes(t, []testutil.TarEntry{
 				testutil.File("a", 0o644, "oooooooo"), testutil.File("b/c", 0o600, "pppppppp"),

@@ -273,14 +273,14 @@ func mountsUnder(t *testing.T, dir string) int {
 // scratchGone waits for kiln serve to remove the scratch directories in
 // tmp, which it does after each response, and returns what is left
 // once tmp is empty or a bound passed. The pool of emptied files kiln
-// serve keeps there (serve.FilePoolDir) does not count.
+// serve keeps there (serve.FilePoolPrefix) does not count.
 func scratchGone(tmp string) ([]os.DirEntry, error) {
 	deadline := time.Now().Add(time.Minute)
 	for {
 		all, err := os.ReadDir(tmp)
 		var ents []os.DirEntry
 		for _, e := range all {
-			if e.Name() != serve.FilePoolDir {
+			if !strings.HasPrefix(e.Name(), serve.FilePoolPrefix) {
 				ents = append(ents, e)
 			}
 		}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/kiln-build/kiln/export"
 	"github.com/kiln-build/kiln/internal/testutil"
+	"github.com/kiln-build/kiln/serve"
 )
 
 // TestServeContextHash: the context hash kiln serve's builds take from
@@ -22,7 +23,8 @@ import (
 // hardlink and an executable; and so does a second docker build, whose
 // files come from the first one's. After each response the scratch
 // directory and its context hash state go away, and kiln serve stopped
-// right after a response removes its scratch directory before it exits.
+// right after a response removes its scratch directory (and its pool of
+// files) before it exits.
 func TestServeContextHash(t *testing.T) {
 	needRoot(t)
 	needTool(t, "docker", "docker.io")
@@ -123,7 +125,9 @@ func TestServeContextHash(t *testing.T) {
 	if code := s.stop(t); code != 0 {
 		t.Fatalf("kiln serve exited %d on SIGTERM:\n%s", code, s.log)
 	}
-	if left, _ := filepath.Glob(filepath.Join(tmp, "serve-build-*")); len(left) != 0 {
-		t.Errorf("kiln serve exited leaving %v", left)
+	for _, pattern := range []string{"serve-build-*", serve.FilePoolPrefix + "*"} {
+		if left, _ := filepath.Glob(filepath.Join(tmp, pattern)); len(left) != 0 {
+			t.Errorf("kiln serve exited leaving %v", left)
+		}
 	}
 }
