@@ -68,8 +68,11 @@ func Open(memoDir, contextDir string) (*Hasher, error) {
 	if err != nil {
 		return nil, fmt.Errorf("hashing context %s: %w", contextDir, err)
 	}
-	id := sha256.Sum256([]byte(abs))
-	h := &Hasher{dir: abs, memoPath: filepath.Join(memoDir, hex.EncodeToString(id[:16])+".memo"), memo: map[string]memoEntry{}, loaded: make(chan struct{})}
+	memoPath, err := memoFile(memoDir, abs)
+	if err != nil {
+		return nil, fmt.Errorf("hashing context %s: %w", contextDir, err)
+	}
+	h := &Hasher{dir: abs, memoPath: memoPath, memo: map[string]memoEntry{}, loaded: make(chan struct{})}
 	go func() {
 		defer close(h.loaded)
 		if data, err := os.ReadFile(h.memoPath); err == nil {
@@ -345,11 +348,20 @@ func (h *Hasher) Save() error {
 	if !h.dirty {
 		return nil
 	}
-	data := encodeMemo(h.memo)
-	if err := os.MkdirAll(filepath.Dir(h.memoPath), 0o755); err != nil {
+	if err := writeMemo(h.memoPath, h.memo); err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(h.memoPath), ".memo-")
+	h.dirty = false
+	return nil
+}
+
+// writeMemo replaces the memo at memoPath, atomically.
+func writeMemo(memoPath string, memo map[string]memoEntry) error {
+	data := encodeMemo(memo)
+	if err := os.MkdirAll(filepath.Dir(memoPath), 0o755); err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(memoPath), ".memo-")
 	if err != nil {
 		return err
 	}
@@ -358,13 +370,12 @@ func (h *Hasher) Save() error {
 		err = cerr
 	}
 	if err == nil {
-		err = os.Rename(tmp.Name(), h.memoPath)
+		err = os.Rename(tmp.Name(), memoPath)
 	}
 	if err != nil {
 		os.Remove(tmp.Name())
 		return err
 	}
-	h.dirty = false
 	return nil
 }
 

@@ -97,6 +97,14 @@ type Options struct {
 	// inode number it landed on; a caller writing the tree out again uses
 	// the headers. Directories are not kept for Finish then.
 	Record func(p string, hdr *tar.Header, ino uint64)
+	// CreateFile, when set, makes each regular file instead of
+	// d.Create(name, 0o600): it returns a descriptor, open for writing,
+	// of an empty regular file with one link, no xattrs and mode 0600 or
+	// less, that it put at name in d without replacing anything there
+	// (an error matching fs.ErrExist when name is taken) and that nobody
+	// else can reach. A caller recycles inodes with it (kiln serve: a
+	// fresh inode costs far more on some filesystems than a rename).
+	CreateFile func(d *rooted.Dir, name string) (int, error)
 }
 
 // Applier applies layer tars to one root directory, through descriptors
@@ -447,7 +455,7 @@ func (a *Applier) recordDir(p string, hdr *tar.Header) {
 func (a *Applier) writeFile(ctx context.Context, d *rooted.Dir, depth int, name, p string, hdr *tar.Header, r io.Reader) error {
 	var fd int
 	err := a.create(d, depth, name, func() (err error) {
-		fd, err = d.Create(name, 0o600)
+		fd, err = a.createFile(d, name)
 		return err
 	})
 	if err != nil {
@@ -469,6 +477,14 @@ func (a *Applier) writeFile(ctx context.Context, d *rooted.Dir, depth int, name,
 		return a.fileMeta(fd, d, name, hdr)
 	}()
 	return err
+}
+
+// createFile makes the regular file name in d (Options.CreateFile).
+func (a *Applier) createFile(d *rooted.Dir, name string) (int, error) {
+	if a.opts.CreateFile != nil {
+		return a.opts.CreateFile(d, name)
+	}
+	return d.Create(name, 0o600)
 }
 
 // hardlink links name to the entry's Linkname, which resolves inside the

@@ -206,7 +206,7 @@ func (w *writers) write(j *fileJob) error {
 		return errAborted
 	}
 	d := j.dir.d
-	fd, err := d.Create(j.name, 0o600)
+	fd, err := w.a.createFile(d, j.name)
 	if errors.Is(err, fs.ErrExist) {
 		// Something from before is in the way. Nothing later in the tar
 		// touches this path while the job is pending, but files queued
@@ -217,7 +217,7 @@ func (w *writers) write(j *fileJob) error {
 			w.dirRemoved.Store(true)
 		}
 		if err = d.RemoveAll(j.name); err == nil {
-			fd, err = d.Create(j.name, 0o600)
+			fd, err = w.a.createFile(d, j.name)
 		}
 	}
 	if err != nil {

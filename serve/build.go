@@ -14,6 +14,7 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/authn"
 
+	"github.com/kiln-build/kiln/contexthash"
 	"github.com/kiln-build/kiln/source"
 )
 
@@ -74,6 +75,12 @@ type BuildOptions struct {
 	// MaxConcurrent bounds the builds that run at once; more wait for a
 	// turn (their clients see so). 0 means DefaultMaxConcurrentBuilds.
 	MaxConcurrent int
+	// ContextHashDir is where the builds keep their context hash state
+	// (the store's contexthash directory). When set, the digests of the
+	// context's files, computed as the context is unpacked, are left
+	// there for the build (contexthash.Seed), which then reads none of
+	// them again, and the state is removed with the context.
+	ContextHashDir string
 }
 
 // SetBuilder makes POST /build run builds through b. Without it the
@@ -87,6 +94,8 @@ func (s *Server) SetBuilder(b Builder, opts BuildOptions) {
 	}
 	s.builder, s.buildOpts = b, opts
 	s.buildSlots = make(chan struct{}, opts.MaxConcurrent)
+	s.removals = make(chan struct{}, maxBackgroundRemovals)
+	s.files = source.NewFilePool(opts.ScratchDir, FilePoolPrefix, maxPoolFiles)
 	s.handle("POST", "/build", s.build)
 }
 
@@ -186,7 +195,11 @@ func (s *Server) build(w http.ResponseWriter, r *http.Request, _ map[string]stri
 	if !s.builds.enter() {
 		return &statusError{http.StatusServiceUnavailable, errors.New("kiln serve is stopping: build again once it is back")}
 	}
-	defer s.builds.leave()
+	// The build counts as in flight, and holds the scratch space, until
+	// its scratch directory is gone: after the response (cleanScratch).
+	releaseScratch := s.HoldScratch() // no prune empties tmp under the context
+	var scratch, ctxDir string
+	defer func() { s.cleanScratch(scratch, ctxDir, releaseScratch) }()
 	req, dockerfile, quiet, err := buildQuery(r)
 	if err != nil {
 		return err
@@ -197,19 +210,16 @@ func (s *Server) build(w http.ResponseWriter, r *http.Request, _ map[string]stri
 	if req.Network == "host" && !s.buildOpts.HostNetwork {
 		return &statusError{http.StatusForbidden, errors.New("networkmode=host: this kiln serve does not grant builds the host's network; start it with --allow network.host, or build with the default network")}
 	}
-	defer s.HoldScratch()() // no prune empties tmp under the context
 	if err := os.MkdirAll(s.buildOpts.ScratchDir, 0o700); err != nil {
 		return fmt.Errorf("creating the scratch directory %s (check kiln serve's --root): %w", s.buildOpts.ScratchDir, err)
 	}
-	scratch, err := os.MkdirTemp(s.buildOpts.ScratchDir, "serve-build-")
-	if err != nil {
+	if scratch, err = os.MkdirTemp(s.buildOpts.ScratchDir, "serve-build-"); err != nil {
 		return fmt.Errorf("creating the build's scratch directory (check kiln serve's --root): %w", err)
 	}
-	defer os.RemoveAll(scratch)
 
 	body := &limitedBody{r: r.Body, left: s.buildOpts.MaxContextSize}
-	ctxDir := filepath.Join(scratch, "context")
-	isTar, err := source.ReadContextTarChecked(r.Context(), body, ctxDir, newContextChecker().check)
+	ctxDir = filepath.Join(scratch, "context")
+	isTar, sums, err := source.ReadContextTarHashed(r.Context(), body, ctxDir, newContextChecker().check, s.files)
 	if body.exceeded {
 		return &statusError{http.StatusRequestEntityTooLarge,
 			fmt.Errorf("the build context is larger than kiln serve's limit of %d bytes: make it smaller (.dockerignore) or raise kiln serve --max-context-size", s.buildOpts.MaxContextSize)}
@@ -227,6 +237,10 @@ func (s *Server) build(w http.ResponseWriter, r *http.Request, _ map[string]stri
 		return badRequest(fmt.Errorf("invalid query parameter dockerfile=%q: %w (name a Dockerfile inside the context)", dockerfile, err))
 	}
 	req.ContextDir = ctxDir
+	if s.buildOpts.ContextHashDir != "" {
+		// Failing to seed only costs reading the files again.
+		_ = contexthash.Seed(s.buildOpts.ContextHashDir, ctxDir, sums)
+	}
 
 	st := newStream(w)
 	var progress io.Writer = st

@@ -58,6 +58,9 @@ func (s *Server) Run(ctx context.Context, ls []Listener) error {
 		hs.Close()
 	}
 	s.builds.close()
+	if s.files != nil {
+		s.files.Remove() // every build is over: nobody takes from it
+	}
 	// Serve returned for every listener: they are closed, sockets gone.
 	wg.Wait()
 	return err

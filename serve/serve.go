@@ -16,6 +16,8 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+
+	"github.com/kiln-build/kiln/source"
 )
 
 // The API versions kiln answers. 1.41 is what dockerd 20.10 (Debian's
@@ -37,6 +39,8 @@ type Server struct {
 	images    imageState   // image endpoints: SetImages
 	// concurrent builds: buildturn.go
 	buildSlots      chan struct{}
+	removals        chan struct{} // scratch removals under way: scratch.go
+	files           *source.FilePool
 	builds          inFlight
 	cancelled       atomic.Bool // Run cancelled the requests in flight
 	shutdownTimeout time.Duration

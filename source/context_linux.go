@@ -17,6 +17,7 @@ import (
 	"github.com/klauspost/compress/zstd"
 	"github.com/ulikunitz/xz"
 
+	"github.com/kiln-build/kiln/contexthash"
 	"github.com/kiln-build/kiln/layer"
 	"github.com/kiln-build/kiln/rooted"
 )
@@ -142,7 +143,28 @@ func ReadContextTar(ctx context.Context, r io.Reader, out string) (bool, error) 
 // ReadContextTarChecked is ReadContextTar that also calls check with
 // every entry's header as the archive is read; an error it returns stops
 // the unpacking and is returned (what was unpacked so far stays in out).
-func ReadContextTarChecked(ctx context.Context, r io.Reader, out string, check func(*tar.Header) error) (_ bool, err error) {
+func ReadContextTarChecked(ctx context.Context, r io.Reader, out string, check func(*tar.Header) error) (bool, error) {
+	return readContextTar(ctx, r, out, check, nil, nil)
+}
+
+// ReadContextTarHashed is ReadContextTarChecked that also returns the
+// SHA-256 of every regular file it unpacked, by rooted path ("/a/b"),
+// computed from the archive's bytes as they stream by (on another
+// core): for contexthash.Seed, so that hashing the unpacked context reads
+// no file again. A path whose entry was replaced, or that lies below a
+// symlink of the archive, may be missing or stale: Seed keeps only what
+// it finds on disk as a regular file of the size hashed. The files are
+// made from pool's when pool is not nil.
+func ReadContextTarHashed(ctx context.Context, r io.Reader, out string, check func(*tar.Header) error, pool *FilePool) (bool, map[string]contexthash.FileSum, error) {
+	sums := map[string]contexthash.FileSum{}
+	isTar, err := readContextTar(ctx, r, out, check, sums, pool)
+	if err != nil || !isTar {
+		return isTar, nil, err
+	}
+	return true, sums, nil
+}
+
+func readContextTar(ctx context.Context, r io.Reader, out string, check func(*tar.Header) error, sums map[string]contexthash.FileSum, pool *FilePool) (_ bool, err error) {
 	if err := os.Mkdir(out, 0o755); err != nil {
 		return false, fmt.Errorf("creating the context directory: %w", err)
 	}
@@ -155,9 +177,9 @@ func ReadContextTarChecked(ctx context.Context, r io.Reader, out string, check f
 		return false, err
 	}
 	defer closeFn()
-	if check != nil {
+	if check != nil || sums != nil {
 		var wait func() error
-		tr, wait = checkEntries(tr, check)
+		tr, wait = scanEntries(tr, check, sums)
 		defer func() {
 			if cerr := wait(); cerr != nil && err == nil {
 				err = fmt.Errorf("unpacking the context archive: %w", cerr)
@@ -169,13 +191,17 @@ func ReadContextTarChecked(ctx context.Context, r io.Reader, out string, check f
 		return false, err
 	}
 	defer root.Close()
-	a := layer.NewApplier(root, layer.Options{
+	opts := layer.Options{
 		Sink:             layer.Rootfs,
 		LiteralWhiteouts: true,
 		BestEffortXattrs: true,
 		ClampTimes:       true,
 		Unprivileged:     os.Geteuid() != 0,
-	})
+	}
+	if pool != nil {
+		opts.CreateFile = pool.Create
+	}
+	a := layer.NewApplier(root, opts)
 	defer a.Close()
 	if err := a.Apply(ctx, tr); err != nil {
 		return false, fmt.Errorf("unpacking the context archive: %w", err)

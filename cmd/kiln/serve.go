@@ -84,7 +84,8 @@ See docs/serve.md.`,
 			srv := serve.New(newServeBackend(*root))
 			closeEvents, err := builds.setup(srv, serve.BuildOptions{
 				ScratchDir: filepath.Join(store.Root, "tmp"), MaxContextSize: maxSize,
-				HostNetwork: slices.Contains(allow, "network.host")}, root, allow)
+				ContextHashDir: filepath.Join(store.Root, "contexthash"),
+				HostNetwork:    slices.Contains(allow, "network.host")}, root, allow)
 			if err != nil {
 				return err
 			}
