@@ -302,14 +302,12 @@ type errorDetail struct {
 // the progress text into lines, each a {"stream": …} message.
 type stream struct {
 	mu      sync.Mutex
-	w       http.ResponseWriter
-	enc     *json.Encoder
+	out     messages
 	partial []byte
-	started bool
 }
 
 func newStream(w http.ResponseWriter) *stream {
-	return &stream{w: w, enc: json.NewEncoder(w)}
+	return &stream{out: newMessages(w)}
 }
 
 func (s *stream) Write(p []byte) (int, error) {
@@ -343,19 +341,7 @@ func (s *stream) send(m streamMessage) {
 	s.sendLocked(m)
 }
 
-// sendLocked writes m. A write error is the client gone: the request's
-// context is cancelled then, which stops the build.
-func (s *stream) sendLocked(m streamMessage) {
-	if !s.started {
-		s.w.Header().Set("Content-Type", "application/json")
-		s.w.WriteHeader(http.StatusOK)
-		s.started = true
-	}
-	s.enc.Encode(m)
-	if f, ok := s.w.(http.Flusher); ok {
-		f.Flush()
-	}
-}
+func (s *stream) sendLocked(m streamMessage) { s.out.send(m) }
 
 // withTag is name as dockerd prints it: with :latest when it has no tag
 // or digest.

@@ -287,23 +287,21 @@ type progressDetail struct {
 // progressStream writes a push's or a pull's messages, one JSON object a
 // line, flushed as they come. Layers report from several goroutines.
 type progressStream struct {
-	mu    sync.Mutex
-	w     http.ResponseWriter
-	enc   *json.Encoder
-	begun bool
+	mu  sync.Mutex
+	out messages
 	// last is the state each layer was last reported in: a layer is
 	// reported once per state, bar byte counts.
 	last map[string]LayerState
 }
 
 func newProgressStream(w http.ResponseWriter) *progressStream {
-	return &progressStream{w: w, enc: json.NewEncoder(w), last: map[string]LayerState{}}
+	return &progressStream{out: newMessages(w), last: map[string]LayerState{}}
 }
 
 func (p *progressStream) started() bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.begun
+	return p.out.started
 }
 
 func (p *progressStream) send(m jsonMessage) {
@@ -312,19 +310,7 @@ func (p *progressStream) send(m jsonMessage) {
 	p.sendLocked(m)
 }
 
-// sendLocked writes m. A write error is the client gone: the request's
-// context is cancelled then, which stops the transfer.
-func (p *progressStream) sendLocked(m jsonMessage) {
-	if !p.begun {
-		p.w.Header().Set("Content-Type", "application/json")
-		p.w.WriteHeader(http.StatusOK)
-		p.begun = true
-	}
-	p.enc.Encode(m)
-	if f, ok := p.w.(http.Flusher); ok {
-		f.Flush()
-	}
-}
+func (p *progressStream) sendLocked(m jsonMessage) { p.out.send(m) }
 
 // layer reports l with the words of its states, as dockerd's short ID
 // (the first 12 hex digits of the digest).
