@@ -159,8 +159,14 @@ func (b *build) awaitAhead(ctx context.Context, id string, log progress.Step) er
 	}
 	select {
 	case <-f.done:
-	case <-ctx.Done():
-		return ctx.Err()
+	default:
+		// its download shows on no step: say what the step waits for
+		fmt.Fprintf(log, "waiting for cache mount %q, being restored from --cache-from\n", id)
+		select {
+		case <-f.done:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
 	b.ahead.mu.Lock()
 	warn := f.failed != nil && !f.warned
