@@ -46,6 +46,11 @@ type seedsAhead struct {
 
 	mu      sync.Mutex
 	started map[string]*seedFetch // by cache mount identity
+
+	// slot lets one mount be restored at a time: the aim is to have them
+	// ready when the lazy layers are, and the layers' unpacking needs the
+	// cores more than the mounts need to be done early.
+	slot chan struct{}
 }
 
 // aheadMount is a RUN --mount=type=cache whose identity is known before
@@ -68,6 +73,7 @@ type seedFetch struct {
 // until it has stopped (a half-restored instance is never left behind).
 func (b *build) startAhead(ctx context.Context) (stop func()) {
 	b.ahead.ctx, b.ahead.cancel = context.WithCancel(ctx)
+	b.ahead.slot = make(chan struct{}, 1)
 	return func() {
 		b.ahead.cancel()
 		b.ahead.wg.Wait()
@@ -133,6 +139,12 @@ func (b *build) restoreMount(m aheadMount, seed []cache.LayerInfo) {
 	go func() {
 		defer b.ahead.wg.Done()
 		defer close(f.done)
+		select {
+		case b.ahead.slot <- struct{}{}:
+			defer func() { <-b.ahead.slot }()
+		case <-b.ahead.ctx.Done():
+			return // the step restores it, if it runs
+		}
 		ctx, span := trace.Start(b.ahead.ctx, "restore cache mount ahead")
 		span.SetString("id", m.id)
 		init := m.init
