@@ -115,6 +115,37 @@ func (s *Store) CacheMount(ctx context.Context, id string, sharing CacheSharing,
 	return base, l.release, nil
 }
 
+// PrepareCacheMount makes the first instance of cache mount id ahead of
+// the step that will use it, so that restoring init.Seed (a mount
+// imported with --cache-from: a download and an unpack) overlaps the
+// steps before it. It does what that step's CacheMount would do to the
+// instance, under the same lock, and releases it: nothing when the
+// instance exists already, or when another build holds it (that step
+// then makes or waits for its own, as it always has). A seed that cannot
+// be applied is told to init.SeedFailed and leaves an empty instance, as
+// it would at the step.
+func (s *Store) PrepareCacheMount(ctx context.Context, id string, sharing CacheSharing, init CacheMountInit) error {
+	base := s.cacheMountBase(id)
+	if _, err := os.Lstat(base); err == nil {
+		return nil
+	}
+	if err := os.MkdirAll(s.cacheMountsDir(), 0o755); err != nil {
+		return fmt.Errorf("opening cache mount %s: %w", id, err)
+	}
+	l, ok, err := tryLockFile(base+".lock", sharing != CacheShared)
+	if err != nil {
+		return fmt.Errorf("opening cache mount %s: %w", id, err)
+	}
+	if !ok {
+		return nil
+	}
+	defer l.release()
+	if err := s.ensureCacheMount(ctx, base, init); err != nil {
+		return fmt.Errorf("creating cache mount %s: %w", id, err)
+	}
+	return nil
+}
+
 // ensureCacheMount creates the instance dir, whole, if it does not exist:
 // built (and seeded) under a temp name and renamed, so that it never
 // appears with the wrong owner or mode, or half filled. The caller holds
@@ -150,6 +181,12 @@ func (s *Store) ensureCacheMount(ctx context.Context, dir string, init CacheMoun
 		var serr error
 		if state, serr = s.seedCacheMount(ctx, tmp, init.Seed, init.Wrap); serr != nil {
 			state = nil
+			if cerr := ctx.Err(); cerr != nil {
+				// a cancelled build, not a bad seed: leave no empty
+				// instance that the next build would take as warm
+				os.RemoveAll(tmp)
+				return cerr
+			}
 			if init.SeedFailed != nil {
 				init.SeedFailed(serr)
 			}

@@ -228,3 +228,90 @@ func must(t *testing.T, err error) {
 		t.Fatal(err)
 	}
 }
+
+// TestPrepareCacheMount: an instance prepared ahead is seeded and is the
+// one the step then gets, under each sharing mode; an instance that
+// exists or is held by another user is left alone; a cancelled prepare
+// leaves no instance (an empty one would pass for warm); a seed that
+// fails only warns and leaves an empty instance, as at the step.
+func TestPrepareCacheMount(t *testing.T) {
+	requireRoot(t)
+	ctx := context.Background()
+	src := openStore(t)
+	dir, release, err := src.CacheMount(ctx, "mods", CacheShared, CacheMountInit{})
+	must(t, err)
+	writeFiles(t, dir, map[string]string{"warm": "yes", "d/f": "f"})
+	release()
+	snap, ok, err := src.SnapshotCacheMount(ctx, "mods", MountSnapshotOptions{})
+	if err != nil || !ok {
+		t.Fatalf("snapshot: %v, %v", ok, err)
+	}
+	seedOf := func() []LayerInfo {
+		out := make([]LayerInfo, len(snap.Layers))
+		for i, l := range snap.Layers {
+			out[i] = LayerInfo{DiffID: l.DiffID, Digest: l.Digest, Size: l.Size, MediaType: l.MediaType, Remote: src.Layer(l, "")}
+		}
+		return out
+	}
+	noFail := func(err error) { t.Errorf("seeding: %v", err) }
+
+	for _, sharing := range []CacheSharing{CacheShared, CachePrivate, CacheLocked} {
+		s := openStore(t)
+		must(t, s.PrepareCacheMount(ctx, "mods", sharing, CacheMountInit{Mode: 0o755, Seed: seedOf(), SeedFailed: noFail}))
+		// The step's own seed would fail: it must not be needed.
+		bad := seedOf()
+		bad[0].Digest.Hex = strings.Repeat("0", 64)
+		dir, release, err := s.CacheMount(ctx, "mods", sharing, CacheMountInit{Mode: 0o755, Seed: bad, SeedFailed: noFail})
+		must(t, err)
+		if b, err := os.ReadFile(filepath.Join(dir, "warm")); err != nil || string(b) != "yes" {
+			t.Errorf("sharing %d: the step's instance is not the prepared one (%q, %v)", sharing, b, err)
+		}
+		if dir != s.cacheMountBase("mods") {
+			t.Errorf("sharing %d: the step got %s, want the first instance", sharing, dir)
+		}
+		// Prepared again while the step holds it, or once it exists:
+		// nothing happens.
+		must(t, s.PrepareCacheMount(ctx, "mods", sharing, CacheMountInit{Seed: bad, SeedFailed: noFail}))
+		release()
+		must(t, s.PrepareCacheMount(ctx, "mods", sharing, CacheMountInit{Seed: bad, SeedFailed: noFail}))
+		if snap2, _, err := s.SnapshotCacheMount(ctx, "mods", MountSnapshotOptions{}); err != nil || !slices.Equal(snap2.Layers, snap.Layers) || snap2.Added.Digest.Hex != "" {
+			t.Errorf("sharing %d: the prepared instance's state is not its seed: %+v, %v", sharing, snap2, err)
+		}
+	}
+
+	// Busy: another user holds the (not yet made) instance's lock.
+	s := openStore(t)
+	must(t, os.MkdirAll(s.cacheMountsDir(), 0o755))
+	l, ok, err := tryLockFile(s.cacheMountBase("mods")+".lock", true)
+	if err != nil || !ok {
+		t.Fatalf("locking: %v, %v", ok, err)
+	}
+	must(t, s.PrepareCacheMount(ctx, "mods", CacheShared, CacheMountInit{Seed: seedOf(), SeedFailed: noFail}))
+	l.release()
+	if _, err := os.Lstat(s.cacheMountBase("mods")); err == nil {
+		t.Error("an instance was made under another user's lock")
+	}
+
+	// Cancelled: no instance at all.
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	err = s.PrepareCacheMount(cctx, "mods", CacheShared, CacheMountInit{Seed: seedOf(), SeedFailed: func(error) {}})
+	if err == nil {
+		t.Error("a cancelled prepare succeeded")
+	}
+	if _, err := os.Lstat(s.cacheMountBase("mods")); err == nil {
+		t.Error("a cancelled prepare left an instance")
+	}
+
+	// A seed that fails: told, and an empty instance.
+	bad := seedOf()
+	bad[0].Digest.Hex = strings.Repeat("0", 64)
+	var failed error
+	must(t, s.PrepareCacheMount(ctx, "mods", CacheLocked, CacheMountInit{Seed: bad, SeedFailed: func(err error) { failed = err }}))
+	if failed == nil {
+		t.Error("a seed with the wrong digest was not refused")
+	}
+	if ents, err := os.ReadDir(s.cacheMountBase("mods")); err != nil || len(ents) != 0 {
+		t.Errorf("the instance of a refused seed: %d entries, %v; want an empty one", len(ents), err)
+	}
+}

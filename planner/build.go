@@ -166,6 +166,9 @@ type build struct {
 	jobs       chan struct{} // one token per running step
 	epoch      *time.Time    // SOURCE_DATE_EPOCH, if set
 
+	reach map[*stage]bool // the stages the target needs
+	ahead seedsAhead      // cache mounts restored ahead of their steps (seeds.go)
+
 	// outer is Build's own context: images are resolved with it, not
 	// with the build's cancelable one, because their lazy layers are read
 	// after Build returns (by an export), and a remote layer keeps the
@@ -244,6 +247,7 @@ func Build(ctx context.Context, opt Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	b.reach = reach
 	// Before any work: a RUN that cannot execute here would fail after
 	// the pulls and every step before it.
 	if err := b.checkEmulation(reach); err != nil {
@@ -261,6 +265,7 @@ func Build(ctx context.Context, opt Options) (*Result, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	b.cancel = cancel
+	defer b.startAhead(ctx)()
 	// After every stage has returned, and so every step has ended.
 	defer b.closeNetwork()
 	b.warm = executor.NewWarm(ctx)

@@ -41,6 +41,8 @@ type runMounts struct {
 	lazy map[int][]cache.LayerInfo
 	// fetchLayers materializes lazy layers, with progress on the step.
 	fetchLayers func(context.Context, []cache.LayerInfo, progress.Step) ([]cache.LayerInfo, error)
+	// awaitAhead waits for a cache mount restored ahead (seeds.go).
+	awaitAhead func(context.Context, string, progress.Step) error
 	// ssh are the ssh mounts whose agent the build has (sshmounts.go);
 	// nSSH counts all of them, sshErr is a required one it lacks.
 	ssh    []sshMount
@@ -81,11 +83,16 @@ func (rm *runMounts) fetch(ctx context.Context, log progress.Step) (release func
 		if len(c.init.Seed) > 0 {
 			id := c.id
 			c.init.Wrap = func(l v1.Layer) v1.Layer { return progress.WatchLayer(log, l) }
-			c.init.SeedFailed = func(err error) {
-				fmt.Fprintf(log, "warning: cache mount %q from --cache-from is not used, the step starts with an empty one: %v\n", id, err)
-			}
+			c.init.SeedFailed = func(err error) { warnSeed(log, id, err) }
 		}
 		g.Go(func() error {
+			if rm.awaitAhead != nil {
+				// restored while the steps before ran: the instance
+				// is there, or its restoring failed and left none
+				if err := rm.awaitAhead(gctx, c.id, log); err != nil {
+					return err
+				}
+			}
 			dir, r, err := rm.store.CacheMount(gctx, c.id, c.sharing, c.init)
 			if err != nil {
 				return err
@@ -195,21 +202,14 @@ func (b *build) resolveMounts(ctx context.Context, s *stage, c *instructions.Run
 			if err != nil {
 				return nil, err
 			}
-			cm := cacheMount{index: len(rm.mounts), id: id, init: init, fill: fill}
-			switch m.CacheSharing {
-			case instructions.MountSharingPrivate:
-				cm.sharing = cache.CachePrivate
-			case instructions.MountSharingLocked:
-				cm.sharing = cache.CacheLocked
-			default:
-				cm.sharing = cache.CacheShared
-			}
+			cm := cacheMount{index: len(rm.mounts), id: id, sharing: cacheSharing(m), init: init, fill: fill}
 			if src, ok := b.opt.Remote.(CacheMountSource); ok {
 				// fetched only if the step runs and finds no instance
 				cm.init.Seed, _ = src.CacheMountLayers(id)
 			}
 			rm.caches = append(rm.caches, cm)
 			rm.store = b.opt.Store
+			rm.awaitAhead = b.awaitAhead
 			rm.mounts = append(rm.mounts, executor.Mount{Type: "bind", Target: target, Readonly: m.ReadOnly})
 			k.add(name, fmt.Sprintf("cache id=%s target=%s ro=%v", id, target, m.ReadOnly))
 		case instructions.MountTypeTmpfs:
@@ -326,6 +326,18 @@ func (b *build) mountSource(ctx context.Context, s *stage, from string) ([]cache
 		return nil, "", fmt.Errorf("RUN --mount from=%s: no stage is named %q and it is no usable image%s: %w", from, from, suggestStage(from, b.stageNames()), err)
 	}
 	return layers, canonical, nil
+}
+
+// cacheSharing is how steps running at once share m's instances.
+func cacheSharing(m *instructions.Mount) cache.CacheSharing {
+	switch m.CacheSharing {
+	case instructions.MountSharingPrivate:
+		return cache.CachePrivate
+	case instructions.MountSharingLocked:
+		return cache.CacheLocked
+	default:
+		return cache.CacheShared
+	}
 }
 
 // cacheMountInit is the mode and owner a cache mount's directory is

@@ -62,6 +62,7 @@ type stage struct {
 	lastTime  *time.Time   // when the latest step (or the base's last) was made
 	epoch     *time.Time   // SOURCE_DATE_EPOCH: the time of every history entry the build adds
 	pos       string       // position of the instruction being dispatched, for --explain-cache
+	next      int          // index in st.Commands of the command after it (0 in ONBUILD triggers)
 	steps     []StepResult // steps of this stage that ran or hit, for --cache-to
 }
 
@@ -225,6 +226,7 @@ func (b *build) runStage(ctx context.Context, s *stage) (err error) {
 	}
 	for i, c := range s.st.Commands {
 		s.pos = fmt.Sprintf("%s\x00stage %d\x00command %d", b.opt.DockerfileID, s.index, i)
+		s.next = i + 1
 		if err := b.dispatch(ctx, s, c, false); err != nil {
 			return parser.At(b.df.Name, c.Location(), err)
 		}

@@ -293,6 +293,7 @@ func (b *build) runStep(ctx context.Context, s *stage, name string, k *stepKey, 
 		return nil
 	}
 	defer release()
+	b.restoreAhead(s) // the steps after this one will run too
 	if msg := b.explain(s.pos, k); msg != "" {
 		fmt.Fprintln(log, msg)
 	}

@@ -144,6 +144,12 @@ func importRegistry(ctx context.Context, res *registry.Resolver, ref string) (*s
 		return nil, err
 	}
 	opts := res.Options(ctx)
+	// One puller for the whole source: the registry is pinged (and a
+	// token fetched) once, not again before each layer or cache mount
+	// that a step that runs needs — round trips on the critical path.
+	if p, err := remote.NewPuller(opts...); err == nil {
+		opts = append(opts, remote.Reuse(p))
+	}
 	desc, err := remote.Get(n, opts...)
 	if err != nil {
 		var te *transport.Error

@@ -11,6 +11,8 @@ import (
 	"testing"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/kiln-build/kiln/trace"
 )
 
 // mountDockerfile fills the cache mount "mods" on its first run (COLD: a
@@ -104,13 +106,18 @@ func TestCacheMountsRegistry(t *testing.T) {
 	setGreeting(t, ctxDir, "runner B\n")
 	rootB := t.TempDir()
 	rootfs := filepath.Join(t.TempDir(), "rootfs")
+	tr := filepath.Join(t.TempDir(), "trace.json")
 	out, code := kiln(t, "build", "--root", rootB, "--progress=plain", "-o", "type=local,dest="+rootfs,
-		"--cache-from", from, "--cache-to", to, ctxDir)
+		"--cache-from", from, "--cache-to", to, "--trace", tr, ctxDir)
 	if code != 0 {
 		t.Fatalf("runner B exited %d:\n%s", code, out)
 	}
 	if b, _ := os.ReadFile(filepath.Join(rootfs, "result")); strings.TrimSpace(string(b)) != "WARM" {
 		t.Fatalf("runner B: /result %q, want WARM:\n%s", b, out)
+	}
+	// The COPY missed: the mount was restored while it ran.
+	if e := restoredAhead(t, tr, "mods"); e.Args["seed"] != nil {
+		t.Errorf("runner B: the seed restored ahead failed: %v", e.Args["seed"])
 	}
 	t.Logf("runner B:\n%s", out)
 	b := registryMounts(t, ref)
@@ -128,12 +135,25 @@ func TestCacheMountsRegistry(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "unchanged") {
 		t.Fatalf("runner B again: exit %d, want an unchanged cache:\n%s", code, out)
 	}
-	// An empty root whose step is a hit carries the imported mount on.
-	out, code = kiln(t, "build", "--root", t.TempDir(), "--progress=plain", "--cache-from", from, "--cache-to", to, ctxDir)
+	// An empty root whose step is a hit carries the imported mount on,
+	// and fetches none of it: nothing is restored ahead when no step runs.
+	mountBlobs := map[string]bool{}
+	for _, l := range b.Mounts[0].Layers {
+		mountBlobs[l.Digest] = true
+	}
+	seen := len(proxy.Requests())
+	tr = filepath.Join(t.TempDir(), "trace.json")
+	out, code = kiln(t, "build", "--root", t.TempDir(), "--progress=plain", "--cache-from", from, "--cache-to", to, "--trace", tr, ctxDir)
 	if code != 0 || !strings.Contains(out, "unchanged") {
 		t.Fatalf("runner C: exit %d, want an unchanged cache:\n%s", code, out)
 	}
 	allCached(t, out)
+	if n := layerGETs(proxy.Requests()[seen:], mountBlobs); n != 0 {
+		t.Errorf("runner C, all cached, downloaded %d cache mount layers", n)
+	}
+	if got := find(readTrace(t, tr), "restore cache mount ahead"); len(got) != 0 {
+		t.Errorf("runner C, all cached, restored %d cache mounts ahead", len(got))
+	}
 	if got := headDigest(t, ref); got != digest {
 		t.Errorf("the cache digest moved from %s to %s with nothing changed", digest, got)
 	}
@@ -206,9 +226,76 @@ func TestCacheMountsLocal(t *testing.T) {
 		t.Fatal(err)
 	}
 	setGreeting(t, ctxDir, "third\n")
-	res, out := mountResult(t, ctxDir, "--cache-from", "type=local,src="+dir)
-	if res != "COLD" || !strings.Contains(out, `warning: cache mount "mods"`) {
-		t.Fatalf("with a damaged mount layer: /result %q, want COLD and a warning:\n%s", res, out)
+	tr := filepath.Join(t.TempDir(), "trace.json")
+	res, out := mountResult(t, ctxDir, "--cache-from", "type=local,src="+dir, "--trace", tr)
+	if res != "COLD" || strings.Count(out, `warning: cache mount "mods"`) != 1 {
+		t.Fatalf("with a damaged mount layer: /result %q, want COLD and one warning:\n%s", res, out)
+	}
+	// It was found damaged while restored ahead of the step.
+	if e := restoredAhead(t, tr, "mods"); e.Args["seed"] == nil {
+		t.Errorf("the damaged seed restored ahead did not fail: %v", e.Args)
+	}
+}
+
+// restoredAhead finds in the trace of a build that cache mount id was
+// restored ahead — started before the step that uses it, and over when
+// that step's command started — and returns its span.
+func restoredAhead(t *testing.T, tracePath, id string) trace.Event {
+	t.Helper()
+	evs := readTrace(t, tracePath)
+	var ahead []trace.Event
+	for _, e := range find(evs, "restore cache mount ahead") {
+		if e.Args["id"] == id {
+			ahead = append(ahead, e)
+		}
+	}
+	if len(ahead) != 1 {
+		t.Fatalf("%d spans restore cache mount %q ahead, want 1", len(ahead), id)
+	}
+	a := ahead[0]
+	var step *trace.Event
+	for i, e := range evs {
+		if strings.Contains(e.Name, "RUN --mount=type=cache,id="+id+",") {
+			step = &evs[i]
+		}
+	}
+	if step == nil {
+		t.Fatalf("no RUN step using cache mount %q in the trace", id)
+	}
+	if a.TS >= step.TS {
+		t.Errorf("cache mount %q was restored from %.0f µs, not before its step started (%.0f µs)", id, a.TS, step.TS)
+	}
+	for _, e := range find(evs, "run") {
+		if e.Parent() == step.ID() && e.TS < a.TS+a.Dur {
+			t.Errorf("the step ran (from %.0f µs) before cache mount %q was restored (%.0f µs)", e.TS, id, a.TS+a.Dur)
+		}
+	}
+	return a
+}
+
+// TestCacheMountsRestoredAhead: under each sharing mode, a mount restored
+// ahead is the instance the step gets, warm; two mounts of one id in two
+// steps after the miss share one restore.
+func TestCacheMountsRestoredAhead(t *testing.T) {
+	needRoot(t)
+	_, _, base := cacheRegistry(t)
+	for _, sharing := range []string{"shared", "private", "locked"} {
+		t.Run(sharing, func(t *testing.T) {
+			dir := filepath.Join(t.TempDir(), "cache")
+			run := "RUN --mount=type=cache,id=mods,target=/cache,sharing=" + sharing +
+				" sh -c 'if [ -e /cache/warm ]; then echo WARM; else echo COLD; touch /cache/warm; fi >> /result'\n"
+			ctxDir := registryContext(t, "FROM "+base+"\nCOPY greeting /greeting\n"+run+"RUN echo between\n"+run)
+			if res, out := mountResult(t, ctxDir, "--cache-to", "type=local,dest="+dir+",mounts=true"); res != "COLD\nWARM" {
+				t.Fatalf("first build: /result %q:\n%s", res, out)
+			}
+			setGreeting(t, ctxDir, "second\n")
+			tr := filepath.Join(t.TempDir(), "trace.json")
+			res, out := mountResult(t, ctxDir, "--cache-from", "type=local,src="+dir, "--trace", tr)
+			if res != "WARM\nWARM" || strings.Contains(out, "warning") {
+				t.Fatalf("from the cache dir: /result %q, want WARM twice and no warning:\n%s", res, out)
+			}
+			restoredAhead(t, tr, "mods")
+		})
 	}
 }
 
