@@ -153,6 +153,21 @@ print(json.dumps(msgs))
 		if !strings.HasPrefix(id, "sha256:") || streams < 3 {
 			t.Errorf("docker-py build: aux ID %q, %d stream messages:\n%s", id, streams, out)
 		}
+
+		// the high-level API: images.build returns the built image,
+		// which it looks up by the ID the stream gave
+		out, err = exec.Command("python3", "-c", `
+import docker, sys
+c = docker.DockerClient(base_url=sys.argv[1])
+img, logs = c.images.build(path=sys.argv[2], dockerfile="sub/Dockerfile", tag="py:2", buildargs={"A": "py"}, network_mode="none")
+print(img.id, " ".join(img.tags))
+`, host, ctxDir).CombinedOutput()
+		if err != nil {
+			t.Fatalf("docker-py images.build: %v:\n%s", err, out)
+		}
+		if got := strings.TrimSpace(string(out)); got != id+" py:1 py:2" && got != id+" py:2 py:1" {
+			t.Errorf("docker-py images.build returned %q, want the image %s named py:1 and py:2", got, id)
+		}
 	})
 
 	t.Run("bad requests", func(t *testing.T) {
