@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -84,6 +85,13 @@ func serveBuilder(root *string, allow []string, shared *inflight.Table) serve.Bu
 		for _, t := range req.Tags {
 			args = append(args, "-t", t)
 		}
+		if len(req.Tags) == 0 {
+			// kept under a hidden name, so that the client finds it by
+			// ID (serveimages.go); its "named" line is not shown
+			hidden := untaggedName()
+			args = append(args, "-t", hidden)
+			progress = &dropLines{w: progress, drop: "named " + hidden}
+		}
 		for _, k := range sortedKeys(req.BuildArgs) {
 			args = append(args, "--build-arg", k+"="+req.BuildArgs[k])
 		}
@@ -162,4 +170,28 @@ func resourceArgs(req serve.BuildRequest) []string {
 		args = append(args, "--cache-from", ref)
 	}
 	return args
+}
+
+// dropLines passes what is written to w but the lines holding drop.
+type dropLines struct {
+	w       io.Writer
+	drop    string
+	partial []byte
+}
+
+func (d *dropLines) Write(p []byte) (int, error) {
+	d.partial = append(d.partial, p...)
+	for {
+		i := bytes.IndexByte(d.partial, '\n')
+		if i < 0 {
+			return len(p), nil
+		}
+		line := d.partial[:i+1]
+		if !bytes.Contains(line, []byte(d.drop)) {
+			if _, err := d.w.Write(line); err != nil {
+				return len(p), err
+			}
+		}
+		d.partial = d.partial[i+1:]
+	}
 }

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -150,10 +152,29 @@ func (b *serveImages) image(g storeImage) (v1.Image, *v1.ConfigFile, error) {
 	return img, cfg, nil
 }
 
+// hiddenRepo holds the images of POST /build requests without a tag:
+// kiln's store keeps named images only, and a client that builds without
+// -t still finds its image by ID (docker tag $(docker build -q .) app),
+// as dockerd keeps it untagged. The name is never shown: such an image
+// lists as untagged (dangling), and goes with its last shown name.
+const hiddenRepo = "untagged.kiln.invalid/build"
+
+// untaggedName is the hidden name of one untagged build.
+func untaggedName() string {
+	b := make([]byte, 12)
+	rand.Read(b)
+	return hiddenRepo + ":" + hex.EncodeToString(b)
+}
+
+// hiddenName reports whether n (normalised) is an untagged build's.
+func hiddenName(n string) bool { return strings.HasPrefix(n, hiddenRepo+":") }
+
 func (g storeImage) tags() []string {
 	tags := make([]string, 0, len(g.entries))
 	for _, e := range g.entries {
-		tags = append(tags, cache.FamiliarImageName(e.Name))
+		if !hiddenName(e.Name) {
+			tags = append(tags, cache.FamiliarImageName(e.Name))
+		}
 	}
 	return tags
 }
@@ -163,6 +184,9 @@ func (g storeImage) tags() []string {
 func (g storeImage) repoDigests() []string {
 	out := []string{}
 	for _, e := range g.entries {
+		if hiddenName(e.Name) {
+			continue
+		}
 		repo, _ := storeSplitTag(cache.FamiliarImageName(e.Name))
 		if d := repo + "@" + e.Digest.String(); !slices.Contains(out, d) {
 			out = append(out, d)
@@ -337,7 +361,9 @@ func (b *serveImages) RemoveImage(ctx context.Context, ref string, force, noPrun
 			if hasDigest && (e.Digest != byDigest.digest || repo != byDigest.repo) {
 				continue // a digest reference names its repository's names only
 			}
-			repos[repo] = true
+			if !hiddenName(e.Name) {
+				repos[repo] = true
+			}
 			names = append(names, e.Name)
 		}
 		if len(repos) > 1 && !force {
@@ -352,7 +378,18 @@ func (b *serveImages) RemoveImage(ctx context.Context, ref string, force, noPrun
 		} else if err != nil {
 			return out, err
 		}
-		out = append(out, serve.DeleteItem{Untagged: cache.FamiliarImageName(n)})
+		if !hiddenName(n) {
+			out = append(out, serve.DeleteItem{Untagged: cache.FamiliarImageName(n)})
+		}
+	}
+	// With its last shown name goes an untagged build's hidden one, as
+	// dockerd deletes an image no tag names any more.
+	if rest, err := b.resolve(g.id.String()); err == nil && len(rest.tags()) == 0 {
+		for _, e := range rest.entries {
+			if err := b.store.RemoveImage(e.Name); err != nil && !errors.Is(err, cache.ErrImageNotFound) {
+				return out, err
+			}
+		}
 	}
 	// The image is gone with its last name; its layers stay in the build
 	// cache until a prune finds them unused (noprune changes nothing).

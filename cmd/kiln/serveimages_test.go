@@ -244,6 +244,41 @@ print(json.dumps([c.images.get("app:1").id, tags]))
 		}
 	})
 
+	// docker tag $(docker build -q .) NAME: a build without -t is found
+	// by its ID, listed untagged (dangling), and goes with its last name.
+	t.Run("untagged build", func(t *testing.T) {
+		udir := filepath.Join(dir, "untagged")
+		writeFiles(t, udir, map[string]string{"Dockerfile": "FROM test/busybox:1\nLABEL only=here\n"})
+		cmd := exec.Command("docker", "-H", host, "build", "-q", "--network", "none", ".")
+		cmd.Dir = udir
+		cmd.Env = append(os.Environ(), "DOCKER_BUILDKIT=0", "DOCKER_CONFIG="+t.TempDir())
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("docker build -q without -t: %v:\n%s\nserver:\n%s", err, out, s.log)
+		}
+		id := strings.TrimSpace(string(out))
+		if !strings.HasPrefix(id, "sha256:") {
+			t.Fatalf("docker build -q printed %q, want the image ID", id)
+		}
+		if got := mustDocker(t, "image", "inspect", "--format", "{{.Id}} {{len .RepoTags}} {{.Config.Labels.only}}", id); strings.TrimSpace(got) != id+" 0 here" {
+			t.Errorf("docker image inspect of the untagged build: %q", got)
+		}
+		if got := mustDocker(t, "images", "-q", "--no-trunc", "--filter", "dangling=true"); !strings.Contains(got, id) {
+			t.Errorf("docker images --filter dangling=true does not list the untagged build %s:\n%s", id, got)
+		}
+		if strings.Contains(mustDocker(t, "images"), "untagged.kiln") {
+			t.Errorf("docker images shows the hidden name of an untagged build")
+		}
+		mustDocker(t, "tag", id, "named/late:1")
+		got := mustDocker(t, "rmi", "named/late:1")
+		if !strings.Contains(got, "Untagged: named/late:1") || !strings.Contains(got, "Deleted: "+id) {
+			t.Errorf("docker rmi of the untagged build's only name: want it untagged and deleted:\n%s", got)
+		}
+		if _, code := dk(t, "image", "inspect", id); code == 0 {
+			t.Errorf("the untagged build %s is still there after its last name went", id)
+		}
+	})
+
 	t.Run("bad requests", func(t *testing.T) {
 		canary := testutil.NewCanary(t)
 		var traversing bytes.Buffer
@@ -295,7 +330,7 @@ print(json.dumps([c.images.get("app:1").id, tags]))
 			})
 		}
 		canary.Check(t)
-		if ents, err := os.ReadDir(filepath.Join(root, "tmp")); err != nil || len(ents) != 0 {
+		if ents, err := scratchGone(filepath.Join(root, "tmp")); err != nil || len(ents) != 0 {
 			t.Errorf("the store's tmp after the refused loads: %v, %v; want it empty", ents, err)
 		}
 		if out, _ := kiln(t, "--root", root, "images"); strings.Contains(out, "evil") {
