@@ -320,9 +320,9 @@ func parseImageFilter(raw string) (imageFilter, error) {
 	return f, nil
 }
 
-// match reports whether img passes the filter. kiln keeps named images
-// only, so none is dangling. A reference pattern matches a name with or
-// without its tag, as dockerd's does.
+// match reports whether img passes the filter. An image with no name
+// shown (an untagged build's) is dangling. A reference pattern matches a
+// name with or without its tag, as dockerd's does.
 func (f imageFilter) match(img ImageSummary) (ImageSummary, bool) {
 	if f.dangling != nil && *f.dangling {
 		return img, len(img.RepoTags) == 0
