@@ -3,7 +3,6 @@ package main
 import (
 	"archive/tar"
 	"bytes"
-	"context"
 	"encoding/base64"
 	"fmt"
 	"os"
@@ -18,7 +17,6 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
-	"github.com/kiln-build/kiln/export"
 	"github.com/kiln-build/kiln/internal/testutil"
 	"github.com/kiln-build/kiln/registry/registrytest"
 )
@@ -34,14 +32,7 @@ func startRemoteServer(t *testing.T) remoteServer {
 	t.Helper()
 	needRoot(t)
 	dir := t.TempDir()
-	root := filepath.Join(dir, "root")
-	archive := filepath.Join(dir, "bb.tar")
-	if err := export.OCIArchive(context.Background(), testutil.BusyboxImage(t), archive, []string{"test/busybox:1"}); err != nil {
-		t.Fatal(err)
-	}
-	if out, code := kiln(t, "--root", root, "load", "-i", archive); code != 0 {
-		t.Fatalf("kiln load: %s", out)
-	}
+	root := loadBusybox(t, dir)
 	host := "unix://" + filepath.Join(dir, "kiln.sock")
 	s := startServe(t, 1, nil, "", "--root", root, "--host", host)
 	return remoteServer{server: s, root: root, host: host}

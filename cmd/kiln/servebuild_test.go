@@ -16,7 +16,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kiln-build/kiln/export"
 	"github.com/kiln-build/kiln/internal/testutil"
 	"github.com/kiln-build/kiln/serve"
 )
@@ -58,14 +57,7 @@ func postBuild(t *testing.T, c *http.Client, query string, body io.Reader) (int,
 func TestServeBuild(t *testing.T) {
 	needRoot(t)
 	dir := t.TempDir()
-	root := filepath.Join(dir, "root")
-	archive := filepath.Join(dir, "bb.tar")
-	if err := export.OCIArchive(context.Background(), testutil.BusyboxImage(t), archive, []string{"test/busybox:1"}); err != nil {
-		t.Fatal(err)
-	}
-	if out, code := kiln(t, "--root", root, "load", "-i", archive); code != 0 {
-		t.Fatalf("kiln load: %s", out)
-	}
+	root := loadBusybox(t, dir)
 	sock := filepath.Join(dir, "kiln.sock")
 	host := "unix://" + sock
 	s := startServe(t, 1, nil, "", "--root", root, "--host", host, "--max-context-size", "1m")

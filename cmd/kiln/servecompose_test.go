@@ -1,16 +1,12 @@
 package main
 
 import (
-	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
-
-	"github.com/kiln-build/kiln/export"
-	"github.com/kiln-build/kiln/internal/testutil"
 )
 
 // composeProject is a docker-compose project of two services built from
@@ -68,14 +64,7 @@ func TestServeCompose(t *testing.T) {
 	needRoot(t)
 	needTool(t, "docker-compose", "docker-compose")
 	dir := t.TempDir()
-	root := filepath.Join(dir, "root")
-	archive := filepath.Join(dir, "bb.tar")
-	if err := export.OCIArchive(context.Background(), testutil.BusyboxImage(t), archive, []string{"test/busybox:1"}); err != nil {
-		t.Fatal(err)
-	}
-	if out, code := kiln(t, "--root", root, "load", "-i", archive); code != 0 {
-		t.Fatalf("kiln load: %s", out)
-	}
+	root := loadBusybox(t, dir)
 	sock := filepath.Join(dir, "kiln.sock")
 	s := startServe(t, 1, nil, "", "--root", root, "--host", "unix://"+sock)
 	proj := filepath.Join(dir, "proj")

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -9,8 +8,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/kiln-build/kiln/export"
-	"github.com/kiln-build/kiln/internal/testutil"
 	"github.com/kiln-build/kiln/serve"
 )
 
@@ -29,14 +26,7 @@ func TestServeContextHash(t *testing.T) {
 	needRoot(t)
 	needTool(t, "docker", "docker.io")
 	dir := t.TempDir()
-	root := filepath.Join(dir, "root")
-	archive := filepath.Join(dir, "bb.tar")
-	if err := export.OCIArchive(context.Background(), testutil.BusyboxImage(t), archive, []string{"test/busybox:1"}); err != nil {
-		t.Fatal(err)
-	}
-	if out, code := kiln(t, "--root", root, "load", "-i", archive); code != 0 {
-		t.Fatalf("kiln load: %s", out)
-	}
+	root := loadBusybox(t, dir)
 	sock := filepath.Join(dir, "kiln.sock")
 	host := "unix://" + sock
 	s := startServe(t, 1, nil, "", "--root", root, "--host", host)

@@ -16,7 +16,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kiln-build/kiln/export"
 	"github.com/kiln-build/kiln/internal/testutil"
 )
 
@@ -30,14 +29,7 @@ func TestServeImages(t *testing.T) {
 	needRoot(t)
 	needTool(t, "docker", "docker.io")
 	dir := t.TempDir()
-	root := filepath.Join(dir, "root")
-	archive := filepath.Join(dir, "bb.tar")
-	if err := export.OCIArchive(context.Background(), testutil.BusyboxImage(t), archive, []string{"test/busybox:1"}); err != nil {
-		t.Fatal(err)
-	}
-	if out, code := kiln(t, "--root", root, "load", "-i", archive); code != 0 {
-		t.Fatalf("kiln load: %s", out)
-	}
+	root := loadBusybox(t, dir)
 	sock := filepath.Join(dir, "kiln.sock")
 	host := "unix://" + sock
 	s := startServe(t, 1, nil, "", "--root", root, "--host", host)
@@ -345,14 +337,7 @@ print(json.dumps([c.images.get("app:1").id, tags]))
 func TestServePruneWaitsForBuilds(t *testing.T) {
 	needRoot(t)
 	dir := t.TempDir()
-	root := filepath.Join(dir, "root")
-	archive := filepath.Join(dir, "bb.tar")
-	if err := export.OCIArchive(context.Background(), testutil.BusyboxImage(t), archive, []string{"test/busybox:1"}); err != nil {
-		t.Fatal(err)
-	}
-	if out, code := kiln(t, "--root", root, "load", "-i", archive); code != 0 {
-		t.Fatalf("kiln load: %s", out)
-	}
+	root := loadBusybox(t, dir)
 	sock := filepath.Join(dir, "kiln.sock")
 	s := startServe(t, 1, nil, "", "--root", root, "--host", "unix://"+sock)
 	c := unixClient(sock)

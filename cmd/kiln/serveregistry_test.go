@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -16,7 +15,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/kiln-build/kiln/export"
 	"github.com/kiln-build/kiln/internal/testutil"
 	"github.com/kiln-build/kiln/registry/registrytest"
 )
@@ -87,14 +85,7 @@ func TestServeRegistry(t *testing.T) {
 	app := reg.Host + "/team/app"
 
 	dir := t.TempDir()
-	root := filepath.Join(dir, "root")
-	archive := filepath.Join(dir, "bb.tar")
-	if err := export.OCIArchive(context.Background(), testutil.BusyboxImage(t), archive, []string{"test/busybox:1"}); err != nil {
-		t.Fatal(err)
-	}
-	if out, code := kiln(t, "--root", root, "load", "-i", archive); code != 0 {
-		t.Fatalf("kiln load: %s", out)
-	}
+	root := loadBusybox(t, dir)
 	ctxDir := registryContext(t, "FROM test/busybox:1\nCOPY greeting /greeting\n")
 	if out, code := kiln(t, "--root", root, "build", "--progress=plain", "-t", app+":1", ctxDir); code != 0 {
 		t.Fatalf("kiln build: %s", out)
