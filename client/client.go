@@ -19,6 +19,8 @@ import (
 	"net/url"
 	"os"
 	"strings"
+
+	"github.com/kiln-build/kiln/serve"
 )
 
 // APIVersion is the Engine API version every request is made with, in
@@ -233,29 +235,11 @@ func (c *Client) Ping(ctx context.Context) (string, error) {
 	return resp.Header.Get("API-Version"), nil
 }
 
-// Version is GET /version's answer.
-type Version struct {
-	Platform struct {
-		Name string `json:"Name"`
-	} `json:"Platform"`
-	Components    []Component `json:"Components,omitempty"`
-	Version       string      `json:"Version"`
-	APIVersion    string      `json:"ApiVersion"`
-	MinAPIVersion string      `json:"MinAPIVersion,omitempty"`
-	GitCommit     string      `json:"GitCommit"`
-	GoVersion     string      `json:"GoVersion"`
-	Os            string      `json:"Os"`
-	Arch          string      `json:"Arch"`
-	KernelVersion string      `json:"KernelVersion,omitempty"`
-	BuildTime     string      `json:"BuildTime,omitempty"`
-}
+// Version is GET /version's answer (serve.Version).
+type Version = serve.Version
 
 // Component is one part of the server in Version.
-type Component struct {
-	Name    string         `json:"Name"`
-	Version string         `json:"Version"`
-	Details map[string]any `json:"Details,omitempty"`
-}
+type Component = serve.Component
 
 // ServerVersion asks GET /version.
 func (c *Client) ServerVersion(ctx context.Context) (Version, error) {

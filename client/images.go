@@ -7,21 +7,13 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+
+	"github.com/kiln-build/kiln/serve"
 )
 
-// ImageSummary is one entry of GET /images/json.
-type ImageSummary struct {
-	ID          string            `json:"Id"`
-	ParentID    string            `json:"ParentId"`
-	RepoTags    []string          `json:"RepoTags"`
-	RepoDigests []string          `json:"RepoDigests"`
-	Created     int64             `json:"Created"` // Unix seconds
-	Size        int64             `json:"Size"`
-	SharedSize  int64             `json:"SharedSize"`
-	VirtualSize int64             `json:"VirtualSize"`
-	Labels      map[string]string `json:"Labels"`
-	Containers  int64             `json:"Containers"`
-}
+// ImageSummary is one entry of GET /images/json: the shape kiln serve
+// answers with, one definition of the wire format for both sides.
+type ImageSummary = serve.ImageSummary
 
 // Images asks GET /images/json.
 func (c *Client) Images(ctx context.Context) ([]ImageSummary, error) {
@@ -31,15 +23,9 @@ func (c *Client) Images(ctx context.Context) ([]ImageSummary, error) {
 }
 
 // AuthConfig is a registry credential as the Engine API carries it in
-// X-Registry-Auth and X-Registry-Config.
-type AuthConfig struct {
-	Username      string `json:"username,omitempty"`
-	Password      string `json:"password,omitempty"`
-	Auth          string `json:"auth,omitempty"`
-	ServerAddress string `json:"serveraddress,omitempty"`
-	IdentityToken string `json:"identitytoken,omitempty"`
-	RegistryToken string `json:"registrytoken,omitempty"`
-}
+// X-Registry-Auth and X-Registry-Config (serve.AuthConfig, which prints
+// no secret).
+type AuthConfig = serve.AuthConfig
 
 // EncodeAuth is the X-Registry-Auth header value of a: base64url JSON.
 func EncodeAuth(a AuthConfig) string {
