@@ -60,11 +60,14 @@ func (b *build) pull(ctx context.Context, ref string, p ocispec.Platform, log pr
 	if b.opt.Resolver == nil {
 		return cfg, nil, "", errors.New("no image resolver configured")
 	}
-	rctx := ctx
+	rctx, resolveSpan := trace.Start(ctx, "resolve "+ref)
 	if b.opt.Remote != nil {
+		// The image keeps this context for its lazy layers, fetched
+		// long after the resolve (and after the stage, for a later
+		// stage's step): neither the stage's cancellation nor the
+		// resolve's span may hang over those requests.
 		rctx = b.outer
 	}
-	rctx, resolveSpan := trace.Start(rctx, "resolve "+ref)
 	img, canonical, err := b.opt.Resolver.ResolvePlatform(rctx, ref, p)
 	resolveSpan.SetString("image", canonical)
 	resolveSpan.End()
