@@ -97,6 +97,7 @@ func Open(root string) (*Store, error) {
 	if err := os.MkdirAll(s.tmp(), 0o700); err != nil {
 		return nil, fmt.Errorf("opening store %s: %w", abs, err)
 	}
+	spreadSubdirs(s.tmp())
 	s.lock, err = lockStore(filepath.Join(abs, "lock"), s.clearTmp)
 	if err != nil {
 		return nil, fmt.Errorf("opening store %s: %w", abs, err)

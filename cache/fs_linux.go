@@ -25,6 +25,30 @@ func syncFilesystem(dir string) error {
 	return nil
 }
 
+// spreadSubdirs marks dir as the top of directory hierarchies
+// (FS_TOPDIR_FL, chattr +T), so ext4 places each directory made in it
+// (a step's scratch, a layer being unpacked) in a block group of its own
+// choosing rather than next to dir, and the files made inside go there
+// too. On an ext4 without a journal this is most of a COPY's cost after a
+// prune: allocating an inode there skips, one by one, every inode its
+// group freed in the last minutes (ext4's recently_deleted check), and
+// the groups near the store are those the pruned layers freed (measured:
+// 10,000 files copied in 2.8 s beside a just-deleted copy, 0.3 s under
+// +T). A hint only: other filesystems refuse the flag and lose nothing.
+func spreadSubdirs(dir string) {
+	const fsTopdirFL = 0x00020000 // linux/fs.h; x/sys/unix lacks it
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return
+	}
+	defer unix.Close(fd)
+	flags, err := unix.IoctlGetUint32(fd, unix.FS_IOC_GETFLAGS)
+	if err != nil || flags&fsTopdirFL != 0 {
+		return
+	}
+	_ = unix.IoctlSetPointerInt(fd, unix.FS_IOC_SETFLAGS, int(flags|fsTopdirFL))
+}
+
 // sameFilesystem reports whether a and b are on one filesystem, so that
 // rename between them works.
 func sameFilesystem(a, b string) (bool, error) {

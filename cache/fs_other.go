@@ -13,6 +13,9 @@ func syncFilesystem(string) error { return nil }
 // sameFilesystem lets rename be the judge off Linux.
 func sameFilesystem(string, string) (bool, error) { return true, nil }
 
+// spreadSubdirs is a Linux (ext4) hint.
+func spreadSubdirs(string) {}
+
 // lockStore does not clean up off Linux: without flock there is no safe
 // way to tell a dead process's leftovers from a live one's.
 func lockStore(string, func()) (*storeLock, error) { return &storeLock{}, nil }
