@@ -67,12 +67,27 @@ func (s *Store) cacheMountBase(id string) string {
 
 func (s *Store) cacheMountsDir() string { return filepath.Join(s.Root, "cachemounts") }
 
+// makeCacheMountsDir makes ROOT/cachemounts, whose instances are spread
+// over the filesystem like the store's scratch (spreadSubdirs): a cache
+// mount restored on a fresh runner is thousands of new files.
+func (s *Store) makeCacheMountsDir() error {
+	dir := s.cacheMountsDir()
+	if _, err := os.Lstat(dir); err == nil {
+		return nil
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	spreadSubdirs(dir)
+	return nil
+}
+
 // CacheMount finds (or creates) an instance of the cache mount id for a
 // step, per sharing, and marks it used now. The step may use dir until it
 // calls release.
 func (s *Store) CacheMount(ctx context.Context, id string, sharing CacheSharing, init CacheMountInit) (dir string, release func(), err error) {
 	base := s.cacheMountBase(id)
-	if err := os.MkdirAll(s.cacheMountsDir(), 0o755); err != nil {
+	if err := s.makeCacheMountsDir(); err != nil {
 		return "", nil, fmt.Errorf("opening cache mount %s: %w", id, err)
 	}
 	exclusive := sharing != CacheShared
@@ -129,7 +144,7 @@ func (s *Store) PrepareCacheMount(ctx context.Context, id string, sharing CacheS
 	if _, err := os.Lstat(base); err == nil {
 		return nil
 	}
-	if err := os.MkdirAll(s.cacheMountsDir(), 0o755); err != nil {
+	if err := s.makeCacheMountsDir(); err != nil {
 		return fmt.Errorf("opening cache mount %s: %w", id, err)
 	}
 	l, ok, err := tryLockFile(base+".lock", sharing != CacheShared)
