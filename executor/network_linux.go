@@ -90,6 +90,15 @@ func NetworkHelpers() (names, paths []string) {
 // holds the namespace's files until Close ("" makes a temporary one).
 // ctx bounds only the start: the network lives until Close.
 func NewNetwork(ctx context.Context, dir string) (n *Network, err error) {
+	return NewNetworkWarm(ctx, dir, nil, Sandbox{})
+}
+
+// NewNetworkWarm is NewNetwork that also starts w's child for the first
+// RUN step in the namespace (Prestart with sb) as soon as the namespace
+// exists, so that the child's start overlaps the network helper's. The
+// child only waits there: its step runs once NewNetworkWarm has returned
+// the network up.
+func NewNetworkWarm(ctx context.Context, dir string, w *Warm, sb Sandbox) (n *Network, err error) {
 	helpers, paths := NetworkHelpers()
 	if len(helpers) == 0 {
 		return nil, errNoUserNet
@@ -118,6 +127,7 @@ func NewNetwork(ctx context.Context, dir string) (n *Network, err error) {
 	if n.ns, err = newNetNS(); err != nil {
 		return n, fmt.Errorf("setting up the build network: %w", err)
 	}
+	w.Prestart(n, sb)
 	ctx, cancel := context.WithTimeout(ctx, networkStartTimeout)
 	defer cancel()
 	started := make(chan error, 1)

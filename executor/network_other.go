@@ -22,6 +22,11 @@ func NewNetwork(ctx context.Context, dir string) (*Network, error) {
 	return nil, fmt.Errorf("setting up the build network: %w", errors.ErrUnsupported)
 }
 
+// NewNetworkWarm needs Linux network namespaces.
+func NewNetworkWarm(ctx context.Context, dir string, _ *Warm, _ Sandbox) (*Network, error) {
+	return NewNetwork(ctx, dir)
+}
+
 // Close does nothing outside Linux.
 func (n *Network) Close() error { return nil }
 

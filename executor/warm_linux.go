@@ -184,8 +184,9 @@ func sameWriter(a, b io.Writer) (same bool) {
 }
 
 // Prestart starts the child of a build's first RUN step of the default
-// network, once the build network net is up: its start, and its move into
-// a cgroup, then overlap the pull of the base image instead of the step.
+// network, once the build network's namespace exists (NewNetworkWarm):
+// its start, and its move into a cgroup, then overlap the network
+// helper's start and the pull of the base image instead of the step.
 func (w *Warm) Prestart(net *Network, sb Sandbox) {
 	if w == nil || net == nil || net.ns == nil {
 		return

@@ -32,7 +32,7 @@ func (b *build) network(ctx context.Context) (*executor.Network, error) {
 		dir = d
 	}
 	_, span := trace.Start(ctx, "set up the build network")
-	n, err := executor.NewNetwork(ctx, dir)
+	n, err := executor.NewNetworkWarm(ctx, dir, b.warm, b.opt.Sandbox)
 	span.End()
 	if err != nil {
 		if dir != "" {
@@ -75,9 +75,7 @@ func (b *build) prepareNetwork() {
 	}
 	b.netOnce.Do(func() {
 		go func() {
-			if n, err := b.network(b.outer); err == nil {
-				b.warm.Prestart(n, b.opt.Sandbox)
-			}
+			b.network(b.outer) // starts the first RUN's child too
 		}()
 	})
 }
