@@ -39,6 +39,9 @@ func copyChildMain() int {
 const (
 	copyRootDst = "/.kiln-copy-dst"
 	copyRootSrc = "/.kiln-copy-src"
+	// copyRootUpper is the destination overlay's upper directory, which
+	// the copier writes the directories it made into directly.
+	copyRootUpper = "/.kiln-copy-upper"
 )
 
 // runChildCopy mounts the destination (and source) and runs the copier in
@@ -71,7 +74,7 @@ func runChildCopy(rep stepinit.Reporter, cs *childSpec) int {
 		}
 	}
 	newRoot := filepath.Join(cs.StepDir, "root")
-	if err := copyRoot(newRoot, dst, src); err != nil {
+	if err := copyRoot(newRoot, dst, src, cs.Rootfs.Upper); err != nil {
 		return rep.Fail(fmt.Errorf("preparing the copy's root: %w", err))
 	}
 	if err := stepinit.PivotRoot(newRoot); err != nil {
@@ -83,7 +86,11 @@ func runChildCopy(rep stepinit.Reporter, cs *childSpec) int {
 	}
 	// Files are copied on every core: this process was cloned into its
 	// mount namespace and pivoted root whole, so every thread is in it.
-	if err := copier.DoWith(inSrc, copyRootDst, cs.Op, copier.Options{Workers: runtime.GOMAXPROCS(0)}); err != nil {
+	opt := copier.Options{Workers: runtime.GOMAXPROCS(0)}
+	if cs.Rootfs.Upper != "" {
+		opt.Upper = copyRootUpper
+	}
+	if err := copier.DoWith(inSrc, copyRootDst, cs.Op, opt); err != nil {
 		m := childMsg{Done: true, Error: err.Error()}
 		notFoundInfo(err, &m)
 		rep.Send(m)
@@ -94,20 +101,26 @@ func runChildCopy(rep stepinit.Reporter, cs *childSpec) int {
 }
 
 // copyRoot builds the copy child's root at dir: a small tmpfs with the
-// destination bound read-write, the source (when there is one) read-only,
-// and this process's fd directory at /proc/self/fd — only ours, so no
-// other process's root or files are reachable through it.
-func copyRoot(dir, dst, src string) error {
+// destination and its overlay's upper directory (when there is one) bound
+// read-write, the source (when there is one) read-only, and this
+// process's fd directory at /proc/self/fd — only ours, so no other
+// process's root or files are reachable through it.
+func copyRoot(dir, dst, src, upper string) error {
 	if err := stepinit.MountFS("tmpfs", dir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "mode=755,size=1m"); err != nil {
 		return err
 	}
-	for _, d := range []string{copyRootDst, copyRootSrc, "/proc/self/fd"} {
+	for _, d := range []string{copyRootDst, copyRootSrc, copyRootUpper, "/proc/self/fd"} {
 		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
 			return err
 		}
 	}
 	if err := unix.Mount(dst, filepath.Join(dir, copyRootDst), "", unix.MS_BIND, ""); err != nil {
 		return fmt.Errorf("binding the destination: %w", err)
+	}
+	if upper != "" {
+		if err := unix.Mount(upper, filepath.Join(dir, copyRootUpper), "", unix.MS_BIND, ""); err != nil {
+			return fmt.Errorf("binding the destination's upper directory: %w", err)
+		}
 	}
 	if src != "" {
 		if err := bindSourceReadOnly(src, filepath.Join(dir, copyRootSrc)); err != nil {

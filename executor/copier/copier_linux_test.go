@@ -824,6 +824,9 @@ func runCase(t *testing.T, name string, src, dst func(builder), op func(srcRoot 
 	t.Run("workers", func(t *testing.T) {
 		runCaseWith(t, name, src, dst, op, check, Options{Workers: 4})
 	})
+	t.Run("overlay", func(t *testing.T) {
+		runCaseOverlay(t, src, dst, op)
+	})
 }
 
 func runCaseWith(t *testing.T, name string, src, dst func(builder), op func(srcRoot string) Op, check func(*testing.T, error), opt Options) {

@@ -71,7 +71,7 @@ func doMkdir(dst *rooted.Root, op Op) error {
 	if err != nil {
 		return err
 	}
-	d, err := mkdirIn(dst, rel, 0o755, own)
+	d, err := mkdirIn(dst, rel, 0o755, own, nil)
 	if err != nil {
 		return err
 	}
@@ -103,6 +103,12 @@ func doCopy(srcRoot, dstRoot string, droot *rooted.Root, op Op, opt Options) (er
 	if op.Kind == "add" {
 		verb = "adding"
 	}
+	// Opened before the pool, so closed after its last job.
+	direct, err := openDirect(opt.Upper)
+	if err != nil {
+		return err
+	}
+	defer direct.close()
 	pool := newFilePool(opt.Workers)
 	defer func() {
 		if perr := pool.close(); err == nil && perr != nil {
@@ -120,6 +126,7 @@ func doCopy(srcRoot, dstRoot string, droot *rooted.Root, op Op, opt Options) (er
 			topMeta:   op.TopMeta,
 			unpack:    op.Kind == "add",
 			verify:    v,
+			direct:    direct,
 		}
 		base, err := c.selectSource(op.Selection, s)
 		if err != nil {
@@ -234,7 +241,7 @@ func (c *copier) copyMatch(srcPath, dest string) error {
 	if err != nil {
 		return err
 	}
-	ed, err := mkdirIn(c.droot, ensureRel, c.mode.parentPerm(), c.chown)
+	ed, err := mkdirIn(c.droot, ensureRel, c.mode.parentPerm(), c.chown, c.direct.note)
 	if err != nil {
 		return err
 	}
@@ -270,10 +277,14 @@ func (c *copier) copyMatch(srcPath, dest string) error {
 	if fi.IsDir() && !dexists {
 		parent = dstRel
 	}
-	pd, err := mkdirIn(c.droot, parent, c.mode.parentPerm(), c.chown)
+	pd, err := mkdirIn(c.droot, parent, c.mode.parentPerm(), c.chown, c.direct.note)
 	if err != nil {
 		return err
 	}
+	// dest's parent stays on the mount even when the copy made it: dest's
+	// own name was looked up there (Resolve), and the overlay may hold
+	// that lookup's answer (direct).
+	pdir := &lazyDir{d: pd}
 	defer pd.Close()
 	st, err := c.topState(srcRel, fi)
 	if err != nil {
@@ -292,7 +303,7 @@ func (c *copier) copyMatch(srcPath, dest string) error {
 	}
 	// The destination: its parent is made; dest itself may be the parent
 	// (a directory copied to a new dest) or the root.
-	dparent, dname := &lazyDir{d: pd}, path.Base(dstRel)
+	dparent, dname := pdir, path.Base(dstRel)
 	if parent == dstRel {
 		if dstRel == "/" {
 			dname = ""

@@ -56,6 +56,10 @@ type Options struct {
 	// as in the copy sandbox child, never a namespace one locked thread
 	// entered on its own.
 	Workers int
+	// Upper, when set, is the upper directory of the overlay mounted at
+	// the destination, as this process sees it: what the copy puts in a
+	// directory it made itself is written there directly (see direct).
+	Upper string
 }
 
 // filePool runs jobs on a few goroutines: one per directory, which copies

@@ -67,6 +67,9 @@ type copier struct {
 	// selPending are the lazy directories Select has entered but not
 	// reported yet, outermost first.
 	selPending []*pendingSel
+	// direct, when set, fills the directories this copy made through the
+	// overlay's upper directory.
+	direct *direct
 }
 
 // pendingSel is a lazy directory Select reports once something below it
@@ -102,7 +105,11 @@ func (n node) rel() string { return pathIn(n.dir, n.name) }
 func (n node) selfPath() string { return "/proc/self/fd/" + strconv.Itoa(n.dir.Fd()) }
 
 // lazyDir is a destination directory whose handle exists once it is made.
-type lazyDir struct{ d *rooted.Dir }
+// upper: the handle is of its twin in the overlay's upper directory.
+type lazyDir struct {
+	d     *rooted.Dir
+	upper bool
+}
 
 // pendingDir is an excluded directory entered but not made yet.
 type pendingDir struct {
@@ -172,7 +179,13 @@ func (c *copier) copyNode(s node, fi fs.FileInfo, st matchState, parent *lazyDir
 	case mode.IsRegular():
 		id := fileID{dev: sys.Dev, ino: sys.Ino}
 		if first, ok := c.links[id]; ok && sys.Nlink > 1 {
-			fd, fname, err := c.droot.Parent(first.dst)
+			// The first copy is in the upper directory too, whichever
+			// way it was written: link within the tree d is in.
+			root := c.droot
+			if parent.upper {
+				root = c.direct.upper
+			}
+			fd, fname, err := root.Parent(first.dst)
 			if err != nil {
 				return err
 			}
@@ -264,6 +277,7 @@ func (c *copier) copyDir(s node, fi fs.FileInfo, st matchState, parent *lazyDir,
 		if self.d, created, err = makeDir(node{dir: parent.d, name: name}); err != nil {
 			return err
 		}
+		c.direct.entered(parent, self, created)
 	}
 
 	sdir := s.dir
@@ -411,6 +425,7 @@ func (c *copier) makePending() error {
 			return err
 		}
 		pd.self.d = d
+		c.direct.entered(pd.parent, pd.self, created)
 		pd.made, pd.created = true, created
 	}
 	return nil
