@@ -236,11 +236,12 @@ func Build(ctx context.Context, opt Options) (*Result, error) {
 			return nil, err
 		}
 		b.ctxHash = h
-		defer func() {
-			_, span := trace.Start(ctx, "context hash: save state")
+		// Saved off the build's path: the export need not wait for it.
+		defer b.later(func() {
+			_, span := trace.Start(b.outer, "context hash: save state")
 			h.Save()
 			span.End()
-		}()
+		})
 		defer b.removeSnapshots()
 	}
 	target, reach, err := b.reachable()
