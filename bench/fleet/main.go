@@ -82,6 +82,7 @@ func run() error {
 	flag.StringVar(&c.change, "change", "", "a file in the context each runner rewrites first (a new commit per runner)")
 	flag.StringVar(&c.base, "base", "busybox", "the base image pushed to the registry: busybox, or debian (bookworm minbase by debootstrap, cached under KILN_TEST_CACHE)")
 	workload := flag.String("workload", "", "apt-go: the built-in offline Debian apt + Go module workload (sets -base debian, writes its own context; RUN steps use the host's network)")
+	trash := flag.String("trash", "", "set the last run's work directory aside in this directory instead of removing it (bench/run.sh removes it when the bench is over)")
 	cacheDir := flag.String("cache", "", "where apt-go keeps its .debs and Go modules between runs (default KILN_TEST_CACHE/fleet-debian)")
 	flag.Parse()
 	switch *workload {
@@ -97,7 +98,7 @@ func run() error {
 	if c.base != "busybox" && c.base != "debian" {
 		return fmt.Errorf("-base %q: use busybox or debian", c.base)
 	}
-	if err := os.RemoveAll(c.work); err != nil {
+	if err := c.clearWork(*trash); err != nil {
 		return err
 	}
 	for _, d := range []string{"logs", "traces"} {
@@ -472,4 +473,27 @@ func digestOf(ref string) (string, error) {
 		return "", err
 	}
 	return d.Digest.String(), nil
+}
+
+// clearWork empties the work directory of the last run's stores: into
+// trash when set, else removed. Set aside for a caller to remove later
+// because on an ext4 without a journal, inodes allocated in the minutes
+// after a mass delete skip every recently freed one in their block group
+// (ext4's recently_deleted check): the first runners measured would pay
+// for the deletion, which no fresh runner does.
+func (c *config) clearWork(trash string) error {
+	if trash == "" {
+		return os.RemoveAll(c.work)
+	}
+	if _, err := os.Lstat(c.work); err != nil {
+		return nil
+	}
+	if err := os.MkdirAll(trash, 0o755); err != nil {
+		return err
+	}
+	aside, err := os.MkdirTemp(trash, "fleet-")
+	if err != nil {
+		return err
+	}
+	return os.Rename(c.work, filepath.Join(aside, "work"))
 }

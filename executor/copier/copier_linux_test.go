@@ -829,10 +829,11 @@ func runCase(t *testing.T, name string, src, dst func(builder), op func(srcRoot 
 	})
 }
 
-func runCaseWith(t *testing.T, name string, src, dst func(builder), op func(srcRoot string) Op, check func(*testing.T, error), opt Options) {
+// caseTrees builds a case's source tree in tmp/src and its destination
+// tree in tmp/dstName, with the fixed times listings name.
+func caseTrees(t *testing.T, tmp, dstName string, src, dst func(builder)) (srcRoot, dstRoot string) {
 	t.Helper()
-	tmp := t.TempDir()
-	srcRoot, dstRoot := filepath.Join(tmp, "src"), filepath.Join(tmp, "dst")
+	srcRoot, dstRoot = filepath.Join(tmp, "src"), filepath.Join(tmp, dstName)
 	for _, d := range []string{srcRoot, dstRoot} {
 		if err := os.Mkdir(d, 0o755); err != nil {
 			t.Fatal(err)
@@ -849,6 +850,13 @@ func runCaseWith(t *testing.T, name string, src, dst func(builder), op func(srcR
 	}
 	setTimesUnder(t, srcRoot, srcTime)
 	setTimesUnder(t, dstRoot, dstTime)
+	return srcRoot, dstRoot
+}
+
+func runCaseWith(t *testing.T, name string, src, dst func(builder), op func(srcRoot string) Op, check func(*testing.T, error), opt Options) {
+	t.Helper()
+	tmp := t.TempDir()
+	srcRoot, dstRoot := caseTrees(t, tmp, "dst", src, dst)
 
 	err := DoWith(srcRoot, dstRoot, op(srcRoot), opt)
 	if check != nil {

@@ -18,20 +18,7 @@ import (
 func runCaseOverlay(t *testing.T, src, dst func(builder), op func(srcRoot string) Op) {
 	t.Helper()
 	tmp := t.TempDir()
-	srcRoot, lower := filepath.Join(tmp, "src"), filepath.Join(tmp, "lower")
-	for _, d := range []string{srcRoot, lower} {
-		if err := os.Mkdir(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if src != nil {
-		src(builder{t, srcRoot})
-	}
-	if dst != nil {
-		dst(builder{t, lower})
-	}
-	setTimesUnder(t, srcRoot, srcTime)
-	setTimesUnder(t, lower, dstTime)
+	srcRoot, lower := caseTrees(t, tmp, "lower", src, dst)
 
 	type result struct{ merged, upper, err string }
 	run := func(name string, direct bool) result {
