@@ -32,10 +32,8 @@ func startRemoteServer(t *testing.T) remoteServer {
 	t.Helper()
 	needRoot(t)
 	dir := t.TempDir()
-	root := loadBusybox(t, dir)
-	host := "unix://" + filepath.Join(dir, "kiln.sock")
-	s := startServe(t, 1, nil, "", "--root", root, "--host", host)
-	return remoteServer{server: s, root: root, host: host}
+	s, root, sock := serveBusybox(t, dir)
+	return remoteServer{server: s, root: root, host: "unix://" + sock}
 }
 
 // kilnClient runs kiln with extra environment and standard input; it

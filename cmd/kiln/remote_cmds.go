@@ -7,14 +7,12 @@ import (
 	"io"
 	"os"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/spf13/cobra"
 
-	"github.com/kiln-build/kiln/cache"
 	"github.com/kiln-build/kiln/client"
 	"github.com/kiln-build/kiln/progress"
 	"github.com/kiln-build/kiln/registry"
@@ -34,32 +32,19 @@ func runRemoteImages(cmd *cobra.Command, quiet bool) error {
 	if err != nil {
 		return remoteErr(c, "listing images", err)
 	}
-	out := cmd.OutOrStdout()
-	if quiet {
-		seen := map[string]bool{}
-		for _, im := range images {
-			if id := storeShortID(strings.TrimPrefix(im.ID, "sha256:")); !seen[id] {
-				seen[id] = true
-				fmt.Fprintln(out, id)
-			}
-		}
-		return nil
-	}
-	tw := tabwriter.NewWriter(out, 0, 0, 3, ' ', 0)
-	fmt.Fprintln(tw, "REPOSITORY\tTAG\tIMAGE ID\tCREATED\tSIZE")
-	now := time.Now()
+	var rows []imageRow
 	for _, im := range images {
-		tags := im.RepoTags
-		if len(tags) == 0 {
-			tags = []string{"<none>:<none>"}
+		id := strings.TrimPrefix(im.ID, "sha256:")
+		row := imageRow{idHex: id, created: time.Unix(im.Created, 0), size: im.Size}
+		if len(im.RepoTags) == 0 {
+			rows = append(rows, row)
 		}
-		for _, t := range tags {
-			repo, tag := storeSplitTag(cache.FamiliarImageName(t))
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", repo, tag, storeShortID(strings.TrimPrefix(im.ID, "sha256:")),
-				storeAgo(now.Sub(time.Unix(im.Created, 0))), storeHumanSize(im.Size))
+		for _, t := range im.RepoTags {
+			row.name = t
+			rows = append(rows, row)
 		}
 	}
-	return tw.Flush()
+	return printImages(cmd.OutOrStdout(), rows, quiet)
 }
 
 // remoteErr explains an error of a request: a 501 is a server that does

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -136,6 +137,41 @@ func (s *server) stop(t *testing.T) int {
 }
 
 // unixClient is an HTTP client that dials the socket at path.
+// startBuild starts POST /build?networkmode=none on c of a context holding
+// only a Dockerfile df; cancel hangs up. The caller closes the body.
+func startBuild(t *testing.T, c *http.Client, df string) (resp *http.Response, cancel context.CancelFunc) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	req, err := http.NewRequestWithContext(ctx, "POST", "http://kiln/build?networkmode=none", bytes.NewReader(tarOf(t, testutil.File("Dockerfile", 0o644, df))))
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	resp, err = c.Do(req)
+	if err != nil {
+		cancel()
+		t.Fatalf("POST /build: %v", err)
+	}
+	return resp, cancel
+}
+
+// readUntilRun reads a build's message stream until a stream line holds
+// "is-2", which the RUN of the Dockerfiles startBuild is given echoes
+// first; serverLog goes with the failure.
+func readUntilRun(t *testing.T, body io.Reader, serverLog fmt.Stringer) {
+	t.Helper()
+	dec := json.NewDecoder(body)
+	for {
+		var m struct{ Stream string }
+		if err := dec.Decode(&m); err != nil {
+			t.Fatalf("the build ended before its RUN started: %v\n%s", err, serverLog)
+		}
+		if strings.Contains(m.Stream, "is-2") {
+			return
+		}
+	}
+}
+
 func unixClient(path string) *http.Client {
 	return &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 		return (&net.Dialer{}).DialContext(ctx, "unix", path)

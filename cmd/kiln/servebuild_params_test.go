@@ -35,10 +35,8 @@ func TestServeBuildParams(t *testing.T) {
 	needTool(t, "docker", "docker.io")
 	_, proxy, base := cacheRegistry(t) // sets the registry environment kiln serve inherits
 	dir := t.TempDir()
-	root := loadBusybox(t, dir)
-	sock := filepath.Join(dir, "kiln.sock")
+	s, _, sock := serveBusybox(t, dir)
 	host := "unix://" + sock
-	s := startServe(t, 1, nil, "", "--root", root, "--host", host)
 
 	t.Run("memory", func(t *testing.T) {
 		ctxDir := t.TempDir()

@@ -3,7 +3,6 @@ package main
 import (
 	"archive/tar"
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -57,10 +56,8 @@ func postBuild(t *testing.T, c *http.Client, query string, body io.Reader) (int,
 func TestServeBuild(t *testing.T) {
 	needRoot(t)
 	dir := t.TempDir()
-	root := loadBusybox(t, dir)
-	sock := filepath.Join(dir, "kiln.sock")
+	s, root, sock := serveBusybox(t, dir, "--max-context-size", "1m")
 	host := "unix://" + sock
-	s := startServe(t, 1, nil, "", "--root", root, "--host", host, "--max-context-size", "1m")
 	c := unixClient(sock)
 
 	ctxDir := filepath.Join(dir, "ctx")
@@ -201,26 +198,9 @@ print(img.id, " ".join(img.tags))
 		// A unique argument finds the RUN's process.
 		marker := fmt.Sprintf("%d", time.Now().UnixNano()%1000000+1000000)
 		df := "FROM test/busybox:1\nRUN echo is-$((1+1)); sleep " + marker + "\n"
-		ctx, cancel := context.WithCancel(context.Background())
+		resp, cancel := startBuild(t, c, df)
 		defer cancel()
-		req, err := http.NewRequestWithContext(ctx, "POST", "http://kiln/build?networkmode=none", bytes.NewReader(tarOf(t, testutil.File("Dockerfile", 0o644, df))))
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp, err := c.Do(req)
-		if err != nil {
-			t.Fatalf("POST /build: %v", err)
-		}
-		dec := json.NewDecoder(resp.Body)
-		for {
-			var m struct{ Stream string }
-			if err := dec.Decode(&m); err != nil {
-				t.Fatalf("the build ended before its RUN started: %v\n%s", err, s.log)
-			}
-			if strings.Contains(m.Stream, "is-2") {
-				break
-			}
-		}
+		readUntilRun(t, resp.Body, s.log)
 		for wait := time.Now().Add(30 * time.Second); !running(t, "sleep "+marker); time.Sleep(50 * time.Millisecond) {
 			if time.Now().After(wait) {
 				t.Fatalf("the RUN's sleep %s is not running", marker)

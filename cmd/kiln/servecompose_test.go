@@ -64,9 +64,7 @@ func TestServeCompose(t *testing.T) {
 	needRoot(t)
 	needTool(t, "docker-compose", "docker-compose")
 	dir := t.TempDir()
-	root := loadBusybox(t, dir)
-	sock := filepath.Join(dir, "kiln.sock")
-	s := startServe(t, 1, nil, "", "--root", root, "--host", "unix://"+sock)
+	s, root, sock := serveBusybox(t, dir)
 	proj := filepath.Join(dir, "proj")
 	writeFiles(t, proj, composeProject)
 

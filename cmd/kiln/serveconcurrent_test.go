@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -36,6 +35,17 @@ func loadBusybox(t *testing.T, dir string) string {
 		t.Fatalf("kiln load: %s", out)
 	}
 	return root
+}
+
+// serveBusybox starts kiln serve on the socket dir/kiln.sock with a new
+// store in dir holding test/busybox:1 (loadBusybox), with extra flags,
+// and returns the server, the store and the socket.
+func serveBusybox(t *testing.T, dir string, extra ...string) (s *server, root, sock string) {
+	t.Helper()
+	root = loadBusybox(t, dir)
+	sock = filepath.Join(dir, "kiln.sock")
+	s = startServe(t, 1, nil, "", append([]string{"--root", root, "--host", "unix://" + sock}, extra...)...)
+	return s, root, sock
 }
 
 // readEvents reads kiln serve --events.
@@ -68,11 +78,9 @@ func TestServeConcurrent(t *testing.T) {
 	needTool(t, "docker", "docker.io")
 	py := exec.Command("python3", "-c", "import docker").Run() == nil
 	dir := t.TempDir()
-	root := loadBusybox(t, dir)
-	sock := filepath.Join(dir, "kiln.sock")
-	host := "unix://" + sock
 	events := filepath.Join(dir, "events.jsonl")
-	s := startServe(t, 1, nil, "", "--root", root, "--host", host, "--max-concurrent-builds", "8", "--events", events)
+	s, root, sock := serveBusybox(t, dir, "--max-concurrent-builds", "8", "--events", events)
+	host := "unix://" + sock
 
 	// $RANDOM: a step that ran twice would make two images
 	shared := "RUN echo $RANDOM > /r && sleep 1\n"
@@ -347,25 +355,15 @@ func TestServeSharedStepRunnerCancelled(t *testing.T) {
 	needRoot(t)
 	needTool(t, "docker", "docker.io")
 	dir := t.TempDir()
-	root := loadBusybox(t, dir)
-	sock := filepath.Join(dir, "kiln.sock")
 	events := filepath.Join(dir, "events.jsonl")
-	s := startServe(t, 1, nil, "", "--root", root, "--host", "unix://"+sock, "--events", events)
+	s, root, sock := serveBusybox(t, dir, "--events", events)
 	m := marker()
 	gate := "/go-" + m
 	df := "FROM test/busybox:1\nRUN until [ -e " + gate + " ]; do sleep 0.1; done; echo passed > /passed\n"
 
 	// the runner: a plain HTTP client, cancelled below
-	ctx, cancel := context.WithCancel(context.Background())
+	resp, cancel := startBuild(t, unixClient(sock), df)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, "POST", "http://kiln/build?networkmode=none", bytes.NewReader(tarOf(t, testutil.File("Dockerfile", 0o644, df))))
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp, err := unixClient(sock).Do(req)
-	if err != nil {
-		t.Fatalf("POST /build: %v", err)
-	}
 	defer resp.Body.Close()
 	waitRunning(t, gate, s.log)
 	runner := pids(t, gate)

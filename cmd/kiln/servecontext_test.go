@@ -26,10 +26,8 @@ func TestServeContextHash(t *testing.T) {
 	needRoot(t)
 	needTool(t, "docker", "docker.io")
 	dir := t.TempDir()
-	root := loadBusybox(t, dir)
-	sock := filepath.Join(dir, "kiln.sock")
+	s, root, sock := serveBusybox(t, dir)
 	host := "unix://" + sock
-	s := startServe(t, 1, nil, "", "--root", root, "--host", host)
 
 	ctxDir := filepath.Join(dir, "ctx")
 	writeFiles(t, ctxDir, map[string]string{

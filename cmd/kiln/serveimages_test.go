@@ -3,7 +3,6 @@ package main
 import (
 	"archive/tar"
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -29,10 +28,8 @@ func TestServeImages(t *testing.T) {
 	needRoot(t)
 	needTool(t, "docker", "docker.io")
 	dir := t.TempDir()
-	root := loadBusybox(t, dir)
-	sock := filepath.Join(dir, "kiln.sock")
+	s, root, sock := serveBusybox(t, dir)
 	host := "unix://" + sock
-	s := startServe(t, 1, nil, "", "--root", root, "--host", host)
 	c := unixClient(sock)
 	dk := func(t *testing.T, args ...string) (string, int) {
 		t.Helper()
@@ -337,35 +334,16 @@ print(json.dumps([c.images.get("app:1").id, tags]))
 func TestServePruneWaitsForBuilds(t *testing.T) {
 	needRoot(t)
 	dir := t.TempDir()
-	root := loadBusybox(t, dir)
-	sock := filepath.Join(dir, "kiln.sock")
-	s := startServe(t, 1, nil, "", "--root", root, "--host", "unix://"+sock)
+	s, root, sock := serveBusybox(t, dir)
 	c := unixClient(sock)
 
 	// A unique argument finds the RUN's process.
 	marker := fmt.Sprintf("%d", time.Now().UnixNano()%1000000+2000000)
 	df := "FROM test/busybox:1\nRUN echo is-$((1+1)); sleep " + marker + "\n"
-	ctx, cancel := context.WithCancel(context.Background())
+	resp, cancel := startBuild(t, c, df)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, "POST", "http://kiln/build?networkmode=none", bytes.NewReader(tarOf(t, testutil.File("Dockerfile", 0o644, df))))
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp, err := c.Do(req)
-	if err != nil {
-		t.Fatalf("POST /build: %v", err)
-	}
 	defer resp.Body.Close()
-	dec := json.NewDecoder(resp.Body)
-	for {
-		var m struct{ Stream string }
-		if err := dec.Decode(&m); err != nil {
-			t.Fatalf("the build ended before its RUN started: %v\n%s", err, s.log)
-		}
-		if strings.Contains(m.Stream, "is-2") {
-			break
-		}
-	}
+	readUntilRun(t, resp.Body, s.log)
 
 	type answer struct {
 		code int

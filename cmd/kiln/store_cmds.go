@@ -87,29 +87,50 @@ kiln load. FROM and COPY --from find them before asking any registry.`,
 			if err != nil {
 				return err
 			}
-			out := cmd.OutOrStdout()
-			if quiet {
-				seen := map[string]bool{}
-				for _, e := range entries {
-					if id := storeShortID(e.ID.Hex); !seen[id] {
-						seen[id] = true
-						fmt.Fprintln(out, id)
-					}
-				}
-				return nil
-			}
-			tw := tabwriter.NewWriter(out, 0, 0, 3, ' ', 0)
-			fmt.Fprintln(tw, "REPOSITORY\tTAG\tIMAGE ID\tCREATED\tSIZE")
-			now := time.Now()
+			rows := make([]imageRow, 0, len(entries))
 			for _, e := range entries {
-				repo, tag := storeSplitTag(cache.FamiliarImageName(e.Name))
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", repo, tag, storeShortID(e.ID.Hex), storeAgo(now.Sub(e.Created)), storeHumanSize(e.Size))
+				rows = append(rows, imageRow{name: e.Name, idHex: e.ID.Hex, created: e.Created, size: e.Size})
 			}
-			return tw.Flush()
+			return printImages(cmd.OutOrStdout(), rows, quiet)
 		},
 	}
 	cmd.Flags().BoolVarP(&quiet, "quiet", "q", false, "only show image IDs")
 	return cmd
+}
+
+// imageRow is one name of an image, as kiln images lists it; name ""
+// is an image without one.
+type imageRow struct {
+	name    string
+	idHex   string
+	created time.Time
+	size    int64
+}
+
+// printImages prints kiln images' table of rows, or with quiet each
+// image's short ID once.
+func printImages(out io.Writer, rows []imageRow, quiet bool) error {
+	if quiet {
+		seen := map[string]bool{}
+		for _, r := range rows {
+			if id := storeShortID(r.idHex); !seen[id] {
+				seen[id] = true
+				fmt.Fprintln(out, id)
+			}
+		}
+		return nil
+	}
+	tw := tabwriter.NewWriter(out, 0, 0, 3, ' ', 0)
+	fmt.Fprintln(tw, "REPOSITORY\tTAG\tIMAGE ID\tCREATED\tSIZE")
+	now := time.Now()
+	for _, r := range rows {
+		repo, tag := "<none>", "<none>"
+		if r.name != "" {
+			repo, tag = storeSplitTag(cache.FamiliarImageName(r.name))
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", repo, tag, storeShortID(r.idHex), storeAgo(now.Sub(r.created)), storeHumanSize(r.size))
+	}
+	return tw.Flush()
 }
 
 func storeShortID(hex string) string {
