@@ -15,6 +15,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/kiln-build/kiln/layer"
+	"github.com/kiln-build/kiln/trace"
 )
 
 // PullLayer makes a base-image layer available unpacked. If its diffID is
@@ -70,7 +71,9 @@ func (s *Store) pull(ctx context.Context, l v1.Layer, diffID v1.Hash) (LayerInfo
 		return LayerInfo{}, err
 	}
 
+	_, unpackSpan := trace.Start(ctx, "download and unpack")
 	blob, err := s.download(ctx, l, fsDir)
+	unpackSpan.End()
 	if blob != nil {
 		defer blob.discard()
 	}
@@ -102,6 +105,8 @@ func (s *Store) pull(ctx context.Context, l v1.Layer, diffID v1.Hash) (LayerInfo
 		}
 	}
 	info := LayerInfo{DiffID: diffID, Digest: blob.digest, Size: blob.size, MediaType: mt}
+	_, pubSpan := trace.Start(ctx, "publish")
+	defer pubSpan.End()
 	if err := s.storeBlob(blob); err != nil {
 		return LayerInfo{}, err
 	}

@@ -6,6 +6,8 @@ import (
 	"io"
 	"os"
 	"sync"
+
+	"github.com/kiln-build/kiln/trace"
 )
 
 // Warm keeps one RUN sandbox child started ahead of the step that will use
@@ -97,7 +99,11 @@ func (w *Warm) fill(k warmKey, sb Sandbox, insecure bool) {
 // are one pipe, as a step's are when both go to its log: the step copies
 // it to its writers once it takes the child.
 func startWarm(ctx context.Context, k warmKey, sb Sandbox, insecure bool) (*child, guards, *os.File, error) {
+	_, span := trace.Start(ctx, "sandbox: start a warm child")
+	defer span.End()
+	_, cgSpan := trace.Start(ctx, "sandbox: warm child's cgroup")
 	cg, g, err := newStepCgroup(sb, insecure)
+	cgSpan.End()
 	if err != nil {
 		return nil, g, nil, err
 	}
@@ -108,7 +114,9 @@ func startWarm(ctx context.Context, k warmKey, sb Sandbox, insecure bool) (*chil
 		}
 		return nil, g, nil, err
 	}
+	_, startSpan := trace.Start(ctx, "sandbox: warm child's clone and exec")
 	c, err := startChild(ctx, childStart{mode: "run", cloneflags: k.cloneflags, netns: k.netns, stdout: w, stderr: w, cg: cg})
+	startSpan.End()
 	w.Close()
 	if err != nil {
 		r.Close()
@@ -117,7 +125,9 @@ func startWarm(ctx context.Context, k warmKey, sb Sandbox, insecure bool) (*chil
 		}
 		return nil, g, nil, err
 	}
+	_, placeSpan := trace.Start(ctx, "sandbox: warm child's move into its cgroup")
 	c.place()
+	placeSpan.End()
 	return c, g, r, nil
 }
 
