@@ -105,7 +105,7 @@ func (s *Store) pull(ctx context.Context, l v1.Layer, diffID v1.Hash) (LayerInfo
 		}
 	}
 	info := LayerInfo{DiffID: diffID, Digest: blob.digest, Size: blob.size, MediaType: mt}
-	_, pubSpan := trace.Start(ctx, "publish")
+	_, pubSpan := trace.Start(ctx, "publish pulled layer")
 	defer pubSpan.End()
 	if err := s.storeBlob(blob); err != nil {
 		return LayerInfo{}, err
