@@ -281,10 +281,6 @@ func (c *copier) copyMatch(srcPath, dest string) error {
 	if err != nil {
 		return err
 	}
-	// dest's parent stays on the mount even when the copy made it: dest's
-	// own name was looked up there (Resolve), and the overlay may hold
-	// that lookup's answer (direct).
-	pdir := &lazyDir{d: pd}
 	defer pd.Close()
 	st, err := c.topState(srcRel, fi)
 	if err != nil {
@@ -302,8 +298,10 @@ func (c *copier) copyMatch(srcPath, dest string) error {
 		s = node{dir: sd, name: sname}
 	}
 	// The destination: its parent is made; dest itself may be the parent
-	// (a directory copied to a new dest) or the root.
-	dparent, dname := pdir, path.Base(dstRel)
+	// (a directory copied to a new dest) or the root. The parent stays on
+	// the mount even when the copy made it: dest's own name was looked up
+	// there (Resolve), and the overlay may hold that answer (direct).
+	dparent, dname := &lazyDir{d: pd}, path.Base(dstRel)
 	if parent == dstRel {
 		if dstRel == "/" {
 			dname = ""
