@@ -298,8 +298,13 @@ func (c *copier) copyDir(s node, fi fs.FileInfo, st matchState, parent *lazyDir,
 		}()
 	}
 	batch := &dirBatch{}
+	// outer is the batch of the directory holding this one, whose job
+	// sets its times only after this one's is done: copying into an
+	// existing directory copies it up into the overlay's upper directory,
+	// which changes its parent's times.
+	var outer *dirBatch
 	if c.pool != nil {
-		outer := c.batch
+		outer = c.batch
 		c.batch = batch
 		defer func() { c.batch = outer }()
 		defer func() {
@@ -394,7 +399,13 @@ func (c *copier) copyDir(s node, fi fs.FileInfo, st matchState, parent *lazyDir,
 	}
 	job := func() error {
 		defer closeAll()
-		// Files first: creating one changes the directory's times.
+		if outer != nil {
+			defer outer.parts.Done()
+		}
+		// Files and subdirectories first: creating one changes the
+		// directory's times. A subdirectory's job was queued before this
+		// one (the walk queues a directory after what it holds), so a
+		// worker is on it already: the wait cannot hold up the queue.
 		err := runFiles(batch.files)
 		batch.parts.Wait()
 		if err != nil {
@@ -402,7 +413,13 @@ func (c *copier) copyDir(s node, fi fs.FileInfo, st matchState, parent *lazyDir,
 		}
 		return meta(node{dir: sparent, name: s.name}, dparent)
 	}
+	if outer != nil {
+		outer.parts.Add(1)
+	}
 	if err := c.pool.run(job); err != nil {
+		if outer != nil {
+			outer.parts.Done() // not queued
+		}
 		closeAll()
 		return err
 	}
