@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"runtime"
 	"strconv"
+	"syscall"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -188,7 +189,18 @@ func AttachFilter(dir string, rules []Rule) error {
 		license:  uint64(uintptr(unsafe.Pointer(&license[0]))),
 	}
 	copy(load.progName[:], "kiln_devices")
-	fd, _, errno := unix.Syscall(unix.SYS_BPF, unix.BPF_PROG_LOAD, uintptr(unsafe.Pointer(&load)), unsafe.Sizeof(load))
+	// The verifier gives up with EAGAIN when a signal is pending, and Go
+	// preempts goroutines with signals (SIGURG): try again, as libbpf does.
+	var (
+		fd    uintptr
+		errno syscall.Errno
+	)
+	for range 10 {
+		fd, _, errno = unix.Syscall(unix.SYS_BPF, unix.BPF_PROG_LOAD, uintptr(unsafe.Pointer(&load)), unsafe.Sizeof(load))
+		if errno != unix.EAGAIN {
+			break
+		}
+	}
 	runtime.KeepAlive(prog)
 	runtime.KeepAlive(license)
 	if errno != 0 {
