@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/kiln-build/kiln/executor/stepinit"
+	"github.com/kiln-build/kiln/trace"
 )
 
 // netnsFD is where a RUN child finds the network namespace to join
@@ -124,7 +125,10 @@ func NewNetworkWarm(ctx context.Context, dir string, w *Warm, sb Sandbox) (n *Ne
 			n = nil
 		}
 	}()
-	if n.ns, err = newNetNS(); err != nil {
+	_, nsSpan := trace.Start(ctx, "network namespace")
+	n.ns, err = newNetNS()
+	nsSpan.End()
+	if err != nil {
 		return n, fmt.Errorf("setting up the build network: %w", err)
 	}
 	w.Prestart(n, sb)

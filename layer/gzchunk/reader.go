@@ -6,7 +6,6 @@ import (
 	"errors"
 	"hash/crc32"
 	"io"
-	"runtime"
 	"sync"
 	"sync/atomic"
 
@@ -15,7 +14,7 @@ import (
 )
 
 // Reader decompresses a gzip stream, inflating kiln's members on
-// GOMAXPROCS workers. Everything it reads from the underlying reader is
+// parallelism() workers. Everything it reads from the underlying reader is
 // read in the caller's Read calls, never by another goroutine, and it
 // reads no further than klauspost's gzip.Reader would once the stream has
 // been read to io.EOF (which is its end: trailing bytes that are not a
@@ -64,7 +63,7 @@ func NewReader(r io.Reader) (*Reader, error) {
 	z := &Reader{
 		in:    in,
 		src:   bufio.NewReaderSize(in, 64<<10),
-		depth: 2 * runtime.GOMAXPROCS(0),
+		depth: 2 * parallelism(),
 	}
 	hdr, _ := z.src.Peek(headerLen)
 	if _, ok := memberLen(hdr); !ok {
@@ -167,13 +166,13 @@ func (z *Reader) fill() {
 }
 
 // dispatch queues j and hands it to a worker, starting one more worker
-// (up to GOMAXPROCS) with each of the first members: a one-member layer
+// (up to parallelism()) with each of the first members: a one-member layer
 // starts one.
 func (z *Reader) dispatch(j *rjob) {
 	if z.jobs == nil {
 		z.jobs = make(chan *rjob, z.depth)
 	}
-	if z.nworkers < runtime.GOMAXPROCS(0) {
+	if z.nworkers < parallelism() {
 		z.nworkers++
 		z.workers.Add(1)
 		go z.work()
