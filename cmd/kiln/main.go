@@ -31,6 +31,7 @@ func main() {
 		os.Exit(code)
 	}
 	procs.Raise()
+	procs.DelayGC()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	// remember which signal it was, for the exit code
 	sigs := make(chan os.Signal, 1)

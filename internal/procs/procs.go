@@ -1,6 +1,7 @@
-// Package procs sizes kiln's parallelism: worker pools follow the CPUs
+// Package procs tunes the Go runtime for kiln: worker pools follow the CPUs
 // the runtime found (CPUs), while the Go scheduler gets a few more Ps
-// than that (Raise).
+// than that (Raise), and the first collection waits for a heap that is
+// worth collecting (DelayGC).
 package procs
 
 import (

@@ -1,0 +1,60 @@
+package procs
+
+import (
+	"math"
+	"runtime"
+	"runtime/debug"
+	"testing"
+	"time"
+)
+
+func TestRaise(t *testing.T) {
+	t.Setenv("GOMAXPROCS", "")
+	prev := runtime.GOMAXPROCS(0)
+	defer runtime.GOMAXPROCS(prev)
+	Raise()
+	if got := runtime.GOMAXPROCS(0); got != CPUs()+spare {
+		t.Fatalf("GOMAXPROCS %d after Raise, want %d", got, CPUs()+spare)
+	}
+	t.Setenv("GOMAXPROCS", "1")
+	runtime.GOMAXPROCS(1)
+	Raise()
+	if got := runtime.GOMAXPROCS(0); got != 1 {
+		t.Fatalf("Raise changed a GOMAXPROCS set in the environment: %d", got)
+	}
+}
+
+// TestDelayGC: no collection below firstHeap; after the first one, the
+// usual pacing and no limit.
+func TestDelayGC(t *testing.T) {
+	t.Setenv("GOGC", "")
+	t.Setenv("GOMEMLIMIT", "")
+	defer debug.SetGCPercent(debug.SetGCPercent(100))
+	defer debug.SetMemoryLimit(debug.SetMemoryLimit(math.MaxInt64))
+	runtime.GC()
+	DelayGC()
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	keep := make([][]byte, 0, 64)
+	for i := 0; i < 64; i++ {
+		keep = append(keep, make([]byte, 256<<10)) // 16 MiB in all
+	}
+	runtime.ReadMemStats(&after)
+	if after.NumGC != before.NumGC {
+		t.Errorf("%d collections below the first heap", after.NumGC-before.NumGC)
+	}
+	runtime.KeepAlive(keep)
+	runtime.GC() // as the limit would
+	deadline := time.Now().Add(5 * time.Second)
+	for debug.SetGCPercent(-1) != 100 {
+		if time.Now().After(deadline) {
+			t.Fatal("the usual pacing is not back after the first collection")
+		}
+		debug.SetGCPercent(-1)
+		runtime.GC()
+		time.Sleep(10 * time.Millisecond)
+	}
+	if limit := debug.SetMemoryLimit(-1); limit != math.MaxInt64 {
+		t.Errorf("memory limit %d after the first collection, want none", limit)
+	}
+}
