@@ -329,12 +329,10 @@ func maskPaths(root, roProc string) error {
 	if err := unix.Lstat(null, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFCHR || st.Rdev != unix.Mkdev(1, 3) {
 		return fmt.Errorf("masking paths: %s is not the null device", null)
 	}
+	in := rootResolver{root: root}
 	for _, p := range MaskedPaths {
-		dst, err := inRoot(root, p)
-		if err != nil {
-			return err
-		}
-		if err := unix.Lstat(dst, &st); errors.Is(err, unix.ENOENT) {
+		dst, err := in.lstat(p, &st)
+		if errors.Is(err, unix.ENOENT) {
 			continue
 		} else if err != nil {
 			return fmt.Errorf("masking %s: %w", p, err)
@@ -354,12 +352,11 @@ func maskPaths(root, roProc string) error {
 	// call instead of a bind and a remount.
 	procBound := false
 	for _, p := range ReadonlyPaths {
-		dst, err := inRoot(root, p)
-		if err != nil {
-			return err
-		}
-		if err := unix.Lstat(dst, &st); errors.Is(err, unix.ENOENT) {
+		dst, err := in.lstat(p, &st)
+		if errors.Is(err, unix.ENOENT) {
 			continue
+		} else if err != nil {
+			return fmt.Errorf("making %s read-only: %w", p, err)
 		}
 		if !procBound {
 			proc, err := inRoot(root, "/proc")
@@ -381,6 +378,56 @@ func maskPaths(root, roProc string) error {
 		}
 	}
 	return nil
+}
+
+// rootResolver resolves paths inside root as inRoot does, each top-level
+// directory once: most masked paths are one name below /proc or /sys.
+type rootResolver struct {
+	root string
+	tops map[string]string // "/proc" -> where it resolved
+}
+
+// lstat resolves p inside root (as inRoot) and lstats it into st. A path
+// one name below a top-level directory is looked up as that directory's
+// resolution joined with the name, which walks nothing the image or a
+// RUN --mount could have planted (the lstat does not follow the name);
+// if the name is a symlink, which the mount calls after this would
+// follow outside the root, p is resolved whole instead. Deeper paths
+// (/sys/devices/virtual/powercap) are always resolved whole.
+func (r *rootResolver) lstat(p string, st *unix.Stat_t) (string, error) {
+	if dst, ok, err := r.quick(p); err != nil {
+		return "", err
+	} else if ok {
+		err := unix.Lstat(dst, st)
+		if err != nil || st.Mode&unix.S_IFMT != unix.S_IFLNK {
+			return dst, err
+		}
+	}
+	dst, err := inRoot(r.root, p)
+	if err != nil {
+		return "", err
+	}
+	return dst, unix.Lstat(dst, st)
+}
+
+// quick joins p's one name below its top-level directory to that
+// directory's resolution; ok is false for any other path.
+func (r *rootResolver) quick(p string) (dst string, ok bool, err error) {
+	top, name, cut := strings.Cut(strings.TrimPrefix(p, "/"), "/")
+	if !cut || top == "" || name == "" || strings.Contains(name, "/") || name == "." || name == ".." {
+		return "", false, nil
+	}
+	base, seen := r.tops[top]
+	if !seen {
+		if base, err = inRoot(r.root, "/"+top); err != nil {
+			return "", false, err
+		}
+		if r.tops == nil {
+			r.tops = map[string]string{}
+		}
+		r.tops[top] = base
+	}
+	return filepath.Join(base, name), true, nil
 }
 
 // inRoot resolves p inside root, as the command will see it.
