@@ -1,12 +1,12 @@
 package executor
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"debug/elf"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"runtime"
 	"strconv"
 	"sync"
@@ -65,7 +65,7 @@ func PrepareInit() { go initProgram() }
 func initProgram() (path, desc string) {
 	si := &sandboxInit
 	si.once.Do(func() {
-		si.path, si.desc = loadInit(initbin.Binary())
+		si.path, si.desc = loadInit(initbin.Reader())
 	})
 	if si.broken.Load() {
 		return "", "kiln itself (the kernel refused to execute the embedded kiln-init)"
@@ -76,7 +76,7 @@ func initProgram() (path, desc string) {
 // loadInit puts bin into a sealed memfd, kept open for the life of kiln.
 // The description names kiln-init's digest only when asked for (kiln
 // version): hashing 2.5 MB would be on the first step's path.
-func loadInit(bin []byte) (path, desc string) {
+func loadInit(bin io.ReaderAt, size int64) (path, desc string) {
 	if bin == nil {
 		return "", "kiln itself (built without kiln-init: make build embeds it)"
 	}
@@ -84,7 +84,7 @@ func loadInit(bin []byte) (path, desc string) {
 	if err := checkELF(bin); err != nil {
 		return "", "kiln itself (the embedded kiln-init is unusable: " + err.Error() + "; rebuild with make build)"
 	}
-	fd, err := sealedMemfd("kiln-init", bin)
+	fd, err := sealedMemfd("kiln-init", io.NewSectionReader(bin, 0, size))
 	if err != nil {
 		return "", "kiln itself (" + err.Error() + ")"
 	}
@@ -93,8 +93,8 @@ func loadInit(bin []byte) (path, desc string) {
 
 // checkELF refuses a kiln-init built for another architecture than this
 // kiln, which a cross-compile that skipped make could produce.
-func checkELF(bin []byte) error {
-	f, err := elf.NewFile(bytes.NewReader(bin))
+func checkELF(bin io.ReaderAt) error {
+	f, err := elf.NewFile(bin)
 	if err != nil {
 		return fmt.Errorf("reading it as ELF: %w", err)
 	}
@@ -110,7 +110,7 @@ func checkELF(bin []byte) error {
 
 // sealedMemfd returns a close-on-exec descriptor, numbered initFDMin or
 // above, of an executable memfd holding data and sealed against any change.
-func sealedMemfd(name string, data []byte) (int, error) {
+func sealedMemfd(name string, data io.Reader) (int, error) {
 	flags := unix.MFD_CLOEXEC | unix.MFD_ALLOW_SEALING
 	// MFD_EXEC (Linux 6.3) says outright that it will be executed, which
 	// a vm.memfd_noexec of 1 otherwise forbids; older kernels refuse the
@@ -123,12 +123,22 @@ func sealedMemfd(name string, data []byte) (int, error) {
 		return -1, fmt.Errorf("creating a memfd for kiln-init: %w", err)
 	}
 	defer unix.Close(fd)
-	for rest := data; len(rest) > 0; {
-		n, err := unix.Write(fd, rest)
-		if err != nil {
-			return -1, fmt.Errorf("writing kiln-init to a memfd: %w", err)
+	buf := make([]byte, 256<<10)
+	for {
+		n, rerr := data.Read(buf)
+		for rest := buf[:n]; len(rest) > 0; {
+			w, err := unix.Write(fd, rest)
+			if err != nil {
+				return -1, fmt.Errorf("writing kiln-init to a memfd: %w", err)
+			}
+			rest = rest[w:]
 		}
-		rest = rest[n:]
+		if rerr == io.EOF {
+			break
+		}
+		if rerr != nil {
+			return -1, fmt.Errorf("writing kiln-init to a memfd: %w", rerr)
+		}
 	}
 	seals := unix.F_SEAL_SEAL | unix.F_SEAL_SHRINK | unix.F_SEAL_GROW | unix.F_SEAL_WRITE
 	if _, err := unix.FcntlInt(uintptr(fd), unix.F_ADD_SEALS, seals); err != nil {

@@ -3,6 +3,7 @@ package executor
 import (
 	"bytes"
 	"context"
+	"io"
 	"os/exec"
 	"runtime"
 	"strconv"
@@ -24,6 +25,11 @@ func TestLoadInit(t *testing.T) {
 		{name: "not an executable", bin: []byte("#!/bin/sh\n"), wantDesc: "unusable"},
 	}
 	if bin := initbin.Binary(); bin != nil {
+		r, size := initbin.Reader()
+		got := make([]byte, size)
+		if n, err := r.ReadAt(got, 0); n != len(bin) || (err != nil && err != io.EOF) || !bytes.Equal(got, bin) {
+			t.Fatalf("initbin.Reader reads %d bytes (%v), unlike Binary's %d", n, err, len(bin))
+		}
 		tests = append(tests, struct {
 			name     string
 			bin      []byte
@@ -33,7 +39,11 @@ func TestLoadInit(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			path, desc := loadInit(tt.bin)
+			var r io.ReaderAt
+			if tt.bin != nil {
+				r = bytes.NewReader(tt.bin)
+			}
+			path, desc := loadInit(r, int64(len(tt.bin)))
 			if (path != "") != tt.wantPath || !strings.Contains(desc, tt.wantDesc) {
 				t.Errorf("loadInit = %q, %q; want a path: %v, a description with %q", path, desc, tt.wantPath, tt.wantDesc)
 			}

@@ -4,7 +4,10 @@
 // placeholder there, and kiln then re-executes itself as the init.
 package initbin
 
-import "embed"
+import (
+	"embed"
+	"io"
+)
 
 //go:embed files
 var files embed.FS
@@ -17,4 +20,20 @@ func Binary() []byte {
 		return nil
 	}
 	return b
+}
+
+// Reader returns kiln-init's executable and its size without copying it
+// out of the kiln binary (nil when kiln was built without it): loading it
+// into the sandbox's memfd then costs no 2.5 MB of fresh heap.
+func Reader() (io.ReaderAt, int64) {
+	f, err := files.Open("files/kiln-init")
+	if err != nil {
+		return nil, 0
+	}
+	fi, err := f.Stat()
+	r, ok := f.(io.ReaderAt)
+	if err != nil || !ok || fi.Size() == 0 {
+		return nil, 0
+	}
+	return r, fi.Size()
 }
