@@ -54,5 +54,8 @@ func NewWarm(context.Context) *Warm { return &Warm{} }
 // Close does nothing.
 func (*Warm) Close() {}
 
+// Expect does nothing.
+func (*Warm) Expect(int) {}
+
 // Prestart does nothing.
 func (*Warm) Prestart(*Network, Sandbox) {}

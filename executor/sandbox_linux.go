@@ -162,8 +162,8 @@ func Run(ctx context.Context, spec RunSpec) (err error) {
 		}
 	}
 	if useWarm {
-		// The next step's child starts while this one runs.
-		spec.Warm.fill(warmKey, spec.Sandbox, insecure)
+		// The next steps' children start while this one runs.
+		spec.Warm.fill(warmKey, spec.Sandbox, insecure, warmDepth)
 	}
 	cs.Guards = g
 	runCtx := ctx

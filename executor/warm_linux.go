@@ -10,23 +10,47 @@ import (
 	"github.com/kiln-build/kiln/trace"
 )
 
-// Warm keeps one RUN sandbox child started ahead of the step that will use
-// it. Starting a child is the fixed part of every RUN: the clone with its
+// Warm keeps RUN sandbox children started ahead of the steps that will use
+// them. Starting a child is the fixed part of every RUN: the clone with its
 // namespaces, the exec of kiln-init and its runtime start, the step's
-// cgroup and, on cgroup v1, the move into it, which waits for an RCU grace
-// period. A build's next RUN step is started while the current one runs,
-// on the other core; the child then waits for its spec, which says what
-// to mount and run. It is started exactly as the step would start it
-// (same namespaces, network, cgroup settings and security); a step that
-// needs anything else starts its own child as before.
+// cgroup and, on cgroup v1, the move into it. The children of a build's
+// next RUN steps are started while the current one runs, on the other
+// core; a child then waits for its spec, which says what to mount and run.
+// It is started exactly as the step would start it (same namespaces,
+// network, cgroup settings and security); a step that needs anything else
+// starts its own child as before.
 //
-// A Warm belongs to one build; Close ends the child nobody took.
+// A Warm belongs to one build; Close ends the children nobody took.
 type Warm struct {
-	ctx    context.Context // the build's: the child outlives the step that started it
+	ctx    context.Context // the build's: the children outlive the step that started them
 	mu     sync.Mutex
-	next   *warmChild
+	queue  []*warmChild // oldest first
 	closed bool
+	// expect is how many RUN steps of the build's network the build has,
+	// as far as it knows (0: unknown), and taken how many children steps
+	// took: no more children are started than steps may come.
+	expect, taken int
 }
+
+// Expect tells w how many RUN steps of the build's network the build
+// has.
+func (w *Warm) Expect(runs int) {
+	if w == nil {
+		return
+	}
+	w.mu.Lock()
+	w.expect = runs
+	w.mu.Unlock()
+}
+
+// warmDepth is how many children a build keeps started ahead once its
+// steps are running. The move into a cgroup v1 waits for an RCU grace
+// period whenever no other move came within about one (the kernel's
+// cgroup_threadgroup_rwsem): now and then 10-20 ms, more than a short
+// step. Started one step further ahead, a child is most often ready
+// anyway; with a single one ahead, a 30-step build waited for its next
+// child 10-30 ms in all.
+const warmDepth = 2
 
 // NewWarm returns a Warm whose children live at most as long as ctx.
 func NewWarm(ctx context.Context) *Warm { return &Warm{ctx: ctx} }
@@ -59,14 +83,22 @@ func (w *Warm) take(k warmKey) *warmChild {
 		return nil
 	}
 	w.mu.Lock()
-	wc := w.next
-	w.next = nil
-	w.mu.Unlock()
-	if wc == nil {
-		return nil
+	var wc *warmChild
+	var stale []*warmChild
+	w.taken++
+	if len(w.queue) > 0 {
+		wc, w.queue = w.queue[0], w.queue[1:]
+		if wc.key != k {
+			// Started for other steps: so are the ones after it.
+			stale, w.queue = append([]*warmChild{wc}, w.queue...), nil
+			wc = nil
+		}
 	}
-	if wc.key != k {
-		wc.discard()
+	w.mu.Unlock()
+	for _, s := range stale {
+		s.discard()
+	}
+	if wc == nil {
 		return nil
 	}
 	<-wc.ready
@@ -76,23 +108,38 @@ func (w *Warm) take(k warmKey) *warmChild {
 	return wc
 }
 
-// fill starts the next child for key k in the background, unless one is
-// there already or the build is over.
-func (w *Warm) fill(k warmKey, sb Sandbox, insecure bool) {
+// fill starts children for key k in the background until depth of them
+// are started or starting (no more than the steps still expected), unless
+// the build is over. The children start one after the other: two clones
+// at once would only contend.
+func (w *Warm) fill(k warmKey, sb Sandbox, insecure bool, depth int) {
 	if w == nil {
 		return
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.closed || w.next != nil || w.ctx.Err() != nil {
+	if w.closed || w.ctx.Err() != nil {
 		return
 	}
-	wc := &warmChild{key: k, ready: make(chan struct{})}
-	w.next = wc
-	go func() {
-		defer close(wc.ready)
-		wc.c, wc.g, wc.out, wc.err = startWarm(w.ctx, k, sb, insecure)
-	}()
+	if w.expect > 0 {
+		depth = min(depth, w.expect-w.taken)
+	}
+	var after chan struct{}
+	if n := len(w.queue); n > 0 {
+		after = w.queue[n-1].ready
+	}
+	for len(w.queue) < depth {
+		wc := &warmChild{key: k, ready: make(chan struct{})}
+		w.queue = append(w.queue, wc)
+		go func(after chan struct{}) {
+			defer close(wc.ready)
+			if after != nil {
+				<-after
+			}
+			wc.c, wc.g, wc.out, wc.err = startWarm(w.ctx, k, sb, insecure)
+		}(after)
+		after = wc.ready
+	}
 }
 
 // startWarm starts a RUN child for key k whose standard output and error
@@ -174,10 +221,10 @@ func (w *Warm) Close() {
 	}
 	w.mu.Lock()
 	w.closed = true
-	wc := w.next
-	w.next = nil
+	queue := w.queue
+	w.queue = nil
 	w.mu.Unlock()
-	if wc != nil {
+	for _, wc := range queue {
 		wc.discard()
 	}
 }
@@ -193,13 +240,20 @@ func sameWriter(a, b io.Writer) (same bool) {
 	return a == b
 }
 
-// Prestart starts the child of a build's first RUN step of the default
-// network, once the build network's namespace exists (NewNetworkWarm):
-// its start, and its move into a cgroup, then overlap the network
-// helper's start and the pull of the base image instead of the step.
+// Prestart starts the children of a build's first RUN steps of the
+// default network, once the build network's namespace exists
+// (NewNetworkWarm): their start, and their moves into cgroups, then
+// overlap the network helper's start and the pull of the base image
+// instead of the steps. A second child is started for a build with more
+// than one such step: its move comes right after the first's, while the
+// kernel's lock is still quick to take, rather than when the first step
+// starts, after the pull.
 func (w *Warm) Prestart(net *Network, sb Sandbox) {
 	if w == nil || net == nil || net.ns == nil {
 		return
 	}
-	w.fill(newWarmKey(runCloneflags, net.ns, sb, false), sb, false)
+	w.mu.Lock()
+	depth := min(max(w.expect, 1), warmDepth)
+	w.mu.Unlock()
+	w.fill(newWarmKey(runCloneflags, net.ns, sb, false), sb, false, depth)
 }

@@ -254,7 +254,8 @@ func Build(ctx context.Context, opt Options) (*Result, error) {
 	if err := b.checkEmulation(reach); err != nil {
 		return nil, err
 	}
-	b.wantNet = b.needsNetwork(reach)
+	netRuns := b.netRuns(reach)
+	b.wantNet = netRuns > 0
 	if b.ctxHash != nil {
 		for _, st := range b.stages {
 			if reach[st] {
@@ -270,6 +271,7 @@ func Build(ctx context.Context, opt Options) (*Result, error) {
 	// After every stage has returned, and so every step has ended.
 	defer b.closeNetwork()
 	b.warm = executor.NewWarm(ctx)
+	b.warm.Expect(netRuns)
 	defer b.warm.Close()
 	for _, st := range b.stages {
 		if reach[st] {

@@ -44,9 +44,11 @@ func (b *build) network(ctx context.Context) (*executor.Network, error) {
 	return n, nil
 }
 
-// needsNetwork reports whether a RUN of the reachable stages uses the
-// build's own network (a trigger's RUN still sets it up when it runs).
-func (b *build) needsNetwork(reach map[*stage]bool) bool {
+// netRuns counts the RUN steps of the reachable stages that use the
+// build's own network: with none, no network is set up ahead (a trigger's
+// RUN still sets it up when it runs).
+func (b *build) netRuns(reach map[*stage]bool) int {
+	runs := 0
 	for s := range reach {
 		for _, c := range s.st.Commands {
 			if r, ok := c.(*instructions.RunCommand); ok {
@@ -55,12 +57,12 @@ func (b *build) needsNetwork(reach map[*stage]bool) bool {
 					n = b.opt.Network
 				}
 				if n == executor.NetworkDefault {
-					return true
+					runs++
 				}
 			}
 		}
 	}
-	return false
+	return runs
 }
 
 // prepareNetwork starts setting the build's network up in the background
