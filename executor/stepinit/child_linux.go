@@ -107,10 +107,12 @@ func Main() int {
 }
 
 // warmUp does once, off the step's path, what starting the command would
-// otherwise do first: build the seccomp filter, and Go's check that pidfds
-// work (os.StartProcess makes it on first use, cloning a child that exits).
+// otherwise do first: build the seccomp filter, catch the forwarded
+// signals, and Go's check that pidfds work (os.StartProcess makes it on
+// first use, cloning a child that exits).
 func warmUp() {
 	seccomp.Prepare()
+	forwardedSignals()
 	if p, err := os.FindProcess(os.Getpid()); err == nil {
 		p.Release()
 	}

@@ -12,6 +12,7 @@ import (
 	"os/signal"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -29,6 +30,24 @@ const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bi
 // Forwarded are the signals PID 1 passes on to the command. The command
 // runs in its own session, so a terminal's ^C reaches it only this way.
 var Forwarded = []os.Signal{unix.SIGINT, unix.SIGTERM, unix.SIGHUP, unix.SIGQUIT, unix.SIGUSR1, unix.SIGUSR2}
+
+var (
+	forwardOnce sync.Once
+	forwarded   chan os.Signal
+)
+
+// forwardedSignals starts catching the Forwarded signals, once, and
+// returns where they arrive. The first signal.Notify of a process starts
+// Go's signal loop, about half a millisecond: a child started ahead of
+// its step does it while it waits for the spec (warmUp). A signal caught
+// before the command starts is passed on once it has.
+func forwardedSignals() chan os.Signal {
+	forwardOnce.Do(func() {
+		forwarded = make(chan os.Signal, 8)
+		signal.Notify(forwarded, Forwarded...)
+	})
+	return forwarded
+}
 
 // hardenCommand applies, on the calling thread that the command is then
 // forked from, what the command inherits: a cgroup namespace, the
@@ -93,9 +112,9 @@ func runInit(rep Reporter, cs *Spec, id identity) int {
 	if cs.Interactive {
 		cmd.Stdin = os.Stdin
 	}
-	// Before Start, so that a signal arriving in between is not lost.
-	sigs := make(chan os.Signal, 8)
-	signal.Notify(sigs, Forwarded...)
+	// Caught from before Start, so that a signal arriving in between is
+	// not lost.
+	sigs := forwardedSignals()
 	// Right before the fork and exec, whatever the init opened since it
 	// started (or a library opened without O_CLOEXEC) must not reach the
 	// command: a directory fd would lead out of the root (runc's
