@@ -189,6 +189,8 @@ type build struct {
 	netOnce   sync.Once
 	net       *executor.Network // the RUN steps' network, once one needs it
 	netDir    string
+
+	scratchDirs scratchAhead // the next step's scratch directory, made ahead
 }
 
 // Build runs the build and returns the target stage's image.
@@ -270,6 +272,7 @@ func Build(ctx context.Context, opt Options) (*Result, error) {
 	defer b.startAhead(ctx)()
 	// After every stage has returned, and so every step has ended.
 	defer b.closeNetwork()
+	defer b.dropScratch()
 	b.warm = executor.NewWarm(ctx)
 	b.warm.Expect(netRuns)
 	defer b.warm.Close()

@@ -164,24 +164,6 @@ func lowers(layers []cache.LayerInfo) []string {
 	return out
 }
 
-// scratch makes a step's upper and work dirs; cleanup removes whatever of
-// them was not consumed by the store.
-func (b *build) scratch(prefix string) (dir string, rootfs func([]cache.LayerInfo) executor.Rootfs, err error) {
-	dir, err = b.opt.Store.TempDir(prefix)
-	if err != nil {
-		return "", nil, fmt.Errorf("creating step directory: %w", err)
-	}
-	for _, d := range []string{"upper", "work"} {
-		if err := os.Mkdir(filepath.Join(dir, d), 0o755); err != nil {
-			os.RemoveAll(dir)
-			return "", nil, fmt.Errorf("creating step directory: %w", err)
-		}
-	}
-	return dir, func(layers []cache.LayerInfo) executor.Rootfs {
-		return executor.Rootfs{Lowers: lowers(layers), Upper: filepath.Join(dir, "upper"), Work: filepath.Join(dir, "work")}
-	}, nil
-}
-
 // commit stores a step's upper dir as a layer (nothing when it is empty),
 // records it under the step's key and advances the stage.
 func (b *build) commit(ctx context.Context, s *stage, key, upper string, tar layer.TarOptions) error {
@@ -311,7 +293,7 @@ func (b *build) runStep(ctx context.Context, s *stage, name string, k *stepKey, 
 	}
 	b.prepareNetwork()
 	_, dirSpan := trace.Start(ctx, "step directory")
-	dir, rootfs, err := b.scratch("step")
+	dir, rootfs, err := b.scratch()
 	dirSpan.End()
 	if err != nil {
 		log.Fail(err)
