@@ -25,6 +25,28 @@ func (s *Store) writeAtomic(path string, data []byte) error {
 	return writeReplacing(s.tmp(), path, data, true)
 }
 
+// writeNew creates path with data, for a file in a directory nobody sees
+// yet (a layer's staging directory, renamed into place once complete): no
+// temp file and rename are needed there. Mode 0644 whatever the umask, as
+// writeReplacing's files.
+func writeNew(path string, data []byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return err
+	}
+	if err = f.Chmod(0o644); err == nil {
+		_, err = f.Write(data)
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(path)
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	return nil
+}
+
 // writeReplacing writes data to a temp file in tmpDir (on path's
 // filesystem) and renames it onto path; with sync, the file is synced
 // before the rename and path's directory after it.

@@ -289,7 +289,8 @@ func (s *Store) publishListed(staging string, info LayerInfo, list []byte) (Laye
 	// With a boot id, nothing is synced here: info.json names the boot
 	// and the background syncer makes the layer durable (durable.go).
 	mark := newMark()
-	write := s.writeUnsynced
+	// staging is not in layers/ yet: its files are written in place.
+	write := writeNew
 	if mark == nil {
 		write = s.writeAtomic
 	}
