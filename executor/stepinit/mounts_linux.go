@@ -173,14 +173,15 @@ func mountsBelow(dir string) ([]string, error) {
 // sandbox's /dev and what it holds: its tmpfs, devpts and the nodes bound
 // from the host. It is the device guard of a step without a device filter
 // (see guards): with CAP_MKNOD dropped as well, the only device nodes the
-// step can open are those kiln put in /dev. It must run before the masks,
-// which bind /dev/null over files.
+// step can open are those kiln put in /dev, and the binds of its null
+// device that mask files in /proc (maskProc), which stay readable as
+// empty files.
 func nodevBelow(root string) error {
 	b, err := os.ReadFile("/proc/self/mountinfo")
 	if err != nil {
 		return fmt.Errorf("listing mounts below %s: %w", root, err)
 	}
-	type entry struct{ point, fstype, source string }
+	type entry struct{ point, fstype, source, fsroot string }
 	var mounts []entry
 	dev := ""
 	for _, line := range strings.Split(string(b), "\n") {
@@ -190,11 +191,11 @@ func nodevBelow(root string) error {
 		if !ok || len(fields) < 5 || len(tail) < 2 {
 			continue
 		}
-		e := entry{point: mountinfo.Unescape(fields[4]), fstype: tail[0], source: tail[1]}
+		e := entry{point: mountinfo.Unescape(fields[4]), fstype: tail[0], source: tail[1], fsroot: mountinfo.Unescape(fields[3])}
 		if e.point != root && !strings.HasPrefix(e.point, root+"/") {
 			continue
 		}
-		if e.source == devSource && e.fstype == "tmpfs" {
+		if e.source == devSource && e.fstype == "tmpfs" && e.fsroot == "/" {
 			dev = e.point
 		}
 		mounts = append(mounts, e)
@@ -207,6 +208,9 @@ func nodevBelow(root string) error {
 		keep[filepath.Join(dev, d.Name)] = true
 	}
 	for _, m := range mounts {
+		if m.source == devSource && m.fstype == "tmpfs" && m.fsroot == "/null" {
+			continue // a mask: our null device bound over a file
+		}
 		if keep[m.point] {
 			// Ours come first: a RUN --mount stacked on the same point
 			// later (the table lists mounts in order) is not kept.
@@ -311,70 +315,109 @@ var MaskedPaths = []string{
 }
 
 // ReadonlyPaths are kernel knobs a RUN step may read but not turn; all of
-// them below /proc (see maskPaths).
+// them below /proc (see maskProc).
 var ReadonlyPaths = []string{"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"}
 
-// maskPaths hides MaskedPaths (/dev/null over a file, an empty read-only
-// tmpfs over a directory) and makes ReadonlyPaths read-only in the new
-// root, before pivot_root. Every path is resolved inside root, so an image
-// that plants /proc or /dev as a symlink only moves where our own proc
-// and /dev are mounted, never onto the host. Paths the kernel lacks are
-// skipped.
-func maskPaths(root, roProc string) error {
-	null, err := inRoot(root, "/dev/null")
-	if err != nil {
+// maskProc hides the MaskedPaths below /proc (/dev/null, at null, over a
+// file, an empty read-only tmpfs over a directory) and makes the
+// ReadonlyPaths read-only, in proc, a fresh procfs not yet in the new root
+// (prepareProc): its names are the kernel's, so nothing of the image is
+// walked. Paths the kernel lacks are skipped. The read-only paths are
+// bound from one read-only bind of proc at roProc (outside the new root,
+// gone with the old one): a bind starts with the flags of its source, so
+// each takes one mount call instead of a bind and a remount.
+func maskProc(proc, null, roProc string) error {
+	if err := checkNull(null); err != nil {
 		return err
 	}
+	var st unix.Stat_t
+	for _, p := range MaskedPaths {
+		name, ok := strings.CutPrefix(p, "/proc/")
+		if !ok {
+			continue // masked once sysfs is in the root (maskSys)
+		}
+		if err := maskOne(p, filepath.Join(proc, name), null); err != nil {
+			return err
+		}
+	}
+	procBound := false
+	for _, p := range ReadonlyPaths {
+		name, ok := strings.CutPrefix(p, "/proc/")
+		if !ok {
+			return fmt.Errorf("making %s read-only: not below /proc", p)
+		}
+		dst := filepath.Join(proc, name)
+		if err := unix.Lstat(dst, &st); errors.Is(err, unix.ENOENT) {
+			continue
+		} else if err != nil {
+			return fmt.Errorf("making %s read-only: %w", p, err)
+		}
+		if !procBound {
+			if err := BindReadOnly(proc, roProc, unix.MS_NOEXEC); err != nil {
+				return err
+			}
+			procBound = true
+		}
+		if err := unix.Mount(filepath.Join(roProc, name), dst, "", unix.MS_BIND, ""); err != nil {
+			return fmt.Errorf("binding %s read-only: %w", p, err)
+		}
+	}
+	return nil
+}
+
+// checkNull makes sure that null, which masks files, is the null device.
+func checkNull(null string) error {
 	var st unix.Stat_t
 	if err := unix.Lstat(null, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFCHR || st.Rdev != unix.Mkdev(1, 3) {
 		return fmt.Errorf("masking paths: %s is not the null device", null)
 	}
+	return nil
+}
+
+// maskOne hides dst, the masked path p: an empty read-only tmpfs over a
+// directory, null over anything else; nothing when it does not exist.
+func maskOne(p, dst, null string) error {
+	var st unix.Stat_t
+	if err := unix.Lstat(dst, &st); errors.Is(err, unix.ENOENT) {
+		return nil
+	} else if err != nil {
+		return fmt.Errorf("masking %s: %w", p, err)
+	}
+	if st.Mode&unix.S_IFMT == unix.S_IFDIR {
+		return MountFS("tmpfs", dst, "tmpfs", unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "size=0")
+	}
+	if err := unix.Mount(null, dst, "", unix.MS_BIND, ""); err != nil {
+		return fmt.Errorf("masking %s: %w", p, err)
+	}
+	return nil
+}
+
+// maskSys hides the MaskedPaths below /sys in the new root, before
+// pivot_root. Every path is resolved inside root, so an image that plants
+// /sys as a symlink only moves where our sysfs is mounted, never onto the
+// host.
+func maskSys(root string) error {
+	null, err := inRoot(root, "/dev/null")
+	if err != nil {
+		return err
+	}
+	if err := checkNull(null); err != nil {
+		return err
+	}
 	in := rootResolver{root: root}
+	var st unix.Stat_t
 	for _, p := range MaskedPaths {
+		if !strings.HasPrefix(p, "/sys/") {
+			continue
+		}
 		dst, err := in.lstat(p, &st)
 		if errors.Is(err, unix.ENOENT) {
 			continue
 		} else if err != nil {
 			return fmt.Errorf("masking %s: %w", p, err)
 		}
-		if st.Mode&unix.S_IFMT == unix.S_IFDIR {
-			err = MountFS("tmpfs", dst, "tmpfs", unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "size=0")
-		} else if err = unix.Mount(null, dst, "", unix.MS_BIND, ""); err != nil {
-			err = fmt.Errorf("masking %s: %w", p, err)
-		}
-		if err != nil {
+		if err := maskOne(p, dst, null); err != nil {
 			return err
-		}
-	}
-	// Each read-only path is bound from one read-only bind of the step's
-	// proc at roProc (outside the new root, gone with the old one): a
-	// bind starts with the flags of its source, so each takes one mount
-	// call instead of a bind and a remount.
-	procBound := false
-	for _, p := range ReadonlyPaths {
-		dst, err := in.lstat(p, &st)
-		if errors.Is(err, unix.ENOENT) {
-			continue
-		} else if err != nil {
-			return fmt.Errorf("making %s read-only: %w", p, err)
-		}
-		if !procBound {
-			proc, err := inRoot(root, "/proc")
-			if err != nil {
-				return err
-			}
-			if err := BindReadOnly(proc, roProc, unix.MS_NOEXEC); err != nil {
-				return err
-			}
-			procBound = true
-		}
-		rel, ok := strings.CutPrefix(p, "/proc/")
-		if !ok {
-			return fmt.Errorf("making %s read-only: not below /proc", p)
-		}
-		src := filepath.Join(roProc, rel)
-		if err := unix.Mount(src, dst, "", unix.MS_BIND, ""); err != nil {
-			return fmt.Errorf("binding %s read-only: %w", p, err)
 		}
 	}
 	return nil

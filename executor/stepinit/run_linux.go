@@ -36,7 +36,7 @@ func runStep(rep Reporter, cs *Spec, waitPlaced func() error) int {
 	if err := joinNetwork(cs); err != nil {
 		return rep.Fail(err)
 	}
-	if err := MountStepTmpfs(cs.StepDir, "empty", "probe", "stubs", "root", "proc"); err != nil {
+	if err := MountStepTmpfs(cs.StepDir, "empty", "probe", "stubs", "root", "proc", "new-proc", "new-dev"); err != nil {
 		return rep.Fail(err)
 	}
 	var (
@@ -46,22 +46,28 @@ func runStep(rep Reporter, cs *Spec, waitPlaced func() error) int {
 		merged = filepath.Join(cs.StepDir, "root")
 		hosts  = filepath.Join(cs.StepDir, "hosts")
 		resolv = filepath.Join(cs.StepDir, "resolv.conf")
-		// roProc is where maskPaths binds a read-only view of the step's
+		// roProc is where maskProc binds a read-only view of the step's
 		// /proc.
 		roProc = filepath.Join(cs.StepDir, "proc")
+		// The step's /proc and /dev are made there, then moved into the
+		// root.
+		newProc = filepath.Join(cs.StepDir, "new-proc")
+		newDev  = filepath.Join(cs.StepDir, "new-dev")
 	)
+	// /proc (masked) and /dev owe nothing to the image: another thread
+	// makes them while this one mounts the image's overlay (the kernel
+	// sets up two mounts side by side until it attaches them), and they
+	// are moved into the root, submounts and all.
+	prepared := make(chan error, 1)
+	go func() { prepared <- prepareProcDev(newProc, newDev, roProc, cs.ShmSize, !cs.Insecure) }()
 	hostsData := fmt.Sprintf("127.0.0.1\tlocalhost %s\n::1\tlocalhost ip6-localhost ip6-loopback\n", cs.Hostname) + cs.ExtraHosts
 	if err := os.WriteFile(hosts, []byte(hostsData), 0o644); err != nil {
 		return rep.Fail(fmt.Errorf("writing hosts file: %w", err))
 	}
 
 	mounts := []rootMount{
-		{target: "/proc", dir: true, mount: func(dst string) error {
-			// A new proc for the new PID namespace: the command sees only
-			// its own processes.
-			return MountFS("proc", dst, "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "")
-		}},
-		{target: "/dev", dir: true, mount: func(dst string) error { return mountDev(dst, cs.ShmSize) }},
+		{target: "/proc", dir: true, mount: func(dst string) error { return moveMount(newProc, dst) }},
+		{target: "/dev", dir: true, mount: func(dst string) error { return moveMount(newDev, dst) }},
 		{target: "/sys", dir: true, mount: func(dst string) error {
 			if userns.Running() && !cs.NetNone && !cs.JoinNet {
 				// The kernel lets a user namespace mount sysfs only for a
@@ -175,6 +181,9 @@ func runStep(rep Reporter, cs *Spec, waitPlaced func() error) int {
 	if cs.Volatile && !used {
 		rep.Send(Msg{NoVolatile: true})
 	}
+	if err := <-prepared; err != nil {
+		return rep.Fail(err)
+	}
 	for _, m := range mounts {
 		dst, err := mountPoint(merged, m)
 		if err != nil {
@@ -191,7 +200,7 @@ func runStep(rep Reporter, cs *Spec, waitPlaced func() error) int {
 		}
 	}
 	if !cs.Insecure {
-		if err := maskPaths(merged, roProc); err != nil {
+		if err := maskSys(merged); err != nil {
 			return rep.Fail(err)
 		}
 	}
@@ -244,6 +253,32 @@ func runStep(rep Reporter, cs *Spec, waitPlaced func() error) int {
 		return rep.Fail(err)
 	}
 	return runInit(rep, cs, id)
+}
+
+// prepareProcDev mounts the step's /dev at dev and a new proc, for the new
+// PID namespace (the command sees only its own processes), at proc; with
+// mask, the proc is masked (maskProc, with dev's null). Both are then
+// moved into the root. Only absolute paths: the other thread chdirs to
+// mount overlays.
+func prepareProcDev(proc, dev, roProc string, shmSize int64, mask bool) error {
+	if err := mountDev(dev, shmSize); err != nil {
+		return err
+	}
+	if err := MountFS("proc", proc, "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
+		return err
+	}
+	if !mask {
+		return nil
+	}
+	return maskProc(proc, filepath.Join(dev, "null"), roProc)
+}
+
+// moveMount moves the mount at src, with the mounts on top of it, to dst.
+func moveMount(src, dst string) error {
+	if err := unix.Mount(src, dst, "", unix.MS_MOVE, ""); err != nil {
+		return fmt.Errorf("moving %s to %s: %w", src, dst, err)
+	}
+	return nil
 }
 
 // bindFromStep binds src, a file on the step's tmpfs, at dst. The bind is
