@@ -214,7 +214,7 @@ func (wc *warmChild) discard() {
 	}()
 }
 
-// Close ends the child started for a step that never came.
+// Close ends the children started for steps that never came.
 func (w *Warm) Close() {
 	if w == nil {
 		return
