@@ -70,6 +70,9 @@ type RunSpec struct {
 	// Warm, when set, is the build's supply of sandbox children started
 	// ahead of their steps (NewWarm).
 	Warm *Warm
+	// Stubs, when set, carries what a stage's RUN steps learn about its
+	// image's mount points from one step to the next.
+	Stubs *StubCache
 }
 
 // Sandbox holds the build-wide settings of every RUN sandbox. The zero

@@ -59,3 +59,6 @@ func (*Warm) Expect(int) {}
 
 // Prestart does nothing.
 func (*Warm) Prestart(*Network, Sandbox) {}
+
+// StubCache keeps nothing: RUN steps need Linux.
+type StubCache struct{}

@@ -121,6 +121,7 @@ func Run(ctx context.Context, spec RunSpec) (err error) {
 		Insecure: insecure,
 	}}
 	setRunFlags(spec.Sandbox, &cs.Spec)
+	cs.Stubs = spec.Stubs.planFor(spec.Rootfs.Lowers)
 	for _, f := range spec.Files {
 		cs.Files = append(cs.Files, stepinit.File(f))
 	}
@@ -180,6 +181,11 @@ func Run(ctx context.Context, spec RunSpec) (err error) {
 		msgs, err = warm.serve(runCtx, cs, spec.Stdout)
 	} else {
 		msgs, err = runChild(runCtx, cs, flags, spec.Stdout, spec.Stderr, cg)
+	}
+	for _, m := range msgs {
+		if m.Stubs != nil {
+			spec.Stubs.remember(m.Stubs, spec.Rootfs.Lowers)
+		}
 	}
 	if cg != nil {
 		// After runChild: the sandbox and all its processes are gone.

@@ -22,6 +22,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/kiln-build/kiln/cache"
+	"github.com/kiln-build/kiln/executor"
 	"github.com/kiln-build/kiln/parser"
 	"github.com/kiln-build/kiln/trace"
 )
@@ -37,6 +38,7 @@ type stage struct {
 	fromDeps    []*stage
 	triggers    []instructions.Command // ONBUILD of a base stage
 	total       int                    // steps shown as [i/total]
+	stubs       executor.StubCache     // its RUN steps' mount points, from one to the next
 	platform    ocispec.Platform       // what the stage builds for: FROM --platform, its base stage's, or the target
 	prefix      string                 // platform in step names when several are built ("linux/arm64 ")
 	cmdIndex    int

@@ -447,6 +447,7 @@ func (b *build) dispatchRun(ctx context.Context, s *stage, c *instructions.RunCo
 			Stdout:   log,
 			Stderr:   log,
 			Warm:     b.warm,
+			Stubs:    &s.stubs,
 		})
 		if err == nil {
 			err = addMountPointDirs(rf)

@@ -105,6 +105,9 @@ type Spec struct {
 	ShmSize int64 `json:"shmSize,omitempty"`
 	// Rlimits are set before the command starts, which inherits them.
 	Rlimits []Rlimit `json:"rlimits,omitempty"`
+	// Stubs, when set, is the stub plan of an earlier step that holds
+	// for these layers (executor.StubCache): the step does not probe.
+	Stubs *StubPlan `json:"stubs,omitempty"`
 }
 
 // Rlimit is one resource limit of the command: Resource is the kernel's
@@ -125,6 +128,9 @@ type Placement struct {
 // set.
 type Msg struct {
 	NoVolatile bool `json:"noVolatile,omitempty"`
+	// Stubs is the stub plan the step made, when a later step on more
+	// layers may use it (see StubPlan).
+	Stubs *StubPlan `json:"stubs,omitempty"`
 
 	Done       bool   `json:"done,omitempty"`
 	Error      string `json:"error,omitempty"`    // setup or copier error

@@ -141,26 +141,30 @@ func runStep(rep Reporter, cs *Spec, waitPlaced func() error) int {
 	// dir: they must not reach the layer, and creating them through the
 	// merged view would also copy up their parents (/etc). Which ones are
 	// missing is decided on a read-only view of the lowers.
-	view := ""
-	if len(cs.Rootfs.Lowers) > 0 {
-		if _, err := MountOverlay(probe, Overlay{Lowers: cs.Rootfs.Lowers, Empty: empty}); err != nil {
+	// An earlier step's plan, when it holds for these layers, spares the
+	// view and the walks.
+	plan := cs.Stubs
+	if !plan.reusable(mounts) {
+		view := ""
+		if len(cs.Rootfs.Lowers) > 0 {
+			if _, err := MountOverlay(probe, Overlay{Lowers: cs.Rootfs.Lowers, Empty: empty}); err != nil {
+				return rep.Fail(err)
+			}
+			view = probe
+		}
+		var reusable bool
+		var err error
+		if plan, reusable, err = planStubs(view, mounts); err != nil {
 			return rep.Fail(err)
 		}
-		view = probe
-	}
-	needStubs := false
-	for _, m := range mounts {
-		rel, exists, err := resolveInRoot(view, m.target)
-		if err != nil {
-			return rep.Fail(fmt.Errorf("resolving mount point %s: %w", m.target, err))
-		}
-		if !exists {
-			if err := createStub(view, stubs, rel, m.dir); err != nil {
-				return rep.Fail(fmt.Errorf("creating mount point %s: %w", m.target, err))
-			}
-			needStubs = true
+		if reusable {
+			rep.Send(Msg{Stubs: plan})
 		}
 	}
+	if err := makeStubs(stubs, plan.Stubs); err != nil {
+		return rep.Fail(err)
+	}
+	needStubs := len(plan.Stubs) > 0
 	// Everything on our tmpfs is written: from here on it is read-only,
 	// and so is every bind of a file from it (a bind mount starts with
 	// the flags of the mount it comes from), one mount call for all.
@@ -302,61 +306,6 @@ func writeFile(p string, f File) error {
 	// WriteFile's mode misses the special bits.
 	if err := os.Chmod(p, mode); err != nil {
 		return fmt.Errorf("writing %s: %w", f.Path, err)
-	}
-	return nil
-}
-
-// createStub creates the mount point rel, and its missing parents, in the
-// stub layer. Parents that exist in the image's view get their mode, owner
-// and times from it: the stub layer is the top-most lower, so the merged
-// view shows its copy of them, and a copy-up (the command writes to /etc)
-// copies that.
-func createStub(view, layer, rel string, dir bool) error {
-	var existing []string
-	cur := ""
-	parts := strings.Split(rel, "/")
-	for i, c := range parts {
-		cur = filepath.Join(cur, c)
-		p := filepath.Join(layer, cur)
-		if _, err := os.Lstat(p); err == nil {
-			continue // created for an earlier mount point
-		}
-		var lower fs.FileInfo
-		if view != "" {
-			lower, _ = os.Lstat(filepath.Join(view, cur))
-		}
-		var err error
-		switch {
-		case i == len(parts)-1 && !dir:
-			err = os.WriteFile(p, nil, 0o644)
-		case lower != nil && lower.IsDir():
-			st := lower.Sys().(*syscall.Stat_t)
-			if err = os.Mkdir(p, 0o755); err == nil {
-				err = os.Lchown(p, int(st.Uid), int(st.Gid))
-			}
-			if err == nil {
-				// After chown, which clears setuid and setgid bits.
-				err = unix.Chmod(p, st.Mode&0o7777)
-			}
-			existing = append(existing, cur)
-		default:
-			err = os.Mkdir(p, 0o755)
-		}
-		if err != nil {
-			return err
-		}
-	}
-	// Creating children changed the parents' mtimes; deepest first, as
-	// setting a child's times does not touch its parent.
-	for i := len(existing) - 1; i >= 0; i-- {
-		var st unix.Stat_t
-		if err := unix.Lstat(filepath.Join(view, existing[i]), &st); err != nil {
-			return err
-		}
-		ts := []unix.Timespec{st.Atim, st.Mtim}
-		if err := unix.UtimesNanoAt(unix.AT_FDCWD, filepath.Join(layer, existing[i]), ts, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-			return err
-		}
 	}
 	return nil
 }
