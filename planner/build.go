@@ -191,6 +191,9 @@ type build struct {
 	netDir    string
 
 	scratchDirs scratchAhead // the next step's scratch directory, made ahead
+
+	topMu sync.Mutex
+	tops  map[string]topEntry // a stored layer's top-level names (inLowers)
 }
 
 // Build runs the build and returns the target stage's image.

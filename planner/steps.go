@@ -301,15 +301,6 @@ func (b *build) runStep(ctx context.Context, s *stage, name string, k *stepKey, 
 	}
 	defer b.removeLater(dir)
 	var layers []cache.LayerInfo
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() (err error) {
-		if k.linked {
-			// a linked copy writes into an empty tree
-			return nil
-		}
-		layers, err = b.materialize(gctx, s.layers, log)
-		return err
-	})
 	cleanups := make([]func(), len(alongside))
 	defer func() {
 		for _, c := range cleanups {
@@ -318,15 +309,37 @@ func (b *build) runStep(ctx context.Context, s *stage, name string, k *stepKey, 
 			}
 		}
 	}()
-	for i, f := range alongside {
+	if lazy := !k.linked && anyLazy(s.layers); !lazy && len(alongside) <= 1 {
+		// Nothing to wait for side by side: no goroutines to hand over to.
+		if !k.linked {
+			layers = s.layers
+		}
+		for i, f := range alongside {
+			if cleanups[i], err = f(ctx, log); err != nil {
+				log.Fail(err)
+				return err
+			}
+		}
+	} else {
+		g, gctx := errgroup.WithContext(ctx)
 		g.Go(func() (err error) {
-			cleanups[i], err = f(gctx, log)
+			if k.linked {
+				// a linked copy writes into an empty tree
+				return nil
+			}
+			layers, err = b.materialize(gctx, s.layers, log)
 			return err
 		})
-	}
-	if err := g.Wait(); err != nil {
-		log.Fail(err)
-		return err
+		for i, f := range alongside {
+			g.Go(func() (err error) {
+				cleanups[i], err = f(gctx, log)
+				return err
+			})
+		}
+		if err := g.Wait(); err != nil {
+			log.Fail(err)
+			return err
+		}
 	}
 	if !k.linked {
 		s.layers = layers
@@ -450,7 +463,7 @@ func (b *build) dispatchRun(ctx context.Context, s *stage, c *instructions.RunCo
 			Stubs:    &s.stubs,
 		})
 		if err == nil {
-			err = addMountPointDirs(rf)
+			err = b.addMountPointDirs(rf)
 		}
 		var ee *executor.ExitError
 		if errors.As(err, &ee) {
@@ -848,12 +861,12 @@ func firstLine(loc []bkparser.Range) int {
 // image had none of them: BuildKit's runtime creates them as mount points
 // on the image and they stay in its layer, so an image built on a bare
 // rootfs has them there too.
-func addMountPointDirs(rf executor.Rootfs) error {
+func (b *build) addMountPointDirs(rf executor.Rootfs) error {
 	for _, name := range []string{"dev", "proc", "sys"} {
 		if _, err := os.Lstat(filepath.Join(rf.Upper, name)); err == nil {
 			continue
 		}
-		if inLowers(rf.Lowers, name) {
+		if b.inLowers(rf.Lowers, name) {
 			continue
 		}
 		if err := os.Mkdir(filepath.Join(rf.Upper, name), 0o755); err != nil {
@@ -866,21 +879,56 @@ func addMountPointDirs(rf executor.Rootfs) error {
 	return nil
 }
 
+// topEntry is what a layer has at a top-level name.
+type topEntry uint8
+
+const (
+	topAbsent   topEntry = iota + 1
+	topPresent           // an entry
+	topWhiteout          // a whiteout: deleted below
+)
+
 // inLowers reports whether a top-level name exists in the merged view of
 // overlay-format lowers (top-most first): the first lower that has it
 // decides, and a whiteout (char device 0:0) there means it was deleted.
-func inLowers(lowers []string, name string) bool {
+// Layers do not change once stored: what each has is looked up once per
+// build, and a step on 30 layers no longer lstats 90 paths.
+func (b *build) inLowers(lowers []string, name string) bool {
 	for _, l := range lowers {
-		fi, err := os.Lstat(filepath.Join(l, name))
-		if err != nil {
-			continue
-		}
-		if st, ok := fi.Sys().(*syscall.Stat_t); ok && fi.Mode()&os.ModeCharDevice != 0 && st.Rdev == 0 {
+		switch b.topEntry(l, name) {
+		case topWhiteout:
 			return false
+		case topPresent:
+			return true
 		}
-		return true
 	}
 	return false
+}
+
+func (b *build) topEntry(layer, name string) topEntry {
+	key := layer + "\x00" + name
+	b.topMu.Lock()
+	e, ok := b.tops[key]
+	b.topMu.Unlock()
+	if ok {
+		return e
+	}
+	fi, err := os.Lstat(filepath.Join(layer, name))
+	switch {
+	case err != nil:
+		e = topAbsent
+	case fi.Mode()&os.ModeCharDevice != 0 && fi.Sys().(*syscall.Stat_t).Rdev == 0:
+		e = topWhiteout
+	default:
+		e = topPresent
+	}
+	b.topMu.Lock()
+	if b.tops == nil {
+		b.tops = map[string]topEntry{}
+	}
+	b.tops[key] = e
+	b.topMu.Unlock()
+	return e
 }
 
 // lazyLayers describes ls without reading their bytes: stored layers as
