@@ -38,6 +38,7 @@
 #   BENCH_DIR         work directory (default /var/tmp/kiln-bench; contexts
 #                     are kept between runs, stores are not)
 #   RUNS              repetitions of warm measurements, median (default 3)
+#   COLD_RUNS         repetitions of cold measurements, median (default 3)
 #   BUILDCTL, BUILDKIT_ADDR   BuildKit client and daemon
 #                     (default /tmp/peers/bin/buildctl, unix:///tmp/peers/buildkitd.sock)
 #   BUILDKIT_VERSION  the BuildKit version to print when buildkitd reports none
@@ -85,6 +86,7 @@ KILN=${KILN:-$repo/bin/kiln}
 MKBASE=${MKBASE:-$repo/bin/mkbase}
 BENCH_DIR=${BENCH_DIR:-/var/tmp/kiln-bench}
 RUNS=${RUNS:-3}
+COLD_RUNS=${COLD_RUNS:-3}
 BUILDCTL=${BUILDCTL:-/tmp/peers/bin/buildctl}
 BUILDKIT_ADDR=${BUILDKIT_ADDR:-unix:///tmp/peers/buildkitd.sock}
 
@@ -238,23 +240,39 @@ declare -A KT KM BT
 order=()
 record() { order+=("$1"); }
 
-# cold LABEL DF CONTEXT
+# cold LABEL DF CONTEXT: COLD_RUNS cold builds with each builder, on an
+# empty store and a pruned BuildKit, median. One cold build is one sample
+# of a machine whose speed drifts by a tenth from minute to minute; the
+# trace of kiln's median run is kept under the row's own name.
 cold() {
 	local label=$1 dfname=$2 ctx=$3
 	record "$label"
-	sync
-	rmstore "$work/root"
-	warmcache "$ctx"
-	kiln_build "$dfname" "$ctx" "kiln-$(slug "$label")"
-	timed "$logs/kiln-$label" "${CMD[@]}"
-	KT[$label]=$T KM[$label]=$M
-	if [ $bk = 1 ]; then
-		bk_prune
+	local ts=() ms=() bts=()
+	for i in $(seq "$COLD_RUNS"); do
 		sync
-		bk_build "$dfname" "$ctx" --no-cache
-		timed "$logs/bk-$label" "${CMD[@]}"
-		BT[$label]=$T
-	fi
+		rmstore "$work/root"
+		warmcache "$ctx"
+		kiln_build "$dfname" "$ctx" "kiln-$(slug "$label")-$i"
+		timed "$logs/kiln-$label-$i" "${CMD[@]}"
+		ts+=("$T") ms+=("$M")
+		if [ $bk = 1 ]; then
+			bk_prune
+			sync
+			bk_build "$dfname" "$ctx" --no-cache
+			timed "$logs/bk-$label-$i" "${CMD[@]}"
+			bts+=("$T")
+		fi
+	done
+	KT[$label]=$(printf '%s\n' "${ts[@]}" | median)
+	KM[$label]=$(printf '%s\n' "${ms[@]}" | sort -n | tail -1)
+	[ $bk = 0 ] || BT[$label]=$(printf '%s\n' "${bts[@]}" | median)
+	local i
+	for i in $(seq "$COLD_RUNS"); do
+		if [ "${ts[$((i - 1))]}" = "${KT[$label]}" ]; then
+			cp "$traces/kiln-$(slug "$label")-$i.json" "$traces/kiln-$(slug "$label").json"
+			break
+		fi
+	done
 }
 
 # cold_kiln LABEL DF CONTEXT [FLAG...]: a cold build with kiln only.
@@ -454,7 +472,7 @@ cpu=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
 	else
 		echo "serve rows: skipped: $serve_skip"
 	fi
-	echo "(warm rows: median of $RUNS runs; load average $load_before before, $(cut -d' ' -f1-3 /proc/loadavg) after:"
+	echo "(cold rows: median of $COLD_RUNS runs, warm rows: of $RUNS; load average $load_before before, $(cut -d' ' -f1-3 /proc/loadavg) after:"
 	echo " other work on the machine skews both builders; compare ratios from one run; logs in $logs)"
 	echo "traces of every kiln build (kiln build --trace; open in ui.perfetto.dev): $traces"
 } | tee "$work/results.txt"
