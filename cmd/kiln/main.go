@@ -30,7 +30,6 @@ func main() {
 	if code, done := executor.EnterUserNS(); done {
 		os.Exit(code)
 	}
-	procs.Raise()
 	procs.DelayGC()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	// remember which signal it was, for the exit code

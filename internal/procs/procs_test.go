@@ -8,22 +8,6 @@ import (
 	"time"
 )
 
-func TestRaise(t *testing.T) {
-	t.Setenv("GOMAXPROCS", "")
-	prev := runtime.GOMAXPROCS(0)
-	defer runtime.GOMAXPROCS(prev)
-	Raise()
-	if got := runtime.GOMAXPROCS(0); got != CPUs()+spare {
-		t.Fatalf("GOMAXPROCS %d after Raise, want %d", got, CPUs()+spare)
-	}
-	t.Setenv("GOMAXPROCS", "1")
-	runtime.GOMAXPROCS(1)
-	Raise()
-	if got := runtime.GOMAXPROCS(0); got != 1 {
-		t.Fatalf("Raise changed a GOMAXPROCS set in the environment: %d", got)
-	}
-}
-
 // TestDelayGC: no collection below firstHeap; after the first one, the
 // usual pacing and no limit.
 func TestDelayGC(t *testing.T) {
