@@ -240,6 +240,15 @@ declare -A KT KM BT
 order=()
 record() { order+=("$1"); }
 
+# tally LABEL: the row's figures from the runs its caller collected in
+# ts and ms (kiln's times and peak RSS) and bts (BuildKit's times):
+# medians, and the largest RSS.
+tally() {
+	KT[$1]=$(printf '%s\n' "${ts[@]}" | median)
+	KM[$1]=$(printf '%s\n' "${ms[@]}" | sort -n | tail -1)
+	[ $bk = 0 ] || BT[$1]=$(printf '%s\n' "${bts[@]}" | median)
+}
+
 # cold LABEL DF CONTEXT: COLD_RUNS cold builds with each builder, on an
 # empty store and a pruned BuildKit, median. One cold build is one sample
 # of a machine whose speed drifts by a tenth from minute to minute; the
@@ -263,9 +272,7 @@ cold() {
 			bts+=("$T")
 		fi
 	done
-	KT[$label]=$(printf '%s\n' "${ts[@]}" | median)
-	KM[$label]=$(printf '%s\n' "${ms[@]}" | sort -n | tail -1)
-	[ $bk = 0 ] || BT[$label]=$(printf '%s\n' "${bts[@]}" | median)
+	tally "$label"
 	local i
 	for i in $(seq "$COLD_RUNS"); do
 		if [ "${ts[$((i - 1))]}" = "${KT[$label]}" ]; then
@@ -304,9 +311,7 @@ warm() {
 			bts+=("$T")
 		fi
 	done
-	KT[$label]=$(printf '%s\n' "${ts[@]}" | median)
-	KM[$label]=$(printf '%s\n' "${ms[@]}" | sort -n | tail -1)
-	[ $bk = 0 ] || BT[$label]=$(printf '%s\n' "${bts[@]}" | median)
+	tally "$label"
 }
 
 # rmstore sets a store aside, to be removed when the bench is over. Not
