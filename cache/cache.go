@@ -26,6 +26,8 @@
 package cache
 
 import (
+	"runtime"
+
 	"bufio"
 	"bytes"
 	"context"
@@ -33,18 +35,16 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"golang.org/x/sync/errgroup"
 	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
 
-	"golang.org/x/sync/errgroup"
-
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/klauspost/compress/zstd"
 
-	"github.com/kiln-build/kiln/internal/procs"
 	"github.com/kiln-build/kiln/layer/gzchunk"
 )
 
@@ -185,7 +185,7 @@ func (s *Store) Materialize(ctx context.Context, layers []LayerInfo, wrap func(v
 	// side (decompression and file writes keep a core busy each, the
 	// download overlaps them).
 	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(procs.CPUs() + 1)
+	g.SetLimit(runtime.GOMAXPROCS(0) + 1)
 	for i, l := range layers {
 		if !l.Lazy() {
 			continue

@@ -9,13 +9,13 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/klauspost/compress/flate"
 	"github.com/klauspost/compress/zstd"
 
 	"github.com/kiln-build/kiln/internal/ctxio"
-	"github.com/kiln-build/kiln/internal/procs"
 )
 
 // Compression names a layer encoding an export can ask for.
@@ -145,7 +145,7 @@ func newLayerEncoder(w io.Writer, c Compression) (io.WriteCloser, types.MediaTyp
 		if c.Level > 0 {
 			level = zstd.EncoderLevelFromZstd(c.Level)
 		}
-		zw, err := zstd.NewWriter(w, zstd.WithEncoderLevel(level), zstd.WithEncoderConcurrency(procs.CPUs()))
+		zw, err := zstd.NewWriter(w, zstd.WithEncoderLevel(level), zstd.WithEncoderConcurrency(runtime.GOMAXPROCS(0)))
 		if err != nil {
 			return nil, "", err
 		}

@@ -13,13 +13,13 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 
 	"github.com/kiln-build/kiln/executor/copier"
-	"github.com/kiln-build/kiln/internal/procs"
 	"github.com/kiln-build/kiln/rooted"
 )
 
@@ -184,7 +184,7 @@ func (h *Hasher) ChecksumWith(sources, excludes []string, sel copier.Selection) 
 // cores, and a changed one is read by every core.
 func (h *Hasher) checksum(sources, excludes []string, sel copier.Selection) (string, []Entry, error) {
 	<-h.loaded
-	workers := procs.CPUs()
+	workers := runtime.GOMAXPROCS(0)
 	work := make(chan *batch, workers)
 	ordered := make(chan *batch, 1024)
 	var wg sync.WaitGroup

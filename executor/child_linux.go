@@ -4,12 +4,12 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/kiln-build/kiln/executor/copier"
 	"github.com/kiln-build/kiln/executor/stepinit"
-	"github.com/kiln-build/kiln/internal/procs"
 )
 
 // copyChildMain is the copy sandbox child (COPY, ADD, WORKDIR): it reads
@@ -86,7 +86,7 @@ func runChildCopy(rep stepinit.Reporter, cs *childSpec) int {
 	}
 	// Files are copied on every core: this process was cloned into its
 	// mount namespace and pivoted root whole, so every thread is in it.
-	opt := copier.Options{Workers: procs.CPUs()}
+	opt := copier.Options{Workers: runtime.GOMAXPROCS(0)}
 	if cs.Rootfs.Upper != "" {
 		opt.Upper = copyRootUpper
 	}

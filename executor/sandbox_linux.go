@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"sync/atomic"
 	"syscall"
@@ -18,7 +19,6 @@ import (
 
 	"github.com/kiln-build/kiln/executor/copier"
 	"github.com/kiln-build/kiln/executor/stepinit"
-	"github.com/kiln-build/kiln/internal/procs"
 	"github.com/kiln-build/kiln/trace"
 )
 
@@ -356,7 +356,7 @@ func startChild(ctx context.Context, st childStart) (c *child, err error) {
 		// step; containermaxprocs=0 keeps it from holding the host's
 		// cgroup CPU files open for its whole life (Go 1.25+): no
 		// descriptor of the host's cgroups belongs in a sandbox's PID 1.
-		cmd.Env = []string{"GOMAXPROCS=" + strconv.Itoa(procs.CPUs()), "GODEBUG=containermaxprocs=0"}
+		cmd.Env = []string{"GOMAXPROCS=" + strconv.Itoa(runtime.GOMAXPROCS(0)), "GODEBUG=containermaxprocs=0"}
 		if st.mode == "run" {
 			// A RUN's init allocates little, once, and then waits for the
 			// command: no collection should stall its set-up.

@@ -8,6 +8,7 @@ import (
 	"io"
 	"io/fs"
 	"math/bits"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -15,7 +16,6 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/kiln-build/kiln/internal/procs"
 	"github.com/kiln-build/kiln/rooted"
 )
 
@@ -128,7 +128,7 @@ type writers struct {
 }
 
 func writerCount() int {
-	return min(max(procs.CPUs(), 2), 4)
+	return min(max(runtime.GOMAXPROCS(0), 2), 4)
 }
 
 // writersBusy is held by the one Apply that has writers. Measured on two
@@ -141,7 +141,7 @@ var writersBusy atomic.Bool
 // takeWriters says whether this Apply may have writers: more than one
 // core, and no other Apply in the process has them.
 func takeWriters() bool {
-	return procs.CPUs() > 1 && writersBusy.CompareAndSwap(false, true)
+	return runtime.GOMAXPROCS(0) > 1 && writersBusy.CompareAndSwap(false, true)
 }
 
 func newWriters(ctx context.Context, a *Applier) *writers {

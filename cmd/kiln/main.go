@@ -12,7 +12,7 @@ import (
 
 	"github.com/kiln-build/kiln/executor"
 	"github.com/kiln-build/kiln/export"
-	"github.com/kiln-build/kiln/internal/procs"
+	"github.com/kiln-build/kiln/internal/gcdelay"
 )
 
 // Exit codes: 1 the build failed, 2 the command line was wrong, 128+signal
@@ -30,7 +30,7 @@ func main() {
 	if code, done := executor.EnterUserNS(); done {
 		os.Exit(code)
 	}
-	procs.DelayGC()
+	gcdelay.Start()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	// remember which signal it was, for the exit code
 	sigs := make(chan os.Signal, 1)

@@ -2,11 +2,11 @@ package copier
 
 import (
 	"io/fs"
+	"runtime"
 	"sort"
 	"sync"
 	"syscall"
 
-	"github.com/kiln-build/kiln/internal/procs"
 	"github.com/kiln-build/kiln/rooted"
 )
 
@@ -204,7 +204,7 @@ func lstatAll(d *rooted.Dir, names []string) ([]*syscall.Stat_t, []error) {
 		}
 	}
 	const chunk = 64 // below this, a goroutine costs more than it saves
-	n := min(procs.CPUs(), len(names)/chunk)
+	n := min(runtime.GOMAXPROCS(0), len(names)/chunk)
 	if n < 2 {
 		one(0, len(names))
 		return stats, errs

@@ -92,7 +92,7 @@ func pgzipCompress(b *testing.B, data []byte, level int) []byte {
 	if err != nil {
 		b.Fatal(err)
 	}
-	zw.SetConcurrency(ChunkSize, 2*parallelism())
+	zw.SetConcurrency(ChunkSize, 2*runtime.GOMAXPROCS(0))
 	zw.Write(data)
 	zw.Close()
 	return buf.Bytes()

@@ -24,8 +24,6 @@ package gzchunk
 
 import (
 	"encoding/binary"
-
-	"github.com/kiln-build/kiln/internal/procs"
 )
 
 // ChunkSize is how much input the Writer compresses into one member. It
@@ -93,7 +91,3 @@ func memberLen(hdr []byte) (int, bool) {
 	}
 	return int(n), true
 }
-
-// parallelism is how many members are compressed or inflated at once: one
-// per CPU (a variable for the tests).
-var parallelism = procs.CPUs

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"hash/crc32"
 	"io"
+	"runtime"
 	"sync"
 	"sync/atomic"
 
@@ -14,7 +15,7 @@ import (
 )
 
 // Reader decompresses a gzip stream, inflating kiln's members on
-// parallelism() workers. Everything it reads from the underlying reader is
+// GOMAXPROCS workers. Everything it reads from the underlying reader is
 // read in the caller's Read calls, never by another goroutine, and it
 // reads no further than klauspost's gzip.Reader would once the stream has
 // been read to io.EOF (which is its end: trailing bytes that are not a
@@ -63,7 +64,7 @@ func NewReader(r io.Reader) (*Reader, error) {
 	z := &Reader{
 		in:    in,
 		src:   bufio.NewReaderSize(in, 64<<10),
-		depth: 2 * parallelism(),
+		depth: 2 * runtime.GOMAXPROCS(0),
 	}
 	hdr, _ := z.src.Peek(headerLen)
 	if _, ok := memberLen(hdr); !ok {
@@ -166,13 +167,13 @@ func (z *Reader) fill() {
 }
 
 // dispatch queues j and hands it to a worker, starting one more worker
-// (up to parallelism()) with each of the first members: a one-member layer
+// (up to GOMAXPROCS) with each of the first members: a one-member layer
 // starts one.
 func (z *Reader) dispatch(j *rjob) {
 	if z.jobs == nil {
 		z.jobs = make(chan *rjob, z.depth)
 	}
-	if z.nworkers < parallelism() {
+	if z.nworkers < runtime.GOMAXPROCS(0) {
 		z.nworkers++
 		z.workers.Add(1)
 		go z.work()

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"runtime"
 	"sync"
 
 	"github.com/klauspost/compress/flate"
@@ -12,7 +13,7 @@ import (
 
 // Writer compresses what is written to it into kiln's chunked gzip. Its
 // output depends only on the input bytes and the level: not on how the
-// input is split into writes, on the parallelism or on timing. A Writer is not
+// input is split into writes, on GOMAXPROCS or on timing. A Writer is not
 // safe for concurrent use.
 type Writer struct {
 	w     io.Writer
@@ -40,7 +41,7 @@ func NewWriter(w io.Writer, level int) (*Writer, error) {
 	if level < flate.HuffmanOnly || level > flate.BestCompression {
 		return nil, fmt.Errorf("gzip level %d is out of range: use -2 (Huffman only) to 9 (best), or -1 for the default", level)
 	}
-	return &Writer{w: w, level: level, depth: 2 * parallelism()}, nil
+	return &Writer{w: w, level: level, depth: 2 * runtime.GOMAXPROCS(0)}, nil
 }
 
 // Write buffers p, compressing each ChunkSize piece as it fills.

@@ -1,4 +1,6 @@
-package procs
+// Package gcdelay holds kiln's first garbage collection back until the
+// heap is worth collecting.
+package gcdelay
 
 import (
 	"math"
@@ -11,13 +13,13 @@ import (
 // collection.
 const firstHeap = 64 << 20
 
-// DelayGC leaves the garbage collector off until kiln's memory reaches
+// Start leaves the garbage collector off until kiln's memory reaches
 // firstHeap, then turns it to its usual pacing, unless GOGC or GOMEMLIMIT
 // is set. Most builds (a no-op rebuild, a few RUN steps) stay below that
 // and never collect: with the default pacing, a no-op rebuild of a
 // 10,000-file context spent about 8 of its 40 ms marking a heap that
 // was all live. A big build collects as before, from firstHeap on.
-func DelayGC() {
+func Start() {
 	if os.Getenv("GOGC") != "" || os.Getenv("GOMEMLIMIT") != "" {
 		return
 	}

@@ -1,4 +1,4 @@
-package procs
+package gcdelay
 
 import (
 	"math"
@@ -8,15 +8,15 @@ import (
 	"time"
 )
 
-// TestDelayGC: no collection below firstHeap; after the first one, the
+// TestStart: no collection below firstHeap; after the first one, the
 // usual pacing and no limit.
-func TestDelayGC(t *testing.T) {
+func TestStart(t *testing.T) {
 	t.Setenv("GOGC", "")
 	t.Setenv("GOMEMLIMIT", "")
 	defer debug.SetGCPercent(debug.SetGCPercent(100))
 	defer debug.SetMemoryLimit(debug.SetMemoryLimit(math.MaxInt64))
 	runtime.GC()
-	DelayGC()
+	Start()
 	var before, after runtime.MemStats
 	runtime.ReadMemStats(&before)
 	keep := make([][]byte, 0, 64)
