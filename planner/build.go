@@ -193,7 +193,7 @@ type build struct {
 	scratchDirs scratchAhead // the next step's scratch directory, made ahead
 
 	topMu sync.Mutex
-	tops  map[string]topEntry // a stored layer's top-level names (inLowers)
+	tops  map[[2]string]topEntry // a stored layer's top-level names, by (layer, name) (inLowers)
 }
 
 // Build runs the build and returns the target stage's image.

@@ -16,7 +16,7 @@ import (
 // path from one step to the next.
 type scratchAhead struct {
 	mu      sync.Mutex
-	ready   []string // made and not handed out
+	ready   string // made and not handed out
 	making  bool
 	stopped bool
 }
@@ -26,9 +26,7 @@ type scratchAhead struct {
 func (b *build) scratch() (dir string, rootfs func([]cache.LayerInfo) executor.Rootfs, err error) {
 	sa := &b.scratchDirs
 	sa.mu.Lock()
-	if n := len(sa.ready); n > 0 {
-		dir, sa.ready = sa.ready[n-1], sa.ready[:n-1]
-	}
+	dir, sa.ready = sa.ready, ""
 	ahead := !sa.making && !sa.stopped
 	sa.making = sa.making || ahead
 	sa.mu.Unlock()
@@ -43,10 +41,10 @@ func (b *build) scratch() (dir string, rootfs func([]cache.LayerInfo) executor.R
 			sa.mu.Lock()
 			sa.making = false
 			if err == nil {
-				if sa.stopped {
+				if sa.stopped || sa.ready != "" {
 					os.RemoveAll(next)
 				} else {
-					sa.ready = append(sa.ready, next)
+					sa.ready = next
 				}
 			}
 			sa.mu.Unlock()
@@ -79,9 +77,9 @@ func (b *build) dropScratch() {
 	sa.mu.Lock()
 	sa.stopped = true
 	left := sa.ready
-	sa.ready = nil
+	sa.ready = ""
 	sa.mu.Unlock()
-	for _, dir := range left {
-		b.removeLater(dir)
+	if left != "" {
+		b.removeLater(left)
 	}
 }

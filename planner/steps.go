@@ -906,7 +906,7 @@ func (b *build) inLowers(lowers []string, name string) bool {
 }
 
 func (b *build) topEntry(layer, name string) topEntry {
-	key := layer + "\x00" + name
+	key := [2]string{layer, name}
 	b.topMu.Lock()
 	e, ok := b.tops[key]
 	b.topMu.Unlock()
@@ -924,7 +924,7 @@ func (b *build) topEntry(layer, name string) topEntry {
 	}
 	b.topMu.Lock()
 	if b.tops == nil {
-		b.tops = map[string]topEntry{}
+		b.tops = map[[2]string]topEntry{}
 	}
 	b.tops[key] = e
 	b.topMu.Unlock()

@@ -393,9 +393,9 @@ func maskOne(p, dst, null string) error {
 }
 
 // maskSys hides the MaskedPaths below /sys in the new root, before
-// pivot_root. Every path is resolved inside root, so an image that plants
-// /sys as a symlink only moves where our sysfs is mounted, never onto the
-// host.
+// pivot_root. Every path is resolved inside root, so an image (or a RUN
+// --mount below /sys) that plants a symlink only moves where the mask
+// goes, never onto the host.
 func maskSys(root string) error {
 	null, err := inRoot(root, "/dev/null")
 	if err != nil {
@@ -404,73 +404,19 @@ func maskSys(root string) error {
 	if err := checkNull(null); err != nil {
 		return err
 	}
-	in := rootResolver{root: root}
-	var st unix.Stat_t
 	for _, p := range MaskedPaths {
 		if !strings.HasPrefix(p, "/sys/") {
 			continue
 		}
-		dst, err := in.lstat(p, &st)
-		if errors.Is(err, unix.ENOENT) {
-			continue
-		} else if err != nil {
-			return fmt.Errorf("masking %s: %w", p, err)
+		dst, err := inRoot(root, p)
+		if err != nil {
+			return err
 		}
 		if err := maskOne(p, dst, null); err != nil {
 			return err
 		}
 	}
 	return nil
-}
-
-// rootResolver resolves paths inside root as inRoot does, each top-level
-// directory once: most masked paths are one name below /proc or /sys.
-type rootResolver struct {
-	root string
-	tops map[string]string // "/proc" -> where it resolved
-}
-
-// lstat resolves p inside root (as inRoot) and lstats it into st. A path
-// one name below a top-level directory is looked up as that directory's
-// resolution joined with the name, which walks nothing the image or a
-// RUN --mount could have planted (the lstat does not follow the name);
-// if the name is a symlink, which the mount calls after this would
-// follow outside the root, p is resolved whole instead. Deeper paths
-// (/sys/devices/virtual/powercap) are always resolved whole.
-func (r *rootResolver) lstat(p string, st *unix.Stat_t) (string, error) {
-	if dst, ok, err := r.quick(p); err != nil {
-		return "", err
-	} else if ok {
-		err := unix.Lstat(dst, st)
-		if err != nil || st.Mode&unix.S_IFMT != unix.S_IFLNK {
-			return dst, err
-		}
-	}
-	dst, err := inRoot(r.root, p)
-	if err != nil {
-		return "", err
-	}
-	return dst, unix.Lstat(dst, st)
-}
-
-// quick joins p's one name below its top-level directory to that
-// directory's resolution; ok is false for any other path.
-func (r *rootResolver) quick(p string) (dst string, ok bool, err error) {
-	top, name, cut := strings.Cut(strings.TrimPrefix(p, "/"), "/")
-	if !cut || top == "" || name == "" || strings.Contains(name, "/") || name == "." || name == ".." {
-		return "", false, nil
-	}
-	base, seen := r.tops[top]
-	if !seen {
-		if base, err = inRoot(r.root, "/"+top); err != nil {
-			return "", false, err
-		}
-		if r.tops == nil {
-			r.tops = map[string]string{}
-		}
-		r.tops[top] = base
-	}
-	return filepath.Join(base, name), true, nil
 }
 
 // inRoot resolves p inside root, as the command will see it.

@@ -9,9 +9,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// TestRootResolver: masked paths resolve inside the root whatever the
-// image plants, and as inRoot resolves them.
-func TestRootResolver(t *testing.T) {
+// TestMaskedPathsInRoot: masked paths resolve inside the root whatever
+// the image plants, and never to a symlink that a mount would follow.
+func TestMaskedPathsInRoot(t *testing.T) {
 	host := t.TempDir()
 	canary := filepath.Join(host, "canary")
 	if err := os.Mkdir(canary, 0o755); err != nil {
@@ -38,20 +38,15 @@ func TestRootResolver(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	r := rootResolver{root: root}
 	for _, p := range []string{"/proc/kcore", "/proc/fs", "/proc/acpi", "/proc/keys", "/proc/scsi", "/proc/timer_stats",
 		"/sys/devices/virtual/powercap", "/sys/firmware", "/proc/sys"} {
-		want, err := inRoot(root, p)
+		got, err := inRoot(root, p)
 		if err != nil {
 			t.Fatal(err)
 		}
 		var st unix.Stat_t
-		got, err := r.lstat(p, &st)
-		if err != nil && err != unix.ENOENT {
+		if err = unix.Lstat(got, &st); err != nil && err != unix.ENOENT {
 			t.Fatalf("%s: %v", p, err)
-		}
-		if got != want {
-			t.Errorf("%s resolved to %s, inRoot to %s", p, got, want)
 		}
 		if rel, err := filepath.Rel(root, got); err != nil || rel == ".." || strings.HasPrefix(rel, "../") {
 			t.Errorf("%s resolved outside the root: %s", p, got)
