@@ -37,6 +37,10 @@
 #   KILN, MKBASE      binaries (default bin/kiln, bin/mkbase)
 #   BENCH_DIR         work directory (default /var/tmp/kiln-bench; contexts
 #                     are kept between runs, stores are not)
+#   BENCH_STORES      where kiln's stores and the fleet's work directories go
+#                     (default: beside BuildKit's state, BUILDKIT_ROOT,
+#                     default /tmp/peers/buildkit-data, so that both write
+#                     to the same filesystem; BENCH_DIR without BuildKit)
 #   RUNS              repetitions of warm measurements, median (default 3)
 #   COLD_RUNS         repetitions of cold measurements, median (default 3)
 #   BUILDCTL, BUILDKIT_ADDR   BuildKit client and daemon
@@ -67,7 +71,7 @@
 # Every kiln build writes a trace (kiln build --trace) under
 # BENCH_DIR/traces, named like its log: open one in ui.perfetto.dev or
 # chrome://tracing to see where that run's time went. The fleet's are under
-# BENCH_DIR/fleet-*/traces.
+# BENCH_STORES/fleet-*/traces.
 #
 # The report goes to BENCH_DIR/results.txt; from it bench/readme rewrites
 # the tables between the bench:begin and bench:end markers of README.md
@@ -105,7 +109,28 @@ mkdir -p "$BENCH_DIR"
 work=$BENCH_DIR
 logs=$work/logs
 traces=$work/traces
-rm -rf "$logs" "$traces" "$work/out" "$work/root" "$work/df"
+
+# kiln's stores (--root) and the fleet's work directories go on the
+# filesystem buildkitd keeps its state on (peers.sh: /tmp/peers), so that
+# both builders pay the same for writing files: on a tmpfs an inode costs
+# nothing to find, on an ext4 without a journal (this machine's /) its
+# allocation scans past every inode freed lately. BENCH_STORES overrides.
+BUILDKIT_ROOT=${BUILDKIT_ROOT:-/tmp/peers/buildkit-data}
+if [ -n "${BENCH_STORES:-}" ]; then
+	stores=$BENCH_STORES
+elif [ $bk = 1 ] && [ -d "$BUILDKIT_ROOT" ]; then
+	stores=$(dirname "$BUILDKIT_ROOT")/kiln-bench-stores
+else
+	stores=$work
+fi
+mkdir -p "$stores"
+stores_fs=$(findmnt -no FSTYPE -T "$stores")
+stores_tmpfs=0
+[ "$stores_fs" != tmpfs ] || stores_tmpfs=1
+if [ $bk = 1 ] && [ -d "$BUILDKIT_ROOT" ]; then
+	stores_fs="$stores_fs (kiln's; BuildKit's state: $(findmnt -no FSTYPE -T "$BUILDKIT_ROOT"))"
+fi
+rm -rf "$logs" "$traces" "$work/out" "$stores/root" "$work/df"
 mkdir -p "$logs" "$traces" "$work/out" "$work/df"
 
 # --- can this machine run the emulated row? ----------------------------------
@@ -218,7 +243,7 @@ median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 kiln_build() {
 	local dfname=$1 ctx=$2 name=$3
 	shift 3
-	CMD=("$KILN" build --root "$work/root" --progress=plain -f "$work/df/$dfname/Dockerfile"
+	CMD=("$KILN" build --root "$stores/root" --progress=plain -f "$work/df/$dfname/Dockerfile"
 		--build-arg BASE="$base" -o type=oci,dest="$work/out/kiln-$dfname.tar"
 		--trace "$traces/$name.json" "$@" "$ctx")
 }
@@ -259,7 +284,7 @@ cold() {
 	local ts=() ms=() bts=()
 	for i in $(seq "$COLD_RUNS"); do
 		sync
-		rmstore "$work/root"
+		rmstore "$stores/root"
 		warmcache "$ctx"
 		kiln_build "$dfname" "$ctx" "kiln-$(slug "$label")-$i"
 		timed "$logs/kiln-$label-$i" "${CMD[@]}"
@@ -288,7 +313,7 @@ cold_kiln() {
 	shift 3
 	record "$label"
 	sync
-	rmstore "$work/root"
+	rmstore "$stores/root"
 	kiln_build "$dfname" "$ctx" "kiln-$(slug "$label")" "$@"
 	timed "$logs/kiln-$label" "${CMD[@]}"
 	KT[$label]=$T KM[$label]=$M
@@ -320,9 +345,14 @@ warm() {
 # in its block group lately (ext4's recently_deleted check), so a cold
 # build right after deleting the last one's 10,000 files measures the
 # deletion, which no cold build on a fresh runner sees.
-trash=$work/trash
+trash=$stores/trash
 rmstore() {
 	[ -e "$1" ] || return 0
+	if [ "$stores_tmpfs" = 1 ]; then
+		# a tmpfs has no such cost, and its stores take memory
+		rm -rf "$1" 2>/dev/null || { sleep 1; rm -rf "$1"; }
+		return 0
+	fi
 	mkdir -p "$trash"
 	mv "$1" "$(mktemp -u "$trash/store.XXXXXX")"
 }
@@ -343,7 +373,7 @@ change_one() { printf 'changed by run %s\n' "$1" >>"$onefile"; }
 cold_emulated() {
 	local label=$1 dfname=$2
 	local emu=(--platform linux/arm64 --build-arg BASE_ARM64="$base_arm64")
-	rmstore "$work/root"
+	rmstore "$stores/root"
 	kiln_build probe-arm64 "$empty" kiln-probe-arm64 "${emu[@]}"
 	if ! "${CMD[@]}" >"$logs/kiln-probe-arm64" 2>&1; then
 		emu_skip="this kiln cannot build --platform linux/arm64: $(tail -n 1 "$logs/kiln-probe-arm64")"
@@ -351,7 +381,7 @@ cold_emulated() {
 	fi
 	record "$label"
 	sync
-	rmstore "$work/root"
+	rmstore "$stores/root"
 	kiln_build "$dfname" "$empty" "kiln-$(slug "$label")" "${emu[@]}"
 	timed "$logs/kiln-$label" "${CMD[@]}"
 	KT[$label]=$T KM[$label]=$M
@@ -421,14 +451,14 @@ if [ "${BENCH_ONLY:-}" != serve ] && command -v go >/dev/null; then
 		awk '/^Benchmark/ && !/ns\/op/ {name = $1; next}
 			/ns\/op/ {if ($1 ~ /^Benchmark/) print; else if (name != "") {print name, $0; name = ""}}' || true)
 fi
-rmstore "$work/root"; rm -rf "$work/out"
+rmstore "$stores/root"; rm -rf "$work/out"
 [ $bk = 0 ] || bk_prune
 
 # --- report ------------------------------------------------------------------
 cpu=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
 {
 	echo
-	echo "machine: $(nproc) CPUs ($cpu), $(awk '/MemTotal/ {printf "%.0f GB", $2/1048576}' /proc/meminfo), kernel $(uname -r), $(findmnt -no FSTYPE -T "$work") at $work"
+	echo "machine: $(nproc) CPUs ($cpu), $(awk '/MemTotal/ {printf "%.0f GB", $2/1048576}' /proc/meminfo), kernel $(uname -r), stores on $stores_fs at $stores"
 	echo "date: $started"
 	echo "kiln: $commit"
 	[ $bk = 0 ] || echo "BuildKit: ${bkversion:-unknown version}"
@@ -528,14 +558,17 @@ EOF
 	if [ $bk = 1 ]; then bkflags=(-buildctl "$BUILDCTL" -buildkit-addr "$BUILDKIT_ADDR"); fi
 	fleet=(go run ./bench/fleet -kiln "$KILN" -runners "${FLEET_RUNNERS:-4}" -trash "$trash" "${bkflags[@]}")
 	echo
-	(cd "$repo" && "${fleet[@]}" -label "10k files" -work "$work/fleet-10k" -context "$ctx10k" -f "$work/df/10k/Dockerfile") |
+	[ "$stores_tmpfs" = 0 ] || emptytrash # the runners of the last workload
+	(cd "$repo" && "${fleet[@]}" -label "10k files" -work "$stores/fleet-10k" -context "$ctx10k" -f "$work/df/10k/Dockerfile") |
 		tee -a "$work/results.txt"
 	echo
-	(cd "$repo" && "${fleet[@]}" -label "cache mount, a commit per runner" -work "$work/fleet-mounts-run" -context "$fleetctx" -change src/commit.txt) |
+	[ "$stores_tmpfs" = 0 ] || emptytrash # the runners of the last workload
+	(cd "$repo" && "${fleet[@]}" -label "cache mount, a commit per runner" -work "$stores/fleet-mounts-run" -context "$fleetctx" -change src/commit.txt) |
 		tee -a "$work/results.txt"
 	if [ "${BENCH_FLEET_DEBIAN:-1}" != 0 ]; then
 		echo
-		(cd "$repo" && "${fleet[@]}" -label "Debian apt + Go modules, a commit per runner" -work "$work/fleet-apt-go" -workload apt-go) |
+		[ "$stores_tmpfs" = 0 ] || emptytrash # the runners of the last workload
+		(cd "$repo" && "${fleet[@]}" -label "Debian apt + Go modules, a commit per runner" -work "$stores/fleet-apt-go" -workload apt-go) |
 			tee -a "$work/results.txt"
 	fi
 fi
@@ -570,4 +603,4 @@ if [ "$readme" = 1 ]; then
 else
 	echo "bench: README.md's tables left alone (a partial run or no BuildKit; BENCH_README=1 rewrites them anyway)"
 fi
-echo "bench: where each kiln build's time went: the traces in $traces (and $work/fleet-*/traces); open one in ui.perfetto.dev"
+echo "bench: where each kiln build's time went: the traces in $traces (and $stores/fleet-*/traces); open one in ui.perfetto.dev"

@@ -149,9 +149,9 @@ func run() error {
 	fmt.Printf("fleet: %s, %d runners, registry %s (docker-registry), base %s\n", c.label, c.runners, regHost, base)
 	showMirror = c.hostNet
 	if showMirror {
-		fmt.Printf("%-28s %9s %12s %12s %6s %12s\n", "runner", "time (s)", "down (MB)", "up (MB)", "steps", "mirror (MB)")
+		fmt.Printf("%-28s %9s %12s %12s %6s %12s %8s\n", "runner", "time (s)", "down (MB)", "up (MB)", "steps", "mirror (MB)", "cpu (s)")
 	} else {
-		fmt.Printf("%-28s %9s %12s %12s %6s\n", "runner", "time (s)", "down (MB)", "up (MB)", "steps")
+		fmt.Printf("%-28s %9s %12s %12s %6s %8s\n", "runner", "time (s)", "down (MB)", "up (MB)", "steps", "cpu (s)")
 	}
 	var kilnLater []float64
 	for i := 1; i <= c.runners; i++ {
@@ -235,6 +235,9 @@ type runnerResult struct {
 	steps    int
 	// mirror is what the apt repository and module proxy served.
 	mirror int64
+	// cpu is the user and system time of the build command and the
+	// processes it waited for (kiln's RUN steps; not buildkitd's work).
+	cpu float64
 }
 
 // showMirror adds the mirror column: the workload has servers of its own.
@@ -245,7 +248,7 @@ func (r runnerResult) print(label string) {
 	if showMirror {
 		fmt.Printf(" %12.2f", float64(r.mirror)/1e6)
 	}
-	fmt.Println()
+	fmt.Printf(" %8.2f\n", r.cpu)
 }
 
 // kilnRunner builds on an empty store. mounts=true carries the cache
@@ -301,13 +304,15 @@ func measure(ctx context.Context, p *countingProxy, logPath string, steps func(s
 	p.reset()
 	mirrorBytes.Store(0)
 	start := time.Now()
-	out, err := exec.CommandContext(ctx, bin, args...).CombinedOutput()
+	cmd := exec.CommandContext(ctx, bin, args...)
+	out, err := cmd.CombinedOutput()
 	elapsed := time.Since(start)
 	os.WriteFile(logPath, out, 0o644)
 	if err != nil {
 		return runnerResult{}, fmt.Errorf("%s %s: %v (log %s)\n%s", bin, strings.Join(args, " "), err, logPath, tail(string(out), 30))
 	}
-	return runnerResult{seconds: elapsed.Seconds(), down: p.down.Load(), up: p.up.Load(), steps: steps(string(out)), mirror: mirrorBytes.Load()}, nil
+	return runnerResult{seconds: elapsed.Seconds(), down: p.down.Load(), up: p.up.Load(), steps: steps(string(out)), mirror: mirrorBytes.Load(),
+		cpu: (cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()).Seconds()}, nil
 }
 
 var stepHeader = regexp.MustCompile(`(?m)^#(\d+) \[[^\]]*\] (RUN|COPY|ADD|WORKDIR)\b`)

@@ -181,3 +181,45 @@ func itoa(n int) string {
 	}
 	return itoa(n/10) + string(rune('0'+n%10))
 }
+
+// BenchmarkInflate: one core decoding kiln members, the fast decoder
+// against klauspost's streaming one.
+func BenchmarkInflate(b *testing.B) {
+	var ms [][]byte
+	setup := func(b *testing.B) {
+		data := benchData(b)
+		if ms == nil {
+			for off := 0; off < len(data); off += ChunkSize {
+				m, err := compressMember(nil, data[off:min(off+ChunkSize, len(data))], flate.DefaultCompression)
+				if err != nil {
+					b.Fatal(err)
+				}
+				ms = append(ms, m)
+			}
+		}
+	}
+	b.Run("fast", func(b *testing.B) {
+		setup(b)
+		f := newInflater()
+		buf := make([]byte, 0, ChunkSize+copySlack)
+		for b.Loop() {
+			for _, m := range ms {
+				if _, ok := f.inflate(buf, m[headerLen:len(m)-trailerLen], int(le.Uint32(m[len(m)-4:]))); !ok {
+					b.Fatal("the fast decoder fell back")
+				}
+			}
+		}
+	})
+	b.Run("klauspost", func(b *testing.B) {
+		setup(b)
+		buf := make([]byte, ChunkSize)
+		for b.Loop() {
+			for _, m := range ms {
+				fr := flate.NewReader(bytes.NewReader(m[headerLen : len(m)-trailerLen]))
+				if _, err := io.ReadFull(fr, buf[:le.Uint32(m[len(m)-4:])]); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
+	})
+}

@@ -10,7 +10,6 @@ import (
 	"sync"
 	"sync/atomic"
 
-	"github.com/klauspost/compress/flate"
 	"github.com/klauspost/compress/gzip"
 )
 
@@ -225,65 +224,48 @@ func (z *Reader) startStream() error {
 // work inflates queued members until the Reader is closed.
 func (z *Reader) work() {
 	defer z.workers.Done()
-	var fr io.ReadCloser
-	if f, ok := flatePool.Get().(io.ReadCloser); ok {
-		fr = f
+	f, ok := inflaterPool.Get().(*inflater)
+	if !ok {
+		f = newInflater()
 	}
 	for j := range z.jobs {
 		if !z.closed.Load() {
-			fr = inflate(j, fr)
+			f.member(j)
 		}
 		close(j.done)
 	}
-	if fr != nil {
-		fr.(flate.Resetter).Reset(bytes.NewReader(nil), nil)
-		flatePool.Put(fr)
-	}
+	inflaterPool.Put(f)
 }
 
-// flatePool keeps inflaters (a 32 KiB window and tables each) across
-// Readers: a build reads many small layers.
-var flatePool sync.Pool
+// inflaterPool keeps inflaters (their tables) across Readers: a build
+// reads many small layers.
+var inflaterPool sync.Pool
 
-// inflate decodes member j.raw into j.out, reusing fr (nil at first) and
-// returning it. j.ok says whether the member is exactly what its header
-// claims.
-func inflate(j *rjob, fr io.ReadCloser) io.ReadCloser {
-	body := bytes.NewReader(j.raw[headerLen:])
-	if fr == nil {
-		fr = flate.NewReader(body)
-	} else {
-		fr.(flate.Resetter).Reset(body, nil)
+// member decodes member j.raw into j.out. j.ok says whether the member is
+// exactly what its header claims: its deflate data ends at its trailer,
+// whose CRC-32 and size match the output.
+func (f *inflater) member(j *rjob) {
+	// The decoder is fuzzed against klauspost's, but a bug in it must
+	// cost a member's speed, never the process: the member is streamed
+	// instead, as for any member that does not check out.
+	defer func() {
+		if recover() != nil {
+			j.out, j.ok = nil, false
+		}
+	}()
+	trailer := j.raw[len(j.raw)-trailerLen:]
+	size := int(le.Uint32(trailer[4:]))
+	if size > maxMember {
+		return
 	}
-	// The trailer's size is only a hint (bounded like the rest): the
-	// right capacity spares growing the buffer, or a chunk's worth of
-	// memory for a small member.
-	out := getOut(int(min(le.Uint32(j.raw[len(j.raw)-4:]), maxMember)) + 1)
-	for {
-		if len(out) == cap(out) {
-			if len(out) > maxMember {
-				j.out = out
-				return fr
-			}
-			out = append(out, 0)[:len(out)]
-		}
-		n, err := fr.Read(out[len(out):cap(out)])
-		out = out[:len(out)+n]
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			j.out = out
-			return fr
-		}
+	buf := getOut(size + copySlack)
+	out, ok := f.inflate(buf, j.raw[headerLen:len(j.raw)-trailerLen], size)
+	if !ok {
+		putOut(buf)
+		return
 	}
 	j.out = out
-	if len(out) > maxMember || body.Len() != trailerLen {
-		return fr
-	}
-	trailer := j.raw[len(j.raw)-trailerLen:]
-	j.ok = le.Uint32(trailer) == crc32.ChecksumIEEE(out) && le.Uint32(trailer[4:]) == uint32(len(out))
-	return fr
+	j.ok = le.Uint32(trailer) == crc32.ChecksumIEEE(out)
 }
 
 // Close stops the workers and waits for them. It does not close the
