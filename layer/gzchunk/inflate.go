@@ -363,23 +363,22 @@ func (f *inflater) inflate(dst, src []byte, size int) ([]byte, bool) {
 			if back > o || o+length > len(out) {
 				return nil, false
 			}
-			if back >= 8 {
-				// 8 bytes at a time: each load is of bytes already
-				// written, and the overrun stays in the slack.
-				s, end := o-back, o+length
-				for o < end {
-					binary.LittleEndian.PutUint64(dst[o:], binary.LittleEndian.Uint64(dst[s:]))
-					o += 8
-					s += 8
-				}
-				o = end
-			} else {
-				s := o - back
-				for i := range length {
+			// 8 bytes at a time, the overrun staying in the slack: from
+			// back bytes behind when that is at least 8, else from the
+			// nearest multiple of back that is, once the first 8 bytes
+			// are written one by one (a run of zeros is back 1).
+			s, i := o-back, 0
+			if back < 8 {
+				for ; i < length && i < 8; i++ {
 					out[o+i] = out[s+i]
 				}
-				o += length
+				s = o + i - back*((8+back-1)/back)
 			}
+			for ; i < length; i += 8 {
+				binary.LittleEndian.PutUint64(dst[o+i:], binary.LittleEndian.Uint64(dst[s:]))
+				s += 8
+			}
+			o += length
 		}
 	}
 	// The stream ends within the byte it ended in; what follows must be
