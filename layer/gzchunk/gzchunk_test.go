@@ -80,18 +80,36 @@ func decodeKlauspost(b []byte) ([]byte, error) {
 }
 
 // checkSame fails unless Reader and klauspost's gzip.Reader make the same
-// bytes and the same error of b.
+// bytes and the same error of b. Where both find bad deflate data, two
+// things may differ: the error (the offset of corrupt data, or corrupt
+// data against a stream cut short: the decoders read ahead differently),
+// and the last symbol's bytes before the failure (klauspost's decoder
+// wants as many bits as the end-of-block code takes before it looks up
+// any symbol).
 func checkSame(t testing.TB, b []byte) ([]byte, error) {
 	t.Helper()
 	got, gotErr := decodeOurs(b)
 	want, wantErr := decodeKlauspost(b)
-	if fmt.Sprint(gotErr) != fmt.Sprint(wantErr) {
+	if !(badDeflate(gotErr) && badDeflate(wantErr)) && fmt.Sprint(gotErr) != fmt.Sprint(wantErr) {
 		t.Fatalf("error: got %v, klauspost gzip says %v", gotErr, wantErr)
+	}
+	if gotErr != nil && firstDiff(got, want) == min(len(got), len(want)) && abs(len(got)-len(want)) <= maxMatch {
+		return got, gotErr // one is a prefix of the other
 	}
 	if !bytes.Equal(got, want) {
 		t.Fatalf("output: got %d bytes, klauspost gzip gives %d (first difference at %d)", len(got), len(want), firstDiff(got, want))
 	}
 	return got, gotErr
+}
+
+func abs(n int) int { return max(n, -n) }
+
+// badDeflate says whether err is one of the two errors of bad deflate
+// data: corrupt, or cut short. Which one a decoder sees first near the end
+// of a member depends on how far ahead it reads.
+func badDeflate(err error) bool {
+	var corrupt flate.CorruptInputError
+	return errors.As(err, &corrupt) || errors.Is(err, io.ErrUnexpectedEOF)
 }
 
 func firstDiff(a, b []byte) int {

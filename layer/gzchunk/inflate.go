@@ -2,7 +2,12 @@ package gzchunk
 
 import (
 	"encoding/binary"
+	"hash/crc32"
+	"io"
 	"math/bits"
+	"sync"
+
+	"github.com/klauspost/compress/flate"
 )
 
 // A deflate decoder (RFC 1951) for one member held whole in memory, the
@@ -259,60 +264,180 @@ func (f *inflater) inflate(dst, src []byte, size int) ([]byte, bool) {
 		return nil, false
 	}
 	dst = dst[:size+copySlack]
-	out := dst[:size] // what literals and short copies write
-	var (
-		b  uint64 // bit buffer, next bit lowest
-		nb uint   // valid bits in b
-		p  int    // next byte of src to load
-		o  int    // next byte of dst to write
-	)
-	for final := false; !final; {
-		p, b, nb = refill(src, p, b, nb)
-		final = b&1 == 1
-		typ := (b >> 1) & 3
-		b >>= 3
-		nb -= 3
-		var lit, dist []uint32
-		switch typ {
-		case 0: // stored: LEN and NLEN from the next byte boundary
-			q := p - int(nb>>3)
-			b, nb = 0, 0
-			if q+4 > len(src) {
-				return nil, false
+	var st decodeState
+	o, res := f.decode(&st, src, true, dst, 0, size, size+1)
+	if res != decodeEnd || st.p-int(st.nb>>3) != len(src) || o != size {
+		return nil, false
+	}
+	return dst[:o], true
+}
+
+// decodeState is where a decode stopped: between two symbols, or between
+// blocks.
+type decodeState struct {
+	b     uint64 // bit buffer, next bit lowest
+	nb    uint   // valid bits in b
+	p     int    // next byte of src to load
+	final bool   // the block being decoded is the last
+	// mode is what comes next: a block header, the symbols of a Huffman
+	// block (with lit and dist), or the rest of a stored block (stored
+	// bytes)
+	mode      int
+	stored    int
+	lit, dist []uint32
+}
+
+// save records where decode stopped (a method, not a closure: a closure
+// would keep decode's hot locals out of registers).
+func (st *decodeState) save(b uint64, nb uint, p, mode int, lit, dist []uint32) {
+	st.b, st.nb, st.p, st.mode, st.lit, st.dist = b, nb, p, mode, lit, dist
+}
+
+// bad records where decode found the stream bad, and says whether it is
+// corrupt or ended early: whether it used bits past the end of src.
+func (st *decodeState) bad(p int, nb uint, srcLen int) int {
+	st.p = p
+	if 8*p-int(nb) > 8*srcLen {
+		return decodeShort
+	}
+	return decodeBad
+}
+
+const (
+	modeHeader = iota
+	modeHuffman
+	modeStored
+)
+
+// Why decode returned.
+const (
+	decodeEnd   = iota // the final block ended
+	decodeBad          // the stream is not one klauspost's decoder reads alike
+	decodeShort        // it is cut short (src ended, srcEnd true)
+	decodeInput        // it needs more of src (srcEnd false)
+	decodeFlush        // the output reached flushAt
+)
+
+// inputMargin is what decode keeps ahead in src before decoding a symbol
+// when more may come (srcEnd false): two 8-byte refills. A block header
+// asks for headerMargin: the largest dynamic header fits.
+const (
+	inputMargin  = 16
+	headerMargin = 1024
+)
+
+// decode goes on decoding from st into dst, writing from o on, never past
+// limit (a stream that would is decodeBad) and stopping once o reaches
+// flushAt at the next symbol. Unless srcEnd says src holds the rest of the
+// stream, it stops with decodeInput when a symbol or header might need
+// bytes src does not have yet; the caller appends them and calls again.
+// dst needs copySlack bytes past limit. It returns where the output is.
+func (f *inflater) decode(st *decodeState, src []byte, srcEnd bool, dst []byte, o, limit, flushAt int) (int, int) {
+	out := dst[:limit] // what literals and short copies write
+	b, nb, p := st.b, st.nb, st.p
+	lit, dist := st.lit, st.dist
+	pStop, hStop := len(src)-inputMargin, len(src)-headerMargin
+	if srcEnd {
+		hStop = len(src) + 8
+	}
+	// Near the end of src, refill pads it with zeros: past pStop every
+	// symbol is checked to have used none of them, and one that did is
+	// dropped, output and all, as klauspost's decoder stops at the end
+	// of its input.
+	safeO := o
+	for {
+		switch st.mode {
+		case modeStored:
+			n := min(st.stored, len(src)-p, limit-o)
+			o += copy(dst[o:], src[p:p+n])
+			p += n
+			st.stored -= n
+			if st.stored > 0 {
+				st.save(b, nb, p, modeStored, lit, dist)
+				if o == limit {
+					if flushAt > limit {
+						return o, st.bad(p, nb, len(src))
+					}
+					return o, decodeFlush
+				}
+				if srcEnd {
+					return o, decodeShort
+				}
+				return o, decodeInput
 			}
-			n := int(src[q]) | int(src[q+1])<<8
-			if n^0xffff != int(src[q+2])|int(src[q+3])<<8 {
-				return nil, false
-			}
-			q += 4
-			if q+n > len(src) || o+n > size {
-				return nil, false
-			}
-			o += copy(dst[o:], src[q:q+n])
-			p = q + n
+			st.mode = modeHeader
 			continue
-		case 1:
-			lit, dist = fixedLit, fixedDist
-		case 2:
-			var ok bool
-			if p, b, nb, ok = f.readCodes(src, p, b, nb); !ok {
-				return nil, false
+		case modeHeader:
+			if st.final {
+				st.save(b, nb, p, modeHeader, lit, dist)
+				if 8*p-int(nb) > 8*len(src) {
+					return o, st.bad(p, nb, len(src)) // ended in the padding
+				}
+				return o, decodeEnd
 			}
-			lit, dist = f.lit, f.dist
-		default:
-			return nil, false
+			if p > hStop {
+				st.save(b, nb, p, modeHeader, lit, dist)
+				if srcEnd {
+					return o, st.bad(p, nb, len(src))
+				}
+				return o, decodeInput
+			}
+			p, b, nb = refill(src, p, b, nb)
+			st.final = b&1 == 1
+			typ := (b >> 1) & 3
+			b >>= 3
+			nb -= 3
+			switch typ {
+			case 0: // stored: LEN and NLEN from the next byte boundary
+				q := p - int(nb>>3)
+				b, nb = 0, 0
+				if q+4 > len(src) {
+					st.p = q
+					return o, decodeShort // hStop leaves room: src has ended
+				}
+				n := int(src[q]) | int(src[q+1])<<8
+				if n^0xffff != int(src[q+2])|int(src[q+3])<<8 {
+					return o, st.bad(p, nb, len(src))
+				}
+				p = q + 4
+				st.stored = n
+				st.mode = modeStored
+				continue
+			case 1:
+				lit, dist = fixedLit, fixedDist
+			case 2:
+				var ok bool
+				if p, b, nb, ok = f.readCodes(src, p, b, nb); !ok {
+					return o, st.bad(p, nb, len(src))
+				}
+				lit, dist = f.lit, f.dist
+			default:
+				return o, st.bad(p, nb, len(src))
+			}
+			st.mode = modeHuffman
 		}
 		// The main tables as arrays: their lookups need no bounds check.
 		litMain := (*[1 << litRoot]uint32)(lit)
 		distMain := (*[1 << distRoot]uint32)(dist)
 		for {
+			if p > pStop || o >= flushAt {
+				if srcEnd && o < flushAt {
+					if 8*p-int(nb) > 8*len(src) {
+						return safeO, st.bad(p, nb, len(src))
+					}
+					safeO = o
+				} else {
+					st.save(b, nb, p, modeHuffman, lit, dist)
+					if o >= flushAt {
+						return o, decodeFlush
+					}
+					return o, decodeInput
+				}
+			}
 			// A literal/length code takes at most 15 bits; the length's
 			// extra bits, the distance code and its extra bits 33 more.
 			if nb < maxBits {
 				p, b, nb = refill(src, p, b, nb)
-				if p > len(src)+8 {
-					return nil, false // decoding zeros past the end
-				}
 			}
 			e := litMain[b&(1<<litRoot-1)]
 			if e&kindMask == kindSub {
@@ -332,13 +457,10 @@ func (f *inflater) inflate(dst, src []byte, size int) ([]byte, bool) {
 				if k == kindEnd {
 					break
 				}
-				return nil, false
+				return o, st.bad(p, nb, len(src))
 			}
 			if nb < 33 {
 				p, b, nb = refill(src, p, b, nb)
-				if p > len(src)+8 {
-					return nil, false
-				}
 			}
 			x := uint(e >> 4 & 15)
 			length := int(e>>16) + int(b&(1<<x-1))
@@ -351,7 +473,7 @@ func (f *inflater) inflate(dst, src []byte, size int) ([]byte, bool) {
 				d = dist[d>>16+uint32(b)&(1<<(d>>4&15)-1)]
 			}
 			if d&kindMask != kindDist {
-				return nil, false
+				return o, st.bad(p, nb, len(src))
 			}
 			n = uint(d & 15)
 			b >>= n
@@ -361,7 +483,7 @@ func (f *inflater) inflate(dst, src []byte, size int) ([]byte, bool) {
 			b >>= x
 			nb -= x
 			if back > o || o+length > len(out) {
-				return nil, false
+				return o, st.bad(p, nb, len(src))
 			}
 			// 8 bytes at a time, the overrun staying in the slack: from
 			// back bytes behind when that is at least 8, else from the
@@ -380,13 +502,8 @@ func (f *inflater) inflate(dst, src []byte, size int) ([]byte, bool) {
 			}
 			o += length
 		}
+		st.mode = modeHeader
 	}
-	// The stream ends within the byte it ended in; what follows must be
-	// the end of src.
-	if p-int(nb>>3) != len(src) || o != size {
-		return nil, false
-	}
-	return dst[:o], true
 }
 
 // readCodes reads a dynamic block's code lengths and builds f.lit and
@@ -471,3 +588,134 @@ func (f *inflater) readCodes(src []byte, p int, b uint64, nb uint) (int, uint64,
 	}
 	return p, b, nb, true
 }
+
+// memberStream decodes the deflate data of one member that is not read
+// whole (another tool's: a single-member layer is one long member) from
+// a reader, in a window that keeps the 32 KiB a distance may reach back,
+// then checks the member's trailer.
+type memberStream struct {
+	f  *inflater
+	st decodeState
+	r  io.Reader
+
+	in    []byte // input read ahead; st.p indexes it
+	inEnd bool   // r has nothing more
+
+	win     []byte // output window
+	o       int    // end of the output in win
+	emitted int    // what Read has returned of win
+	crc     uint32
+	size    uint32
+	ended   bool  // the deflate data ended: what is left of in follows it
+	read    int64 // input dropped from the front of in (for error offsets)
+	err     error
+}
+
+const (
+	history   = 32 << 10
+	windowLen = history + 1<<20
+	inLen     = 256 << 10
+)
+
+var streamPool sync.Pool
+
+func newMemberStream(r io.Reader) *memberStream {
+	m, ok := streamPool.Get().(*memberStream)
+	if !ok {
+		m = &memberStream{
+			f:   newInflater(),
+			in:  make([]byte, 0, inLen),
+			win: make([]byte, windowLen+copySlack),
+		}
+	}
+	m.reset(r)
+	return m
+}
+
+// reset starts the next member, read from r.
+func (m *memberStream) reset(r io.Reader) {
+	m.st, m.r, m.in, m.inEnd = decodeState{}, r, m.in[:0], false
+	m.o, m.emitted, m.crc, m.size, m.ended, m.read, m.err = 0, 0, 0, 0, false, 0, nil
+}
+
+func (m *memberStream) release() {
+	m.r = nil
+	m.st.lit, m.st.dist = nil, nil
+	streamPool.Put(m)
+}
+
+// Read returns inflated bytes; io.EOF once the deflate data has ended
+// (the caller then reads the trailer after rest()).
+func (m *memberStream) Read(p []byte) (int, error) {
+	for m.emitted == m.o {
+		if m.err != nil {
+			return 0, m.err
+		}
+		if m.ended {
+			return 0, io.EOF
+		}
+		m.err = m.step() // after what it decoded before failing
+	}
+	n := copy(p, m.win[m.emitted:m.o])
+	m.crc = crc32.Update(m.crc, crc32.IEEETable, p[:n])
+	m.size += uint32(n)
+	m.emitted += n
+	return n, nil
+}
+
+// step decodes what it can into the window.
+func (m *memberStream) step() error {
+	if m.o >= windowLen-maxMatch {
+		// keep the history a distance may reach
+		m.o = copy(m.win, m.win[m.o-history:m.o])
+		m.emitted = m.o
+	}
+	if !m.inEnd && len(m.in)-m.st.p < headerMargin {
+		if err := m.fill(); err != nil {
+			return err
+		}
+	}
+	o, res := m.f.decode(&m.st, m.in, m.inEnd, m.win, m.o, windowLen, windowLen-maxMatch)
+	m.o = o
+	switch res {
+	case decodeEnd:
+		m.ended = true
+	case decodeShort:
+		return io.ErrUnexpectedEOF
+	case decodeBad:
+		return flate.CorruptInputError(m.read + int64(m.st.p))
+	}
+	return nil
+}
+
+// fill moves the unread input to the front and reads more. The bytes the
+// bit buffer holds stay too: a stored block's header is read again from
+// the byte its bits started in.
+func (m *memberStream) fill() error {
+	from := m.st.p - int(m.st.nb>>3)
+	n := copy(m.in[:cap(m.in)], m.in[from:])
+	m.in = m.in[:n]
+	m.st.p -= from
+	m.read += int64(from)
+	for len(m.in) < cap(m.in) && !m.inEnd {
+		k, err := m.r.Read(m.in[len(m.in):cap(m.in)])
+		m.in = m.in[:len(m.in)+k]
+		if err == io.EOF {
+			m.inEnd = true
+		} else if err != nil {
+			return err
+		}
+		if k > 0 && len(m.in) >= headerMargin {
+			break
+		}
+	}
+	return nil
+}
+
+// rest is the input read past the end of the deflate data.
+func (m *memberStream) rest() []byte {
+	return m.in[m.st.p-int(m.st.nb>>3):]
+}
+
+// maxMatch is the most one symbol writes.
+const maxMatch = 258

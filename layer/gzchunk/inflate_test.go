@@ -2,6 +2,7 @@ package gzchunk
 
 import (
 	"bytes"
+	stdgzip "compress/gzip"
 	"io"
 	"math/bits"
 	"math/rand"
@@ -291,4 +292,36 @@ func FuzzInflate(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b []byte) {
 		checkInflate(t, b)
 	})
+}
+
+// TestStreamedMembers: another tool's members, decoded by streaming in a
+// window (larger than it, with stored blocks longer than the input
+// buffer, several members, header fields), read as klauspost reads them.
+func TestStreamedMembers(t *testing.T) {
+	rng := rand.New(rand.NewSource(2))
+	random := make([]byte, 3<<20)
+	rng.Read(random)
+	var text bytes.Buffer
+	for text.Len() < 3<<20 {
+		text.WriteString("usr/share/doc/kiln/changelog.Debian.gz ")
+		text.Write(random[:rng.Intn(64)])
+	}
+	for _, data := range [][]byte{nil, []byte("a"), text.Bytes(), random, bytes.Repeat([]byte{0}, 5<<20)} {
+		for _, lvl := range []int{stdgzip.NoCompression, stdgzip.BestSpeed, stdgzip.DefaultCompression, stdgzip.HuffmanOnly} {
+			var b bytes.Buffer
+			zw, _ := stdgzip.NewWriterLevel(&b, lvl)
+			zw.Name, zw.Comment, zw.Extra = "layer.tar", "kiln", []byte{'x', 'y', 2, 0, 1, 2}
+			zw.Write(data)
+			zw.Close()
+			one := b.Bytes()
+			got, err := checkSame(t, one)
+			if err != nil || !bytes.Equal(got, data) {
+				t.Fatalf("level %d, %d bytes: %v", lvl, len(data), err)
+			}
+			two := append(append([]byte{}, one...), one...)
+			if got, err := checkSame(t, two); err != nil || len(got) != 2*len(data) {
+				t.Fatalf("level %d, two members: %v", lvl, err)
+			}
+		}
+	}
 }

@@ -31,8 +31,9 @@ type Reader struct {
 	streamNext bool
 	srcDone    bool // src ended cleanly after the members in queue
 
-	gz        *gzip.Reader // streams one member at a time
-	streaming bool         // gz is in the middle of a member
+	gz        *gzip.Reader  // reads the header of a member that is streamed
+	stream    *memberStream // inflates its deflate data
+	streaming bool          // stream is in the middle of a member
 
 	out    []byte // what the last verified member holds and Read has not returned
 	outBuf []byte // out's whole buffer, for the pool
@@ -93,13 +94,13 @@ func (z *Reader) Read(p []byte) (int, error) {
 			return 0, nil
 		}
 		if z.streaming {
-			n, err := z.gz.Read(p)
+			n, err := z.stream.Read(p)
 			if err == io.EOF {
 				// The member ended and checked out; the next is
 				// looked at afresh.
 				z.streaming = false
-				err = nil
-				if n == 0 {
+				err = z.endStream()
+				if err == nil && n == 0 {
 					continue
 				}
 			}
@@ -216,8 +217,31 @@ func (z *Reader) startStream() error {
 	if err := z.gz.Reset(z.src); err != nil {
 		return err
 	}
-	z.gz.Multistream(false)
+	// The header is read (klauspost's reader stops right after it); the
+	// deflate data is ours to decode.
+	if z.stream == nil {
+		z.stream = newMemberStream(z.src)
+	} else {
+		z.stream.reset(z.src)
+	}
 	z.streaming = true
+	return nil
+}
+
+// endStream puts back what the member stream read past its deflate data
+// and checks the trailer as klauspost's reader does.
+func (z *Reader) endStream() error {
+	z.unread(bytes.Clone(z.stream.rest()))
+	var trailer [trailerLen]byte
+	if _, err := io.ReadFull(z.src, trailer[:]); err != nil {
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return err
+	}
+	if le.Uint32(trailer[:4]) != z.stream.crc || le.Uint32(trailer[4:]) != z.stream.size {
+		return gzip.ErrChecksum
+	}
 	return nil
 }
 
@@ -280,6 +304,10 @@ func (z *Reader) Close() error {
 		z.workers.Wait()
 	}
 	z.queue, z.out = nil, nil
+	if z.stream != nil {
+		z.stream.release()
+		z.stream = nil
+	}
 	if z.err == nil {
 		z.err = errReaderClosed
 	}
