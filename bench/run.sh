@@ -162,6 +162,14 @@ cleanup() {
 	kill "$mkbase_pid" 2>/dev/null || true
 	wait "$mkbase_pid" 2>/dev/null || true
 	[ -z "${trash:-}" ] || emptytrash
+	if [ "${stores_tmpfs:-0}" = 1 ]; then
+		# Stores on a tmpfs are memory: only the fleet's traces and logs
+		# stay.
+		rm -rf "$stores/root"
+		for f in "$stores"/fleet-*; do
+			[ -d "$f" ] && find "$f" -mindepth 1 -maxdepth 1 ! -name traces ! -name logs -exec rm -rf {} +
+		done
+	fi
 }
 trap cleanup EXIT
 for _ in $(seq 600); do
