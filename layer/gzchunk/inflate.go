@@ -2,6 +2,7 @@ package gzchunk
 
 import (
 	"encoding/binary"
+	"fmt"
 	"hash/crc32"
 	"io"
 	"math/bits"
@@ -664,7 +665,14 @@ func (m *memberStream) Read(p []byte) (int, error) {
 }
 
 // step decodes what it can into the window.
-func (m *memberStream) step() error {
+func (m *memberStream) step() (err error) {
+	// As for a member read whole (see member): a bug in the decoder
+	// fails this layer's decoding, it does not take kiln down.
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("gzchunk: decoding failed: %v", r)
+		}
+	}()
 	if m.o >= windowLen-maxMatch {
 		// keep the history a distance may reach
 		m.o = copy(m.win, m.win[m.o-history:m.o])
