@@ -564,19 +564,18 @@ RUN --mount=type=cache,id=modules,target=/cache \
 EOF
 	bkflags=()
 	if [ $bk = 1 ]; then bkflags=(-buildctl "$BUILDCTL" -buildkit-addr "$BUILDKIT_ADDR"); fi
-	fleet=(go run ./bench/fleet -kiln "$KILN" -runners "${FLEET_RUNNERS:-4}" -trash "$trash" "${bkflags[@]}")
+	fleet=(go run ./bench/fleet -kiln "$KILN" -runners "${FLEET_RUNNERS:-4}" "${bkflags[@]}")
+	# an earlier run's work directory is set aside as a store is (rmstore)
+	[ "$stores_tmpfs" = 1 ] || fleet+=(-trash "$trash")
 	echo
-	[ "$stores_tmpfs" = 0 ] || emptytrash # the runners of the last workload
 	(cd "$repo" && "${fleet[@]}" -label "10k files" -work "$stores/fleet-10k" -context "$ctx10k" -f "$work/df/10k/Dockerfile") |
 		tee -a "$work/results.txt"
 	echo
-	[ "$stores_tmpfs" = 0 ] || emptytrash # the runners of the last workload
 	(cd "$repo" && "${fleet[@]}" -label "cache mount, a commit per runner" -work "$stores/fleet-mounts-run" -context "$fleetctx" -change src/commit.txt) |
 		tee -a "$work/results.txt"
 	if [ "${BENCH_FLEET_DEBIAN:-1}" != 0 ]; then
 		echo
-		[ "$stores_tmpfs" = 0 ] || emptytrash # the runners of the last workload
-		(cd "$repo" && "${fleet[@]}" -label "Debian apt + Go modules, a commit per runner" -work "$stores/fleet-apt-go" -workload apt-go) |
+			(cd "$repo" && "${fleet[@]}" -label "Debian apt + Go modules, a commit per runner" -work "$stores/fleet-apt-go" -workload apt-go) |
 			tee -a "$work/results.txt"
 	fi
 fi

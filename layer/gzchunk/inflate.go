@@ -131,39 +131,36 @@ func buildTable(table []uint32, lens []uint8, root uint, entry func(int) uint32)
 			table[i] = kindBad
 		}
 	}
-	// first canonical code of each length
-	var next [maxBits + 2]uint32
+	// Each symbol's canonical code, reversed: codes are read least
+	// significant bit first, so that is its table index.
+	var next [maxBits + 1]uint32
 	code := uint32(0)
 	for l := 1; l <= maxBits; l++ {
 		code = (code + uint32(count[l-1])) << 1
 		next[l] = code
 	}
+	var rev [288]uint32
+	for sym, l := range lens {
+		if l > 0 {
+			rev[sym] = bits.Reverse32(next[l]) >> (32 - uint(l))
+			next[l]++
+		}
+	}
 	// A code longer than root bits goes to a subtable under its first
 	// root bits; a subtable is as large as the longest code under it.
-	// Codes are read least significant bit first, so a code's table
-	// index is its bits reversed.
 	var subBits [1 << litRoot]uint8
 	var subOff [1 << litRoot]uint16 // 0: not opened yet
 	mask := uint32(1)<<root - 1
-	if maxLen > int(root) {
-		c := next
-		for _, l := range lens {
-			if l == 0 {
-				continue
-			}
-			r := bits.Reverse32(c[l]) >> (32 - uint(l))
-			c[l]++
-			if sb := int(l) - int(root); sb > int(subBits[r&mask]) {
-				subBits[r&mask] = uint8(sb)
-			}
+	for sym, l := range lens {
+		if sb := int(l) - int(root); sb > int(subBits[rev[sym]&mask]) {
+			subBits[rev[sym]&mask] = uint8(sb)
 		}
 	}
 	for sym, l := range lens {
 		if l == 0 {
 			continue
 		}
-		r := bits.Reverse32(next[l]) >> (32 - uint(l))
-		next[l]++
+		r := rev[sym]
 		e := entry(sym)
 		if uint(l) <= root {
 			for i := r; i < uint32(size); i += 1 << l {
@@ -206,6 +203,17 @@ func newInflater() *inflater {
 		dist:    make([]uint32, 0, 1<<distRoot+maxDist<<(maxBits-distRoot)),
 		codeLen: make([]uint32, 0, 1<<7),
 	}
+}
+
+// inflaterPool keeps inflaters (their tables) across Readers: a build
+// reads many small layers.
+var inflaterPool sync.Pool
+
+func getInflater() *inflater {
+	if f, ok := inflaterPool.Get().(*inflater); ok {
+		return f
+	}
+	return newInflater()
 }
 
 // the fixed code's tables (RFC 1951 3.2.6), built once
@@ -625,7 +633,7 @@ func newMemberStream(r io.Reader) *memberStream {
 	m, ok := streamPool.Get().(*memberStream)
 	if !ok {
 		m = &memberStream{
-			f:   newInflater(),
+			f:   getInflater(),
 			in:  make([]byte, 0, inLen),
 			win: make([]byte, windowLen+copySlack),
 		}

@@ -248,10 +248,7 @@ func (z *Reader) endStream() error {
 // work inflates queued members until the Reader is closed.
 func (z *Reader) work() {
 	defer z.workers.Done()
-	f, ok := inflaterPool.Get().(*inflater)
-	if !ok {
-		f = newInflater()
-	}
+	f := getInflater()
 	for j := range z.jobs {
 		if !z.closed.Load() {
 			f.member(j)
@@ -261,17 +258,13 @@ func (z *Reader) work() {
 	inflaterPool.Put(f)
 }
 
-// inflaterPool keeps inflaters (their tables) across Readers: a build
-// reads many small layers.
-var inflaterPool sync.Pool
-
 // member decodes member j.raw into j.out. j.ok says whether the member is
 // exactly what its header claims: its deflate data ends at its trailer,
 // whose CRC-32 and size match the output.
 func (f *inflater) member(j *rjob) {
 	// The decoder is fuzzed against klauspost's, but a bug in it must
-	// cost a member's speed, never the process: the member is streamed
-	// instead, as for any member that does not check out.
+	// never take the process down: the member is streamed instead, as
+	// any member that does not check out (where a panic fails the layer).
 	defer func() {
 		if recover() != nil {
 			j.out, j.ok = nil, false
