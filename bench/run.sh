@@ -124,11 +124,14 @@ else
 	stores=$work
 fi
 mkdir -p "$stores"
-stores_fs=$(findmnt -no FSTYPE -T "$stores")
+# the filesystem a path is on: the last of the mounts findmnt lists, the
+# one on top (a tmpfs mounted twice on /tmp is listed twice)
+fstype() { findmnt -no FSTYPE -T "$1" | tail -n 1; }
+stores_fs=$(fstype "$stores")
 stores_tmpfs=0
 [ "$stores_fs" != tmpfs ] || stores_tmpfs=1
 if [ $bk = 1 ] && [ -d "$BUILDKIT_ROOT" ]; then
-	stores_fs="$stores_fs (kiln's; BuildKit's state: $(findmnt -no FSTYPE -T "$BUILDKIT_ROOT"))"
+	stores_fs="$stores_fs (kiln's; BuildKit's state: $(fstype "$BUILDKIT_ROOT"))"
 fi
 rm -rf "$logs" "$traces" "$work/out" "$stores/root" "$work/df"
 mkdir -p "$logs" "$traces" "$work/out" "$work/df"
