@@ -51,6 +51,9 @@ type Warm struct{}
 // NewWarm returns a Warm that starts nothing.
 func NewWarm(context.Context) *Warm { return &Warm{} }
 
+// NewWarmIn returns a Warm that starts nothing.
+func NewWarmIn(context.Context, func() (string, error)) *Warm { return &Warm{} }
+
 // Close does nothing.
 func (*Warm) Close() {}
 

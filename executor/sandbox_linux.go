@@ -118,8 +118,8 @@ func Run(ctx context.Context, spec RunSpec) (err error) {
 		Cwd:      cwd,
 		User:     spec.User,
 		Hostname: hostname,
-		Insecure: insecure,
 	}}
+	cs.Insecure = insecure
 	setRunFlags(spec.Sandbox, &cs.Spec)
 	cs.Stubs = spec.Stubs.planFor(spec.Rootfs.Lowers)
 	for _, f := range spec.Files {
@@ -148,6 +148,11 @@ func Run(ctx context.Context, spec RunSpec) (err error) {
 	useWarm := spec.Warm != nil && spec.Stdin == nil && sameWriter(spec.Stdout, spec.Stderr)
 	if useWarm {
 		warmKey = newWarmKey(flags, cs.netns, spec.Sandbox, insecure)
+		// A child is started with the prelude its key implies: it must
+		// be this step's.
+		useWarm = warmKey.pre == cs.Prelude
+	}
+	if useWarm {
 		_, warmSpan := trace.Start(ctx, "sandbox: take the warm child")
 		warm = spec.Warm.take(warmKey)
 		warmSpan.End()
@@ -310,6 +315,19 @@ type child struct {
 	placeErr     error // placing it in its cgroup, if that failed
 	placed       bool  // place has run
 	bornInCgroup bool
+	// prelude is the Prelude the child was sent when it started (a
+	// child started ahead of its step); nil until serve sends one.
+	prelude *stepinit.Prelude
+}
+
+// sendPrelude sends a RUN child the prelude of the steps it may serve,
+// so that it stages their sandbox while it waits (stepinit.Prelude).
+func (c *child) sendPrelude(pre stepinit.Prelude) error {
+	if err := json.NewEncoder(c.specW).Encode(pre); err != nil {
+		return fmt.Errorf("sending sandbox prelude: %w", err)
+	}
+	c.prelude = &pre
+	return nil
 }
 
 // startChild starts a sandbox child and places it in its cgroup; it then
@@ -479,29 +497,35 @@ func (c *child) serve(ctx context.Context, cs childSpec, done func()) (msgs []ch
 			return fail(fmt.Errorf("resetting overlay work dir: %w", err))
 		}
 	}
-	// The step directory is where the child mounts its tmpfs of mount
-	// points; on the host it stays empty. Next to Upper, because the caller
-	// owns that directory and cleans it up if we crash; a read-only view
-	// has no Upper.
-	parent := os.TempDir()
-	if cs.Rootfs.Upper != "" {
-		parent = filepath.Dir(cs.Rootfs.Upper)
-	}
-	cs.StepDir, err = os.MkdirTemp(parent, ".kiln-step-")
-	if err != nil {
-		return fail(fmt.Errorf("creating step directory: %w", err))
-	}
-	defer func() {
-		// By now the child's mount namespace, and the tmpfs with it, is
-		// gone: an rmdir is enough.
-		rerr := os.Remove(cs.StepDir)
-		if rerr != nil {
-			rerr = os.RemoveAll(cs.StepDir)
+	if c.prelude != nil {
+		// Started ahead: its tmpfs is mounted already.
+		cs.StepDir = c.prelude.StepDir
+	} else {
+		// The step directory is where the child mounts its tmpfs of mount
+		// points; on the host it stays empty. Next to Upper, because the
+		// caller owns that directory and cleans it up if we crash; a
+		// read-only view has no Upper.
+		parent := os.TempDir()
+		if cs.Rootfs.Upper != "" {
+			parent = filepath.Dir(cs.Rootfs.Upper)
 		}
-		if rerr != nil && err == nil {
-			err = fmt.Errorf("removing step directory: %w", rerr)
+		cs.StepDir, err = os.MkdirTemp(parent, ".kiln-step-")
+		if err != nil {
+			return fail(fmt.Errorf("creating step directory: %w", err))
 		}
-	}()
+		defer func() {
+			// By now the child's mount namespace, and the tmpfs with it,
+			// is gone: an rmdir is enough.
+			rerr := os.Remove(cs.StepDir)
+			if rerr != nil {
+				rerr = os.RemoveAll(cs.StepDir)
+			}
+			if rerr != nil && err == nil {
+				err = fmt.Errorf("removing step directory: %w", rerr)
+			}
+		}()
+	}
+	sendPrelude := cs.Mode == "run" && c.prelude == nil
 
 	childName := "sandbox: set up + run"
 	if cs.Mode != "run" {
@@ -520,7 +544,13 @@ func (c *child) serve(ctx context.Context, cs childSpec, done func()) (msgs []ch
 	writeErr := make(chan error, 1)
 	go func() {
 		enc := json.NewEncoder(c.specW)
-		err := enc.Encode(cs)
+		var err error
+		if sendPrelude {
+			err = enc.Encode(cs.Prelude)
+		}
+		if err == nil {
+			err = enc.Encode(cs)
+		}
 		if err == nil && cs.Mode == "run" && <-placed {
 			// The child may be gone already (a setup error): not ours
 			// to report.

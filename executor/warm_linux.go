@@ -6,7 +6,9 @@ import (
 	"io"
 	"os"
 	"sync"
+	"syscall"
 
+	"github.com/kiln-build/kiln/executor/stepinit"
 	"github.com/kiln-build/kiln/trace"
 )
 
@@ -22,10 +24,16 @@ import (
 //
 // A Warm belongs to one build; Close ends the children nobody took.
 type Warm struct {
-	ctx    context.Context // the build's: the children outlive the step that started them
-	mu     sync.Mutex
-	queue  []*warmChild // oldest first
-	closed bool
+	ctx context.Context // the build's: the children outlive the step that started them
+	// tempDir makes dir, where every child mounts its step tmpfs, each
+	// in its own mount namespace (on the host it stays empty); made on
+	// first use, removed by Close once no child is left.
+	tempDir func() (string, error)
+	dir     string
+	reaping sync.WaitGroup // discarded children not yet reaped
+	mu      sync.Mutex
+	queue   []*warmChild // oldest first
+	closed  bool
 	// expect is how many RUN steps of the build's network the build has,
 	// as far as it knows (0: unknown), and taken how many children steps
 	// took: no more children are started than steps may come.
@@ -53,17 +61,53 @@ func (w *Warm) Expect(runs int) {
 const warmDepth = 2
 
 // NewWarm returns a Warm whose children live at most as long as ctx.
-func NewWarm(ctx context.Context) *Warm { return &Warm{ctx: ctx} }
+func NewWarm(ctx context.Context) *Warm { return NewWarmIn(ctx, nil) }
+
+// NewWarmIn is NewWarm whose children's mount points are in a directory
+// that tempDir makes (a store's scratch space, which the store empties
+// after a crash); the Warm removes it. With a nil tempDir it is made in
+// the system's temporary directory.
+func NewWarmIn(ctx context.Context, tempDir func() (string, error)) *Warm {
+	return &Warm{ctx: ctx, tempDir: tempDir}
+}
 
 // warmKey is what a child is started with, besides its spec.
 type warmKey struct {
 	cloneflags uintptr
 	netns      *os.File
 	sandbox    string // the build's Sandbox and the step's security
+	// pre is the child's prelude but for StepDir, as Run makes it for a
+	// step started with the rest of the key.
+	pre stepinit.Prelude
 }
 
 func newWarmKey(cloneflags uintptr, netns *os.File, sb Sandbox, insecure bool) warmKey {
-	return warmKey{cloneflags: cloneflags, netns: netns, sandbox: fmt.Sprintf("%+v insecure=%v", sb, insecure)}
+	return warmKey{
+		cloneflags: cloneflags, netns: netns, sandbox: fmt.Sprintf("%+v insecure=%v", sb, insecure),
+		pre: stepinit.Prelude{
+			Insecure: insecure,
+			NetNone:  cloneflags&syscall.CLONE_NEWNET != 0,
+			JoinNet:  netns != nil,
+			ShmSize:  sb.ShmSize,
+		},
+	}
+}
+
+// stepDir returns the directory where the children mount their step
+// tmpfs, making it on first use. Called with w.mu held.
+func (w *Warm) stepDir() (string, error) {
+	if w.dir == "" {
+		mk := w.tempDir
+		if mk == nil {
+			mk = func() (string, error) { return os.MkdirTemp("", "kiln-warm-") }
+		}
+		dir, err := mk()
+		if err != nil {
+			return "", fmt.Errorf("creating the sandboxes' step directory: %w", err)
+		}
+		w.dir = dir
+	}
+	return w.dir, nil
 }
 
 // warmChild is a child being started, or started, ahead of its step.
@@ -96,7 +140,7 @@ func (w *Warm) take(k warmKey) *warmChild {
 	}
 	w.mu.Unlock()
 	for _, s := range stale {
-		s.discard()
+		w.discard(s)
 	}
 	if wc == nil {
 		return nil
@@ -124,6 +168,13 @@ func (w *Warm) fill(k warmKey, sb Sandbox, insecure bool, depth int) {
 	if w.expect > 0 {
 		depth = min(depth, w.expect-w.taken)
 	}
+	if len(w.queue) >= depth {
+		return
+	}
+	dir, err := w.stepDir()
+	if err != nil {
+		return // the steps start their own children, and meet the error
+	}
 	var after chan struct{}
 	if n := len(w.queue); n > 0 {
 		after = w.queue[n-1].ready
@@ -136,7 +187,7 @@ func (w *Warm) fill(k warmKey, sb Sandbox, insecure bool, depth int) {
 			if after != nil {
 				<-after
 			}
-			wc.c, wc.g, wc.out, wc.err = startWarm(w.ctx, k, sb, insecure)
+			wc.c, wc.g, wc.out, wc.err = startWarm(w.ctx, k, sb, insecure, dir)
 		}(after)
 		after = wc.ready
 	}
@@ -144,8 +195,9 @@ func (w *Warm) fill(k warmKey, sb Sandbox, insecure bool, depth int) {
 
 // startWarm starts a RUN child for key k whose standard output and error
 // are one pipe, as a step's are when both go to its log: the step copies
-// it to its writers once it takes the child.
-func startWarm(ctx context.Context, k warmKey, sb Sandbox, insecure bool) (*child, guards, *os.File, error) {
+// it to its writers once it takes the child. The child stages its
+// sandbox on a tmpfs at stepDir.
+func startWarm(ctx context.Context, k warmKey, sb Sandbox, insecure bool, stepDir string) (*child, guards, *os.File, error) {
 	_, span := trace.Start(ctx, "sandbox: start a warm child")
 	defer span.End()
 	_, cgSpan := trace.Start(ctx, "sandbox: warm child's cgroup")
@@ -166,6 +218,16 @@ func startWarm(ctx context.Context, k warmKey, sb Sandbox, insecure bool) (*chil
 	startSpan.End()
 	w.Close()
 	if err != nil {
+		r.Close()
+		if cg != nil {
+			cg.remove()
+		}
+		return nil, g, nil, err
+	}
+	pre := k.pre
+	pre.StepDir = stepDir
+	if err := c.sendPrelude(pre); err != nil {
+		c.kill()
 		r.Close()
 		if cg != nil {
 			cg.remove()
@@ -199,7 +261,7 @@ func (wc *warmChild) serve(ctx context.Context, cs childSpec, out io.Writer) ([]
 // discard ends a child that no step will take: it is killed at once and
 // its cgroup handed to the background removal (which the end of kiln waits
 // for); reaping it is left to the background.
-func (wc *warmChild) discard() {
+func (w *Warm) discard(wc *warmChild) {
 	<-wc.ready
 	if wc.err != nil {
 		return
@@ -208,13 +270,19 @@ func (wc *warmChild) discard() {
 	if wc.c.cg != nil {
 		wc.c.cg.remove()
 	}
+	w.reaping.Add(1)
 	go func() {
+		defer w.reaping.Done()
 		wc.c.kill()
 		wc.out.Close()
 	}()
 }
 
-// Close ends the children started for steps that never came.
+// Close ends the children started for steps that never came, and
+// removes the children's directory in the background once they are
+// reaped: removing a directory that is a mount point in another mount
+// namespace would unmount it there. Every child a step took is over by
+// the time the build closes its Warm.
 func (w *Warm) Close() {
 	if w == nil {
 		return
@@ -223,9 +291,16 @@ func (w *Warm) Close() {
 	w.closed = true
 	queue := w.queue
 	w.queue = nil
+	dir := w.dir
 	w.mu.Unlock()
 	for _, wc := range queue {
-		wc.discard()
+		w.discard(wc)
+	}
+	if dir != "" {
+		go func() {
+			w.reaping.Wait()
+			os.Remove(dir)
+		}()
 	}
 }
 

@@ -276,7 +276,12 @@ func Build(ctx context.Context, opt Options) (*Result, error) {
 	// After every stage has returned, and so every step has ended.
 	defer b.closeNetwork()
 	defer b.dropScratch()
-	b.warm = executor.NewWarm(ctx)
+	b.warm = executor.NewWarmIn(ctx, func() (string, error) {
+		if b.opt.Store != nil {
+			return b.opt.Store.TempDir("warm-")
+		}
+		return os.MkdirTemp("", "kiln-warm-")
+	})
 	b.warm.Expect(netRuns)
 	defer b.warm.Close()
 	for _, st := range b.stages {

@@ -62,8 +62,8 @@ func Prepare() error {
 	return nil
 }
 
-// Main is the RUN sandbox child: it reads its spec from SpecFD, reports
-// on ReportFD, and returns its exit status.
+// Main is the RUN sandbox child: it reads its Prelude and Spec from
+// SpecFD, reports on ReportFD, and returns its exit status.
 func Main() int {
 	rep, dec, specFile := Begin()
 	// What does not depend on the step is done before its spec is read:
@@ -74,19 +74,31 @@ func Main() int {
 		defer close(warmed)
 		warmUp()
 	}()
-	prepErr := Prepare()
+	err := Prepare()
+	var pre Prelude
+	if derr := dec.Decode(&pre); derr != nil {
+		specFile.Close()
+		return rep.Fail(fmt.Errorf("reading sandbox prelude: %w", derr))
+	}
+	var st *staged
+	if err == nil {
+		st, err = stage(&pre)
+	}
 	var cs Spec
-	if err := dec.Decode(&cs); err != nil {
+	if derr := dec.Decode(&cs); derr != nil {
 		specFile.Close()
-		return rep.Fail(fmt.Errorf("reading sandbox spec: %w", err))
+		return rep.Fail(fmt.Errorf("reading sandbox spec: %w", derr))
 	}
-	if prepErr != nil {
-		specFile.Close()
-		return rep.Fail(prepErr)
+	switch {
+	case err != nil:
+	case cs.Mode != "run":
+		err = fmt.Errorf("the sandbox init runs RUN steps only, not mode %q", cs.Mode)
+	case cs.Prelude != pre:
+		err = fmt.Errorf("the sandbox spec (%+v) differs from the prelude the sandbox was started with (%+v)", cs.Prelude, pre)
 	}
-	if cs.Mode != "run" {
+	if err != nil {
 		specFile.Close()
-		return rep.Fail(fmt.Errorf("the sandbox init runs RUN steps only, not mode %q", cs.Mode))
+		return rep.Fail(err)
 	}
 	// The child learns on the same pipe when the parent has placed it in
 	// the step's cgroup; see executor's runChild.
@@ -101,9 +113,9 @@ func Main() int {
 	// Before any file of the step is opened: Go's pidfd check clones a
 	// child, which holds a copy of every descriptor until it exits, and a
 	// copy of a file open for writing on the step's tmpfs would make its
-	// remount read-only fail (EBUSY).
+	// remount read-only fail (EBUSY). The staging opens none.
 	<-warmed
-	return runStep(rep, &cs, waitPlaced)
+	return runStep(rep, &cs, st, waitPlaced)
 }
 
 // warmUp does once, off the step's path, what starting the command would

@@ -9,8 +9,9 @@
 // HTTP or compressors), because their package initialisation and page
 // faults are paid at every step. The imports are checked by a test.
 //
-// kiln (package executor) speaks to it over two pipes: the Spec, then a
-// Placement, as JSON on fd SpecFD; Msg reports back on fd ReportFD.
+// kiln (package executor) speaks to it over two pipes: the Prelude, the
+// Spec, then a Placement, as JSON on fd SpecFD; Msg reports back on fd
+// ReportFD.
 package stepinit
 
 import "os"
@@ -23,10 +24,10 @@ const SandboxArg = "__kiln-sandbox"
 // The child's descriptors, as the parent hands them over (exec.Cmd's
 // ExtraFiles).
 const (
-	SpecFD   = 3 // the Spec, then the Placement
+	SpecFD   = 3 // the Prelude, the Spec, then the Placement
 	ReportFD = 4 // Msgs to the parent
 	// NetnsFD is where a RUN child finds the network namespace to join
-	// (Spec.JoinNet).
+	// (Prelude.JoinNet).
 	NetnsFD = 5
 )
 
@@ -72,12 +73,30 @@ type Guards struct {
 	NoSeccomp bool `json:"noSeccomp,omitempty"`
 }
 
+// Prelude is the parent's first message to a RUN child: what its step's
+// sandbox is made of before the step is known. The child mounts its step
+// tmpfs, /proc, /dev and /sys from it while it waits for the Spec; a child
+// started ahead of its step (executor.Warm) has them ready when the step
+// comes. The Spec repeats it, and the child refuses a Spec that differs.
+type Prelude struct {
+	// StepDir is where the child mounts its tmpfs of mount points, in
+	// its own mount namespace: on the host it stays empty.
+	StepDir  string `json:"stepDir"`
+	Insecure bool   `json:"insecure,omitempty"`
+	// NetNone: a network namespace of the step's own, with only lo.
+	NetNone bool `json:"netNone,omitempty"`
+	// JoinNet: the child joins the network namespace on NetnsFD.
+	JoinNet bool `json:"joinNet,omitempty"`
+	// ShmSize is the size of /dev/shm in bytes; 0 is 64 MiB.
+	ShmSize int64 `json:"shmSize,omitempty"`
+}
+
 // Spec is what the parent sends a sandbox child on SpecFD. Mode "run" is
 // this package's; kiln's copy child reads a Spec extended with the copy's
-// fields.
+// fields (it uses the Prelude's StepDir only, and gets no Prelude first).
 type Spec struct {
-	Mode     string `json:"mode"` // "run" or "copy"
-	StepDir  string `json:"stepDir"`
+	Mode string `json:"mode"` // "run" or "copy"
+	Prelude
 	Rootfs   Rootfs `json:"rootfs"`
 	Volatile bool   `json:"volatile,omitempty"`
 
@@ -86,23 +105,18 @@ type Spec struct {
 	Cwd      string   `json:"cwd,omitempty"`
 	User     string   `json:"user,omitempty"`
 	Hostname string   `json:"hostname,omitempty"`
-	NetNone  bool     `json:"netNone,omitempty"`
 	Files    []File   `json:"files,omitempty"`
 	// Interactive: the command reads the child's stdin.
 	Interactive bool    `json:"interactive,omitempty"`
 	Mounts      []Mount `json:"mounts,omitempty"`
-	Insecure    bool    `json:"insecure,omitempty"`
 	Guards      Guards  `json:"guards"`
 
-	// JoinNet: the child joins the network namespace on NetnsFD, and
-	// binds ResolvConf.
-	JoinNet    bool   `json:"joinNet,omitempty"`
+	// ResolvConf is bound at /etc/resolv.conf when the child joins the
+	// build's network (JoinNet).
 	ResolvConf string `json:"resolvConf,omitempty"`
 
 	// ExtraHosts are lines appended to the step's /etc/hosts.
 	ExtraHosts string `json:"extraHosts,omitempty"`
-	// ShmSize is the size of /dev/shm in bytes; 0 is 64 MiB.
-	ShmSize int64 `json:"shmSize,omitempty"`
 	// Rlimits are set before the command starts, which inherits them.
 	Rlimits []Rlimit `json:"rlimits,omitempty"`
 	// Stubs, when set, is the stub plan of an earlier step that holds

@@ -13,7 +13,6 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/kiln-build/kiln/internal/userns"
 	"github.com/kiln-build/kiln/rooted"
 )
 
@@ -27,65 +26,31 @@ type rootMount struct {
 }
 
 // runStep sets up the RUN sandbox and runs the command as PID 1's
-// child. It returns the exit status for the sandbox child.
+// child. It returns the exit status for the sandbox child. st is what
+// the child staged from its Prelude (stage).
 //
 // waitPlaced returns once the parent has placed us in the step's cgroup;
 // the root is set up in the meantime.
-func runStep(rep Reporter, cs *Spec, waitPlaced func() error) int {
-	// First: sysfs shows the network devices of the mounter's namespace.
-	if err := joinNetwork(cs); err != nil {
-		return rep.Fail(err)
-	}
-	if err := MountStepTmpfs(cs.StepDir, "empty", "probe", "stubs", "root", "proc", "new-proc", "new-dev"); err != nil {
-		return rep.Fail(err)
-	}
+func runStep(rep Reporter, cs *Spec, st *staged, waitPlaced func() error) int {
 	var (
-		empty  = filepath.Join(cs.StepDir, "empty")
-		probe  = filepath.Join(cs.StepDir, "probe")
-		stubs  = filepath.Join(cs.StepDir, "stubs")
-		merged = filepath.Join(cs.StepDir, "root")
-		hosts  = filepath.Join(cs.StepDir, "hosts")
-		resolv = filepath.Join(cs.StepDir, "resolv.conf")
-		// roProc is where maskProc binds a read-only view of the step's
-		// /proc.
-		roProc = filepath.Join(cs.StepDir, "proc")
-		// The step's /proc and /dev are made there, then moved into the
-		// root.
-		newProc = filepath.Join(cs.StepDir, "new-proc")
-		newDev  = filepath.Join(cs.StepDir, "new-dev")
+		empty  = st.path("empty")
+		probe  = st.path("probe")
+		stubs  = st.path("stubs")
+		merged = st.path("root")
+		hosts  = st.path("hosts")
+		resolv = st.path("resolv.conf")
 	)
-	// /proc (masked) and /dev owe nothing to the image: another thread
-	// makes them while this one mounts the image's overlay (the kernel
-	// sets up two mounts side by side until it attaches them), and they
-	// are moved into the root, submounts and all.
-	prepared := make(chan error, 1)
-	go func() { prepared <- prepareProcDev(newProc, newDev, roProc, cs.ShmSize, !cs.Insecure) }()
 	hostsData := fmt.Sprintf("127.0.0.1\tlocalhost %s\n::1\tlocalhost ip6-localhost ip6-loopback\n", cs.Hostname) + cs.ExtraHosts
 	if err := os.WriteFile(hosts, []byte(hostsData), 0o644); err != nil {
 		return rep.Fail(fmt.Errorf("writing hosts file: %w", err))
 	}
 
+	// The staged /proc, /dev and /sys are moved into the root, with the
+	// mounts on top of them.
 	mounts := []rootMount{
-		{target: "/proc", dir: true, mount: func(dst string) error { return moveMount(newProc, dst) }},
-		{target: "/dev", dir: true, mount: func(dst string) error { return moveMount(newDev, dst) }},
-		{target: "/sys", dir: true, mount: func(dst string) error {
-			if userns.Running() && !cs.NetNone && !cs.JoinNet {
-				// The kernel lets a user namespace mount sysfs only for a
-				// network namespace it owns; with the host's network the
-				// host's /sys, read-only but for an insecure step, is
-				// what a rootless step sees.
-				return bindSys(dst, !cs.Insecure)
-			}
-			// sysfs shows the network devices of the mounter's network
-			// namespace: only lo with --network=none.
-			// Read-write only for an insecure step, as in a privileged
-			// container.
-			flags := uintptr(unix.MS_RDONLY | unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC)
-			if cs.Insecure {
-				flags &^= unix.MS_RDONLY
-			}
-			return MountFS("sysfs", dst, "sysfs", flags, "")
-		}},
+		{target: "/proc", dir: true, mount: func(dst string) error { return moveMount(st.proc, dst) }},
+		{target: "/dev", dir: true, mount: func(dst string) error { return moveMount(st.dev, dst) }},
+		{target: "/sys", dir: true, mount: func(dst string) error { return moveMount(st.sys, dst) }},
 		{target: "/etc/hosts", mount: func(dst string) error { return bindFromStep(hosts, dst) }},
 	}
 	// The build network's resolv.conf, which points at its DNS forwarder,
@@ -127,7 +92,7 @@ func runStep(rep Reporter, cs *Spec, waitPlaced func() error) int {
 			devFiles = append(devFiles, f)
 			continue
 		}
-		src := filepath.Join(cs.StepDir, fmt.Sprintf("file-%d", i))
+		src := st.path(fmt.Sprintf("file-%d", i))
 		if err := writeFile(src, f); err != nil {
 			return rep.Fail(err)
 		}
@@ -168,7 +133,7 @@ func runStep(rep Reporter, cs *Spec, waitPlaced func() error) int {
 	// Everything on our tmpfs is written: from here on it is read-only,
 	// and so is every bind of a file from it (a bind mount starts with
 	// the flags of the mount it comes from), one mount call for all.
-	if err := unix.Mount("", cs.StepDir, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV, ""); err != nil {
+	if err := unix.Mount("", st.dir, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV, ""); err != nil {
 		return rep.Fail(fmt.Errorf("making the step's tmpfs read-only: %w", err))
 	}
 	o := Overlay{
@@ -185,7 +150,7 @@ func runStep(rep Reporter, cs *Spec, waitPlaced func() error) int {
 	if cs.Volatile && !used {
 		rep.Send(Msg{NoVolatile: true})
 	}
-	if err := <-prepared; err != nil {
+	if err := st.wait(); err != nil {
 		return rep.Fail(err)
 	}
 	for _, m := range mounts {
@@ -203,11 +168,6 @@ func runStep(rep Reporter, cs *Spec, waitPlaced func() error) int {
 			return rep.Fail(err)
 		}
 	}
-	if !cs.Insecure {
-		if err := maskSys(merged); err != nil {
-			return rep.Fail(err)
-		}
-	}
 	if err := PivotRoot(merged); err != nil {
 		return rep.Fail(err)
 	}
@@ -221,11 +181,6 @@ func runStep(rep Reporter, cs *Spec, waitPlaced func() error) int {
 	}
 	if err := unix.Sethostname([]byte(cs.Hostname)); err != nil {
 		return rep.Fail(fmt.Errorf("setting hostname: %w", err))
-	}
-	if cs.NetNone {
-		if err := LoopbackUp(); err != nil {
-			return rep.Fail(err)
-		}
 	}
 	id, err := lookupUser(cs.User)
 	if err != nil {
@@ -262,7 +217,7 @@ func runStep(rep Reporter, cs *Spec, waitPlaced func() error) int {
 // prepareProcDev mounts the step's /dev at dev and a new proc, for the new
 // PID namespace (the command sees only its own processes), at proc; with
 // mask, the proc is masked (maskProc, with dev's null). Both are then
-// moved into the root. Only absolute paths: the other thread chdirs to
+// moved into the root. Only absolute paths: another thread chdirs to
 // mount overlays.
 func prepareProcDev(proc, dev, roProc string, shmSize int64, mask bool) error {
 	if err := mountDev(dev, shmSize); err != nil {
@@ -398,8 +353,8 @@ func userMount(m Mount) (rootMount, error) {
 
 // joinNetwork makes the sandbox child's thread, and so the command it
 // starts, enter the build's network namespace (fd NetnsFD).
-func joinNetwork(cs *Spec) error {
-	if !cs.JoinNet {
+func joinNetwork(pre *Prelude) error {
+	if !pre.JoinNet {
 		return nil
 	}
 	defer unix.Close(NetnsFD)
