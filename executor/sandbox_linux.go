@@ -534,36 +534,57 @@ func (c *child) serve(ctx context.Context, cs childSpec, done func()) (msgs []ch
 	_, childSpan := trace.Start(ctx, childName)
 	defer childSpan.End()
 
-	// The spec can exceed a pipe buffer (a long Env), so it is written while
-	// the child runs; the child reads it before doing anything else. A RUN
-	// child then sets up its root while we move it into the step's cgroup,
-	// and waits for the placement message before it starts the command:
-	// the first cgroup migration after a quiet spell waits for an RCU
-	// grace period (milliseconds), which this overlaps with the setup.
+	// The spec goes to the child before anything else: it reads it before
+	// it does anything with its step. A RUN child then sets up its root
+	// while we move it into the step's cgroup, and waits for the placement
+	// message before it starts the command: the first cgroup migration
+	// after a quiet spell waits for an RCU grace period (milliseconds),
+	// which this overlaps with the setup.
+	var msg bytes.Buffer
+	enc := json.NewEncoder(&msg)
+	if sendPrelude {
+		if err := enc.Encode(cs.Prelude); err != nil {
+			return fail(fmt.Errorf("encoding sandbox prelude: %w", err))
+		}
+	}
+	if err := enc.Encode(cs); err != nil {
+		return fail(fmt.Errorf("encoding sandbox spec: %w", err))
+	}
 	placed := make(chan bool, 1)
 	writeErr := make(chan error, 1)
-	go func() {
-		enc := json.NewEncoder(c.specW)
-		var err error
-		if sendPrelude {
-			err = enc.Encode(cs.Prelude)
-		}
-		if err == nil {
-			err = enc.Encode(cs)
-		}
-		if err == nil && cs.Mode == "run" && <-placed {
+	finish := func(err error, ok bool) {
+		if err == nil && cs.Mode == "run" && ok {
 			// The child may be gone already (a setup error): not ours
 			// to report.
-			_ = enc.Encode(placement{Placed: true})
+			_, _ = c.specW.Write(placedMsg)
 		}
 		c.specW.Close()
 		writeErr <- err
-	}()
+	}
+	// Written here, at once, when it fits in the pipe's buffer: a
+	// goroutine would first have to be scheduled, which can mean waking
+	// the other CPU (hundreds of microseconds on a virtual machine) on
+	// every step. A larger spec (a long Env) is written while the child
+	// reads it.
+	inline := msg.Len() <= pipeRoom(c.specW)
+	var inlineErr error
+	if inline {
+		_, inlineErr = c.specW.Write(msg.Bytes())
+	} else {
+		go func() {
+			_, err := c.specW.Write(msg.Bytes())
+			finish(err, <-placed)
+		}()
+	}
 	if !c.placed {
 		c.place()
 	}
+	if inline {
+		finish(inlineErr, c.placeErr == nil)
+	} else {
+		placed <- c.placeErr == nil
+	}
 	if c.placeErr != nil {
-		placed <- false
 		cmd.Process.Kill()
 		cmd.Wait()
 		<-writeErr
@@ -572,7 +593,6 @@ func (c *child) serve(ctx context.Context, cs childSpec, done func()) (msgs []ch
 		}
 		return nil, c.placeErr
 	}
-	placed <- true
 	// A child started ahead of its step was started under the build's
 	// context: the step's own ends it here.
 	stop := context.AfterFunc(ctx, func() {
@@ -643,6 +663,25 @@ func checkMount(m Mount) error {
 		return fmt.Errorf("mount at %s: unknown type %q (want bind, tmpfs or layers)", m.Target, m.Type)
 	}
 	return nil
+}
+
+// placedMsg is the placement message, encoded.
+var placedMsg = []byte(`{"placed":true}` + "\n")
+
+// pipeRoom is how much can be written to the empty pipe w without
+// blocking, leaving room for a prelude the child may not have read yet;
+// 0 when unknown. Pipes are 64 KiB unless a user's pipes exceed
+// fs.pipe-user-pages-soft, when new ones get a single page.
+func pipeRoom(w *os.File) int {
+	rc, err := w.SyscallConn()
+	if err != nil {
+		return 0
+	}
+	size := 0
+	rc.Control(func(fd uintptr) {
+		size, _ = unix.FcntlInt(fd, unix.F_GETPIPE_SZ, 0)
+	})
+	return max(size-4096, 0)
 }
 
 // limitedBuffer keeps the first 64 KiB written to it.
