@@ -170,7 +170,7 @@ cleanup() {
 		# stay.
 		rm -rf "$stores/root"
 		for f in "$stores"/fleet-*; do
-			[ -d "$f" ] && find "$f" -mindepth 1 -maxdepth 1 ! -name traces ! -name logs -exec rm -rf {} +
+			[ ! -d "$f" ] || find "$f" -mindepth 1 -maxdepth 1 ! -name traces ! -name logs -exec rm -rf {} +
 		done
 	fi
 }

@@ -52,7 +52,11 @@ func CgroupsExpected() error {
 // WaitCgroupsRemoved waits until the cgroups of the steps that ran are
 // removed (they are removed in the background); kiln calls it before it
 // exits. The error names a cgroup that could not be removed.
-func WaitCgroupsRemoved() error { return cgroups.WaitRemoved() }
+func WaitCgroupsRemoved() error {
+	// A step's cgroup is removed once its sandbox is gone.
+	WaitSandboxExits()
+	return cgroups.WaitRemoved()
+}
 
 // guards are the guards the child applies itself; see stepinit.Guards.
 type guards = stepinit.Guards

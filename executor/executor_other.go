@@ -27,6 +27,9 @@ func CgroupsAvailable() error { return errors.ErrUnsupported }
 // WaitCgroupsRemoved: there are no step cgroups to wait for.
 func WaitCgroupsRemoved() error { return nil }
 
+// WaitSandboxExits: there are no sandboxes to wait for.
+func WaitSandboxExits() {}
+
 // CgroupsExpected: cgroups are Linux's.
 func CgroupsExpected() error { return errors.ErrUnsupported }
 

@@ -10,8 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
-	"strconv"
+	"sync"
 	"sync/atomic"
 	"syscall"
 
@@ -193,8 +192,13 @@ func Run(ctx context.Context, spec RunSpec) (err error) {
 		}
 	}
 	if cg != nil {
-		// After runChild: the sandbox and all its processes are gone.
+		// Once the sandbox and all its processes are gone: a warm child
+		// may still be exiting (child.serve).
 		defer func() {
+			if warm != nil {
+				warm.c.afterExit(func() { cg.remove() })
+				return
+			}
 			_, span := trace.Start(ctx, "sandbox: remove cgroup")
 			defer span.End()
 			if rerr := cg.remove(); rerr != nil && err == nil {
@@ -318,6 +322,94 @@ type child struct {
 	// prelude is the Prelude the child was sent when it started (a
 	// child started ahead of its step); nil until serve sends one.
 	prelude *stepinit.Prelude
+
+	exitMu sync.Mutex
+	gone   bool     // reaped, and onExit run
+	onExit []func() // what waits for it to be gone
+}
+
+// exiting are the children whose step is over and who are still exiting
+// (serve's early return). Their namespaces still hold their mounts: an
+// overlay that a new child mounted on the layer one of them wrote would
+// have the layer in use as another mount's upper dir, which overlayfs
+// warns about in the kernel log. Every child waits for them before it
+// gets its spec (waitExits).
+var exiting struct {
+	mu sync.Mutex
+	m  map[*child]chan struct{}
+}
+
+// exitLater reaps c in the background, once it is over for its step.
+func (c *child) exitLater() {
+	ch := make(chan struct{})
+	exiting.mu.Lock()
+	if exiting.m == nil {
+		exiting.m = map[*child]chan struct{}{}
+	}
+	exiting.m[c] = ch
+	exiting.mu.Unlock()
+	go func() {
+		c.wait()
+		exiting.mu.Lock()
+		delete(exiting.m, c)
+		exiting.mu.Unlock()
+		close(ch)
+	}()
+}
+
+// wait reaps c, and runs what waited for it to be gone.
+func (c *child) wait() error {
+	err := c.cmd.Wait()
+	c.exited()
+	return err
+}
+
+// exited runs what waited for c to be gone.
+func (c *child) exited() {
+	c.exitMu.Lock()
+	c.gone = true
+	fs := c.onExit
+	c.onExit = nil
+	c.exitMu.Unlock()
+	for _, f := range fs {
+		f()
+	}
+}
+
+// afterExit runs f once c is gone: now, or when exitLater has reaped it.
+func (c *child) afterExit(f func()) {
+	c.exitMu.Lock()
+	if !c.gone {
+		c.onExit = append(c.onExit, f)
+		c.exitMu.Unlock()
+		return
+	}
+	c.exitMu.Unlock()
+	f()
+}
+
+// WaitSandboxExits waits until the sandboxes of the steps that are over
+// are gone (their namespaces torn down, their cgroups handed to removal):
+// for what removes a step's directories.
+func WaitSandboxExits() { waitExits(context.Background()) }
+
+// waitExits waits until every child that was exiting when it was called
+// is gone, with what waited for it.
+func waitExits(ctx context.Context) {
+	exiting.mu.Lock()
+	var chs []chan struct{}
+	for _, ch := range exiting.m {
+		chs = append(chs, ch)
+	}
+	exiting.mu.Unlock()
+	if len(chs) == 0 {
+		return
+	}
+	_, span := trace.Start(ctx, "sandbox: wait for the last step's sandbox to exit")
+	defer span.End()
+	for _, ch := range chs {
+		<-ch
+	}
 }
 
 // sendPrelude sends a RUN child the prelude of the steps it may serve,
@@ -374,7 +466,7 @@ func startChild(ctx context.Context, st childStart) (c *child, err error) {
 		// step; containermaxprocs=0 keeps it from holding the host's
 		// cgroup CPU files open for its whole life (Go 1.25+): no
 		// descriptor of the host's cgroups belongs in a sandbox's PID 1.
-		cmd.Env = []string{"GOMAXPROCS=" + strconv.Itoa(runtime.GOMAXPROCS(0)), "GODEBUG=containermaxprocs=0"}
+		cmd.Env = []string{"GOMAXPROCS=1", "GODEBUG=containermaxprocs=0"}
 		if st.mode == "run" {
 			// A RUN's init allocates little, once, and then waits for the
 			// command: no collection should stall its set-up.
@@ -469,7 +561,7 @@ func (c *child) kill() {
 	c.cmd.Process.Kill()
 	c.specW.Close()
 	c.resR.Close()
-	c.cmd.Wait()
+	c.wait()
 }
 
 // serve sends the child cs and collects its reports until it exits. Until
@@ -482,7 +574,7 @@ func (c *child) serve(ctx context.Context, cs childSpec, done func()) (msgs []ch
 	defer c.resR.Close()
 	fail := func(err error) ([]childMsg, error) {
 		cmd.Process.Kill()
-		cmd.Wait()
+		c.wait()
 		if done != nil {
 			done()
 		}
@@ -566,15 +658,27 @@ func (c *child) serve(ctx context.Context, cs childSpec, done func()) (msgs []ch
 	// the other CPU (hundreds of microseconds on a virtual machine) on
 	// every step. A larger spec (a long Env) is written while the child
 	// reads it.
+	//
+	// A RUN child mounts its root once the sandboxes of the steps before
+	// are gone (MountReady): it reads its spec and sets up what comes
+	// before while they end. A copy child mounts at once.
+	if cs.Mode != "run" {
+		waitExits(ctx)
+	}
+	send := func() error {
+		if _, err := c.specW.Write(msg.Bytes()); err != nil || cs.Mode != "run" {
+			return err
+		}
+		waitExits(ctx)
+		_, err := c.specW.Write(mountReadyMsg)
+		return err
+	}
 	inline := msg.Len() <= pipeRoom(c.specW)
 	var inlineErr error
 	if inline {
-		_, inlineErr = c.specW.Write(msg.Bytes())
+		inlineErr = send()
 	} else {
-		go func() {
-			_, err := c.specW.Write(msg.Bytes())
-			finish(err, <-placed)
-		}()
+		go func() { finish(send(), <-placed) }()
 	}
 	if !c.placed {
 		c.place()
@@ -586,7 +690,7 @@ func (c *child) serve(ctx context.Context, cs childSpec, done func()) (msgs []ch
 	}
 	if c.placeErr != nil {
 		cmd.Process.Kill()
-		cmd.Wait()
+		c.wait()
 		<-writeErr
 		if done != nil {
 			done()
@@ -603,6 +707,10 @@ func (c *child) serve(ctx context.Context, cs childSpec, done func()) (msgs []ch
 	})
 	defer stop()
 	readDone := make(chan struct{})
+	// reported is closed once the child has reported its step over: a
+	// RUN child has then ended every process of its sandbox and closed its
+	// output (stepinit's runInit).
+	reported := make(chan struct{})
 	go func() {
 		defer close(readDone)
 		dec := json.NewDecoder(c.resR)
@@ -615,10 +723,34 @@ func (c *child) serve(ctx context.Context, cs childSpec, done func()) (msgs []ch
 				volatileUnsupported.Store(true)
 			}
 			msgs = append(msgs, m)
+			if m.Done {
+				// Nothing comes after the last report: no need to wait for
+				// the end of the pipe, which comes with the child's exit.
+				close(reported)
+				return
+			}
 		}
 	}()
 
-	waitErr := cmd.Wait()
+	var waitErr error
+	early := false
+	if done != nil && cs.Mode == "run" {
+		// A child whose output we copy ourselves is over for the step
+		// once it reports so: the kernel tears its namespaces down (half
+		// a millisecond and more) while the step commits its layer and
+		// the next one starts. Its exit is waited for in the background;
+		// nothing mounts a layer before it is over (waitExits).
+		select {
+		case <-reported:
+			early = true
+		case <-readDone:
+		}
+	}
+	if early {
+		c.exitLater()
+	} else {
+		waitErr = c.wait()
+	}
 	<-readDone
 	if done != nil {
 		done()
@@ -665,8 +797,12 @@ func checkMount(m Mount) error {
 	return nil
 }
 
-// placedMsg is the placement message, encoded.
-var placedMsg = []byte(`{"placed":true}` + "\n")
+// mountReadyMsg and placedMsg are the MountReady and Placement
+// messages, encoded.
+var (
+	mountReadyMsg = []byte(`{"mountReady":true}` + "\n")
+	placedMsg     = []byte(`{"placed":true}` + "\n")
+)
 
 // pipeRoom is how much can be written to the empty pipe w without
 // blocking, leaving room for a prelude the child may not have read yet;

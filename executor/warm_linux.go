@@ -299,6 +299,7 @@ func (w *Warm) Close() {
 	if dir != "" {
 		go func() {
 			w.reaping.Wait()
+			waitExits(w.ctx)
 			os.Remove(dir)
 		}()
 	}

@@ -103,6 +103,8 @@ func (b *build) removeLater(dir string) {
 	b.later(func() {
 		// Under the build, not the step: the step may be over.
 		_, span := trace.Start(b.outer, "remove step directory")
+		// Not under a sandbox still exiting, whose overlay may use it.
+		executor.WaitSandboxExits()
 		os.RemoveAll(dir)
 		span.End()
 	})

@@ -100,8 +100,16 @@ func Main() int {
 		specFile.Close()
 		return rep.Fail(err)
 	}
-	// The child learns on the same pipe when the parent has placed it in
-	// the step's cgroup; see executor's runChild.
+	// The child learns on the same pipe when it may mount its root, and
+	// when the parent has placed it in the step's cgroup; see executor's
+	// child.serve.
+	waitMount := func() error {
+		var m MountReady
+		if err := dec.Decode(&m); err != nil || !m.Ready {
+			return fmt.Errorf("waiting for the earlier steps' sandboxes to end: %v", err)
+		}
+		return nil
+	}
 	waitPlaced := func() error {
 		defer specFile.Close()
 		var p Placement
@@ -115,7 +123,7 @@ func Main() int {
 	// copy of a file open for writing on the step's tmpfs would make its
 	// remount read-only fail (EBUSY). The staging opens none.
 	<-warmed
-	return runStep(rep, &cs, st, waitPlaced)
+	return runStep(rep, &cs, st, waitMount, waitPlaced)
 }
 
 // warmUp does once, off the step's path, what starting the command would

@@ -81,9 +81,12 @@ func hardenCommand(cs *Spec) error {
 
 // runInit is the life of PID 1 in the sandbox: start the command, reap
 // every process that gets orphaned to us (daemons started by the step,
-// double forks), and exit when the command exits. Our exit ends the PID
-// namespace: the kernel kills whatever the command left running, as when
-// a container's main process exits.
+// double forks), and exit when the command exits. Whatever the command
+// left running is killed first, as the kernel would on our exit (as when
+// a container's main process exits), and reaped, and our output closed:
+// when the parent hears that the step is over, nothing in the sandbox
+// writes to the step's layer or its log any more, and it commits the
+// layer while the kernel tears our namespaces down.
 func runInit(rep Reporter, cs *Spec, id identity) int {
 	path, err := lookPath(cs.Args[0], cs.Env)
 	if err != nil {
@@ -150,15 +153,49 @@ func runInit(rep Reporter, cs *Spec, id identity) int {
 		}
 		switch {
 		case ws.Exited():
+			if err := endSandbox(); err != nil {
+				return rep.Fail(err)
+			}
 			return reportExit(rep, ws.ExitStatus(), "", "")
 		case ws.Signaled():
 			name := strings.TrimPrefix(unix.SignalName(ws.Signal()), "SIG")
 			if name == "" {
 				name = fmt.Sprint(int(ws.Signal()))
 			}
+			if err := endSandbox(); err != nil {
+				return rep.Fail(err)
+			}
 			return reportExit(rep, 128+int(ws.Signal()), name, "")
 		}
 	}
+}
+
+// endSandbox kills every other process of the sandbox's PID namespace
+// and reaps them all (they are all ours once their parents die), then
+// closes our standard output and error: the step's log ends when the
+// last copy of them closes.
+func endSandbox() error {
+	// As PID 1 of the namespace: kill(-1) reaches every process in it
+	// but us, and nothing outside it.
+	if err := unix.Kill(-1, unix.SIGKILL); err != nil && !errors.Is(err, unix.ESRCH) {
+		return fmt.Errorf("ending the step's processes: %w", err)
+	}
+	for {
+		var ws unix.WaitStatus
+		_, err := unix.Wait4(-1, &ws, 0, nil)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if errors.Is(err, unix.ECHILD) {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("reaping the step's processes: %w", err)
+		}
+	}
+	os.Stdout.Close()
+	os.Stderr.Close()
+	return nil
 }
 
 // CloseExtraFDs marks every descriptor from 3 up close-on-exec. The

@@ -3,11 +3,12 @@ package stepinit
 import (
 	"errors"
 	"fmt"
-	"github.com/kiln-build/kiln/internal/mountinfo"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"github.com/kiln-build/kiln/internal/mountinfo"
 
 	"golang.org/x/sys/unix"
 

@@ -10,8 +10,8 @@
 // faults are paid at every step. The imports are checked by a test.
 //
 // kiln (package executor) speaks to it over two pipes: the Prelude, the
-// Spec, then a Placement, as JSON on fd SpecFD; Msg reports back on fd
-// ReportFD.
+// Spec, a MountReady, then a Placement, as JSON on fd SpecFD; Msg reports
+// back on fd ReportFD.
 package stepinit
 
 import "os"
@@ -24,7 +24,7 @@ const SandboxArg = "__kiln-sandbox"
 // The child's descriptors, as the parent hands them over (exec.Cmd's
 // ExtraFiles).
 const (
-	SpecFD   = 3 // the Prelude, the Spec, then the Placement
+	SpecFD   = 3 // the Prelude, the Spec, a MountReady, then the Placement
 	ReportFD = 4 // Msgs to the parent
 	// NetnsFD is where a RUN child finds the network namespace to join
 	// (Prelude.JoinNet).
@@ -132,7 +132,15 @@ type Rlimit struct {
 	Hard     uint64 `json:"hard"`
 }
 
-// Placement is the parent's second message to a RUN child: it is in the
+// MountReady is the parent's message to a RUN child, after its Spec, that
+// it may mount its root: the sandboxes of earlier steps, whose layers it
+// may mount, are gone (overlayfs warns about a layer that is another
+// mount's upper dir). The child does what comes before in the meantime.
+type MountReady struct {
+	Ready bool `json:"mountReady"`
+}
+
+// Placement is the parent's last message to a RUN child: it is in the
 // step's cgroup now.
 type Placement struct {
 	Placed bool `json:"placed"`

@@ -29,9 +29,10 @@ type rootMount struct {
 // child. It returns the exit status for the sandbox child. st is what
 // the child staged from its Prelude (stage).
 //
+// waitMount returns once we may mount the step's root (MountReady);
 // waitPlaced returns once the parent has placed us in the step's cgroup;
 // the root is set up in the meantime.
-func runStep(rep Reporter, cs *Spec, st *staged, waitPlaced func() error) int {
+func runStep(rep Reporter, cs *Spec, st *staged, waitMount, waitPlaced func() error) int {
 	var (
 		empty  = st.path("empty")
 		probe  = st.path("probe")
@@ -99,6 +100,12 @@ func runStep(rep Reporter, cs *Spec, st *staged, waitPlaced func() error) int {
 		// Executable (our tmpfs is not noexec): a file may be a script,
 		// as in /dev/pipes.
 		mounts = append(mounts, rootMount{target: p, mount: func(dst string) error { return bindFromStep(src, dst) }})
+	}
+
+	// No mount of the image's layers before the sandboxes of the steps
+	// before are gone.
+	if err := waitMount(); err != nil {
+		return rep.Fail(err)
 	}
 
 	// Mount points missing from the image go into a stub layer on our
