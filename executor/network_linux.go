@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -64,6 +65,13 @@ type Network struct {
 	slirpExit  *os.File      // slirp4netns's --exit-fd, write end
 	stop       chan struct{} // closed by Close: the helper thread stops the helper
 	stopped    chan struct{} // closed when the helper thread has ended
+	endStart   func()        // cancels the helper's start
+
+	// ready is closed once the helper is up and resolvConf written, or
+	// failed to start (readyErr); until then only ns, dir and resolvConf
+	// may be used.
+	ready    chan struct{}
+	readyErr error
 
 	closeOnce sync.Once
 	closeErr  error
@@ -99,7 +107,27 @@ func NewNetwork(ctx context.Context, dir string) (n *Network, err error) {
 // exists, so that the child's start overlaps the network helper's. The
 // child only waits there: its step runs once NewNetworkWarm has returned
 // the network up.
-func NewNetworkWarm(ctx context.Context, dir string, w *Warm, sb Sandbox) (n *Network, err error) {
+func NewNetworkWarm(ctx context.Context, dir string, w *Warm, sb Sandbox) (*Network, error) {
+	n, err := StartNetworkWarm(ctx, dir, w, sb)
+	if err == nil {
+		err = n.wait(ctx)
+	}
+	if err != nil {
+		if n != nil {
+			n.Close()
+		}
+		return nil, err
+	}
+	return n, nil
+}
+
+// StartNetworkWarm is NewNetworkWarm that returns as soon as the
+// namespace exists, while the helper starts: a step's sandbox joins the
+// namespace and sets up its root meanwhile, and waits for the network to
+// be up before it mounts the image (child.serve). An error of the
+// helper's start is that step's. The caller closes the network whatever
+// happens.
+func StartNetworkWarm(ctx context.Context, dir string, w *Warm, sb Sandbox) (n *Network, err error) {
 	helpers, paths := NetworkHelpers()
 	if len(helpers) == 0 {
 		return nil, errNoUserNet
@@ -112,7 +140,7 @@ func NewNetworkWarm(ctx context.Context, dir string, w *Warm, sb Sandbox) (n *Ne
 			"(most systems make it usable by every user, mode 0666; or build with --network=none for steps that need no network)", helpers[0], err)
 	}
 	tun.Close()
-	n = &Network{dir: dir}
+	n = &Network{dir: dir, ready: make(chan struct{})}
 	if n.dir == "" {
 		if n.dir, err = os.MkdirTemp("", "kiln-net-"); err != nil {
 			return nil, fmt.Errorf("setting up the build network: %w", err)
@@ -131,14 +159,30 @@ func NewNetworkWarm(ctx context.Context, dir string, w *Warm, sb Sandbox) (n *Ne
 	if err != nil {
 		return n, fmt.Errorf("setting up the build network: %w", err)
 	}
+	n.resolvConf = filepath.Join(n.dir, "resolv.conf")
 	w.Prestart(n, sb)
-	ctx, cancel := context.WithTimeout(ctx, networkStartTimeout)
-	defer cancel()
+	// The helper's start is bounded by its own timeout, not by ctx, which
+	// may be a step's: the network outlives it.
+	startCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), networkStartTimeout)
+	n.endStart = cancel
 	started := make(chan error, 1)
 	n.stop, n.stopped = make(chan struct{}), make(chan struct{})
-	go n.helperThread(ctx, helpers, paths, started)
-	if err := <-started; err != nil {
-		return n, fmt.Errorf("setting up the build network %w", err)
+	go n.helperThread(startCtx, helpers, paths, started)
+	go func() {
+		defer cancel()
+		_, span := trace.Start(ctx, "start the network helper")
+		defer span.End()
+		n.readyErr = n.finishStart(<-started)
+		close(n.ready)
+	}()
+	return n, nil
+}
+
+// finishStart writes the steps' resolv.conf once the helper has started
+// (its DNS forwarder's address depends on which one).
+func (n *Network) finishStart(startErr error) error {
+	if startErr != nil {
+		return fmt.Errorf("setting up the build network %w", startErr)
 	}
 	dns := pastaDNS
 	if n.Helper == "slirp4netns" {
@@ -146,13 +190,25 @@ func NewNetworkWarm(ctx context.Context, dir string, w *Warm, sb Sandbox) (n *Ne
 	}
 	host, err := os.ReadFile("/etc/resolv.conf")
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
-		return n, fmt.Errorf("setting up the build network: %w", err)
+		return fmt.Errorf("setting up the build network: %w", err)
 	}
-	n.resolvConf = filepath.Join(n.dir, "resolv.conf")
 	if err := os.WriteFile(n.resolvConf, resolvConf(host, dns), 0o644); err != nil {
-		return n, fmt.Errorf("setting up the build network: %w", err)
+		return fmt.Errorf("setting up the build network: %w", err)
 	}
-	return n, nil
+	return nil
+}
+
+// wait waits until the network is up, or failed to come up.
+func (n *Network) wait(ctx context.Context) error {
+	select {
+	case <-n.ready:
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	}
+	if n.readyErr != nil {
+		return n.readyErr
+	}
+	return n.alive()
 }
 
 // helperThread starts the first helper that works and reports on
@@ -394,9 +450,17 @@ func (n *Network) startSlirp(ctx context.Context, path, nsFile string) error {
 	}
 }
 
-// alive reports the helper's exit, if it has exited: steps would have no
-// network.
+// alive reports the helper's exit, if it has exited, or its failure to
+// start: steps would have no network. A network still starting is alive.
 func (n *Network) alive() error {
+	select {
+	case <-n.ready:
+	default:
+		return nil
+	}
+	if n.readyErr != nil {
+		return n.readyErr
+	}
 	select {
 	case <-n.exited:
 		return fmt.Errorf("the build network is down: %w", n.exitError())
@@ -417,6 +481,9 @@ func (n *Network) Release() error { return n.close(false) }
 
 func (n *Network) close(wait bool) error {
 	n.closeOnce.Do(func() {
+		if n.endStart != nil {
+			n.endStart()
+		}
 		if n.stop != nil {
 			close(n.stop)
 			if wait {
@@ -430,7 +497,10 @@ func (n *Network) close(wait bool) error {
 		if n.ownDir {
 			err = os.RemoveAll(n.dir)
 		} else if n.resolvConf != "" {
-			err = os.Remove(n.resolvConf)
+			// Not written if the helper never came up.
+			if err = os.Remove(n.resolvConf); errors.Is(err, fs.ErrNotExist) {
+				err = nil
+			}
 			os.Remove(filepath.Join(n.dir, "pasta.pid"))
 		}
 		if err != nil {
@@ -513,6 +583,6 @@ func prepareNetwork(ctx context.Context, spec RunSpec, cs *childSpec) (cloneflag
 	} else if err := n.alive(); err != nil {
 		return 0, release, err
 	}
-	cs.JoinNet, cs.netns, cs.ResolvConf = true, n.ns, n.resolvConf
+	cs.JoinNet, cs.netns, cs.net, cs.ResolvConf = true, n.ns, n, n.resolvConf
 	return 0, release, nil
 }

@@ -4,15 +4,17 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"github.com/kiln-build/kiln/internal/testutil"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/kiln-build/kiln/internal/testutil"
 )
 
 func TestHelperArgs(t *testing.T) {
@@ -362,5 +364,60 @@ func TestNetworkFallback(t *testing.T) {
 	withHelpers(t, "pasta")
 	if _, err := NewNetwork(ctx, ""); err == nil || !strings.Contains(err.Error(), "with pasta: pasta exited: Couldn't open network namespace") {
 		t.Errorf("err = %v, want pasta's message", err)
+	}
+}
+
+// TestStartNetwork: a step started as soon as the build network's
+// namespace exists, while its helper starts, finds the network up when
+// its command runs (an address, a default route, the forwarder in
+// resolv.conf); a helper that fails to start fails the step with the
+// helper's message, and nothing is left running.
+func TestStartNetwork(t *testing.T) {
+	needRoot(t)
+	needHelper(t, "pasta")
+	lower := busyboxRootfs(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	withHelpers(t, "pasta")
+	w := NewWarm(ctx)
+	defer w.Close()
+	w.Expect(1)
+	n, err := StartNetworkWarm(ctx, t.TempDir(), w, Sandbox{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	var out bytes.Buffer
+	err = Run(ctx, RunSpec{Rootfs: newRootfs(t, lower), Net: n, Warm: w, Env: []string{testPath},
+		Args:   []string{"/bin/sh", "-c", "cat /etc/resolv.conf; cat /proc/net/route"},
+		Stdout: &out, Stderr: &out})
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out.String())
+	}
+	if !strings.Contains(out.String(), "nameserver "+pastaDNS) {
+		t.Errorf("resolv.conf lacks the forwarder:\n%s", out.String())
+	}
+	if !regexp.MustCompile(`(?m)^\S+\s+00000000\s`).MatchString(out.String()) {
+		t.Errorf("no default route when the command ran:\n%s", out.String())
+	}
+
+	bin := t.TempDir()
+	if err := os.WriteFile(filepath.Join(bin, "pasta"), []byte("#!/bin/sh\nsleep 0.2; echo 'Couldn'\\''t open network namespace' >&2\nexit 1\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", bin+":"+os.Getenv("PATH"))
+	bad, err := StartNetworkWarm(ctx, t.TempDir(), nil, Sandbox{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bad.Close()
+	marker := fmt.Sprint(300000 + time.Now().UnixNano()%100000)
+	err = Run(ctx, RunSpec{Rootfs: newRootfs(t, lower), Net: bad, Env: []string{testPath},
+		Args: []string{"/bin/sleep", marker}})
+	if err == nil || !strings.Contains(err.Error(), "with pasta: pasta exited: Couldn't open network namespace") {
+		t.Errorf("err = %v, want pasta's message", err)
+	}
+	if left := findProcesses(t, marker); len(left) > 0 {
+		t.Errorf("processes left: %v", left)
 	}
 }

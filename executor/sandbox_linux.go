@@ -41,6 +41,9 @@ type childSpec struct {
 
 	stdin *os.File // RunSpec.Stdin, handed to the child as its fd 0
 	netns *os.File // handed to the child as netnsFD
+	// net is the build network the child joins, which may still be
+	// starting: the child mounts its root once it is up.
+	net *Network
 
 	SourceDir string          `json:"sourceDir,omitempty"`
 	Source    stepinit.Rootfs `json:"source"`
@@ -665,20 +668,38 @@ func (c *child) serve(ctx context.Context, cs childSpec, done func()) (msgs []ch
 	if cs.Mode != "run" {
 		waitExits(ctx)
 	}
+	//
+	// A child that joins the build network mounts its root once the
+	// network is up: the first step's sets up its root while the network
+	// helper starts. A network that does not come up fails the step.
+	var netErr error
 	send := func() error {
 		if _, err := c.specW.Write(msg.Bytes()); err != nil || cs.Mode != "run" {
 			return err
 		}
 		waitExits(ctx)
+		if cs.net != nil {
+			if netErr = cs.net.wait(ctx); netErr != nil {
+				return nil
+			}
+		}
 		_, err := c.specW.Write(mountReadyMsg)
 		return err
 	}
 	inline := msg.Len() <= pipeRoom(c.specW)
 	var inlineErr error
 	if inline {
-		inlineErr = send()
+		if inlineErr = send(); netErr != nil {
+			return fail(netErr)
+		}
 	} else {
-		go func() { finish(send(), <-placed) }()
+		go func() {
+			err := send()
+			if netErr != nil {
+				cmd.Process.Kill()
+			}
+			finish(err, <-placed)
+		}()
 	}
 	if !c.placed {
 		c.place()
@@ -759,6 +780,9 @@ func (c *child) serve(ctx context.Context, cs childSpec, done func()) (msgs []ch
 	werr := <-writeErr
 	if ctx.Err() != nil {
 		return msgs, ctx.Err()
+	}
+	if netErr != nil {
+		return msgs, netErr
 	}
 	if len(msgs) == 0 || !msgs[len(msgs)-1].Done {
 		if werr != nil {

@@ -31,8 +31,10 @@ func (b *build) network(ctx context.Context) (*executor.Network, error) {
 		}
 		dir = d
 	}
+	// The helper starts in the background: a step's sandbox waits for it
+	// before it mounts its root (and fails with its error).
 	_, span := trace.Start(ctx, "set up the build network")
-	n, err := executor.NewNetworkWarm(ctx, dir, b.warm, b.opt.Sandbox)
+	n, err := executor.StartNetworkWarm(ctx, dir, b.warm, b.opt.Sandbox)
 	span.End()
 	if err != nil {
 		if dir != "" {

@@ -59,18 +59,26 @@ func runStep(rep Reporter, cs *Spec, st *staged, waitMount, waitPlaced func() er
 	// bind, and the image's own (if any) stays visible, as with BuildKit.
 	// A copy on our tmpfs rather than a bind of the host's file: it is
 	// then read-only with the tmpfs, without a mount call of its own.
-	resolvSrc := cs.ResolvConf
-	if resolvSrc == "" {
-		resolvSrc = "/etc/resolv.conf"
-	}
-	if data, err := os.ReadFile(resolvSrc); err == nil {
-		if err := os.WriteFile(resolv, data, 0o644); err != nil {
-			return rep.Fail(fmt.Errorf("writing resolv.conf: %w", err))
+	copyResolv := func(src string) error {
+		data, err := os.ReadFile(src)
+		if err != nil {
+			return err
 		}
-		mounts = append(mounts, rootMount{target: "/etc/resolv.conf", mount: func(dst string) error {
-			return bindFromStep(resolv, dst)
-		}})
-	} else if cs.ResolvConf != "" || !errors.Is(err, fs.ErrNotExist) {
+		if err := os.WriteFile(resolv, data, 0o644); err != nil {
+			return fmt.Errorf("writing resolv.conf: %w", err)
+		}
+		return nil
+	}
+	bindResolv := rootMount{target: "/etc/resolv.conf", mount: func(dst string) error {
+		return bindFromStep(resolv, dst)
+	}}
+	if cs.ResolvConf != "" {
+		// The build network's, written once its helper is up: copied
+		// after MountReady, which comes then.
+		mounts = append(mounts, bindResolv)
+	} else if err := copyResolv("/etc/resolv.conf"); err == nil {
+		mounts = append(mounts, bindResolv)
+	} else if !errors.Is(err, fs.ErrNotExist) {
 		return rep.Fail(fmt.Errorf("reading resolv.conf: %w", err))
 	}
 
@@ -106,6 +114,11 @@ func runStep(rep Reporter, cs *Spec, st *staged, waitMount, waitPlaced func() er
 	// before are gone.
 	if err := waitMount(); err != nil {
 		return rep.Fail(err)
+	}
+	if cs.ResolvConf != "" {
+		if err := copyResolv(cs.ResolvConf); err != nil {
+			return rep.Fail(fmt.Errorf("reading resolv.conf: %w", err))
+		}
 	}
 
 	// Mount points missing from the image go into a stub layer on our
