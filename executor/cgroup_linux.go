@@ -55,7 +55,9 @@ func CgroupsExpected() error {
 func WaitCgroupsRemoved() error {
 	// A step's cgroup is removed once its sandbox is gone.
 	WaitSandboxExits()
-	return cgroups.WaitRemoved()
+	err := cgroups.WaitRemoved()
+	cgroups.RemoveFiltered()
+	return err
 }
 
 // guards are the guards the child applies itself; see stepinit.Guards.

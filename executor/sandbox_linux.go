@@ -316,11 +316,14 @@ type childStart struct {
 
 // child is a started sandbox child waiting for its spec.
 type child struct {
-	cmd          *exec.Cmd
-	cg           *stepCgroup
-	specW, resR  *os.File
-	placeErr     error // placing it in its cgroup, if that failed
-	placed       bool  // place has run
+	cmd         *exec.Cmd
+	cg          *stepCgroup
+	specW, resR *os.File
+	placeErr    error // placing it in its cgroup, if that failed
+	placed      bool  // place has run
+	// placing, when set, is closed once place has run in the
+	// background (a child started ahead).
+	placing      chan struct{}
 	bornInCgroup bool
 	// prelude is the Prelude the child was sent when it started (a
 	// child started ahead of its step); nil until serve sends one.
@@ -701,7 +704,9 @@ func (c *child) serve(ctx context.Context, cs childSpec, done func()) (msgs []ch
 			finish(err, <-placed)
 		}()
 	}
-	if !c.placed {
+	if c.placing != nil {
+		<-c.placing
+	} else if !c.placed {
 		c.place()
 	}
 	if inline {

@@ -234,9 +234,17 @@ func startWarm(ctx context.Context, k warmKey, sb Sandbox, insecure bool, stepDi
 		}
 		return nil, g, nil, err
 	}
-	_, placeSpan := trace.Start(ctx, "sandbox: warm child's move into its cgroup")
-	c.place()
-	placeSpan.End()
+	// The move waits for an RCU grace period now and then (see
+	// warmDepth): in the background, so that neither the next child's
+	// start nor the step that takes this one waits for it before the
+	// command starts (child.serve).
+	c.placing = make(chan struct{})
+	go func() {
+		defer close(c.placing)
+		_, placeSpan := trace.Start(ctx, "sandbox: warm child's move into its cgroup")
+		c.place()
+		placeSpan.End()
+	}()
 	return c, g, r, nil
 }
 
@@ -267,12 +275,15 @@ func (w *Warm) discard(wc *warmChild) {
 		return
 	}
 	wc.c.cmd.Process.Kill()
-	if wc.c.cg != nil {
-		wc.c.cg.remove()
-	}
 	w.reaping.Add(1)
 	go func() {
 		defer w.reaping.Done()
+		if wc.c.placing != nil {
+			<-wc.c.placing
+		}
+		if wc.c.cg != nil {
+			wc.c.cg.remove()
+		}
 		wc.c.kill()
 		wc.out.Close()
 	}()

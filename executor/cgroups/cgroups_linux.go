@@ -185,6 +185,12 @@ func removeStale(h *Hierarchy) {
 				continue
 			}
 			if unix.Kill(pid, 0) == unix.ESRCH {
+				// A cgroup with the devices allow-list holds the step
+				// cgroups made below it (filteredDevices).
+				inner, _ := filepath.Glob(filepath.Join(cg, "kiln-step-*"))
+				for _, in := range inner {
+					unix.Rmdir(in)
+				}
 				unix.Rmdir(cg)
 			}
 		}
@@ -326,6 +332,9 @@ type Step struct {
 	// Memory and Pids are the limits applied, for the messages of a step
 	// that hit them.
 	Memory, Pids int64
+	// inheritsRules: the v1 devices cgroup was made below a cgroup with
+	// the allow-list asked for (filteredDevices), and copied it.
+	inheritsRules bool
 	// DeviceFilterErr says why the step's cgroup has no device filter of
 	// ours although one was asked for (a v2 kernel that refuses the BPF
 	// program, kiln in a container that forbids it); nil when it has one
@@ -381,6 +390,13 @@ func New(l Limits, rules []devices.Rule) (*Step, error) {
 		if !have {
 			return nil, fmt.Errorf("resource limits are unavailable: no cgroup v1 %s controller", c)
 		}
+		if c == "devices" && rules != nil {
+			// Below a cgroup that has the allow-list, which a new v1
+			// cgroup copies: no rule to write per step.
+			if p, err := filteredDevices(parent, rules); err == nil {
+				parent, cg.inheritsRules = p, true
+			}
+		}
 		dir := filepath.Join(parent, name)
 		if err := os.Mkdir(dir, 0o755); err != nil {
 			return nil, fmt.Errorf("creating cgroup: %w", err)
@@ -406,7 +422,66 @@ func (cg *Step) guardDevices(rules []devices.Rule) error {
 	if cg.v2 {
 		return devices.AttachFilter(cg.dirs[""], rules)
 	}
+	if cg.inheritsRules {
+		return nil
+	}
 	return cg.denyDevicesV1(rules)
+}
+
+// filtered are the v1 devices cgroups, below kiln's own, that hold an
+// allow-list for the steps' cgroups to copy when they are made below
+// them (cgroup v1 starts a cgroup with its parent's list): a dozen
+// writes less per step. Made on first use, by rules; RemoveFiltered
+// removes them.
+var filtered struct {
+	mu   sync.Mutex
+	dirs map[string]string // kiln's devices cgroup + rules → the cgroup
+}
+
+// filteredDevices returns a cgroup below parent, a v1 devices cgroup,
+// whose allow-list is rules.
+func filteredDevices(parent string, rules []devices.Rule) (string, error) {
+	var key strings.Builder
+	key.WriteString(parent)
+	for _, r := range rules {
+		key.WriteString("\n" + r.V1())
+	}
+	filtered.mu.Lock()
+	defer filtered.mu.Unlock()
+	if dir, ok := filtered.dirs[key.String()]; ok {
+		return dir, nil
+	}
+	// Named as a step's cgroup, so that a kiln killed outright leaves it
+	// to the next one's removeStale.
+	var rnd [4]byte
+	rand.Read(rnd[:])
+	dir := filepath.Join(parent, fmt.Sprintf("kiln-step-%d-devices-%s", os.Getpid(), hex.EncodeToString(rnd[:])))
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		return "", err
+	}
+	fc := &Step{dirs: map[string]string{"devices": dir}}
+	if err := fc.denyDevicesV1(rules); err != nil {
+		unix.Rmdir(dir)
+		return "", err
+	}
+	if filtered.dirs == nil {
+		filtered.dirs = map[string]string{}
+	}
+	filtered.dirs[key.String()] = dir
+	return dir, nil
+}
+
+// RemoveFiltered removes the cgroups filteredDevices made, once no step
+// cgroup is left in them (WaitRemoved first); a later step makes them
+// again.
+func RemoveFiltered() {
+	filtered.mu.Lock()
+	defer filtered.mu.Unlock()
+	for key, dir := range filtered.dirs {
+		if unix.Rmdir(dir) == nil || !exists(dir) {
+			delete(filtered.dirs, key)
+		}
+	}
 }
 
 // OpenV2 wraps an existing cgroup v2 directory as a step's cgroup, with no
