@@ -68,12 +68,9 @@ func Main() int {
 	rep, dec, specFile := Begin()
 	// What does not depend on the step is done before its spec is read:
 	// a child started ahead of its step (executor.Warm) waits for the
-	// spec, and the step then finds it done.
-	warmed := make(chan struct{})
-	go func() {
-		defer close(warmed)
-		warmUp()
-	}()
+	// spec, and the step then finds it done. On this thread: every thread
+	// of ours is made, and torn down at the end, on the steps' time.
+	warmUp()
 	err := Prepare()
 	var pre Prelude
 	if derr := dec.Decode(&pre); derr != nil {
@@ -118,18 +115,16 @@ func Main() int {
 		}
 		return nil
 	}
-	// Before any file of the step is opened: Go's pidfd check clones a
-	// child, which holds a copy of every descriptor until it exits, and a
-	// copy of a file open for writing on the step's tmpfs would make its
-	// remount read-only fail (EBUSY). The staging opens none.
-	<-warmed
 	return runStep(rep, &cs, st, waitMount, waitPlaced)
 }
 
 // warmUp does once, off the step's path, what starting the command would
 // otherwise do first: build the seccomp filter, catch the forwarded
 // signals, and Go's check that pidfds work (os.StartProcess makes it on
-// first use, cloning a child that exits).
+// first use, cloning a child that exits). Before any file of the step is
+// opened: that child holds a copy of every descriptor until it exits,
+// and a copy of a file open for writing on the step's tmpfs would make
+// its remount read-only fail (EBUSY).
 func warmUp() {
 	seccomp.Prepare()
 	forwardedSignals()

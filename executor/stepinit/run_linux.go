@@ -170,9 +170,6 @@ func runStep(rep Reporter, cs *Spec, st *staged, waitMount, waitPlaced func() er
 	if cs.Volatile && !used {
 		rep.Send(Msg{NoVolatile: true})
 	}
-	if err := st.wait(); err != nil {
-		return rep.Fail(err)
-	}
 	for _, m := range mounts {
 		dst, err := mountPoint(merged, m)
 		if err != nil {

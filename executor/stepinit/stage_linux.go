@@ -19,16 +19,14 @@ type staged struct {
 	// only them: maskSys masks below its sys as it would in the image's
 	// root.
 	stage, proc, dev, sys string
-	done                  chan error // /proc, /dev and the masks made
 }
 
 // path is name on the step tmpfs.
 func (s *staged) path(name string) string { return filepath.Join(s.dir, name) }
 
-// stage joins the build's network, mounts the step tmpfs and sysfs on
-// the calling thread (sysfs shows the network devices of the mounter's
-// namespace), and makes /proc, /dev and the masks on another thread;
-// wait returns once they are made.
+// stage joins the build's network (sysfs shows the network devices of
+// the mounter's namespace), mounts the step tmpfs, and makes /proc, /dev,
+// /sys and their masks, on the calling thread.
 func stage(pre *Prelude) (*staged, error) {
 	if err := joinNetwork(pre); err != nil {
 		return nil, err
@@ -40,7 +38,7 @@ func stage(pre *Prelude) (*staged, error) {
 			return nil, err
 		}
 	}
-	s := &staged{dir: pre.StepDir, done: make(chan error, 1)}
+	s := &staged{dir: pre.StepDir}
 	if err := MountStepTmpfs(s.dir, "empty", "probe", "stubs", "root", "proc", "stage", "stage/proc", "stage/dev", "stage/sys"); err != nil {
 		return nil, err
 	}
@@ -49,24 +47,18 @@ func stage(pre *Prelude) (*staged, error) {
 	if err := mountSys(s.sys, pre); err != nil {
 		return nil, err
 	}
+	// roProc is where maskProc binds a read-only view of the step's
+	// /proc.
 	mask := !pre.Insecure
-	go func() {
-		// roProc is where maskProc binds a read-only view of the step's
-		// /proc.
-		err := prepareProcDev(s.proc, s.dev, s.path("proc"), pre.ShmSize, mask)
-		if err == nil && mask {
-			err = maskSys(s.stage)
+	if err := prepareProcDev(s.proc, s.dev, s.path("proc"), pre.ShmSize, mask); err != nil {
+		return nil, err
+	}
+	if mask {
+		if err := maskSys(s.stage); err != nil {
+			return nil, err
 		}
-		s.done <- err
-	}()
+	}
 	return s, nil
-}
-
-// wait returns once /proc, /dev and the masks are made.
-func (s *staged) wait() error {
-	err := <-s.done
-	s.done <- err
-	return err
 }
 
 // mountSys mounts the step's /sys at dst: read-only but for an insecure
