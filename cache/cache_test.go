@@ -908,3 +908,55 @@ func BenchmarkPullLayer(b *testing.B) {
 		})
 	}
 }
+
+// TestCommitDirNewRoot: the layer is a new directory with the committed
+// directory's entries and its owner, times and extended attributes, not
+// the directory itself (a RUN step's upper dir stays in
+// use by its overlay until the kernel has torn the sandbox down).
+func TestCommitDirNewRoot(t *testing.T) {
+	requireRoot(t)
+	ctx := context.Background()
+	s := openStore(t)
+	dir, err := s.TempDir("upper-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	buildTree(t, dir)
+	if err := os.Chown(dir, 1234, 5678); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o1751); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Lsetxattr(dir, "trusted.kiln-test", []byte("x"), 0); err != nil {
+		t.Fatal(err)
+	}
+	mtime := time.Unix(1_500_000_000, 123)
+	if err := os.Chtimes(dir, mtime, mtime); err != nil {
+		t.Fatal(err)
+	}
+	var before unix.Stat_t
+	if err := unix.Lstat(dir, &before); err != nil {
+		t.Fatal(err)
+	}
+	info, _, err := s.CommitDir(ctx, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st unix.Stat_t
+	if err := unix.Lstat(info.Dir, &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Ino == before.Ino {
+		t.Error("the layer is the committed directory itself")
+	}
+	// The mode is the usual one a layer root gets when published.
+	if st.Uid != 1234 || st.Gid != 5678 || st.Mode&0o7777 != 0o755 || st.Mtim != before.Mtim {
+		t.Errorf("layer root: uid %d gid %d mode %o mtime %v, want 1234 5678 755 %v", st.Uid, st.Gid, st.Mode&0o7777, st.Mtim, before.Mtim)
+	}
+	buf := make([]byte, 16)
+	if n, err := unix.Lgetxattr(info.Dir, "trusted.kiln-test", buf); err != nil || string(buf[:n]) != "x" {
+		t.Errorf("layer root xattr: %q, %v", buf[:max(n, 0)], err)
+	}
+	checkStored(t, s, info)
+}

@@ -11,11 +11,13 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/klauspost/compress/flate"
+	"golang.org/x/sys/unix"
 
 	"github.com/kiln-build/kiln/layer"
 	"github.com/kiln-build/kiln/layer/gzchunk"
@@ -110,8 +112,12 @@ func (s *Store) CommitDirWith(ctx context.Context, dir string, opt layer.TarOpti
 	if err != nil {
 		return LayerInfo{}, false, fmt.Errorf("committing %s: %w", dir, err)
 	}
-	if err := os.Rename(dir, filepath.Join(staging, "fs")); err != nil {
-		os.Remove(staging)
+	if err := moveTree(dir, filepath.Join(staging, "fs")); err != nil {
+		os.RemoveAll(staging)
+		return LayerInfo{}, false, fmt.Errorf("committing %s: %w", dir, err)
+	}
+	if err := os.Remove(dir); err != nil {
+		os.RemoveAll(staging)
 		return LayerInfo{}, false, fmt.Errorf("committing %s: %w", dir, err)
 	}
 	info, err = s.publishListed(staging, info, list)
@@ -330,4 +336,79 @@ func (s *Store) publishListed(staging string, info LayerInfo, list []byte) (Laye
 	}
 	info.Dir = filepath.Join(final, "fs")
 	return info, nil
+}
+
+// moveTree moves the tree at dir to dst, a new directory with dir's
+// owner, mode, times and extended attributes, by renaming dir's entries
+// into it; dir is left empty. Not dir itself: a RUN step's upper dir is
+// committed while its sandbox's overlay may still be coming down, and
+// overlayfs marks an upper dir's inode in use until then (a later
+// step's overlay would have it as a lower dir, which overlayfs warns
+// about in the kernel log). The entries carry no such mark. The caller
+// removes dir.
+func moveTree(dir, dst string) error {
+	var st unix.Stat_t
+	if err := unix.Lstat(dir, &st); err != nil {
+		return err
+	}
+	if err := os.Mkdir(dst, 0o700); err != nil {
+		return err
+	}
+	f, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	names, err := f.Readdirnames(-1)
+	f.Close()
+	if err != nil {
+		return err
+	}
+	for _, n := range names {
+		if err := os.Rename(filepath.Join(dir, n), filepath.Join(dst, n)); err != nil {
+			return err
+		}
+	}
+	if err := copyXattrs(dir, dst); err != nil {
+		return err
+	}
+	if err := unix.Lchown(dst, int(st.Uid), int(st.Gid)); err != nil {
+		return err
+	}
+	// After chown, which clears setuid and setgid bits.
+	if err := unix.Chmod(dst, st.Mode&0o7777); err != nil {
+		return err
+	}
+	return unix.UtimesNanoAt(unix.AT_FDCWD, dst, []unix.Timespec{st.Atim, st.Mtim}, unix.AT_SYMLINK_NOFOLLOW)
+}
+
+// copyXattrs copies the extended attributes of src to dst, directories.
+func copyXattrs(src, dst string) error {
+	size, err := unix.Llistxattr(src, nil)
+	if err != nil || size == 0 {
+		if errors.Is(err, unix.ENOTSUP) {
+			return nil
+		}
+		return err
+	}
+	buf := make([]byte, size)
+	if size, err = unix.Llistxattr(src, buf); err != nil {
+		return err
+	}
+	for _, name := range strings.Split(strings.TrimRight(string(buf[:size]), "\x00"), "\x00") {
+		if name == "" {
+			continue
+		}
+		n, err := unix.Lgetxattr(src, name, nil)
+		if err != nil {
+			return err
+		}
+		val := make([]byte, n)
+		if n, err = unix.Lgetxattr(src, name, val); err != nil {
+			return err
+		}
+		if err := unix.Lsetxattr(dst, name, val[:n], 0); err != nil {
+			return fmt.Errorf("copying extended attribute %s: %w", name, err)
+		}
+	}
+	return nil
 }

@@ -335,11 +335,13 @@ type child struct {
 }
 
 // exiting are the children whose step is over and who are still exiting
-// (serve's early return). Their namespaces still hold their mounts: an
-// overlay that a new child mounted on the layer one of them wrote would
-// have the layer in use as another mount's upper dir, which overlayfs
-// warns about in the kernel log. Every child waits for them before it
-// gets its spec (waitExits).
+// (serve's early return). Their namespaces still hold their mounts, the
+// overlay on the step's scratch directory among them: what removes such
+// a directory, or the step's cgroup, waits for them (WaitSandboxExits).
+// A later step may mount the layer at once: the layer is a new
+// directory, which the entries of the upper dir were moved into
+// (cache.Store.CommitDirWith), not the upper dir that overlayfs marks in
+// use until the old overlay is gone.
 var exiting struct {
 	mu sync.Mutex
 	m  map[*child]chan struct{}
@@ -665,22 +667,15 @@ func (c *child) serve(ctx context.Context, cs childSpec, done func()) (msgs []ch
 	// every step. A larger spec (a long Env) is written while the child
 	// reads it.
 	//
-	// A RUN child mounts its root once the sandboxes of the steps before
-	// are gone (MountReady): it reads its spec and sets up what comes
-	// before while they end. A copy child mounts at once.
-	if cs.Mode != "run" {
-		waitExits(ctx)
-	}
-	//
-	// A child that joins the build network mounts its root once the
-	// network is up: the first step's sets up its root while the network
-	// helper starts. A network that does not come up fails the step.
+	// A RUN child that joins the build network mounts its root once the
+	// network is up (MountReady): the first step's reads its spec and sets
+	// up what comes before while the network helper starts. A network
+	// that does not come up fails the step.
 	var netErr error
 	send := func() error {
 		if _, err := c.specW.Write(msg.Bytes()); err != nil || cs.Mode != "run" {
 			return err
 		}
-		waitExits(ctx)
 		if cs.net != nil {
 			if netErr = cs.net.wait(ctx); netErr != nil {
 				return nil
@@ -764,8 +759,8 @@ func (c *child) serve(ctx context.Context, cs childSpec, done func()) (msgs []ch
 		// A child whose output we copy ourselves is over for the step
 		// once it reports so: the kernel tears its namespaces down (half
 		// a millisecond and more) while the step commits its layer and
-		// the next one starts. Its exit is waited for in the background;
-		// nothing mounts a layer before it is over (waitExits).
+		// the next one starts. Its exit is waited for in the background
+		// (exiting).
 		select {
 		case <-reported:
 			early = true

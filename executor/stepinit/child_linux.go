@@ -103,7 +103,7 @@ func Main() int {
 	waitMount := func() error {
 		var m MountReady
 		if err := dec.Decode(&m); err != nil || !m.Ready {
-			return fmt.Errorf("waiting for the earlier steps' sandboxes to end: %v", err)
+			return fmt.Errorf("waiting for the build network: %v", err)
 		}
 		return nil
 	}

@@ -133,9 +133,9 @@ type Rlimit struct {
 }
 
 // MountReady is the parent's message to a RUN child, after its Spec, that
-// it may mount its root: the sandboxes of earlier steps, whose layers it
-// may mount, are gone (overlayfs warns about a layer that is another
-// mount's upper dir). The child does what comes before in the meantime.
+// it may mount its root: the build network it joins is up (its
+// resolv.conf written). The child does what comes before in the
+// meantime.
 type MountReady struct {
 	Ready bool `json:"mountReady"`
 }

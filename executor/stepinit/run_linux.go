@@ -110,8 +110,7 @@ func runStep(rep Reporter, cs *Spec, st *staged, waitMount, waitPlaced func() er
 		mounts = append(mounts, rootMount{target: p, mount: func(dst string) error { return bindFromStep(src, dst) }})
 	}
 
-	// No mount of the image's layers before the sandboxes of the steps
-	// before are gone.
+	// The root is mounted once the build network is up.
 	if err := waitMount(); err != nil {
 		return rep.Fail(err)
 	}
