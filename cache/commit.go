@@ -368,9 +368,7 @@ func moveTree(dir, dst string) error {
 			return err
 		}
 	}
-	if err := copyXattrs(dir, dst); err != nil {
-		return err
-	}
+	copyXattrs(dir, dst)
 	if err := unix.Lchown(dst, int(st.Uid), int(st.Gid)); err != nil {
 		return err
 	}
@@ -381,34 +379,30 @@ func moveTree(dir, dst string) error {
 	return unix.UtimesNanoAt(unix.AT_FDCWD, dst, []unix.Timespec{st.Atim, st.Mtim}, unix.AT_SYMLINK_NOFOLLOW)
 }
 
-// copyXattrs copies the extended attributes of src to dst, directories.
-func copyXattrs(src, dst string) error {
+// copyXattrs copies what it can of the extended attributes of src to
+// dst, directories: a layer's root has no entry in its tar, so they are
+// kept for kiln verify and the overlay's view only, and a security
+// module may refuse to set its own.
+func copyXattrs(src, dst string) {
 	size, err := unix.Llistxattr(src, nil)
 	if err != nil || size == 0 {
-		if errors.Is(err, unix.ENOTSUP) {
-			return nil
-		}
-		return err
+		return
 	}
 	buf := make([]byte, size)
 	if size, err = unix.Llistxattr(src, buf); err != nil {
-		return err
+		return
 	}
-	for _, name := range strings.Split(strings.TrimRight(string(buf[:size]), "\x00"), "\x00") {
+	for _, name := range strings.Split(string(buf[:size]), "\x00") {
 		if name == "" {
 			continue
 		}
 		n, err := unix.Lgetxattr(src, name, nil)
 		if err != nil {
-			return err
+			continue
 		}
 		val := make([]byte, n)
-		if n, err = unix.Lgetxattr(src, name, val); err != nil {
-			return err
-		}
-		if err := unix.Lsetxattr(dst, name, val[:n], 0); err != nil {
-			return fmt.Errorf("copying extended attribute %s: %w", name, err)
+		if n, err = unix.Lgetxattr(src, name, val); err == nil {
+			unix.Lsetxattr(dst, name, val[:n], 0)
 		}
 	}
-	return nil
 }
