@@ -53,13 +53,14 @@ func writeFileAtomic(ctx context.Context, dest string, write func(w io.Writer) e
 	if err := f.Close(); err != nil {
 		return fmt.Errorf("writing %s: %w", dest, err)
 	}
-	// A large old file goes aside before the new one takes its name, and
-	// is removed after: renaming onto an existing file makes ext4
-	// (auto_da_alloc) write the new file's data out first, up to a second
-	// for a 500 MB archive. Between the two renames the name is missing
-	// for an instant; the old file is still whole under its other name.
+	// An old file of some size goes aside before the new one takes its
+	// name, and is removed after: renaming onto an existing file makes
+	// ext4 (auto_da_alloc) start writing the new file's data out first, up
+	// to a second for a 500 MB archive, still milliseconds for one of a
+	// megabyte. Between the two renames the name is missing for an
+	// instant; the old file is still whole under its other name.
 	aside := ""
-	if fi, err := os.Lstat(dest); err == nil && fi.Mode().IsRegular() && fi.Size() >= 16<<20 {
+	if fi, err := os.Lstat(dest); err == nil && fi.Mode().IsRegular() && fi.Size() >= 256<<10 {
 		aside = f.Name() + ".old"
 		if err := os.Rename(dest, aside); err != nil {
 			aside = "" // replace it in one rename, as before
