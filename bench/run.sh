@@ -233,16 +233,21 @@ EOF
 printf 'ARG BASE_ARM64\nFROM $BASE_ARM64\n' | dockerfile probe-arm64
 
 # --- measuring ---------------------------------------------------------------
-# timed LOG CMD...: runs CMD, sets T (seconds) and M (peak RSS, MB).
+# timed LOG CMD...: runs CMD, sets T (seconds, to the millisecond: GNU
+# time's own figure has two decimals, a tenth of a short build's time)
+# and M (peak RSS, MB).
 timed() {
 	local log=$1
 	shift
+	local t0=$EPOCHREALTIME
 	if ! /usr/bin/time -f '%e %M' -o "$log.time" "$@" >"$log" 2>&1; then
 		echo "bench: FAILED: $*" >&2
 		tail -n 30 "$log" >&2
 		exit 1
 	fi
-	read -r T kb <"$log.time"
+	local t1=$EPOCHREALTIME
+	read -r _ kb <"$log.time"
+	T=$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.3f", b - a}')
 	M=$((kb / 1024))
 }
 
@@ -485,7 +490,7 @@ cpu=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
 		if [ $bk = 1 ]; then
 			# kiln-only rows (the host-network ones) have no BuildKit time
 			printf '%-30s %10s %12s %12s %8s\n' "$l" "${KT[$l]}" "${KM[$l]}" "${BT[$l]:--}" \
-				"$(awk -v k="${KT[$l]}" -v b="${BT[$l]:-0}" 'BEGIN {if (b > 0) printf "%.2fx", k/b; else print "-"}')"
+				"$(awk -v k="${KT[$l]}" -v b="${BT[$l]:-0}" 'BEGIN {if (b > 0 && k/b < 0.1) printf "%.3fx", k/b; else if (b > 0) printf "%.2fx", k/b; else print "-"}')"
 		else
 			printf '%-30s %10s %12s\n' "$l" "${KT[$l]}" "${KM[$l]}"
 		fi

@@ -363,7 +363,7 @@ func renderMain(res *results) string {
 		byLabel[r.Label] = r
 	}
 	emit := func(name string, r row, target string) {
-		fmt.Fprintf(&b, "| %s | %s | %d MB | %s | %s | %s |\n", name, secs(r.Kiln), r.RSS, secsOrDash(r.BuildKit), ratio(r.Kiln, r.BuildKit), target)
+		fmt.Fprintf(&b, "| %s | %s | %d MB | %s | %s | %s |\n", name, fine(r.Kiln), r.RSS, fine(r.BuildKit), ratio(r.Kiln, r.BuildKit), target)
 	}
 	known := map[string]bool{}
 	for _, w := range workloads {
@@ -448,6 +448,15 @@ func machine(s string) string {
 
 func secs(s float64) string { return fmt.Sprintf("%.2f s", s) }
 
+// fine gives a time of the workload table under a second to the
+// millisecond, as make bench measures it.
+func fine(s float64) string {
+	if s > 0 && s < 1 {
+		return fmt.Sprintf("%.3f s", s)
+	}
+	return secsOrDash(s)
+}
+
 func secsOrDash(s float64) string {
 	if s <= 0 {
 		return "–"
@@ -465,6 +474,10 @@ func msOrDash(ms float64) string {
 func ratio(k, bk float64) string {
 	if bk <= 0 {
 		return "–"
+	}
+	if r := k / bk; r < 0.1 {
+		// Two significant figures: 0.096 is not 0.10.
+		return fmt.Sprintf("%.3f×", r)
 	}
 	return fmt.Sprintf("%.2f×", k/bk)
 }

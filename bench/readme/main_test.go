@@ -177,7 +177,7 @@ func TestRewriteReadme(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, want := range []string{"# kiln\n\n## Performance\n\nprose before\n\n<!-- bench:begin -->\n", "<!-- bench:end -->\n\nprose between\n\n<!-- bench:fleet:begin -->\n", "<!-- bench:fleet:end -->\n\n## After\n",
-		"| the same, no-op rebuild | 0.05 s | 25 MB | 0.44 s | 0.11× | ≤0.05× (≤40 ms) |", "on 2026-12-05 (kiln at c2f3ace, BuildKit v0.34.2 in the same run). Machine: 2 CPUs", "kernel 6.18.44-fc-v1252"} {
+		"| the same, no-op rebuild | 0.050 s | 25 MB | 0.440 s | 0.11× | ≤0.05× (≤40 ms) |", "on 2026-12-05 (kiln at c2f3ace, BuildKit v0.34.2 in the same run). Machine: 2 CPUs", "kernel 6.18.44-fc-v1252"} {
 		if !strings.Contains(string(got), want) {
 			t.Errorf("README lacks %q:\n%s", want, got)
 		}
