@@ -84,13 +84,16 @@ func newSrcTree(root string, excludes []string) (*srcTree, error) {
 func (t *srcTree) Close() error { return t.r.Close() }
 
 // normalizePatterns applies what moby/patternmatcher/ignorefile does to
-// each .dockerignore line, so patterns written "/foo" match "foo"; it is a
-// no-op on patterns that already went through ignorefile.ReadAll.
+// each .dockerignore pattern, so patterns written "/foo" match "foo"; it is
+// a no-op on patterns that already went through ignorefile.ReadAll. Not
+// its comments: ReadAll drops a line that starts with "#" before it trims
+// it, so a pattern it returns may start with "#" (from " #foo"), and is
+// one.
 func normalizePatterns(in []string) []string {
 	out := make([]string, 0, len(in))
 	for _, p := range in {
 		p = strings.TrimSpace(p)
-		if p == "" || strings.HasPrefix(p, "#") {
+		if p == "" {
 			continue
 		}
 		invert := p[0] == '!'
