@@ -64,6 +64,9 @@
 #   BENCH_GO=1        also run the Go micro-benchmarks of the hot paths
 #                     (context hashing, layer tar, commit = tar+gzip+sync,
 #                     pull, RUN, store lookups), to locate a regression
+#   BENCH_SETTLE      seconds to let the machine settle before each timed
+#                     cold build (default 1): the builder before may still be
+#                     cleaning up in the background
 #   BENCH_README=0    do not rewrite README.md's performance tables; =1
 #                     rewrites them even from a partial run (BENCH_ONLY,
 #                     no BuildKit), which by default leaves README.md alone
@@ -253,6 +256,15 @@ timed() {
 
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
+# settle: before a timed cold build, the disk is synced and whatever the
+# build before left running in the background (BuildKit's cleanup of its
+# snapshots, kiln's detached sync of its store) is given time to finish,
+# so that neither builder is timed against the other's leftovers.
+settle() {
+	sync
+	sleep "${BENCH_SETTLE:-1}"
+}
+
 # kiln_build DF CONTEXT NAME [FLAG...] / bk_build DF CONTEXT [FLAG...]: set
 # CMD, the build command (an array, so that /usr/bin/time runs the binary
 # itself). kiln's trace goes to $traces/NAME.json (NAME as its log's).
@@ -299,15 +311,15 @@ cold() {
 	record "$label"
 	local ts=() ms=() bts=()
 	for i in $(seq "$COLD_RUNS"); do
-		sync
 		rmstore "$stores/root"
 		warmcache "$ctx"
+		settle
 		kiln_build "$dfname" "$ctx" "kiln-$(slug "$label")-$i"
 		timed "$logs/kiln-$label-$i" "${CMD[@]}"
 		ts+=("$T") ms+=("$M")
 		if [ $bk = 1 ]; then
 			bk_prune
-			sync
+			settle
 			bk_build "$dfname" "$ctx" --no-cache
 			timed "$logs/bk-$label-$i" "${CMD[@]}"
 			bts+=("$T")
@@ -328,8 +340,8 @@ cold_kiln() {
 	local label=$1 dfname=$2 ctx=$3
 	shift 3
 	record "$label"
-	sync
 	rmstore "$stores/root"
+	settle
 	kiln_build "$dfname" "$ctx" "kiln-$(slug "$label")" "$@"
 	timed "$logs/kiln-$label" "${CMD[@]}"
 	KT[$label]=$T KM[$label]=$M
