@@ -10,6 +10,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -474,7 +476,13 @@ func startChild(ctx context.Context, st childStart) (c *child, err error) {
 		// step; containermaxprocs=0 keeps it from holding the host's
 		// cgroup CPU files open for its whole life (Go 1.25+): no
 		// descriptor of the host's cgroups belongs in a sandbox's PID 1.
-		cmd.Env = []string{"GOMAXPROCS=1", "GODEBUG=containermaxprocs=0"}
+		procs := runtime.GOMAXPROCS(0)
+		if st.mode == "run" {
+			// A RUN's init works on one thread (its mounts, then the
+			// command): more Ps would only wake other CPUs.
+			procs = 1
+		}
+		cmd.Env = []string{"GOMAXPROCS=" + strconv.Itoa(procs), "GODEBUG=containermaxprocs=0"}
 		if st.mode == "run" {
 			// A RUN's init allocates little, once, and then waits for the
 			// command: no collection should stall its set-up.
