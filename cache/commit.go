@@ -339,8 +339,9 @@ func (s *Store) publishListed(staging string, info LayerInfo, list []byte) (Laye
 }
 
 // moveTree moves the tree at dir to dst, a new directory with dir's
-// owner, mode, times and extended attributes, by renaming dir's entries
-// into it; dir is left empty. Not dir itself: a RUN step's upper dir is
+// owner, times and extended attributes (its mode is the one publish
+// gives every layer root), by renaming dir's entries into it; dir is left
+// empty. Not dir itself: a RUN step's upper dir is
 // committed while its sandbox's overlay may still be coming down, and
 // overlayfs marks an upper dir's inode in use until then (a later
 // step's overlay would have it as a lower dir, which overlayfs warns
@@ -370,10 +371,6 @@ func moveTree(dir, dst string) error {
 	}
 	copyXattrs(dir, dst)
 	if err := unix.Lchown(dst, int(st.Uid), int(st.Gid)); err != nil {
-		return err
-	}
-	// After chown, which clears setuid and setgid bits.
-	if err := unix.Chmod(dst, st.Mode&0o7777); err != nil {
 		return err
 	}
 	return unix.UtimesNanoAt(unix.AT_FDCWD, dst, []unix.Timespec{st.Atim, st.Mtim}, unix.AT_SYMLINK_NOFOLLOW)

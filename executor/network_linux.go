@@ -205,9 +205,6 @@ func (n *Network) wait(ctx context.Context) error {
 	case <-ctx.Done():
 		return context.Cause(ctx)
 	}
-	if n.readyErr != nil {
-		return n.readyErr
-	}
 	return n.alive()
 }
 

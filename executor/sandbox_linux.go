@@ -332,8 +332,8 @@ type child struct {
 	prelude *stepinit.Prelude
 
 	exitMu sync.Mutex
-	gone   bool     // reaped, and onExit run
-	onExit []func() // what waits for it to be gone
+	onExit []func()      // what waits for it to be gone
+	gone   chan struct{} // closed once it is reaped and onExit has run
 }
 
 // exiting are the children whose step is over and who are still exiting
@@ -346,24 +346,22 @@ type child struct {
 // use until the old overlay is gone.
 var exiting struct {
 	mu sync.Mutex
-	m  map[*child]chan struct{}
+	m  map[*child]struct{}
 }
 
 // exitLater reaps c in the background, once it is over for its step.
 func (c *child) exitLater() {
-	ch := make(chan struct{})
 	exiting.mu.Lock()
 	if exiting.m == nil {
-		exiting.m = map[*child]chan struct{}{}
+		exiting.m = map[*child]struct{}{}
 	}
-	exiting.m[c] = ch
+	exiting.m[c] = struct{}{}
 	exiting.mu.Unlock()
 	go func() {
 		c.wait()
 		exiting.mu.Lock()
 		delete(exiting.m, c)
 		exiting.mu.Unlock()
-		close(ch)
 	}()
 }
 
@@ -374,22 +372,24 @@ func (c *child) wait() error {
 	return err
 }
 
-// exited runs what waited for c to be gone.
+// exited runs what waited for c to be gone, then says it is.
 func (c *child) exited() {
 	c.exitMu.Lock()
-	c.gone = true
 	fs := c.onExit
 	c.onExit = nil
 	c.exitMu.Unlock()
 	for _, f := range fs {
 		f()
 	}
+	close(c.gone)
 }
 
 // afterExit runs f once c is gone: now, or when exitLater has reaped it.
 func (c *child) afterExit(f func()) {
 	c.exitMu.Lock()
-	if !c.gone {
+	select {
+	case <-c.gone:
+	default:
 		c.onExit = append(c.onExit, f)
 		c.exitMu.Unlock()
 		return
@@ -407,18 +407,18 @@ func WaitSandboxExits() { waitExits(context.Background()) }
 // is gone, with what waited for it.
 func waitExits(ctx context.Context) {
 	exiting.mu.Lock()
-	var chs []chan struct{}
-	for _, ch := range exiting.m {
-		chs = append(chs, ch)
+	var cs []*child
+	for c := range exiting.m {
+		cs = append(cs, c)
 	}
 	exiting.mu.Unlock()
-	if len(chs) == 0 {
+	if len(cs) == 0 {
 		return
 	}
 	_, span := trace.Start(ctx, "sandbox: wait for the last step's sandbox to exit")
 	defer span.End()
-	for _, ch := range chs {
-		<-ch
+	for _, c := range cs {
+		<-c.gone
 	}
 }
 
@@ -559,7 +559,7 @@ func startChild(ctx context.Context, st childStart) (c *child, err error) {
 			return nil, fmt.Errorf("starting sandbox: %w", err)
 		}
 	}
-	return &child{cmd: cmd, cg: cg, specW: specW, resR: resR, bornInCgroup: bornInCgroup}, nil
+	return &child{cmd: cmd, cg: cg, specW: specW, resR: resR, bornInCgroup: bornInCgroup, gone: make(chan struct{})}, nil
 }
 
 // place moves the child into its cgroup, unless it was born there. Until
@@ -633,7 +633,7 @@ func (c *child) serve(ctx context.Context, cs childSpec, done func()) (msgs []ch
 			}
 		}()
 	}
-	sendPrelude := cs.Mode == "run" && c.prelude == nil
+	withPrelude := cs.Mode == "run" && c.prelude == nil
 
 	childName := "sandbox: set up + run"
 	if cs.Mode != "run" {
@@ -650,7 +650,7 @@ func (c *child) serve(ctx context.Context, cs childSpec, done func()) (msgs []ch
 	// which this overlaps with the setup.
 	var msg bytes.Buffer
 	enc := json.NewEncoder(&msg)
-	if sendPrelude {
+	if withPrelude {
 		if err := enc.Encode(cs.Prelude); err != nil {
 			return fail(fmt.Errorf("encoding sandbox prelude: %w", err))
 		}

@@ -30,7 +30,6 @@ type Warm struct {
 	// first use, removed by Close once no child is left.
 	tempDir func() (string, error)
 	dir     string
-	reaping sync.WaitGroup // discarded children not yet reaped
 	mu      sync.Mutex
 	queue   []*warmChild // oldest first
 	closed  bool
@@ -140,7 +139,7 @@ func (w *Warm) take(k warmKey) *warmChild {
 	}
 	w.mu.Unlock()
 	for _, s := range stale {
-		w.discard(s)
+		s.discard()
 	}
 	if wc == nil {
 		return nil
@@ -266,34 +265,34 @@ func (wc *warmChild) serve(ctx context.Context, cs childSpec, out io.Writer) ([]
 	})
 }
 
-// discard ends a child that no step will take: it is killed at once and
-// its cgroup handed to the background removal (which the end of kiln waits
-// for); reaping it is left to the background.
-func (w *Warm) discard(wc *warmChild) {
+// discard ends a child that no step will take: it is killed at once,
+// and reaped in the background (exitLater), after which its cgroup is
+// handed to the background removal (the end of kiln waits for both).
+func (wc *warmChild) discard() {
 	<-wc.ready
 	if wc.err != nil {
 		return
 	}
-	wc.c.cmd.Process.Kill()
-	w.reaping.Add(1)
-	go func() {
-		defer w.reaping.Done()
-		if wc.c.placing != nil {
-			<-wc.c.placing
+	c := wc.c
+	c.cmd.Process.Kill()
+	c.specW.Close()
+	c.resR.Close()
+	c.afterExit(func() {
+		if c.placing != nil {
+			<-c.placing
 		}
-		if wc.c.cg != nil {
-			wc.c.cg.remove()
+		if c.cg != nil {
+			c.cg.remove()
 		}
-		wc.c.kill()
 		wc.out.Close()
-	}()
+	})
+	c.exitLater()
 }
 
 // Close ends the children started for steps that never came, and
-// removes the children's directory in the background once they are
-// reaped: removing a directory that is a mount point in another mount
-// namespace would unmount it there. Every child a step took is over by
-// the time the build closes its Warm.
+// removes the children's directory in the background once every child
+// is reaped (waitExits): removing a directory that is a mount point in
+// another mount namespace would unmount it there.
 func (w *Warm) Close() {
 	if w == nil {
 		return
@@ -305,11 +304,10 @@ func (w *Warm) Close() {
 	dir := w.dir
 	w.mu.Unlock()
 	for _, wc := range queue {
-		w.discard(wc)
+		wc.discard()
 	}
 	if dir != "" {
 		go func() {
-			w.reaping.Wait()
 			waitExits(w.ctx)
 			os.Remove(dir)
 		}()

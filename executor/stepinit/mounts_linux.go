@@ -8,11 +8,10 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/kiln-build/kiln/internal/mountinfo"
-
 	"golang.org/x/sys/unix"
 
 	"github.com/kiln-build/kiln/executor/devices"
+	"github.com/kiln-build/kiln/internal/mountinfo"
 )
 
 // MountFS is unix.Mount with the error phrased for the build log.

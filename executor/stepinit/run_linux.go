@@ -233,8 +233,7 @@ func runStep(rep Reporter, cs *Spec, st *staged, waitMount, waitPlaced func() er
 // prepareProcDev mounts the step's /dev at dev and a new proc, for the new
 // PID namespace (the command sees only its own processes), at proc; with
 // mask, the proc is masked (maskProc, with dev's null). Both are then
-// moved into the root. Only absolute paths: another thread chdirs to
-// mount overlays.
+// moved into the root.
 func prepareProcDev(proc, dev, roProc string, shmSize int64, mask bool) error {
 	if err := mountDev(dev, shmSize); err != nil {
 		return err
