@@ -347,6 +347,41 @@ type child struct {
 var exiting struct {
 	mu sync.Mutex
 	m  map[*child]struct{}
+	// after are the clean-ups afterExits runs once the children exiting
+	// when it was called are gone, each closed once done.
+	after map[chan struct{}]struct{}
+}
+
+// afterExits runs f in the background once every child exiting now is
+// gone; WaitSandboxExits waits for it too.
+func afterExits(f func()) {
+	done := make(chan struct{})
+	exiting.mu.Lock()
+	if exiting.after == nil {
+		exiting.after = map[chan struct{}]struct{}{}
+	}
+	exiting.after[done] = struct{}{}
+	cs := exitingNow()
+	exiting.mu.Unlock()
+	go func() {
+		for _, c := range cs {
+			<-c.gone
+		}
+		f()
+		exiting.mu.Lock()
+		delete(exiting.after, done)
+		exiting.mu.Unlock()
+		close(done)
+	}()
+}
+
+// exitingNow lists the children exiting; exiting.mu is held.
+func exitingNow() []*child {
+	cs := make([]*child, 0, len(exiting.m))
+	for c := range exiting.m {
+		cs = append(cs, c)
+	}
+	return cs
 }
 
 // exitLater reaps c in the background, once it is over for its step.
@@ -399,26 +434,31 @@ func (c *child) afterExit(f func()) {
 }
 
 // WaitSandboxExits waits until the sandboxes of the steps that are over
-// are gone (their namespaces torn down, their cgroups handed to removal):
-// for what removes a step's directories.
+// are gone (their namespaces torn down, their cgroups handed to removal),
+// with the clean-ups that waited for them (afterExits): for what removes
+// a step's directories, and for kiln before it exits.
 func WaitSandboxExits() { waitExits(context.Background()) }
 
 // waitExits waits until every child that was exiting when it was called
 // is gone, with what waited for it.
 func waitExits(ctx context.Context) {
 	exiting.mu.Lock()
-	var cs []*child
-	for c := range exiting.m {
-		cs = append(cs, c)
+	cs := exitingNow()
+	var after []chan struct{}
+	for ch := range exiting.after {
+		after = append(after, ch)
 	}
 	exiting.mu.Unlock()
-	if len(cs) == 0 {
+	if len(cs) == 0 && len(after) == 0 {
 		return
 	}
 	_, span := trace.Start(ctx, "sandbox: wait for the last step's sandbox to exit")
 	defer span.End()
 	for _, c := range cs {
 		<-c.gone
+	}
+	for _, ch := range after {
+		<-ch
 	}
 }
 

@@ -291,8 +291,9 @@ func (wc *warmChild) discard() {
 
 // Close ends the children started for steps that never came, and
 // removes the children's directory in the background once every child
-// is reaped (waitExits): removing a directory that is a mount point in
-// another mount namespace would unmount it there.
+// is reaped (afterExits, which kiln waits for before it exits): removing
+// a directory that is a mount point in another mount namespace would
+// unmount it there.
 func (w *Warm) Close() {
 	if w == nil {
 		return
@@ -307,10 +308,7 @@ func (w *Warm) Close() {
 		wc.discard()
 	}
 	if dir != "" {
-		go func() {
-			waitExits(w.ctx)
-			os.Remove(dir)
-		}()
+		afterExits(func() { os.Remove(dir) })
 	}
 }
 
